@@ -1,0 +1,190 @@
+"""Reading examples from CSV, TSV, JSONL or Hugging Face `datasets`.
+
+Every problem is reported as one line naming the file, the row (1-based, header not counted; for
+JSONL the line) and the column, e.g. `train.csv, row 12, column 'text': empty text`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataError
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    text_pair: str | None = None
+    label: str | None = None
+    source: str = ""  # "file, row N": where the example came from, for error messages
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str = "text"
+    text_pair: str | None = None
+    label: str | None = "label"
+
+
+def read_rows(path: str) -> tuple[str, list[tuple[str, dict]]]:
+    """Return (display name, [(row description, record)]) for a file, folder or hub dataset."""
+    p = Path(path)
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix in (".csv", ".tsv"):
+            return path, _read_delimited(p, "\t" if suffix == ".tsv" else ",")
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            return path, _read_jsonl(p)
+        raise DataError(f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv or .jsonl")
+    if p.is_dir():
+        return path, _read_hf_disk(p)
+    if ":" not in path:
+        raise DataError(f"{path}: no such file or folder (a hub dataset is written NAME[:CONFIG]:SPLIT)")
+    return path, _read_hf_hub(path)
+
+
+def _read_delimited(path: Path, delimiter: str) -> list[tuple[str, dict]]:
+    # GLUE-style TSV files contain bare quote characters inside sentences: no quoting for TSV.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
+        if not reader.fieldnames:
+            raise DataError(f"{path}: empty file (no header row)")
+        header = [name.strip() for name in reader.fieldnames]
+        reader.fieldnames = header
+        rows = []
+        for number, record in enumerate(reader, start=1):
+            if None in record:
+                raise DataError(f"{path}, row {number}: {len(header) + len(record[None])} fields, header has {len(header)}")
+            rows.append((f"{path}, row {number}", record))
+    if not rows:
+        raise DataError(f"{path}: no data rows after the header")
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+            rows.append((f"{path}, line {number}", record))
+    if not rows:
+        raise DataError(f"{path}: empty file")
+    return rows
+
+
+def _records_from_dataset(name: str, dataset) -> list[tuple[str, dict]]:
+    names = {}
+    for column, feature in dataset.features.items():
+        if hasattr(feature, "int2str"):  # ClassLabel: keep the label's name, not its index
+            names[column] = feature
+    rows = []
+    for number, record in enumerate(dataset, start=1):
+        for column, feature in names.items():
+            if isinstance(record.get(column), int) and record[column] >= 0:
+                record[column] = feature.int2str(record[column])
+        rows.append((f"{name}, row {number}", record))
+    if not rows:
+        raise DataError(f"{name}: the dataset has no rows")
+    return rows
+
+
+def _read_hf_disk(path: Path) -> list[tuple[str, dict]]:
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: not a `datasets` folder saved with save_to_disk ({error})") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        raise DataError(f"{path}: holds splits {sorted(dataset)}; pass one split's folder, e.g. {path}/{next(iter(dataset))}")
+    return _records_from_dataset(str(path), dataset)
+
+
+def _read_hf_hub(spec: str) -> list[tuple[str, dict]]:
+    """`NAME[:CONFIG]:SPLIT`, e.g. `glue:sst2:validation` or `imdb:test`."""
+    import datasets
+
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise DataError(f"{spec}: no such file or folder; a hub dataset is written NAME[:CONFIG]:SPLIT")
+    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+    try:
+        dataset = datasets.load_dataset(name, config, split=split)
+    except Exception as error:  # the hub client raises many types; all mean "could not load"
+        raise DataError(f"{spec}: cannot load from the Hugging Face hub: {str(error).splitlines()[0]}") from None
+    return _records_from_dataset(spec, dataset)
+
+
+def load_examples(path: str, columns: Columns = Columns(), require_labels: bool = True) -> list[Example]:
+    """Read and check every row: text columns present and non-empty, labels present when required."""
+    name, rows = read_rows(path)
+    first = rows[0][1]
+    wanted = [c for c in (columns.text, columns.text_pair) if c] + ([columns.label] if require_labels and columns.label else [])
+    for column in wanted:
+        if column not in first:
+            raise DataError(f"{name}: missing column {column!r}; columns are {sorted(first)}")
+    examples = []
+    for where, record in rows:
+        text = _text(record, columns.text, where)
+        pair = _text(record, columns.text_pair, where) if columns.text_pair else None
+        label = None
+        if columns.label and (require_labels or columns.label in record):
+            value = record.get(columns.label)
+            if value is None or str(value).strip() == "":
+                if require_labels:
+                    raise DataError(f"{where}, column {columns.label!r}: empty label")
+            else:
+                label = _label_string(value)
+        examples.append(Example(text=text, text_pair=pair, label=label, source=where))
+    return examples
+
+
+def _text(record: dict, column: str, where: str) -> str:
+    if column not in record:
+        raise DataError(f"{where}: missing column {column!r}")
+    value = record[column]
+    if not isinstance(value, str):
+        raise DataError(f"{where}, column {column!r}: expected text, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{where}, column {column!r}: empty text")
+    return value.strip()
+
+
+def _label_string(value) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def label_set(examples: list[Example]) -> tuple[str, ...]:
+    """Labels in a stable order: numerically when every label is an integer, else alphabetically."""
+    values = {e.label for e in examples if e.label is not None}
+    try:
+        return tuple(sorted(values, key=int))
+    except ValueError:
+        return tuple(sorted(values))
+
+
+def texts_as_examples(texts: list[str]) -> list[Example]:
+    examples = []
+    for number, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise DataError(f"argument {number}: empty text")
+        examples.append(Example(text=text.strip(), source=f"argument {number}"))
+    return examples

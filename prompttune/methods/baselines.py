@@ -1,0 +1,48 @@
+"""Baselines to compare prompts against: a linear probe and full fine-tuning.
+
+Both use the same task heads and training loop as the prompt methods, so comparisons differ only in
+what trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backbone import Backbone
+from ..config import ConfigBase
+from .base import PromptMethod, register
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig(ConfigBase):
+    """The probe is the task's classification head over frozen pooled features; nothing to choose."""
+
+
+@register
+class LinearProbe(PromptMethod):
+    name = "linear_probe"
+    Config = LinearProbeConfig
+    readout = "head"
+    default_head_lr = 1e-2
+
+
+@dataclass(frozen=True)
+class FullFinetuneConfig(ConfigBase):
+    """Every backbone weight trains; the artifact holds the whole model's state."""
+
+
+@register
+class FullFinetune(PromptMethod):
+    name = "full_finetune"
+    Config = FullFinetuneConfig
+    default_lr = 5e-5
+    default_head_lr = 1e-3
+
+    def backbone_parameters(self, backbone: Backbone):
+        return list(backbone.model.parameters())
+
+    def state_to_save(self, backbone: Backbone) -> dict:
+        return {k: v.detach() for k, v in backbone.model.state_dict().items()}
+
+    def load_saved_state(self, state: dict, backbone: Backbone) -> None:
+        backbone.model.load_state_dict(state, strict=True)

@@ -1,0 +1,113 @@
+"""Soft prompt tuning: Lester, Al-Rfou & Constant, "The Power of Scale for Parameter-Efficient
+Prompt Tuning", EMNLP 2021 (arXiv:2104.08691).
+
+N trainable virtual-token embeddings are placed before the input's embeddings; the model is frozen.
+With a hard template (`--template`) the same prompt trains as a hybrid of soft and hard tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone, ModelInputs
+from ..config import ConfigBase, check
+from ..virtual_tokens import insert_virtual_tokens
+from .base import PromptMethod, register
+
+INITS = ("random", "sample_vocab", "text", "class_labels")
+
+
+@dataclass(frozen=True)
+class SoftPromptConfig(ConfigBase):
+    num_virtual_tokens: int = 20
+    """How many virtual tokens; Lester et al. find little gain past 20."""
+    init: str = "class_labels"
+    """random | sample_vocab (rows of the embedding matrix) | text (embeddings of `init_text`,
+    repeated or truncated to N) | class_labels (label words' embeddings, multi-token words averaged,
+    the remaining tokens sampled from the vocabulary)."""
+    init_text: str | None = None
+    """The text for init=text."""
+
+    def __post_init__(self):
+        check(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
+              "num_virtual_tokens", f"must be a positive integer, got {self.num_virtual_tokens!r}")
+        check(self.init in INITS, "init", f"must be one of {INITS}, got {self.init!r}")
+        check(self.init != "text" or bool(self.init_text), "init_text", "init=text needs a non-empty init_text")
+
+
+@register
+class SoftPrompt(PromptMethod):
+    name = "soft_prompt"
+    Config = SoftPromptConfig
+    default_lr = 3e-2
+    default_head_lr = 1e-2
+
+    def __init__(self, config: SoftPromptConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        weight = backbone.input_embeddings.weight
+        self.prompt = nn.Parameter(torch.zeros(config.num_virtual_tokens, backbone.hidden_size, dtype=torch.float32,
+                                               device=weight.device))
+
+    @torch.no_grad()
+    def initialize(self, backbone: Backbone, task) -> None:
+        self.prompt.copy_(initial_embeddings(self.config, backbone, task))
+
+    def virtual_embeddings(self, batch_size: int) -> torch.Tensor:
+        return self.prompt.unsqueeze(0).expand(batch_size, -1, -1)  # (B, N, D)
+
+    def prepare(self, inputs: ModelInputs, backbone: Backbone) -> ModelInputs:
+        batch = inputs.inputs_embeds.shape[0]
+        embeds, mask, types, real_index = insert_virtual_tokens(
+            inputs.inputs_embeds, inputs.attention_mask, self.virtual_embeddings(batch),
+            token_type_ids=inputs.token_type_ids)
+        readout = None if inputs.readout_index is None else real_index.gather(1, inputs.readout_index.unsqueeze(1)).squeeze(1)
+        previous = inputs.real_index
+        real_index = real_index if previous is None else real_index.gather(1, previous)
+        return ModelInputs(embeds, mask, types, readout, real_index, inputs.past_key_values, inputs.extra)
+
+
+def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task) -> torch.Tensor:
+    """(N, D) starting values for a prompt of `config.num_virtual_tokens` tokens."""
+    weight = backbone.input_embeddings.weight.detach().float()
+    n = config.num_virtual_tokens
+    generator = torch.Generator(device="cpu").manual_seed(torch.initial_seed() % (2**63))
+    if config.init == "random":
+        # Matched to the vocabulary's per-dimension statistics, so the prompt starts at the scale
+        # the model's layers expect (a unit normal is far off for most models).
+        mean, std = weight.mean(0).cpu(), weight.std(0).cpu()
+        return (mean + std * torch.randn(n, weight.shape[1], generator=generator)).to(weight.device)
+    if config.init == "sample_vocab":
+        return weight[sample_token_ids(backbone, n, generator)]
+    if config.init == "text":
+        ids = backbone.tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
+        repeated = (ids * (n // max(len(ids), 1) + 1))[:n]
+        return weight[torch.tensor(repeated, device=weight.device)]
+    # class_labels: one row per label word (its sub-tokens averaged), then vocabulary samples.
+    rows = []
+    for words in task.label_words():
+        for word in words:
+            ids = backbone.tokenizer(word_for_tokenizer(backbone, word), add_special_tokens=False)["input_ids"]
+            if ids:
+                rows.append(weight[torch.tensor(ids, device=weight.device)].mean(0))
+    rows = rows[:n]
+    if len(rows) < n:
+        rows.extend(weight[sample_token_ids(backbone, n - len(rows), generator)])
+    return torch.stack(rows)
+
+
+def sample_token_ids(backbone: Backbone, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform draws from the vocabulary, special tokens excluded."""
+    vocab_size = backbone.input_embeddings.weight.shape[0]
+    special = set(backbone.tokenizer.all_special_ids)
+    allowed = torch.tensor([i for i in range(vocab_size) if i not in special])
+    picks = torch.randint(len(allowed), (count,), generator=generator)
+    return allowed[picks].to(backbone.device)
+
+
+def word_for_tokenizer(backbone: Backbone, word: str) -> str:
+    """Byte-level BPE vocabularies (GPT-2, BART, Llama) spell a word after a space differently;
+    label words are read after a space, so embed them that way."""
+    return " " + word if backbone.kind != "encoder" else word

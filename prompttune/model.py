@@ -1,0 +1,118 @@
+"""A frozen backbone, a prompt method and a task, joined through the contract in methods/base.py."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbone import Backbone, BackboneOutput, ModelInputs
+from .data import Example
+from .errors import ConfigError
+from .methods import PromptMethod, method_class
+from .tasks import ClassificationConfig, ClassificationTask
+from .virtual_tokens import gather_positions
+
+
+def resolve_readout(method: type[PromptMethod], backbone: Backbone, requested: str = "auto") -> str:
+    """Which readout a new prompt uses: the verbalizer where the backbone has an LM head, a trained
+    head where it does not (or where the method asks for one), similarity for zero-shot encoders."""
+    if requested != "auto":
+        if not method.trains and requested == "head":
+            raise ConfigError(f"readout: {method.name} trains nothing, so it cannot use an untrained head; "
+                              "use verbalizer (LM head) or similarity")
+        return requested
+    if method.readout == "head":
+        return "head"
+    if backbone.has_lm_head:
+        return "verbalizer"
+    return "similarity" if method.readout == "zero_shot" else "head"
+
+
+class PromptModel(nn.Module):
+    def __init__(self, backbone: Backbone, method: PromptMethod, task: ClassificationTask, base_fingerprint: dict):
+        super().__init__()
+        self.backbone = backbone
+        self.method = method
+        self.task = task
+        # Recorded when the prompt is made, before any training can change the backbone.
+        self.base_fingerprint = base_fingerprint
+
+    @classmethod
+    def create(cls, backbone: Backbone, method: str, task_config: ClassificationConfig, method_options: dict | None = None,
+               readout: str = "auto") -> "PromptModel":
+        """A new, initialised prompt for `backbone`."""
+        method_cls = method_class(method)
+        method_config = method_cls.Config.from_dict(method_options or {}, where=f"--method {method}")
+        task_config = task_config.replace(readout=resolve_readout(method_cls, backbone, readout))
+        task = ClassificationTask(task_config, backbone)
+        prompt = method_cls(method_config, backbone)
+        fingerprint = backbone.fingerprint()
+        prompt.initialize(backbone, task)
+        task.initialize(backbone)
+        task.to(backbone.device)
+        return cls(backbone, prompt, task, fingerprint)
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Label logits (B, C) for a collated batch."""
+        mask = batch["attention_mask"]
+        inputs = ModelInputs(
+            inputs_embeds=self.backbone.embed(batch["input_ids"]),  # (B, T, D)
+            attention_mask=mask,
+            token_type_ids=batch.get("token_type_ids"),
+            readout_index=batch.get("readout_index"),
+        )
+        inputs = self.method.prepare(inputs, self.backbone)
+        output = self.backbone(inputs)
+        if inputs.real_index is not None:
+            # The task sees only the real tokens, aligned with the batch it was given.
+            output = BackboneOutput(gather_positions(output.hidden, inputs.real_index), output.readout_logits)
+        return self.task.logits(output, inputs, mask)
+
+    @torch.no_grad()
+    def predict_proba(self, examples: list[Example], batch_size: int = 64) -> torch.Tensor:
+        """(N, C) label probabilities, in the examples' order."""
+        was_training = self.training
+        self.eval()
+        features = [self.task.encode(e) for e in examples]
+        rows = []
+        for start in range(0, len(features), batch_size):
+            batch = self.task.collate(features[start : start + batch_size], with_labels=False)
+            batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
+            rows.append(self.forward(batch).float().softmax(-1).cpu())
+        self.train(was_training)
+        return torch.cat(rows) if rows else torch.zeros(0, len(self.task.config.labels))
+
+    # ---- what trains --------------------------------------------------------------------------
+
+    def parameter_groups(self, lr: float, head_lr: float) -> list[dict]:
+        """Optimiser groups: the prompt (and, for full fine-tuning, the backbone) at `lr`, the
+        task's head at `head_lr`. Everything else stays frozen."""
+        prompt = [p for p in self.method.parameters()] + self.method.backbone_parameters(self.backbone)
+        head = [p for p in self.task.parameters()]
+        for p in prompt + head:
+            p.requires_grad_(True)
+        groups = []
+        if prompt:
+            groups.append({"params": prompt, "lr": lr, "name": "prompt"})
+        if head:
+            groups.append({"params": head, "lr": head_lr, "name": "head"})
+        return groups
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every tensor an artifact stores: `method.*` and `task.*`."""
+        state = {f"method.{k}": v for k, v in self.method.state_to_save(self.backbone).items()}
+        state.update({f"task.{k}": v for k, v in self.task.state_to_save().items()})
+        return state
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        method = {k[len("method."):]: v for k, v in state.items() if k.startswith("method.")}
+        task = {k[len("task."):]: v for k, v in state.items() if k.startswith("task.")}
+        self.method.load_saved_state(method, self.backbone)
+        self.task.load_state_dict(task, strict=True)
+
+    def count_parameters(self) -> dict[str, int]:
+        trained = list(self.method.parameters()) + self.method.backbone_parameters(self.backbone) + list(self.task.parameters())
+        return {"trainable": sum(p.numel() for p in trained),
+                "backbone": sum(p.numel() for p in self.backbone.model.parameters())}

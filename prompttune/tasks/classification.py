@@ -1,0 +1,324 @@
+"""Classification of single sentences and sentence pairs.
+
+The task decides how model outputs become label scores; it never knows which method produced them.
+Three readouts:
+
+- `verbalizer`: LM-head logits at the readout position (the mask for a masked LM, the next token
+  for a causal LM, the first decoder token for a seq2seq model), restricted to each label's words
+  (PET, Schick & Schütze 2021). A label with several words scores log(sum of their probabilities).
+- `head`: a small trained linear head over pooled hidden states (mean over the real tokens for
+  encoders and encoder-decoders, the last real token for decoders). Used when the backbone has no LM
+  head, and by the linear probe.
+- `similarity`: zero-shot for sentence encoders without an LM head: cosine similarity between the
+  input's embedding and each label's description (the template's text around `{mask}` with the
+  label word in it, e.g. "It was great."), mean-pooled as sentence-transformers does.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
+from ..config import ConfigBase, check
+from ..data import Example
+from ..errors import ConfigError, DataError
+from ..methods.soft_prompt import word_for_tokenizer
+from ..virtual_tokens import gather_positions
+
+READOUTS = ("verbalizer", "head", "similarity")
+PLACEHOLDERS = ("text", "text_pair", "mask")
+SIMILARITY_SCALE = 20.0  # cosine similarities -> logits, as sentence-transformers' ranking losses do
+
+
+@dataclass(frozen=True)
+class ClassificationConfig(ConfigBase):
+    labels: tuple[str, ...]
+    """Label values in class order, as they appear in the data's label column."""
+    template: str | None = None
+    """Text around the input, with {text}, optionally {text_pair}, and {mask} where the label word
+    goes, e.g. "Review: {text} It was {mask}."; None uses the backbone's default."""
+    verbalizer: tuple[tuple[str, ...], ...] | None = None
+    """Words for each label, in label order; None uses the label values themselves."""
+    readout: str = "head"
+    """verbalizer | head | similarity (resolved from the method and backbone when a prompt is made)."""
+    max_length: int = 256
+    """Tokens per input, virtual tokens not counted; text fields are truncated, the template never."""
+    pair: bool = False
+    """Whether inputs are sentence pairs."""
+
+    def __post_init__(self):
+        check(len(self.labels) >= 2, "labels", f"need at least two labels, got {list(self.labels)}")
+        check(len(set(self.labels)) == len(self.labels), "labels", f"duplicate labels in {list(self.labels)}")
+        check(self.readout in READOUTS, "readout", f"must be one of {READOUTS}, got {self.readout!r}")
+        check(isinstance(self.max_length, int) and self.max_length >= 8, "max_length", "must be an integer >= 8")
+        if self.verbalizer is not None:
+            check(len(self.verbalizer) == len(self.labels), "verbalizer",
+                  f"has {len(self.verbalizer)} entries for {len(self.labels)} labels")
+            for label, words in zip(self.labels, self.verbalizer):
+                check(len(words) > 0 and all(w.strip() for w in words), "verbalizer", f"label {label!r} has no words")
+        if self.template is not None:
+            fields = template_fields(self.template)
+            check("text" in fields, "template", f"must contain {{text}}: {self.template!r}")
+            check(("text_pair" in fields) == self.pair, "template",
+                  "needs {text_pair} exactly when the data has a text-pair column")
+            check(fields.count("mask") <= 1, "template", "at most one {mask}")
+
+    def words(self) -> tuple[tuple[str, ...], ...]:
+        return self.verbalizer if self.verbalizer is not None else tuple((label,) for label in self.labels)
+
+
+def template_fields(template: str) -> list[str]:
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        raise ConfigError(f"template: cannot parse {template!r}: {error}") from None
+    unknown = [f for f in fields if f not in PLACEHOLDERS]
+    if unknown:
+        raise ConfigError(f"template: unknown placeholder(s) {unknown}; use {{text}}, {{text_pair}}, {{mask}}")
+    return fields
+
+
+def default_template(kind: str, pair: bool) -> str:
+    if kind == ENCODER:
+        return "{text} {text_pair} {mask}" if pair else "{text} {mask}"
+    return "{text} {text_pair}" if pair else "{text}"
+
+
+def parse_verbalizer(spec: str | dict | None, labels: tuple[str, ...]) -> tuple[tuple[str, ...], ...] | None:
+    """`{"0": ["terrible"], "1": ["great", "good"]}` (JSON) or `0:terrible,1:great|good`."""
+    import json
+
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.startswith("{"):
+            try:
+                spec = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"--verbalizer: not valid JSON: {error.msg}") from None
+        else:
+            parsed = {}
+            for item in text.split(","):
+                if ":" not in item:
+                    raise ConfigError(f"--verbalizer: expected LABEL:WORD[|WORD...], got {item!r}")
+                label, words = item.split(":", 1)
+                parsed[label.strip()] = [w.strip() for w in words.split("|")]
+            spec = parsed
+    spec = {str(k): ([v] if isinstance(v, str) else list(v)) for k, v in spec.items()}
+    missing = [label for label in labels if label not in spec]
+    extra = [label for label in spec if label not in labels]
+    if missing or extra:
+        raise ConfigError(f"--verbalizer: labels {list(labels)} expected; missing {missing}, unknown {extra}")
+    return tuple(tuple(spec[label]) for label in labels)
+
+
+class ClassificationTask(nn.Module):
+    name = "classification"
+    Config = ClassificationConfig
+
+    def __init__(self, config: ClassificationConfig, backbone: Backbone):
+        super().__init__()
+        self.config = config
+        self.kind = backbone.kind
+        self.tokenizer = backbone.tokenizer
+        self.pad_right = backbone.pads_right_only or self.tokenizer.padding_side == "right"
+        self.label_index = {label: i for i, label in enumerate(config.labels)}
+        self.template = config.template
+        if config.readout == "verbalizer":
+            if not backbone.has_lm_head:
+                raise ConfigError("readout: verbalizer needs a backbone with an LM head; this one has none")
+            self.template = config.template or default_template(backbone.kind, config.pair)
+            if backbone.kind == ENCODER and "mask" not in template_fields(self.template):
+                raise ConfigError(f"template: a masked LM reads the label at {{mask}}; {self.template!r} has none")
+            ids, owners = self._verbalizer_ids(backbone)
+            self.register_buffer("word_ids", torch.tensor(ids), persistent=False)
+            self.register_buffer("word_owner", torch.tensor(owners), persistent=False)
+        elif config.readout == "head":
+            self.head = nn.Linear(backbone.hidden_size, len(config.labels))
+        else:  # similarity
+            self.register_buffer("prototypes", torch.zeros(len(config.labels), backbone.hidden_size))
+        if self.template is not None and backbone.kind == DECODER and "mask" in template_fields(self.template):
+            # A causal LM predicts the label word as the next token: the prompt stops at {mask}.
+            self.template = self.template[: self.template.index("{mask}")].rstrip()
+        self.mask_text = {ENCODER: self.tokenizer.mask_token, DECODER: "",
+                          ENCODER_DECODER: self.tokenizer.mask_token or _sentinel(self.tokenizer)}[backbone.kind]
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    def label_words(self) -> tuple[tuple[str, ...], ...]:
+        return self.config.words()
+
+    def _verbalizer_ids(self, backbone: Backbone) -> tuple[list[int], list[int]]:
+        """The first sub-token of each label word (LM-BFF style); distinct labels must not share one."""
+        ids, owners, seen = [], [], {}
+        for label_number, (label, words) in enumerate(zip(self.config.labels, self.config.words())):
+            for word in words:
+                pieces = self.tokenizer(word_for_tokenizer(backbone, word), add_special_tokens=False)["input_ids"]
+                if not pieces:
+                    raise ConfigError(f"verbalizer: word {word!r} of label {label!r} has no tokens")
+                token = pieces[0]
+                if token in seen and seen[token][0] != label:
+                    raise ConfigError(f"verbalizer: {word!r} ({label!r}) and {seen[token][1]!r} ({seen[token][0]!r}) "
+                                      f"start with the same token {self.tokenizer.convert_ids_to_tokens(token)!r}")
+                seen[token] = (label, word)
+                ids.append(token)
+                owners.append(label_number)
+        return ids, owners
+
+    @torch.no_grad()
+    def initialize(self, backbone: Backbone) -> None:
+        """Compute what a new prompt's task needs from the backbone (label prototypes)."""
+        if self.config.readout != "similarity":
+            return
+        template = self.config.template or "{mask}"
+        rows = []
+        for words in self.config.words():
+            descriptions = [_describe(template, w) for w in words]
+            batch = self.collate([self.encode(Example(text=d)) for d in descriptions], with_labels=False)
+            batch = {k: v.to(backbone.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            embeds = backbone.embed(batch["input_ids"])
+            out = backbone(ModelInputs(embeds, batch["attention_mask"], batch.get("token_type_ids")))
+            pooled = F.normalize(self.pool(out.hidden, batch["attention_mask"]).float(), dim=-1)
+            rows.append(F.normalize(pooled.mean(0), dim=-1))
+        self.prototypes.copy_(torch.stack(rows))
+
+    # ---- data -> tensors ----------------------------------------------------------------------
+
+    def encode(self, example: Example) -> dict:
+        """Token ids for one example, text truncated so the template (and its mask) always fits."""
+        tok = self.tokenizer
+        if example.label is not None and example.label not in self.label_index:
+            raise DataError(f"{example.source}: unknown label {example.label!r}; expected one of {list(self.config.labels)}")
+        if example.text_pair is not None and not self.config.pair:
+            raise DataError(f"{example.source}: has a text pair but this prompt classifies single texts")
+        if self.config.pair and example.text_pair is None:
+            raise DataError(f"{example.source}: this prompt classifies text pairs; the second text is missing")
+        use_template = self.template is not None and self.config.readout != "similarity"
+        if use_template:
+            fixed = self.template.format(text="", text_pair="", mask=self.mask_text)
+            budget = self.config.max_length - tok.num_special_tokens_to_add() - len(tok(fixed, add_special_tokens=False)["input_ids"])
+            text, pair = _truncate(tok, example.text, example.text_pair, budget)
+            encoded = tok(self.template.format(text=text, text_pair=pair or "", mask=self.mask_text),
+                          truncation=True, max_length=self.config.max_length)
+        else:
+            encoded = tok(example.text, example.text_pair, truncation=True, max_length=self.config.max_length)
+        ids = encoded["input_ids"]
+        if not ids:
+            raise DataError(f"{example.source}: the text has no tokens")
+        feature = {"input_ids": ids, "readout_index": self._readout(ids, example)}
+        if "token_type_ids" in encoded and example.text_pair is not None and not use_template:
+            feature["token_type_ids"] = encoded["token_type_ids"]
+        if example.label is not None:
+            feature["label"] = self.label_index[example.label]
+        return feature
+
+    def _readout(self, ids: list[int], example: Example) -> int:
+        if self.config.readout == "verbalizer" and self.kind == ENCODER:
+            if self.tokenizer.mask_token_id not in ids:
+                raise DataError(f"{example.source}: the template's mask was truncated away (max_length {self.config.max_length})")
+            return ids.index(self.tokenizer.mask_token_id)
+        # The last token that is not a special one appended by the tokenizer (e.g. an EOS).
+        special = set(self.tokenizer.all_special_ids)
+        last = len(ids) - 1
+        while last > 0 and ids[last] in special and self.kind == DECODER:
+            last -= 1
+        return last
+
+    def collate(self, features: list[dict], with_labels: bool = True) -> dict:
+        """Dynamic padding to the longest row; the padding side follows the tokenizer, except for
+        models that cannot take position ids with absolute positions (the backbone says which)."""
+        length = max(len(f["input_ids"]) for f in features)
+        pad = self.tokenizer.pad_token_id
+        input_ids, mask, types, readout = [], [], [], []
+        for f in features:
+            n = len(f["input_ids"])
+            fill = length - n
+            offset = 0 if self.pad_right else fill
+            row_types = f.get("token_type_ids", [0] * n)
+            if self.pad_right:
+                input_ids.append(f["input_ids"] + [pad] * fill)
+                mask.append([1] * n + [0] * fill)
+                types.append(row_types + [0] * fill)
+            else:
+                input_ids.append([pad] * fill + f["input_ids"])
+                mask.append([0] * fill + [1] * n)
+                types.append([0] * fill + row_types)
+            readout.append(f["readout_index"] + offset)
+        batch = {
+            "input_ids": torch.tensor(input_ids),
+            "attention_mask": torch.tensor(mask),
+            "readout_index": torch.tensor(readout),
+        }
+        if any("token_type_ids" in f for f in features):
+            batch["token_type_ids"] = torch.tensor(types)
+        if with_labels and all("label" in f for f in features):
+            batch["labels"] = torch.tensor([f["label"] for f in features])
+        return batch
+
+    # ---- outputs -> scores --------------------------------------------------------------------
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) over real tokens only -> (B, D)."""
+        if self.kind == DECODER:
+            # Last real token: with left padding it is the last position, with right padding the
+            # position before the first pad.
+            last = torch.where(attention_mask[:, -1].bool(), hidden.shape[1] - 1, attention_mask.sum(-1) - 1)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    def logits(self, output: BackboneOutput, inputs: ModelInputs, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Label scores (B, C). `output.hidden` is already restricted to the real (non-virtual)
+        positions, aligned with the batch's original `attention_mask`."""
+        if self.config.readout == "verbalizer":
+            log_probs = output.readout_logits.float().log_softmax(-1)[:, self.word_ids]  # (B, W)
+            # Per label: log of the summed probabilities of its words.
+            columns = [torch.logsumexp(log_probs[:, self.word_owner == c], dim=-1) for c in range(len(self.config.labels))]
+            return torch.stack(columns, dim=-1)  # (B, C)
+        pooled = self.pool(output.hidden, attention_mask)
+        if self.config.readout == "head":
+            return self.head(pooled.to(self.head.weight.dtype))
+        return SIMILARITY_SCALE * F.normalize(pooled.float(), dim=-1) @ self.prototypes.T
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels)
+
+    def state_to_save(self) -> dict:
+        return {k: v.detach() for k, v in self.state_dict().items()}
+
+
+def _describe(template: str, word: str) -> str:
+    """A label's description for similarity scoring: the template without the input fields."""
+    text = template.replace("{text_pair}", "").replace("{text}", "").replace("{mask}", word)
+    return re.sub(r"\s+", " ", text).strip() or word
+
+
+def _sentinel(tokenizer) -> str:
+    token = "<extra_id_0>"
+    return token if token in tokenizer.get_vocab() else ""
+
+
+def _truncate(tokenizer, text: str, pair: str | None, budget: int) -> tuple[str, str | None]:
+    """Cut the longer text field, token by token, until both fit in `budget` tokens; cut on the
+    character offset of the last kept token so the result is still the user's text."""
+    if budget < 2:
+        raise ConfigError(f"max_length: the template alone needs more than max_length tokens")
+    def encode(s):
+        return tokenizer(s, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    offsets = [encode(text), encode(pair) if pair is not None else []]
+    keep = [len(offsets[0]), len(offsets[1])]
+    while sum(keep) > budget:
+        longest = 0 if keep[0] >= keep[1] else 1
+        keep[longest] -= 1
+    fields = [text, pair]
+    for i in (0, 1):
+        if fields[i] is not None and keep[i] < len(offsets[i]):
+            fields[i] = fields[i][: offsets[i][keep[i] - 1][1]] if keep[i] > 0 else ""
+    return fields[0], fields[1]

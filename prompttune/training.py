@@ -1,0 +1,325 @@
+"""One training loop for every method and task, written out plainly.
+
+Built on Accelerate: the same code runs on CPU, on one GPU (bf16 autocast), or on several processes
+started with `accelerate launch`. The loop knows neither methods nor tasks by name: it optimises
+`model.parameter_groups(...)` against `model.task.loss(...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .artifact import replace_dir_atomic, save_tensors, write_json_atomic
+from .config import ConfigBase, check
+from .data import Example
+from .errors import ConfigError
+from .metrics import classification_metrics
+from .model import PromptModel
+
+OPTIMIZERS = ("adamw", "adafactor")
+SCHEDULES = ("linear", "cosine", "constant")
+CHECKPOINT = "checkpoint"
+
+
+@dataclass(frozen=True)
+class TrainConfig(ConfigBase):
+    max_steps: int | None = None
+    """Optimiser steps; takes precedence over `epochs`."""
+    epochs: float = 3.0
+    """Passes over the training data when `max_steps` is not set."""
+    batch_size: int = 16
+    """Examples per optimiser step per process (divided by `grad_accum` per forward)."""
+    eval_batch_size: int = 64
+    lr: float | None = None
+    """Learning rate of the prompt (or of the backbone, for full fine-tuning); None: the method's default."""
+    head_lr: float | None = None
+    """Learning rate of the task's classification head; None: the method's default."""
+    optimizer: str | None = None
+    """adamw | adafactor (Adafactor with a fixed learning rate, as Lester et al. 2021); None: the method's default."""
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    """Fraction of the steps over which the learning rate rises linearly from 0."""
+    schedule: str = "linear"
+    """Decay after warmup: linear | cosine | constant."""
+    grad_accum: int = 1
+    """Forward/backward passes per optimiser step."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping; None disables it."""
+    seed: int = 0
+    eval_every: int | None = None
+    """Evaluate on the dev set every N steps (and at the end); None: about 10 times per run."""
+    patience: int | None = None
+    """Stop after this many evaluations without improvement of `metric`; None: never stop early."""
+    metric: str = "accuracy"
+    """Dev metric for early stopping and for keeping the best prompt: accuracy | f1_macro."""
+    checkpoint_every: int | None = None
+    """Write a resumable checkpoint every N steps; None: at every evaluation."""
+    mixed_precision: str = "auto"
+    """auto (bf16 on a GPU that supports it, else none) | no | bf16 | fp16."""
+    progress: bool = True
+    log_every: int = 10
+
+    def __post_init__(self):
+        check(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
+        check(self.epochs > 0, "epochs", "must be positive")
+        check(self.batch_size > 0 and self.eval_batch_size > 0, "batch_size", "must be positive")
+        check(self.grad_accum > 0 and self.batch_size % self.grad_accum == 0, "grad_accum",
+              f"must divide batch_size ({self.batch_size})")
+        check(self.lr is None or self.lr > 0, "lr", "must be positive")
+        check(self.head_lr is None or self.head_lr > 0, "head_lr", "must be positive")
+        check(self.optimizer is None or self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
+        check(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
+        check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        check(self.metric in ("accuracy", "f1_macro"), "metric", "must be accuracy or f1_macro")
+        check(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision", "must be auto, no, bf16 or fp16")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    best_step: int | None
+    dev_metrics: dict | None
+    history: list = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+
+
+def _optimizer(model: PromptModel, config: TrainConfig):
+    method = type(model.method)
+    lr = config.lr or method.default_lr
+    head_lr = config.head_lr or method.default_head_lr
+    groups = model.parameter_groups(lr, head_lr)
+    if not groups:
+        raise ConfigError(f"--method {method.name}: nothing to train")
+    name = config.optimizer or method.default_optimizer
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False,
+                         weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, accelerator=None) -> dict:
+    """Metrics of `model` on labelled `examples` (scikit-learn: accuracy, macro P/R/F1, per class,
+    confusion matrix). With an accelerator, evaluation is sharded across processes."""
+    features = [model.task.encode(e) for e in examples]
+    loader = DataLoader(features, batch_size=batch_size, collate_fn=model.task.collate)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+    was_training = model.training
+    model.eval()
+    predictions, labels = [], []
+    device = model.backbone.device
+    with torch.no_grad():
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(batch)
+            pred, gold = logits.argmax(-1), batch["labels"]
+            if accelerator is not None:
+                pred, gold = accelerator.gather_for_metrics((pred, gold))
+            predictions.append(pred.cpu())
+            labels.append(gold.cpu())
+    model.train(was_training)
+    return classification_metrics(torch.cat(predictions).tolist(), torch.cat(labels).tolist(), model.task.config.labels)
+
+
+def train(model: PromptModel, train_examples: list[Example], eval_examples: list[Example] | None = None,
+          config: TrainConfig = TrainConfig(), output_dir: str | os.PathLike | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train the prompt in place. With `output_dir`, a metrics log (`log.jsonl`) and resumable
+    checkpoints are written there; `resume=True` continues from the last checkpoint."""
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    accelerator = _accelerator(config)
+    set_seed(config.seed)
+    output = Path(output_dir) if output_dir is not None else None
+    task = model.task
+    features = [task.encode(e) for e in train_examples]
+    if not features:
+        raise ConfigError("training data: no examples")
+    # The unwrapped model is kept for evaluation and saving; `model` may become a DDP wrapper.
+    prompt_model = model
+    optimizer = _optimizer(model, config)
+    per_device = config.batch_size // config.grad_accum
+    batches_per_epoch = math.ceil(len(features) / (per_device * accelerator.num_processes))
+    total = config.max_steps or max(1, math.ceil(config.epochs * batches_per_epoch / config.grad_accum))
+    scheduler = get_scheduler("constant_with_warmup" if config.schedule == "constant" else config.schedule,
+                              optimizer, num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
+    model.train()
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    eval_every = config.eval_every or max(1, total // 10)
+    checkpoint_every = config.checkpoint_every or eval_every
+
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
+    best_state = None
+    if resume:
+        if output is None or not (output / CHECKPOINT).is_dir():
+            raise ConfigError(f"--resume: no checkpoint in {output}/{CHECKPOINT}")
+        state, best_state = _load_checkpoint(output / CHECKPOINT, prompt_model, optimizer, scheduler)
+        accelerator.print(f"resuming at step {state['step']} of {total}")
+
+    log = _Log(output / "log.jsonl" if output is not None and accelerator.is_main_process else None, append=resume)
+    bar = tqdm(total=total, initial=state["step"], disable=not (config.progress and accelerator.is_main_process),
+               desc=f"{prompt_model.method.name}", dynamic_ncols=True)
+    start = time.perf_counter()
+    stopped_early = False
+    running_loss, running_count = 0.0, 0
+    postfix = {}
+    while state["step"] < total and not stopped_early:
+        # The order of each epoch depends only on (seed, epoch), so a resumed run sees the same
+        # batches as an uninterrupted one.
+        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(config.seed * 100003 + state["epoch"]))
+        loader = DataLoader([features[i] for i in order], batch_size=per_device, collate_fn=task.collate, drop_last=False)
+        loader = accelerator.prepare_data_loader(loader)
+        if state["batch_in_epoch"]:
+            loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
+        for batch in loader:
+            with accelerator.accumulate(model):
+                logits = model(batch)
+                loss = task.loss(logits, batch["labels"])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            state["batch_in_epoch"] += 1
+            running_loss += loss.detach().float().item()
+            running_count += 1
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            bar.update(1)
+            step = state["step"]
+            if step % config.log_every == 0 or step == total:
+                entry = {"step": step, "loss": running_loss / running_count, "lr": scheduler.get_last_lr()[0]}
+                log.write(entry)
+                postfix["loss"] = f"{entry['loss']:.4f}"
+                bar.set_postfix(postfix)
+                running_loss, running_count = 0.0, 0
+            if eval_examples and (step % eval_every == 0 or step == total):
+                metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
+                value = metrics[config.metric]
+                improved = state["best"] is None or value > state["best"]
+                if improved:
+                    state.update(best=value, best_step=step, bad_evals=0)
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in prompt_model.trainable_state().items()}
+                else:
+                    state["bad_evals"] += 1
+                state["history"].append({"step": step, config.metric: value})
+                log.write({"step": step, "eval": {k: metrics[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")}})
+                postfix[f"dev_{config.metric}"] = f"{value:.4f}"
+                bar.set_postfix(postfix)
+                if config.patience is not None and state["bad_evals"] >= config.patience:
+                    stopped_early = True
+            if output is not None and (step % checkpoint_every == 0) and step < total and not stopped_early:
+                _save_checkpoint(output / CHECKPOINT, accelerator, prompt_model, optimizer, scheduler, state, best_state)
+            if step >= total or stopped_early:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+    seconds = time.perf_counter() - start
+    if best_state is not None:
+        # Keep the prompt from the best evaluation, not merely the last one.
+        prompt_model.load_trainable_state({k: v.to(prompt_model.backbone.device) for k, v in best_state.items()})
+    dev_metrics = None
+    if eval_examples:
+        dev_metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.requires_grad_(False)
+    prompt_model.eval()
+    if output is not None and accelerator.is_main_process:
+        shutil.rmtree(output / CHECKPOINT, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return TrainResult(steps=state["step"], seconds=seconds, best_step=state["best_step"], dev_metrics=dev_metrics,
+                       history=state["history"], stopped_early=stopped_early)
+
+
+class _Log:
+    """Appends one JSON object per line to the run's metrics log."""
+
+    def __init__(self, path: Path | None, append: bool):
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not append:
+                path.write_text("")
+
+    def write(self, entry: dict) -> None:
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"time": time.time(), **entry}) + "\n")
+
+
+def _save_checkpoint(path: Path, accelerator, model: PromptModel, optimizer, scheduler, state: dict, best_state) -> None:
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".checkpoint-"))
+    try:
+        save_tensors(staging / "trainable.safetensors", model.trainable_state())
+        if best_state is not None:
+            save_tensors(staging / "best.safetensors", best_state)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+                   staging / "optimizer.pt")
+        write_json_atomic(staging / "trainer_state.json", state)
+        replace_dir_atomic(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()
+
+
+def _load_checkpoint(path: Path, model: PromptModel, optimizer, scheduler):
+    from safetensors.torch import load_file
+
+    device = str(model.backbone.device)
+    model.load_trainable_state(load_file(str(path / "trainable.safetensors"), device=device))
+    best = path / "best.safetensors"
+    best_state = load_file(str(best)) if best.is_file() else None
+    saved = torch.load(path / "optimizer.pt", map_location=device, weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(saved["rng"])
+    state = json.loads((path / "trainer_state.json").read_text())
+    return state, best_state
