@@ -1,0 +1,47 @@
+"""Shared by the benchmark scripts: the SST-2 subsets they train and evaluate on.
+
+The data is read from ../shared/data (see SOURCES.md there) and never copied into the project; the
+subsets are written to a scratch folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import random
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def sst2_subset(work: Path, train_size: int, seed: int = 0) -> tuple[Path, Path]:
+    """A seeded random subset of SST-2 train (GLUE) and the full SST-2 dev set (872 sentences)."""
+    source = SHARED / "sst2" / "train.tsv"
+    if not source.is_file():
+        raise SystemExit(f"{source} not found: the benchmarks read SST-2 from ../shared/data/sst2")
+    with open(source, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    random.Random(seed).shuffle(rows)
+    work.mkdir(parents=True, exist_ok=True)
+    train = work / f"sst2_train_{train_size}_seed{seed}.tsv"
+    with open(train, "w", encoding="utf-8") as handle:
+        handle.write("sentence\tlabel\n")
+        for row in rows[:train_size]:
+            handle.write(f"{row['sentence'].strip()}\t{row['label']}\n")
+    return train, SHARED / "sst2" / "dev.tsv"
+
+
+def environment() -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "machine": platform.machine(), "python": platform.python_version()}
+
+
+def write_results(name: str, payload: dict, markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)

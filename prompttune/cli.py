@@ -1,0 +1,155 @@
+"""`prompttune train | evaluate | predict`: the command line over prompttune.api."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import PromptTuneError
+
+
+def _method_options(args) -> dict:
+    options = {}
+    for flag in ("num_virtual_tokens", "init", "init_text"):
+        if getattr(args, flag) is not None:
+            options[flag] = getattr(args, flag)
+    for item in args.option or []:
+        if "=" not in item:
+            raise PromptTuneError(f"--option: expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _train_options(args) -> dict:
+    names = ("max_steps", "epochs", "batch_size", "eval_batch_size", "lr", "head_lr", "optimizer", "weight_decay",
+             "warmup_ratio", "schedule", "grad_accum", "max_grad_norm", "seed", "eval_every", "patience", "metric",
+             "checkpoint_every", "mixed_precision")
+    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    options["progress"] = not args.no_progress
+    return options
+
+
+def _columns(parser, default_text="text", default_label="label"):
+    parser.add_argument("--text-column", default=default_text, help="column with the input text")
+    parser.add_argument("--text-pair-column", default=None, help="column with the second text of a pair")
+    parser.add_argument("--label-column", default=default_label, help="column with the label")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prompttune", description="Train prompts for frozen language models.")
+    parser.add_argument("--version", action="version", version=f"prompttune {__import__('prompttune').__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    t = commands.add_parser("train", help="train a prompt and save it as an artifact")
+    t.add_argument("--model", required=True, help="hub id or local folder (all-MiniLM-L6-v2 resolves to the offline copy)")
+    t.add_argument("--method", required=True, help="soft_prompt | hard_prompt | linear_probe | full_finetune")
+    t.add_argument("--train", required=True, help="CSV, TSV, JSONL, a datasets folder, or NAME[:CONFIG]:SPLIT")
+    t.add_argument("--eval", help="dev data in the same form, for evaluation, early stopping and the best prompt")
+    t.add_argument("--output", required=True, help="folder for the artifact, metrics.json and log.jsonl")
+    _columns(t)
+    t.add_argument("--labels", help="comma-separated label values in class order (default: sorted training labels)")
+    t.add_argument("--verbalizer", help='label words: 0:terrible,1:great|good or JSON {"0": ["terrible"], ...}')
+    t.add_argument("--template", help='e.g. "Review: {text} It was {mask}." ({text}, {text_pair}, {mask})')
+    t.add_argument("--readout", default="auto", choices=("auto", "verbalizer", "head", "similarity"))
+    t.add_argument("--head", default="auto", choices=("auto", "lm", "none"), help="load the model's LM head or not")
+    t.add_argument("--max-length", type=int, default=256)
+    t.add_argument("--num-virtual-tokens", type=int)
+    t.add_argument("--init", help="soft prompt init: random | sample_vocab | text | class_labels")
+    t.add_argument("--init-text")
+    t.add_argument("--option", action="append", metavar="KEY=VALUE", help="any other method config field")
+    steps = t.add_mutually_exclusive_group()
+    steps.add_argument("--max-steps", type=int)
+    steps.add_argument("--epochs", type=float)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--head-lr", type=float)
+    t.add_argument("--optimizer", choices=("adamw", "adafactor"))
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--warmup-ratio", type=float)
+    t.add_argument("--schedule", choices=("linear", "cosine", "constant"))
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--eval-batch-size", type=int)
+    t.add_argument("--grad-accum", type=int)
+    t.add_argument("--max-grad-norm", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--eval-every", type=int)
+    t.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
+    t.add_argument("--metric", choices=("accuracy", "f1_macro"))
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"))
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
+    t.add_argument("--device", help="e.g. cpu or cuda (default: what Accelerate picks)")
+    t.add_argument("--no-progress", action="store_true")
+
+    e = commands.add_parser("evaluate", help="print a saved prompt's metrics on labelled data as JSON")
+    e.add_argument("--prompt", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--text-column")
+    e.add_argument("--text-pair-column")
+    e.add_argument("--label-column")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--model", help="local copy of the base model (checked against the artifact)")
+    e.add_argument("--device")
+
+    p = commands.add_parser("predict", help="print JSON lines with each input's label and probabilities")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--data")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--text-column")
+    p.add_argument("--text-pair-column")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--model")
+    p.add_argument("--device")
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    from . import api
+
+    try:
+        if args.command == "train":
+            metrics = api.train_prompt(
+                model=args.model, method=args.method, train=args.train, eval=args.eval, output=args.output,
+                text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
+                labels=args.labels.split(",") if args.labels else None, verbalizer=args.verbalizer,
+                template=args.template, readout=args.readout, max_length=args.max_length, head=args.head,
+                method_options=_method_options(args), resume=args.resume, device=args.device, **_train_options(args))
+            summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
+            if metrics["dev_metrics"]:
+                summary["dev"] = {k: metrics["dev_metrics"][k] for k in ("accuracy", "f1_macro")}
+            print(json.dumps(summary))
+        elif args.command == "evaluate":
+            metrics = api.evaluate_prompt(args.prompt, args.data, args.text_column, args.text_pair_column,
+                                          args.label_column, args.batch_size, args.model, args.device)
+            print(json.dumps(metrics, indent=2))
+        else:
+            if bool(args.texts) == bool(args.data):
+                raise PromptTuneError("predict: give either --data FILE or texts, not both")
+            rows = api.predict(args.prompt, texts=args.texts or None, data=args.data, text_column=args.text_column,
+                               text_pair_column=args.text_pair_column, batch_size=args.batch_size, model=args.model,
+                               device=args.device)
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False))
+    except PromptTuneError as error:
+        print(f"prompttune: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import tiny  # noqa: E402
+
+from prompttune import Backbone, ClassificationConfig, Example  # noqa: E402
+
+import transformers  # noqa: E402
+
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+FAMILIES = tiny.FAMILIES
+LM_FAMILIES = tuple(f for f in FAMILIES if f != "bert_encoder")
+
+# A handful of sentences; "positive" sentences use the first half of the adjectives.
+SENTENCES = [
+    ("the movie was great", "1"), ("a terrible film", "0"), ("i loved the story", "1"), ("the plot is dull", "0"),
+    ("really wonderful acting", "1"), ("awful and boring", "0"), ("the best film", "1"), ("the worst movie", "0"),
+]
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {family: tiny.save(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture
+def load(model_dirs):
+    def _load(family: str, padding_side: str | None = None) -> Backbone:
+        backbone = Backbone.from_pretrained(str(model_dirs[family]))
+        if padding_side:
+            backbone.tokenizer.padding_side = padding_side
+        return backbone
+    return _load
+
+
+@pytest.fixture
+def examples() -> list[Example]:
+    return [Example(text, label=label, source=f"test, row {i}") for i, (text, label) in enumerate(SENTENCES, 1)]
+
+
+def task_config(**changes) -> ClassificationConfig:
+    values = dict(labels=("0", "1"), verbalizer=(("bad",), ("good",)), template="{text} it was {mask} .")
+    values.update(changes)
+    return ClassificationConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

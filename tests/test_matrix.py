@@ -1,0 +1,147 @@
+"""The invariants every method must keep on every model family (tiny random models, offline)."""
+
+import hashlib
+
+import pytest
+import torch
+
+from conftest import FAMILIES, LM_FAMILIES, task_config
+from prompttune import PromptModel, TrainConfig, load_prompt, save_prompt, train
+from prompttune.backbone import ModelInputs
+
+TRAINED = ("soft_prompt", "linear_probe", "full_finetune")
+PROMPTS = ("soft_prompt", "hard_prompt", "linear_probe")  # methods whose backbone stays frozen
+
+
+def make(backbone, method, **options):
+    if method == "hard_prompt" and not backbone.has_lm_head:
+        config = task_config(template="{text} it was {mask} .")  # similarity readout
+    else:
+        config = task_config()
+    if method == "soft_prompt":
+        options.setdefault("num_virtual_tokens", 5)
+    return PromptModel.create(backbone, method, config, options)
+
+
+def logits(model, examples):
+    model.eval()
+    features = [model.task.encode(e) for e in examples]
+    batch = model.task.collate(features, with_labels=False)
+    with torch.no_grad():
+        return model(batch)
+
+
+def digest(module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", PROMPTS)
+def test_padding_side_and_batching_do_not_change_outputs(load, examples, family, method):
+    """Left padding, right padding and one example at a time give the same scores: virtual tokens,
+    attention mask and position ids account for padding (PEFT issue 1093)."""
+    results = {}
+    for side in ("left", "right"):
+        torch.manual_seed(0)
+        model = make(load(family, padding_side=side), method)
+        results[side] = logits(model, examples)
+        alone = torch.cat([logits(model, [e]) for e in examples])
+        torch.testing.assert_close(results[side], alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(results["left"], results["right"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_task_sees_only_real_positions(load, examples, family):
+    model = make(load(family), "soft_prompt", num_virtual_tokens=7)
+    features = [model.task.encode(e) for e in examples]
+    batch = model.task.collate(features, with_labels=False)
+    seen = {}
+    original = model.task.logits
+
+    def spy(output, inputs, mask):
+        seen["hidden"], seen["inputs"] = output.hidden, inputs
+        return original(output, inputs, mask)
+
+    model.task.logits = spy
+    with torch.no_grad():
+        model(batch)
+    length = batch["input_ids"].shape[1]
+    assert seen["hidden"].shape[:2] == (len(examples), length)
+    inputs: ModelInputs = seen["inputs"]
+    assert inputs.inputs_embeds.shape[1] == length + 7
+    # The real tokens' embeddings are where real_index says, untouched by the prompt.
+    embedded = model.backbone.embed(batch["input_ids"])
+    index = inputs.real_index.unsqueeze(-1).expand(-1, -1, embedded.shape[-1])
+    torch.testing.assert_close(inputs.inputs_embeds.gather(1, index), embedded)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", TRAINED)
+def test_gradients_reach_only_what_trains(load, examples, family, method):
+    model = make(load(family), method)
+    groups = model.parameter_groups(lr=1e-2, head_lr=1e-2)
+    model.train()
+    batch = model.task.collate([model.task.encode(e) for e in examples])
+    model.task.loss(model(batch), batch["labels"]).backward()
+    trainable = {id(p) for g in groups for p in g["params"]}
+    for name, p in model.backbone.model.named_parameters():
+        if method == "full_finetune":
+            assert id(p) in trainable
+        else:
+            assert p.grad is None, f"frozen backbone parameter {name} got a gradient"
+    for g in groups:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in g["params"]), g["name"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", ("soft_prompt", "linear_probe"))
+def test_backbone_is_bit_identical_after_training(load, examples, family, method):
+    model = make(load(family), method)
+    before = digest(model.backbone)
+    prompt_before = {k: v.clone() for k, v in model.trainable_state().items()}
+    train(model, examples, config=TrainConfig(max_steps=5, batch_size=4, lr=0.1, head_lr=0.1, progress=False))
+    assert digest(model.backbone) == before
+    changed = [k for k, v in model.trainable_state().items() if not torch.equal(v, prompt_before[k])]
+    assert changed, "training changed nothing"
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", ("soft_prompt", "hard_prompt", "linear_probe", "full_finetune"))
+def test_save_load_round_trip_gives_identical_outputs(load, examples, tmp_path, family, method):
+    model = make(load(family), method)
+    if method != "hard_prompt":
+        train(model, examples, config=TrainConfig(max_steps=3, batch_size=4, progress=False))
+    expected = logits(model, examples)
+    save_prompt(model, tmp_path / "prompt")
+    # Load onto a fresh copy of the base model, as a user would.
+    loaded = load_prompt(tmp_path / "prompt", backbone=load(family))
+    assert torch.equal(logits(loaded, examples), expected)
+    assert loaded.task.config == model.task.config
+    assert loaded.method.config == model.method.config
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_soft_prompt_overfits_a_handful_of_examples(load, examples, family):
+    """A soft prompt alone (verbalizer over the LM head, or the head for an encoder without one)
+    must be able to fit 8 examples exactly, even on a tiny random model."""
+    torch.manual_seed(0)
+    model = make(load(family), "soft_prompt", num_virtual_tokens=16, init="sample_vocab")
+    result = train(model, examples, examples, TrainConfig(max_steps=200, batch_size=8, lr=0.1, head_lr=0.1,
+                                                          warmup_ratio=0.0, eval_every=25, progress=False))
+    assert result.dev_metrics["accuracy"] == 1.0, result.history
+
+
+@pytest.mark.parametrize("family", LM_FAMILIES)
+def test_verbalizer_readout_is_used_where_there_is_an_lm_head(load, family):
+    assert make(load(family), "soft_prompt").task.config.readout == "verbalizer"
+    assert make(load(family), "linear_probe").task.config.readout == "head"
+
+
+def test_encoder_without_lm_head_uses_a_head_or_similarity(load):
+    assert make(load("bert_encoder"), "soft_prompt").task.config.readout == "head"
+    assert make(load("bert_encoder"), "hard_prompt").task.config.readout == "similarity"
