@@ -54,7 +54,8 @@ def train_prompt(
     "class_labels"}`); `train_options` are `TrainConfig` fields (`max_steps`, `lr`, `batch_size`...).
     Returns what `metrics.json` holds.
     """
-    args = {k: v for k, v in locals().items() if k not in ("resume", "device")}
+    args = {k: v for k, v in locals().items() if k not in ("resume", "device", "train_options")}
+    args.update({k: v for k, v in train_options.items() if k != "progress"})
     output_dir = Path(output)
     _check_resume(output_dir, args, resume)
     train_config = TrainConfig.from_dict(train_options, where="training options")

@@ -195,7 +195,8 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
         state, best_state = _load_checkpoint(output / CHECKPOINT, prompt_model, optimizer, scheduler)
         accelerator.print(f"resuming at step {state['step']} of {total}")
 
-    log = _Log(output / "log.jsonl" if output is not None and accelerator.is_main_process else None, append=resume)
+    log = _Log(output / "log.jsonl" if output is not None and accelerator.is_main_process else None,
+               keep_until=state["step"] if resume else None)
     bar = tqdm(total=total, initial=state["step"], disable=not (config.progress and accelerator.is_main_process),
                desc=f"{prompt_model.method.name}", dynamic_ncols=True)
     start = time.perf_counter()
@@ -278,12 +279,17 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
 class _Log:
     """Appends one JSON object per line to the run's metrics log."""
 
-    def __init__(self, path: Path | None, append: bool):
+    def __init__(self, path: Path | None, keep_until: int | None = None):
+        """A new log, or with `keep_until` (resuming) the old one without the entries after that
+        step, which the resumed run is about to redo."""
         self.path = path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not append:
-                path.write_text("")
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if keep_until is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= keep_until]
+        path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, entry: dict) -> None:
         if self.path is not None:

@@ -1,0 +1,80 @@
+"""Artifacts are tiny, self-describing, checked when loaded, and written atomically."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import task_config
+from prompttune import ArtifactError, PromptModel, load_prompt, save_prompt
+from prompttune.artifact import META, TENSORS
+
+
+@pytest.fixture
+def saved(load, tmp_path):
+    model = PromptModel.create(load("bert"), "soft_prompt", task_config(), {"num_virtual_tokens": 4})
+    save_prompt(model, tmp_path / "p")
+    return model, tmp_path / "p"
+
+
+def test_artifact_holds_only_the_prompt(saved):
+    model, path = saved
+    meta = json.loads((path / META).read_text())
+    assert meta["tensors"] == {"method.prompt": [4, 32]}
+    assert meta["method"] == "soft_prompt" and meta["method_config"]["num_virtual_tokens"] == 4
+    assert meta["task_config"]["template"] == "{text} it was {mask} ."
+    assert meta["base_model"]["architecture"] == "BertForMaskedLM"
+    assert meta["library_version"]
+    assert (path / TENSORS).stat().st_size < 4 * 32 * 4 + 1024
+
+
+def test_loading_onto_another_base_model_fails_clearly(saved, model_dirs, tmp_path):
+    import tiny
+    from prompttune import Backbone
+
+    _, path = saved
+    other = Backbone.from_pretrained(str(tiny.save("bert", tmp_path / "other", seed=1)))
+    with pytest.raises(ArtifactError, match=r"made for base model .* embedding_sha256: artifact has"):
+        load_prompt(path, backbone=other)
+    gpt2 = Backbone.from_pretrained(str(model_dirs["gpt2"]))
+    with pytest.raises(ArtifactError, match=r"architecture: artifact has 'BertForMaskedLM', model has 'GPT2LMHeadModel'"):
+        load_prompt(path, backbone=gpt2)
+
+
+def test_loading_checks_the_files(saved, load):
+    _, path = saved
+    meta = json.loads((path / META).read_text())
+    (path / META).write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ArtifactError, match=r"'format_version' is 99"):
+        load_prompt(path, backbone=load("bert"))
+    (path / META).write_text(json.dumps({**meta, "method_config": {"num_virtual_tokens": 4, "colour": "red"}}))
+    with pytest.raises(ArtifactError, match=r"unknown SoftPromptConfig field\(s\) \['colour'\]"):
+        load_prompt(path, backbone=load("bert"))
+    (path / META).write_text(json.dumps({**meta, "tensors": {"method.prompt": [5, 32]}}))
+    with pytest.raises(ArtifactError, match=r"do not match"):
+        load_prompt(path, backbone=load("bert"))
+    (path / META).write_text(json.dumps(meta))
+    (path / TENSORS).write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError, match=r"cannot read tensors"):
+        load_prompt(path, backbone=load("bert"))
+    (path / META).write_text("{")
+    with pytest.raises(ArtifactError, match=r"prompt.json: not valid JSON"):
+        load_prompt(path, backbone=load("bert"))
+    with pytest.raises(ArtifactError, match=r"no such prompt folder"):
+        load_prompt(path / "missing", backbone=load("bert"))
+
+
+def test_a_failed_save_keeps_the_previous_artifact(saved, monkeypatch):
+    model, path = saved
+    before = {name: (path / name).read_bytes() for name in (META, TENSORS)}
+    with torch.no_grad():
+        model.method.prompt.add_(1.0)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("prompttune.artifact.write_json_atomic", broken)
+    with pytest.raises(OSError):
+        save_prompt(model, path)
+    assert {name: (path / name).read_bytes() for name in (META, TENSORS)} == before
+    assert sorted(p.name for p in path.iterdir()) == sorted([META, TENSORS])

@@ -1,0 +1,90 @@
+"""`prompttune train | evaluate | predict` end to end on a tiny model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SENTENCES
+from prompttune.cli import main
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("review,sentiment\n" + "".join(f"{t},{'pos' if l == '1' else 'neg'}\n" for t, l in SENTENCES))
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_evaluate_predict(model_dirs, data, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", "--model", model_dirs["bert"], "--method", "soft_prompt", "--train", data,
+                         "--eval", data, "--text-column", "review", "--label-column", "sentiment",
+                         "--template", "{text} it was {mask} .", "--verbalizer", "neg:bad,pos:good",
+                         "--num-virtual-tokens", "4", "--max-steps", "6", "--batch-size", "4", "--output", out_dir, "--no-progress")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["parameters"]["trainable"] == 4 * 32
+    assert {p.name for p in out_dir.iterdir()} >= {"prompt.json", "prompt.safetensors", "metrics.json", "log.jsonl"}
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["dev_metrics"]["count"] == len(SENTENCES)
+
+    # Columns default to the ones the prompt was trained with.
+    code, out, err = run(capsys, "evaluate", "--prompt", out_dir, "--data", data)
+    assert code == 0, err
+    evaluated = json.loads(out)
+    assert evaluated["accuracy"] == metrics["dev_metrics"]["accuracy"]
+    assert set(evaluated) >= {"precision_macro", "recall_macro", "f1_macro", "per_class", "confusion_matrix"}
+
+    code, out, err = run(capsys, "predict", "--prompt", out_dir, "a great film", "the worst plot")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["text"] for r in rows] == ["a great film", "the worst plot"]
+    for r in rows:
+        assert set(r["probabilities"]) == {"neg", "pos"}
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+
+    code, out, err = run(capsys, "predict", "--prompt", out_dir, "--data", data)
+    assert code == 0 and len(out.splitlines()) == len(SENTENCES)
+
+
+def test_hard_prompt_scores_without_training(model_dirs, data, tmp_path, capsys):
+    code, out, err = run(capsys, "train", "--model", model_dirs["gpt2"], "--method", "hard_prompt", "--train", data,
+                         "--eval", data, "--text-column", "review", "--label-column", "sentiment",
+                         "--template", "{text} it was {mask}", "--verbalizer", "neg:bad,pos:good", "--output", tmp_path / "h")
+    assert code == 0, err
+    assert json.loads(out)["parameters"]["trainable"] == 0
+
+
+def test_resume_with_other_arguments_is_refused(model_dirs, data, tmp_path, capsys):
+    common = ["train", "--model", model_dirs["bert_encoder"], "--method", "linear_probe", "--train", data,
+              "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "r", "--no-progress"]
+    assert run(capsys, *common, "--max-steps", "2")[0] == 0
+    code, _, err = run(capsys, *common, "--max-steps", "3", "--resume")
+    assert code == 2 and "arguments differ from the interrupted run in ['max_steps']" in err
+
+
+def test_errors_are_one_line_without_traceback(model_dirs, data, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "prompttune", "train", "--model", str(model_dirs["bert"]),
+                             "--method", "soft_prompt", "--train", str(data), "--output", str(tmp_path / "x")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"prompttune: error: {data}: missing column 'text'; columns are ['review', 'sentiment']"]
+
+
+def test_unknown_label_in_dev_data_names_the_row(model_dirs, data, tmp_path, capsys):
+    dev = tmp_path / "dev.csv"
+    dev.write_text("review,sentiment\ngood film,pos\nodd film,neutral\n")
+    code, _, err = run(capsys, "train", "--model", model_dirs["bert_encoder"], "--method", "linear_probe", "--train", data,
+                       "--eval", dev, "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "u")
+    assert code == 2
+    assert f"{dev}, row 2, column 'sentiment': label 'neutral' never occurs in {data}" in err

@@ -1,0 +1,71 @@
+import pytest
+
+from conftest import task_config
+from prompttune import ConfigError, PromptModel
+from prompttune.tasks.classification import parse_verbalizer
+from prompttune.training import TrainConfig
+
+
+def test_unknown_method_option_is_an_error(load):
+    with pytest.raises(ConfigError, match=r"--method linear_probe: unknown LinearProbeConfig field\(s\) \['init'\]"):
+        PromptModel.create(load("bert"), "linear_probe", task_config(), {"init": "random"})
+
+
+def test_unknown_method(load):
+    with pytest.raises(ConfigError, match=r"unknown method 'lora'"):
+        PromptModel.create(load("bert"), "lora", task_config())
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"num_virtual_tokens": 0}, "num_virtual_tokens: must be a positive integer"),
+    ({"init": "zeros"}, "init: must be one of"),
+    ({"init": "text"}, "init_text: init=text needs a non-empty init_text"),
+])
+def test_soft_prompt_config_checks(load, options, message):
+    with pytest.raises(ConfigError, match=message):
+        PromptModel.create(load("bert"), "soft_prompt", task_config(), options)
+
+
+def test_template_checks(load):
+    with pytest.raises(ConfigError, match=r"template: must contain \{text\}"):
+        task_config(template="It was {mask}.")
+    with pytest.raises(ConfigError, match=r"unknown placeholder\(s\) \['label'\]"):
+        task_config(template="{text} {label}")
+    with pytest.raises(ConfigError, match=r"a masked LM reads the label at \{mask\}"):
+        PromptModel.create(load("bert"), "soft_prompt", task_config(template="{text}"))
+
+
+def test_verbalizer_words_must_not_collide(load):
+    with pytest.raises(ConfigError, match=r"start with the same token"):
+        PromptModel.create(load("bert"), "hard_prompt", task_config(verbalizer=(("good",), ("good", "bad"))))
+
+
+def test_verbalizer_parsing():
+    assert parse_verbalizer("0:terrible,1:great|good", ("0", "1")) == (("terrible",), ("great", "good"))
+    assert parse_verbalizer('{"0": "bad", "1": ["good"]}', ("0", "1")) == (("bad",), ("good",))
+    with pytest.raises(ConfigError, match=r"missing \['1'\]"):
+        parse_verbalizer("0:bad", ("0", "1"))
+
+
+def test_hard_prompt_cannot_use_an_untrained_head(load):
+    with pytest.raises(ConfigError, match="trains nothing"):
+        PromptModel.create(load("bert"), "hard_prompt", task_config(), readout="head")
+
+
+def test_train_config_checks():
+    with pytest.raises(ConfigError, match="grad_accum: must divide batch_size"):
+        TrainConfig(batch_size=6, grad_accum=4)
+    with pytest.raises(ConfigError, match=r"unknown TrainConfig field\(s\) \['learning_rate'\]"):
+        TrainConfig.from_dict({"learning_rate": 1})
+
+
+def test_multi_word_labels_and_truncation_keep_the_mask(load):
+    from prompttune import Example
+
+    config = task_config(verbalizer=(("bad", "awful"), ("good", "great")), max_length=12)
+    model = PromptModel.create(load("bert"), "hard_prompt", config)
+    long = Example(" ".join(["the movie was really very good"] * 10), label="1")
+    feature = model.task.encode(long)
+    assert len(feature["input_ids"]) <= 12
+    assert feature["input_ids"][feature["readout_index"]] == model.backbone.tokenizer.mask_token_id
+    assert model.task.word_ids.numel() == 4

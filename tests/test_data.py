@@ -1,0 +1,94 @@
+"""Bad input gets one line naming the file, row and column."""
+
+import json
+
+import pytest
+
+from prompttune import Columns, DataError, load_examples
+from prompttune.data import label_set
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_csv_with_quotes_and_embedded_newlines(tmp_path):
+    path = write(tmp_path / "d.csv", 'text,label\n"a ""quoted""\nline",1\nplain,0\n')
+    examples = load_examples(path)
+    assert [e.text for e in examples] == ['a "quoted"\nline', "plain"]
+    assert [e.label for e in examples] == ["1", "0"]
+
+
+def test_tsv_keeps_bare_quotes_like_glue(tmp_path):
+    path = write(tmp_path / "d.tsv", 'sentence\tlabel\nit \'s a "film" \t1\n')
+    (example,) = load_examples(path, Columns(text="sentence"))
+    assert example.text == 'it \'s a "film"'
+
+
+def test_jsonl_pairs(tmp_path):
+    rows = [{"premise": "a", "hypothesis": "b", "label": "entailment"}, {"premise": "c", "hypothesis": "d", "label": "not_entailment"}]
+    path = write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    examples = load_examples(path, Columns(text="premise", text_pair="hypothesis"))
+    assert (examples[1].text, examples[1].text_pair, examples[1].label) == ("c", "d", "not_entailment")
+    assert label_set(examples) == ("entailment", "not_entailment")
+
+
+def test_integer_labels_sort_numerically(tmp_path):
+    path = write(tmp_path / "d.csv", "text,label\na,10\nb,9\nc,2\n")
+    assert label_set(load_examples(path)) == ("2", "9", "10")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "d.csv: empty file (no header row)"),
+    ("text,label\n", "d.csv: no data rows after the header"),
+    ("sentence,label\nhi,1\n", "d.csv: missing column 'text'; columns are ['label', 'sentence']"),
+    ("text,label\nhi,1\n  ,0\n", "d.csv, row 2, column 'text': empty text"),
+    ("text,label\nhi,1\nho,\n", "d.csv, row 2, column 'label': empty label"),
+    ("text,label\nhi,1,extra\n", "d.csv, row 1: 3 fields, header has 2"),
+])
+def test_bad_csv_names_file_row_and_column(tmp_path, content, message):
+    path = write(tmp_path / "d.csv", content)
+    with pytest.raises(DataError) as error:
+        load_examples(path)
+    assert str(error.value) == f"{tmp_path}/{message}"
+
+
+def test_bad_jsonl_line(tmp_path):
+    path = write(tmp_path / "d.jsonl", '{"text": "a", "label": 1}\n{"text": "b", \n')
+    with pytest.raises(DataError, match=r"d.jsonl, line 2: not valid JSON"):
+        load_examples(path)
+
+
+def test_non_text_value(tmp_path):
+    path = write(tmp_path / "d.jsonl", '{"text": 5, "label": 1}\n')
+    with pytest.raises(DataError, match=r"d.jsonl, line 1, column 'text': expected text, got int"):
+        load_examples(path)
+
+
+def test_missing_file_and_unknown_type(tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_examples(str(tmp_path / "nope.csv"))
+    path = write(tmp_path / "d.parquet", "x")
+    with pytest.raises(DataError, match=r"unsupported file type '.parquet'"):
+        load_examples(path)
+
+
+def test_datasets_folder_with_class_labels(tmp_path):
+    import datasets
+
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    datasets.Dataset.from_dict({"sentence": ["bad", "good"], "label": [0, 1]}, features=features).save_to_disk(tmp_path / "ds")
+    examples = load_examples(str(tmp_path / "ds"), Columns(text="sentence"))
+    assert [e.label for e in examples] == ["negative", "positive"]
+    assert examples[1].source.endswith("ds, row 2")
+
+
+def test_unknown_label_at_encoding_names_the_row(load):
+    from conftest import task_config
+    from prompttune import Example, PromptModel
+
+    model = PromptModel.create(load("bert"), "soft_prompt", task_config(), {"num_virtual_tokens": 2})
+    with pytest.raises(DataError, match=r"dev.csv, row 7: unknown label '2'; expected one of \['0', '1'\]"):
+        model.task.encode(Example("a film", label="2", source="dev.csv, row 7"))

@@ -1,0 +1,85 @@
+"""The training loop: resumable, early-stopping, accumulating, logging."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import task_config
+from prompttune import PromptModel, TrainConfig, train
+from prompttune.training import CHECKPOINT
+
+
+def fresh(load, method="soft_prompt"):
+    torch.manual_seed(0)
+    options = {"num_virtual_tokens": 4} if method == "soft_prompt" else {}
+    return PromptModel.create(load("bert"), method, task_config(), options)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(load, examples, tmp_path, monkeypatch):
+    config = TrainConfig(max_steps=12, batch_size=2, lr=0.05, eval_every=3, checkpoint_every=4, progress=False, seed=3)
+    reference = fresh(load)
+    train(reference, examples, examples, config, output_dir=tmp_path / "a")
+    expected = reference.trainable_state()
+
+    interrupted = fresh(load)
+    calls = {"n": 0}
+    original = interrupted.task.loss
+
+    def crash_at_step_7(logits, labels):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise Crash()
+        return original(logits, labels)
+
+    monkeypatch.setattr(interrupted.task, "loss", crash_at_step_7)
+    with pytest.raises(Crash):
+        train(interrupted, examples, examples, config, output_dir=tmp_path / "b")
+    state = json.loads((tmp_path / "b" / CHECKPOINT / "trainer_state.json").read_text())
+    assert state["step"] == 4
+
+    resumed = fresh(load)
+    result = train(resumed, examples, examples, config, output_dir=tmp_path / "b", resume=True)
+    assert result.steps == 12
+    for name, tensor in resumed.trainable_state().items():
+        torch.testing.assert_close(tensor, expected[name], atol=1e-6, rtol=1e-5)
+    assert not (tmp_path / "b" / CHECKPOINT).exists(), "a finished run leaves no checkpoint behind"
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "eval" in e] == [3, 6, 9, 12]
+
+
+def test_resume_without_a_checkpoint_is_an_error(load, examples, tmp_path):
+    from prompttune import ConfigError
+
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(fresh(load), examples, None, TrainConfig(max_steps=2, progress=False), output_dir=tmp_path, resume=True)
+
+
+def test_early_stopping_keeps_the_best_prompt(load, examples):
+    model = fresh(load)
+    # A learning rate this large makes dev accuracy wander; patience 1 stops at the first drop.
+    result = train(model, examples, examples, TrainConfig(max_steps=200, batch_size=4, lr=5.0, eval_every=1, patience=1,
+                                                          warmup_ratio=0.0, progress=False))
+    assert result.stopped_early and result.steps < 200
+    best = max(h["accuracy"] for h in result.history)
+    assert result.dev_metrics["accuracy"] == best
+
+
+def test_gradient_accumulation_matches_a_full_batch(load, examples):
+    a, b = fresh(load, "linear_probe"), fresh(load, "linear_probe")
+    common = dict(max_steps=3, lr=0.1, head_lr=0.1, warmup_ratio=0.0, max_grad_norm=None, progress=False)
+    train(a, examples, None, TrainConfig(batch_size=8, **common))
+    train(b, examples, None, TrainConfig(batch_size=8, grad_accum=4, **common))
+    for name, tensor in a.trainable_state().items():
+        torch.testing.assert_close(tensor, b.trainable_state()[name], atol=1e-5, rtol=1e-4)
+
+
+def test_adafactor_trains(load, examples):
+    model = fresh(load)
+    before = model.method.prompt.detach().clone()
+    train(model, examples, None, TrainConfig(max_steps=3, optimizer="adafactor", lr=0.3, progress=False))
+    assert not torch.equal(before, model.method.prompt)
