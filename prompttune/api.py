@@ -22,7 +22,7 @@ from .data import Columns, load_examples, label_set, texts_as_examples
 from .errors import ConfigError
 from .model import PromptModel
 from .tasks.classification import ClassificationConfig, parse_verbalizer
-from .training import TrainConfig, evaluate
+from .training import TrainConfig, evaluate, is_main_process
 from .training import train as run_training
 
 RUN_ARGS = "train_args.json"
@@ -76,8 +76,9 @@ def train_prompt(
     if device:
         backbone.to(device)
     prompt = PromptModel.create(backbone, method, task_config, method_options, readout=readout)
+    main = is_main_process()
     output_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and main:
         write_json_atomic(output_dir / RUN_ARGS, args)
     if prompt.method.trains or prompt.task.config.readout == "head":
         result = run_training(prompt, train_examples, eval_examples, train_config, output_dir=output_dir, resume=resume)
@@ -95,16 +96,18 @@ def train_prompt(
         "seconds": round(seconds, 3),
         "config": train_config.to_dict(),
     }
-    save_prompt(prompt, output_dir, extra={"columns": columns.__dict__, "training": training})
+    if main:
+        save_prompt(prompt, output_dir, extra={"columns": columns.__dict__, "training": training})
     metrics = {
         "method": method,
         "model": model,
         "dev_metrics": dev_metrics,
         "parameters": prompt.count_parameters(),
-        "artifact_bytes": artifact_bytes(output_dir),
+        "artifact_bytes": artifact_bytes(output_dir) if main else None,
         "training": {**training, "history": history},
     }
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    if main:
+        write_json_atomic(output_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from .errors import PromptTuneError
+from .training import is_main_process
 
 
 def _method_options(args) -> dict:
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:
                 summary["dev"] = {k: metrics["dev_metrics"][k] for k in ("accuracy", "f1_macro")}
-            print(json.dumps(summary))
+            if is_main_process():
+                print(json.dumps(summary))
         elif args.command == "evaluate":
             metrics = api.evaluate_prompt(args.prompt, args.data, args.text_column, args.text_pair_column,
                                           args.label_column, args.batch_size, args.model, args.device)

@@ -87,6 +87,11 @@ class TrainConfig(ConfigBase):
         check(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision", "must be auto, no, bf16 or fp16")
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a run started by `accelerate launch` or `torchrun` (or a plain single process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -180,8 +185,11 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     per_device = config.batch_size // config.grad_accum
     batches_per_epoch = math.ceil(len(features) / (per_device * accelerator.num_processes))
     total = config.max_steps or max(1, math.ceil(config.epochs * batches_per_epoch / config.grad_accum))
-    scheduler = get_scheduler("constant_with_warmup" if config.schedule == "constant" else config.schedule,
-                              optimizer, num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
+    # Accelerate's prepared scheduler advances once per process at every step, so the schedule is
+    # laid out over steps x processes.
+    scale = accelerator.num_processes
+    scheduler = get_scheduler("constant_with_warmup" if config.schedule == "constant" else config.schedule, optimizer,
+                              num_warmup_steps=int(config.warmup_ratio * total) * scale, num_training_steps=total * scale)
     model.train()
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     eval_every = config.eval_every or max(1, total // 10)
