@@ -114,7 +114,9 @@ class Backbone(nn.Module):
         else:
             self.kind = ENCODER
         self.has_lm_head = model.get_output_embeddings() is not None
-        self._accepts_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        accepted = inspect.signature(model.forward).parameters
+        self._accepts_position_ids = "position_ids" in accepted
+        self._accepts_token_types = "token_type_ids" in accepted
         self._readout_positions: torch.Tensor | None = None
         if self.has_lm_head:
             # Only the readout position goes through the (vocabulary-sized) output projection:
@@ -223,29 +225,29 @@ class Backbone(nn.Module):
         kwargs = {"inputs_embeds": inputs.inputs_embeds, "attention_mask": inputs.attention_mask}
         if self._accepts_position_ids:
             kwargs["position_ids"] = self.position_ids(inputs.attention_mask)
-        if inputs.token_type_ids is not None and "token_type_ids" in inspect.signature(self.model.forward).parameters:
+        if inputs.token_type_ids is not None and self._accepts_token_types:
             kwargs["token_type_ids"] = inputs.token_type_ids
         if inputs.past_key_values is not None:
             kwargs["past_key_values"] = inputs.past_key_values
+        if self.kind != ENCODER:
+            kwargs["use_cache"] = False  # classification reads one step; no cache to keep
+        readout = inputs.readout_index
         if self.kind == ENCODER_DECODER:
             # Classification reads the first decoder token (the seq2seq verbalizer position).
             kwargs["decoder_input_ids"] = self.decoder_start_ids(batch_size)
             readout = torch.zeros(batch_size, dtype=torch.long, device=self.device)
-        else:
-            readout = inputs.readout_index
-        if self.has_lm_head:
-            kwargs["output_hidden_states"] = True
-            self._readout_positions = readout
-            try:
-                out = self.model(**kwargs, use_cache=False) if self.kind != ENCODER else self.model(**kwargs)
-            finally:
-                self._readout_positions = None
-            hidden = out.encoder_last_hidden_state if self.kind == ENCODER_DECODER else out.hidden_states[-1]
-            logits = out.logits[:, 0] if readout is not None else None
-            return BackboneOutput(hidden=hidden, readout_logits=logits)
-        out = self.model(**kwargs) if self.kind == ENCODER else self.model(**kwargs, use_cache=False)
-        hidden = out.encoder_last_hidden_state if self.kind == ENCODER_DECODER else out.last_hidden_state
-        return BackboneOutput(hidden=hidden, readout_logits=None)
+        if not self.has_lm_head:
+            out = self.model(**kwargs)
+            hidden = out.encoder_last_hidden_state if self.kind == ENCODER_DECODER else out.last_hidden_state
+            return BackboneOutput(hidden=hidden, readout_logits=None)
+        self._readout_positions = readout
+        try:
+            out = self.model(**kwargs, output_hidden_states=True)
+        finally:
+            self._readout_positions = None
+        hidden = out.encoder_last_hidden_state if self.kind == ENCODER_DECODER else out.hidden_states[-1]
+        logits = out.logits[:, 0] if readout is not None else None  # (B, V): the hook kept one position
+        return BackboneOutput(hidden=hidden, readout_logits=logits)
 
     def _select_readout(self, module, args):
         """Forward pre-hook on the output projection: keep only each row's readout position."""

@@ -1,0 +1,245 @@
+"""prompttune's methods against PEFT's prompt tuning on frozen MiniLM and SST-2, side by side.
+
+One run of this script trains, on the same frozen all-MiniLM-L6-v2, the same SST-2 training subset,
+the same number of steps and batch size, the same data order and learning-rate schedule:
+
+- prompttune `soft_prompt` (20 tokens, its default init and learning rates),
+- PEFT `PromptTuningConfig` (20 tokens, SAMPLE_VOCAB init) on `AutoModelForSequenceClassification`,
+  the anchor, trained with the same optimiser, learning rates and schedule,
+- prompttune `linear_probe` and `full_finetune`, the baselines,
+
+and reports dev accuracy (872 SST-2 dev sentences), trainable parameters, artifact bytes, training
+time (evaluation excluded) and peak memory. Each method runs in a fresh child process, so its peak
+resident memory is its own.
+
+    python benchmarks/sst2_methods.py                  # ~25 minutes on 2 CPU cores
+    python benchmarks/sst2_methods.py --steps 20 --train-size 200 --no-write   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from common import RESULTS, environment, sst2_subset, write_results
+
+METHODS = ("soft_prompt", "peft_prompt_tuning", "linear_probe", "full_finetune")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out: str) -> dict:
+    import torch
+
+    from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, evaluate, load_examples, save_prompt, train
+    from prompttune.cli import _quiet_libraries
+
+    _quiet_libraries()
+    columns = Columns(text="sentence")
+    train_examples, dev_examples = load_examples(train_path, columns), load_examples(dev_path, columns)
+    torch.manual_seed(args["seed"])
+    backbone = Backbone.from_pretrained(args["model"])
+    loaded = rss_mb()
+    options = {"num_virtual_tokens": args["num_virtual_tokens"]} if method == "soft_prompt" else {}
+    model = PromptModel.create(backbone, method, ClassificationConfig(labels=("0", "1")), options)
+    config = TrainConfig(max_steps=args["steps"], batch_size=args["batch_size"], seed=args["seed"], progress=False)
+    result = train(model, train_examples, None, config)
+    dev = evaluate(model, dev_examples)
+    save_prompt(model, out)
+    return {"dev_accuracy": dev["accuracy"], "dev_f1_macro": dev["f1_macro"], "train_seconds": result.seconds,
+            "steps": result.steps, "trainable_parameters": model.count_parameters()["trainable"],
+            "artifact_bytes": dir_bytes(Path(out)), "rss_after_load_mb": loaded}
+
+
+def run_peft(args: dict, train_path: str, dev_path: str, out: str) -> dict:
+    """PEFT's prompt tuning, trained by a plain loop that mirrors prompttune's: same batches in the
+    same order, AdamW with the same learning rates (prompt; classifier head), warmup and decay."""
+    import math
+
+    import torch
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
+
+    from prompttune import Columns, TrainConfig, load_examples
+    from prompttune.backbone import resolve_model
+    from prompttune.cli import _quiet_libraries
+    from prompttune.methods.soft_prompt import SoftPrompt
+
+    _quiet_libraries()
+    columns = Columns(text="sentence")
+    train_examples, dev_examples = load_examples(train_path, columns), load_examples(dev_path, columns)
+    torch.manual_seed(args["seed"])
+    path, _ = resolve_model(args["model"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    loaded = rss_mb()
+    peft_config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=args["num_virtual_tokens"],
+                                     prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, tokenizer_name_or_path=path)
+    model = get_peft_model(base, peft_config)
+    defaults = TrainConfig()
+    prompt_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in n]
+    head_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" not in n]
+    optimizer = torch.optim.AdamW([{"params": prompt_params, "lr": SoftPrompt.default_lr},
+                                   {"params": head_params, "lr": SoftPrompt.default_head_lr}], weight_decay=0.0)
+    steps = args["steps"]
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * steps), num_training_steps=steps)
+
+    def batches(examples, size, order):
+        for start in range(0, len(order), size):
+            rows = [examples[i] for i in order[start : start + size]]
+            encoded = tokenizer([e.text for e in rows], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            yield encoded, torch.tensor([int(e.label) for e in rows])
+
+    model.train()
+    base.eval()  # dropout off in the frozen model, as prompttune does
+    step, epoch = 0, 0
+    start = time.perf_counter()
+    while step < steps:
+        order = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(args["seed"] * 100003 + epoch)).tolist()
+        for encoded, labels in batches(train_examples, args["batch_size"], order):
+            loss = model(**encoded, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(prompt_params + head_params, defaults.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step >= steps:
+                break
+        epoch += 1
+    seconds = time.perf_counter() - start
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for encoded, labels in batches(dev_examples, 64, list(range(len(dev_examples)))):
+            correct += int((model(**encoded).logits.argmax(-1) == labels).sum())
+    model.save_pretrained(out)
+    trainable = sum(p.numel() for p in prompt_params + head_params)
+    del math
+    return {"dev_accuracy": correct / len(dev_examples), "dev_f1_macro": None, "train_seconds": seconds, "steps": step,
+            "trainable_parameters": trainable, "artifact_bytes": dir_bytes(Path(out)), "rss_after_load_mb": loaded}
+
+
+def child(method: str, args: dict, train_path: str, dev_path: str, out: str, queue) -> None:
+    import torch
+
+    torch.set_num_threads(args["threads"])
+    try:
+        if method == "peft_prompt_tuning":
+            row = run_peft(args, train_path, dev_path, out)
+        else:
+            row = run_prompttune(method, args, train_path, dev_path, out)
+        row["peak_rss_mb"] = peak_rss_mb()
+        queue.put(row)
+    except BaseException as error:  # reported by the parent, which goes on with the other methods
+        queue.put({"error": f"{type(error).__name__}: {error}"})
+        raise
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-virtual-tokens", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--no-write", action="store_true", help="print the results without writing benchmarks/results")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="prompttune-bench-"))
+    train_path, dev_path = sst2_subset(work, args.train_size, args.seed)
+    from prompttune.backbone import resolve_model
+
+    weights_bytes = Path(resolve_model(args.model)[0], "model.safetensors").stat().st_size
+    context = mp.get_context("spawn")
+    rows = {}
+    for method in args.methods.split(","):
+        queue = context.Queue()
+        process = context.Process(target=child, args=(method, vars(args), str(train_path), str(dev_path), str(work / method), queue))
+        process.start()
+        row = queue.get()
+        process.join()
+        row["method"] = method
+        if "error" not in row:
+            row["seconds_per_step"] = row["train_seconds"] / row["steps"]
+            row["artifact_fraction_of_model"] = row["artifact_bytes"] / weights_bytes
+        rows[method] = row
+        print(json.dumps(row), flush=True)
+
+    anchor = rows.get("peft_prompt_tuning")
+    lines = ["# prompttune vs PEFT on frozen MiniLM + SST-2", "",
+             f"Frozen `{args.model}` ({weights_bytes / 2**20:.1f} MiB of weights); {args.train_size} SST-2 training sentences "
+             f"(seed {args.seed}); {args.steps} steps of batch {args.batch_size}; accuracy on the 872 SST-2 dev sentences; "
+             f"{args.threads} CPU threads; each method in its own process. Training time excludes evaluation.", "",
+             f"Command: `python benchmarks/sst2_methods.py" + (f" --steps {args.steps}" if args.steps != 300 else "") + "`", "",
+             "| method | dev accuracy | trainable params | artifact bytes | artifact / model | s / step | vs PEFT time | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {method} | failed: {r['error']} | | | | | | |")
+            continue
+        ratio = f"{r['seconds_per_step'] / anchor['seconds_per_step']:.2f}x" if anchor and "error" not in anchor else "-"
+        lines.append(f"| {method} | {r['dev_accuracy']:.4f} | {r['trainable_parameters']:,} | {r['artifact_bytes']:,} | "
+                     f"1/{1 / r['artifact_fraction_of_model']:,.0f} | {r['seconds_per_step']:.3f} | {ratio} | {r['peak_rss_mb']:.0f} |")
+    ours = rows.get("soft_prompt")
+    if ours and anchor and "error" not in ours and "error" not in anchor:
+        lines += ["", "Targets:",
+                  f"- soft prompt at least as accurate as PEFT's: {ours['dev_accuracy']:.4f} vs {anchor['dev_accuracy']:.4f} "
+                  f"({'met' if ours['dev_accuracy'] >= anchor['dev_accuracy'] else 'NOT met'})",
+                  f"- time per step no worse than PEFT's: {ours['seconds_per_step']:.3f} s vs {anchor['seconds_per_step']:.3f} s, "
+                  f"ratio {ours['seconds_per_step'] / anchor['seconds_per_step']:.2f} "
+                  f"({'met' if ours['seconds_per_step'] <= anchor['seconds_per_step'] * 1.0 else 'NOT met'})",
+                  f"- artifact under 1/1000 of the model: 1/{1 / ours['artifact_fraction_of_model']:,.0f} "
+                  f"({'met' if ours['artifact_fraction_of_model'] < 1e-3 else 'NOT met'})"]
+    markdown = "\n".join(lines) + "\n"
+    print(markdown)
+    if not args.no_write:
+        payload = {"args": vars(args), "environment": environment(), "model_weights_bytes": weights_bytes, "runs": rows}
+        write_results("sst2_methods", payload, markdown)
+        plot(rows, RESULTS / "sst2_methods.png")
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = {m: r for m, r in rows.items() if "error" not in r}
+    names = list(ok)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].bar(names, [ok[m]["dev_accuracy"] for m in names], color="tab:blue")
+    axes[0].set_ylim(0.5, 1.0)
+    axes[0].set_title("SST-2 dev accuracy")
+    axes[1].bar(names, [ok[m]["seconds_per_step"] for m in names], color="tab:orange")
+    axes[1].set_title("seconds per training step")
+    axes[2].bar(names, [ok[m]["trainable_parameters"] for m in names], color="tab:green")
+    axes[2].set_yscale("log")
+    axes[2].set_title("trainable parameters (log)")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=20, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
