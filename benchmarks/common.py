@@ -36,6 +36,14 @@ def sst2_subset(work: Path, train_size: int, seed: int = 0) -> tuple[Path, Path]
     return train, SHARED / "sst2" / "dev.tsv"
 
 
+def add_budget_arguments(parser) -> None:
+    """The setting every SST-2 benchmark shares: model, training subset, steps and batch size."""
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
 def environment() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
             "machine": platform.machine(), "python": platform.python_version()}

@@ -2,7 +2,9 @@
 
 Frozen all-MiniLM-L6-v2, 2,000 SST-2 training sentences, 300 steps of batch 32, dev accuracy on the
 full SST-2 dev set. The defaults in each method's file (`default_lr`, `default_head_lr`, init) are
-the best rows here.
+the best rows here. SST-2's labels are 0 and 1 and no verbalizer is given here, so `class_labels`
+embeds the tokens "0" and "1" (then samples the vocabulary); `benchmarks/sst2_methods.py` names the
+labels negative/positive.
 
     python benchmarks/lr_sweep.py            # about an hour on 2 CPU cores
 """
@@ -15,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import environment, sst2_subset, write_results
+from common import add_budget_arguments, environment, sst2_subset, write_results
 
 from prompttune.api import train_prompt
 from prompttune.cli import _quiet_libraries
@@ -39,10 +41,7 @@ RUNS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--train-size", type=int, default=2000)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_budget_arguments(parser)
     parser.add_argument("--only", help="run only this method")
     args = parser.parse_args()
     _quiet_libraries()

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, environment, sst2_subset, write_results
+from common import add_budget_arguments, RESULTS, environment, sst2_subset, write_results
 
 METHODS = ("soft_prompt", "peft_prompt_tuning", "linear_probe", "full_finetune")
 
@@ -58,7 +58,9 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
     backbone = Backbone.from_pretrained(args["model"])
     loaded = rss_mb()
     options = {"num_virtual_tokens": args["num_virtual_tokens"]} if method == "soft_prompt" else {}
-    model = PromptModel.create(backbone, method, ClassificationConfig(labels=("0", "1")), options)
+    # SST-2's labels are 0/1; naming them lets the class_labels init embed real words.
+    task = ClassificationConfig(labels=("0", "1"), verbalizer=(("negative",), ("positive",)))
+    model = PromptModel.create(backbone, method, task, options)
     config = TrainConfig(max_steps=args["steps"], batch_size=args["batch_size"], seed=args["seed"], progress=False)
     result = train(model, train_examples, None, config)
     dev = evaluate(model, dev_examples)
@@ -155,10 +157,7 @@ def child(method: str, args: dict, train_path: str, dev_path: str, out: str, que
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--train-size", type=int, default=2000)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_budget_arguments(parser)
     parser.add_argument("--num-virtual-tokens", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
