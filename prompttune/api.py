@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -154,8 +155,8 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
         raise ConfigError("predict: give either texts or data")
     if data is not None:
         columns = _columns(prompt, text_column, text_pair_column, None)
-        examples = load_examples(data, Columns(columns.text, columns.text_pair, columns.label), require_labels=False)
-        examples = [e.__class__(e.text, e.text_pair, None, e.source) for e in examples]
+        # Labels, if the file has them, play no part in prediction (and may include unseen ones).
+        examples = [replace(e, label=None) for e in load_examples(data, columns, require_labels=False)]
     else:
         examples = texts_as_examples(list(texts))
     loaded = _load(prompt, model, device)

@@ -139,13 +139,13 @@ class Backbone(nn.Module):
             config = AutoConfig.from_pretrained(path)
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as error:
-            raise ModelError(f"--model {name}: cannot load config/tokenizer from {path}: {error}") from None
+            raise ModelError(f"--model {name}: cannot load config/tokenizer from {path}: {_first_line(error)}") from None
         model_class = _model_class(config, head, name)
         kwargs = {"dtype": dtype} if dtype is not None else {}
         try:
             model = model_class.from_pretrained(path, config=config, **kwargs)
         except (OSError, ValueError) as error:
-            raise ModelError(f"--model {name}: cannot load weights from {path}: {error}") from None
+            raise ModelError(f"--model {name}: cannot load weights from {path}: {_first_line(error)}") from None
         backbone = cls(model, tokenizer, name_or_path=name, weights_sha256=sha)
         backbone.freeze()
         return backbone
@@ -257,6 +257,10 @@ class Backbone(nn.Module):
         hidden = args[0]  # (B, T, D)
         index = positions.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return (hidden.gather(1, index),) + tuple(args[1:])  # (B, 1, D)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -88,3 +88,10 @@ def test_unknown_label_in_dev_data_names_the_row(model_dirs, data, tmp_path, cap
                        "--eval", dev, "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "u")
     assert code == 2
     assert f"{dev}, row 2, column 'sentiment': label 'neutral' never occurs in {data}" in err
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line(data, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--model", tmp_path / "no-such-model", "--method", "soft_prompt", "--train", data,
+                       "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "m")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "cannot load config/tokenizer" in err
