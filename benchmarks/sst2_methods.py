@@ -6,7 +6,8 @@ the same number of steps and batch size, the same data order and learning-rate s
 - prompttune `soft_prompt` (20 tokens, its default init and learning rates),
 - PEFT `PromptTuningConfig` (20 tokens, SAMPLE_VOCAB init) on `AutoModelForSequenceClassification`,
   the anchor, trained with the same optimiser, learning rates and schedule,
-- prompttune `linear_probe` and `full_finetune`, the baselines,
+- prompttune `linear_probe` and `full_finetune`, the baselines, and the zero-shot `hard_prompt`
+  ("{text} It was {mask}." with terrible/great, scored by embedding similarity: MiniLM has no LM head),
 
 and reports dev accuracy (872 SST-2 dev sentences), trainable parameters, artifact bytes, training
 time (evaluation excluded) and peak memory. Each method runs in a fresh child process, so its peak
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from common import add_budget_arguments, RESULTS, environment, sst2_subset, write_results
 
-METHODS = ("soft_prompt", "peft_prompt_tuning", "linear_probe", "full_finetune")
+METHODS = ("hard_prompt", "soft_prompt", "peft_prompt_tuning", "linear_probe", "full_finetune")
+ZERO_SHOT_TEMPLATE = "{text} It was {mask}."
 
 
 def rss_mb() -> float:
@@ -58,15 +60,20 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
     backbone = Backbone.from_pretrained(args["model"])
     loaded = rss_mb()
     options = {"num_virtual_tokens": args["num_virtual_tokens"]} if method == "soft_prompt" else {}
-    # SST-2's labels are 0/1; naming them lets the class_labels init embed real words.
-    task = ClassificationConfig(labels=("0", "1"), verbalizer=(("negative",), ("positive",)))
+    if method == "hard_prompt":  # zero-shot: label descriptions "It was terrible." / "It was great."
+        task = ClassificationConfig(labels=("0", "1"), template=ZERO_SHOT_TEMPLATE, verbalizer=(("terrible",), ("great",)))
+    else:  # SST-2's labels are 0/1; naming them lets the class_labels init embed real words.
+        task = ClassificationConfig(labels=("0", "1"), verbalizer=(("negative",), ("positive",)))
     model = PromptModel.create(backbone, method, task, options)
-    config = TrainConfig(max_steps=args["steps"], batch_size=args["batch_size"], seed=args["seed"], progress=False)
-    result = train(model, train_examples, None, config)
+    seconds, steps = 0.0, 0
+    if model.method.trains or model.task.config.readout == "head":
+        config = TrainConfig(max_steps=args["steps"], batch_size=args["batch_size"], seed=args["seed"], progress=False)
+        result = train(model, train_examples, None, config)
+        seconds, steps = result.seconds, result.steps
     dev = evaluate(model, dev_examples)
     save_prompt(model, out)
-    return {"dev_accuracy": dev["accuracy"], "dev_f1_macro": dev["f1_macro"], "train_seconds": result.seconds,
-            "steps": result.steps, "trainable_parameters": model.count_parameters()["trainable"],
+    return {"dev_accuracy": dev["accuracy"], "dev_f1_macro": dev["f1_macro"], "train_seconds": seconds,
+            "steps": steps, "trainable_parameters": model.count_parameters()["trainable"],
             "artifact_bytes": dir_bytes(Path(out)), "rss_after_load_mb": loaded}
 
 
@@ -179,7 +186,7 @@ def main() -> None:
         process.join()
         row["method"] = method
         if "error" not in row:
-            row["seconds_per_step"] = row["train_seconds"] / row["steps"]
+            row["seconds_per_step"] = row["train_seconds"] / row["steps"] if row["steps"] else None
             row["artifact_fraction_of_model"] = row["artifact_bytes"] / weights_bytes
         rows[method] = row
         print(json.dumps(row), flush=True)
@@ -196,9 +203,11 @@ def main() -> None:
         if "error" in r:
             lines.append(f"| {method} | failed: {r['error']} | | | | | | |")
             continue
-        ratio = f"{r['seconds_per_step'] / anchor['seconds_per_step']:.2f}x" if anchor and "error" not in anchor else "-"
+        per_step = r["seconds_per_step"]
+        ratio = f"{per_step / anchor['seconds_per_step']:.2f}x" if per_step and anchor and "error" not in anchor else "-"
         lines.append(f"| {method} | {r['dev_accuracy']:.4f} | {r['trainable_parameters']:,} | {r['artifact_bytes']:,} | "
-                     f"1/{1 / r['artifact_fraction_of_model']:,.0f} | {r['seconds_per_step']:.3f} | {ratio} | {r['peak_rss_mb']:.0f} |")
+                     f"1/{1 / r['artifact_fraction_of_model']:,.0f} | {f'{per_step:.3f}' if per_step else '-'} | {ratio} | "
+                     f"{r['peak_rss_mb']:.0f} |")
     ours = rows.get("soft_prompt")
     if ours and anchor and "error" not in ours and "error" not in anchor:
         lines += ["", "Targets:",
@@ -229,9 +238,9 @@ def plot(rows: dict, path: Path) -> None:
     axes[0].bar(names, [ok[m]["dev_accuracy"] for m in names], color="tab:blue")
     axes[0].set_ylim(0.5, 1.0)
     axes[0].set_title("SST-2 dev accuracy")
-    axes[1].bar(names, [ok[m]["seconds_per_step"] for m in names], color="tab:orange")
+    axes[1].bar(names, [ok[m]["seconds_per_step"] or 0.0 for m in names], color="tab:orange")
     axes[1].set_title("seconds per training step")
-    axes[2].bar(names, [ok[m]["trainable_parameters"] for m in names], color="tab:green")
+    axes[2].bar(names, [max(ok[m]["trainable_parameters"], 1) for m in names], color="tab:green")
     axes[2].set_yscale("log")
     axes[2].set_title("trainable parameters (log)")
     for ax in axes:
