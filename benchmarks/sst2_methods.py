@@ -66,7 +66,7 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
         task = ClassificationConfig(labels=("0", "1"), verbalizer=(("negative",), ("positive",)))
     model = PromptModel.create(backbone, method, task, options)
     seconds, steps = 0.0, 0
-    if model.method.trains or model.task.config.readout == "head":
+    if model.trains:
         config = TrainConfig(max_steps=args["steps"], batch_size=args["batch_size"], seed=args["seed"], progress=False)
         result = train(model, train_examples, None, config)
         seconds, steps = result.seconds, result.steps

@@ -81,7 +81,7 @@ def train_prompt(
     output_dir.mkdir(parents=True, exist_ok=True)
     if not resume and main:
         write_json_atomic(output_dir / RUN_ARGS, args)
-    if prompt.method.trains or prompt.task.config.readout == "head":
+    if prompt.trains:
         result = run_training(prompt, train_examples, eval_examples, train_config, output_dir=output_dir, resume=resume)
         dev_metrics, steps, seconds = result.dev_metrics, result.steps, result.seconds
         history, best_step = result.history, result.best_step

@@ -112,6 +112,11 @@ class PromptModel(nn.Module):
         self.method.load_saved_state(method, self.backbone)
         self.task.load_state_dict(task, strict=True)
 
+    @property
+    def trains(self) -> bool:
+        """Whether anything trains: the method's parameters or the task's head (not a hard prompt)."""
+        return self.method.trains or any(True for _ in self.task.parameters())
+
     def count_parameters(self) -> dict[str, int]:
         trained = list(self.method.parameters()) + self.method.backbone_parameters(self.backbone) + list(self.task.parameters())
         return {"trainable": sum(p.numel() for p in trained),
