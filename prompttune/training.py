@@ -143,7 +143,10 @@ def _set_rng_state(state: dict) -> None:
 def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, accelerator=None) -> dict:
     """Metrics of `model` on labelled `examples` (scikit-learn: accuracy, macro P/R/F1, per class,
     confusion matrix). With an accelerator, evaluation is sharded across processes."""
-    features = [model.task.encode(e) for e in examples]
+    return _evaluate_features(model, [model.task.encode(e) for e in examples], batch_size, accelerator)
+
+
+def _evaluate_features(model: PromptModel, features: list[dict], batch_size: int, accelerator=None) -> dict:
     loader = DataLoader(features, batch_size=batch_size, collate_fn=model.task.collate)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
@@ -179,6 +182,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     features = [task.encode(e) for e in train_examples]
     if not features:
         raise ConfigError("training data: no examples")
+    eval_features = [task.encode(e) for e in eval_examples] if eval_examples else None
     # The unwrapped model is kept for evaluation and saving; `model` may become a DDP wrapper.
     prompt_model = model
     optimizer = _optimizer(model, config)
@@ -195,7 +199,8 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     eval_every = config.eval_every or max(1, total // 10)
     checkpoint_every = config.checkpoint_every or eval_every
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None, "best_metrics": None,
+             "bad_evals": 0, "history": []}
     best_state = None
     if resume:
         if output is None or not (output / CHECKPOINT).is_dir():
@@ -209,7 +214,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
                desc=f"{prompt_model.method.name}", dynamic_ncols=True)
     start = time.perf_counter()
     stopped_early = False
-    running_loss, running_count = 0.0, 0
+    running_loss, running_count = torch.zeros(()), 0
     postfix = {}
     while state["step"] < total and not stopped_early:
         # The order of each epoch depends only on (seed, epoch), so a resumed run sees the same
@@ -230,7 +235,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             state["batch_in_epoch"] += 1
-            running_loss += loss.detach().float().item()
+            running_loss = running_loss.to(loss.device) + loss.detach().float()  # no host sync until logged
             running_count += 1
             if not accelerator.sync_gradients:
                 continue
@@ -238,17 +243,17 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             bar.update(1)
             step = state["step"]
             if step % config.log_every == 0 or step == total:
-                entry = {"step": step, "loss": running_loss / running_count, "lr": scheduler.get_last_lr()[0]}
+                entry = {"step": step, "loss": running_loss.item() / running_count, "lr": scheduler.get_last_lr()[0]}
                 log.write(entry)
                 postfix["loss"] = f"{entry['loss']:.4f}"
                 bar.set_postfix(postfix)
-                running_loss, running_count = 0.0, 0
-            if eval_examples and (step % eval_every == 0 or step == total):
-                metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
+                running_loss, running_count = torch.zeros(()), 0
+            if eval_features and (step % eval_every == 0 or step == total):
+                metrics = _evaluate_features(prompt_model, eval_features, config.eval_batch_size, accelerator)
                 value = metrics[config.metric]
                 improved = state["best"] is None or value > state["best"]
                 if improved:
-                    state.update(best=value, best_step=step, bad_evals=0)
+                    state.update(best=value, best_step=step, best_metrics=metrics, bad_evals=0)
                     best_state = {k: v.detach().to("cpu", copy=True) for k, v in prompt_model.trainable_state().items()}
                 else:
                     state["bad_evals"] += 1
@@ -268,11 +273,10 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     bar.close()
     seconds = time.perf_counter() - start
     if best_state is not None:
-        # Keep the prompt from the best evaluation, not merely the last one.
+        # Keep the prompt from the best evaluation, not merely the last one; its metrics are those
+        # measured at that evaluation.
         prompt_model.load_trainable_state({k: v.to(prompt_model.backbone.device) for k, v in best_state.items()})
-    dev_metrics = None
-    if eval_examples:
-        dev_metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
+    dev_metrics = state["best_metrics"]
     for group in optimizer.param_groups:
         for p in group["params"]:
             p.requires_grad_(False)
