@@ -145,3 +145,22 @@ def test_verbalizer_readout_is_used_where_there_is_an_lm_head(load, family):
 def test_encoder_without_lm_head_uses_a_head_or_similarity(load):
     assert make(load("bert_encoder"), "soft_prompt").task.config.readout == "head"
     assert make(load("bert_encoder"), "hard_prompt").task.config.readout == "similarity"
+
+
+@pytest.mark.parametrize("family", LM_FAMILIES)
+def test_readout_logits_equal_the_full_lm_logits_at_that_position(load, examples, family):
+    """Only the readout position goes through the LM head; the result is the model's own logits there."""
+    model = make(load(family), "hard_prompt")
+    backbone = model.backbone
+    batch = model.task.collate([model.task.encode(e) for e in examples], with_labels=False)
+    inputs = ModelInputs(backbone.embed(batch["input_ids"]), batch["attention_mask"], readout_index=batch["readout_index"])
+    with torch.no_grad():
+        picked = backbone(inputs).readout_logits  # (B, V)
+        kwargs = dict(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask)
+        if backbone.kind == "encoder_decoder":
+            full = backbone.model(**kwargs, decoder_input_ids=backbone.decoder_start_ids(len(examples))).logits[:, 0]
+        else:
+            full = backbone.model(**kwargs, position_ids=backbone.position_ids(inputs.attention_mask)).logits
+            full = full[torch.arange(len(examples)), batch["readout_index"]]
+    assert picked.shape == (len(examples), backbone.input_embeddings.num_embeddings)
+    torch.testing.assert_close(picked, full, atol=1e-5, rtol=1e-4)
