@@ -193,7 +193,7 @@ class Backbone(nn.Module):
     def fingerprint(self) -> dict:
         """What identifies this base model, recorded in artifacts and checked when they load."""
         config = self.config
-        embedding = self.input_embeddings.weight.detach().float().cpu().contiguous()
+        embedding = self.input_embeddings.weight.detach()
         return {
             "name_or_path": self.name_or_path,
             "model_type": config.model_type,
@@ -203,7 +203,7 @@ class Backbone(nn.Module):
             "num_layers": _num_layers(config),
             "vocab_size": int(embedding.shape[0]),
             "weights_sha256": self.weights_sha256,
-            "embedding_sha256": hashlib.sha256(embedding.numpy().tobytes()).hexdigest(),
+            "embedding_sha256": embedding_fingerprint(embedding),
             "tokenizer_sha256": tokenizer_fingerprint(self.tokenizer),
         }
 
@@ -257,6 +257,14 @@ class Backbone(nn.Module):
         hidden = args[0]  # (B, T, D)
         index = positions.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return (hidden.gather(1, index),) + tuple(args[1:])  # (B, 1, D)
+
+
+def embedding_fingerprint(weight: torch.Tensor, max_rows: int = 8192) -> str:
+    """sha256 of an evenly spaced sample of embedding rows, rounded to bf16: the same for a
+    checkpoint loaded in float32 or bfloat16, and bounded in cost for 100k+ vocabularies."""
+    rows = weight[:: max(1, weight.shape[0] // max_rows)]
+    as_bf16 = rows.to(device="cpu", dtype=torch.bfloat16).contiguous().view(torch.int16)
+    return hashlib.sha256(as_bf16.numpy().tobytes()).hexdigest()
 
 
 def _first_line(error: Exception) -> str:

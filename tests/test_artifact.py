@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import task_config
-from prompttune import ArtifactError, PromptModel, load_prompt, save_prompt
+from prompttune import ArtifactError, Example, PromptModel, load_prompt, save_prompt
 from prompttune.artifact import META, TENSORS
 
 
@@ -78,3 +78,14 @@ def test_a_failed_save_keeps_the_previous_artifact(saved, monkeypatch):
         save_prompt(model, path)
     assert {name: (path / name).read_bytes() for name in (META, TENSORS)} == before
     assert sorted(p.name for p in path.iterdir()) == sorted([META, TENSORS])
+
+
+def test_a_prompt_trained_in_float32_loads_onto_the_model_in_bfloat16(saved, model_dirs):
+    from prompttune import Backbone
+
+    _, path = saved
+    bf16 = Backbone.from_pretrained(str(model_dirs["bert"]), dtype=torch.bfloat16)
+    loaded = load_prompt(path, backbone=bf16)
+    assert loaded.method.prompt.shape == (4, 32)
+    probabilities = loaded.predict_proba([Example("the movie was great"), Example("a terrible film")])
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(2))
