@@ -79,6 +79,7 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
     save_prompt(model, out)
     return {"dev_accuracy": dev["accuracy"], "dev_f1_macro": dev["f1_macro"], "train_seconds": seconds,
             "steps": steps, "trainable_parameters": model.count_parameters()["trainable"],
+            "method_config": model.method.config.to_dict(),
             "artifact_bytes": dir_bytes(Path(out)), "rss_after_load_mb": loaded}
 
 
@@ -205,6 +206,8 @@ def main() -> None:
              "| method | dev accuracy | trainable params | artifact bytes | artifact / model | s / step | vs PEFT time | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
     for method, r in rows.items():
+        if "init" in r.get("method_config", {}):
+            method = f"{method.partition(':')[0]} (init {r['method_config']['init']})"
         if "error" in r:
             lines.append(f"| {method} | failed: {r['error']} | | | | | | |")
             continue
