@@ -43,6 +43,7 @@ class TrainConfig(ConfigBase):
     batch_size: int = 16
     """Examples per optimiser step per process (divided by `grad_accum` per forward)."""
     eval_batch_size: int = 64
+    """Examples per forward pass when evaluating."""
     lr: float | None = None
     """Learning rate of the prompt (or of the backbone, for full fine-tuning); None: the method's default."""
     head_lr: float | None = None
@@ -50,6 +51,7 @@ class TrainConfig(ConfigBase):
     optimizer: str | None = None
     """adamw | adafactor (Adafactor with a fixed learning rate, as Lester et al. 2021); None: the method's default."""
     weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW) or Adafactor's; 0 keeps a prompt free to move."""
     warmup_ratio: float = 0.06
     """Fraction of the steps over which the learning rate rises linearly from 0."""
     schedule: str = "linear"
@@ -59,6 +61,7 @@ class TrainConfig(ConfigBase):
     max_grad_norm: float | None = 1.0
     """Gradient clipping; None disables it."""
     seed: int = 0
+    """Seeds initialisation, data order and every random number generator."""
     eval_every: int | None = None
     """Evaluate on the dev set every N steps (and at the end); None: about 10 times per run."""
     patience: int | None = None
@@ -70,7 +73,9 @@ class TrainConfig(ConfigBase):
     mixed_precision: str = "auto"
     """auto (bf16 on a GPU that supports it, else none) | no | bf16 | fp16."""
     progress: bool = True
+    """Show a progress bar with the loss and the dev metric."""
     log_every: int = 10
+    """Write the mean loss and learning rate to log.jsonl every N steps."""
 
     def __post_init__(self):
         check(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
