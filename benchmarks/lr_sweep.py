@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import add_budget_arguments, environment, sst2_subset, write_results
+from common import RESULTS, add_budget_arguments, environment, sst2_subset, write_results
 
 from prompttune.api import train_prompt
 from prompttune.cli import _quiet_libraries
@@ -43,7 +43,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_budget_arguments(parser)
     parser.add_argument("--only", help="run only this method")
+    parser.add_argument("--render", action="store_true", help="rewrite lr_sweep.md from lr_sweep.json, running nothing")
     args = parser.parse_args()
+    if args.render:
+        payload = json.loads((RESULTS / "lr_sweep.json").read_text())
+        (RESULTS / "lr_sweep.md").write_text(render(payload))
+        return
     _quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-sweep-"))
     train, dev = sst2_subset(work, args.train_size)
@@ -62,15 +67,23 @@ def main() -> None:
                "seconds": round(time.perf_counter() - start, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    payload = {"args": vars(args), "environment": environment(), "runs": rows}
+    write_results("lr_sweep", payload, render(payload))
+
+
+def render(payload: dict) -> str:
+    args, rows = payload["args"], payload["runs"]
     lines = ["# Learning-rate and initialisation sweep", "",
-             f"Frozen `{args.model}`, {args.train_size} SST-2 training sentences (seed 0), {args.steps} steps of batch "
-             f"{args.batch_size}, accuracy on the 872-sentence SST-2 dev set (best of the evaluations every 100 steps).", "",
-             "Command: `python benchmarks/lr_sweep.py`", "",
+             f"Frozen `{args['model']}`, {args['train_size']} SST-2 training sentences (seed 0), {args['steps']} steps of "
+             f"batch {args['batch_size']}, accuracy on the 872-sentence SST-2 dev set (best of the evaluations every 100 "
+             "steps). Seconds are wall time with other work sharing the machine: use them to see costs roughly, and "
+             "`sst2_methods.md` for timings.", "",
+             "Command: `python benchmarks/lr_sweep.py` (`--render` rewrites this file from lr_sweep.json)", "",
              "| method | optimizer | lr | head lr | init | dev accuracy | best step | seconds |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['optimizer']} | {r['lr'] or '-'} | {r['head_lr']} | {r['init'] or '-'} | "
                      f"{r['dev_accuracy']:.4f} | {r['best_step']} | {r['seconds']} |")
-    write_results("lr_sweep", {"args": vars(args), "environment": environment(), "runs": rows}, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
