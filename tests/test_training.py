@@ -83,3 +83,13 @@ def test_adafactor_trains(load, examples):
     before = model.method.prompt.detach().clone()
     train(model, examples, None, TrainConfig(max_steps=3, optimizer="adafactor", lr=0.3, progress=False))
     assert not torch.equal(before, model.method.prompt)
+
+
+def test_bf16_autocast_trains_and_keeps_the_prompt_in_float32(load, examples):
+    """The path a GPU run takes (Accelerate's bf16 autocast), exercised on the CPU."""
+    model = fresh(load)
+    before = model.method.prompt.detach().clone()
+    result = train(model, examples, examples, TrainConfig(max_steps=4, batch_size=4, lr=0.1, mixed_precision="bf16", progress=False))
+    assert model.method.prompt.dtype == torch.float32
+    assert not torch.equal(before, model.method.prompt)
+    assert result.dev_metrics["count"] == len(examples)
