@@ -109,10 +109,16 @@ class TrainResult:
 
 def _accelerator(config: TrainConfig):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     precision = config.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision")) != precision:
+        # Accelerate keeps one precision per process; a later run in the same process (a sweep, a
+        # notebook) may ask for another. The distributed state (PartialState) is left as it is.
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
 
 

@@ -93,3 +93,9 @@ def test_bf16_autocast_trains_and_keeps_the_prompt_in_float32(load, examples):
     assert model.method.prompt.dtype == torch.float32
     assert not torch.equal(before, model.method.prompt)
     assert result.dev_metrics["count"] == len(examples)
+
+
+def test_runs_in_one_process_may_use_different_precisions(load, examples):
+    for precision in ("no", "bf16", "no"):
+        model = fresh(load)
+        train(model, examples, None, TrainConfig(max_steps=1, batch_size=4, mixed_precision=precision, progress=False))
