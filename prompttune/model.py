@@ -70,18 +70,28 @@ class PromptModel(nn.Module):
             output = BackboneOutput(gather_positions(output.hidden, inputs.real_index), output.readout_logits)
         return self.task.logits(output, inputs, mask)
 
-    @torch.no_grad()
-    def predict_proba(self, examples: list[Example], batch_size: int = 64) -> torch.Tensor:
-        """(N, C) label probabilities, in the examples' order."""
+    def batched_logits(self, features: list[dict], batch_size: int = 64, accelerator=None):
+        """Yield (logits, batch) over encoded `features` in eval mode without gradients; with an
+        accelerator the batches are sharded across processes. The training mode is restored after."""
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(features, batch_size=batch_size, collate_fn=self.task.collate)
+        if accelerator is not None:
+            loader = accelerator.prepare_data_loader(loader)
         was_training = self.training
         self.eval()
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
+                    yield self.forward(batch), batch
+        finally:
+            self.train(was_training)
+
+    def predict_proba(self, examples: list[Example], batch_size: int = 64) -> torch.Tensor:
+        """(N, C) label probabilities, in the examples' order."""
         features = [self.task.encode(e) for e in examples]
-        rows = []
-        for start in range(0, len(features), batch_size):
-            batch = self.task.collate(features[start : start + batch_size], with_labels=False)
-            batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
-            rows.append(self.forward(batch).float().softmax(-1).cpu())
-        self.train(was_training)
+        rows = [logits.float().softmax(-1).cpu() for logits, _ in self.batched_logits(features, batch_size)]
         return torch.cat(rows) if rows else torch.zeros(0, len(self.task.config.labels))
 
     # ---- what trains --------------------------------------------------------------------------

@@ -158,23 +158,13 @@ def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, 
 
 
 def _evaluate_features(model: PromptModel, features: list[dict], batch_size: int, accelerator=None) -> dict:
-    loader = DataLoader(features, batch_size=batch_size, collate_fn=model.task.collate)
-    if accelerator is not None:
-        loader = accelerator.prepare_data_loader(loader)
-    was_training = model.training
-    model.eval()
     predictions, labels = [], []
-    device = model.backbone.device
-    with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(batch)
-            pred, gold = logits.argmax(-1), batch["labels"]
-            if accelerator is not None:
-                pred, gold = accelerator.gather_for_metrics((pred, gold))
-            predictions.append(pred.cpu())
-            labels.append(gold.cpu())
-    model.train(was_training)
+    for logits, batch in model.batched_logits(features, batch_size, accelerator):
+        pred, gold = logits.argmax(-1), batch["labels"]
+        if accelerator is not None:
+            pred, gold = accelerator.gather_for_metrics((pred, gold))
+        predictions.append(pred.cpu())
+        labels.append(gold.cpu())
     return classification_metrics(torch.cat(predictions).tolist(), torch.cat(labels).tolist(), model.task.config.labels)
 
 
