@@ -27,6 +27,9 @@ FORMAT = "prompttune.prompt"
 FORMAT_VERSION = 1
 TENSORS = "prompt.safetensors"
 META = "prompt.json"
+# What a reparameterised method (prefix tuning's MLP, P-tuning's prompt encoder) needs to continue
+# training; inference never reads it.
+TRAINING_STATE = "training_state.safetensors"
 
 # Facts that must match between an artifact's base model and the model it is loaded onto.
 MATCHED = ("model_type", "architecture", "hidden_size", "num_layers", "vocab_size", "tokenizer_sha256", "embedding_sha256")
@@ -78,7 +81,8 @@ def save_prompt(model: PromptModel, directory: str | os.PathLike, extra: dict | 
     """Write the artifact for `model` into `directory` (created; other files there are kept)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = model.trainable_state()
+    state = model.artifact_state()
+    training_state = model.method.training_state()
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -90,14 +94,21 @@ def save_prompt(model: PromptModel, directory: str | os.PathLike, extra: dict | 
         "task_config": model.task.config.to_dict(),
         "base_model": model.base_fingerprint,
         "tensors": {k: list(v.shape) for k, v in state.items()},
+        "training_state": {k: list(v.shape) for k, v in training_state.items()} or None,
         "parameters": model.count_parameters(),
     }
     meta.update(extra or {})
     staging = Path(tempfile.mkdtemp(dir=directory, prefix=".artifact-"))
     try:
         save_tensors(staging / TENSORS, state, metadata={"format": FORMAT})
+        names = [TENSORS]
+        if training_state:
+            save_tensors(staging / TRAINING_STATE, training_state, metadata={"format": FORMAT})
+            names.append(TRAINING_STATE)
+        else:
+            (directory / TRAINING_STATE).unlink(missing_ok=True)
         write_json_atomic(staging / META, meta)
-        for name in (TENSORS, META):
+        for name in names + [META]:
             # Tensors first, then the JSON that describes them: a reader that finds the new JSON
             # always finds the tensors it describes.
             os.replace(staging / name, directory / name)
@@ -140,8 +151,10 @@ def check_base_model(meta: dict, backbone: Backbone, where: str) -> None:
                             f"{actual.get('name_or_path')!r}: " + "; ".join(differences))
 
 
-def load_prompt(directory: str | os.PathLike, backbone: Backbone | None = None, device: str | torch.device | None = None) -> PromptModel:
-    """Load an artifact onto `backbone` (or onto the base model it names, loaded here)."""
+def load_prompt(directory: str | os.PathLike, backbone: Backbone | None = None, device: str | torch.device | None = None,
+                with_training_state: bool = False) -> PromptModel:
+    """Load an artifact onto `backbone` (or onto the base model it names, loaded here).
+    `with_training_state` also loads what continuing training needs (a reparameterisation)."""
     directory = Path(directory)
     meta = read_meta(directory)
     if backbone is None:
@@ -162,25 +175,38 @@ def load_prompt(directory: str | os.PathLike, backbone: Backbone | None = None, 
     task = task_cls(task_config, backbone)
     method = method_cls(method_config, backbone)
     model = PromptModel(backbone, method, task, meta["base_model"])
-    tensor_path = directory / TENSORS
-    if not tensor_path.is_file():
-        raise ArtifactError(f"{directory}: {TENSORS} is missing")
-    try:
-        state = load_file(str(tensor_path), device=str(backbone.device))
-    except (SafetensorError, OSError) as error:
-        raise ArtifactError(f"{tensor_path}: cannot read tensors ({error})") from None
-    expected = {k: tuple(v) for k, v in meta["tensors"].items()}
+    state = _read_tensors(directory / TENSORS, meta["tensors"], backbone)
+    own = {k: tuple(v.shape) for k, v in model.artifact_state().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != found:
-        raise ArtifactError(f"{tensor_path}: tensors {sorted(found.items())} do not match {META}'s {sorted(expected.items())}")
-    own = {k: tuple(v.shape) for k, v in model.trainable_state().items()}
     if own != found:
         missing, unexpected = sorted(set(own) - set(found)), sorted(set(found) - set(own))
         wrong = sorted(k for k in set(own) & set(found) if own[k] != found[k])
-        raise ArtifactError(f"{tensor_path}: does not fit {meta['method']}: missing {missing}, unexpected {unexpected}, "
+        raise ArtifactError(f"{directory / TENSORS}: does not fit {meta['method']}: missing {missing}, unexpected {unexpected}, "
                             f"wrong shape {[(k, found[k], own[k]) for k in wrong]}")
-    model.load_trainable_state(state)
+    training_state = None
+    if with_training_state and meta.get("training_state"):
+        training_state = _read_tensors(directory / TRAINING_STATE, meta["training_state"], backbone)
+        expected = {k: tuple(v.shape) for k, v in method.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in training_state.items()} != expected:
+            raise ArtifactError(f"{directory / TRAINING_STATE}: does not fit {meta['method']}'s parameters {sorted(expected)}")
+    method.load_saved_state({k[len("method."):]: v for k, v in state.items() if k.startswith("method.")}, backbone,
+                            training_state)
+    task.load_state_dict({k[len("task."):]: v for k, v in state.items() if k.startswith("task.")}, strict=True)
     model.task.to(backbone.device)
     model.method.to(backbone.device)
     model.eval()
     return model
+
+
+def _read_tensors(path: Path, described: dict, backbone: Backbone) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ArtifactError(f"{path.parent}: {path.name} is missing")
+    try:
+        state = load_file(str(path), device=str(backbone.device))
+    except (SafetensorError, OSError) as error:
+        raise ArtifactError(f"{path}: cannot read tensors ({error})") from None
+    expected = {k: tuple(v) for k, v in described.items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        raise ArtifactError(f"{path}: tensors {sorted(found.items())} do not match {META}'s {sorted(expected.items())}")
+    return state

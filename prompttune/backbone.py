@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ModelError
+from . import kv_prefix
+from .errors import ConfigError, ModelError
+from .kv_prefix import PREFIX_KWARG, Prefix
 
 ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder_decoder"
 
@@ -87,7 +89,9 @@ class ModelInputs:
     token_type_ids: torch.Tensor | None = None  # (B, T)
     readout_index: torch.Tensor | None = None  # (B,) position whose LM logits score the labels
     real_index: torch.Tensor | None = None  # (B, T0) original position -> current position
-    past_key_values: object | None = None  # per-layer prefixes (prefix methods)
+    prefix: Prefix | None = None  # per-layer key/value prefixes (prefix methods)
+    decoder_input_ids: torch.Tensor | None = None  # (B, Td) teacher-forced decoder input (encoder-decoders)
+    full_logits: bool = False  # LM logits at every position (generation) instead of the readout only
     extra: dict = field(default_factory=dict)
 
 
@@ -95,6 +99,7 @@ class ModelInputs:
 class BackboneOutput:
     hidden: torch.Tensor  # (B, T, D) last hidden state of the (encoder) sequence
     readout_logits: torch.Tensor | None  # (B, V) LM logits at the readout position, if any
+    logits: torch.Tensor | None = None  # (B, T or Td, V) with `full_logits`: every (decoder) position
 
 
 class Backbone(nn.Module):
@@ -125,6 +130,11 @@ class Backbone(nn.Module):
         if tokenizer.pad_token is None:
             # Decoders (GPT-2, Llama) ship without a pad token; padded positions are masked anyway.
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        self.attention_sites = self._find_attention_sites()
+        for site, _, module in self.attention_sites:
+            module.register_forward_pre_hook(_prefix_injector(site), with_kwargs=True)
+        self._prefix_layout: dict | None = None
+        self.gradient_checkpointing = False
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -190,6 +200,99 @@ class Backbone(nn.Module):
         # get_input_embeddings() already includes any scaling (BART's scaled word embedding).
         return self.input_embeddings(input_ids)
 
+    def _find_attention_sites(self) -> list[tuple[str, int, nn.Module]]:
+        """(site, layer index, module) for every attention module that takes a key/value cache:
+        site is "self" for decoder-only and encoder-only models; "encoder", "decoder" or "cross"
+        for encoder-decoders."""
+        encoder = set()
+        if self.kind == ENCODER_DECODER:
+            encoder = {id(m) for m in self.model.get_encoder().modules()}
+        sites = []
+        for name, module in self.model.named_modules():
+            if "Attention" not in type(module).__name__ or getattr(module, "layer_idx", None) is None:
+                continue
+            if "past_key_values" not in inspect.signature(module.forward).parameters:
+                continue
+            if self.kind != ENCODER_DECODER:
+                site = kv_prefix.SELF
+            elif id(module) in encoder:
+                site = kv_prefix.ENCODER_SITE
+            elif name.split(".")[-1] in CROSS_ATTENTION_NAMES:
+                site = kv_prefix.CROSS_SITE
+            else:
+                site = kv_prefix.DECODER_SITE
+            sites.append((site, int(module.layer_idx), module))
+        return sites
+
+    def prefix_layout(self) -> dict[str, tuple[int, int, int]]:
+        """site -> (layers, key/value heads, head size) of the keys and values a prefix must supply,
+        measured by running one token through the model (so grouped-query attention's KV-head
+        count and every family's head size come from the model itself)."""
+        if self._prefix_layout is None:
+            token = self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else 0
+            activations = self.key_value_activations(torch.full((1, 1), token, dtype=torch.long))
+            self._prefix_layout = {site: (kv.shape[0], kv.shape[3], kv.shape[5]) for site, kv in activations.items()}
+        return self._prefix_layout
+
+    @torch.no_grad()
+    def key_value_activations(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """site -> (L, 2, 1, H_kv, N, d): the keys and values every attention layer computes for the
+        N tokens `ids` (1, N) when the model reads them as its input (for an encoder-decoder, as the
+        encoder's input and as the decoder's; cross-attention sees the encoder's states of them).
+        A prefix initialised from these starts as the activations of real words (Li & Liang 2021)."""
+        if not self.attention_sites:
+            raise ModelError(f"{self.config.model_type}: no attention layer here takes a key/value cache; "
+                             "prefix methods cannot be applied to it")
+        record: dict = {}
+        caches = kv_prefix.recording_caches([(s, layer) for s, layer, _ in self.attention_sites], record)
+        ids = ids.to(self.device)
+        kwargs = {"inputs_embeds": self.embed(ids), "attention_mask": torch.ones_like(ids), PREFIX_KWARG: caches}
+        if self._accepts_position_ids:
+            kwargs["position_ids"] = self.position_ids(kwargs["attention_mask"])
+        if self.kind == ENCODER_DECODER:
+            kwargs["decoder_input_ids"] = ids
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.model(**kwargs)
+        finally:
+            self.model.train(was_training)
+        out = {}
+        for site in sorted({s for s, _ in record}):
+            layers = sorted(layer for s, layer in record if s == site)
+            shapes = {tuple(record[(site, layer)][0].shape) for layer in layers}
+            if len(shapes) != 1 or layers != list(range(len(layers))):
+                raise ModelError(f"{self.config.model_type}: {site} attention layers differ in key/value shape "
+                                 f"({sorted(shapes)}); prefix methods need one shape per site")
+            out[site] = torch.stack([torch.stack(record[(site, layer)]) for layer in layers])  # (L, 2, 1, H, N, d)
+        return out
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each transformer layer's activations during backward instead of keeping them.
+
+        Implemented around the layers rather than through transformers' switch, which drops any
+        cache (and so any prefix) while checkpointing and only acts in training mode; here the frozen
+        model stays in eval mode (no dropout) and prefixes reach the attention layers as a
+        keyword argument that the recomputation receives again."""
+        from torch.utils.checkpoint import checkpoint
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        names = [n for n, m in self.model.named_modules() if isinstance(m, GradientCheckpointingLayer)]
+        outermost = [n for n in names if not any(n.startswith(other + ".") for other in names)]
+        if not outermost:
+            raise ConfigError(f"gradient_checkpointing: {type(self.model).__name__} has no checkpointable layers")
+        for name in outermost:
+            layer = self.model.get_submodule(name)
+            if enabled and "forward" not in vars(layer):
+                def run(*args, _forward=layer.forward, **kwargs):
+                    if torch.is_grad_enabled():
+                        return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+                    return _forward(*args, **kwargs)
+                layer.forward = run
+            elif not enabled and "forward" in vars(layer):
+                del layer.forward
+        self.gradient_checkpointing = enabled
+
     def fingerprint(self) -> dict:
         """What identifies this base model, recorded in artifacts and checked when they load."""
         config = self.config
@@ -221,22 +324,39 @@ class Backbone(nn.Module):
         return torch.full((batch_size, 1), start, dtype=torch.long, device=self.device)
 
     def forward(self, inputs: ModelInputs) -> BackboneOutput:
-        batch_size = inputs.inputs_embeds.shape[0]
-        kwargs = {"inputs_embeds": inputs.inputs_embeds, "attention_mask": inputs.attention_mask}
+        batch_size, length = inputs.inputs_embeds.shape[:2]
+        mask = inputs.attention_mask
+        kwargs = {"inputs_embeds": inputs.inputs_embeds}
+        if inputs.prefix is not None:
+            # A prefix counts as P tokens before the input: the attention mask covers it, and the
+            # input's positions start after it (as in Li & Liang's GPT-2 and P-tuning v2's BERT).
+            caches = kv_prefix.training_caches(inputs.prefix)
+            kwargs[PREFIX_KWARG] = caches
+            mask = torch.cat([inputs.prefix.mask.to(mask.dtype), mask], dim=1)
+            if self.kind == DECODER:
+                kwargs["past_key_values"] = caches[kv_prefix.SELF]  # causal mask and positions count it
+            elif self.kind == ENCODER_DECODER:
+                kwargs["past_key_values"] = caches[kv_prefix.DECODER_SITE]
+        kwargs["attention_mask"] = mask
         if self._accepts_position_ids:
-            kwargs["position_ids"] = self.position_ids(inputs.attention_mask)
+            kwargs["position_ids"] = self.position_ids(mask)[:, -length:]
         if inputs.token_type_ids is not None and self._accepts_token_types:
             kwargs["token_type_ids"] = inputs.token_type_ids
-        if inputs.past_key_values is not None:
-            kwargs["past_key_values"] = inputs.past_key_values
         if self.kind != ENCODER:
-            kwargs["use_cache"] = False  # classification reads one step; no cache to keep
+            kwargs["use_cache"] = False  # one forward per batch; generation goes through `generate`
         readout = inputs.readout_index
         if self.kind == ENCODER_DECODER:
-            # Classification reads the first decoder token (the seq2seq verbalizer position).
-            kwargs["decoder_input_ids"] = self.decoder_start_ids(batch_size)
-            readout = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+            if inputs.decoder_input_ids is not None:
+                kwargs["decoder_input_ids"] = inputs.decoder_input_ids
+            else:
+                # Classification reads the first decoder token (the seq2seq verbalizer position).
+                kwargs["decoder_input_ids"] = self.decoder_start_ids(batch_size)
+                readout = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        if inputs.full_logits:
+            readout = None
         if not self.has_lm_head:
+            if inputs.full_logits:
+                raise ConfigError("this backbone has no LM head, so it cannot produce token logits")
             out = self.model(**kwargs)
             hidden = out.encoder_last_hidden_state if self.kind == ENCODER_DECODER else out.last_hidden_state
             return BackboneOutput(hidden=hidden, readout_logits=None)
@@ -246,8 +366,54 @@ class Backbone(nn.Module):
         finally:
             self._readout_positions = None
         hidden = out.encoder_last_hidden_state if self.kind == ENCODER_DECODER else out.hidden_states[-1]
+        if inputs.full_logits:
+            return BackboneOutput(hidden=hidden, readout_logits=None, logits=out.logits)
         logits = out.logits[:, 0] if readout is not None else None  # (B, V): the hook kept one position
         return BackboneOutput(hidden=hidden, readout_logits=logits)
+
+    def encode(self, inputs: ModelInputs):
+        """Run an encoder-decoder's encoder on prepared inputs: (encoder outputs, the attention mask
+        the decoder's cross-attention uses, prefix slots included)."""
+        mask = inputs.attention_mask
+        kwargs = {}
+        if inputs.prefix is not None:
+            kwargs[PREFIX_KWARG] = kv_prefix.training_caches(inputs.prefix)
+            mask = torch.cat([inputs.prefix.mask.to(mask.dtype), mask], dim=1)
+        out = self.model.get_encoder()(inputs_embeds=inputs.inputs_embeds, attention_mask=mask, **kwargs)
+        return out, mask
+
+    @torch.no_grad()
+    def generate(self, inputs: ModelInputs, **options) -> torch.Tensor:
+        """Generated token ids (B x num_return_sequences, N), new tokens only, for inputs prepared
+        by a method (virtual tokens inserted, prefix attached). `options` go to transformers'
+        `generate` (max_new_tokens, num_beams, do_sample, top_p, ...).
+
+        A prefix is placed in the KV cache before the first step and read from it at every step;
+        virtual tokens are processed once in the first step and cached like the input."""
+        if not self.has_lm_head or self.kind == ENCODER:
+            raise ConfigError(f"generation needs a decoder with an LM head; {type(self.model).__name__} has none")
+        batch_size = inputs.inputs_embeds.shape[0]
+        options.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        expand = max(int(options.get("num_beams") or 1), int(options.get("num_return_sequences") or 1))
+        prefix = inputs.prefix.repeat_rows(expand) if inputs.prefix is not None else None
+        if self.kind == DECODER:
+            embeds, mask, kwargs = inputs.inputs_embeds, inputs.attention_mask, {}
+            if prefix is not None:
+                # `generate` takes the first cache-length inputs as already processed: P zero
+                # placeholders stand for the prefix the cache holds.
+                placeholder = embeds.new_zeros(batch_size, inputs.prefix.length, embeds.shape[-1])
+                embeds = torch.cat([placeholder, embeds], dim=1)
+                mask = torch.cat([inputs.prefix.mask.to(mask.dtype), mask], dim=1)
+                kwargs["past_key_values"] = kv_prefix.filled_cache(prefix.kv[kv_prefix.SELF])
+            return self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs, **options)
+        encoded, mask = self.encode(inputs)
+        kwargs = {}
+        if prefix is not None:
+            kwargs["past_key_values"] = kv_prefix.filled_encoder_decoder_cache(
+                prefix.kv[kv_prefix.DECODER_SITE], prefix.kv[kv_prefix.CROSS_SITE])
+        out = self.model.generate(encoder_outputs=encoded, attention_mask=mask,
+                                  decoder_input_ids=self.decoder_start_ids(batch_size), **kwargs, **options)
+        return out[:, 1:]  # without the decoder start token
 
     def _select_readout(self, module, args):
         """Forward pre-hook on the output projection: keep only each row's readout position."""
@@ -257,6 +423,22 @@ class Backbone(nn.Module):
         hidden = args[0]  # (B, T, D)
         index = positions.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return (hidden.gather(1, index),) + tuple(args[1:])  # (B, 1, D)
+
+
+# Names of the cross-attention modules in the decoders of encoder-decoder families (T5, BART and
+# its relatives, BERT-style decoders).
+CROSS_ATTENTION_NAMES = ("EncDecAttention", "encoder_attn", "crossattention")
+
+
+def _prefix_injector(site: str):
+    """Forward pre-hook for an attention module: when the forward carries prefixes, hand this
+    module its site's cache as `past_key_values` (the model may have dropped or never passed one)."""
+    def hook(module, args, kwargs):
+        caches = kwargs.pop(PREFIX_KWARG, None)
+        if caches is not None and site in caches:
+            kwargs["past_key_values"] = caches[site]
+        return args, kwargs
+    return hook
 
 
 def embedding_fingerprint(weight: torch.Tensor, max_rows: int = 8192) -> str:

@@ -23,6 +23,7 @@ class Example:
     text_pair: str | None = None
     label: str | None = None
     source: str = ""  # "file, row N": where the example came from, for error messages
+    targets: tuple[str, ...] | None = None  # generation: reference texts for `text`
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,63 @@ def load_examples(path: str, columns: Columns = Columns(), require_labels: bool 
                 label = _label_string(value)
         examples.append(Example(text=text, text_pair=pair, label=label, source=where))
     return examples
+
+
+def load_generation_examples(path: str, source_column: str, target_column: str | None, require_targets: bool = True) -> list[Example]:
+    """One example per row: the source text and its reference(s).
+
+    A column holding a list is read as several values: sources are joined with " ; " (WebNLG's
+    triples), targets become several references. `target_column` may name a field inside a list of
+    objects with a dot, e.g. `lex.text` for WebNLG's `lex: [{"text": ...}, ...]`."""
+    name, rows = read_rows(path)
+    target_key, _, target_field = (target_column or "").partition(".")
+    first = rows[0][1]
+    for column in [source_column] + ([target_key] if require_targets and target_key else []):
+        if column not in first:
+            raise DataError(f"{name}: missing column {column!r}; columns are {sorted(first)}")
+    examples = []
+    for where, record in rows:
+        value = record.get(source_column)
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            record = {**record, source_column: " ; ".join(v.strip() for v in value)}
+        source = _text(record, source_column, where)
+        targets = None
+        if target_key and (require_targets or target_key in record):
+            targets = _targets(record, target_key, target_field, where)
+        examples.append(Example(text=source, source=where, targets=targets))
+    return examples
+
+
+def _targets(record: dict, column: str, field: str, where: str) -> tuple[str, ...]:
+    label = f"{column}.{field}" if field else column
+    if column not in record:
+        raise DataError(f"{where}: missing column {column!r}")
+    value = record[column]
+    values = value if isinstance(value, list) else [value]
+    texts = []
+    for i, item in enumerate(values):
+        if field:
+            if not isinstance(item, dict) or field not in item:
+                raise DataError(f"{where}, column {label!r}: item {i} has no field {field!r}")
+            item = item[field]
+        if not isinstance(item, str) or not item.strip():
+            raise DataError(f"{where}, column {label!r}: expected non-empty text, got {item!r}")
+        texts.append(item.strip())
+    if not texts:
+        raise DataError(f"{where}, column {label!r}: no reference text")
+    return tuple(texts)
+
+
+def group_references(examples: list[Example]) -> list[Example]:
+    """Rows with the same source become one example holding all their references, in first-seen
+    order (E2E lists each meaning representation once per reference)."""
+    grouped: dict[str, list] = {}
+    for example in examples:
+        entry = grouped.setdefault(example.text, [example, []])
+        for target in example.targets or ():
+            if target not in entry[1]:
+                entry[1].append(target)
+    return [Example(text=e.text, source=e.source, targets=tuple(refs) or None) for e, refs in grouped.values()]
 
 
 def _text(record: dict, column: str, where: str) -> str:

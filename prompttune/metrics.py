@@ -1,4 +1,5 @@
-"""Classification metrics, computed by scikit-learn."""
+"""Metrics: classification by scikit-learn; generation by sacrebleu (BLEU, chrF) and rouge-score
+(ROUGE-1/2/L), each against every reference of a source."""
 
 from __future__ import annotations
 
@@ -17,4 +18,36 @@ def classification_metrics(predictions, labels, label_names) -> dict:
         "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in label_names},
         "confusion_matrix": confusion_matrix(labels, predictions, labels=indices).tolist(),
         "count": len(labels),
+    }
+
+
+def generation_metrics(hypotheses: list[str], references: list[list[str]]) -> dict:
+    """Corpus BLEU and chrF (sacrebleu, default tokenisation) and mean ROUGE F1 (rouge-score, with
+    stemming; the best reference per source), for one hypothesis per source and one or more
+    references each."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference lists")
+    if not hypotheses:
+        raise ValueError("no hypotheses to score")
+    depth = max(len(r) for r in references)
+    # sacrebleu takes reference streams; sources with fewer references fill the rest with None.
+    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(depth)]
+    bleu = sacrebleu.corpus_bleu(hypotheses, streams)
+    chrf = sacrebleu.corpus_chrf(hypotheses, streams)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for hypothesis, refs in zip(hypotheses, references):
+        scores = scorer.score_multi(refs, hypothesis)
+        for key in totals:
+            totals[key] += scores[key].fmeasure
+    count = len(hypotheses)
+    return {
+        "bleu": float(bleu.score),
+        "chrf": float(chrf.score),
+        **{key: 100.0 * value / count for key, value in totals.items()},
+        "count": count,
+        "references_per_source": sum(len(r) for r in references) / count,
     }

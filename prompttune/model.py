@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import Backbone, BackboneOutput, ModelInputs
+from dataclasses import replace
+
+from .backbone import DECODER, Backbone, BackboneOutput, ModelInputs
 from .data import Example
 from .errors import ConfigError
 from .methods import PromptMethod, method_class
-from .tasks import ClassificationConfig, ClassificationTask
+from .tasks import ClassificationConfig, ClassificationTask, GenerationConfig, task_class
 from .virtual_tokens import gather_positions
 
 
@@ -29,7 +31,7 @@ def resolve_readout(method: type[PromptMethod], backbone: Backbone, requested: s
 
 
 class PromptModel(nn.Module):
-    def __init__(self, backbone: Backbone, method: PromptMethod, task: ClassificationTask, base_fingerprint: dict):
+    def __init__(self, backbone: Backbone, method: PromptMethod, task, base_fingerprint: dict):
         super().__init__()
         self.backbone = backbone
         self.method = method
@@ -38,13 +40,14 @@ class PromptModel(nn.Module):
         self.base_fingerprint = base_fingerprint
 
     @classmethod
-    def create(cls, backbone: Backbone, method: str, task_config: ClassificationConfig, method_options: dict | None = None,
-               readout: str = "auto") -> "PromptModel":
+    def create(cls, backbone: Backbone, method: str, task_config: ClassificationConfig | GenerationConfig,
+               method_options: dict | None = None, readout: str = "auto") -> "PromptModel":
         """A new, initialised prompt for `backbone`."""
         method_cls = method_class(method)
         method_config = method_cls.Config.from_dict(method_options or {}, where=f"--method {method}")
-        task_config = task_config.replace(readout=resolve_readout(method_cls, backbone, readout))
-        task = ClassificationTask(task_config, backbone)
+        if isinstance(task_config, ClassificationConfig):
+            task_config = task_config.replace(readout=resolve_readout(method_cls, backbone, readout))
+        task = task_class(task_config)(task_config, backbone)
         prompt = method_cls(method_config, backbone)
         fingerprint = backbone.fingerprint()
         prompt.initialize(backbone, task)
@@ -54,21 +57,50 @@ class PromptModel(nn.Module):
 
     # ---- running ------------------------------------------------------------------------------
 
+    def prepare(self, batch: dict) -> ModelInputs:
+        """The batch embedded, with the task's fields, after the method has had its say."""
+        inputs = self.task.model_inputs(batch, self.backbone.embed(batch["input_ids"]))  # (B, T, D)
+        return self.method.prepare(inputs, self.backbone)
+
     def forward(self, batch: dict) -> torch.Tensor:
-        """Label logits (B, C) for a collated batch."""
-        mask = batch["attention_mask"]
-        inputs = ModelInputs(
-            inputs_embeds=self.backbone.embed(batch["input_ids"]),  # (B, T, D)
-            attention_mask=mask,
-            token_type_ids=batch.get("token_type_ids"),
-            readout_index=batch.get("readout_index"),
-        )
-        inputs = self.method.prepare(inputs, self.backbone)
+        """The task's scores for a collated batch: label logits (B, C), or token logits (B, T, V)."""
+        inputs = self.prepare(batch)
         output = self.backbone(inputs)
         if inputs.real_index is not None:
             # The task sees only the real tokens, aligned with the batch it was given.
-            output = BackboneOutput(gather_positions(output.hidden, inputs.real_index), output.readout_logits)
-        return self.task.logits(output, inputs, mask)
+            logits = output.logits
+            if logits is not None and self.backbone.kind == DECODER:
+                logits = gather_positions(logits, inputs.real_index)
+            output = BackboneOutput(gather_positions(output.hidden, inputs.real_index), output.readout_logits, logits)
+        return self.task.logits(output, inputs, batch)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return self.task.loss(self(batch), batch)
+
+    def generate(self, batch: dict, **options) -> torch.Tensor:
+        """New token ids for a batch collated with `for_generation=True` (generation tasks)."""
+        inputs = replace(self.prepare(batch), full_logits=False)
+        return self.backbone.generate(inputs, **self.task.generation_options(**options))
+
+    def generate_texts(self, examples: list[Example], batch_size: int = 32, **options) -> list[str]:
+        """Generated text for each example's source, in order (num_return_sequences > 1: that many
+        per example, one after another)."""
+        from torch.utils.data import DataLoader
+
+        features = [self.task.encode(e) for e in examples]
+        loader = DataLoader(features, batch_size=batch_size,
+                            collate_fn=lambda rows: self.task.collate(rows, with_labels=False, for_generation=True))
+        was_training = self.training
+        self.eval()
+        texts = []
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
+                    texts.extend(self.task.decode(self.generate(batch, **options)))
+        finally:
+            self.train(was_training)
+        return texts
 
     def batched_logits(self, features: list[dict], batch_size: int = 64, accelerator=None):
         """Yield (logits, batch) over encoded `features` in eval mode without gradients; with an
@@ -111,16 +143,24 @@ class PromptModel(nn.Module):
         return groups
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Every tensor an artifact stores: `method.*` and `task.*`."""
+        """Everything that trains, as saved in checkpoints: `method.*` (what inference needs),
+        `method_training.*` (a reparameterisation, when the method has one) and `task.*`."""
+        state = self.artifact_state()
+        state.update({f"method_training.{k}": v for k, v in self.method.training_state().items()})
+        return state
+
+    def artifact_state(self) -> dict[str, torch.Tensor]:
+        """What a prompt artifact stores for inference: `method.*` and `task.*`."""
         state = {f"method.{k}": v for k, v in self.method.state_to_save(self.backbone).items()}
         state.update({f"task.{k}": v for k, v in self.task.state_to_save().items()})
         return state
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        method = {k[len("method."):]: v for k, v in state.items() if k.startswith("method.")}
-        task = {k[len("task."):]: v for k, v in state.items() if k.startswith("task.")}
-        self.method.load_saved_state(method, self.backbone)
-        self.task.load_state_dict(task, strict=True)
+        def part(prefix):
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+        self.method.load_saved_state(part("method."), self.backbone, part("method_training.") or None)
+        self.task.load_state_dict(part("task."), strict=True)
 
     @property
     def trains(self) -> bool:

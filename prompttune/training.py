@@ -26,7 +26,6 @@ from .artifact import replace_dir_atomic, save_tensors, write_json_atomic
 from .config import ConfigBase, check
 from .data import Example
 from .errors import ConfigError
-from .metrics import classification_metrics
 from .model import PromptModel
 
 OPTIMIZERS = ("adamw", "adafactor")
@@ -66,8 +65,9 @@ class TrainConfig(ConfigBase):
     """Evaluate on the dev set every N steps (and at the end); None: about 10 times per run."""
     patience: int | None = None
     """Stop after this many evaluations without improvement of `metric`; None: never stop early."""
-    metric: str = "accuracy"
-    """Dev metric for early stopping and for keeping the best prompt: accuracy | f1_macro."""
+    metric: str | None = None
+    """Dev metric for early stopping and for keeping the best prompt: accuracy | f1_macro for
+    classification, bleu | chrf | rouge1 | rouge2 | rougeL for generation; None: accuracy or bleu."""
     checkpoint_every: int | None = None
     """Write a resumable checkpoint every N steps; None: at every evaluation."""
     mixed_precision: str = "auto"
@@ -76,6 +76,9 @@ class TrainConfig(ConfigBase):
     """Show a progress bar with the loss and the dev metric."""
     log_every: int = 10
     """Write the mean loss and learning rate to log.jsonl every N steps."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them (less memory, more time);
+    works with every method, prefixes included."""
 
     def __post_init__(self):
         check(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
@@ -88,7 +91,8 @@ class TrainConfig(ConfigBase):
         check(self.optimizer is None or self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         check(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        check(self.metric in ("accuracy", "f1_macro"), "metric", "must be accuracy or f1_macro")
+        check(self.metric is None or self.metric in ("accuracy", "f1_macro", "bleu", "chrf", "rouge1", "rouge2", "rougeL"),
+              "metric", "must be accuracy, f1_macro, bleu, chrf, rouge1, rouge2 or rougeL")
         check(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision", "must be auto, no, bf16 or fp16")
 
 
@@ -152,20 +156,9 @@ def _set_rng_state(state: dict) -> None:
 
 
 def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, accelerator=None) -> dict:
-    """Metrics of `model` on labelled `examples` (scikit-learn: accuracy, macro P/R/F1, per class,
-    confusion matrix). With an accelerator, evaluation is sharded across processes."""
-    return _evaluate_features(model, [model.task.encode(e) for e in examples], batch_size, accelerator)
-
-
-def _evaluate_features(model: PromptModel, features: list[dict], batch_size: int, accelerator=None) -> dict:
-    predictions, labels = [], []
-    for logits, batch in model.batched_logits(features, batch_size, accelerator):
-        pred, gold = logits.argmax(-1), batch["labels"]
-        if accelerator is not None:
-            pred, gold = accelerator.gather_for_metrics((pred, gold))
-        predictions.append(pred.cpu())
-        labels.append(gold.cpu())
-    return classification_metrics(torch.cat(predictions).tolist(), torch.cat(labels).tolist(), model.task.config.labels)
+    """The task's metrics of `model` on `examples` (classification: scikit-learn accuracy, macro
+    P/R/F1, per class, confusion matrix; generation: BLEU, chrF, ROUGE against every reference)."""
+    return model.task.evaluate(model, examples, batch_size, accelerator)
 
 
 def train(model: PromptModel, train_examples: list[Example], eval_examples: list[Example] | None = None,
@@ -180,10 +173,17 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     set_seed(config.seed)
     output = Path(output_dir) if output_dir is not None else None
     task = model.task
-    features = [task.encode(e) for e in train_examples]
+    metric = config.metric or task.default_metric
+    if metric not in task.metrics:
+        raise ConfigError(f"metric: {metric!r} is not a {task.name} metric; use one of {list(task.metrics)}")
+    features = task.training_features(train_examples)
     if not features:
         raise ConfigError("training data: no examples")
-    eval_features = [task.encode(e) for e in eval_examples] if eval_examples else None
+    if eval_examples is not None:
+        for example in eval_examples:  # fail on bad dev data now, not after the first steps
+            task.encode(example)
+    if config.gradient_checkpointing:
+        model.backbone.set_gradient_checkpointing(True)
     # The unwrapped model is kept for evaluation and saving; `model` may become a DDP wrapper.
     prompt_model = model
     optimizer = _optimizer(model, config)
@@ -227,8 +227,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
         for batch in loader:
             with accelerator.accumulate(model):
-                logits = model(batch)
-                loss = task.loss(logits, batch["labels"])
+                loss = task.loss(model(batch), batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
@@ -249,18 +248,18 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
                 postfix["loss"] = f"{entry['loss']:.4f}"
                 bar.set_postfix(postfix)
                 running_loss, running_count = torch.zeros(()), 0
-            if eval_features and (step % eval_every == 0 or step == total):
-                metrics = _evaluate_features(prompt_model, eval_features, config.eval_batch_size, accelerator)
-                value = metrics[config.metric]
+            if eval_examples and (step % eval_every == 0 or step == total):
+                metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
+                value = metrics[metric]
                 improved = state["best"] is None or value > state["best"]
                 if improved:
                     state.update(best=value, best_step=step, best_metrics=metrics, bad_evals=0)
                     best_state = {k: v.detach().to("cpu", copy=True) for k, v in prompt_model.trainable_state().items()}
                 else:
                     state["bad_evals"] += 1
-                state["history"].append({"step": step, config.metric: value})
-                log.write({"step": step, "eval": {k: metrics[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")}})
-                postfix[f"dev_{config.metric}"] = f"{value:.4f}"
+                state["history"].append({"step": step, metric: value})
+                log.write({"step": step, "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
+                postfix[f"dev_{metric}"] = f"{value:.4f}"
                 bar.set_postfix(postfix)
                 if config.patience is not None and state["bad_evals"] >= config.patience:
                     stopped_early = True
@@ -282,6 +281,8 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
         for p in group["params"]:
             p.requires_grad_(False)
     prompt_model.eval()
+    if config.gradient_checkpointing:
+        prompt_model.backbone.set_gradient_checkpointing(False)
     if output is not None and accelerator.is_main_process:
         shutil.rmtree(output / CHECKPOINT, ignore_errors=True)
     accelerator.wait_for_everyone()

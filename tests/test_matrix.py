@@ -86,7 +86,7 @@ def test_gradients_reach_only_what_trains(load, examples, family, method):
     groups = model.parameter_groups(lr=1e-2, head_lr=1e-2)
     model.train()
     batch = model.task.collate([model.task.encode(e) for e in examples])
-    model.task.loss(model(batch), batch["labels"]).backward()
+    model.task.loss(model(batch), batch).backward()
     trainable = {id(p) for g in groups for p in g["params"]}
     for name, p in model.backbone.model.named_parameters():
         if method == "full_finetune":

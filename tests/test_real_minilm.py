@@ -59,11 +59,12 @@ def test_soft_prompt_trains_saves_and_reloads_by_name(minilm, tmp_path):
     torch.manual_seed(0)
     model = PromptModel.create(minilm, "soft_prompt", config(template=None))
     data = examples()
-    loss_before = model.task.loss(model(model.task.collate([model.task.encode(e) for e in data])), torch.tensor([1, 1, 1, 0, 0, 0]))
-    train(model, data, None, TrainConfig(max_steps=20, batch_size=6, progress=False))
     batch = model.task.collate([model.task.encode(e) for e in data])
     with torch.no_grad():
-        loss_after = model.task.loss(model(batch), batch["labels"])
+        loss_before = model.task.loss(model(batch), batch)
+    train(model, data, None, TrainConfig(max_steps=20, batch_size=6, progress=False))
+    with torch.no_grad():
+        loss_after = model.task.loss(model(batch), batch)
     assert loss_after < loss_before / 2
     save_prompt(model, tmp_path / "p")
     size = sum(f.stat().st_size for f in (tmp_path / "p").iterdir())

@@ -61,8 +61,14 @@ class PromptMethod(nn.Module):
         return []
 
     def state_to_save(self, backbone: Backbone) -> dict:
-        """The tensors an artifact stores for this method (its trained state, nothing frozen)."""
+        """The tensors an artifact stores for inference (its trained state, nothing frozen). A
+        reparameterised method stores what its reparameterisation computes."""
         return {k: v.detach() for k, v in self.state_dict().items()}
 
-    def load_saved_state(self, state: dict, backbone: Backbone) -> None:
+    def training_state(self) -> dict:
+        """Tensors beyond `state_to_save` needed to continue training (a reparameterisation's
+        weights); stored beside the artifact, not needed for inference."""
+        return {}
+
+    def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
         self.load_state_dict(state, strict=True)

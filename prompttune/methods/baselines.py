@@ -45,5 +45,5 @@ class FullFinetune(PromptMethod):
     def state_to_save(self, backbone: Backbone) -> dict:
         return {k: v.detach() for k, v in backbone.model.state_dict().items()}
 
-    def load_saved_state(self, state: dict, backbone: Backbone) -> None:
+    def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
         backbone.model.load_state_dict(state, strict=True)

@@ -7,7 +7,7 @@ With a hard template (`--template`) the same prompt trains as a hybrid of soft a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -67,7 +67,8 @@ class SoftPrompt(PromptMethod):
         readout = None if inputs.readout_index is None else real_index.gather(1, inputs.readout_index.unsqueeze(1)).squeeze(1)
         previous = inputs.real_index
         real_index = real_index if previous is None else real_index.gather(1, previous)
-        return ModelInputs(embeds, mask, types, readout, real_index, inputs.past_key_values, inputs.extra)
+        return replace(inputs, inputs_embeds=embeds, attention_mask=mask, token_type_ids=types, readout_index=readout,
+                       real_index=real_index)
 
 
 def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task) -> torch.Tensor:

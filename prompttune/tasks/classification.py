@@ -28,6 +28,7 @@ from ..backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutp
 from ..config import ConfigBase, check
 from ..data import Example
 from ..errors import ConfigError, DataError
+from ..metrics import classification_metrics
 from ..methods.soft_prompt import word_for_tokenizer
 from ..virtual_tokens import gather_positions
 
@@ -122,6 +123,8 @@ def parse_verbalizer(spec: str | dict | None, labels: tuple[str, ...]) -> tuple[
 class ClassificationTask(nn.Module):
     name = "classification"
     Config = ClassificationConfig
+    default_metric = "accuracy"
+    metrics = ("accuracy", "f1_macro")
 
     def __init__(self, config: ClassificationConfig, backbone: Backbone):
         super().__init__()
@@ -183,8 +186,7 @@ class ClassificationTask(nn.Module):
             descriptions = [_describe(template, w) for w in words]
             batch = self.collate([self.encode(Example(text=d)) for d in descriptions], with_labels=False)
             batch = {k: v.to(backbone.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            embeds = backbone.embed(batch["input_ids"])
-            out = backbone(ModelInputs(embeds, batch["attention_mask"], batch.get("token_type_ids")))
+            out = backbone(ModelInputs(backbone.embed(batch["input_ids"]), batch["attention_mask"], batch.get("token_type_ids")))
             pooled = F.normalize(self.pool(out.hidden, batch["attention_mask"]).float(), dim=-1)
             rows.append(F.normalize(pooled.mean(0), dim=-1))
         self.prototypes.copy_(torch.stack(rows))
@@ -231,7 +233,10 @@ class ClassificationTask(nn.Module):
             last -= 1
         return last
 
-    def collate(self, features: list[dict], with_labels: bool = True) -> dict:
+    def training_features(self, examples: list[Example]) -> list[dict]:
+        return [self.encode(e) for e in examples]
+
+    def collate(self, features: list[dict], with_labels: bool = True, for_generation: bool = False) -> dict:
         """Dynamic padding to the longest row; the padding side follows the tokenizer, except for
         models that cannot take position ids with absolute positions (the backbone says which)."""
         length = max(len(f["input_ids"]) for f in features)
@@ -274,9 +279,14 @@ class ClassificationTask(nn.Module):
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
-    def logits(self, output: BackboneOutput, inputs: ModelInputs, attention_mask: torch.Tensor) -> torch.Tensor:
+    def model_inputs(self, batch: dict, embeds: torch.Tensor) -> ModelInputs:
+        return ModelInputs(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                           token_type_ids=batch.get("token_type_ids"), readout_index=batch.get("readout_index"))
+
+    def logits(self, output: BackboneOutput, inputs: ModelInputs, batch: dict) -> torch.Tensor:
         """Label scores (B, C). `output.hidden` is already restricted to the real (non-virtual)
         positions, aligned with the batch's original `attention_mask`."""
+        attention_mask = batch["attention_mask"]
         if self.config.readout == "verbalizer":
             log_probs = output.readout_logits.float().log_softmax(-1)[:, self.word_ids]  # (B, W)
             # Per label: log of the summed probabilities of its words.
@@ -287,8 +297,20 @@ class ClassificationTask(nn.Module):
             return self.head(pooled.to(self.head.weight.dtype))
         return SIMILARITY_SCALE * F.normalize(pooled.float(), dim=-1) @ self.prototypes.T
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels)
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    def evaluate(self, model, examples: list[Example], batch_size: int = 64, accelerator=None) -> dict:
+        """scikit-learn metrics (accuracy, macro P/R/F1, per class, confusion matrix); with an
+        accelerator, evaluation is sharded across processes."""
+        predictions, labels = [], []
+        for logits, batch in model.batched_logits([self.encode(e) for e in examples], batch_size, accelerator):
+            pred, gold = logits.argmax(-1), batch["labels"]
+            if accelerator is not None:
+                pred, gold = accelerator.gather_for_metrics((pred, gold))
+            predictions.append(pred.cpu())
+            labels.append(gold.cpu())
+        return classification_metrics(torch.cat(predictions).tolist(), torch.cat(labels).tolist(), self.config.labels)
 
     def state_to_save(self) -> dict:
         return {k: v.detach() for k, v in self.state_dict().items()}

@@ -1,0 +1,75 @@
+"""Deep prompt tuning: Liu et al., "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning
+Universally Across Scales and Tasks", ACL 2022 (arXiv:2110.07602).
+
+The same per-layer key/value prefix as prefix tuning, trained directly (no reparameterisation MLP),
+with a classification head over the model's hidden states instead of a verbalizer: the setting in
+which the paper matches fine-tuning on mid-size encoders.
+
+Initialisation (`init`): `random` draws each site's keys and values from a normal distribution
+whose scale is that of the keys and values the model computes for real tokens; `text` and
+`sample_vocab` start from the activations of real words, as for prefix tuning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone
+from ..config import ConfigBase, check
+from .base import register
+from .prefix import INITS, KeyValuePrefix
+from .soft_prompt import sample_token_ids
+
+
+@dataclass(frozen=True)
+class DeepPromptConfig(ConfigBase):
+    num_virtual_tokens: int = 20
+    """Prefix length per layer (P-tuning v2 uses 4-64 for classification; 20 is its common choice)."""
+    init: str = "random"
+    """random (scaled to the model's real keys/values) | text | sample_vocab."""
+    init_text: str | None = None
+    """The text for init=text."""
+
+    def __post_init__(self):
+        check(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
+              "num_virtual_tokens", f"must be a positive integer, got {self.num_virtual_tokens!r}")
+        check(self.init in INITS, "init", f"must be one of {INITS}, got {self.init!r}")
+        check(self.init != "text" or bool(self.init_text), "init_text", "init=text needs a non-empty init_text")
+
+
+@register
+class DeepPrompt(KeyValuePrefix):
+    name = "deep_prompt"
+    Config = DeepPromptConfig
+    readout = "head"
+    # P-tuning v2 trains BERT-size models at 5e-3..1e-2 (see benchmarks/results for this project's sweep).
+    default_lr = 1e-2
+    default_head_lr = 1e-2
+
+    def __init__(self, config: DeepPromptConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        self.prefix = nn.Parameter(torch.zeros(config.num_virtual_tokens, self.total, device=backbone.device))
+
+    @torch.no_grad()
+    def initialize(self, backbone: Backbone, task) -> None:
+        target = self.initial_activations(backbone)
+        if target is None:
+            # Per-site scale of real activations, measured on a handful of vocabulary tokens.
+            generator = torch.Generator(device="cpu").manual_seed(torch.initial_seed() % (2**63))
+            ids = sample_token_ids(backbone, 16, generator).cpu().unsqueeze(0)
+            activations = backbone.key_value_activations(ids)
+            scale = self.join({site: t[:, :, 0].float().std(dim=(2, 3, 4), keepdim=True).expand(-1, -1, t.shape[3], self.config.num_virtual_tokens, t.shape[5])
+                               for site, t in activations.items()})
+            target = torch.randn(self.prefix.shape, generator=generator).to(scale.device) * scale
+        self.prefix.copy_(target)
+
+    def per_site(self) -> dict[str, torch.Tensor]:
+        return self.split(self.prefix)
+
+    def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
+        per_site = {site: state[f"prefix.{site}"] for site in self.sites}
+        with torch.no_grad():
+            self.prefix.copy_(self.join(per_site))

@@ -1,0 +1,107 @@
+"""P-tuning: Liu et al., "GPT Understands, Too", 2021 (arXiv:2103.10385).
+
+Virtual tokens, as in soft prompt tuning, but produced by a prompt encoder: trainable input vectors
+passed through a bidirectional LSTM and an MLP (`encoder: lstm`, the paper's choice), or through an
+MLP alone (`encoder: mlp`). The encoder ties the virtual tokens to each other, which the paper found
+to train faster and more stably than independent embeddings. The artifact stores the encoder's
+output (N x D), exactly like a soft prompt; the encoder's weights are kept beside it so training
+can continue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone
+from ..config import ConfigBase, check
+from .base import register
+from .soft_prompt import INITS, SoftPrompt, SoftPromptConfig, initial_embeddings
+
+ENCODERS = ("lstm", "mlp")
+
+
+@dataclass(frozen=True)
+class PTuningConfig(ConfigBase):
+    num_virtual_tokens: int = 20
+    """How many virtual tokens."""
+    encoder: str = "lstm"
+    """lstm (bidirectional LSTM, then an MLP; the paper) | mlp."""
+    hidden_size: int | None = None
+    """Hidden width of the prompt encoder; None: the model's hidden size."""
+    init: str = "sample_vocab"
+    """Initial encoder inputs: random | sample_vocab | text | class_labels (as for soft_prompt)."""
+    init_text: str | None = None
+
+    def __post_init__(self):
+        check(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
+              "num_virtual_tokens", f"must be a positive integer, got {self.num_virtual_tokens!r}")
+        check(self.encoder in ENCODERS, "encoder", f"must be one of {ENCODERS}, got {self.encoder!r}")
+        check(self.hidden_size is None or (isinstance(self.hidden_size, int) and self.hidden_size > 0),
+              "hidden_size", "must be a positive integer")
+        check(self.init in INITS, "init", f"must be one of {INITS}, got {self.init!r}")
+        check(self.init != "text" or bool(self.init_text), "init_text", "init=text needs a non-empty init_text")
+
+
+class PromptEncoder(nn.Module):
+    def __init__(self, config: PTuningConfig, width: int):
+        super().__init__()
+        hidden = config.hidden_size or width
+        self.kind = config.encoder
+        if self.kind == "lstm":
+            self.lstm = nn.LSTM(width, hidden // 2 if hidden > 1 else 1, num_layers=2, bidirectional=True, batch_first=True)
+            lstm_out = 2 * (hidden // 2 if hidden > 1 else 1)
+            self.mlp = nn.Sequential(nn.Linear(lstm_out, hidden), nn.ReLU(), nn.Linear(hidden, width))
+        else:
+            self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, width))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, D)
+        if self.kind == "lstm":
+            inputs = self.lstm(inputs.unsqueeze(0))[0].squeeze(0)
+        return self.mlp(inputs)
+
+
+@register
+class PTuning(SoftPrompt):
+    name = "p_tuning"
+    Config = PTuningConfig
+    default_lr = 1e-3
+    default_head_lr = 1e-2
+
+    def __init__(self, config: PTuningConfig, backbone: Backbone):
+        # The encoder's inputs have the shape of a soft prompt; `prompt` holds them.
+        super().__init__(config, backbone)
+        self.encoder = PromptEncoder(config, backbone.hidden_size).to(backbone.device)
+        self.fixed: torch.Tensor | None = None  # loaded for inference only: the encoder's output
+
+    @torch.no_grad()
+    def initialize(self, backbone: Backbone, task) -> None:
+        soft = SoftPromptConfig(num_virtual_tokens=self.config.num_virtual_tokens, init=self.config.init,
+                                init_text=self.config.init_text)
+        self.prompt.copy_(initial_embeddings(soft, backbone, task))
+
+    def virtual_tokens(self) -> torch.Tensor:
+        return self.fixed if self.fixed is not None else self.encoder(self.prompt)
+
+    def virtual_embeddings(self, batch_size: int) -> torch.Tensor:
+        return self.virtual_tokens().unsqueeze(0).expand(batch_size, -1, -1)
+
+    def state_to_save(self, backbone: Backbone) -> dict:
+        return {"prompt": self.virtual_tokens().detach().float().contiguous()}
+
+    def training_state(self) -> dict:
+        if self.fixed is not None:
+            return {}
+        return {k: v.detach() for k, v in self.state_dict().items()}
+
+    def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
+        if training_state:
+            self.load_state_dict(training_state, strict=True)
+            self.fixed = None
+            return
+        self.fixed = state["prompt"]
+        del self.encoder
+        self.encoder = None

@@ -1,0 +1,168 @@
+"""Prefix tuning: Li & Liang, "Prefix-Tuning: Optimizing Continuous Prompts for Generation",
+ACL 2021 (arXiv:2101.00190).
+
+Trainable keys and values are prepended at every attention layer: the decoder's self-attention for
+a decoder-only model; the encoder's self-attention, the decoder's self-attention and the decoder's
+cross-attention for an encoder-decoder (the paper's section 4.1); the self-attention of an encoder.
+
+Training goes through the paper's reparameterisation: a small embedding (P x D) passed through an
+MLP (D -> hidden -> every layer's keys and values). Optimising the prefix directly was unstable in
+the paper. The MLP exists only for training: the artifact stores the computed per-layer prefix,
+which is all inference needs, and, in a separate file, the embedding and the MLP, so training can
+continue from a saved prompt.
+
+Initialisation (`init`): `random` (the MLP's default initialisation, as PEFT), or `text` /
+`sample_vocab`: the prefix starts as the keys and values the frozen model itself computes for real
+words (`init_text`, or tokens sampled from the vocabulary). The paper found real-word initialisation
+clearly better than random in low-data settings. The MLP is set to produce those activations exactly:
+its output layer is solved by least squares for the hidden features of the initial embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone, ModelInputs
+from ..config import ConfigBase, check
+from ..kv_prefix import Prefix
+from .base import PromptMethod, register
+from .soft_prompt import sample_token_ids
+
+INITS = ("random", "text", "sample_vocab")
+
+
+@dataclass(frozen=True)
+class PrefixConfig(ConfigBase):
+    num_virtual_tokens: int = 10
+    """Prefix length P (Li & Liang: 10 for table-to-text, 200 for summarisation)."""
+    init: str = "random"
+    """random | text (activations of `init_text`) | sample_vocab (activations of sampled tokens)."""
+    init_text: str | None = None
+    """The text for init=text, repeated or cut to P tokens (e.g. "table-to-text:" or "summarize")."""
+    hidden_size: int = 512
+    """Width of the reparameterisation MLP's hidden layer (Li & Liang: 512 for table-to-text)."""
+
+    def __post_init__(self):
+        check(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
+              "num_virtual_tokens", f"must be a positive integer, got {self.num_virtual_tokens!r}")
+        check(self.init in INITS, "init", f"must be one of {INITS}, got {self.init!r}")
+        check(self.init != "text" or bool(self.init_text), "init_text", "init=text needs a non-empty init_text")
+        check(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size", "must be a positive integer")
+
+
+class KeyValuePrefix(PromptMethod):
+    """What prefix methods share: the per-site layout, turning a flat (P, total) tensor into each
+    site's (L, 2, B, H, P, d) keys and values, initial activations, and the artifact's tensors."""
+
+    def __init__(self, config, backbone: Backbone):
+        super().__init__(config, backbone)
+        self.layout = backbone.prefix_layout()  # site -> (layers, kv heads, head size)
+        self.sites = sorted(self.layout)
+        self.total = sum(layers * 2 * heads * size for layers, heads, size in self.layout.values())
+
+    def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(P, total) -> site -> (L, 2, H, P, d)."""
+        out, start = {}, 0
+        length = flat.shape[0]
+        for site in self.sites:
+            layers, heads, size = self.layout[site]
+            width = layers * 2 * heads * size
+            out[site] = flat[:, start:start + width].reshape(length, layers, 2, heads, size).permute(1, 2, 3, 0, 4)
+            start += width
+        return out
+
+    def join(self, per_site: dict[str, torch.Tensor]) -> torch.Tensor:
+        """site -> (L, 2, H, P, d)  ->  (P, total); the inverse of `split`."""
+        parts = [per_site[site].permute(3, 0, 1, 2, 4).reshape(per_site[site].shape[3], -1) for site in self.sites]
+        return torch.cat(parts, dim=1)
+
+    def per_site(self) -> dict[str, torch.Tensor]:
+        """site -> (L, 2, H, P, d) for the current parameters."""
+        raise NotImplementedError
+
+    def prepare(self, inputs: ModelInputs, backbone: Backbone) -> ModelInputs:
+        batch = inputs.inputs_embeds.shape[0]
+        kv = {site: t.unsqueeze(2).expand(-1, -1, batch, -1, -1, -1).to(inputs.inputs_embeds.dtype)
+              for site, t in self.per_site().items()}
+        length = self.config.num_virtual_tokens
+        mask = torch.ones(batch, length, dtype=inputs.attention_mask.dtype, device=inputs.attention_mask.device)
+        from dataclasses import replace
+
+        return replace(inputs, prefix=Prefix(kv, mask))
+
+    def initial_activations(self, backbone: Backbone) -> torch.Tensor | None:
+        """(P, total) keys/values of real tokens for init text/sample_vocab; None for random."""
+        config = self.config
+        n = config.num_virtual_tokens
+        if config.init == "random":
+            return None
+        if config.init == "text":
+            ids = backbone.tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
+            ids = (ids * (n // max(len(ids), 1) + 1))[:n]
+            ids = torch.tensor(ids)
+        else:
+            generator = torch.Generator(device="cpu").manual_seed(torch.initial_seed() % (2**63))
+            ids = sample_token_ids(backbone, n, generator).cpu()
+        activations = backbone.key_value_activations(ids.unsqueeze(0))  # site -> (L, 2, 1, H, P, d)
+        return self.join({site: t[:, :, 0].float() for site, t in activations.items()})
+
+    def state_to_save(self, backbone: Backbone) -> dict:
+        # The computed prefix of each site, (L, 2, H, P, d): what inference needs.
+        return {f"prefix.{site}": t.detach().float().contiguous() for site, t in self.per_site().items()}
+
+
+@register
+class PrefixTuning(KeyValuePrefix):
+    name = "prefix"
+    Config = PrefixConfig
+    # Li & Liang: AdamW, 5e-5..8e-5 for table-to-text with GPT-2 medium at batch 5 and a linear
+    # decay; smaller models and classification take larger rates (see benchmarks/results).
+    default_lr = 5e-3
+    default_head_lr = 1e-2
+
+    def __init__(self, config: PrefixConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        device = backbone.device
+        width = backbone.hidden_size
+        self.embedding = nn.Parameter(torch.zeros(config.num_virtual_tokens, width, device=device))
+        self.mlp = nn.Sequential(nn.Linear(width, config.hidden_size), nn.Tanh(),
+                                 nn.Linear(config.hidden_size, self.total)).to(device)
+        self.fixed: dict[str, torch.Tensor] | None = None  # loaded for inference only: no MLP
+
+    @torch.no_grad()
+    def initialize(self, backbone: Backbone, task) -> None:
+        nn.init.normal_(self.embedding, std=1.0)
+        target = self.initial_activations(backbone)
+        if target is None:
+            return
+        # Output layer solved by least squares so the MLP reproduces the activations exactly
+        # (the hidden features of P embeddings are linearly independent when P <= hidden_size).
+        hidden = self.mlp[1](self.mlp[0](self.embedding)).float()  # (P, hidden)
+        bias = target.mean(0)
+        solution = torch.linalg.lstsq(hidden.cpu().double(), (target - bias).cpu().double()).solution  # (hidden, total)
+        self.mlp[2].weight.copy_(solution.T.to(self.mlp[2].weight))
+        self.mlp[2].bias.copy_(bias)
+
+    def per_site(self) -> dict[str, torch.Tensor]:
+        if self.fixed is not None:
+            return self.fixed
+        return self.split(self.mlp(self.embedding))
+
+    def training_state(self) -> dict:
+        if self.fixed is not None:
+            return {}
+        return {k: v.detach() for k, v in self.state_dict().items()}
+
+    def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
+        if training_state:
+            self.load_state_dict(training_state, strict=True)
+            self.fixed = None
+            return
+        # Inference only: the computed prefix, without the reparameterisation.
+        self.fixed = {site: state[f"prefix.{site}"] for site in self.sites}
+        del self.embedding, self.mlp
+        self.register_parameter("embedding", None)
+        self.mlp = None

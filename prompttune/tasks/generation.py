@@ -1,0 +1,177 @@
+"""Conditional generation: table-to-text (E2E, WebNLG), summarisation, any source -> target text.
+
+- Decoder-only models read `source SEP target EOS` as one sequence (SEP is the tokenizer's EOS/BOS
+  token unless `separator` is given, as Li & Liang do for GPT-2); the loss covers the target tokens
+  and the final EOS only.
+- Encoder-decoder models read the source in the encoder and are teacher-forced on the target in
+  the decoder; the loss covers every target token.
+- Generation goes through transformers' `generate` (greedy, beam search, sampling) with the prompt
+  applied once per batch (see `Backbone.generate`). Scores: BLEU, chrF, ROUGE-1/2/L against every
+  reference of a source (`metrics.generation_metrics`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
+from ..config import ConfigBase, check
+from ..data import Example, group_references
+from ..errors import ConfigError, DataError
+from ..metrics import generation_metrics
+
+IGNORE = -100
+METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
+
+
+@dataclass(frozen=True)
+class GenerationConfig(ConfigBase):
+    max_source_length: int = 256
+    """Source tokens kept (the rest is cut), virtual tokens not counted."""
+    max_target_length: int = 128
+    """Target tokens kept in training, and the default number of new tokens when generating."""
+    separator: str | None = None
+    """Decoder-only models: the text between source and target; None: the tokenizer's EOS (or BOS) token."""
+    num_beams: int = 1
+    """Default beam width for evaluation and `generate` (1: greedy)."""
+
+    def __post_init__(self):
+        check(isinstance(self.max_source_length, int) and self.max_source_length >= 4, "max_source_length", "must be >= 4")
+        check(isinstance(self.max_target_length, int) and self.max_target_length >= 1, "max_target_length", "must be >= 1")
+        check(isinstance(self.num_beams, int) and self.num_beams >= 1, "num_beams", "must be >= 1")
+
+
+class GenerationTask(nn.Module):
+    name = "generation"
+    Config = GenerationConfig
+    default_metric = "bleu"
+    metrics = METRICS
+
+    def __init__(self, config: GenerationConfig, backbone: Backbone):
+        super().__init__()
+        if backbone.kind == ENCODER or not backbone.has_lm_head:
+            raise ConfigError(f"--task generation needs a decoder-only or encoder-decoder model with an LM head; "
+                              f"{type(backbone.model).__name__} is an encoder")
+        self.config = config
+        self.kind = backbone.kind
+        self.tokenizer = backbone.tokenizer
+        self.decoder_start = int(backbone.decoder_start_ids(1)[0, 0]) if self.kind == ENCODER_DECODER else None
+        tok = self.tokenizer
+        self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+        if self.eos_id is None:
+            raise ConfigError("--task generation: the tokenizer has no end-of-sequence token")
+        if config.separator is not None:
+            self.separator_ids = tok(config.separator, add_special_tokens=False)["input_ids"]
+        else:
+            sep = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
+            self.separator_ids = [sep]
+
+    # ---- what other parts ask of a task ----------------------------------------------------------
+
+    def label_words(self) -> tuple:
+        return ()  # no labels: soft-prompt class_labels initialisation falls back to vocabulary samples
+
+    @torch.no_grad()
+    def initialize(self, backbone: Backbone) -> None:
+        pass
+
+    def state_to_save(self) -> dict:
+        return {}
+
+    # ---- data -> tensors ----------------------------------------------------------------------
+
+    def training_features(self, examples: list[Example]) -> list[dict]:
+        """One feature per (source, reference) pair."""
+        features = []
+        for example in examples:
+            if not example.targets:
+                raise DataError(f"{example.source}: no target text to train on")
+            features.extend(self.encode(example, target) for target in example.targets)
+        return features
+
+    def encode(self, example: Example, target: str | None = None) -> dict:
+        tok = self.tokenizer
+        cfg = self.config
+        source = tok(example.text, truncation=True, max_length=cfg.max_source_length)["input_ids"]
+        if not source:
+            raise DataError(f"{example.source}: the source has no tokens")
+        if self.kind == DECODER:
+            prompt = source + self.separator_ids
+            if target is None:
+                return {"input_ids": prompt}
+            # Byte-level BPE spells a word after a space differently: the target reads as a continuation.
+            ids = tok(" " + target, add_special_tokens=False)["input_ids"][: cfg.max_target_length] + [self.eos_id]
+            return {"input_ids": prompt + ids, "labels": [IGNORE] * len(prompt) + ids}
+        feature = {"input_ids": source}
+        if target is not None:
+            labels = tok(target, truncation=True, max_length=cfg.max_target_length)["input_ids"]
+            if not labels or labels[-1] != self.eos_id:
+                labels = labels[: cfg.max_target_length - 1] + [self.eos_id]
+            feature["labels"] = labels
+            feature["decoder_input_ids"] = [self.decoder_start] + labels[:-1]
+        return feature
+
+    def collate(self, features: list[dict], with_labels: bool = True, for_generation: bool = False) -> dict:
+        """Pads to the longest row. Decoder-only inputs for generation are padded on the left, so
+        new tokens follow each row's last token; otherwise the tokenizer's side is used (positions
+        are computed from the attention mask, so it does not change results)."""
+        pad = self.tokenizer.pad_token_id
+        left = self.kind == DECODER and (for_generation or self.tokenizer.padding_side == "left")
+
+        def pad_rows(rows, value):
+            width = max(len(r) for r in rows)
+            if left:
+                return torch.tensor([[value] * (width - len(r)) + r for r in rows])
+            return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+        ids = [f["input_ids"] for f in features]
+        batch = {"input_ids": pad_rows(ids, pad), "attention_mask": pad_rows([[1] * len(r) for r in ids], 0)}
+        if with_labels and all("labels" in f for f in features):
+            batch["labels"] = pad_rows([f["labels"] for f in features], IGNORE)
+            if self.kind == ENCODER_DECODER:
+                batch["decoder_input_ids"] = pad_rows([f["decoder_input_ids"] for f in features], pad)
+        return batch
+
+    # ---- model inputs and outputs -------------------------------------------------------------
+
+    def model_inputs(self, batch: dict, embeds: torch.Tensor) -> ModelInputs:
+        return ModelInputs(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                           decoder_input_ids=batch.get("decoder_input_ids"), full_logits=True)
+
+    def logits(self, output: BackboneOutput, inputs: ModelInputs, batch: dict) -> torch.Tensor:
+        """(B, T, V): for decoder-only models the logits at the input's own positions (virtual
+        ones removed), for encoder-decoders the decoder's."""
+        return output.logits
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        labels = batch["labels"]
+        if self.kind == DECODER:
+            logits, labels = logits[:, :-1], labels[:, 1:]  # position t predicts token t + 1
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+
+    # ---- generation and evaluation ------------------------------------------------------------
+
+    def generation_options(self, **options) -> dict:
+        options = {k: v for k, v in options.items() if v is not None}
+        options.setdefault("max_new_tokens", self.config.max_target_length)
+        options.setdefault("num_beams", self.config.num_beams)
+        options.setdefault("eos_token_id", self.eos_id)
+        if not options.get("do_sample"):
+            options.setdefault("do_sample", False)
+        return options
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def evaluate(self, model, examples: list[Example], batch_size: int = 32, accelerator=None) -> dict:
+        """Generate for every distinct source and score against all its references."""
+        grouped = group_references(examples)
+        missing = [e for e in grouped if not e.targets]
+        if missing:
+            raise DataError(f"{missing[0].source}: no reference text to score against")
+        hypotheses = model.generate_texts(grouped, batch_size=batch_size)
+        return generation_metrics(hypotheses, [list(e.targets) for e in grouped])
