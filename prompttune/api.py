@@ -1,4 +1,5 @@
-"""The command line's operations as Python functions: `train_prompt`, `evaluate_prompt`, `predict`.
+"""The command line's operations as Python functions: `train_prompt`, `evaluate_prompt`, `predict`,
+`generate`.
 
     from prompttune.api import train_prompt, evaluate_prompt, predict
     result = train_prompt(model="all-MiniLM-L6-v2", method="soft_prompt", train="train.tsv",
@@ -6,6 +7,11 @@
     print(result["dev_metrics"]["accuracy"])
     for row in predict("runs/sst2", ["a gripping, funny film"]):
         print(row["label"], row["probabilities"])
+
+    train_prompt(model="path/to/gpt2", method="prefix", task="generation", train="e2e/trainset.csv",
+                 source_column="mr", target_column="ref", output="runs/e2e")
+    for row in generate("runs/e2e", ["name[Alimentum], area[city centre]"], num_beams=5):
+        print(row["generations"][0])
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import torch
 
 from .artifact import load_prompt, read_meta, save_prompt, write_json_atomic
 from .backbone import Backbone, sha256_file
-from .data import Columns, load_examples, label_set, texts_as_examples
+from .data import Columns, Example, load_examples, load_generation_examples, label_set, texts_as_examples
 from .errors import ConfigError
 from .model import PromptModel
 from .tasks.classification import ClassificationConfig, parse_verbalizer
+from .tasks.generation import GenerationConfig
 from .training import TrainConfig, evaluate, is_main_process
 from .training import train as run_training
 
@@ -45,38 +52,68 @@ def train_prompt(
     max_length: int = 256,
     method_options: dict | None = None,
     head: str = "auto",
+    task: str = "classification",
+    source_column: str = "source",
+    target_column: str = "target",
+    max_target_length: int = 128,
+    num_beams: int = 1,
+    init_from: str | None = None,
     resume: bool = False,
     device: str | None = None,
     **train_options,
 ) -> dict:
     """Train a prompt and write its artifact, `metrics.json` and `log.jsonl` into `output`.
 
-    `method_options` are the method's config fields (e.g. `{"num_virtual_tokens": 20, "init":
-    "class_labels"}`); `train_options` are `TrainConfig` fields (`max_steps`, `lr`, `batch_size`...).
-    Returns what `metrics.json` holds.
+    `task` is "classification" (text/label columns) or "generation" (source/target columns;
+    `max_length` bounds the source). `method_options` are the method's config fields (e.g.
+    `{"num_virtual_tokens": 20, "init": "class_labels"}`); `train_options` are `TrainConfig` fields
+    (`max_steps`, `lr`, `batch_size`, `gradient_checkpointing`...). `init_from` starts from a saved
+    prompt of the same method (its reparameterisation too, where it has one). Returns what
+    `metrics.json` holds.
     """
     args = {k: v for k, v in locals().items() if k not in ("resume", "device", "train_options")}
     args.update({k: v for k, v in train_options.items() if k != "progress"})
     output_dir = Path(output)
     _check_resume(output_dir, args, resume)
     train_config = TrainConfig.from_dict(train_options, where="training options")
-    columns = Columns(text=text_column, text_pair=text_pair_column, label=label_column)
-    train_examples = load_examples(train, columns)
-    eval_examples = load_examples(eval, columns) if eval else None
-    label_names = tuple(str(x) for x in labels) if labels else label_set(train_examples)
-    if eval_examples and not labels:
-        unseen = sorted({e.label for e in eval_examples} - set(label_names))
-        if unseen:
-            first = next(e for e in eval_examples if e.label in unseen)
-            raise ConfigError(f"{first.source}, column {label_column!r}: label {first.label!r} never occurs in {train}; "
-                              f"training labels are {list(label_names)} (pass --labels to fix the set)")
-    task_config = ClassificationConfig(labels=label_names, template=template, verbalizer=parse_verbalizer(verbalizer, label_names),
-                                       max_length=max_length, pair=text_pair_column is not None)
+    if task == "classification":
+        columns = Columns(text=text_column, text_pair=text_pair_column, label=label_column)
+        train_examples = load_examples(train, columns)
+        eval_examples = load_examples(eval, columns) if eval else None
+        label_names = tuple(str(x) for x in labels) if labels else label_set(train_examples)
+        if eval_examples and not labels:
+            unseen = sorted({e.label for e in eval_examples} - set(label_names))
+            if unseen:
+                first = next(e for e in eval_examples if e.label in unseen)
+                raise ConfigError(f"{first.source}, column {label_column!r}: label {first.label!r} never occurs in {train}; "
+                                  f"training labels are {list(label_names)} (pass --labels to fix the set)")
+        task_config = ClassificationConfig(labels=label_names, template=template, verbalizer=parse_verbalizer(verbalizer, label_names),
+                                           max_length=max_length, pair=text_pair_column is not None)
+        saved_columns = columns.__dict__
+    elif task == "generation":
+        train_examples = load_generation_examples(train, source_column, target_column)
+        eval_examples = load_generation_examples(eval, source_column, target_column) if eval else None
+        task_config = GenerationConfig(max_source_length=max_length, max_target_length=max_target_length, num_beams=num_beams)
+        saved_columns = {"source": source_column, "target": target_column}
+    else:
+        raise ConfigError(f"--task: unknown task {task!r}; known: classification, generation")
     torch.manual_seed(train_config.seed)
     backbone = Backbone.from_pretrained(model, head=head)
     if device:
         backbone.to(device)
     prompt = PromptModel.create(backbone, method, task_config, method_options, readout=readout)
+    if init_from is not None:
+        start = load_prompt(init_from, backbone=backbone, with_training_state=True)
+        if start.method.name != method or start.method.config != prompt.method.config:
+            raise ConfigError(f"--init-from {init_from}: a {start.method.name} prompt with {start.method.config.to_dict()}; "
+                              f"this run trains {method} with {prompt.method.config.to_dict()}")
+        if start.task.config != prompt.task.config:
+            raise ConfigError(f"--init-from {init_from}: its task settings {start.task.config.to_dict()} differ from "
+                              f"this run's {prompt.task.config.to_dict()}")
+        if prompt.method.training_state() and not start.method.training_state():
+            raise ConfigError(f"--init-from {init_from}: holds no training state for {method}'s reparameterisation "
+                              f"(training_state.safetensors is missing)")
+        prompt.load_trainable_state(start.trainable_state())
     main = is_main_process()
     output_dir.mkdir(parents=True, exist_ok=True)
     if not resume and main:
@@ -98,7 +135,7 @@ def train_prompt(
         "config": train_config.to_dict(),
     }
     if main:
-        save_prompt(prompt, output_dir, extra={"columns": columns.__dict__, "training": training})
+        save_prompt(prompt, output_dir, extra={"columns": saved_columns, "training": training})
     metrics = {
         "method": method,
         "model": model,
@@ -126,6 +163,7 @@ def _check_resume(output_dir: Path, args: dict, resume: bool) -> None:
 
 
 def artifact_bytes(directory: str | os.PathLike) -> int:
+    """Bytes of what inference reads (a reparameterisation's training state is not counted)."""
     directory = Path(directory)
     return sum((directory / name).stat().st_size for name in ("prompt.safetensors", "prompt.json"))
 
@@ -139,12 +177,45 @@ def _columns(prompt_dir: str, text_column, text_pair_column, label_column) -> Co
 
 def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text_pair_column: str | None = None,
                     label_column: str | None = None, batch_size: int = 64, model: str | None = None,
-                    device: str | None = None) -> dict:
+                    device: str | None = None, source_column: str | None = None, target_column: str | None = None) -> dict:
     """Metrics of a saved prompt on labelled data (columns default to those it was trained with)."""
-    columns = _columns(prompt, text_column, text_pair_column, label_column)
-    examples = load_examples(data, columns)
+    meta = read_meta(prompt)
+    if meta["task"] == "generation":
+        saved = meta.get("columns", {})
+        examples = load_generation_examples(data, source_column or saved.get("source", "source"),
+                                            target_column or saved.get("target", "target"))
+    else:
+        examples = load_examples(data, _columns(prompt, text_column, text_pair_column, label_column))
     loaded = _load(prompt, model, device)
     return evaluate(loaded, examples, batch_size)
+
+
+def generate(prompt: str, texts: list[str] | None = None, data: str | None = None, source_column: str | None = None,
+             batch_size: int = 32, model: str | None = None, device: str | None = None, seed: int | None = None,
+             **options) -> list[dict]:
+    """One dict per source: the source and its generations. `options` go to transformers'
+    `generate`: max_new_tokens, num_beams, do_sample, top_k, top_p, temperature,
+    num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty."""
+    if (texts is None) == (data is None):
+        raise ConfigError("generate: give either texts or data")
+    meta = read_meta(prompt)
+    if meta["task"] != "generation":
+        raise ConfigError(f"{prompt}: a {meta['task']} prompt; `generate` needs one trained with --task generation")
+    if data is not None:
+        column = source_column or meta.get("columns", {}).get("source", "source")
+        examples = load_generation_examples(data, column, None, require_targets=False)
+    else:
+        examples = []
+        for number, text in enumerate(texts, 1):
+            if not text.strip():
+                raise ConfigError(f"generate: input {number} is empty")
+            examples.append(Example(text=text.strip(), source=f"input {number}"))
+    loaded = _load(prompt, model, device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    outputs = loaded.generate_texts(examples, batch_size=batch_size, **options)
+    per_source = len(outputs) // max(len(examples), 1)
+    return [{"source": e.text, "generations": outputs[i * per_source:(i + 1) * per_source]} for i, e in enumerate(examples)]
 
 
 def predict(prompt: str, texts: list[str] | None = None, data: str | None = None, text_column: str | None = None,
@@ -153,6 +224,9 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
     """One dict per input: the text, the predicted label and every label's probability."""
     if (texts is None) == (data is None):
         raise ConfigError("predict: give either texts or data")
+    task = read_meta(prompt)["task"]
+    if task != "classification":
+        raise ConfigError(f"{prompt}: a {task} prompt; use `prompttune generate` for it")
     if data is not None:
         columns = _columns(prompt, text_column, text_pair_column, None)
         # Labels, if the file has them, play no part in prediction (and may include unseen ones).

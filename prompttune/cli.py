@@ -1,4 +1,4 @@
-"""`prompttune train | evaluate | predict`: the command line over prompttune.api."""
+"""`prompttune train | evaluate | predict | generate`: the command line over prompttune.api."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ def _train_options(args) -> dict:
              "checkpoint_every", "mixed_precision")
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     options["progress"] = not args.no_progress
+    if args.gradient_checkpointing:
+        options["gradient_checkpointing"] = True
+    return options
+
+
+def _generation_options(args) -> dict:
+    names = ("max_new_tokens", "num_beams", "top_k", "top_p", "temperature", "num_return_sequences",
+             "repetition_penalty", "no_repeat_ngram_size", "length_penalty")
+    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.do_sample:
+        options["do_sample"] = True
     return options
 
 
@@ -49,11 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser("train", help="train a prompt and save it as an artifact")
     t.add_argument("--model", required=True, help="hub id or local folder (all-MiniLM-L6-v2 resolves to the offline copy)")
-    t.add_argument("--method", required=True, help="soft_prompt | hard_prompt | linear_probe | full_finetune")
+    t.add_argument("--method", required=True,
+                   help="soft_prompt | prefix | deep_prompt | p_tuning | hard_prompt | linear_probe | full_finetune")
+    t.add_argument("--task", default="classification", choices=("classification", "generation"))
     t.add_argument("--train", required=True, help="CSV, TSV, JSONL, a datasets folder, or NAME[:CONFIG]:SPLIT")
     t.add_argument("--eval", help="dev data in the same form, for evaluation, early stopping and the best prompt")
     t.add_argument("--output", required=True, help="folder for the artifact, metrics.json and log.jsonl")
     _columns(t)
+    t.add_argument("--source-column", default="source", help="generation: column with the source text (a list is joined)")
+    t.add_argument("--target-column", default="target",
+                   help="generation: column with the reference(s); a list gives several, FIELD.SUB reads a field of a list of objects")
+    t.add_argument("--max-target-length", type=int, default=128, help="generation: target tokens kept in training")
+    t.add_argument("--num-beams", type=int, default=1, help="generation: beam width when evaluating")
+    t.add_argument("--init-from", help="start from a saved prompt of the same method (continues its training)")
     t.add_argument("--labels", help="comma-separated label values in class order (default: sorted training labels)")
     t.add_argument("--verbalizer", help='label words: 0:terrible,1:great|good or JSON {"0": ["terrible"], ...}')
     t.add_argument("--template", help='e.g. "Review: {text} It was {mask}." ({text}, {text_pair}, {mask})')
@@ -61,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--head", default="auto", choices=("auto", "lm", "none"), help="load the model's LM head or not")
     t.add_argument("--max-length", type=int, default=256)
     t.add_argument("--num-virtual-tokens", type=int)
-    t.add_argument("--init", help="soft prompt init: random | sample_vocab | text | class_labels")
+    t.add_argument("--init", help="soft_prompt/p_tuning: random | sample_vocab | text | class_labels; "
+                                  "prefix/deep_prompt: random | text | sample_vocab")
     t.add_argument("--init-text")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="any other method config field")
     steps = t.add_mutually_exclusive_group()
@@ -80,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--eval-every", type=int)
     t.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
-    t.add_argument("--metric", choices=("accuracy", "f1_macro"))
+    t.add_argument("--metric", choices=("accuracy", "f1_macro", "bleu", "chrf", "rouge1", "rouge2", "rougeL"))
+    t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"))
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
@@ -93,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--text-column")
     e.add_argument("--text-pair-column")
     e.add_argument("--label-column")
+    e.add_argument("--source-column")
+    e.add_argument("--target-column")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--model", help="local copy of the base model (checked against the artifact)")
     e.add_argument("--device")
@@ -106,6 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model")
     p.add_argument("--device")
+
+    g = commands.add_parser("generate", help="print JSON lines with each source and its generated text")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--data", help="file with a source column (default: the one the prompt was trained with)")
+    g.add_argument("texts", nargs="*")
+    g.add_argument("--source-column")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--max-new-tokens", type=int, help="default: the prompt's max target length")
+    g.add_argument("--num-beams", type=int, help="beam search width (default: the prompt's, 1 = greedy)")
+    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--num-return-sequences", type=int)
+    g.add_argument("--repetition-penalty", type=float)
+    g.add_argument("--no-repeat-ngram-size", type=int)
+    g.add_argument("--length-penalty", type=float)
+    g.add_argument("--seed", type=int, help="seed for sampling")
+    g.add_argument("--model")
+    g.add_argument("--device")
     return parser
 
 
@@ -129,16 +172,28 @@ def main(argv: list[str] | None = None) -> int:
                 text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
                 labels=args.labels.split(",") if args.labels else None, verbalizer=args.verbalizer,
                 template=args.template, readout=args.readout, max_length=args.max_length, head=args.head,
+                task=args.task, source_column=args.source_column, target_column=args.target_column,
+                max_target_length=args.max_target_length, num_beams=args.num_beams, init_from=args.init_from,
                 method_options=_method_options(args), resume=args.resume, device=args.device, **_train_options(args))
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:
-                summary["dev"] = {k: metrics["dev_metrics"][k] for k in ("accuracy", "f1_macro")}
+                summary["dev"] = {k: v for k, v in metrics["dev_metrics"].items()
+                                  if k in ("accuracy", "f1_macro", "bleu", "chrf", "rougeL")}
             if is_main_process():
                 print(json.dumps(summary))
         elif args.command == "evaluate":
             metrics = api.evaluate_prompt(args.prompt, args.data, args.text_column, args.text_pair_column,
-                                          args.label_column, args.batch_size, args.model, args.device)
+                                          args.label_column, args.batch_size, args.model, args.device,
+                                          source_column=args.source_column, target_column=args.target_column)
             print(json.dumps(metrics, indent=2))
+        elif args.command == "generate":
+            if bool(args.texts) == bool(args.data):
+                raise PromptTuneError("generate: give either --data FILE or texts, not both")
+            rows = api.generate(args.prompt, texts=args.texts or None, data=args.data, source_column=args.source_column,
+                                batch_size=args.batch_size, model=args.model, device=args.device, seed=args.seed,
+                                **_generation_options(args))
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False))
         else:
             if bool(args.texts) == bool(args.data):
                 raise PromptTuneError("predict: give either --data FILE or texts, not both")

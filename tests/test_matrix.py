@@ -9,8 +9,9 @@ from conftest import FAMILIES, LM_FAMILIES, task_config
 from prompttune import PromptModel, TrainConfig, load_prompt, save_prompt, train
 from prompttune.backbone import ModelInputs
 
-TRAINED = ("soft_prompt", "linear_probe", "full_finetune")
-PROMPTS = ("soft_prompt", "hard_prompt", "linear_probe")  # methods whose backbone stays frozen
+TRAINED = ("soft_prompt", "prefix", "deep_prompt", "p_tuning", "linear_probe", "full_finetune")
+# Methods whose backbone stays frozen.
+PROMPTS = ("soft_prompt", "prefix", "deep_prompt", "p_tuning", "hard_prompt", "linear_probe")
 
 
 def make(backbone, method, **options):
@@ -18,8 +19,10 @@ def make(backbone, method, **options):
         config = task_config(template="{text} it was {mask} .")  # similarity readout
     else:
         config = task_config()
-    if method == "soft_prompt":
+    if method in ("soft_prompt", "prefix", "deep_prompt", "p_tuning"):
         options.setdefault("num_virtual_tokens", 5)
+    if method == "prefix":
+        options.setdefault("hidden_size", 16)
     return PromptModel.create(backbone, method, config, options)
 
 
@@ -98,7 +101,7 @@ def test_gradients_reach_only_what_trains(load, examples, family, method):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", ("soft_prompt", "linear_probe"))
+@pytest.mark.parametrize("method", ("soft_prompt", "prefix", "deep_prompt", "p_tuning", "linear_probe"))
 def test_backbone_is_bit_identical_after_training(load, examples, family, method):
     model = make(load(family), method)
     before = digest(model.backbone)
@@ -111,7 +114,8 @@ def test_backbone_is_bit_identical_after_training(load, examples, family, method
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", ("soft_prompt", "hard_prompt", "linear_probe", "full_finetune"))
+@pytest.mark.parametrize("method", ("soft_prompt", "prefix", "deep_prompt", "p_tuning", "hard_prompt", "linear_probe",
+                                    "full_finetune"))
 def test_save_load_round_trip_gives_identical_outputs(load, examples, tmp_path, family, method):
     model = make(load(family), method)
     if method != "hard_prompt":

@@ -89,8 +89,10 @@ class PTuning(SoftPrompt):
     def virtual_embeddings(self, batch_size: int) -> torch.Tensor:
         return self.virtual_tokens().unsqueeze(0).expand(batch_size, -1, -1)
 
+    @torch.no_grad()
     def state_to_save(self, backbone: Backbone) -> dict:
-        return {"prompt": self.virtual_tokens().detach().float().contiguous()}
+        # Computed as inference computes it (without autograd), so a loaded prompt gives the same outputs.
+        return {"prompt": self.virtual_tokens().float().contiguous()}
 
     def training_state(self) -> dict:
         if self.fixed is not None:

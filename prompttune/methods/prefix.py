@@ -109,9 +109,11 @@ class KeyValuePrefix(PromptMethod):
         activations = backbone.key_value_activations(ids.unsqueeze(0))  # site -> (L, 2, 1, H, P, d)
         return self.join({site: t[:, :, 0].float() for site, t in activations.items()})
 
+    @torch.no_grad()
     def state_to_save(self, backbone: Backbone) -> dict:
-        # The computed prefix of each site, (L, 2, H, P, d): what inference needs.
-        return {f"prefix.{site}": t.detach().float().contiguous() for site, t in self.per_site().items()}
+        # The computed prefix of each site, (L, 2, H, P, d): what inference needs, computed as
+        # inference computes it (without autograd).
+        return {f"prefix.{site}": t.float().contiguous() for site, t in self.per_site().items()}
 
 
 @register
