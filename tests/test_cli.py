@@ -95,3 +95,45 @@ def test_a_model_that_cannot_be_loaded_is_one_line(data, tmp_path, capsys):
                        "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "m")
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "cannot load config/tokenizer" in err
+
+
+def test_generation_train_generate_evaluate(model_dirs, tmp_path, capsys):
+    data = tmp_path / "e2e.csv"
+    rows = [("name[red], food[cat]", "the red cat"), ("name[red], food[cat]", "a red cat"), ("name[blue]", "the blue dog")]
+    data.write_text("mr,ref\n" + "".join(f'"{mr}",{ref}\n' for mr, ref in rows))
+    out_dir = tmp_path / "gen"
+    code, out, err = run(capsys, "train", "--model", model_dirs["gpt2"], "--method", "prefix", "--task", "generation",
+                         "--train", data, "--eval", data, "--source-column", "mr", "--target-column", "ref",
+                         "--num-virtual-tokens", "3", "--option", "hidden_size=16", "--max-steps", "4", "--batch-size", "3",
+                         "--max-target-length", "6", "--gradient-checkpointing", "--output", out_dir, "--no-progress")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert set(summary["dev"]) == {"bleu", "chrf", "rougeL"}
+    assert {p.name for p in out_dir.iterdir()} >= {"prompt.json", "prompt.safetensors", "training_state.safetensors"}
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["dev_metrics"]["count"] == 2  # two distinct sources, three references
+
+    code, out, err = run(capsys, "evaluate", "--prompt", out_dir, "--data", data)
+    assert code == 0, err
+    assert json.loads(out)["bleu"] == pytest.approx(metrics["dev_metrics"]["bleu"])
+
+    code, out, err = run(capsys, "generate", "--prompt", out_dir, "name[red]", "name[blue]", "--num-beams", "2",
+                         "--num-return-sequences", "2", "--max-new-tokens", "4")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [r["source"] for r in lines] == ["name[red]", "name[blue]"] and all(len(r["generations"]) == 2 for r in lines)
+
+    code, out, err = run(capsys, "generate", "--prompt", out_dir, "--data", data, "--do-sample", "--seed", "3", "--top-k", "5")
+    assert code == 0 and len(out.splitlines()) == 3
+
+    # Continue training from the saved prompt (its MLP comes from training_state.safetensors).
+    code, out, err = run(capsys, "train", "--model", model_dirs["gpt2"], "--method", "prefix", "--task", "generation",
+                         "--train", data, "--source-column", "mr", "--target-column", "ref", "--num-virtual-tokens", "3",
+                         "--option", "hidden_size=16", "--max-steps", "2", "--batch-size", "3", "--max-target-length", "6",
+                         "--init-from", out_dir, "--output", tmp_path / "more", "--no-progress")
+    assert code == 0, err
+
+    # A classification prompt is refused by `generate`, and an encoder by --task generation.
+    code, out, err = run(capsys, "train", "--model", model_dirs["bert_encoder"], "--method", "prefix", "--task", "generation",
+                         "--train", data, "--source-column", "mr", "--target-column", "ref", "--output", tmp_path / "x")
+    assert code == 2 and "needs a decoder-only or encoder-decoder model" in err

@@ -92,3 +92,39 @@ def test_unknown_label_at_encoding_names_the_row(load):
     model = PromptModel.create(load("bert"), "soft_prompt", task_config(), {"num_virtual_tokens": 2})
     with pytest.raises(DataError, match=r"dev.csv, row 7: unknown label '2'; expected one of \['0', '1'\]"):
         model.task.encode(Example("a film", label="2", source="dev.csv, row 7"))
+
+
+def test_generation_rows_group_into_multiple_references(tmp_path):
+    from prompttune.data import group_references, load_generation_examples
+
+    path = write(tmp_path / "e2e.csv", 'mr,ref\n"name[A], food[Thai]",A serves Thai food.\n'
+                                       '"name[A], food[Thai]","Thai food, at A."\n"name[B]",B is a place.\n')
+    examples = load_generation_examples(path, "mr", "ref")
+    assert [e.targets for e in examples] == [("A serves Thai food.",), ("Thai food, at A.",), ("B is a place.",)]
+    grouped = group_references(examples)
+    assert [(e.text, e.targets) for e in grouped] == [("name[A], food[Thai]", ("A serves Thai food.", "Thai food, at A.")),
+                                                      ("name[B]", ("B is a place.",))]
+
+
+def test_webnlg_style_lists_and_fields(tmp_path):
+    from prompttune.data import load_generation_examples
+
+    row = {"mtriples": ["Aarhus | leader | Jacob", "Aarhus | country | Denmark"],
+           "lex": [{"text": "Jacob leads Aarhus, Denmark."}, {"text": "Aarhus in Denmark is led by Jacob."}]}
+    path = write(tmp_path / "w.jsonl", json.dumps(row) + "\n" + json.dumps({**row, "lex": [{"comment": "good"}]}) + "\n")
+    with pytest.raises(DataError, match=r"w.jsonl, line 2, column 'lex.text': item 0 has no field 'text'"):
+        load_generation_examples(path, "mtriples", "lex.text")
+    path = write(tmp_path / "w.jsonl", json.dumps(row) + "\n")
+    (example,) = load_generation_examples(path, "mtriples", "lex.text")
+    assert example.text == "Aarhus | leader | Jacob ; Aarhus | country | Denmark"
+    assert example.targets == ("Jacob leads Aarhus, Denmark.", "Aarhus in Denmark is led by Jacob.")
+
+
+def test_generation_errors_name_the_row_and_column(tmp_path):
+    from prompttune.data import load_generation_examples
+
+    path = write(tmp_path / "g.csv", "mr,ref\na,b\nc,\n")
+    with pytest.raises(DataError, match=r"g.csv, row 2, column 'ref': expected non-empty text"):
+        load_generation_examples(path, "mr", "ref")
+    with pytest.raises(DataError, match=r"missing column 'target'"):
+        load_generation_examples(path, "mr", "target")
