@@ -6,7 +6,8 @@ the best rows here. SST-2's labels are 0 and 1 and no verbalizer is given here, 
 embeds the tokens "0" and "1" (then samples the vocabulary); `benchmarks/sst2_methods.py` names the
 labels negative/positive.
 
-    python benchmarks/lr_sweep.py            # about an hour on 2 CPU cores
+    python benchmarks/lr_sweep.py                  # about two hours on 2 CPU cores
+    python benchmarks/lr_sweep.py --only prefix    # one method's rows
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ RUNS = [
     ("soft_prompt", "adafactor", 3e-1, 1e-2, "class_labels"),
     ("soft_prompt", "adamw", 3e-2, 1e-2, "sample_vocab"),
     ("soft_prompt", "adamw", 3e-2, 1e-2, "random"),
+    ("deep_prompt", "adamw", 3e-3, 1e-2, "random"),
+    ("deep_prompt", "adamw", 1e-2, 1e-2, "random"),
+    ("deep_prompt", "adamw", 3e-2, 1e-2, "random"),
+    ("prefix", "adamw", 1e-3, 1e-2, "random"),
+    ("prefix", "adamw", 5e-3, 1e-2, "random"),
+    ("prefix", "adamw", 2e-2, 1e-2, "random"),
+    ("p_tuning", "adamw", 1e-3, 1e-2, "sample_vocab"),
+    ("p_tuning", "adamw", 1e-2, 1e-2, "sample_vocab"),
     ("full_finetune", "adamw", 2e-5, 1e-3, None),
     ("full_finetune", "adamw", 5e-5, 1e-3, None),
     ("full_finetune", "adamw", 1e-4, 1e-3, None),
@@ -42,7 +51,7 @@ RUNS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_budget_arguments(parser)
-    parser.add_argument("--only", help="run only this method")
+    parser.add_argument("--only", help="run only this method; its rows replace that method's rows in lr_sweep.json")
     parser.add_argument("--render", action="store_true", help="rewrite lr_sweep.md from lr_sweep.json, running nothing")
     args = parser.parse_args()
     if args.render:
@@ -67,7 +76,12 @@ def main() -> None:
                "seconds": round(time.perf_counter() - start, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    payload = {"args": vars(args), "environment": environment(), "runs": rows}
+    if args.only and (RESULTS / "lr_sweep.json").is_file():
+        # Keep the other methods' measured rows, in RUNS order.
+        kept = [r for r in json.loads((RESULTS / "lr_sweep.json").read_text())["runs"] if r["method"] != args.only]
+        order = {m: i for i, m in enumerate(dict.fromkeys(run[0] for run in RUNS))}
+        rows = sorted(kept + rows, key=lambda r: order.get(r["method"], len(order)))
+    payload = {"args": {**vars(args), "only": None}, "environment": environment(), "runs": rows}
     write_results("lr_sweep", payload, render(payload))
 
 

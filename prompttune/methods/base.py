@@ -14,7 +14,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..backbone import Backbone, ModelInputs
-from ..config import ConfigBase
+from ..config import ConfigBase, check
 from ..errors import ConfigError
 
 METHODS: dict[str, type["PromptMethod"]] = {}
@@ -72,3 +72,39 @@ class PromptMethod(nn.Module):
 
     def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
         self.load_state_dict(state, strict=True)
+
+
+def check_prompt_config(config, inits: tuple[str, ...]) -> None:
+    """The checks every virtual-token or prefix config shares: its length, init and init text."""
+    check(isinstance(config.num_virtual_tokens, int) and config.num_virtual_tokens > 0,
+          "num_virtual_tokens", f"must be a positive integer, got {config.num_virtual_tokens!r}")
+    check(config.init in inits, "init", f"must be one of {inits}, got {config.init!r}")
+    check(config.init != "text" or bool(config.init_text), "init_text", "init=text needs a non-empty init_text")
+
+
+class Reparameterised:
+    """Mixin for a method trained through a reparameterisation (an MLP, a prompt encoder) whose
+    output is all inference needs. `state_to_save` holds the output; `training_state` holds the
+    reparameterisation, so training can continue; loaded without it, the method keeps the output
+    only (`self.fixed`) and frees the reparameterisation."""
+
+    fixed = None
+
+    def training_state(self) -> dict:
+        if self.fixed is not None:
+            return {}
+        return {k: v.detach() for k, v in self.state_dict().items()}
+
+    def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
+        if training_state:
+            self.load_state_dict(training_state, strict=True)
+            self.fixed = None
+            return
+        self.fixed = self.output_from_saved(state)
+        self.drop_reparameterisation()
+
+    def output_from_saved(self, state: dict):
+        raise NotImplementedError
+
+    def drop_reparameterisation(self) -> None:
+        raise NotImplementedError

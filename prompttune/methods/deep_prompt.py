@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone
-from ..config import ConfigBase, check
-from .base import register
+from ..config import ConfigBase
+from .base import check_prompt_config, register
 from .prefix import INITS, KeyValuePrefix
 from .soft_prompt import sample_token_ids
 
@@ -34,10 +34,7 @@ class DeepPromptConfig(ConfigBase):
     """The text for init=text."""
 
     def __post_init__(self):
-        check(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
-              "num_virtual_tokens", f"must be a positive integer, got {self.num_virtual_tokens!r}")
-        check(self.init in INITS, "init", f"must be one of {INITS}, got {self.init!r}")
-        check(self.init != "text" or bool(self.init_text), "init_text", "init=text needs a non-empty init_text")
+        check_prompt_config(self, INITS)
 
 
 @register

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..config import ConfigBase, check
-from .base import register
+from .base import Reparameterised, check_prompt_config, register
 from .soft_prompt import INITS, SoftPrompt, SoftPromptConfig, initial_embeddings
 
 ENCODERS = ("lstm", "mlp")
@@ -36,13 +36,10 @@ class PTuningConfig(ConfigBase):
     init_text: str | None = None
 
     def __post_init__(self):
-        check(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
-              "num_virtual_tokens", f"must be a positive integer, got {self.num_virtual_tokens!r}")
+        check_prompt_config(self, INITS)
         check(self.encoder in ENCODERS, "encoder", f"must be one of {ENCODERS}, got {self.encoder!r}")
         check(self.hidden_size is None or (isinstance(self.hidden_size, int) and self.hidden_size > 0),
               "hidden_size", "must be a positive integer")
-        check(self.init in INITS, "init", f"must be one of {INITS}, got {self.init!r}")
-        check(self.init != "text" or bool(self.init_text), "init_text", "init=text needs a non-empty init_text")
 
 
 class PromptEncoder(nn.Module):
@@ -65,7 +62,7 @@ class PromptEncoder(nn.Module):
 
 
 @register
-class PTuning(SoftPrompt):
+class PTuning(Reparameterised, SoftPrompt):
     name = "p_tuning"
     Config = PTuningConfig
     default_lr = 1e-3
@@ -75,7 +72,6 @@ class PTuning(SoftPrompt):
         # The encoder's inputs have the shape of a soft prompt; `prompt` holds them.
         super().__init__(config, backbone)
         self.encoder = PromptEncoder(config, backbone.hidden_size).to(backbone.device)
-        self.fixed: torch.Tensor | None = None  # loaded for inference only: the encoder's output
 
     @torch.no_grad()
     def initialize(self, backbone: Backbone, task) -> None:
@@ -94,16 +90,9 @@ class PTuning(SoftPrompt):
         # Computed as inference computes it (without autograd), so a loaded prompt gives the same outputs.
         return {"prompt": self.virtual_tokens().float().contiguous()}
 
-    def training_state(self) -> dict:
-        if self.fixed is not None:
-            return {}
-        return {k: v.detach() for k, v in self.state_dict().items()}
+    def output_from_saved(self, state: dict) -> torch.Tensor:
+        return state["prompt"]
 
-    def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
-        if training_state:
-            self.load_state_dict(training_state, strict=True)
-            self.fixed = None
-            return
-        self.fixed = state["prompt"]
+    def drop_reparameterisation(self) -> None:
         del self.encoder
         self.encoder = None

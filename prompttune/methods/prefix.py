@@ -20,7 +20,7 @@ its output layer is solved by least squares for the hidden features of the initi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from torch import nn
 from ..backbone import Backbone, ModelInputs
 from ..config import ConfigBase, check
 from ..kv_prefix import Prefix
-from .base import PromptMethod, register
+from .base import PromptMethod, Reparameterised, check_prompt_config, register
 from .soft_prompt import sample_token_ids
 
 INITS = ("random", "text", "sample_vocab")
@@ -46,10 +46,7 @@ class PrefixConfig(ConfigBase):
     """Width of the reparameterisation MLP's hidden layer (Li & Liang: 512 for table-to-text)."""
 
     def __post_init__(self):
-        check(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
-              "num_virtual_tokens", f"must be a positive integer, got {self.num_virtual_tokens!r}")
-        check(self.init in INITS, "init", f"must be one of {INITS}, got {self.init!r}")
-        check(self.init != "text" or bool(self.init_text), "init_text", "init=text needs a non-empty init_text")
+        check_prompt_config(self, INITS)
         check(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size", "must be a positive integer")
 
 
@@ -89,8 +86,6 @@ class KeyValuePrefix(PromptMethod):
               for site, t in self.per_site().items()}
         length = self.config.num_virtual_tokens
         mask = torch.ones(batch, length, dtype=inputs.attention_mask.dtype, device=inputs.attention_mask.device)
-        from dataclasses import replace
-
         return replace(inputs, prefix=Prefix(kv, mask))
 
     def initial_activations(self, backbone: Backbone) -> torch.Tensor | None:
@@ -117,7 +112,7 @@ class KeyValuePrefix(PromptMethod):
 
 
 @register
-class PrefixTuning(KeyValuePrefix):
+class PrefixTuning(Reparameterised, KeyValuePrefix):
     name = "prefix"
     Config = PrefixConfig
     # Li & Liang: AdamW, 5e-5..8e-5 for table-to-text with GPT-2 medium at batch 5 and a linear
@@ -132,7 +127,6 @@ class PrefixTuning(KeyValuePrefix):
         self.embedding = nn.Parameter(torch.zeros(config.num_virtual_tokens, width, device=device))
         self.mlp = nn.Sequential(nn.Linear(width, config.hidden_size), nn.Tanh(),
                                  nn.Linear(config.hidden_size, self.total)).to(device)
-        self.fixed: dict[str, torch.Tensor] | None = None  # loaded for inference only: no MLP
 
     @torch.no_grad()
     def initialize(self, backbone: Backbone, task) -> None:
@@ -153,18 +147,10 @@ class PrefixTuning(KeyValuePrefix):
             return self.fixed
         return self.split(self.mlp(self.embedding))
 
-    def training_state(self) -> dict:
-        if self.fixed is not None:
-            return {}
-        return {k: v.detach() for k, v in self.state_dict().items()}
+    def output_from_saved(self, state: dict) -> dict[str, torch.Tensor]:
+        return {site: state[f"prefix.{site}"] for site in self.sites}
 
-    def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
-        if training_state:
-            self.load_state_dict(training_state, strict=True)
-            self.fixed = None
-            return
-        # Inference only: the computed prefix, without the reparameterisation.
-        self.fixed = {site: state[f"prefix.{site}"] for site in self.sites}
+    def drop_reparameterisation(self) -> None:
         del self.embedding, self.mlp
         self.register_parameter("embedding", None)
         self.mlp = None

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone, ModelInputs
-from ..config import ConfigBase, check
+from ..config import ConfigBase
 from ..virtual_tokens import insert_virtual_tokens
-from .base import PromptMethod, register
+from .base import PromptMethod, check_prompt_config, register
 
 INITS = ("random", "sample_vocab", "text", "class_labels")
 
@@ -32,10 +32,7 @@ class SoftPromptConfig(ConfigBase):
     """The text for init=text."""
 
     def __post_init__(self):
-        check(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
-              "num_virtual_tokens", f"must be a positive integer, got {self.num_virtual_tokens!r}")
-        check(self.init in INITS, "init", f"must be one of {INITS}, got {self.init!r}")
-        check(self.init != "text" or bool(self.init_text), "init_text", "init=text needs a non-empty init_text")
+        check_prompt_config(self, INITS)
 
 
 @register
