@@ -164,8 +164,13 @@ def run_prompttune(method: str, args, model_path: str, train_path: Path, dev_pat
 
 
 def lr_for(method: str, args) -> float:
-    return {"prefix": args.prefix_lr, "peft_prefix_tuning": args.prefix_lr, "soft_prompt": args.soft_lr,
-            "full_finetune": args.finetune_lr}[method]
+    """The learning rate given on the command line, else the prompttune method's default (PEFT's
+    prefix tuning gets prompttune prefix's)."""
+    from prompttune.methods import method_class
+
+    given = {"prefix": args.prefix_lr, "peft_prefix_tuning": args.prefix_lr, "soft_prompt": args.soft_lr,
+             "full_finetune": args.finetune_lr}[method]
+    return given or method_class("prefix" if method == "peft_prefix_tuning" else method).default_lr
 
 
 def run_peft(args, model_path: str, train_path: Path, dev_path: Path, out: Path) -> dict:
@@ -294,9 +299,9 @@ def main() -> None:
     parser.add_argument("--dev-size", type=int, default=100, help="E2E dev meaning representations (all their references)")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--prefix-lr", type=float, default=5e-3)
-    parser.add_argument("--soft-lr", type=float, default=3e-2)
-    parser.add_argument("--finetune-lr", type=float, default=5e-4)
+    parser.add_argument("--prefix-lr", type=float, help="default: the prefix method's default")
+    parser.add_argument("--soft-lr", type=float, help="default: the soft_prompt method's default")
+    parser.add_argument("--finetune-lr", type=float, help="default: the full_finetune method's default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--pretrain-steps", type=int, default=3000)
@@ -362,8 +367,9 @@ def render(args, model_path, pretraining, rows, overhead) -> str:
     else:
         lines += [f"Frozen model: `{model_path}`.", ""]
     lines += [f"Training: {args.train_size} E2E training pairs (seed {args.seed}), {args.steps} steps of batch {args.batch_size}, "
-              f"AdamW with linear decay; learning rates: prefix and PEFT prefix {args.prefix_lr}, soft prompt {args.soft_lr}, "
-              f"full fine-tuning {args.finetune_lr}. Scores: greedy decoding of the first {args.dev_size} E2E dev meaning "
+              f"AdamW with linear decay; learning rates (each method's default unless given): prefix and PEFT prefix "
+              f"{lr_for('prefix', args)}, soft prompt {lr_for('soft_prompt', args)}, full fine-tuning "
+              f"{lr_for('full_finetune', args)}. Scores: greedy decoding of the first {args.dev_size} E2E dev meaning "
               "representations against all their references (sacrebleu BLEU and chrF, rouge-score ROUGE-L F1).", "",
               "Command: `python benchmarks/e2e_generation.py`", "",
               "| method | BLEU | chrF | ROUGE-L | trainable params | artifact bytes | s / step |", "|---|---|---|---|---|---|---|"]

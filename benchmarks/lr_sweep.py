@@ -8,6 +8,7 @@ labels negative/positive.
 
     python benchmarks/lr_sweep.py                  # about two hours on 2 CPU cores
     python benchmarks/lr_sweep.py --only prefix    # one method's rows
+    python benchmarks/lr_sweep.py --missing        # the rows not measured yet
 """
 
 from __future__ import annotations
@@ -37,9 +38,14 @@ RUNS = [
     ("deep_prompt", "adamw", 3e-3, 1e-2, "random"),
     ("deep_prompt", "adamw", 1e-2, 1e-2, "random"),
     ("deep_prompt", "adamw", 3e-2, 1e-2, "random"),
+    ("deep_prompt", "adamw", 1e-2, 1e-2, "sample_vocab"),
+    ("deep_prompt", "adamw", 3e-2, 1e-2, "sample_vocab"),
+    ("prefix", "adamw", 1e-4, 1e-2, "random"),
+    ("prefix", "adamw", 3e-4, 1e-2, "random"),
     ("prefix", "adamw", 1e-3, 1e-2, "random"),
     ("prefix", "adamw", 5e-3, 1e-2, "random"),
     ("prefix", "adamw", 2e-2, 1e-2, "random"),
+    ("prefix", "adamw", 1e-3, 1e-2, "sample_vocab"),
     ("p_tuning", "adamw", 1e-3, 1e-2, "sample_vocab"),
     ("p_tuning", "adamw", 1e-2, 1e-2, "sample_vocab"),
     ("full_finetune", "adamw", 2e-5, 1e-3, None),
@@ -52,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_budget_arguments(parser)
     parser.add_argument("--only", help="run only this method; its rows replace that method's rows in lr_sweep.json")
+    parser.add_argument("--missing", action="store_true", help="run only the rows lr_sweep.json does not have yet")
     parser.add_argument("--render", action="store_true", help="rewrite lr_sweep.md from lr_sweep.json, running nothing")
     args = parser.parse_args()
     if args.render:
@@ -62,8 +69,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="prompttune-sweep-"))
     train, dev = sst2_subset(work, args.train_size)
     rows = []
+    saved = json.loads((RESULTS / "lr_sweep.json").read_text())["runs"] if (RESULTS / "lr_sweep.json").is_file() else []
+    done = {(r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]) for r in saved}
     for method, optimizer, lr, head_lr, init in RUNS:
         if args.only and method != args.only:
+            continue
+        if args.missing and (method, optimizer, lr, head_lr, init) in done:
             continue
         options = {"init": init} if init else {}
         start = time.perf_counter()
@@ -76,12 +87,14 @@ def main() -> None:
                "seconds": round(time.perf_counter() - start, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if args.only and (RESULTS / "lr_sweep.json").is_file():
-        # Keep the other methods' measured rows, in RUNS order.
-        kept = [r for r in json.loads((RESULTS / "lr_sweep.json").read_text())["runs"] if r["method"] != args.only]
-        order = {m: i for i, m in enumerate(dict.fromkeys(run[0] for run in RUNS))}
-        rows = sorted(kept + rows, key=lambda r: order.get(r["method"], len(order)))
-    payload = {"args": {**vars(args), "only": None}, "environment": environment(), "runs": rows}
+    if args.only or args.missing:
+        # Keep the measured rows this run did not redo, in RUNS order.
+        redone = {(r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]) for r in rows}
+        kept = [r for r in saved if (r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]) not in redone
+                and not (args.only and r["method"] == args.only)]
+        order = {run: i for i, run in enumerate(RUNS)}
+        rows = sorted(kept + rows, key=lambda r: order.get((r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]), len(order)))
+    payload = {"args": {**vars(args), "only": None, "missing": False}, "environment": environment(), "runs": rows}
     write_results("lr_sweep", payload, render(payload))
 
 

@@ -1,4 +1,4 @@
-"""prompttune's methods against PEFT's prompt tuning on frozen MiniLM and SST-2, side by side.
+"""prompttune's methods against PEFT's on frozen MiniLM and SST-2, side by side.
 
 One run of this script trains, on the same frozen all-MiniLM-L6-v2, the same SST-2 training subset,
 the same number of steps and batch size, the same data order and learning-rate schedule:
@@ -14,7 +14,13 @@ and reports dev accuracy (872 SST-2 dev sentences), trainable parameters, artifa
 time (evaluation excluded) and peak memory. Each method runs in a fresh child process, so its peak
 resident memory is its own.
 
+`--set prefix` runs the methods that act inside the model instead: prompttune `deep_prompt`
+(P-tuning v2: per-layer prefix, no MLP) and `prefix` (Li & Liang: MLP reparameterisation), against
+PEFT `PrefixTuningConfig` without and with its projection (the same two designs), next to
+`soft_prompt`, `p_tuning` and `full_finetune`; the results go to `sst2_prefix.{md,json,png}`.
+
     python benchmarks/sst2_methods.py                  # ~25 minutes on 2 CPU cores
+    python benchmarks/sst2_methods.py --set prefix     # ~35 minutes
     python benchmarks/sst2_methods.py --steps 20 --train-size 200 --no-write   # a quick check
 """
 
@@ -31,7 +37,16 @@ from pathlib import Path
 from common import add_budget_arguments, RESULTS, environment, sst2_subset, write_results
 
 # NAME or NAME:INIT (a soft prompt with another initialisation).
-METHODS = ("hard_prompt", "soft_prompt", "soft_prompt:sample_vocab", "peft_prompt_tuning", "linear_probe", "full_finetune")
+SETS = {
+    "methods": ("hard_prompt", "soft_prompt", "soft_prompt:sample_vocab", "peft_prompt_tuning", "linear_probe", "full_finetune"),
+    "prefix": ("soft_prompt", "deep_prompt", "peft_prefix_tuning", "prefix", "peft_prefix_tuning_projection", "p_tuning",
+               "full_finetune"),
+}
+# Each PEFT row and the prompttune method it is measured against.
+PEFT_ANCHORS = {"soft_prompt": "peft_prompt_tuning", "deep_prompt": "peft_prefix_tuning",
+                "prefix": "peft_prefix_tuning_projection"}
+PREFIX_TOKENS = 20  # deep_prompt, prefix and PEFT's prefix tuning
+PREFIX_HIDDEN = 512  # the MLP of prefix and of PEFT's prefix_projection
 ZERO_SHOT_TEMPLATE = "{text} It was {mask}."
 
 
@@ -62,7 +77,11 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
     backbone = Backbone.from_pretrained(args["model"])
     loaded = rss_mb()
     method, _, init = method.partition(":")
-    options = {"num_virtual_tokens": args["num_virtual_tokens"]} if method == "soft_prompt" else {}
+    options = {"num_virtual_tokens": args["num_virtual_tokens"]} if method in ("soft_prompt", "p_tuning") else {}
+    if method in ("prefix", "deep_prompt"):
+        options = {"num_virtual_tokens": PREFIX_TOKENS}
+    if method == "prefix":
+        options["hidden_size"] = PREFIX_HIDDEN
     if init:
         options["init"] = init
     if method == "hard_prompt":  # zero-shot: label descriptions "It was terrible." / "It was great."
@@ -83,19 +102,18 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
             "artifact_bytes": dir_bytes(Path(out)), "rss_after_load_mb": loaded}
 
 
-def run_peft(args: dict, train_path: str, dev_path: str, out: str) -> dict:
-    """PEFT's prompt tuning, trained by a plain loop that mirrors prompttune's: same batches in the
-    same order, AdamW with the same learning rates (prompt; classifier head), warmup and decay."""
-    import math
-
+def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) -> dict:
+    """PEFT's prompt tuning or prefix tuning, trained by a plain loop that mirrors prompttune's: same
+    batches in the same order, AdamW with the same learning rates (prompt; classifier head) as the
+    prompttune method it is measured against, warmup and decay."""
     import torch
-    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
 
     from prompttune import Columns, TrainConfig, load_examples
     from prompttune.backbone import resolve_model
     from prompttune.cli import _quiet_libraries
-    from prompttune.methods.soft_prompt import SoftPrompt
+    from prompttune.methods import method_class
 
     _quiet_libraries()
     columns = Columns(text="sentence")
@@ -105,14 +123,20 @@ def run_peft(args: dict, train_path: str, dev_path: str, out: str) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     loaded = rss_mb()
-    peft_config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=args["num_virtual_tokens"],
-                                     prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, tokenizer_name_or_path=path)
+    if kind == "peft_prompt_tuning":
+        peft_config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=args["num_virtual_tokens"],
+                                         prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, tokenizer_name_or_path=path)
+    else:
+        projection = kind == "peft_prefix_tuning_projection"
+        peft_config = PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=PREFIX_TOKENS,
+                                         prefix_projection=projection, encoder_hidden_size=PREFIX_HIDDEN)
+    ours = method_class({v: k for k, v in PEFT_ANCHORS.items()}[kind])
     model = get_peft_model(base, peft_config)
     defaults = TrainConfig()
     prompt_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in n]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" not in n]
-    optimizer = torch.optim.AdamW([{"params": prompt_params, "lr": SoftPrompt.default_lr},
-                                   {"params": head_params, "lr": SoftPrompt.default_head_lr}], weight_decay=0.0)
+    optimizer = torch.optim.AdamW([{"params": prompt_params, "lr": ours.default_lr},
+                                   {"params": head_params, "lr": ours.default_head_lr}], weight_decay=0.0)
     steps = args["steps"]
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * steps), num_training_steps=steps)
 
@@ -147,7 +171,6 @@ def run_peft(args: dict, train_path: str, dev_path: str, out: str) -> dict:
             correct += int((model(**encoded).logits.argmax(-1) == labels).sum())
     model.save_pretrained(out)
     trainable = sum(p.numel() for p in prompt_params + head_params)
-    del math
     return {"dev_accuracy": correct / len(dev_examples), "dev_f1_macro": None, "train_seconds": seconds, "steps": step,
             "trainable_parameters": trainable, "artifact_bytes": dir_bytes(Path(out)), "rss_after_load_mb": loaded}
 
@@ -157,8 +180,8 @@ def child(method: str, args: dict, train_path: str, dev_path: str, out: str, que
 
     torch.set_num_threads(args["threads"])
     try:
-        if method == "peft_prompt_tuning":
-            row = run_peft(args, train_path, dev_path, out)
+        if method.startswith("peft_"):
+            row = run_peft(method, args, train_path, dev_path, out)
         else:
             row = run_prompttune(method, args, train_path, dev_path, out)
         row["peak_rss_mb"] = peak_rss_mb()
@@ -174,7 +197,8 @@ def main() -> None:
     parser.add_argument("--num-virtual-tokens", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--set", choices=sorted(SETS), default="methods", help="which comparison to run (and its results name)")
+    parser.add_argument("--methods", help="comma-separated subset of the set's methods")
     parser.add_argument("--no-write", action="store_true", help="print the results without writing benchmarks/results")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prompttune-bench-"))
@@ -184,7 +208,7 @@ def main() -> None:
     weights_bytes = Path(resolve_model(args.model)[0], "model.safetensors").stat().st_size
     context = mp.get_context("spawn")
     rows = {}
-    for method in args.methods.split(","):
+    for method in (args.methods.split(",") if args.methods else SETS[args.set]):
         queue = context.Queue()
         process = context.Process(target=child, args=(method, vars(args), str(train_path), str(dev_path), str(work / method.replace(":", "-")), queue))
         process.start()
@@ -197,43 +221,62 @@ def main() -> None:
         rows[method] = row
         print(json.dumps(row), flush=True)
 
-    anchor = rows.get("peft_prompt_tuning")
+    name = "sst2_methods" if args.set == "methods" else f"sst2_{args.set}"
+    flags = (f" --set {args.set}" if args.set != "methods" else "") + (f" --steps {args.steps}" if args.steps != 300 else "")
     lines = ["# prompttune vs PEFT on frozen MiniLM + SST-2", "",
              f"Frozen `{args.model}` ({weights_bytes / 2**20:.1f} MiB of weights); {args.train_size} SST-2 training sentences "
              f"(seed {args.seed}); {args.steps} steps of batch {args.batch_size}; accuracy on the 872 SST-2 dev sentences; "
-             f"{args.threads} CPU threads; each method in its own process. Training time excludes evaluation.", "",
-             f"Command: `python benchmarks/sst2_methods.py" + (f" --steps {args.steps}" if args.steps != 300 else "") + "`", "",
+             f"{args.threads} CPU threads; each method in its own process. Training time excludes evaluation. "
+             f"Each PEFT row is trained with the learning rates of the prompttune method it is compared with.", "",
+             f"Command: `python benchmarks/sst2_methods.py{flags}`", "",
              "| method | dev accuracy | trainable params | artifact bytes | artifact / model | s / step | vs PEFT time | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
+    ok = {m: r for m, r in rows.items() if "error" not in r}
     for method, r in rows.items():
-        if "init" in r.get("method_config", {}):
-            method = f"{method.partition(':')[0]} (init {r['method_config']['init']})"
+        label = method
+        if "init" in r.get("method_config", {}) and ":" in method:
+            label = f"{method.partition(':')[0]} (init {r['method_config']['init']})"
         if "error" in r:
-            lines.append(f"| {method} | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {label} | failed: {r['error']} | | | | | | |")
             continue
         per_step = r["seconds_per_step"]
-        ratio = f"{per_step / anchor['seconds_per_step']:.2f}x" if per_step and anchor and "error" not in anchor else "-"
-        lines.append(f"| {method} | {r['dev_accuracy']:.4f} | {r['trainable_parameters']:,} | {r['artifact_bytes']:,} | "
+        anchor = ok.get(PEFT_ANCHORS.get(method, ""))
+        ratio = f"{per_step / anchor['seconds_per_step']:.2f}x" if per_step and anchor else "-"
+        lines.append(f"| {label} | {r['dev_accuracy']:.4f} | {r['trainable_parameters']:,} | {r['artifact_bytes']:,} | "
                      f"1/{1 / r['artifact_fraction_of_model']:,.0f} | {f'{per_step:.3f}' if per_step else '-'} | {ratio} | "
                      f"{r['peak_rss_mb']:.0f} |")
-    ours = rows.get("soft_prompt")
-    same_init = rows.get("soft_prompt:sample_vocab")
-    if ours and anchor and "error" not in ours and "error" not in anchor:
-        lines += ["", "Targets:",
-                  f"- soft prompt at least as accurate as PEFT's: {ours['dev_accuracy']:.4f} vs {anchor['dev_accuracy']:.4f} "
-                  f"({'met' if ours['dev_accuracy'] >= anchor['dev_accuracy'] else 'NOT met'})"
-                  + (f"; with PEFT's init: {same_init['dev_accuracy']:.4f}" if same_init and "error" not in same_init else ""),
-                  f"- time per step no worse than PEFT's: {ours['seconds_per_step']:.3f} s vs {anchor['seconds_per_step']:.3f} s, "
-                  f"ratio {ours['seconds_per_step'] / anchor['seconds_per_step']:.2f} "
-                  f"({'met' if ours['seconds_per_step'] <= anchor['seconds_per_step'] * 1.0 else 'NOT met'})",
-                  f"- artifact under 1/1000 of the model: 1/{1 / ours['artifact_fraction_of_model']:,.0f} "
-                  f"({'met' if ours['artifact_fraction_of_model'] < 1e-3 else 'NOT met'})"]
+    targets = []
+    for method, peft in PEFT_ANCHORS.items():
+        ours, anchor = ok.get(method), ok.get(peft)
+        if ours and anchor:
+            targets += [f"- {method} at least as accurate as PEFT's {peft}: {ours['dev_accuracy']:.4f} vs "
+                        f"{anchor['dev_accuracy']:.4f} ({'met' if ours['dev_accuracy'] >= anchor['dev_accuracy'] else 'NOT met'})",
+                        f"- {method} no slower per step than {peft}: {ours['seconds_per_step']:.3f} s vs "
+                        f"{anchor['seconds_per_step']:.3f} s, ratio {ours['seconds_per_step'] / anchor['seconds_per_step']:.2f} "
+                        f"({'met' if ours['seconds_per_step'] <= anchor['seconds_per_step'] else 'NOT met'})"]
+    same_init = ok.get("soft_prompt:sample_vocab")
+    if same_init:
+        targets.append(f"- soft prompt with PEFT's initialisation (sample_vocab): {same_init['dev_accuracy']:.4f}")
+    soft, full = ok.get("soft_prompt"), ok.get("full_finetune")
+    for method in ("deep_prompt", "prefix"):
+        if method in ok and soft:
+            targets.append(f"- {method} beats soft_prompt at the same steps: {ok[method]['dev_accuracy']:.4f} vs "
+                           f"{soft['dev_accuracy']:.4f} ({'met' if ok[method]['dev_accuracy'] > soft['dev_accuracy'] else 'NOT met'})")
+        if method in ok and full:
+            gap = 100 * (full["dev_accuracy"] - ok[method]["dev_accuracy"])
+            targets.append(f"- {method} within 2 points of full_finetune: gap {gap:.2f} points "
+                           f"({'met' if gap <= 2 else 'NOT met'})")
+    if soft and args.set == "methods":
+        targets.append(f"- artifact under 1/1000 of the model: 1/{1 / soft['artifact_fraction_of_model']:,.0f} "
+                       f"({'met' if soft['artifact_fraction_of_model'] < 1e-3 else 'NOT met'})")
+    if targets:
+        lines += ["", "Targets:"] + targets
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     if not args.no_write:
         payload = {"args": vars(args), "environment": environment(), "model_weights_bytes": weights_bytes, "runs": rows}
-        write_results("sst2_methods", payload, markdown)
-        plot(rows, RESULTS / "sst2_methods.png")
+        write_results(name, payload, markdown)
+        plot(rows, RESULTS / f"{name}.png")
 
 
 def plot(rows: dict, path: Path) -> None:

@@ -234,3 +234,23 @@ def test_reparameterised_prompts_export_their_output_and_keep_what_resuming_need
     resumed = load_prompt(tmp_path / "p", backbone=load("gpt2"), with_training_state=True)
     for name, tensor in model.trainable_state().items():
         torch.testing.assert_close(resumed.trainable_state()[name], tensor)
+
+
+@pytest.mark.parametrize("family", GEN_FAMILIES)
+@pytest.mark.parametrize("method", METHODS)
+def test_generation_training_touches_only_the_prompt(load, family, method):
+    from test_matrix import digest
+
+    model = make(load(family), method)
+    before = digest(model.backbone)
+    prompt_before = {k: v.clone() for k, v in model.trainable_state().items()}
+    model.parameter_groups(1e-2, 1e-2)
+    model.train()
+    batch = model.task.collate(model.task.training_features(fixed_target_examples()[:4]))
+    model.loss(batch).backward()
+    for name, p in model.backbone.model.named_parameters():
+        assert p.grad is None, f"frozen backbone parameter {name} got a gradient"
+    assert all(p.grad is not None for p in model.method.parameters())
+    train(model, fixed_target_examples()[:4], config=TrainConfig(max_steps=2, batch_size=4, lr=0.1, progress=False))
+    assert digest(model.backbone) == before
+    assert any(not torch.equal(v, prompt_before[k]) for k, v in model.trainable_state().items())
