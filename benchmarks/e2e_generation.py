@@ -17,7 +17,7 @@ ROUGE-L against all references of an E2E dev subset (greedy decoding). The scrip
 what the prompt costs at generation time: seconds per generated token with a prefix, with a soft
 prompt and with the bare model, on the same inputs, in the same process.
 
-    python benchmarks/e2e_generation.py                       # ~30 minutes on 2 CPU cores
+    python benchmarks/e2e_generation.py                       # ~25 minutes on 2 CPU cores
     python benchmarks/e2e_generation.py --model /path/to/gpt2 # the paper's model, if you have it
     python benchmarks/e2e_generation.py --pretrain-steps 50 --steps 10 --dev-size 10 --no-write  # a quick check
 """
@@ -304,13 +304,13 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, help="default: the full_finetune method's default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--pretrain-steps", type=int, default=3000)
+    parser.add_argument("--pretrain-steps", type=int, default=800)
     parser.add_argument("--pretrain-batch", type=int, default=32)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--overhead-tokens", type=int, default=48)
     parser.add_argument("--overhead-repeats", type=int, default=5)

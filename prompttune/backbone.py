@@ -396,6 +396,7 @@ class Backbone(nn.Module):
         options.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         expand = max(int(options.get("num_beams") or 1), int(options.get("num_return_sequences") or 1))
         prefix = inputs.prefix.repeat_rows(expand) if inputs.prefix is not None else None
+        rows = batch_size * expand  # sequences `generate` runs: the cache needs one row each
         if self.kind == DECODER:
             embeds, mask, kwargs = inputs.inputs_embeds, inputs.attention_mask, {}
             if prefix is not None:
@@ -404,13 +405,13 @@ class Backbone(nn.Module):
                 placeholder = embeds.new_zeros(batch_size, inputs.prefix.length, embeds.shape[-1])
                 embeds = torch.cat([placeholder, embeds], dim=1)
                 mask = torch.cat([inputs.prefix.mask.to(mask.dtype), mask], dim=1)
-                kwargs["past_key_values"] = kv_prefix.filled_cache(prefix.kv[kv_prefix.SELF])
+                kwargs["past_key_values"] = kv_prefix.filled_cache(prefix.kv[kv_prefix.SELF], rows)
             return self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs, **options)
         encoded, mask = self.encode(inputs)
         kwargs = {}
         if prefix is not None:
             kwargs["past_key_values"] = kv_prefix.filled_encoder_decoder_cache(
-                prefix.kv[kv_prefix.DECODER_SITE], prefix.kv[kv_prefix.CROSS_SITE])
+                prefix.kv[kv_prefix.DECODER_SITE], prefix.kv[kv_prefix.CROSS_SITE], rows)
         out = self.model.generate(encoder_outputs=encoded, attention_mask=mask,
                                   decoder_input_ids=self.decoder_start_ids(batch_size), **kwargs, **options)
         return out[:, 1:]  # without the decoder start token

@@ -15,7 +15,9 @@ prefix is given to the model as a cache whose layers hold it:
   computed once per batch and read from the cache at every step.
 
 Shapes: a site's prefix is (L, 2, B, H_kv, P, d): layers, key/value, batch, key/value heads (the
-KV-head count under grouped-query attention), prefix length, head size.
+KV-head count under grouped-query attention), prefix length, head size. B may be 1 for a prefix
+shared by every row; it is expanded (a view, no copy) where the keys and values are joined, so the
+backward pass sums the gradient over the batch instead of materialising a batch-sized tensor.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class Prefix:
 
     def repeat_rows(self, times: int) -> "Prefix":
         """Each row repeated `times` times in place (beam search and sampled sequences)."""
-        return Prefix({k: v.repeat_interleave(times, dim=2) for k, v in self.kv.items()}, self.mask.repeat_interleave(times, 0))
+        kv = {k: v if v.shape[2] == 1 else v.repeat_interleave(times, dim=2) for k, v in self.kv.items()}
+        return Prefix(kv, self.mask.repeat_interleave(times, 0))
 
 
 class PrefixLayer(DynamicLayer):
@@ -62,8 +65,10 @@ class PrefixLayer(DynamicLayer):
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        return (torch.cat([self.keys.to(key_states.dtype), key_states], dim=-2),
-                torch.cat([self.values.to(value_states.dtype), value_states], dim=-2))
+        batch = key_states.shape[0]
+        keys = self.keys.to(key_states.dtype).expand(batch, -1, -1, -1)
+        values = self.values.to(value_states.dtype).expand(batch, -1, -1, -1)
+        return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
 
 
 class _NeverComputed(dict):
@@ -86,23 +91,25 @@ class PrefixEncoderDecoderCache(EncoderDecoderCache):
 
 
 def prefix_cache(kv: torch.Tensor) -> Cache:
-    """A read-only cache over (L, 2, B, H, P, d)."""
-    return Cache(layers=[PrefixLayer(kv[i, 0], kv[i, 1]) for i in range(kv.shape[0])])
+    """A read-only cache over (L, 2, B, H, P, d). `unbind` rather than indexing: its backward
+    stacks the layers' gradients once instead of filling a zero tensor per layer."""
+    return Cache(layers=[PrefixLayer(*layer.unbind(0)) for layer in kv.unbind(0)])
 
 
-def filled_cache(kv: torch.Tensor) -> DynamicCache:
-    """A growing cache that starts with the prefix (for `generate`)."""
+def filled_cache(kv: torch.Tensor, batch_size: int) -> DynamicCache:
+    """A growing cache that starts with the prefix, one row per sequence (for `generate`)."""
     cache = DynamicCache()
-    for layer in range(kv.shape[0]):
-        cache.update(kv[layer, 0].contiguous(), kv[layer, 1].contiguous(), layer)
+    for index, layer in enumerate(kv.unbind(0)):
+        keys, values = (t.expand(batch_size, -1, -1, -1).contiguous() for t in layer.unbind(0))
+        cache.update(keys, values, index)
     return cache
 
 
-def filled_encoder_decoder_cache(decoder: torch.Tensor, cross: torch.Tensor) -> EncoderDecoderCache:
+def filled_encoder_decoder_cache(decoder: torch.Tensor, cross: torch.Tensor, batch_size: int) -> EncoderDecoderCache:
     """Decoder and cross-attention caches starting with their prefixes. Cross-attention entries are
     marked not yet computed, so the first decoding step appends the encoder's keys and values after
     the prefix; later steps read them from the cache."""
-    cache = EncoderDecoderCache(filled_cache(decoder), filled_cache(cross))
+    cache = EncoderDecoderCache(filled_cache(decoder, batch_size), filled_cache(cross, batch_size))
     for layer in range(cross.shape[0]):
         cache.is_updated[layer] = False
     return cache

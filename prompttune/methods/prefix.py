@@ -82,8 +82,8 @@ class KeyValuePrefix(PromptMethod):
 
     def prepare(self, inputs: ModelInputs, backbone: Backbone) -> ModelInputs:
         batch = inputs.inputs_embeds.shape[0]
-        kv = {site: t.unsqueeze(2).expand(-1, -1, batch, -1, -1, -1).to(inputs.inputs_embeds.dtype)
-              for site, t in self.per_site().items()}
+        # One prefix for every row: batch dimension 1, expanded where keys and values are joined.
+        kv = {site: t.unsqueeze(2).to(inputs.inputs_embeds.dtype) for site, t in self.per_site().items()}
         length = self.config.num_virtual_tokens
         mask = torch.ones(batch, length, dtype=inputs.attention_mask.dtype, device=inputs.attention_mask.device)
         return replace(inputs, prefix=Prefix(kv, mask))
