@@ -199,6 +199,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", choices=sorted(SETS), default="methods", help="which comparison to run (and its results name)")
     parser.add_argument("--methods", help="comma-separated subset of the set's methods")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --methods: keep the other methods' rows from the set's results file, marked as an earlier run")
     parser.add_argument("--no-write", action="store_true", help="print the results without writing benchmarks/results")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prompttune-bench-"))
@@ -222,13 +224,18 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     name = "sst2_methods" if args.set == "methods" else f"sst2_{args.set}"
+    if args.merge and (RESULTS / f"{name}.json").is_file():
+        earlier = json.loads((RESULTS / f"{name}.json").read_text())["runs"]
+        rows = {m: rows[m] if m in rows else {**earlier[m], "earlier_run": True} for m in SETS[args.set] if m in rows or m in earlier}
     flags = (f" --set {args.set}" if args.set != "methods" else "") + (f" --steps {args.steps}" if args.steps != 300 else "")
     lines = ["# prompttune vs PEFT on frozen MiniLM + SST-2", "",
              f"Frozen `{args.model}` ({weights_bytes / 2**20:.1f} MiB of weights); {args.train_size} SST-2 training sentences "
              f"(seed {args.seed}); {args.steps} steps of batch {args.batch_size}; accuracy on the 872 SST-2 dev sentences; "
              f"{args.threads} CPU threads; each method in its own process. Training time excludes evaluation. "
              f"Each PEFT row is trained with the learning rates of the prompttune method it is compared with.", "",
-             f"Command: `python benchmarks/sst2_methods.py{flags}`", "",
+             f"Command: `python benchmarks/sst2_methods.py{flags}`"
+             + (f" (this run: `--methods {args.methods} --merge`; rows marked earlier come from the previous full run)"
+                if args.merge and args.methods else ""), "",
              "| method | dev accuracy | trainable params | artifact bytes | artifact / model | s / step | vs PEFT time | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
     ok = {m: r for m, r in rows.items() if "error" not in r}
@@ -236,6 +243,8 @@ def main() -> None:
         label = method
         if "init" in r.get("method_config", {}) and ":" in method:
             label = f"{method.partition(':')[0]} (init {r['method_config']['init']})"
+        if r.get("earlier_run"):
+            label += " (earlier run)"
         if "error" in r:
             lines.append(f"| {label} | failed: {r['error']} | | | | | | |")
             continue
