@@ -1,0 +1,104 @@
+"""Training-step time of prompttune's prefix methods against PEFT's prefix tuning, interleaved.
+
+End-to-end runs (sst2_methods.py) run each method in its own process one after the other, so a few
+percent of machine noise separates even two runs of the same code. This script puts both in one
+process on frozen MiniLM and times their training steps in alternation on the same SST-2 batches:
+forward, backward and an AdamW step, model code only (no data loading). It reports the median over
+the rounds and the ratio, for `deep_prompt` against `PrefixTuningConfig` and for `prefix` against
+`PrefixTuningConfig(prefix_projection=True)`.
+
+    python benchmarks/prefix_step_time.py          # about 5 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from common import SHARED, environment, write_results
+
+PAIRS = (("deep_prompt", False), ("prefix", True))  # (prompttune method, PEFT prefix_projection)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, load_examples
+    from prompttune.backbone import resolve_model
+    from prompttune.cli import _quiet_libraries
+
+    _quiet_libraries()
+    examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[: args.batch_size * 4]
+    path, _ = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    results = {}
+    for method, projection in PAIRS:
+        torch.manual_seed(0)
+        ours = PromptModel.create(Backbone.from_pretrained(args.model), method, ClassificationConfig(labels=("0", "1")),
+                                  {"num_virtual_tokens": args.tokens})
+        ours_opt = torch.optim.AdamW([g for g in ours.parameter_groups(1e-3, 1e-3)])
+        ours.train()
+        base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+        peft = get_peft_model(base, PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=args.tokens,
+                                                       prefix_projection=projection, encoder_hidden_size=512))
+        peft_opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-3)
+        peft.train()
+        base.eval()  # the frozen model without dropout, as prompttune runs it
+        batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
+        ours_batches = [ours.task.collate([ours.task.encode(e) for e in b]) for b in batches]
+        peft_batches = [(tokenizer([e.text for e in b], padding=True, truncation=True, max_length=256, return_tensors="pt"),
+                         torch.tensor([int(e.label) for e in b])) for b in batches]
+
+        def ours_step(i):
+            ours.loss(ours_batches[i % len(batches)]).backward()
+            ours_opt.step()
+            ours_opt.zero_grad(set_to_none=True)
+
+        def peft_step(i):
+            encoded, labels = peft_batches[i % len(batches)]
+            peft(**encoded, labels=labels).loss.backward()
+            peft_opt.step()
+            peft_opt.zero_grad(set_to_none=True)
+
+        times = {"prompttune": [], "peft": []}
+        for i in range(args.rounds + 2):
+            for name, step in (("prompttune", ours_step), ("peft", peft_step)) if i % 2 == 0 else \
+                    (("peft", peft_step), ("prompttune", ours_step)):
+                start = time.perf_counter()
+                step(i)
+                if i >= 2:  # the first rounds warm up allocators and kernels
+                    times[name].append(time.perf_counter() - start)
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        results[method] = {"peft_prefix_projection": projection, "median_seconds": medians,
+                           "ratio": medians["prompttune"] / medians["peft"], "rounds": args.rounds}
+        print(method, results[method], flush=True)
+    lines = ["# Training-step time: prompttune prefix methods vs PEFT prefix tuning, interleaved in one process", "",
+             f"Frozen `{args.model}`, batches of {args.batch_size} SST-2 sentences, {args.tokens}-token prefixes, forward + "
+             f"backward + AdamW step, {args.rounds} rounds alternating which goes first, median seconds per step; "
+             f"{args.threads} CPU threads.", "", "Command: `python benchmarks/prefix_step_time.py`", "",
+             "| prompttune method | PEFT config | prompttune s / step | PEFT s / step | ratio |", "|---|---|---|---|---|"]
+    for method, r in results.items():
+        config = "PrefixTuningConfig(prefix_projection=True)" if r["peft_prefix_projection"] else "PrefixTuningConfig"
+        lines.append(f"| {method} | {config} | {r['median_seconds']['prompttune']:.4f} | {r['median_seconds']['peft']:.4f} | "
+                     f"{r['ratio']:.3f} |")
+    markdown = "\n".join(lines) + "\n"
+    print(markdown)
+    if not args.no_write:
+        write_results("prefix_step_time", {"args": vars(args), "environment": environment(), "results": results}, markdown)
+
+
+if __name__ == "__main__":
+    main()
