@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
-
-from dataclasses import replace
+from torch.utils.data import DataLoader
 
 from .backbone import DECODER, Backbone, BackboneOutput, ModelInputs
 from .data import Example
-from .errors import ConfigError
 from .methods import PromptMethod, method_class
-from .tasks import ClassificationConfig, ClassificationTask, GenerationConfig, task_class
+from .tasks import ClassificationConfig, GenerationConfig, task_class
 from .virtual_tokens import gather_positions
-
-
-def resolve_readout(method: type[PromptMethod], backbone: Backbone, requested: str = "auto") -> str:
-    """Which readout a new prompt uses: the verbalizer where the backbone has an LM head, a trained
-    head where it does not (or where the method asks for one), similarity for zero-shot encoders."""
-    if requested != "auto":
-        if not method.trains and requested == "head":
-            raise ConfigError(f"readout: {method.name} trains nothing, so it cannot use an untrained head; "
-                              "use verbalizer (LM head) or similarity")
-        return requested
-    if method.readout == "head":
-        return "head"
-    if backbone.has_lm_head:
-        return "verbalizer"
-    return "similarity" if method.readout == "zero_shot" else "head"
 
 
 class PromptModel(nn.Module):
@@ -45,9 +30,9 @@ class PromptModel(nn.Module):
         """A new, initialised prompt for `backbone`."""
         method_cls = method_class(method)
         method_config = method_cls.Config.from_dict(method_options or {}, where=f"--method {method}")
-        if isinstance(task_config, ClassificationConfig):
-            task_config = task_config.replace(readout=resolve_readout(method_cls, backbone, readout))
-        task = task_class(task_config)(task_config, backbone)
+        task_cls = task_class(task_config)
+        task_config = task_cls.configure(task_config, method_cls, backbone, readout)
+        task = task_cls(task_config, backbone)
         prompt = method_cls(method_config, backbone)
         fingerprint = backbone.fingerprint()
         prompt.initialize(backbone, task)
@@ -85,8 +70,6 @@ class PromptModel(nn.Module):
     def generate_texts(self, examples: list[Example], batch_size: int = 32, **options) -> list[str]:
         """Generated text for each example's source, in order (num_return_sequences > 1: that many
         per example, one after another)."""
-        from torch.utils.data import DataLoader
-
         features = [self.task.encode(e) for e in examples]
         loader = DataLoader(features, batch_size=batch_size,
                             collate_fn=lambda rows: self.task.collate(rows, with_labels=False, for_generation=True))
@@ -105,8 +88,6 @@ class PromptModel(nn.Module):
     def batched_logits(self, features: list[dict], batch_size: int = 64, accelerator=None):
         """Yield (logits, batch) over encoded `features` in eval mode without gradients; with an
         accelerator the batches are sharded across processes. The training mode is restored after."""
-        from torch.utils.data import DataLoader
-
         loader = DataLoader(features, batch_size=batch_size, collate_fn=self.task.collate)
         if accelerator is not None:
             loader = accelerator.prepare_data_loader(loader)

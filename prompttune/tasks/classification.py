@@ -120,6 +120,21 @@ def parse_verbalizer(spec: str | dict | None, labels: tuple[str, ...]) -> tuple[
     return tuple(tuple(spec[label]) for label in labels)
 
 
+def resolve_readout(method, backbone: Backbone, requested: str = "auto") -> str:
+    """Which readout a new prompt uses: the verbalizer where the backbone has an LM head, a trained
+    head where it does not (or where the method asks for one), similarity for zero-shot encoders."""
+    if requested != "auto":
+        if not method.trains and requested == "head":
+            raise ConfigError(f"readout: {method.name} trains nothing, so it cannot use an untrained head; "
+                              "use verbalizer (LM head) or similarity")
+        return requested
+    if method.readout == "head":
+        return "head"
+    if backbone.has_lm_head:
+        return "verbalizer"
+    return "similarity" if method.readout == "zero_shot" else "head"
+
+
 class ClassificationTask(nn.Module):
     name = "classification"
     Config = ClassificationConfig
@@ -154,6 +169,11 @@ class ClassificationTask(nn.Module):
                           ENCODER_DECODER: self.tokenizer.mask_token or _sentinel(self.tokenizer)}[backbone.kind]
 
     # ---- set-up -------------------------------------------------------------------------------
+
+    @staticmethod
+    def configure(config: ClassificationConfig, method, backbone: Backbone, readout: str = "auto") -> ClassificationConfig:
+        """A new prompt's config: the readout chosen for this method and backbone."""
+        return config.replace(readout=resolve_readout(method, backbone, readout))
 
     def label_words(self) -> tuple[tuple[str, ...], ...]:
         return self.config.words()

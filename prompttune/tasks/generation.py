@@ -72,6 +72,11 @@ class GenerationTask(nn.Module):
 
     # ---- what other parts ask of a task ----------------------------------------------------------
 
+    @staticmethod
+    def configure(config: GenerationConfig, method, backbone: Backbone, readout: str = "auto") -> GenerationConfig:
+        """A new prompt's config (generation reads the LM head; there is no readout to choose)."""
+        return config
+
     def label_words(self) -> tuple:
         return ()  # no labels: soft-prompt class_labels initialisation falls back to vocabulary samples
 
