@@ -50,7 +50,11 @@ class DeepPrompt(KeyValuePrefix):
 
     def __init__(self, config: DeepPromptConfig, backbone: Backbone):
         super().__init__(config, backbone)
-        self.prefix = nn.Parameter(torch.zeros(config.num_virtual_tokens, self.total, device=backbone.device))
+        # One contiguous (L, 2, H, P, d) tensor per site, so each layer's keys and values are a
+        # contiguous slice with no copy in the forward pass.
+        self.prefix = nn.ParameterDict({
+            site: nn.Parameter(torch.zeros(layers, 2, heads, config.num_virtual_tokens, size, device=backbone.device))
+            for site, (layers, heads, size) in self.layout.items()})
 
     @torch.no_grad()
     def initialize(self, backbone: Backbone, task) -> None:
@@ -62,13 +66,14 @@ class DeepPrompt(KeyValuePrefix):
             activations = backbone.key_value_activations(ids)
             scale = self.join({site: t[:, :, 0].float().std(dim=(2, 3, 4), keepdim=True).expand(-1, -1, t.shape[3], self.config.num_virtual_tokens, t.shape[5])
                                for site, t in activations.items()})
-            target = torch.randn(self.prefix.shape, generator=generator).to(scale.device) * scale
-        self.prefix.copy_(target)
+            target = torch.randn(scale.shape, generator=generator).to(scale.device) * scale
+        for site, values in self.split(target).items():
+            self.prefix[site].copy_(values)
 
     def per_site(self) -> dict[str, torch.Tensor]:
-        return self.split(self.prefix)
+        return dict(self.prefix.items())
 
     def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
-        per_site = {site: state[f"prefix.{site}"] for site in self.sites}
         with torch.no_grad():
-            self.prefix.copy_(self.join(per_site))
+            for site in self.sites:
+                self.prefix[site].copy_(state[f"prefix.{site}"])
