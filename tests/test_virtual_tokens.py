@@ -1,5 +1,6 @@
 """Where virtual tokens land in a padded batch, and how positions map back."""
 
+import pytest
 import torch
 
 from prompttune.virtual_tokens import gather_positions, insert_virtual_tokens
@@ -38,13 +39,25 @@ def test_virtual_tokens_sit_after_left_padding():
     assert torch.equal(gather_positions(new, real_index), embeds)
 
 
-def test_prompts_of_different_lengths_are_masked_not_recomputed():
-    embeds, mask = _batch("right")
-    virtual = torch.tensor([[[-1.0], [-2.0]], [[0.0], [-3.0]]])  # row 1's prompt has one token
-    virtual_mask = torch.tensor([[1, 1], [0, 1]])
-    new, new_mask, _, _ = insert_virtual_tokens(embeds, mask, virtual, virtual_mask)
-    assert new[1, :, 0].tolist() == [0, -3, 11, 0, 0]
-    assert new_mask[1].tolist() == [0, 1, 1, 0, 0]
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("filler_last", [False, True])
+def test_prompts_of_different_lengths_are_masked_not_recomputed(side, filler_last):
+    """A row whose prompt is shorter gets masked filler slots at the very start of the row (or at its
+    very end), and its own tokens keep their order around its prompt."""
+    embeds, mask = _batch(side)
+    virtual = torch.tensor([[[-1.0], [-2.0]], [[-3.0], [99.0]]])  # row 1's prompt has one token
+    virtual_mask = torch.tensor([[1, 1], [1, 0]])
+    new, new_mask, _, real_index = insert_virtual_tokens(embeds, mask, virtual, virtual_mask, filler_last=filler_last)
+    # Row 0 uses both slots, as with a single prompt.
+    full, full_mask, _, full_index = insert_virtual_tokens(embeds[:1], mask[:1], virtual[:1])
+    assert torch.equal(new[:1], full) and torch.equal(new_mask[:1], full_mask) and torch.equal(real_index[:1], full_index)
+    row = new[1, :, 0].tolist()
+    attended = [v for v, m in zip(row, new_mask[1].tolist()) if m]
+    assert attended == [-3.0, 11.0]  # its prompt, then its one real token
+    filler = row.index(99.0)
+    assert new_mask[1, filler] == 0
+    assert filler == (4 if filler_last else 0)
+    assert torch.equal(gather_positions(new, real_index), embeds)
 
 
 def test_token_type_ids_follow_their_tokens():

@@ -1,8 +1,9 @@
 """The contract every method follows.
 
-A method only changes what goes into the frozen model: `prepare` takes the batch's `ModelInputs`
-(embedded tokens, masks, readout position) and returns new ones (virtual tokens prepended, per-layer
-prefixes added, ...). It never sees labels or losses; the task turns the model's outputs into those.
+A method only changes what goes into the frozen model. Most describe that as `parts`: virtual tokens
+before the input and per-layer key/value prefixes, which `prepare` attaches to a batch's `ModelInputs`
+(and which a mixed batch attaches per row, prompttune/parts.py). A method may override `prepare` for
+anything else. It never sees labels or losses; the task turns the model's outputs into those.
 Methods register themselves by name, so the training loop, the artifact code and the CLI know none
 of them by type.
 """
@@ -16,6 +17,7 @@ from torch import nn
 from ..backbone import Backbone, ModelInputs
 from ..config import ConfigBase, check
 from ..errors import ConfigError
+from ..parts import PromptParts, attach
 
 METHODS: dict[str, type["PromptMethod"]] = {}
 
@@ -45,6 +47,9 @@ class PromptMethod(nn.Module):
     readout: ClassVar[str] = "auto"
     #: Whether the method has anything to train (a hard prompt does not).
     trains: ClassVar[bool] = True
+    #: Whether prompts of this method leave the backbone as it is, so many of them can share one
+    #: copy of it (full fine-tuning does not).
+    shares_backbone: ClassVar[bool] = True
 
     def __init__(self, config: ConfigBase, backbone: Backbone):
         super().__init__()
@@ -53,8 +58,16 @@ class PromptMethod(nn.Module):
     def initialize(self, backbone: Backbone, task) -> None:
         """Set initial parameter values. Called once for a new prompt, never when loading one."""
 
+    def parts(self, backbone: Backbone) -> PromptParts:
+        """What this prompt adds to every row: virtual tokens and/or per-layer prefixes (with
+        gradients while training)."""
+        return PromptParts()
+
     def prepare(self, inputs: ModelInputs, backbone: Backbone) -> ModelInputs:
-        return inputs
+        parts = self.parts(backbone)
+        if parts.num_virtual == 0 and parts.prefix_length == 0:
+            return inputs
+        return attach(inputs, [parts], filler_last=backbone.pads_right_only)
 
     def backbone_parameters(self, backbone: Backbone) -> list[nn.Parameter]:
         """Backbone parameters this method trains (only full fine-tuning returns any)."""

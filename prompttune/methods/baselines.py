@@ -35,6 +35,7 @@ class FullFinetuneConfig(ConfigBase):
 class FullFinetune(PromptMethod):
     name = "full_finetune"
     Config = FullFinetuneConfig
+    shares_backbone = False
     # Measured on SST-2 with MiniLM (benchmarks/results/lr_sweep.md): 1e-4 beat 5e-5 and 2e-5.
     default_lr = 1e-4
     default_head_lr = 1e-3

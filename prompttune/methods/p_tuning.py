@@ -17,6 +17,7 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..config import ConfigBase, check
+from ..parts import PromptParts
 from .base import Reparameterised, check_prompt_config, register
 from .soft_prompt import INITS, SoftPrompt, SoftPromptConfig, initial_embeddings
 
@@ -82,8 +83,8 @@ class PTuning(Reparameterised, SoftPrompt):
     def virtual_tokens(self) -> torch.Tensor:
         return self.fixed if self.fixed is not None else self.encoder(self.prompt)
 
-    def virtual_embeddings(self, batch_size: int) -> torch.Tensor:
-        return self.virtual_tokens().unsqueeze(0).expand(batch_size, -1, -1)
+    def parts(self, backbone: Backbone) -> PromptParts:
+        return PromptParts(virtual=self.virtual_tokens())
 
     @torch.no_grad()
     def state_to_save(self, backbone: Backbone) -> dict:

@@ -20,14 +20,14 @@ its output layer is solved by least squares for the hidden features of the initi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..backbone import Backbone, ModelInputs
+from ..backbone import Backbone
 from ..config import ConfigBase, check
-from ..kv_prefix import Prefix
+from ..parts import PromptParts
 from .base import PromptMethod, Reparameterised, check_prompt_config, register
 from .soft_prompt import sample_token_ids
 
@@ -80,13 +80,8 @@ class KeyValuePrefix(PromptMethod):
         """site -> (L, 2, H, P, d) for the current parameters."""
         raise NotImplementedError
 
-    def prepare(self, inputs: ModelInputs, backbone: Backbone) -> ModelInputs:
-        batch = inputs.inputs_embeds.shape[0]
-        # One prefix for every row: batch dimension 1, expanded where keys and values are joined.
-        kv = {site: t.unsqueeze(2).to(inputs.inputs_embeds.dtype) for site, t in self.per_site().items()}
-        length = self.config.num_virtual_tokens
-        mask = torch.ones(batch, length, dtype=inputs.attention_mask.dtype, device=inputs.attention_mask.device)
-        return replace(inputs, prefix=Prefix(kv, mask))
+    def parts(self, backbone: Backbone) -> PromptParts:
+        return PromptParts(prefix=self.per_site())
 
     def initial_activations(self, backbone: Backbone) -> torch.Tensor | None:
         """(P, total) keys/values of real tokens for init text/sample_vocab; None for random."""

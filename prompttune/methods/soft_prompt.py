@@ -7,14 +7,14 @@ With a hard template (`--template`) the same prompt trains as a hybrid of soft a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..backbone import Backbone, ModelInputs
+from ..backbone import Backbone
 from ..config import ConfigBase
-from ..virtual_tokens import insert_virtual_tokens
+from ..parts import PromptParts
 from .base import PromptMethod, check_prompt_config, register
 
 INITS = ("random", "sample_vocab", "text", "class_labels")
@@ -53,19 +53,8 @@ class SoftPrompt(PromptMethod):
     def initialize(self, backbone: Backbone, task) -> None:
         self.prompt.copy_(initial_embeddings(self.config, backbone, task))
 
-    def virtual_embeddings(self, batch_size: int) -> torch.Tensor:
-        return self.prompt.unsqueeze(0).expand(batch_size, -1, -1)  # (B, N, D)
-
-    def prepare(self, inputs: ModelInputs, backbone: Backbone) -> ModelInputs:
-        batch = inputs.inputs_embeds.shape[0]
-        embeds, mask, types, real_index = insert_virtual_tokens(
-            inputs.inputs_embeds, inputs.attention_mask, self.virtual_embeddings(batch),
-            token_type_ids=inputs.token_type_ids)
-        readout = None if inputs.readout_index is None else real_index.gather(1, inputs.readout_index.unsqueeze(1)).squeeze(1)
-        previous = inputs.real_index
-        real_index = real_index if previous is None else real_index.gather(1, previous)
-        return replace(inputs, inputs_embeds=embeds, attention_mask=mask, token_type_ids=types, readout_index=readout,
-                       real_index=real_index)
+    def parts(self, backbone: Backbone) -> PromptParts:
+        return PromptParts(virtual=self.prompt)
 
 
 def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task) -> torch.Tensor:
