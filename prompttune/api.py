@@ -1,5 +1,5 @@
 """The command line's operations as Python functions: `train_prompt`, `evaluate_prompt`, `predict`,
-`generate`.
+`generate`, and for ensembles of prompts `evaluate_ensemble` and `predict_ensemble`.
 
     from prompttune.api import train_prompt, evaluate_prompt, predict
     result = train_prompt(model="all-MiniLM-L6-v2", method="soft_prompt", train="train.tsv",
@@ -243,6 +243,70 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
         if example.text_pair is not None:
             row["text_pair"] = example.text_pair
         row.update(label=labels[best], probabilities={label: round(p, 6) for label, p in zip(labels, probs)})
+        rows.append(row)
+    return rows
+
+
+def _load_set(prompts: list[str], model: str | None, device: str | None):
+    from .mixed import PromptSet
+
+    if len(prompts) < 2:
+        raise ConfigError(f"--prompts: an ensemble needs at least two prompts, got {prompts}")
+    if len(set(prompts)) != len(prompts):
+        raise ConfigError(f"--prompts: a prompt is listed twice in {prompts}")
+    for prompt in prompts:
+        task = read_meta(prompt)["task"]
+        if task != "classification":
+            raise ConfigError(f"--prompts: {prompt} is a {task} prompt; ensembles combine classification prompts")
+    backbone = Backbone.from_pretrained(model or read_meta(prompts[0])["base_model"]["name_or_path"])
+    if device:
+        backbone.to(device)
+    return PromptSet.load({p: p for p in prompts}, backbone=backbone)
+
+
+def evaluate_ensemble(prompts: list[str], data: str, combine: str = "mean", text_column: str | None = None,
+                      text_pair_column: str | None = None, label_column: str | None = None, batch_size: int = 64,
+                      model: str | None = None, device: str | None = None) -> dict:
+    """Each member's metrics and the ensemble's on labelled data; every member reads each input in
+    the same batched forward. Columns default to those the first prompt was trained with."""
+    from .metrics import classification_metrics
+
+    examples = load_examples(data, _columns(prompts[0], text_column, text_pair_column, label_column))
+    prompt_set = _load_set(prompts, model, device)
+    result = prompt_set.ensemble(prompts, examples, combine=combine, batch_size=batch_size)
+    labels = result["labels"]
+    unknown = next((e for e in examples if e.label not in labels), None)
+    if unknown is not None:
+        raise ConfigError(f"{unknown.source}: label {unknown.label!r} is not one of the prompts' labels {list(labels)}")
+    gold = [labels.index(e.label) for e in examples]
+    members = {name: classification_metrics(probs.argmax(-1).tolist(), gold, labels)
+               for name, probs in result["members"].items()}
+    return {"combine": combine, "members": members,
+            "ensemble": classification_metrics(result["predictions"], gold, labels)}
+
+
+def predict_ensemble(prompts: list[str], texts: list[str] | None = None, data: str | None = None, combine: str = "mean",
+                     text_column: str | None = None, text_pair_column: str | None = None, batch_size: int = 64,
+                     model: str | None = None, device: str | None = None) -> list[dict]:
+    """One dict per input: the ensemble's label and mean probabilities, and each member's label."""
+    if (texts is None) == (data is None):
+        raise ConfigError("predict: give either texts or data")
+    if data is not None:
+        columns = _columns(prompts[0], text_column, text_pair_column, None)
+        examples = [replace(e, label=None) for e in load_examples(data, columns, require_labels=False)]
+    else:
+        examples = texts_as_examples(list(texts))
+    prompt_set = _load_set(prompts, model, device)
+    result = prompt_set.ensemble(prompts, examples, combine=combine, batch_size=batch_size)
+    labels = result["labels"]
+    rows = []
+    for i, example in enumerate(examples):
+        row = {"text": example.text}
+        if example.text_pair is not None:
+            row["text_pair"] = example.text_pair
+        row.update(label=labels[result["predictions"][i]],
+                   probabilities={label: round(p, 6) for label, p in zip(labels, result["probabilities"][i].tolist())},
+                   members={name: labels[int(probs[i].argmax())] for name, probs in result["members"].items()})
         rows.append(row)
     return rows
 

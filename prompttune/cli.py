@@ -53,6 +53,19 @@ def _columns(parser, default_text="text", default_label="label"):
     parser.add_argument("--label-column", default=default_label, help="column with the label")
 
 
+def _prompt_or_ensemble(parser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--prompt", help="a saved prompt's folder")
+    which.add_argument("--prompts", help="an ensemble: comma-separated prompt folders for one task and base model, "
+                                         "run together in one batched forward")
+    parser.add_argument("--combine", default="mean", choices=("mean", "vote"),
+                        help="ensemble: mean probability, or majority vote (ties go to the higher mean probability)")
+
+
+def _prompt_list(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prompttune", description="Train prompts for frozen language models.")
     parser.add_argument("--version", action="version", version=f"prompttune {__import__('prompttune').__version__}")
@@ -109,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
 
     e = commands.add_parser("evaluate", help="print a saved prompt's metrics on labelled data as JSON")
-    e.add_argument("--prompt", required=True)
+    _prompt_or_ensemble(e)
     e.add_argument("--data", required=True)
     e.add_argument("--text-column")
     e.add_argument("--text-pair-column")
@@ -121,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device")
 
     p = commands.add_parser("predict", help="print JSON lines with each input's label and probabilities")
-    p.add_argument("--prompt", required=True)
+    _prompt_or_ensemble(p)
     p.add_argument("--data")
     p.add_argument("texts", nargs="*")
     p.add_argument("--text-column")
@@ -181,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                                   if k in ("accuracy", "f1_macro", "bleu", "chrf", "rougeL")}
             if is_main_process():
                 print(json.dumps(summary))
+        elif args.command == "evaluate" and args.prompts:
+            metrics = api.evaluate_ensemble(_prompt_list(args.prompts), args.data, args.combine, args.text_column,
+                                            args.text_pair_column, args.label_column, args.batch_size, args.model,
+                                            args.device)
+            print(json.dumps(metrics, indent=2))
         elif args.command == "evaluate":
             metrics = api.evaluate_prompt(args.prompt, args.data, args.text_column, args.text_pair_column,
                                           args.label_column, args.batch_size, args.model, args.device,
@@ -197,9 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if bool(args.texts) == bool(args.data):
                 raise PromptTuneError("predict: give either --data FILE or texts, not both")
-            rows = api.predict(args.prompt, texts=args.texts or None, data=args.data, text_column=args.text_column,
-                               text_pair_column=args.text_pair_column, batch_size=args.batch_size, model=args.model,
-                               device=args.device)
+            if args.prompts:
+                rows = api.predict_ensemble(_prompt_list(args.prompts), texts=args.texts or None, data=args.data,
+                                            combine=args.combine, text_column=args.text_column,
+                                            text_pair_column=args.text_pair_column, batch_size=args.batch_size,
+                                            model=args.model, device=args.device)
+            else:
+                rows = api.predict(args.prompt, texts=args.texts or None, data=args.data, text_column=args.text_column,
+                                   text_pair_column=args.text_pair_column, batch_size=args.batch_size, model=args.model,
+                                   device=args.device)
             for row in rows:
                 print(json.dumps(row, ensure_ascii=False))
     except PromptTuneError as error:

@@ -15,6 +15,18 @@ from .tasks import ClassificationConfig, GenerationConfig, task_class
 from .virtual_tokens import gather_positions
 
 
+def run_backbone(backbone: Backbone, inputs: ModelInputs) -> BackboneOutput:
+    """The backbone's output on prepared inputs, restricted to the real tokens: what a task sees is
+    aligned with the batch it was given, whatever virtual tokens the prompt inserted."""
+    output = backbone(inputs)
+    if inputs.real_index is None:
+        return output
+    logits = output.logits
+    if logits is not None and backbone.kind == DECODER:
+        logits = gather_positions(logits, inputs.real_index)
+    return BackboneOutput(gather_positions(output.hidden, inputs.real_index), output.readout_logits, logits)
+
+
 class PromptModel(nn.Module):
     def __init__(self, backbone: Backbone, method: PromptMethod, task, base_fingerprint: dict):
         super().__init__()
@@ -50,14 +62,7 @@ class PromptModel(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         """The task's scores for a collated batch: label logits (B, C), or token logits (B, T, V)."""
         inputs = self.prepare(batch)
-        output = self.backbone(inputs)
-        if inputs.real_index is not None:
-            # The task sees only the real tokens, aligned with the batch it was given.
-            logits = output.logits
-            if logits is not None and self.backbone.kind == DECODER:
-                logits = gather_positions(logits, inputs.real_index)
-            output = BackboneOutput(gather_positions(output.hidden, inputs.real_index), output.readout_logits, logits)
-        return self.task.logits(output, inputs, batch)
+        return self.task.logits(run_backbone(self.backbone, inputs), inputs, batch)
 
     def loss(self, batch: dict) -> torch.Tensor:
         return self.task.loss(self(batch), batch)

@@ -137,3 +137,35 @@ def test_generation_train_generate_evaluate(model_dirs, tmp_path, capsys):
     code, out, err = run(capsys, "train", "--model", model_dirs["bert_encoder"], "--method", "prefix", "--task", "generation",
                          "--train", data, "--source-column", "mr", "--target-column", "ref", "--output", tmp_path / "x")
     assert code == 2 and "needs a decoder-only or encoder-decoder model" in err
+
+
+def test_ensemble_evaluate_and_predict(model_dirs, data, tmp_path, capsys):
+    """`--prompts a,b,c`: each member's metrics as when evaluated alone, and the ensemble's."""
+    dirs = []
+    for method, seed in (("soft_prompt", 1), ("deep_prompt", 2), ("prefix", 3)):
+        out_dir = tmp_path / method
+        code, _, err = run(capsys, "train", "--model", model_dirs["bert"], "--method", method, "--train", data,
+                           "--text-column", "review", "--label-column", "sentiment", "--template", "{text} it was {mask} .",
+                           "--verbalizer", "neg:bad,pos:good", "--num-virtual-tokens", "3", "--max-steps", "4",
+                           "--batch-size", "4", "--seed", seed, "--output", out_dir, "--no-progress")
+        assert code == 0, err
+        dirs.append(str(out_dir))
+    for combine in ("mean", "vote"):
+        code, out, err = run(capsys, "evaluate", "--prompts", ",".join(dirs), "--data", data, "--combine", combine)
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["combine"] == combine and list(result["members"]) == dirs
+        for d in dirs:
+            code, alone, _ = run(capsys, "evaluate", "--prompt", d, "--data", data)
+            assert result["members"][d]["accuracy"] == json.loads(alone)["accuracy"]
+        assert result["ensemble"]["count"] == len(SENTENCES)
+    code, out, err = run(capsys, "predict", "--prompts", ",".join(dirs), "a great film", "the worst plot")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2 and all(set(r["members"]) == set(dirs) for r in rows)
+    for r in rows:
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+    code, _, err = run(capsys, "predict", "--prompts", dirs[0], "a great film")
+    assert code == 2 and "at least two prompts" in err
+    with pytest.raises(SystemExit):  # --prompt and --prompts together
+        main(["predict", "--prompt", dirs[0], "--prompts", ",".join(dirs), "x"])

@@ -1,0 +1,252 @@
+"""Many prompts over one frozen model: mixed-task batches and prompt ensembles.
+
+A `PromptSet` holds prompts made for one base model and runs batches in which every row names its
+own prompt: each prompt's task encodes its rows (its template, its verbalizer), each prompt's
+virtual tokens and prefixes are attached to its rows in one batched forward (prompttune/parts.py),
+and each prompt's task reads its rows' scores. A row's result equals running its prompt alone, up
+to floating-point rounding. (Encoder-decoder models count positions from the length of the key/value
+cache, one number per batch: there, rows share a forward with rows of the same prefix length.)
+
+    prompts = PromptSet.load({"sentiment": "runs/sst2", "topic": "runs/trec"})
+    prompts.classify([("sentiment", "a gripping film"), ("topic", "Who wrote Hamlet?")])
+
+Ensembles (Lester et al. 2021, section 7.1) run several prompts for one task over the same inputs
+as one mixed batch and combine them by mean probability or majority vote.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .backbone import ENCODER_DECODER, Backbone
+from .data import Example
+from .errors import ConfigError
+from .methods.base import PromptMethod
+from .model import PromptModel, run_backbone
+from .parts import PromptParts, attach
+
+Row = tuple[str, "Example | str"]
+
+
+class PromptSet:
+    """Prompts sharing one frozen backbone, run together in mixed batches."""
+
+    def __init__(self, backbone: Backbone):
+        self.backbone = backbone
+        self.prompts: dict[str, PromptModel] = {}
+        self._parts: dict[str, PromptParts] = {}
+
+    @classmethod
+    def load(cls, prompts: dict[str, str | os.PathLike], backbone: Backbone | None = None) -> "PromptSet":
+        """Load artifacts by name onto one backbone (the base model of the first, unless given)."""
+        from .artifact import read_meta
+
+        if not prompts:
+            raise ConfigError("a prompt set needs at least one prompt")
+        if backbone is None:
+            first = next(iter(prompts.values()))
+            backbone = Backbone.from_pretrained(read_meta(first)["base_model"]["name_or_path"])
+        result = cls(backbone)
+        for name, directory in prompts.items():
+            result.add(name, directory)
+        return result
+
+    # ---- membership ---------------------------------------------------------------------------
+
+    def add(self, name: str, prompt: PromptModel | str | os.PathLike) -> PromptModel:
+        """Add a prompt: a loaded `PromptModel` on this set's backbone, or an artifact folder (loaded
+        onto it; an artifact made for another base model is refused)."""
+        from .artifact import load_prompt
+
+        if not isinstance(prompt, PromptModel):
+            prompt = load_prompt(Path(prompt), backbone=self.backbone)
+        if prompt.backbone is not self.backbone:
+            raise ConfigError(f"prompt {name!r}: made on another backbone object; load it onto this set's backbone")
+        method = prompt.method
+        if not method.shares_backbone:
+            raise ConfigError(f"prompt {name!r}: {method.name} changes the model's own weights, so it cannot share "
+                              "one frozen model with other prompts")
+        if type(method).prepare is not PromptMethod.prepare:
+            raise ConfigError(f"prompt {name!r}: {method.name} changes its inputs in its own way and cannot be "
+                              "mixed with other prompts in one batch")
+        prompt.eval()
+        with torch.no_grad():
+            self._parts[name] = method.parts(self.backbone).detached()
+        self.prompts[name] = prompt
+        return prompt
+
+    def remove(self, name: str) -> None:
+        self._get(name)
+        del self.prompts[name], self._parts[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.prompts
+
+    def __getitem__(self, name: str) -> PromptModel:
+        return self._get(name)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def _get(self, name: str) -> PromptModel:
+        if name not in self.prompts:
+            raise ConfigError(f"unknown prompt {name!r}; this set has {sorted(self.prompts)}")
+        return self.prompts[name]
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def _inputs(self, names: list[str], batch: dict, task):
+        """The batch embedded, each row's prompt attached (one prompt: broadcast, as alone)."""
+        distinct = list(dict.fromkeys(names))
+        inputs = task.model_inputs(batch, self.backbone.embed(batch["input_ids"]))
+        parts = [self._parts[n] for n in distinct]
+        if all(p.num_virtual == 0 and p.prefix_length == 0 for p in parts):
+            return inputs, distinct
+        owner = None
+        if len(distinct) > 1:
+            index = {n: i for i, n in enumerate(distinct)}
+            owner = torch.tensor([index[n] for n in names], device=self.backbone.device)
+        return attach(inputs, parts, owner, filler_last=self.backbone.pads_right_only), distinct
+
+    def _check_task(self, names: list[str], task: str) -> None:
+        for name in dict.fromkeys(names):
+            kind = self._get(name).task.name
+            if kind != task:
+                raise ConfigError(f"prompt {name!r} is a {kind} prompt, not a {task} one")
+
+    def _forward_key(self, name: str):
+        """Rows with equal keys may share a forward. Encoder-decoder models (T5, BART) place
+        positions by the length of the key/value cache, one number per batch, so their rows share a
+        forward only with rows of the same prefix length (every soft or hard prompt has length 0)."""
+        if self.backbone.kind == ENCODER_DECODER:
+            return self._parts[name].prefix_length
+        return 0
+
+    def _batches(self, names: list[str], batch_size: int, key=None) -> list[list[int]]:
+        """Row indices, at most `batch_size` per forward, grouped by `_forward_key` (and `key`)."""
+        groups: dict = {}
+        for i, name in enumerate(names):
+            groups.setdefault((self._forward_key(name), key(name) if key else None), []).append(i)
+        return [members[start:start + batch_size] for members in groups.values()
+                for start in range(0, len(members), batch_size)]
+
+    @torch.no_grad()
+    def logits(self, rows: list[Row], batch_size: int = 64) -> list[torch.Tensor]:
+        """Each row's label logits (C,) under its own prompt, in order; `batch_size` rows per forward."""
+        rows = _as_examples(rows)
+        all_names = [n for n, _ in rows]
+        self._check_task(all_names, "classification")
+        features = [self._get(n).task.encode(e) for n, e in rows]
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        for chunk in self._batches(all_names, batch_size):
+            names = [all_names[i] for i in chunk]
+            task = self.prompts[names[0]].task  # every classification task collates alike on one backbone
+            batch = task.collate([features[i] for i in chunk], with_labels=False)
+            batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
+            inputs, distinct = self._inputs(names, batch, task)
+            output = run_backbone(self.backbone, inputs)
+            for name in distinct:
+                local = [j for j, n in enumerate(names) if n == name]
+                idx = torch.tensor(local, device=self.backbone.device)
+                sub = type(output)(output.hidden[idx], None if output.readout_logits is None else output.readout_logits[idx],
+                                   None if output.logits is None else output.logits[idx])
+                logits = self.prompts[name].task.logits(sub, None, {k: v[idx] for k, v in batch.items()})
+                for j, row in zip(local, logits.float().cpu()):
+                    out[chunk[j]] = row
+        return out
+
+    def classify(self, rows: list[Row], batch_size: int = 64) -> list[dict]:
+        """Per row: its prompt, the predicted label and every label's probability."""
+        results = []
+        for (name, _), logits in zip(rows, self.logits(rows, batch_size)):
+            labels = self.prompts[name].task.config.labels
+            probs = logits.softmax(-1).tolist()
+            best = max(range(len(labels)), key=probs.__getitem__)
+            results.append({"prompt": name, "label": labels[best],
+                            "probabilities": {label: p for label, p in zip(labels, probs)}})
+        return results
+
+    @torch.no_grad()
+    def generate(self, rows: list[Row], batch_size: int = 32, **options) -> list[list[str]]:
+        """Per row: the texts its prompt generates for it (num_return_sequences of them). Rows whose
+        prompts resolve to the same decoding options share one `generate` call."""
+        rows = _as_examples(rows)
+        self._check_task([n for n, _ in rows], "generation")
+        names_all = [n for n, _ in rows]
+        resolved = {n: self.prompts[n].task.generation_options(**options) for n in dict.fromkeys(names_all)}
+        results: list[list[str] | None] = [None] * len(rows)
+        for chunk in self._batches(names_all, batch_size, key=lambda n: repr(sorted(resolved[n].items()))):
+            names = [names_all[i] for i in chunk]
+            task = self.prompts[names[0]].task
+            features = [self.prompts[n].task.encode(rows[i][1]) for n, i in zip(names, chunk)]
+            batch = {k: v.to(self.backbone.device)
+                     for k, v in task.collate(features, with_labels=False, for_generation=True).items()}
+            inputs, _ = self._inputs(names, batch, task)
+            ids = self.backbone.generate(replace(inputs, full_logits=False), **resolved[names[0]])
+            texts = task.decode(ids)
+            per_row = len(texts) // len(chunk)
+            for j, i in enumerate(chunk):
+                results[i] = texts[j * per_row:(j + 1) * per_row]
+        return results
+
+    # ---- ensembles ----------------------------------------------------------------------------
+
+    def ensemble(self, names: list[str], examples: list[Example | str], combine: str = "mean",
+                 batch_size: int = 64) -> dict:
+        """Several classification prompts with the same labels over the same inputs, run as mixed
+        batches. Returns `labels`, each member's probabilities (N, C) under `members`, and the
+        ensemble's `probabilities` (mean) and `predictions` (argmax of the mean, or majority vote
+        with ties going to the higher mean probability)."""
+        if combine not in ("mean", "vote"):
+            raise ConfigError(f"--combine: must be mean or vote, got {combine!r}")
+        if len(names) < 2:
+            raise ConfigError(f"an ensemble needs at least two prompts, got {names}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"an ensemble lists a prompt twice: {names}")
+        self._check_task(names, "classification")
+        labels = self.prompts[names[0]].task.config.labels
+        for name in names[1:]:
+            other = self.prompts[name].task.config.labels
+            if other != labels:
+                raise ConfigError(f"prompt {name!r} has labels {list(other)}, {names[0]!r} has {list(labels)}; "
+                                  "an ensemble's members must share their labels")
+        examples = [e if isinstance(e, Example) else Example(text=e, source=f"input {i}") for i, e in enumerate(examples, 1)]
+        # Every member's row for an input sits in the same batch: K rows per input.
+        rows = [(name, e) for e in examples for name in names]
+        probs = torch.stack([x.softmax(-1) for x in self.logits(rows, batch_size * len(names))]) if rows else \
+            torch.zeros(0, len(labels))
+        probs = probs.view(len(examples), len(names), len(labels))
+        mean, predictions = combine_members(probs, combine)
+        return {"labels": labels, "members": {n: probs[:, k] for k, n in enumerate(names)},
+                "probabilities": mean, "predictions": predictions, "combine": combine}
+
+
+def combine_members(probs: torch.Tensor, combine: str) -> tuple[torch.Tensor, list[int]]:
+    """probs (N, K, C) of K members -> (mean probabilities (N, C), predicted class per input):
+    argmax of the mean, or the majority vote with ties going to the higher mean probability."""
+    mean = probs.mean(1)
+    if combine == "mean":
+        return mean, mean.argmax(-1).tolist()
+    predictions = []
+    for member_probs, averaged in zip(probs, mean):
+        votes = Counter(member_probs.argmax(-1).tolist())
+        top = max(votes.values())
+        tied = [c for c, v in votes.items() if v == top]
+        predictions.append(max(tied, key=lambda c: averaged[c].item()))
+    return mean, predictions
+
+
+def _as_examples(rows: list[Row]) -> list[tuple[str, Example]]:
+    out = []
+    for i, (name, item) in enumerate(rows, 1):
+        if isinstance(item, str):
+            if not item.strip():
+                raise ConfigError(f"input {i}: the text is empty")
+            item = Example(text=item, source=f"input {i}")
+        out.append((name, item))
+    return out

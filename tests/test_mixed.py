@@ -1,0 +1,147 @@
+"""Mixed-task batches: every row of one batch under its own prompt gives what that prompt gives alone,
+for every method that shares the frozen model and every family; ensembles of prompts."""
+
+import pytest
+import torch
+
+from conftest import FAMILIES, task_config
+
+GEN_FAMILIES = ("gpt2", "llama", "t5", "bart")
+from prompttune import Example, PromptModel, load_prompt, save_prompt
+from prompttune.errors import ConfigError
+from prompttune.mixed import PromptSet, combine_members
+from prompttune.tasks import GenerationConfig
+
+# name -> (method, options, task changes): lengths differ so rows need padding and masking.
+CLASSIFIERS = {
+    "soft3": ("soft_prompt", {"num_virtual_tokens": 3}, {}),
+    "soft6": ("soft_prompt", {"num_virtual_tokens": 6, "init": "random"}, {"template": "review : {text} so {mask} ."}),
+    "prefix2": ("prefix", {"num_virtual_tokens": 2, "hidden_size": 16}, {}),
+    "deep4": ("deep_prompt", {"num_virtual_tokens": 4}, {}),
+    "ptuning4": ("p_tuning", {"num_virtual_tokens": 4}, {}),
+    "hard": ("hard_prompt", {}, {"template": "{text} , it was {mask}"}),
+    "probe": ("linear_probe", {}, {}),
+}
+GENERATORS = {
+    "soft2": ("soft_prompt", {"num_virtual_tokens": 2}),
+    "soft5": ("soft_prompt", {"num_virtual_tokens": 5}),
+    "prefix3": ("prefix", {"num_virtual_tokens": 3, "hidden_size": 16}),
+    "deep1": ("deep_prompt", {"num_virtual_tokens": 1}),
+    "ptuning3": ("p_tuning", {"num_virtual_tokens": 3}),
+}
+
+
+def _perturb(model):
+    """Move every trained tensor away from its initial value, so prompts differ clearly."""
+    with torch.no_grad():
+        for p in list(model.method.parameters()) + list(model.task.parameters()):
+            p.add_(torch.randn_like(p) * 0.5 * (p.float().std() if p.numel() > 1 else 1.0))
+
+
+def _classifiers(backbone, tmp_path):
+    dirs = {}
+    for name, (method, options, changes) in CLASSIFIERS.items():
+        config = task_config(**changes)
+        if not backbone.has_lm_head and method == "hard_prompt":
+            config = task_config(template="{text} it was {mask} .")
+        model = PromptModel.create(backbone, method, config, dict(options))
+        _perturb(model)
+        dirs[name] = save_prompt(model, tmp_path / name)
+    return dirs
+
+
+def _alone(directory, backbone, example):
+    model = load_prompt(directory, backbone=backbone)
+    batch = model.task.collate([model.task.encode(example)], with_labels=False)
+    with torch.no_grad():
+        return model(batch)[0]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mixed_batch_equals_each_prompt_alone(load, examples, tmp_path, family, side):
+    backbone = load(family, padding_side=side)
+    dirs = _classifiers(backbone, tmp_path)
+    prompts = PromptSet.load(dirs, backbone=backbone)
+    for name in prompts.prompts:  # each prompt's tokens and prefixes were computed once, when loaded
+        prompts[name].method.parts = None
+    names = list(dirs)
+    rows = [(names[i % len(names)], e) for i, e in enumerate(examples + examples[::-1])]
+    mixed = prompts.logits(rows, batch_size=len(rows))
+    for (name, example), got in zip(rows, mixed):
+        torch.testing.assert_close(got, _alone(dirs[name], backbone, example), atol=2e-5, rtol=1e-4,
+                                   msg=lambda m: f"{family}, prompt {name}, {example.text!r}: {m}")
+    # Batching the same rows differently changes nothing either.
+    again = prompts.logits(rows, batch_size=3)
+    torch.testing.assert_close(torch.stack(again), torch.stack(mixed), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", GEN_FAMILIES)
+def test_mixed_generation_equals_each_prompt_alone(load, tmp_path, family):
+    backbone = load(family)
+    dirs = {}
+    for name, (method, options) in GENERATORS.items():
+        model = PromptModel.create(backbone, method, GenerationConfig(max_target_length=6), dict(options))
+        _perturb(model)
+        dirs[name] = save_prompt(model, tmp_path / name)
+    prompts = PromptSet.load(dirs, backbone=backbone)
+    sources = ["the movie was great", "a terrible film that i saw", "dull", "the best film of the year"]
+    names = list(dirs)
+    rows = [(names[i % len(names)], s) for i, s in enumerate(sources * 3)]
+    for options in ({}, {"num_beams": 2, "num_return_sequences": 2}):
+        mixed = prompts.generate(rows, **options)
+        for (name, source), got in zip(rows, mixed):
+            alone = load_prompt(dirs[name], backbone=backbone).generate_texts([Example(text=source)], **options)
+            assert got == alone, (family, name, source, options)
+
+
+def test_ensemble_combines_members_run_together(load, examples, tmp_path):
+    backbone = load("bert")
+    dirs = _classifiers(backbone, tmp_path)
+    prompts = PromptSet.load(dirs, backbone=backbone)
+    members = ["soft3", "prefix2", "deep4"]
+    result = prompts.ensemble(members, examples, combine="mean")
+    for k, name in enumerate(members):
+        alone = torch.stack([_alone(dirs[name], backbone, e).softmax(-1) for e in examples])
+        torch.testing.assert_close(result["members"][name], alone, atol=2e-5, rtol=1e-4)
+    stacked = torch.stack([result["members"][n] for n in members], 1)
+    torch.testing.assert_close(result["probabilities"], stacked.mean(1))
+    assert result["predictions"] == stacked.mean(1).argmax(-1).tolist()
+    vote = prompts.ensemble(members, examples, combine="vote")
+    for i, prediction in enumerate(vote["predictions"]):
+        ballots = stacked[i].argmax(-1).tolist()
+        counts = {c: ballots.count(c) for c in set(ballots)}
+        assert counts[prediction] == max(counts.values())
+
+
+def test_votes_break_ties_by_mean_probability():
+    # Input 0: members vote a, a, b -> a. Input 1: a weakly and b strongly, one vote each -> b.
+    probs = torch.tensor([[[0.6, 0.4], [0.7, 0.3], [0.1, 0.9]],
+                          [[0.55, 0.45], [0.05, 0.95], [0.5, 0.5]]])
+    probs[1, 2] = torch.tensor([0.6, 0.4])  # a third member breaks nothing: a, b, a -> a
+    mean, predictions = combine_members(probs, "vote")
+    assert predictions == [0, 0]
+    mean, predictions = combine_members(probs[:, :2], "vote")
+    assert predictions == [0, 1]
+    _, by_mean = combine_members(probs, "mean")
+    assert by_mean == probs.mean(1).argmax(-1).tolist()
+
+
+def test_prompts_that_cannot_share_the_model_are_refused(load, model_dirs, tmp_path):
+    backbone = load("bert")
+    prompts = PromptSet(backbone)
+    with pytest.raises(ConfigError, match="changes the model's own weights"):
+        prompts.add("ft", PromptModel.create(backbone, "full_finetune", task_config()))
+    other = load("gpt2")
+    soft = save_prompt(PromptModel.create(other, "soft_prompt", task_config(), {"num_virtual_tokens": 2}), tmp_path / "gpt2")
+    with pytest.raises(Exception, match="made for base model"):
+        prompts.add("gpt2", soft)
+    with pytest.raises(ConfigError, match="another backbone"):
+        prompts.add("gpt2", load_prompt(soft, backbone=other))
+    prompts.add("soft", PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 2}))
+    with pytest.raises(ConfigError, match="unknown prompt 'nope'"):
+        prompts.classify([("nope", "the movie")])
+    with pytest.raises(ConfigError, match="classification prompt, not a generation"):
+        prompts.generate([("soft", "the movie")])
+    with pytest.raises(ConfigError, match="input 1: the text is empty"):
+        prompts.classify([("soft", "  ")])
