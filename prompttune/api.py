@@ -133,6 +133,9 @@ def train_prompt(
         "best_step": best_step,
         "seconds": round(seconds, 3),
         "config": train_config.to_dict(),
+        # Lineage: the prompt this one continued from (a registry links it to that prompt's version).
+        "init_from": {"path": str(init_from), "prompt_sha256": sha256_file(Path(init_from) / "prompt.safetensors")}
+        if init_from is not None else None,
     }
     if main:
         save_prompt(prompt, output_dir, extra={"columns": saved_columns, "training": training})

@@ -198,6 +198,29 @@ def load_prompt(directory: str | os.PathLike, backbone: Backbone | None = None, 
     return model
 
 
+def verify_tensors(directory: str | os.PathLike, meta: dict) -> None:
+    """Check, without loading a model, that the tensor files hold exactly the tensors `prompt.json`
+    describes (names and shapes)."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    for filename, key in ((TENSORS, "tensors"), (TRAINING_STATE, "training_state")):
+        described = meta.get(key)
+        if not described:
+            continue
+        path = directory / filename
+        if not path.is_file():
+            raise ArtifactError(f"{directory}: {filename} is missing")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+        except (SafetensorError, OSError) as error:
+            raise ArtifactError(f"{path}: cannot read tensors ({error})") from None
+        expected = {k: tuple(v) for k, v in described.items()}
+        if found != expected:
+            raise ArtifactError(f"{path}: tensors {sorted(found.items())} do not match {META}'s {sorted(expected.items())}")
+
+
 def _read_tensors(path: Path, described: dict, backbone: Backbone) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ArtifactError(f"{path.parent}: {path.name} is missing")

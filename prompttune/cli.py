@@ -1,4 +1,5 @@
-"""`prompttune train | evaluate | predict | generate`: the command line over prompttune.api."""
+"""`prompttune train | evaluate | predict | generate | registry`: the command line over prompttune.api
+and prompttune.registry."""
 
 from __future__ import annotations
 
@@ -162,7 +163,64 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed for sampling")
     g.add_argument("--model")
     g.add_argument("--device")
+
+    r = commands.add_parser("registry", help="versioned prompt registry: push, list, show, pull, alias, delete")
+    r.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
+    actions = r.add_subparsers(dest="action", required=True)
+    push = actions.add_parser("push", help="store a prompt folder as the next version of NAME")
+    push.add_argument("directory")
+    push.add_argument("--name", required=True)
+    push.add_argument("--alias", action="append", default=[], help="also point NAME@ALIAS at the new version")
+    listing = actions.add_parser("list", help="every prompt, or every version of NAME")
+    listing.add_argument("name", nargs="?")
+    show = actions.add_parser("show", help="everything recorded about NAME[@VERSION|@ALIAS]")
+    show.add_argument("spec")
+    pull = actions.add_parser("pull", help="write NAME[@VERSION|@ALIAS]'s files into a folder")
+    pull.add_argument("spec")
+    pull.add_argument("destination")
+    alias = actions.add_parser("alias", help="point NAME@ALIAS at the version SPEC names")
+    alias.add_argument("spec")
+    alias.add_argument("alias")
+    unalias = actions.add_parser("unalias", help="remove the alias NAME@ALIAS")
+    unalias.add_argument("spec")
+    delete = actions.add_parser("delete", help="delete NAME@VERSION (or every version of NAME with --all)")
+    delete.add_argument("spec")
+    delete.add_argument("--all", action="store_true", help="every version of the name")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
+
+
+def _registry_command(args) -> None:
+    from .registry import Registry
+
+    registry = Registry(args.registry)
+    if args.action == "push":
+        record = registry.push(args.directory, args.name, tuple(args.alias))
+        print(json.dumps({k: record[k] for k in ("name", "version", "digest", "parent", "aliases")}))
+    elif args.action == "list":
+        for row in registry.list(args.name):
+            print(json.dumps(row if args.name is None else
+                             {k: row[k] for k in ("name", "version", "pushed", "method", "task", "metrics", "aliases")}))
+    elif args.action == "show":
+        print(json.dumps(registry.show(args.spec), indent=2))
+    elif args.action == "pull":
+        print(registry.pull(args.spec, args.destination))
+    elif args.action == "alias":
+        print(json.dumps(registry.set_alias(args.spec, args.alias)))
+    elif args.action == "unalias":
+        registry.remove_alias(args.spec)
+    else:
+        targets = [f"{r['name']}@{r['version']}" for r in registry.list(args.spec)] if args.all else \
+            ["{name}@{version}".format(**registry.show(args.spec))]
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise PromptTuneError(f"registry delete: would delete {', '.join(targets)}; "
+                                      "pass --yes to confirm when not at a terminal")
+            answer = input(f"Delete {', '.join(targets)} from {registry.root}? Type the name to confirm: ")
+            if answer.strip() != targets[0].split("@")[0]:
+                raise PromptTuneError("registry delete: not confirmed; nothing was deleted")
+        for record in registry.delete(args.spec, all_versions=args.all):
+            print(json.dumps({"deleted": f"{record['name']}@{record['version']}", "aliases": record["aliases"]}))
 
 
 def _quiet_libraries() -> None:
@@ -194,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                                   if k in ("accuracy", "f1_macro", "bleu", "chrf", "rougeL")}
             if is_main_process():
                 print(json.dumps(summary))
+        elif args.command == "registry":
+            _registry_command(args)
         elif args.command == "evaluate" and args.prompts:
             metrics = api.evaluate_ensemble(_prompt_list(args.prompts), args.data, args.combine, args.text_column,
                                             args.text_pair_column, args.label_column, args.batch_size, args.model,

@@ -1,0 +1,370 @@
+"""A local, versioned registry of prompt artifacts.
+
+A registry is a folder:
+
+    catalog.sqlite      prompts, their versions and aliases (SQLite, write-ahead log)
+    blobs/ab/abcd...    every file of every version, stored once under its sha256
+    checkouts/          versions unpacked for loading (`checkout`), verified when made
+    .lock               held by whoever changes the registry
+
+Versions are immutable: `push` stores a new one (1, 2, ...) and never changes an old one. Each
+records what the artifact was made from and for: the base model's fingerprint, the training data's
+sha256, the method, task and training configs, the dev metrics, when it was made and pushed, and its
+lineage (the registered version it was initialised from, when there is one). Aliases
+(`NAME@production`) point at versions and move; `NAME` and `NAME@latest` mean the newest version.
+
+Every change happens under one lock file and one SQLite transaction: the files are written to the
+blob store first, the catalog row last, so a version is either fully there or not there at all, and
+concurrent pushes from several processes each get their own version number. Readers never wait.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .backbone import sha256_file
+from .errors import PromptTuneError
+
+FILES = ("prompt.json", "prompt.safetensors", "training_state.safetensors", "metrics.json")
+REQUIRED = ("prompt.json", "prompt.safetensors")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LATEST = "latest"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    pushed TEXT NOT NULL,
+    created TEXT,
+    method TEXT NOT NULL,
+    task TEXT NOT NULL,
+    base_model TEXT NOT NULL,
+    data_sha256 TEXT,
+    config TEXT NOT NULL,
+    metrics TEXT,
+    files TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    parent TEXT,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS versions_digest ON versions (digest);
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+"""
+
+
+class RegistryError(PromptTuneError):
+    """A registry operation that cannot be done: what was asked and why."""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("PROMPTTUNE_REGISTRY", Path.home() / ".prompttune" / "registry"))
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """"NAME", "NAME@3", "NAME@production", "NAME@latest" -> (name, version or alias)."""
+    name, _, ref = spec.partition("@")
+    if not NAME.match(name):
+        raise RegistryError(f"{spec!r}: a prompt name is letters, digits, '.', '_' and '-' (starting with a letter or digit)")
+    ref = ref or LATEST
+    if not ref.isdigit() and not NAME.match(ref):
+        raise RegistryError(f"{spec!r}: after '@' comes a version number or an alias")
+    return name, ref
+
+
+class Registry:
+    def __init__(self, root: str | os.PathLike | None = None, lock_timeout: float = 120.0):
+        self.root = Path(root) if root is not None else default_root()
+        self.lock_timeout = lock_timeout
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "blobs").mkdir(exist_ok=True)
+        self.catalog = self.root / "catalog.sqlite"
+        with self._writing() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.catalog, timeout=self.lock_timeout, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    @contextmanager
+    def _writing(self):
+        """The registry's write lock and one transaction: committed if the block ends normally."""
+        try:
+            lock = FileLock(str(self.root / ".lock"), timeout=self.lock_timeout)
+            lock.acquire()
+        except Timeout:
+            raise RegistryError(f"{self.root}: another process has held the registry lock for {self.lock_timeout:.0f} s") from None
+        db = None
+        try:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db is not None and db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            if db is not None:
+                db.close()
+            lock.release()
+
+    @contextmanager
+    def _reading(self):
+        db = self._connect()
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def _blob(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / digest
+
+    def _store_blob(self, source: Path) -> str:
+        digest = sha256_file(source)
+        target = self._blob(digest)
+        if target.is_file() and target.stat().st_size == source.stat().st_size:
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            if sha256_file(Path(tmp)) != digest:
+                raise RegistryError(f"{source}: changed while it was being pushed")
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def resolve(self, spec: str, db: sqlite3.Connection | None = None) -> tuple[str, int]:
+        """(name, version) that `spec` means now."""
+        name, ref = parse_spec(spec)
+        if db is None:
+            with self._reading() as db:
+                return self.resolve(spec, db)
+        if ref == LATEST:
+            row = db.execute("SELECT MAX(version) AS v FROM versions WHERE name = ?", (name,)).fetchone()
+            if row["v"] is None:
+                raise RegistryError(f"{spec}: no prompt named {name!r} in {self.root}")
+            return name, int(row["v"])
+        if ref.isdigit():
+            row = db.execute("SELECT version FROM versions WHERE name = ? AND version = ?", (name, int(ref))).fetchone()
+            if row is None:
+                known = [r["version"] for r in db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (name,))]
+                raise RegistryError(f"{spec}: {name!r} has no version {ref}" + (f"; it has {known}" if known else
+                                                                                 f"; there is no prompt named {name!r}"))
+            return name, int(ref)
+        row = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, ref)).fetchone()
+        if row is None:
+            raise RegistryError(f"{spec}: {name!r} has no alias {ref!r}")
+        return name, int(row["version"])
+
+    def show(self, spec: str) -> dict:
+        """Everything recorded about one version, with the aliases pointing at it."""
+        with self._reading() as db:
+            name, version = self.resolve(spec, db)
+            row = db.execute("SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
+            aliases = [r["alias"] for r in db.execute(
+                "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias", (name, version))]
+        return _record(row, aliases)
+
+    def list(self, name: str | None = None) -> list[dict]:
+        """Without a name: one entry per prompt (its latest version, count, aliases). With one:
+        every version of it, oldest first."""
+        with self._reading() as db:
+            if name is not None:
+                parse_spec(name)
+                rows = db.execute("SELECT * FROM versions WHERE name = ? ORDER BY version", (name,)).fetchall()
+                if not rows:
+                    raise RegistryError(f"no prompt named {name!r} in {self.root}")
+                aliases = {}
+                for r in db.execute("SELECT alias, version FROM aliases WHERE name = ?", (name,)):
+                    aliases.setdefault(r["version"], []).append(r["alias"])
+                return [_record(r, sorted(aliases.get(r["version"], []))) for r in rows]
+            out = []
+            for r in db.execute("SELECT name, MAX(version) AS latest, COUNT(*) AS versions FROM versions "
+                                "GROUP BY name ORDER BY name"):
+                latest = db.execute("SELECT method, task, pushed FROM versions WHERE name = ? AND version = ?",
+                                    (r["name"], r["latest"])).fetchone()
+                aliases = {a["alias"]: a["version"] for a in db.execute(
+                    "SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (r["name"],))}
+                out.append({"name": r["name"], "latest": r["latest"], "versions": r["versions"], "method": latest["method"],
+                            "task": latest["task"], "pushed": latest["pushed"], "aliases": aliases})
+            return out
+
+    def checkout(self, spec: str) -> Path:
+        """A folder holding the version's files, made once per version (atomically, each file
+        checked against its sha256) and reused; what `load_prompt` and the server read."""
+        record = self.show(spec)
+        target = self.root / "checkouts" / record["name"] / str(record["version"])
+        if (target / "prompt.json").is_file():
+            return target
+        return self.pull(spec, target)
+
+    def pull(self, spec: str, destination: str | os.PathLike) -> Path:
+        """Write the version's files into `destination` (replaced as a whole, atomically)."""
+        from .artifact import replace_dir_atomic
+
+        record = self.show(spec)
+        destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.pull-"))
+        try:
+            for filename, digest in record["files"].items():
+                blob = self._blob(digest)
+                if not blob.is_file():
+                    raise RegistryError(f"{record['name']}@{record['version']}: file {filename} ({digest}) is missing "
+                                        f"from {self.root / 'blobs'}")
+                shutil.copyfile(blob, staging / filename)
+                if sha256_file(staging / filename) != digest:
+                    raise RegistryError(f"{record['name']}@{record['version']}: {blob} does not match its sha256; "
+                                        "the registry's store is damaged")
+            replace_dir_atomic(staging, destination)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return destination
+
+    # ---- changing -----------------------------------------------------------------------------
+
+    def push(self, directory: str | os.PathLike, name: str, aliases: tuple[str, ...] = ()) -> dict:
+        """Store the artifact in `directory` as the next version of `name`; returns its record."""
+        from .artifact import read_meta, verify_tensors
+
+        directory = Path(directory)
+        parse_spec(name)
+        if "@" in name:
+            raise RegistryError(f"--name {name!r}: a name without '@' (the registry numbers versions itself)")
+        for alias in aliases:
+            _check_alias(alias)
+        meta = read_meta(directory)
+        verify_tensors(directory, meta)
+        present = [f for f in FILES if (directory / f).is_file()]
+        metrics = None
+        if "metrics.json" in present:
+            try:
+                metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8")).get("dev_metrics")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+                raise RegistryError(f"{directory / 'metrics.json'}: not a metrics file ({error})") from None
+        training = meta.get("training") or {}
+        config = {"method": meta["method"], "method_config": meta["method_config"], "task": meta["task"],
+                  "task_config": meta["task_config"], "training": training.get("config"), "columns": meta.get("columns")}
+        with self._writing() as db:
+            files = {f: self._store_blob(directory / f) for f in present}
+            digest = files["prompt.safetensors"]
+            parent = None
+            init = training.get("init_from") or {}
+            if init.get("prompt_sha256"):
+                row = db.execute("SELECT name, version FROM versions WHERE digest = ? ORDER BY name, version LIMIT 1",
+                                 (init["prompt_sha256"],)).fetchone()
+                if row is not None:
+                    parent = f"{row['name']}@{row['version']}"
+            version = db.execute("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE name = ?",
+                                 (name,)).fetchone()["v"]
+            size = sum((directory / f).stat().st_size for f in present)
+            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                name, version, _now(), meta.get("created"), meta["method"], meta["task"], json.dumps(meta["base_model"]),
+                training.get("data_sha256"), json.dumps(config), json.dumps(metrics) if metrics is not None else None,
+                json.dumps(files), digest, parent, size))
+            for alias in aliases:
+                db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version))
+        return self.show(f"{name}@{version}")
+
+    def set_alias(self, spec: str, alias: str) -> dict:
+        """Point NAME@ALIAS at the version `spec` names (moving it if it pointed elsewhere)."""
+        _check_alias(alias)
+        with self._writing() as db:
+            name, version = self.resolve(spec, db)
+            db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version))
+        return {"name": name, "alias": alias, "version": version}
+
+    def remove_alias(self, spec: str) -> None:
+        name, alias = parse_spec(spec)
+        with self._writing() as db:
+            if db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias)).rowcount == 0:
+                raise RegistryError(f"{spec}: {name!r} has no alias {alias!r}")
+
+    def delete(self, spec: str, all_versions: bool = False) -> list[dict]:
+        """Delete one version (or, with `all_versions`, every version of the name), the aliases
+        pointing at them, their checkouts, and stored files no other version uses. Returns what
+        was deleted."""
+        with self._writing() as db:
+            if all_versions:
+                name, ref = parse_spec(spec)
+                if ref != LATEST:
+                    raise RegistryError(f"{spec}: deleting every version takes a bare name")
+                versions = [r["version"] for r in db.execute("SELECT version FROM versions WHERE name = ?", (name,))]
+                if not versions:
+                    raise RegistryError(f"{spec}: no prompt named {name!r} in {self.root}")
+            else:
+                name, version = self.resolve(spec, db)
+                versions = [version]
+            deleted = []
+            for version in versions:
+                row = db.execute("SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
+                aliases = [r["alias"] for r in db.execute("SELECT alias FROM aliases WHERE name = ? AND version = ?",
+                                                          (name, version))]
+                deleted.append(_record(row, aliases))
+                db.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (name, version))
+                db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, version))
+            used = set()
+            for r in db.execute("SELECT files FROM versions"):
+                used.update(json.loads(r["files"]).values())
+            db.execute("COMMIT")
+            # Still under the lock: no push can start using these files before they are gone.
+            for record in deleted:
+                shutil.rmtree(self.root / "checkouts" / name / str(record["version"]), ignore_errors=True)
+                for digest in record["files"].values():
+                    if digest not in used:
+                        self._blob(digest).unlink(missing_ok=True)
+            db.execute("BEGIN IMMEDIATE")
+        return deleted
+
+
+def _check_alias(alias: str) -> None:
+    if alias.isdigit() or alias == LATEST or not NAME.match(alias):
+        raise RegistryError(f"alias {alias!r}: letters, digits, '.', '_' and '-', not a number and not {LATEST!r}")
+
+
+def _record(row: sqlite3.Row, aliases: list[str]) -> dict:
+    return {
+        "name": row["name"], "version": row["version"], "pushed": row["pushed"], "created": row["created"],
+        "method": row["method"], "task": row["task"], "base_model": json.loads(row["base_model"]),
+        "data_sha256": row["data_sha256"], "config": json.loads(row["config"]),
+        "metrics": json.loads(row["metrics"]) if row["metrics"] else None, "files": json.loads(row["files"]),
+        "digest": row["digest"], "parent": row["parent"], "bytes": row["bytes"], "aliases": aliases,
+    }
+
+
+def _now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
