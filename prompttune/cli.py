@@ -1,5 +1,5 @@
-"""`prompttune train | evaluate | predict | generate | registry`: the command line over prompttune.api
-and prompttune.registry."""
+"""`prompttune train | evaluate | predict | generate | registry | serve`: the command line over
+prompttune.api, prompttune.registry and prompttune.server."""
 
 from __future__ import annotations
 
@@ -164,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model")
     g.add_argument("--device")
 
+    v = commands.add_parser("serve", help="serve every prompt in a registry over one frozen model (HTTP JSON API)")
+    v.add_argument("--model", required=True, help="the base model the registry's prompts were made for")
+    v.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--token", default=os.environ.get("PROMPTTUNE_TOKEN"),
+                   help="require 'Authorization: Bearer TOKEN' (default: $PROMPTTUNE_TOKEN; none: open)")
+    v.add_argument("--max-batch-size", type=int, default=64, help="rows per model forward")
+    v.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    v.add_argument("--max-inputs", type=int, default=64, help="inputs per request")
+    v.add_argument("--max-chars", type=int, default=8192, help="characters per input")
+    v.add_argument("--max-loaded", type=int, default=256, help="prompt versions kept loaded")
+    v.add_argument("--device")
+    v.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
     r = commands.add_parser("registry", help="versioned prompt registry: push, list, show, pull, alias, delete")
     r.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
     actions = r.add_subparsers(dest="action", required=True)
@@ -254,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(summary))
         elif args.command == "registry":
             _registry_command(args)
+        elif args.command == "serve":
+            from .server import Limits, serve
+
+            if args.max_inputs > args.max_batch_size:
+                raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")
+            serve(args.model, args.registry, args.host, args.port, args.token,
+                  Limits(args.max_batch_size, args.max_wait_ms, args.max_inputs, args.max_chars, args.max_loaded),
+                  args.device, args.log_level)
         elif args.command == "evaluate" and args.prompts:
             metrics = api.evaluate_ensemble(_prompt_list(args.prompts), args.data, args.combine, args.text_column,
                                             args.text_pair_column, args.label_column, args.batch_size, args.model,

@@ -1,0 +1,232 @@
+"""`prompttune serve` started for real on a loopback port and called over HTTP: results equal to
+running the prompts locally, new versions served without a restart, bad requests answered with 4xx,
+a failing request isolated, concurrent clients batched together, the bearer token, the metrics and
+the committed OpenAPI schema."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from conftest import task_config
+from prompttune import Backbone, PromptModel, save_prompt
+from prompttune.client import Client, ServerError
+from prompttune.mixed import PromptSet
+from prompttune.registry import Registry
+from prompttune.tasks import GenerationConfig
+
+TOKEN = "s3cret-token"
+TEXTS = ["the movie was great", "a terrible film", "i loved the story", "the plot is dull"]
+SOURCES = ["the movie was great", "dull", "the best film of the year"]
+
+
+def _perturb(model):
+    with torch.no_grad():
+        for p in list(model.method.parameters()) + list(model.task.parameters()):
+            p.add_(torch.randn_like(p) * 0.5 * (p.float().std() if p.numel() > 1 else 1.0))
+    return model
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    registry = Registry(root / "registry")
+    torch.manual_seed(0)
+    backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))
+    made = {
+        "sentiment": PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 3}),
+        "opinion": PromptModel.create(backbone, "prefix", task_config(template="review : {text} so {mask}"),
+                                      {"num_virtual_tokens": 2, "hidden_size": 16}),
+        "describe": PromptModel.create(backbone, "prefix", GenerationConfig(max_target_length=5),
+                                       {"num_virtual_tokens": 3, "hidden_size": 16}),
+        "rewrite": PromptModel.create(backbone, "soft_prompt", GenerationConfig(max_target_length=5), {"num_virtual_tokens": 2}),
+    }
+    for name, model in made.items():
+        registry.push(save_prompt(_perturb(model), root / name), name)
+    other = Backbone.from_pretrained(str(model_dirs["bert"]))
+    registry.push(save_prompt(PromptModel.create(other, "soft_prompt", task_config(), {"num_virtual_tokens": 2}),
+                              root / "bert"), "for-bert")
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prompttune", "serve", "--model", str(model_dirs["gpt2"]), "--registry", str(root / "registry"),
+         "--port", str(port), "--token", TOKEN, "--max-batch-size", "32", "--max-wait-ms", "30", "--max-inputs", "8",
+         "--max-chars", "200", "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PROMPTTUNE_TOKEN": ""})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the server did not start:\n{(root / 'server.log').read_text()}")
+        time.sleep(0.3)
+    yield {"url": url, "registry": registry, "root": root, "model_dir": model_dirs["gpt2"], "process": process}
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def client(server):
+    with Client(server["url"], token=TOKEN) as c:
+        yield c
+
+
+def _local(server, names=("sentiment", "opinion", "describe", "rewrite")) -> PromptSet:
+    """Version 1 of each prompt, loaded here onto a model of our own."""
+    registry = server["registry"]
+    backbone = Backbone.from_pretrained(str(server["model_dir"]))
+    return PromptSet.load({f"{n}@1": registry.checkout(f"{n}@1") for n in names}, backbone=backbone)
+
+
+def test_results_equal_running_the_prompts_locally(server, client):
+    local = _local(server)
+    for name in ("sentiment", "opinion"):
+        got = client.classify(name, TEXTS)
+        expected = local.classify([(f"{name}@1", t) for t in TEXTS])
+        assert [g["label"] for g in got] == [e["label"] for e in expected]
+        for g, e in zip(got, expected):
+            for label, p in e["probabilities"].items():
+                assert abs(g["probabilities"][label] - p) < 1e-5
+    for name in ("describe", "rewrite"):
+        assert client.generate(name, SOURCES) == local.generate([(f"{name}@1", s) for s in SOURCES])
+        assert client.generate(name, SOURCES, num_beams=2, num_return_sequences=2) == \
+            local.generate([(f"{name}@1", s) for s in SOURCES], num_beams=2, num_return_sequences=2)
+    assert {p["name"] for p in client.prompts()} == {"sentiment", "opinion", "describe", "rewrite", "for-bert"}
+    assert client.health()["status"] == "ok"
+
+
+def test_a_new_version_is_served_without_restart(server, client, model_dirs):
+    registry, root = server["registry"], server["root"]
+    before = client.classify("sentiment", TEXTS)
+    backbone = Backbone.from_pretrained(str(server["model_dir"]))
+    torch.manual_seed(7)
+    newer = _perturb(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 5}))
+    version = registry.push(save_prompt(newer, root / "sentiment-v2"), "sentiment")["version"]
+    registry.set_alias("sentiment@1", "stable")
+    response = httpx.post(server["url"] + "/v1/classify", json={"prompt": "sentiment", "inputs": TEXTS},
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.json()["prompt"] == f"sentiment@{version}"
+    assert response.json()["results"] != before
+    assert client.classify("sentiment@stable", TEXTS) == before
+
+
+def test_bad_requests_get_4xx_with_a_message(server, client):
+    url, auth = server["url"], {"Authorization": f"Bearer {TOKEN}"}
+    cases = [
+        ({"prompt": "nope", "inputs": ["x"]}, 404, "no prompt named 'nope'"),
+        ({"prompt": "sentiment@99", "inputs": ["x"]}, 404, "has no version 99"),
+        ({"prompt": "sentiment@canary", "inputs": ["x"]}, 404, "has no alias 'canary'"),
+        ({"prompt": "describe", "inputs": ["x"]}, 400, "is a generation prompt"),
+        ({"prompt": "for-bert", "inputs": ["x"]}, 409, "made for base model"),
+        ({"prompt": "sentiment", "inputs": ["x"] * 9}, 413, "at most 8 per request"),
+        ({"prompt": "sentiment", "inputs": ["x" * 201]}, 413, "at most 200"),
+        ({"prompt": "sentiment", "inputs": ["  "]}, 400, "input 0: the text is empty"),
+    ]
+    for body, status, message in cases:
+        response = httpx.post(url + "/v1/classify", json=body, headers=auth)
+        assert response.status_code == status, (body, response.text)
+        assert message in response.json()["detail"], (body, response.text)
+    for body in ({"prompt": "sentiment"}, {"prompt": "sentiment", "inputs": []}, {"prompt": "sentiment", "inputs": ["x"], "extra": 1},
+                 {"prompt": "describe", "inputs": ["x"], "num_beams": 0}):
+        response = httpx.post(url + "/v1/classify" if "num_beams" not in body else url + "/v1/generate", json=body, headers=auth)
+        assert response.status_code == 422, (body, response.text)
+    response = httpx.post(url + "/v1/classify", content=b"{not json", headers={**auth, "Content-Type": "application/json"})
+    assert response.status_code == 422 and "JSON" in response.text
+    with pytest.raises(ServerError) as error:
+        client.generate("sentiment", ["x"])
+    assert error.value.status == 400 and "use /v1/classify" in error.value.detail
+
+
+def test_bearer_token(server):
+    url = server["url"]
+    assert httpx.post(url + "/v1/classify", json={"prompt": "sentiment", "inputs": ["x"]}).status_code == 401
+    wrong = httpx.post(url + "/v1/classify", json={"prompt": "sentiment", "inputs": ["x"]},
+                       headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "missing or wrong bearer token"
+    assert httpx.get(url + "/metrics").status_code == 401
+    assert httpx.get(url + "/health").status_code == 200  # liveness stays open
+
+
+def test_a_failing_request_does_not_take_others_down(server, client, model_dirs):
+    """A version whose stored file is damaged fails alone; requests batched with it succeed."""
+    registry, root = server["registry"], server["root"]
+    backbone = Backbone.from_pretrained(str(server["model_dir"]))
+    record = registry.push(save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}),
+                                       root / "damaged"), "damaged")
+    blob = registry.root / "blobs" / record["digest"][:2] / record["digest"]
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"damaged")
+    results, errors = {}, {}
+
+    def call(name):
+        try:
+            results[name] = client.classify(name, TEXTS)
+        except ServerError as error:
+            errors[name] = error
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in ("damaged", "sentiment@1", "opinion")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(results) == {"sentiment@1", "opinion"} and set(errors) == {"damaged"}
+    assert errors["damaged"].status in (400, 500) and "damaged" in errors["damaged"].detail
+    assert client.health()["status"] == "ok"
+
+
+def test_concurrent_clients_are_batched_together(server, client):
+    local = _local(server)
+    expected = {name: local.classify([(f"{name}@1", t) for t in TEXTS]) for name in ("sentiment", "opinion")}
+    failures, done = [], []
+
+    def worker(k):
+        with Client(server["url"], token=TOKEN) as c:
+            for i in range(6):
+                name = ("sentiment@1", "opinion")[(k + i) % 2]
+                got = c.classify(name, TEXTS)
+                want = expected[name.split("@")[0]]
+                if [g["label"] for g in got] != [w["label"] for w in want]:
+                    failures.append((k, i, name))
+                done.append(1)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures and len(done) == 48
+    metrics = client.metrics()
+    # Some forward joined several requests (of different prompts).
+    joined = {float(line.split('le="')[1].split('"')[0]): float(line.rsplit(" ", 1)[1])
+              for line in metrics.splitlines() if line.startswith("prompttune_batch_requests_bucket")}
+    total = float(next(l for l in metrics.splitlines() if l.startswith("prompttune_batch_requests_count")).rsplit(" ", 1)[1])
+    assert joined[1.0] < total
+    assert 'prompttune_predictions_total{label="' in metrics and 'prompt="opinion@1"' in metrics
+    assert 'prompttune_requests_total{endpoint="/v1/classify",status="200"}' in metrics
+
+
+def test_the_committed_openapi_schema_matches_the_server(server):
+    served = httpx.get(server["url"] + "/openapi.json").json()
+    committed = json.loads((Path(__file__).parent.parent / "docs" / "openapi.json").read_text())
+    assert served == committed, "docs/openapi.json is stale: python -m prompttune.server > docs/openapi.json"
+    assert set(served["paths"]) == {"/v1/classify", "/v1/generate", "/v1/prompts", "/health", "/metrics"}
