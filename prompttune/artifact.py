@@ -139,9 +139,11 @@ def read_meta(directory: str | os.PathLike) -> dict:
     return meta
 
 
-def check_base_model(meta: dict, backbone: Backbone, where: str) -> None:
+def check_base_model(meta: dict, backbone: Backbone, where: str, actual: dict | None = None) -> None:
+    """Refuse an artifact made for another base model. `actual`: the backbone's fingerprint, when the
+    caller has it already (computing it hashes the embeddings and the vocabulary)."""
     expected = meta["base_model"]
-    actual = backbone.fingerprint()
+    actual = actual if actual is not None else backbone.fingerprint()
     differences = [f"{k}: artifact has {expected.get(k)!r}, model has {actual.get(k)!r}"
                    for k in MATCHED if expected.get(k) != actual.get(k)]
     if expected.get("weights_sha256") and actual.get("weights_sha256") and expected["weights_sha256"] != actual["weights_sha256"]:

@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-inputs", type=int, default=64, help="inputs per request")
     v.add_argument("--max-chars", type=int, default=8192, help="characters per input")
     v.add_argument("--max-loaded", type=int, default=256, help="prompt versions kept loaded")
+    v.add_argument("--max-batch-tokens", type=int,
+                   help="run joined rows in order of length, at most this many padded tokens per forward "
+                        "(default: one forward per joined batch)")
     v.add_argument("--device")
     v.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
@@ -275,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_inputs > args.max_batch_size:
                 raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")
             serve(args.model, args.registry, args.host, args.port, args.token,
-                  Limits(args.max_batch_size, args.max_wait_ms, args.max_inputs, args.max_chars, args.max_loaded),
+                  Limits(args.max_batch_size, args.max_wait_ms, args.max_inputs, args.max_chars, args.max_loaded,
+                         args.max_batch_tokens),
                   args.device, args.log_level)
         elif args.command == "evaluate" and args.prompts:
             metrics = api.evaluate_ensemble(_prompt_list(args.prompts), args.data, args.combine, args.text_column,

@@ -127,23 +127,39 @@ class PromptSet:
             return self._parts[name].prefix_length
         return 0
 
-    def _batches(self, names: list[str], batch_size: int, key=None) -> list[list[int]]:
-        """Row indices, at most `batch_size` per forward, grouped by `_forward_key` (and `key`)."""
+    def _batches(self, names: list[str], lengths: list[int], batch_size: int, max_tokens: int | None = None,
+                 key=None) -> list[list[int]]:
+        """Row indices per forward, grouped by `_forward_key` (and `key`): at most `batch_size` rows
+        and, with `max_tokens`, at most that many padded input tokens (rows x longest row). Rows are
+        taken in order of length, whatever their prompt, so a forward pads little."""
         groups: dict = {}
         for i, name in enumerate(names):
             groups.setdefault((self._forward_key(name), key(name) if key else None), []).append(i)
-        return [members[start:start + batch_size] for members in groups.values()
-                for start in range(0, len(members), batch_size)]
+        batches = []
+        for members in groups.values():
+            members = sorted(members, key=lambda i: lengths[i])
+            current: list[int] = []
+            for i in members:
+                padded = (len(current) + 1) * lengths[i]  # sorted: row i is the longest so far
+                if current and (len(current) >= batch_size or (max_tokens is not None and padded > max_tokens)):
+                    batches.append(current)
+                    current = []
+                current.append(i)
+            if current:
+                batches.append(current)
+        return batches
 
     @torch.no_grad()
-    def logits(self, rows: list[Row], batch_size: int = 64) -> list[torch.Tensor]:
-        """Each row's label logits (C,) under its own prompt, in order; `batch_size` rows per forward."""
+    def logits(self, rows: list[Row], batch_size: int = 64, max_tokens: int | None = None) -> list[torch.Tensor]:
+        """Each row's label logits (C,) under its own prompt, in order; at most `batch_size` rows and
+        `max_tokens` padded input tokens per forward."""
         rows = _as_examples(rows)
         all_names = [n for n, _ in rows]
         self._check_task(all_names, "classification")
         features = [self._get(n).task.encode(e) for n, e in rows]
         out: list[torch.Tensor | None] = [None] * len(rows)
-        for chunk in self._batches(all_names, batch_size):
+        lengths = [len(f["input_ids"]) for f in features]
+        for chunk in self._batches(all_names, lengths, batch_size, max_tokens):
             names = [all_names[i] for i in chunk]
             task = self.prompts[names[0]].task  # every classification task collates alike on one backbone
             batch = task.collate([features[i] for i in chunk], with_labels=False)
@@ -160,10 +176,10 @@ class PromptSet:
                     out[chunk[j]] = row
         return out
 
-    def classify(self, rows: list[Row], batch_size: int = 64) -> list[dict]:
+    def classify(self, rows: list[Row], batch_size: int = 64, max_tokens: int | None = None) -> list[dict]:
         """Per row: its prompt, the predicted label and every label's probability."""
         results = []
-        for (name, _), logits in zip(rows, self.logits(rows, batch_size)):
+        for (name, _), logits in zip(rows, self.logits(rows, batch_size, max_tokens)):
             labels = self.prompts[name].task.config.labels
             probs = logits.softmax(-1).tolist()
             best = max(range(len(labels)), key=probs.__getitem__)
@@ -172,7 +188,8 @@ class PromptSet:
         return results
 
     @torch.no_grad()
-    def generate(self, rows: list[Row], batch_size: int = 32, **options) -> list[list[str]]:
+    def generate(self, rows: list[Row], batch_size: int = 32, max_tokens: int | None = None,
+                 **options) -> list[list[str]]:
         """Per row: the texts its prompt generates for it (num_return_sequences of them). Rows whose
         prompts resolve to the same decoding options share one `generate` call."""
         rows = _as_examples(rows)
@@ -180,10 +197,12 @@ class PromptSet:
         names_all = [n for n, _ in rows]
         resolved = {n: self.prompts[n].task.generation_options(**options) for n in dict.fromkeys(names_all)}
         results: list[list[str] | None] = [None] * len(rows)
-        for chunk in self._batches(names_all, batch_size, key=lambda n: repr(sorted(resolved[n].items()))):
+        encoded = [self.prompts[n].task.encode(e) for n, e in rows]
+        lengths = [len(f["input_ids"]) for f in encoded]
+        for chunk in self._batches(names_all, lengths, batch_size, max_tokens, key=lambda n: repr(sorted(resolved[n].items()))):
             names = [names_all[i] for i in chunk]
             task = self.prompts[names[0]].task
-            features = [self.prompts[n].task.encode(rows[i][1]) for n, i in zip(names, chunk)]
+            features = [encoded[i] for i in chunk]
             batch = {k: v.to(self.backbone.device)
                      for k, v in task.collate(features, with_labels=False, for_generation=True).items()}
             inputs, _ = self._inputs(names, batch, task)

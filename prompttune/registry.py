@@ -94,6 +94,12 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "blobs").mkdir(exist_ok=True)
         self.catalog = self.root / "catalog.sqlite"
+        with FileLock(str(self.root / ".lock"), timeout=lock_timeout):
+            db = self._connect()
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # kept in the file: readers never wait for a writer
+            finally:
+                db.close()
         with self._writing() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -104,7 +110,6 @@ class Registry:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.catalog, timeout=self.lock_timeout, isolation_level=None)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         return db
 

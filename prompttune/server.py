@@ -7,7 +7,9 @@
   server runs is served at once, without a restart; a version is loaded onto the model the first
   time it is asked for (at most `max_loaded` stay loaded, least recently used first out).
 - Requests that arrive together, for any prompts, are joined into one mixed batch (prompttune/batcher.py,
-  prompttune/mixed.py): at most `max_batch_size` rows, waiting at most `max_wait_ms` for company.
+  prompttune/mixed.py): at most `max_batch_size` rows, waiting at most `max_wait_ms` for company. With
+  `max_batch_tokens`, the joined rows are run in order of length, in forwards of at most that many
+  padded tokens (less padding; on a CPU, where a forward's cost grows with its tokens, faster).
 - `GET /v1/prompts`, `GET /health`, and `GET /metrics` for Prometheus: requests and latency per
   endpoint and status, rows and requests per batch, and every prompt's predicted labels, so a drift
   in what a prompt predicts shows on a dashboard.
@@ -129,14 +131,16 @@ class Limits:
     max_inputs: int = 64
     max_chars: int = 8192
     max_loaded: int = 256
+    max_batch_tokens: int | None = None
 
 
 class PromptService:
     """Registry versions loaded on demand onto one backbone and run in mixed batches. `run` is
     called from one worker thread at a time (the batcher's)."""
 
-    def __init__(self, backbone: Backbone, registry: Registry, max_loaded: int = 256):
+    def __init__(self, backbone: Backbone, registry: Registry, max_loaded: int = 256, max_tokens: int | None = None):
         self.backbone = backbone
+        self.max_tokens = max_tokens
         self.registry = registry
         self.prompts = PromptSet(backbone)
         self.max_loaded = max_loaded
@@ -151,7 +155,7 @@ class PromptService:
         if record["task"] != task:
             raise WrongTask(f"{key} is a {record['task']} prompt; use /v1/{'classify' if record['task'] == 'classification' else 'generate'}")
         try:
-            check_base_model({"base_model": record["base_model"]}, self.backbone, key)
+            check_base_model({"base_model": record["base_model"]}, self.backbone, key, actual=self._fingerprint)
         except ArtifactError as error:
             raise WrongModel(str(error)) from None
         return key
@@ -171,8 +175,8 @@ class PromptService:
         with self._lock:
             self._ensure_loaded({name for name, _ in items})
             if key[0] == "classify":
-                return self.prompts.classify(items, batch_size=len(items))
-            return self.prompts.generate(items, batch_size=len(items), **dict(key[1]))
+                return self.prompts.classify(items, batch_size=len(items), max_tokens=self.max_tokens)
+            return self.prompts.generate(items, batch_size=len(items), max_tokens=self.max_tokens, **dict(key[1]))
 
     @property
     def loaded(self) -> int:
@@ -327,7 +331,7 @@ def serve(model: str, registry: str | None, host: str = "127.0.0.1", port: int =
     backbone = Backbone.from_pretrained(model)
     if device:
         backbone.to(device)
-    service = PromptService(backbone, Registry(registry), limits.max_loaded)
+    service = PromptService(backbone, Registry(registry), limits.max_loaded, limits.max_batch_tokens)
     app = create_app(service, limits, token)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

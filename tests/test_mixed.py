@@ -72,8 +72,23 @@ def test_mixed_batch_equals_each_prompt_alone(load, examples, tmp_path, family, 
         torch.testing.assert_close(got, _alone(dirs[name], backbone, example), atol=2e-5, rtol=1e-4,
                                    msg=lambda m: f"{family}, prompt {name}, {example.text!r}: {m}")
     # Batching the same rows differently changes nothing either.
-    again = prompts.logits(rows, batch_size=3)
-    torch.testing.assert_close(torch.stack(again), torch.stack(mixed), atol=2e-5, rtol=1e-4)
+    for options in ({"batch_size": 3}, {"max_tokens": 24}):
+        again = prompts.logits(rows, **options)
+        torch.testing.assert_close(torch.stack(again), torch.stack(mixed), atol=2e-5, rtol=1e-4)
+
+
+def test_forwards_take_rows_by_length_within_the_token_budget(load):
+    prompts = PromptSet(load("bert"))
+    prompts._parts = {"a": None, "b": None}
+    prompts._forward_key = lambda name: 0
+    names = ["a", "b", "a", "b", "a", "b", "a"]
+    lengths = [9, 3, 5, 12, 3, 4, 7]
+    batches = prompts._batches(names, lengths, batch_size=3, max_tokens=16)
+    assert sorted(i for b in batches for i in b) == list(range(len(names)))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 16
+    assert [[lengths[i] for i in b] for b in batches] == [[3, 3, 4], [5, 7], [9], [12]]
 
 
 @pytest.mark.parametrize("family", GEN_FAMILIES)
