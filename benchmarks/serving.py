@@ -123,8 +123,6 @@ def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
 
 
 def load_test(args, registry_root: Path) -> dict:
-    import httpx
-
     from prompttune.client import Client
 
     with socket.socket() as s:
@@ -138,16 +136,11 @@ def load_test(args, registry_root: Path) -> dict:
         stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"the server did not start: {Path(log.name).read_text()}")
-            time.sleep(0.5)
+        try:
+            with Client(url) as probe:
+                probe.wait_ready(timeout=180, process=process)
+        except Exception:
+            raise SystemExit(f"the server did not start: {Path(log.name).read_text()}") from None
         texts = sentences(400)
         names = [f"task{i}" for i in range(TASKS)]
         with Client(url) as warm:

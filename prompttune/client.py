@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from .errors import PromptTuneError
@@ -62,6 +64,21 @@ class Client:
 
     def health(self) -> dict:
         return self._call("GET", "/health").json()
+
+    def wait_ready(self, timeout: float = 120.0, process=None) -> dict:
+        """Poll /health until the server answers (it loads the model first); `process`, a
+        `subprocess.Popen` running the server, stops the wait early if it exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.health()
+            except (httpx.HTTPError, ServerError):
+                pass
+            if process is not None and process.poll() is not None:
+                raise PromptTuneError(f"the server exited with status {process.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                raise PromptTuneError(f"the server at {self._http.base_url} was not ready after {timeout:.0f} s")
+            time.sleep(0.3)
 
     def metrics(self) -> str:
         return self._call("GET", "/metrics").text

@@ -69,16 +69,12 @@ def server(model_dirs, tmp_path_factory):
          "--max-chars", "200", "--log-level", "warning"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PROMPTTUNE_TOKEN": ""})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"the server did not start:\n{(root / 'server.log').read_text()}")
-        time.sleep(0.3)
+    try:
+        with Client(url) as probe:
+            probe.wait_ready(timeout=120, process=process)
+    except Exception:
+        process.kill()
+        raise RuntimeError(f"the server did not start:\n{(root / 'server.log').read_text()}") from None
     yield {"url": url, "registry": registry, "root": root, "model_dir": model_dirs["gpt2"], "process": process}
     process.terminate()
     process.wait(timeout=30)
