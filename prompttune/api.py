@@ -138,7 +138,12 @@ def train_prompt(
         if init_from is not None else None,
     }
     if main:
-        save_prompt(prompt, output_dir, extra={"columns": saved_columns, "training": training})
+        # A searched prompt is saved as the hard prompt it found.
+        exported = prompt.method.exported(prompt)
+        extra = {"columns": saved_columns, "training": training}
+        if exported is not None:
+            extra["searched"] = exported.searched
+        save_prompt(exported or prompt, output_dir, extra=extra)
     metrics = {
         "method": method,
         "model": model,

@@ -92,6 +92,7 @@ class ModelInputs:
     prefix: Prefix | None = None  # per-layer key/value prefixes (prefix methods)
     decoder_input_ids: torch.Tensor | None = None  # (B, Td) teacher-forced decoder input (encoder-decoders)
     full_logits: bool = False  # LM logits at every position (generation) instead of the readout only
+    slot_index: torch.Tensor | None = None  # (B, N) positions of a searched prompt's trigger tokens
     extra: dict = field(default_factory=dict)
 
 

@@ -14,7 +14,7 @@ from .training import is_main_process
 
 def _method_options(args) -> dict:
     options = {}
-    for flag in ("num_virtual_tokens", "init", "init_text"):
+    for flag in ("num_virtual_tokens", "num_tokens", "init", "init_text"):
         if getattr(args, flag) is not None:
             options[flag] = getattr(args, flag)
     for item in args.option or []:
@@ -31,7 +31,7 @@ def _method_options(args) -> dict:
 def _train_options(args) -> dict:
     names = ("max_steps", "epochs", "batch_size", "eval_batch_size", "lr", "head_lr", "optimizer", "weight_decay",
              "warmup_ratio", "schedule", "grad_accum", "max_grad_norm", "seed", "eval_every", "patience", "metric",
-             "checkpoint_every", "mixed_precision")
+             "checkpoint_every", "mixed_precision", "max_seconds")
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     options["progress"] = not args.no_progress
     if args.gradient_checkpointing:
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser("train", help="train a prompt and save it as an artifact")
     t.add_argument("--model", required=True, help="hub id or local folder (all-MiniLM-L6-v2 resolves to the offline copy)")
     t.add_argument("--method", required=True,
-                   help="soft_prompt | prefix | deep_prompt | p_tuning | hard_prompt | linear_probe | full_finetune")
+                   help="soft_prompt | prefix | deep_prompt | p_tuning | hard_prompt | autoprompt | pez | linear_probe | "
+                        "full_finetune")
     t.add_argument("--task", default="classification", choices=("classification", "generation"))
     t.add_argument("--train", required=True, help="CSV, TSV, JSONL, a datasets folder, or NAME[:CONFIG]:SPLIT")
     t.add_argument("--eval", help="dev data in the same form, for evaluation, early stopping and the best prompt")
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--head", default="auto", choices=("auto", "lm", "none"), help="load the model's LM head or not")
     t.add_argument("--max-length", type=int, default=256)
     t.add_argument("--num-virtual-tokens", type=int)
+    t.add_argument("--num-tokens", type=int, help="autoprompt/pez: tokens in the searched prompt")
     t.add_argument("--init", help="soft_prompt/p_tuning: random | sample_vocab | text | class_labels; "
                                   "prefix/deep_prompt: random | text | sample_vocab")
     t.add_argument("--init-text")
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     steps = t.add_mutually_exclusive_group()
     steps.add_argument("--max-steps", type=int)
     steps.add_argument("--epochs", type=float)
+    t.add_argument("--max-seconds", type=float, help="stop after this many seconds (a budget for autoprompt/pez searches)")
     t.add_argument("--lr", type=float)
     t.add_argument("--head-lr", type=float)
     t.add_argument("--optimizer", choices=("adamw", "adafactor"))

@@ -43,7 +43,8 @@ class PromptModel(nn.Module):
         method_cls = method_class(method)
         method_config = method_cls.Config.from_dict(method_options or {}, where=f"--method {method}")
         task_cls = task_class(task_config)
-        task_config = task_cls.configure(task_config, method_cls, backbone, readout)
+        task_config = task_cls.configure(task_config, method_cls, backbone, readout,
+                                         prompt_slots=method_cls.prompt_slots(method_config))
         task = task_cls(task_config, backbone)
         prompt = method_cls(method_config, backbone)
         fingerprint = backbone.fingerprint()

@@ -76,12 +76,16 @@ class TrainConfig(ConfigBase):
     """Show a progress bar with the loss and the dev metric."""
     log_every: int = 10
     """Write the mean loss and learning rate to log.jsonl every N steps."""
+    max_seconds: float | None = None
+    """Stop after this many seconds of training, evaluating once more (a budget for searches);
+    None: no limit."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass instead of storing them (less memory, more time);
     works with every method, prefixes included."""
 
     def __post_init__(self):
         check(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
+        check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be positive")
         check(self.epochs > 0, "epochs", "must be positive")
         check(self.batch_size > 0 and self.eval_batch_size > 0, "batch_size", "must be positive")
         check(self.grad_accum > 0 and self.batch_size % self.grad_accum == 0, "grad_accum",
@@ -131,6 +135,9 @@ def _optimizer(model: PromptModel, config: TrainConfig):
     lr = config.lr or method.default_lr
     head_lr = config.head_lr or method.default_head_lr
     groups = model.parameter_groups(lr, head_lr)
+    if not groups and method.searches:
+        # A search over tokens with a verbalizer: nothing trains by gradient, the loop still runs.
+        groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": 0.0, "name": "none"}]
     if not groups:
         raise ConfigError(f"--method {method.name}: nothing to train")
     name = config.optimizer or method.default_optimizer
@@ -184,6 +191,8 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             task.encode(example)
     if config.gradient_checkpointing:
         model.backbone.set_gradient_checkpointing(True)
+    if model.method.searches and accelerator.num_processes > 1:
+        raise ConfigError(f"--method {model.method.name}: a token search runs in one process")
     # The unwrapped model is kept for evaluation and saving; `model` may become a DDP wrapper.
     prompt_model = model
     optimizer = _optimizer(model, config)
@@ -242,13 +251,20 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             state["step"] += 1
             bar.update(1)
             step = state["step"]
+            found = prompt_model.method.search_step(prompt_model, batch) if prompt_model.method.searches else None
+            if found is not None:
+                # Each round of a search: the prompt it holds now and its loss on the batch.
+                log.write({"step": step, "search": found})
+                postfix.update(prompt=found["prompt"][:40], batch_loss=f"{found['batch_loss']:.4f}")
+                bar.set_postfix(postfix)
             if step % config.log_every == 0 or step == total:
                 entry = {"step": step, "loss": running_loss.item() / running_count, "lr": scheduler.get_last_lr()[0]}
                 log.write(entry)
                 postfix["loss"] = f"{entry['loss']:.4f}"
                 bar.set_postfix(postfix)
                 running_loss, running_count = torch.zeros(()), 0
-            if eval_examples and (step % eval_every == 0 or step == total):
+            out_of_time = config.max_seconds is not None and time.perf_counter() - start > config.max_seconds
+            if eval_examples and (step % eval_every == 0 or step == total or out_of_time):
                 metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
                 value = metrics[metric]
                 improved = state["best"] is None or value > state["best"]
@@ -263,6 +279,8 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
                 bar.set_postfix(postfix)
                 if config.patience is not None and state["bad_evals"] >= config.patience:
                     stopped_early = True
+            if out_of_time:
+                stopped_early = True
             if output is not None and (step % checkpoint_every == 0) and step < total and not stopped_early:
                 _save_checkpoint(output / CHECKPOINT, accelerator, prompt_model, optimizer, scheduler, state, best_state)
             if step >= total or stopped_early:

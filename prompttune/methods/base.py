@@ -55,8 +55,27 @@ class PromptMethod(nn.Module):
         super().__init__()
         self.config = config
 
+    #: Whether the method searches discrete tokens: the training loop then calls `search_step`
+    #: after each backward pass.
+    searches: ClassVar[bool] = False
+
+    @classmethod
+    def prompt_slots(cls, config) -> int:
+        """Trigger-token slots the method needs in the task's template (searched prompts)."""
+        return 0
+
     def initialize(self, backbone: Backbone, task) -> None:
         """Set initial parameter values. Called once for a new prompt, never when loading one."""
+
+    def search_step(self, model, batch: dict) -> dict | None:
+        """One round of a discrete search after the backward pass of `batch` (searching methods
+        only); returns what to report (the current prompt, its score)."""
+        return None
+
+    def exported(self, model):
+        """The prompt to save in place of this one (a searched prompt saves itself as the hard
+        prompt it found), or None to save this one."""
+        return None
 
     def parts(self, backbone: Backbone) -> PromptParts:
         """What this prompt adds to every row: virtual tokens and/or per-layer prefixes (with

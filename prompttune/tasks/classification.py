@@ -33,7 +33,7 @@ from ..methods.soft_prompt import word_for_tokenizer
 from ..virtual_tokens import gather_positions
 
 READOUTS = ("verbalizer", "head", "similarity")
-PLACEHOLDERS = ("text", "text_pair", "mask")
+PLACEHOLDERS = ("text", "text_pair", "mask", "prompt")
 SIMILARITY_SCALE = 20.0  # cosine similarities -> logits, as sentence-transformers' ranking losses do
 
 
@@ -52,6 +52,9 @@ class ClassificationConfig(ConfigBase):
     """Tokens per input, virtual tokens not counted; text fields are truncated, the template never."""
     pair: bool = False
     """Whether inputs are sentence pairs."""
+    prompt_slots: int = 0
+    """Trigger-token slots at {prompt} in the template, filled by a searched prompt (autoprompt,
+    pez); without {prompt} in the template they go before the input."""
 
     def __post_init__(self):
         check(len(self.labels) >= 2, "labels", f"need at least two labels, got {list(self.labels)}")
@@ -69,6 +72,10 @@ class ClassificationConfig(ConfigBase):
             check(("text_pair" in fields) == self.pair, "template",
                   "needs {text_pair} exactly when the data has a text-pair column")
             check(fields.count("mask") <= 1, "template", "at most one {mask}")
+            check(fields.count("prompt") <= 1, "template", "at most one {prompt}")
+            check("prompt" not in fields or self.prompt_slots > 0, "template",
+                  "{prompt} marks where a searched prompt's trigger tokens go (--method autoprompt or pez)")
+        check(isinstance(self.prompt_slots, int) and self.prompt_slots >= 0, "prompt_slots", "must be a non-negative integer")
 
     def words(self) -> tuple[tuple[str, ...], ...]:
         return self.verbalizer if self.verbalizer is not None else tuple((label,) for label in self.labels)
@@ -165,15 +172,26 @@ class ClassificationTask(nn.Module):
         if self.template is not None and backbone.kind == DECODER and "mask" in template_fields(self.template):
             # A causal LM predicts the label word as the next token: the prompt stops at {mask}.
             self.template = self.template[: self.template.index("{mask}")].rstrip()
+        self.slot_filler = None
+        if config.prompt_slots:
+            if config.readout == "similarity":
+                raise ConfigError("readout: trigger tokens need a verbalizer or a trained head, not similarity")
+            self.template = self.template or "{text}"
+            if "prompt" not in template_fields(self.template):
+                self.template = "{prompt} " + self.template
+            # Trigger slots are encoded as copies of one ordinary token, found again by offsets.
+            self.slot_filler = first_plain_token(self.tokenizer)
         self.mask_text = {ENCODER: self.tokenizer.mask_token, DECODER: "",
                           ENCODER_DECODER: self.tokenizer.mask_token or _sentinel(self.tokenizer)}[backbone.kind]
 
     # ---- set-up -------------------------------------------------------------------------------
 
     @staticmethod
-    def configure(config: ClassificationConfig, method, backbone: Backbone, readout: str = "auto") -> ClassificationConfig:
-        """A new prompt's config: the readout chosen for this method and backbone."""
-        return config.replace(readout=resolve_readout(method, backbone, readout))
+    def configure(config: ClassificationConfig, method, backbone: Backbone, readout: str = "auto",
+                  prompt_slots: int = 0) -> ClassificationConfig:
+        """A new prompt's config: the readout chosen for this method and backbone, and the trigger
+        slots the method asks for."""
+        return config.replace(readout=resolve_readout(method, backbone, readout), prompt_slots=prompt_slots)
 
     def label_words(self) -> tuple[tuple[str, ...], ...]:
         return self.config.words()
@@ -223,18 +241,30 @@ class ClassificationTask(nn.Module):
         if self.config.pair and example.text_pair is None:
             raise DataError(f"{example.source}: this prompt classifies text pairs; the second text is missing")
         use_template = self.template is not None and self.config.readout != "similarity"
+        slots = self.config.prompt_slots
+        prompt_text = tok.decode([self.slot_filler] * slots) if slots else ""
         if use_template:
-            fixed = self.template.format(text="", text_pair="", mask=self.mask_text)
+            fixed = self.template.format(text="", text_pair="", mask=self.mask_text, prompt=prompt_text)
             budget = self.config.max_length - tok.num_special_tokens_to_add() - len(tok(fixed, add_special_tokens=False)["input_ids"])
             text, pair = _truncate(tok, example.text, example.text_pair, budget)
-            encoded = tok(self.template.format(text=text, text_pair=pair or "", mask=self.mask_text),
-                          truncation=True, max_length=self.config.max_length)
+            values = dict(text=text, text_pair=pair or "", mask=self.mask_text, prompt=prompt_text)
+            formatted = self.template.format(**values)
+            encoded = tok(formatted, truncation=True, max_length=self.config.max_length, return_offsets_mapping=bool(slots))
         else:
             encoded = tok(example.text, example.text_pair, truncation=True, max_length=self.config.max_length)
         ids = encoded["input_ids"]
         if not ids:
             raise DataError(f"{example.source}: the text has no tokens")
         feature = {"input_ids": ids, "readout_index": self._readout(ids, example)}
+        if slots:
+            # The slots are the filler tokens inside the span where {prompt} was written.
+            start = len(self.template[: self.template.index("{prompt}")].format(**values))
+            end = start + len(prompt_text)
+            found = [i for i, (a, b) in enumerate(encoded["offset_mapping"])
+                     if a >= start and b <= end and b > a and ids[i] == self.slot_filler]
+            if len(found) != slots:
+                raise DataError(f"{example.source}: the template's {slots} trigger slots came out as {len(found)} tokens")
+            feature["slot_index"] = found
         if "token_type_ids" in encoded and example.text_pair is not None and not use_template:
             feature["token_type_ids"] = encoded["token_type_ids"]
         if example.label is not None:
@@ -261,7 +291,7 @@ class ClassificationTask(nn.Module):
         models that cannot take position ids with absolute positions (the backbone says which)."""
         length = max(len(f["input_ids"]) for f in features)
         pad = self.tokenizer.pad_token_id
-        input_ids, mask, types, readout = [], [], [], []
+        input_ids, mask, types, readout, slot_index = [], [], [], [], []
         for f in features:
             n = len(f["input_ids"])
             fill = length - n
@@ -276,6 +306,8 @@ class ClassificationTask(nn.Module):
                 mask.append([0] * fill + [1] * n)
                 types.append([0] * fill + row_types)
             readout.append(f["readout_index"] + offset)
+            if "slot_index" in f:
+                slot_index.append([i + offset for i in f["slot_index"]])
         batch = {
             "input_ids": torch.tensor(input_ids),
             "attention_mask": torch.tensor(mask),
@@ -283,6 +315,8 @@ class ClassificationTask(nn.Module):
         }
         if any("token_type_ids" in f for f in features):
             batch["token_type_ids"] = torch.tensor(types)
+        if slot_index:
+            batch["slot_index"] = torch.tensor(slot_index)
         if with_labels and all("label" in f for f in features):
             batch["labels"] = torch.tensor([f["label"] for f in features])
         return batch
@@ -301,7 +335,8 @@ class ClassificationTask(nn.Module):
 
     def model_inputs(self, batch: dict, embeds: torch.Tensor) -> ModelInputs:
         return ModelInputs(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                           token_type_ids=batch.get("token_type_ids"), readout_index=batch.get("readout_index"))
+                           token_type_ids=batch.get("token_type_ids"), readout_index=batch.get("readout_index"),
+                           slot_index=batch.get("slot_index"))
 
     def logits(self, output: BackboneOutput, inputs: ModelInputs, batch: dict) -> torch.Tensor:
         """Label scores (B, C). `output.hidden` is already restricted to the real (non-virtual)
@@ -334,6 +369,36 @@ class ClassificationTask(nn.Module):
 
     def state_to_save(self) -> dict:
         return {k: v.detach() for k, v in self.state_dict().items()}
+
+
+def first_plain_token(tokenizer) -> int:
+    """The first vocabulary token that is no special token and reads back as itself, alone and
+    repeated (a stand-in for trigger tokens before they are chosen)."""
+    return next(iter(plain_tokens(tokenizer, limit=1)))
+
+
+def plain_tokens(tokenizer, limit: int | None = None) -> list[int]:
+    """Vocabulary tokens that can stand anywhere in a prompt's text: not special, and decoding then
+    re-encoding gives the token back, alone and twice in a row (so a searched prompt written out
+    as text is read back as the same tokens)."""
+    special = set(tokenizer.all_special_ids)
+    found = []
+    for token in sorted(tokenizer.get_vocab().values()):
+        if token in special:
+            continue
+        text = tokenizer.decode([token])
+        if not text.strip():
+            continue
+        if tokenizer(text, add_special_tokens=False)["input_ids"] != [token]:
+            continue
+        if tokenizer(tokenizer.decode([token, token]), add_special_tokens=False)["input_ids"] != [token, token]:
+            continue
+        found.append(token)
+        if limit is not None and len(found) >= limit:
+            break
+    if not found:
+        raise ConfigError("the tokenizer has no plain tokens to build a searched prompt from")
+    return found
 
 
 def _describe(template: str, word: str) -> str:

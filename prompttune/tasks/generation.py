@@ -73,8 +73,11 @@ class GenerationTask(nn.Module):
     # ---- what other parts ask of a task ----------------------------------------------------------
 
     @staticmethod
-    def configure(config: GenerationConfig, method, backbone: Backbone, readout: str = "auto") -> GenerationConfig:
+    def configure(config: GenerationConfig, method, backbone: Backbone, readout: str = "auto",
+                  prompt_slots: int = 0) -> GenerationConfig:
         """A new prompt's config (generation reads the LM head; there is no readout to choose)."""
+        if prompt_slots:
+            raise ConfigError(f"--method {method.name}: searched prompts are made for classification")
         return config
 
     def label_words(self) -> tuple:

@@ -1,0 +1,109 @@
+"""Searched discrete prompts (autoprompt, pez): the search finds a planted trigger, lowers the
+objective, and the exported hard prompt gives the searched prompt's outputs."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from conftest import FAMILIES, SENTENCES, task_config
+from prompttune import Example, PromptModel, TrainConfig, load_prompt, train
+from prompttune.api import train_prompt
+from prompttune.errors import ConfigError
+from prompttune.model import run_backbone
+
+
+def _scores(model, examples):
+    batch = model.task.collate([model.task.encode(e) for e in examples], with_labels=False)
+    model.eval()
+    with torch.no_grad():
+        return model(batch)
+
+
+def _plant(backbone, model, batch, token, steps=100):
+    """Give `token` an input embedding that, in every trigger slot, makes the model predict the
+    batch's labels: a trigger planted in the vocabulary."""
+    row = backbone.input_embeddings.weight[token].detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([row], lr=0.1)
+    for _ in range(steps):
+        inputs = model.task.model_inputs(batch, backbone.embed(batch["input_ids"]))
+        embeds = inputs.inputs_embeds.clone()
+        embeds[:, batch["slot_index"][0]] = row
+        loss = model.task.loss(model.task.logits(run_backbone(backbone, replace(inputs, inputs_embeds=embeds)), inputs, batch),
+                               batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        backbone.input_embeddings.weight[token] = row.detach()
+
+
+def test_autoprompt_finds_a_planted_trigger(load):
+    backbone = load("bert")
+    model = PromptModel.create(backbone, "autoprompt", task_config(), {"num_tokens": 2, "num_candidates": 3})
+    examples = [Example(text, label="1") for text, _ in SENTENCES]
+    batch = model.task.collate([model.task.encode(e) for e in examples])
+    planted = int(model.method.allowed[-1])
+    assert planted not in model.method.trigger_ids.tolist()
+    _plant(backbone, model, batch, planted)
+    with torch.no_grad():
+        before = float(model.loss(batch))
+    train(model, examples, None, TrainConfig(max_steps=12, batch_size=8, progress=False))
+    assert model.method.trigger_ids.tolist() == [planted, planted]
+    with torch.no_grad():
+        assert float(model.loss(batch)) < before / 5
+
+
+@pytest.mark.parametrize("method", ["autoprompt", "pez"])
+def test_search_lowers_the_objective(load, examples, method):
+    backbone = load("bert")
+    options = {"num_tokens": 3} if method == "pez" else {"num_tokens": 3, "num_candidates": 8}
+    model = PromptModel.create(backbone, method, task_config(), options)
+    batch = model.task.collate([model.task.encode(e) for e in examples])
+    with torch.no_grad():
+        before = float(model.loss(batch))
+    train(model, examples, None, TrainConfig(max_steps=20, batch_size=8, progress=False, warmup_ratio=0.0))
+    with torch.no_grad():
+        after = float(model.loss(batch))
+    assert after < before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", ["autoprompt", "pez"])
+def test_the_exported_hard_prompt_gives_the_searched_prompts_outputs(model_dirs, examples, tmp_path, family, method):
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in SENTENCES))
+    template = "{text} it was {mask} ." if family != "bert_encoder" else None
+    result = train_prompt(model=str(model_dirs[family]), method=method, train=str(data), output=str(tmp_path / "out"),
+                          template=template, verbalizer="0:bad,1:good" if template else None,
+                          method_options={"num_tokens": 3}, max_steps=6, batch_size=4, progress=False)
+    meta = json.loads((tmp_path / "out" / "prompt.json").read_text())
+    assert meta["method"] == "hard_prompt" and meta["searched"]["method"] == method
+    text = meta["searched"]["prompt_text"]
+    assert text in meta["task_config"]["template"] and "{prompt}" not in meta["task_config"]["template"]
+    hard = load_prompt(tmp_path / "out")
+    # The same prompt as a searched prompt: the tokens in the slots of the template.
+    searched = PromptModel.create(hard.backbone, method, task_config(template=template, verbalizer=(("bad",), ("good",)))
+                                  if template else task_config(template=None, verbalizer=None), {"num_tokens": 3})
+    ids = hard.backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        if method == "autoprompt":
+            searched.method.trigger_ids.copy_(torch.tensor(ids))
+        else:
+            searched.method.vectors.copy_(hard.backbone.input_embeddings.weight[torch.tensor(ids)])
+        if hard.task.config.readout == "head":
+            searched.task.head.load_state_dict(hard.task.head.state_dict())
+    torch.testing.assert_close(_scores(hard, examples), _scores(searched, examples), atol=1e-5, rtol=1e-4)
+    assert result["parameters"]["trainable"] >= 0
+
+
+def test_searched_prompts_refuse_what_they_cannot_do(load):
+    backbone = load("bert")
+    with pytest.raises(ConfigError, match="init_text"):
+        PromptModel.create(backbone, "autoprompt", task_config(), {"num_tokens": 2, "init_text": "the movie was"})
+    with pytest.raises(ConfigError, match="classification"):
+        from prompttune.tasks import GenerationConfig
+        PromptModel.create(load("gpt2"), "pez", GenerationConfig(), {"num_tokens": 2})
+    with pytest.raises(ConfigError, match=r"\{prompt\} marks where"):
+        task_config(template="{prompt} {text} {mask}")
