@@ -1,5 +1,5 @@
-"""`prompttune train | evaluate | predict | generate | registry | serve`: the command line over
-prompttune.api, prompttune.registry and prompttune.server."""
+"""`prompttune train | evaluate | predict | generate | inspect | registry | serve`: the command line
+over prompttune.api, prompttune.inspect, prompttune.registry and prompttune.server."""
 
 from __future__ import annotations
 
@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model")
     g.add_argument("--device")
 
+    i = commands.add_parser("inspect", help="what a learned prompt is near: vocabulary neighbours, norms, label words")
+    i.add_argument("directory")
+    i.add_argument("--json", action="store_true", help="print the full report as JSON")
+    i.add_argument("--png", help="also draw a heatmap into this file")
+    i.add_argument("--top", type=int, default=5, help="nearest tokens per virtual token or prefix position")
+    i.add_argument("--model", help="local copy of the base model (checked against the artifact)")
+
     v = commands.add_parser("serve", help="serve every prompt in a registry over one frozen model (HTTP JSON API)")
     v.add_argument("--model", required=True, help="the base model the registry's prompts were made for")
     v.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
@@ -275,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(summary))
         elif args.command == "registry":
             _registry_command(args)
+        elif args.command == "inspect":
+            from .inspect import inspect_command
+
+            print(inspect_command(args.directory, args.json, args.png, args.top, args.model))
         elif args.command == "serve":
             from .server import Limits, serve
 

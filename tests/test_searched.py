@@ -107,3 +107,32 @@ def test_searched_prompts_refuse_what_they_cannot_do(load):
         PromptModel.create(load("gpt2"), "pez", GenerationConfig(), {"num_tokens": 2})
     with pytest.raises(ConfigError, match=r"\{prompt\} marks where"):
         task_config(template="{prompt} {text} {mask}")
+
+
+def test_inspect_finds_the_words_a_soft_prompt_started_from(load, model_dirs, tmp_path):
+    from prompttune import save_prompt
+    from prompttune.inspect import format_report, inspect_prompt, plot_report
+
+    backbone = load("bert")
+    model = PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 3, "init": "text",
+                                                                       "init_text": "great movie story"})
+    save_prompt(model, tmp_path / "soft")
+    report = inspect_prompt(tmp_path / "soft", top=3)
+    assert [row["nearest"][0]["token"] for row in report["virtual_tokens"]] == ["great", "movie", "story"]
+    assert all(abs(row["nearest"][0]["cosine"] - 1) < 1e-5 for row in report["virtual_tokens"])
+    assert set(report["virtual_tokens"][0]["labels"]) == {"0:bad", "1:good"}
+    assert "great 1.00" in format_report(report)
+    assert plot_report(report, tmp_path / "soft.png").stat().st_size > 1000
+
+    # A prefix on a causal LM: position 0 of every layer holds exactly the keys and values the
+    # model computes for the first word read alone.
+    gpt2 = load("gpt2")
+    prefix = PromptModel.create(gpt2, "deep_prompt", task_config(), {"num_virtual_tokens": 2, "init": "text",
+                                                                     "init_text": "story great"})
+    save_prompt(prefix, tmp_path / "prefix")
+    report = inspect_prompt(tmp_path / "prefix", top=2)
+    assert len(report["prefix"]) == gpt2.prefix_layout()["self"][0]
+    for layer in report["prefix"]:
+        assert layer["positions"][0]["nearest"][0]["token"] == "story"
+        assert abs(layer["positions"][0]["nearest"][0]["cosine"] - 1) < 1e-4
+    assert plot_report(report, tmp_path / "prefix.png").stat().st_size > 1000
