@@ -169,3 +169,30 @@ def test_ensemble_evaluate_and_predict(model_dirs, data, tmp_path, capsys):
     assert code == 2 and "at least two prompts" in err
     with pytest.raises(SystemExit):  # --prompt and --prompts together
         main(["predict", "--prompt", dirs[0], "--prompts", ",".join(dirs), "x"])
+
+
+def test_search_then_inspect(model_dirs, data, tmp_path, capsys):
+    """`--method autoprompt` saves a hard prompt with the tokens it found; `inspect` shows it."""
+    out_dir = tmp_path / "ap"
+    code, out, err = run(capsys, "train", "--model", model_dirs["bert"], "--method", "autoprompt", "--train", data,
+                         "--text-column", "review", "--label-column", "sentiment", "--template", "{prompt} {text} it was {mask} .",
+                         "--verbalizer", "neg:bad,pos:good", "--num-tokens", "2", "--max-steps", "3", "--batch-size", "4",
+                         "--output", out_dir, "--no-progress")
+    assert code == 0, err
+    meta = json.loads((out_dir / "prompt.json").read_text())
+    assert meta["method"] == "hard_prompt" and meta["task_config"]["template"].endswith("{text} it was {mask} .")
+    rounds = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if "search" in line]
+    assert [r["step"] for r in rounds] == [1, 2, 3] and all("prompt" in r["search"] for r in rounds)
+    code, out, err = run(capsys, "inspect", out_dir)
+    assert code == 0 and f"searched by autoprompt: {meta['searched']['prompt_text']!r}" in out
+
+    soft = tmp_path / "soft"
+    run(capsys, "train", "--model", model_dirs["bert"], "--method", "soft_prompt", "--train", data, "--text-column", "review",
+        "--label-column", "sentiment", "--template", "{text} it was {mask} .", "--verbalizer", "neg:bad,pos:good",
+        "--num-virtual-tokens", "2", "--init", "text", "--init-text", meta["searched"]["prompt_text"], "--max-steps", "1",
+        "--output", soft, "--no-progress")
+    code, out, err = run(capsys, "inspect", soft, "--json", "--png", tmp_path / "soft.png", "--top", "2")
+    assert code == 0, err
+    report = json.loads(out)
+    assert len(report["virtual_tokens"]) == 2 and len(report["virtual_tokens"][0]["nearest"]) == 2
+    assert (tmp_path / "soft.png").stat().st_size > 1000

@@ -106,7 +106,7 @@ def test_searched_prompts_refuse_what_they_cannot_do(load):
         from prompttune.tasks import GenerationConfig
         PromptModel.create(load("gpt2"), "pez", GenerationConfig(), {"num_tokens": 2})
     with pytest.raises(ConfigError, match=r"\{prompt\} marks where"):
-        task_config(template="{prompt} {text} {mask}")
+        PromptModel.create(backbone, "soft_prompt", task_config(template="{prompt} {text} {mask}"))
 
 
 def test_inspect_finds_the_words_a_soft_prompt_started_from(load, model_dirs, tmp_path):

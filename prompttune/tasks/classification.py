@@ -73,8 +73,6 @@ class ClassificationConfig(ConfigBase):
                   "needs {text_pair} exactly when the data has a text-pair column")
             check(fields.count("mask") <= 1, "template", "at most one {mask}")
             check(fields.count("prompt") <= 1, "template", "at most one {prompt}")
-            check("prompt" not in fields or self.prompt_slots > 0, "template",
-                  "{prompt} marks where a searched prompt's trigger tokens go (--method autoprompt or pez)")
         check(isinstance(self.prompt_slots, int) and self.prompt_slots >= 0, "prompt_slots", "must be a non-negative integer")
 
     def words(self) -> tuple[tuple[str, ...], ...]:
@@ -173,6 +171,9 @@ class ClassificationTask(nn.Module):
             # A causal LM predicts the label word as the next token: the prompt stops at {mask}.
             self.template = self.template[: self.template.index("{mask}")].rstrip()
         self.slot_filler = None
+        if config.template is not None and "prompt" in template_fields(config.template) and not config.prompt_slots:
+            raise ConfigError("template: {prompt} marks where a searched prompt's trigger tokens go "
+                              "(--method autoprompt or pez)")
         if config.prompt_slots:
             if config.readout == "similarity":
                 raise ConfigError("readout: trigger tokens need a verbalizer or a trained head, not similarity")
