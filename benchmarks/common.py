@@ -17,6 +17,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The manual zero-shot prompt the SST-2 benchmarks compare against (label words terrible / great).
+ZERO_SHOT_TEMPLATE = "{text} It was {mask}."
 
 
 def sst2_subset(work: Path, train_size: int, seed: int = 0) -> tuple[Path, Path]:

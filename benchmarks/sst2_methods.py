@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import add_budget_arguments, RESULTS, environment, sst2_subset, write_results
+from common import RESULTS, ZERO_SHOT_TEMPLATE, add_budget_arguments, environment, sst2_subset, write_results
 
 # NAME or NAME:INIT (a soft prompt with another initialisation).
 SETS = {
@@ -47,7 +47,6 @@ PEFT_ANCHORS = {"soft_prompt": "peft_prompt_tuning", "deep_prompt": "peft_prefix
                 "prefix": "peft_prefix_tuning_projection"}
 PREFIX_TOKENS = 20  # deep_prompt, prefix and PEFT's prefix tuning
 PREFIX_HIDDEN = 512  # the MLP of prefix and of PEFT's prefix_projection
-ZERO_SHOT_TEMPLATE = "{text} It was {mask}."
 
 
 def rss_mb() -> float:
