@@ -1,5 +1,6 @@
-"""`prompttune train | evaluate | predict | generate | inspect | registry | serve`: the command line
-over prompttune.api, prompttune.inspect, prompttune.registry and prompttune.server."""
+"""`prompttune train | evaluate | predict | generate | compare | inspect | registry | serve`: the command
+line over prompttune.api, prompttune.compare, prompttune.inspect, prompttune.registry and
+prompttune.server."""
 
 from __future__ import annotations
 
@@ -167,6 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model")
     g.add_argument("--device")
 
+    c = commands.add_parser("compare", help="sweep methods x lengths x inits x training sizes x seeds; table, plots, report")
+    c.add_argument("--spec", help="a YAML sweep (fields: model, train, eval, methods, lengths, inits, train_sizes, seeds, "
+                                  "train_options, ...); flags override it")
+    c.add_argument("--output", required=True, help="sweep folder: cells, results.csv, summary.md, plots, report.html")
+    c.add_argument("--workers", type=int, default=1, help="cells run at the same time, each in its own process")
+    c.add_argument("--model")
+    c.add_argument("--train")
+    c.add_argument("--eval")
+    c.add_argument("--task", choices=("classification", "generation"))
+    c.add_argument("--methods", help="comma-separated methods")
+    c.add_argument("--lengths", help="comma-separated prompt lengths (for methods that have one)")
+    c.add_argument("--inits", help="comma-separated initialisations (for methods that accept them)")
+    c.add_argument("--train-sizes", help="comma-separated examples per class (generation: in all), or full")
+    c.add_argument("--seeds", help="comma-separated seeds")
+    c.add_argument("--max-steps", type=int)
+    c.add_argument("--batch-size", type=int)
+    c.add_argument("--eval-size", type=int, help="score on a fixed random subset of the eval data")
+    c.add_argument("--metric", help="the metric plotted and used to keep each cell's best prompt")
+    c.add_argument("--text-column")
+    c.add_argument("--text-pair-column")
+    c.add_argument("--label-column")
+    c.add_argument("--template")
+    c.add_argument("--verbalizer")
+
     i = commands.add_parser("inspect", help="what a learned prompt is near: vocabulary neighbours, norms, label words")
     i.add_argument("directory")
     i.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -282,6 +307,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(summary))
         elif args.command == "registry":
             _registry_command(args)
+        elif args.command == "compare":
+            from .compare import run_sweep, spec_from_args
+
+            rows = run_sweep(spec_from_args(args), args.output, workers=args.workers,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+            failed = [r for r in rows if r.get("status") != "done"]
+            print(json.dumps({"cells": len(rows), "failed": len(failed), "summary": os.path.join(args.output, "summary.md"),
+                              "report": os.path.join(args.output, "report.html")}))
+            return 1 if failed else 0
         elif args.command == "inspect":
             from .inspect import inspect_command
 

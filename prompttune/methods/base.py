@@ -55,6 +55,8 @@ class PromptMethod(nn.Module):
         super().__init__()
         self.config = config
 
+    #: The values its config's `init` takes (empty: the method has no initialisation to choose).
+    inits: ClassVar[tuple[str, ...]] = ()
     #: Whether the method searches discrete tokens: the training loop then calls `search_step`
     #: after each backward pass.
     searches: ClassVar[bool] = False

@@ -54,6 +54,8 @@ class KeyValuePrefix(PromptMethod):
     """What prefix methods share: the per-site layout, turning a flat (P, total) tensor into each
     site's (L, 2, B, H, P, d) keys and values, initial activations, and the artifact's tensors."""
 
+    inits = INITS
+
     def __init__(self, config, backbone: Backbone):
         super().__init__(config, backbone)
         self.layout = backbone.prefix_layout()  # site -> (layers, kv heads, head size)

@@ -39,6 +39,7 @@ class SoftPromptConfig(ConfigBase):
 class SoftPrompt(PromptMethod):
     name = "soft_prompt"
     Config = SoftPromptConfig
+    inits = INITS
     # Measured on SST-2 with frozen MiniLM (benchmarks/results/lr_sweep.md): AdamW 1e-2 beat 3e-2 and 1e-1.
     default_lr = 1e-2
     default_head_lr = 1e-2

@@ -1,0 +1,509 @@
+"""`prompttune compare`: a sweep over methods, prompt lengths, initialisations, training-set sizes and
+seeds on one frozen model and one dataset, with a results table, plots and an HTML report.
+
+A sweep is described by a YAML file (or the same fields as flags):
+
+    model: all-MiniLM-L6-v2
+    train: ../shared/data/sst2/train.tsv
+    eval: ../shared/data/sst2/dev.tsv
+    text_column: sentence
+    methods: [soft_prompt, prefix, linear_probe]
+    lengths: [5, 20]                 # num_virtual_tokens, for the methods that have one
+    inits: [class_labels, sample_vocab]   # for the methods that accept that init
+    train_sizes: [16, 64, full]      # examples per class (classification) or in all; full = every row
+    seeds: [0, 1, 2]
+    train_options: {max_steps: 300, batch_size: 32}
+
+Every cell (one combination) is a `train_prompt` run in its own process, writing into
+`OUT/cells/<cell>/`: the artifact, `metrics.json`, `log.jsonl`, and last `result.json` (written
+atomically when the cell has finished). A sweep started again skips every cell that has its
+`result.json`, so a killed sweep resumes where it stopped; a failed cell writes `error.txt`, is
+reported, and the others go on. Cells run one after another, or `--workers N` at a time.
+
+Output in OUT: `results.csv` (one row per cell), `summary.csv` and `summary.md` (mean and standard
+deviation over seeds, trainable parameters, artifact bytes, training time, peak memory), plots
+(metric against trainable parameters, training-set size and prompt length; training curves) and
+`report.html` putting them together.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import resource
+import statistics
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+FULL = "full"
+
+
+@dataclass
+class SweepSpec:
+    model: str
+    train: str
+    eval: str
+    methods: list[str]
+    task: str = "classification"
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    source_column: str = "source"
+    target_column: str = "target"
+    template: str | None = None
+    verbalizer: str | dict | None = None
+    lengths: list[int | None] = field(default_factory=lambda: [None])
+    inits: list[str | None] = field(default_factory=lambda: [None])
+    train_sizes: list[int | str] = field(default_factory=lambda: [FULL])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train_options: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)
+    eval_size: int | None = None
+    metric: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str) -> "SweepSpec":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+        missing = [k for k in ("model", "train", "eval", "methods") if not values.get(k)]
+        if missing:
+            raise ConfigError(f"{where}: missing {missing}")
+        spec = cls(**values)
+        for name in ("methods", "lengths", "inits", "train_sizes", "seeds"):
+            value = getattr(spec, name)
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{where}, field {name!r}: a non-empty list, got {value!r}")
+        for size in spec.train_sizes:
+            if size != FULL and not (isinstance(size, int) and size > 0):
+                raise ConfigError(f"{where}, field 'train_sizes': positive integers or {FULL!r}, got {size!r}")
+        if spec.task not in ("classification", "generation"):
+            raise ConfigError(f"{where}, field 'task': classification or generation, got {spec.task!r}")
+        from .methods import method_class
+
+        for method in spec.methods:
+            method_class(method)
+        return spec
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SweepSpec":
+        import yaml
+
+        try:
+            values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the sweep ({error.strerror})") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a sweep is a mapping of fields")
+        return cls.from_dict(values, str(path))
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    length: int | None
+    init: str | None
+    train_size: int | str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        parts = [self.method]
+        if self.length is not None:
+            parts.append(f"len{self.length}")
+        if self.init is not None:
+            parts.append(f"init-{self.init}")
+        parts += [f"n{self.train_size}", f"seed{self.seed}"]
+        return "_".join(parts)
+
+
+def cells(spec: SweepSpec) -> list[Cell]:
+    """Every combination, with lengths and inits only where the method has those fields."""
+    from .methods import method_class
+
+    out = []
+    for method in spec.methods:
+        fields = method_class(method).Config.__dataclass_fields__
+        length_field = next((f for f in ("num_virtual_tokens", "num_tokens") if f in fields), None)
+        lengths = spec.lengths if length_field else [None]
+        inits = spec.inits if "init" in fields else [None]
+        for length, init, size, seed in itertools.product(lengths, inits, spec.train_sizes, spec.seeds):
+            if init is not None and init not in method_class(method).inits:
+                continue
+            out.append(Cell(method, length, init, size, seed))
+    return list(dict.fromkeys(out))
+
+
+# ---- running one cell ---------------------------------------------------------------------------
+
+def subset(spec: SweepSpec, size: int | str, seed: int, folder: Path) -> str:
+    """The training file for a cell: `size` examples per class (classification) or in all
+    (generation), drawn with `seed`; `full` is the file itself."""
+    if size == FULL:
+        return spec.train
+    from .data import Columns, load_examples, load_generation_examples
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"train_n{size}_seed{seed}.jsonl"
+    if path.is_file():
+        return str(path)
+    rng = random.Random(seed)
+    if spec.task == "classification":
+        examples = load_examples(spec.train, Columns(text=spec.text_column, text_pair=spec.text_pair_column,
+                                                     label=spec.label_column))
+        by_label: dict[str, list] = {}
+        for e in examples:
+            by_label.setdefault(e.label, []).append(e)
+        chosen = []
+        for label in sorted(by_label):
+            rows = by_label[label]
+            chosen.extend(rng.sample(rows, min(size, len(rows))))
+        rng.shuffle(chosen)
+        records = [{spec.text_column: e.text, spec.label_column: e.label,
+                    **({spec.text_pair_column: e.text_pair} if spec.text_pair_column else {})} for e in chosen]
+    else:
+        examples = load_generation_examples(spec.train, spec.source_column, spec.target_column)
+        from .data import group_references
+
+        grouped = group_references(examples)
+        chosen = rng.sample(grouped, min(size, len(grouped)))
+        records = [{spec.source_column: e.text, spec.target_column: list(e.targets)} for e in chosen]
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, path)
+    return str(path)
+
+
+def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
+    """Train and score one cell (in a worker process); returns its result row."""
+    from .api import train_prompt
+    from .artifact import write_json_atomic
+    from .cli import _quiet_libraries
+
+    _quiet_libraries()
+    spec = SweepSpec(**spec_dict)
+    cell = Cell(**cell_dict)
+    root = Path(out)
+    folder = root / "cells" / cell.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "error.txt").unlink(missing_ok=True)
+    start = time.perf_counter()
+    try:
+        train = subset(spec, cell.train_size, cell.seed, root / "data")
+        eval_path = _eval_subset(spec, root / "data")
+        options = dict(spec.method_options.get(cell.method, {}))
+        if cell.length is not None:
+            from .methods import method_class
+
+            fields = method_class(cell.method).Config.__dataclass_fields__
+            options["num_virtual_tokens" if "num_virtual_tokens" in fields else "num_tokens"] = cell.length
+        if cell.init is not None:
+            options["init"] = cell.init
+        train_options = {"seed": cell.seed, "progress": False, **spec.train_options}
+        if spec.metric:
+            train_options["metric"] = spec.metric
+        common = dict(model=spec.model, method=cell.method, train=train, eval=eval_path, output=str(folder),
+                      task=spec.task, method_options=options, template=spec.template, verbalizer=spec.verbalizer)
+        if spec.task == "classification":
+            common.update(text_column=spec.text_column, text_pair_column=spec.text_pair_column, label_column=spec.label_column)
+        else:
+            common.update(source_column=spec.source_column, target_column=spec.target_column)
+        metrics = train_prompt(**common, **train_options)
+    except Exception as error:  # noqa: BLE001 - a failed cell is reported, the sweep goes on
+        (folder / "error.txt").write_text(f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
+        return {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
+    dev = metrics["dev_metrics"] or {}
+    row = {"cell": cell.name, **asdict(cell), "status": "done",
+           **{k: v for k, v in dev.items() if isinstance(v, (int, float))},
+           "trainable_parameters": metrics["parameters"]["trainable"], "artifact_bytes": metrics["artifact_bytes"],
+           "train_seconds": metrics["training"]["seconds"], "wall_seconds": round(time.perf_counter() - start, 3),
+           "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "train_examples": metrics["training"]["examples"]}
+    write_json_atomic(folder / "result.json", row)  # last: its presence means the cell is finished
+    return row
+
+
+def _eval_subset(spec: SweepSpec, folder: Path) -> str:
+    if not spec.eval_size:
+        return spec.eval
+    from .data import Columns, load_examples
+
+    path = folder / f"eval_n{spec.eval_size}.jsonl"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        examples = load_examples(spec.eval, Columns(text=spec.text_column, text_pair=spec.text_pair_column,
+                                                    label=spec.label_column))
+        chosen = random.Random(0).sample(examples, min(spec.eval_size, len(examples)))
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text("".join(json.dumps({spec.text_column: e.text, spec.label_column: e.label,
+                                           **({spec.text_pair_column: e.text_pair} if spec.text_pair_column else {})})
+                               + "\n" for e in chosen), encoding="utf-8")
+        os.replace(tmp, path)
+    return str(path)
+
+
+# ---- the sweep ----------------------------------------------------------------------------------
+
+def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progress=print) -> list[dict]:
+    """Run every unfinished cell; returns every cell's result row (finished earlier or now)."""
+    from .artifact import write_json_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file = out / "sweep.json"
+    if spec_file.is_file() and json.loads(spec_file.read_text()) != asdict(spec):
+        raise ConfigError(f"{out}: holds a different sweep (see {spec_file}); use another output folder")
+    write_json_atomic(spec_file, asdict(spec))
+    todo, rows = [], {}
+    for cell in cells(spec):
+        result = out / "cells" / cell.name / "result.json"
+        if result.is_file():
+            rows[cell.name] = json.loads(result.read_text())
+        else:
+            todo.append(cell)
+    progress(f"{len(rows)} of {len(rows) + len(todo)} cells already finished; running {len(todo)}")
+    # One process per cell: peak memory is the cell's own, and a crash takes only that cell.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), max_tasks_per_child=1, mp_context=context) as pool:
+        futures = {pool.submit(run_cell, asdict(spec), asdict(cell), str(out)): cell for cell in todo}
+        for future in as_completed(futures):
+            cell = futures[future]
+            try:
+                row = future.result()
+            except Exception as error:  # noqa: BLE001 - the worker itself died
+                row = {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
+            rows[cell.name] = row
+            metric = spec.metric or ("accuracy" if spec.task == "classification" else "bleu")
+            shown = f"{metric} {row[metric]:.4f}" if row.get("status") == "done" and metric in row else row.get("error", "")
+            progress(f"[{len(rows)}/{len(rows) + sum(1 for f in futures if not f.done())}] {cell.name}: {row['status']} {shown}")
+    ordered = [rows[c.name] for c in cells(spec)]
+    write_outputs(spec, ordered, out)
+    return ordered
+
+
+# ---- tables, plots, report ----------------------------------------------------------------------
+
+NUMBERS = ("trainable_parameters", "artifact_bytes", "train_seconds", "peak_memory_mb")
+
+
+def summarise(spec: SweepSpec, rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds per (method, length, init, train size)."""
+    metrics = _metric_names(spec, rows)
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get("status") == "done":
+            groups.setdefault((row["method"], row["length"], row["init"], row["train_size"]), []).append(row)
+    out = []
+    for (method, length, init, size), members in groups.items():
+        entry = {"method": method, "length": length, "init": init, "train_size": size, "seeds": len(members)}
+        for name in metrics + list(NUMBERS):
+            values = [m[name] for m in members if isinstance(m.get(name), (int, float))]
+            if values:
+                entry[f"{name}_mean"] = statistics.fmean(values)
+                entry[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def _metric_names(spec: SweepSpec, rows: list[dict]) -> list[str]:
+    if spec.task == "classification":
+        names = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
+    else:
+        names = ["bleu", "chrf", "rouge1", "rouge2", "rougeL"]
+    return [n for n in names if any(n in r for r in rows)]
+
+
+def write_outputs(spec: SweepSpec, rows: list[dict], out: Path) -> None:
+    from .artifact import write_json_atomic
+
+    columns = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("cell", "method", "length", "init",
+                                                                           "train_size", "seed", "status"), k))
+    _write_csv(out / "results.csv", rows, columns)
+    summary = summarise(spec, rows)
+    metrics = _metric_names(spec, rows)
+    summary_columns = ["method", "length", "init", "train_size", "seeds"] + \
+        [f"{n}_{s}" for n in metrics + list(NUMBERS) for s in ("mean", "std")]
+    _write_csv(out / "summary.csv", summary, summary_columns)
+    main = spec.metric or (metrics[0] if metrics else None)
+    lines = [f"# Sweep: {spec.model} on {Path(spec.train).name}", "",
+             f"{len([r for r in rows if r.get('status') == 'done'])} cells finished, "
+             f"{len([r for r in rows if r.get('status') == 'failed'])} failed. Mean ± standard deviation over seeds.", "",
+             "| method | length | init | train size | seeds | " + " | ".join(metrics) +
+             " | trainable params | artifact bytes | train s | peak MB |",
+             "|" + "---|" * (9 + len(metrics))]
+    for s in summary:
+        cells_ = [s["method"], _dash(s["length"]), _dash(s["init"]), str(s["train_size"]), str(s["seeds"])]
+        cells_ += [f"{s[f'{n}_mean']:.4f} ± {s[f'{n}_std']:.4f}" if f"{n}_mean" in s else "-" for n in metrics]
+        cells_ += [f"{s.get('trainable_parameters_mean', 0):,.0f}", f"{s.get('artifact_bytes_mean', 0):,.0f}",
+                   f"{s.get('train_seconds_mean', 0):.1f}", f"{s.get('peak_memory_mb_mean', 0):.0f}"]
+        lines.append("| " + " | ".join(cells_) + " |")
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        lines += ["", "Failed cells:", ""] + [f"- {r['cell']}: {r.get('error', '')}" for r in failed]
+    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plots = plot_sweep(spec, rows, summary, out, main) if main else []
+    write_json_atomic(out / "summary.json", {"spec": asdict(spec), "summary": summary, "plots": [p.name for p in plots]})
+    _write_report(spec, out, lines, plots)
+
+
+def _dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path, metric: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+
+    def series(key):
+        """(label, [(x, mean, std)]) per method (and length/init other than the x axis)."""
+        grouped: dict[str, list] = {}
+        for s in summary:
+            if f"{metric}_mean" not in s or s.get(key) in (None,):
+                continue
+            parts = [s["method"]] + [f"{k}={s[k]}" for k in ("length", "init", "train_size") if k != key and s[k] is not None]
+            grouped.setdefault(" ".join(parts), []).append((s[key], s[f"{metric}_mean"], s[f"{metric}_std"]))
+        return grouped
+
+    def draw(name, key, xlabel, log=False, transform=None):
+        grouped = series(key)
+        if not grouped:
+            return
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, points in sorted(grouped.items()):
+            points = sorted((transform(x) if transform else x, y, e) for x, y, e in points)
+            xs, ys, es = zip(*points)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"dev {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        plots.append(path)
+
+    full = max((r["train_examples"] for r in rows if r.get("status") == "done" and "train_examples" in r), default=None)
+    draw("metric_vs_train_size", "train_size", "training examples per class (full = the whole set)", log=True,
+         transform=lambda x: full if x == FULL else x)
+    draw("metric_vs_length", "length", "prompt length (tokens)")
+    # Against trainable parameters: one point per method and setting.
+    done = [s for s in summary if f"{metric}_mean" in s]
+    if done:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for s in done:
+            ax.errorbar(max(s.get("trainable_parameters_mean", 1), 1), s[f"{metric}_mean"], yerr=s[f"{metric}_std"],
+                        marker="o", capsize=3)
+            ax.annotate(" ".join(str(v) for v in (s["method"], s["length"], s["init"], s["train_size"]) if v is not None),
+                        (max(s.get("trainable_parameters_mean", 1), 1), s[f"{metric}_mean"]), fontsize=6)
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.set_ylabel(f"dev {metric}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / "metric_vs_parameters.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        plots.append(path)
+    # Training curves: the loss logged every few steps, one line per cell.
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for row in rows:
+        log = out / "cells" / row["cell"] / "log.jsonl"
+        if row.get("status") != "done" or not log.is_file():
+            continue
+        entries = [json.loads(line) for line in log.read_text().splitlines()]
+        points = [(e["step"], e["loss"]) for e in entries if "loss" in e]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, alpha=0.6, linewidth=1, label=row["cell"] if len(rows) <= 12 else None)
+            drawn = True
+    if drawn:
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if len(rows) <= 12:
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        path = out / "training_curves.png"
+        fig.savefig(path, dpi=110)
+        plots.append(path)
+    plt.close(fig)
+    return plots
+
+
+def _write_report(spec: SweepSpec, out: Path, lines: list[str], plots: list[Path]) -> None:
+    table = [line for line in lines if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")] if table else []
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>prompttune sweep</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:48%;margin:1%}</style></head><body>",
+             f"<h1>Sweep: {html.escape(spec.model)} on {html.escape(Path(spec.train).name)}</h1>",
+             f"<p>{html.escape(lines[2])}</p>", "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
+    parts.append("</table>")
+    parts += [f"<img src='{p.name}' alt='{p.stem}'>" for p in plots]
+    parts.append(f"<h2>Sweep</h2><pre>{html.escape(json.dumps(asdict(spec), indent=2))}</pre></body></html>")
+    tmp = out / "report.html.tmp"
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, out / "report.html")
+
+
+def spec_from_args(args) -> SweepSpec:
+    """A sweep from `--spec FILE`, with any flags given overriding its fields."""
+    values = {}
+    if args.spec:
+        values = asdict(SweepSpec.load(args.spec))
+    flags = {"model": args.model, "train": args.train, "eval": args.eval, "task": args.task,
+             "text_column": args.text_column, "text_pair_column": args.text_pair_column, "label_column": args.label_column,
+             "template": args.template, "verbalizer": args.verbalizer, "metric": args.metric, "eval_size": args.eval_size}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    lists = {"methods": args.methods, "lengths": args.lengths, "inits": args.inits, "train_sizes": args.train_sizes,
+             "seeds": args.seeds}
+    for key, raw in lists.items():
+        if raw is None:
+            continue
+        items = [x.strip() for x in raw.split(",") if x.strip()]
+        if key in ("lengths", "seeds"):
+            items = [int(x) for x in items]
+        elif key == "train_sizes":
+            items = [x if x == FULL else int(x) for x in items]
+        values[key] = items
+    train_options = dict(values.get("train_options") or {})
+    for key in ("max_steps", "batch_size"):
+        if getattr(args, key) is not None:
+            train_options[key] = getattr(args, key)
+    values["train_options"] = train_options
+    return SweepSpec.from_dict(values, args.spec or "compare flags")
+
+

@@ -1,0 +1,108 @@
+"""`prompttune compare`: a tiny sweep end to end offline, resuming after being killed midway without
+redoing finished cells, a failed cell reported without losing the others, the table and the plots."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import SENTENCES
+from prompttune.compare import SweepSpec, cells
+from prompttune.errors import ConfigError
+
+
+@pytest.fixture
+def sweep(model_dirs, tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in SENTENCES * 2))
+    spec = {"model": str(model_dirs["bert"]), "train": str(data), "eval": str(data),
+            "template": "{text} it was {mask} .", "verbalizer": "0:bad,1:good",
+            "methods": ["soft_prompt", "linear_probe"], "lengths": [2, 3], "inits": ["sample_vocab", "random"],
+            "train_sizes": [2, "full"], "seeds": [0, 1], "train_options": {"max_steps": 2, "batch_size": 4}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path, spec
+
+
+def test_cells_follow_what_each_method_has(sweep):
+    path, _ = sweep
+    spec = SweepSpec.load(path)
+    names = [c.name for c in cells(spec)]
+    # soft_prompt: 2 lengths x 2 inits x 2 sizes x 2 seeds; linear_probe has neither length nor init.
+    assert len(names) == 16 + 4 and len(set(names)) == len(names)
+    assert "soft_prompt_len3_init-random_nfull_seed1" in names and "linear_probe_n2_seed0" in names
+    with pytest.raises(ConfigError, match="unknown field"):
+        SweepSpec.from_dict({"model": "m", "train": "t", "eval": "e", "methods": ["soft_prompt"], "lenghts": [2]}, "x.yaml")
+    with pytest.raises(ConfigError, match="train_sizes"):
+        SweepSpec.from_dict({"model": "m", "train": "t", "eval": "e", "methods": ["soft_prompt"], "train_sizes": [0]}, "x.yaml")
+
+
+def _run(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "prompttune", "compare", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_sweep_runs_resumes_after_a_kill_and_reports(sweep, tmp_path):
+    path, spec = sweep
+    out = tmp_path / "out"
+    args = ["--spec", path, "--output", out, "--inits", "sample_vocab", "--lengths", "2", "--seeds", "0,1"]
+    # 4 soft_prompt cells + 4 linear_probe cells; kill the sweep once the first cells have finished.
+    process = _run(args, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(out.glob("cells/*/result.json"))) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("cells/*/result.json")}
+    assert 2 <= len(finished) < 8
+
+    process = _run(args + ["--workers", "2"])
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    assert f"{len(finished)} of 8 cells already finished" in stderr
+    for name, mtime in finished.items():  # finished cells were not run again
+        assert (out / "cells" / name / "result.json").stat().st_mtime_ns == mtime
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 8 and all(r["status"] == "done" for r in rows)
+    assert {"accuracy", "precision_macro", "recall_macro", "f1_macro", "trainable_parameters", "artifact_bytes",
+            "train_seconds", "peak_memory_mb"} <= set(rows[0])
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    assert len(summary) == 4 and all(s["seeds"] == "2" for s in summary)
+    for s in summary:
+        accuracies = [float(r["accuracy"]) for r in rows if r["method"] == s["method"] and r["train_size"] == s["train_size"]]
+        assert abs(float(s["accuracy_mean"]) - sum(accuracies) / len(accuracies)) < 1e-9
+    # The 2-per-class subsets really have 2 examples per class.
+    assert all(int(r["train_examples"]) == 4 for r in rows if r["train_size"] == "2")
+    for plot in ("metric_vs_train_size", "metric_vs_length", "metric_vs_parameters", "training_curves"):
+        assert (out / f"{plot}.png").stat().st_size > 1000, plot
+    report = (out / "report.html").read_text()
+    assert "metric_vs_train_size.png" in report and "soft_prompt" in report
+    assert "| soft_prompt | 2 | sample_vocab | 2 | 2 |" in (out / "summary.md").read_text()
+
+    # Another sweep in the same folder is refused rather than mixed in.
+    process = _run(["--spec", path, "--output", out, "--seeds", "5"])
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and "holds a different sweep" in stderr
+
+
+def test_a_failed_cell_is_reported_and_the_others_finish(sweep, tmp_path):
+    path, spec = sweep
+    out = tmp_path / "out"
+    # init=text without init_text fails for soft_prompt; linear_probe cells still run.
+    process = _run(["--spec", path, "--output", out, "--inits", "text", "--lengths", "2", "--seeds", "0",
+                    "--train-sizes", "full", "--workers", "2"])
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1
+    assert json.loads(stdout)["failed"] == 1
+    rows = {r["cell"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows["linear_probe_nfull_seed0"]["status"] == "done"
+    failed = rows["soft_prompt_len2_init-text_nfull_seed0"]
+    assert failed["status"] == "failed" and "init_text" in failed["error"]
+    assert (out / "cells" / "soft_prompt_len2_init-text_nfull_seed0" / "error.txt").is_file()
+    assert "Failed cells:" in (out / "summary.md").read_text()
