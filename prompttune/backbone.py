@@ -398,6 +398,12 @@ class Backbone(nn.Module):
         expand = max(int(options.get("num_beams") or 1), int(options.get("num_return_sequences") or 1))
         prefix = inputs.prefix.repeat_rows(expand) if inputs.prefix is not None else None
         rows = batch_size * expand  # sequences `generate` runs: the cache needs one row each
+        limit = getattr(self.config, "n_positions", None)  # learned absolute positions (GPT-2 and kin)
+        new_tokens = int(options.get("max_new_tokens") or 0)
+        length = inputs.inputs_embeds.shape[1] + (inputs.prefix.length if inputs.prefix is not None else 0)
+        if self.kind == DECODER and limit and length + new_tokens > limit:
+            raise ConfigError(f"generation: {length} input and prompt positions + {new_tokens} new tokens exceed the "
+                              f"model's {limit} positions; lower max_new_tokens (or --max-target-length) or the input length")
         if self.kind == DECODER:
             embeds, mask, kwargs = inputs.inputs_embeds, inputs.attention_mask, {}
             if prefix is not None:

@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "train_options, ...); flags override it")
     c.add_argument("--output", required=True, help="sweep folder: cells, results.csv, summary.md, plots, report.html")
     c.add_argument("--workers", type=int, default=1, help="cells run at the same time, each in its own process")
+    c.add_argument("--ray", metavar="ADDRESS", help="run the cells as tasks on a Ray cluster (local: start one here); "
+                                                  "its workers must see --output")
     c.add_argument("--model")
     c.add_argument("--train")
     c.add_argument("--eval")
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             from .compare import run_sweep, spec_from_args
 
-            rows = run_sweep(spec_from_args(args), args.output, workers=args.workers,
+            rows = run_sweep(spec_from_args(args), args.output, workers=args.workers, ray_address=args.ray,
                              progress=lambda line: print(line, file=sys.stderr, flush=True))
             failed = [r for r in rows if r.get("status") != "done"]
             print(json.dumps({"cells": len(rows), "failed": len(failed), "summary": os.path.join(args.output, "summary.md"),

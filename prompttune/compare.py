@@ -18,7 +18,9 @@ Every cell (one combination) is a `train_prompt` run in its own process, writing
 `OUT/cells/<cell>/`: the artifact, `metrics.json`, `log.jsonl`, and last `result.json` (written
 atomically when the cell has finished). A sweep started again skips every cell that has its
 `result.json`, so a killed sweep resumes where it stopped; a failed cell writes `error.txt`, is
-reported, and the others go on. Cells run one after another, or `--workers N` at a time.
+reported, and the others go on. Cells run one after another, `--workers N` at a time, or as tasks on a
+Ray cluster (`--ray ADDRESS`, `--ray local` for a Ray instance on this machine) whose workers share
+the output folder.
 
 Output in OUT: `results.csv` (one row per cell), `summary.csv` and `summary.md` (mean and standard
 deviation over seeds, trainable parameters, artifact bytes, training time, peak memory), plots
@@ -70,6 +72,14 @@ class SweepSpec:
     method_options: dict = field(default_factory=dict)
     eval_size: int | None = None
     metric: str | None = None
+    prompt_options: dict = field(default_factory=dict)
+    """Other `train_prompt` arguments for every cell: max_length, max_target_length, num_beams,
+    readout, head."""
+    train_filter: dict | None = None
+    """Extrapolation: {column: category, values: [...]} keeps only those training rows."""
+    eval_groups: str | None = None
+    """Extrapolation: score eval rows whose value in this column occurs in training ("seen") apart
+    from the rest ("unseen"), as Li & Liang do with WebNLG's categories."""
 
     @classmethod
     def from_dict(cls, values: dict, where: str) -> "SweepSpec":
@@ -88,6 +98,13 @@ class SweepSpec:
         for size in spec.train_sizes:
             if size != FULL and not (isinstance(size, int) and size > 0):
                 raise ConfigError(f"{where}, field 'train_sizes': positive integers or {FULL!r}, got {size!r}")
+        if spec.train_filter is not None and (not isinstance(spec.train_filter, dict)
+                                              or set(spec.train_filter) != {"column", "values"}
+                                              or not isinstance(spec.train_filter["values"], list)):
+            raise ConfigError(f"{where}, field 'train_filter': {{column: NAME, values: [...]}}")
+        allowed = {"max_length", "max_target_length", "num_beams", "readout", "head"}
+        if not isinstance(spec.prompt_options, dict) or set(spec.prompt_options) - allowed:
+            raise ConfigError(f"{where}, field 'prompt_options': a mapping with keys from {sorted(allowed)}")
         if spec.task not in ("classification", "generation"):
             raise ConfigError(f"{where}, field 'task': classification or generation, got {spec.task!r}")
         from .methods import method_class
@@ -149,42 +166,75 @@ def cells(spec: SweepSpec) -> list[Cell]:
 
 # ---- running one cell ---------------------------------------------------------------------------
 
-def subset(spec: SweepSpec, size: int | str, seed: int, folder: Path) -> str:
-    """The training file for a cell: `size` examples per class (classification) or in all
-    (generation), drawn with `seed`; `full` is the file itself."""
-    if size == FULL:
-        return spec.train
-    from .data import Columns, load_examples, load_generation_examples
+def _records(path: str) -> list[dict]:
+    from .data import read_rows
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"train_n{size}_seed{seed}.jsonl"
-    if path.is_file():
-        return str(path)
-    rng = random.Random(seed)
-    if spec.task == "classification":
-        examples = load_examples(spec.train, Columns(text=spec.text_column, text_pair=spec.text_pair_column,
-                                                     label=spec.label_column))
-        by_label: dict[str, list] = {}
-        for e in examples:
-            by_label.setdefault(e.label, []).append(e)
-        chosen = []
-        for label in sorted(by_label):
-            rows = by_label[label]
-            chosen.extend(rng.sample(rows, min(size, len(rows))))
-        rng.shuffle(chosen)
-        records = [{spec.text_column: e.text, spec.label_column: e.label,
-                    **({spec.text_pair_column: e.text_pair} if spec.text_pair_column else {})} for e in chosen]
-    else:
-        examples = load_generation_examples(spec.train, spec.source_column, spec.target_column)
-        from .data import group_references
+    return [record for _, record in read_rows(path)[1]]
 
-        grouped = group_references(examples)
-        chosen = rng.sample(grouped, min(size, len(grouped)))
-        records = [{spec.source_column: e.text, spec.target_column: list(e.targets)} for e in chosen]
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _training_records(spec: SweepSpec) -> list[dict]:
+    """The training rows, restricted by `train_filter` ({column, values}) when the sweep has one."""
+    records = _records(spec.train)
+    if spec.train_filter:
+        column, keep = spec.train_filter["column"], set(map(str, spec.train_filter["values"]))
+        missing = next((r for r in records if column not in r), None)
+        if missing is not None:
+            raise ConfigError(f"{spec.train}: train_filter column {column!r} is missing; columns are {sorted(missing)}")
+        records = [r for r in records if str(r[column]) in keep]
+        if not records:
+            raise ConfigError(f"{spec.train}: no row has {column} in {sorted(keep)}")
+    return records
+
+
+def subset(spec: SweepSpec, size: int | str, seed: int, folder: Path) -> str:
+    """The training file for a cell: `size` examples per class (classification) or in all
+    (generation), drawn with `seed` from the rows `train_filter` keeps; `full` is all of them."""
+    if size == FULL and not spec.train_filter:
+        return spec.train
+    path = folder / f"train_n{size}_seed{seed if size != FULL else 0}.jsonl"
+    if path.is_file():
+        return str(path)
+    records = _training_records(spec)
+    rng = random.Random(seed)
+    if size == FULL:
+        chosen = records
+    elif spec.task == "classification":
+        by_label: dict[str, list] = {}
+        for r in records:
+            by_label.setdefault(str(r.get(spec.label_column)), []).append(r)
+        chosen = [r for label in sorted(by_label) for r in rng.sample(by_label[label], min(size, len(by_label[label])))]
+        rng.shuffle(chosen)
+    else:
+        chosen = rng.sample(records, min(size, len(records)))
+    _write_jsonl(path, chosen)
     return str(path)
+
+
+def eval_groups(spec: SweepSpec, folder: Path) -> dict[str, str]:
+    """With `eval_groups` (a column such as WebNLG's category): the eval rows whose value occurs in
+    the training rows ("seen") and those whose value does not ("unseen"), as files."""
+    if not spec.eval_groups:
+        return {}
+    column = spec.eval_groups
+    seen_values = {str(r.get(column)) for r in _training_records(spec)}
+    records = _records(_eval_subset(spec, folder))
+    groups = {"seen": [r for r in records if str(r.get(column)) in seen_values],
+              "unseen": [r for r in records if str(r.get(column)) not in seen_values]}
+    out = {}
+    for name, rows in groups.items():
+        if rows:
+            path = folder / f"eval_{name}.jsonl"
+            if not path.is_file():
+                _write_jsonl(path, rows)
+            out[name] = str(path)
+    return out
 
 
 def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
@@ -216,12 +266,22 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
         if spec.metric:
             train_options["metric"] = spec.metric
         common = dict(model=spec.model, method=cell.method, train=train, eval=eval_path, output=str(folder),
-                      task=spec.task, method_options=options, template=spec.template, verbalizer=spec.verbalizer)
+                      task=spec.task, method_options=options, template=spec.template, verbalizer=spec.verbalizer,
+                      **spec.prompt_options)
         if spec.task == "classification":
             common.update(text_column=spec.text_column, text_pair_column=spec.text_pair_column, label_column=spec.label_column)
         else:
             common.update(source_column=spec.source_column, target_column=spec.target_column)
         metrics = train_prompt(**common, **train_options)
+        groups = {}
+        for group, path in eval_groups(spec, root / "data").items():
+            from .api import evaluate_prompt
+
+            scores = evaluate_prompt(str(folder), path, **({"text_column": spec.text_column, "label_column": spec.label_column}
+                                                          if spec.task == "classification" else
+                                                          {"source_column": spec.source_column,
+                                                           "target_column": spec.target_column}))
+            groups.update({f"{group}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "count"})
     except Exception as error:  # noqa: BLE001 - a failed cell is reported, the sweep goes on
         (folder / "error.txt").write_text(f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
         return {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
@@ -231,7 +291,7 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
            "trainable_parameters": metrics["parameters"]["trainable"], "artifact_bytes": metrics["artifact_bytes"],
            "train_seconds": metrics["training"]["seconds"], "wall_seconds": round(time.perf_counter() - start, 3),
            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "train_examples": metrics["training"]["examples"]}
+           "train_examples": metrics["training"]["examples"], **groups}
     write_json_atomic(folder / "result.json", row)  # last: its presence means the cell is finished
     return row
 
@@ -239,26 +299,20 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
 def _eval_subset(spec: SweepSpec, folder: Path) -> str:
     if not spec.eval_size:
         return spec.eval
-    from .data import Columns, load_examples
-
     path = folder / f"eval_n{spec.eval_size}.jsonl"
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        examples = load_examples(spec.eval, Columns(text=spec.text_column, text_pair=spec.text_pair_column,
-                                                    label=spec.label_column))
-        chosen = random.Random(0).sample(examples, min(spec.eval_size, len(examples)))
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text("".join(json.dumps({spec.text_column: e.text, spec.label_column: e.label,
-                                           **({spec.text_pair_column: e.text_pair} if spec.text_pair_column else {})})
-                               + "\n" for e in chosen), encoding="utf-8")
-        os.replace(tmp, path)
+        records = _records(spec.eval)
+        _write_jsonl(path, random.Random(0).sample(records, min(spec.eval_size, len(records))))
     return str(path)
 
 
 # ---- the sweep ----------------------------------------------------------------------------------
 
-def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progress=print) -> list[dict]:
-    """Run every unfinished cell; returns every cell's result row (finished earlier or now)."""
+def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progress=print,
+              ray_address: str | None = None) -> list[dict]:
+    """Run every unfinished cell; returns every cell's result row (finished earlier or now).
+    `workers` cells run at once in local processes, or, with `ray_address` ("local" starts a Ray
+    instance on this machine), as Ray tasks on a cluster whose workers all see `out`."""
     from .artifact import write_json_atomic
 
     out = Path(out)
@@ -275,23 +329,55 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progres
         else:
             todo.append(cell)
     progress(f"{len(rows)} of {len(rows) + len(todo)} cells already finished; running {len(todo)}")
-    # One process per cell: peak memory is the cell's own, and a crash takes only that cell.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), max_tasks_per_child=1, mp_context=context) as pool:
-        futures = {pool.submit(run_cell, asdict(spec), asdict(cell), str(out)): cell for cell in todo}
-        for future in as_completed(futures):
-            cell = futures[future]
-            try:
-                row = future.result()
-            except Exception as error:  # noqa: BLE001 - the worker itself died
-                row = {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
-            rows[cell.name] = row
-            metric = spec.metric or ("accuracy" if spec.task == "classification" else "bleu")
-            shown = f"{metric} {row[metric]:.4f}" if row.get("status") == "done" and metric in row else row.get("error", "")
-            progress(f"[{len(rows)}/{len(rows) + sum(1 for f in futures if not f.done())}] {cell.name}: {row['status']} {shown}")
+    metric = spec.metric or ("accuracy" if spec.task == "classification" else "bleu")
+    total = len(rows) + len(todo)
+
+    def finished(cell: Cell, row: dict) -> None:
+        rows[cell.name] = row
+        shown = f"{metric} {row[metric]:.4f}" if row.get("status") == "done" and metric in row else row.get("error", "")
+        progress(f"[{len(rows)}/{total}] {cell.name}: {row['status']} {shown}")
+
+    if ray_address is not None:
+        _run_on_ray(spec, todo, out, ray_address, finished)
+    else:
+        # One process per cell: peak memory is the cell's own, and a crash takes only that cell.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, workers), max_tasks_per_child=1, mp_context=context) as pool:
+            futures = {pool.submit(run_cell, asdict(spec), asdict(cell), str(out)): cell for cell in todo}
+            for future in as_completed(futures):
+                finished(futures[future], _result(future.result, futures[future]))
     ordered = [rows[c.name] for c in cells(spec)]
     write_outputs(spec, ordered, out)
     return ordered
+
+
+def _result(get, cell: Cell) -> dict:
+    try:
+        return get()
+    except Exception as error:  # noqa: BLE001 - the worker itself died
+        return {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+def _run_on_ray(spec: SweepSpec, todo: list[Cell], out: Path, address: str, finished) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray: Ray is not installed (pip install 'prompttune[cluster]')") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+    try:
+        # A fresh worker process per cell (max_calls=1), so its peak memory is its own.
+        remote = ray.remote(num_cpus=1, max_calls=1)(run_cell)
+        pending = {remote.remote(asdict(spec), asdict(cell), str(out.resolve())): cell for cell in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                cell = pending.pop(ref)
+                finished(cell, _result(lambda: ray.get(ref), cell))
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 # ---- tables, plots, report ----------------------------------------------------------------------
@@ -323,6 +409,7 @@ def _metric_names(spec: SweepSpec, rows: list[dict]) -> list[str]:
         names = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
     else:
         names = ["bleu", "chrf", "rouge1", "rouge2", "rougeL"]
+    names = names + [f"{group}_{n}" for group in ("seen", "unseen") for n in names]
     return [n for n in names if any(n in r for r in rows)]
 
 

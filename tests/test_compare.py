@@ -106,3 +106,41 @@ def test_a_failed_cell_is_reported_and_the_others_finish(sweep, tmp_path):
     assert failed["status"] == "failed" and "init_text" in failed["error"]
     assert (out / "cells" / "soft_prompt_len2_init-text_nfull_seed0" / "error.txt").is_file()
     assert "Failed cells:" in (out / "summary.md").read_text()
+
+
+def test_cells_run_as_tasks_on_a_local_ray_instance(sweep, tmp_path):
+    path, _ = sweep
+    out = tmp_path / "out"
+    process = _run(["--spec", path, "--output", out, "--methods", "soft_prompt", "--inits", "sample_vocab", "--lengths", "2",
+                    "--seeds", "0,1", "--train-sizes", "full", "--ray", "local"])
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 2 and all(r["status"] == "done" for r in rows)
+    assert (out / "summary.md").is_file() and (out / "report.html").is_file()
+
+
+def test_extrapolation_scores_seen_and_unseen_categories_apart(model_dirs, tmp_path):
+    """Train on some categories, score the eval rows of seen and unseen categories separately."""
+    rows = [{"category": c, "source": f"{w} story", "target": f"the {w} story"}
+            for c, words in (("films", ["movie", "plot"]), ("books", ["story", "film"]), ("art", ["great", "best"]))
+            for w in words]
+    train, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dev.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"model": str(model_dirs["gpt2"]), "task": "generation", "train": str(train), "eval": str(dev),
+            "methods": ["prefix"], "lengths": [2], "seeds": [0], "method_options": {"prefix": {"hidden_size": 8}},
+            "train_filter": {"column": "category", "values": ["films", "books"]}, "eval_groups": "category",
+            "train_options": {"max_steps": 2, "batch_size": 2}, "prompt_options": {"max_target_length": 4}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    process = _run(["--spec", path, "--output", tmp_path / "out"])
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    row = next(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert row["train_examples"] == "4"  # the art rows were left out of training
+    assert {"bleu", "seen_bleu", "unseen_bleu", "seen_rougeL", "unseen_rougeL"} <= set(row)
+    seen = [json.loads(l) for l in (tmp_path / "out" / "data" / "eval_seen.jsonl").read_text().splitlines()]
+    unseen = [json.loads(l) for l in (tmp_path / "out" / "data" / "eval_unseen.jsonl").read_text().splitlines()]
+    assert {r["category"] for r in seen} == {"films", "books"} and {r["category"] for r in unseen} == {"art"}
+    assert "unseen_bleu" in (tmp_path / "out" / "summary.md").read_text()

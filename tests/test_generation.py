@@ -254,3 +254,12 @@ def test_generation_training_touches_only_the_prompt(load, family, method):
     train(model, fixed_target_examples()[:4], config=TrainConfig(max_steps=2, batch_size=4, lr=0.1, progress=False))
     assert digest(model.backbone) == before
     assert any(not torch.equal(v, prompt_before[k]) for k, v in model.trainable_state().items())
+
+
+def test_generating_past_the_models_positions_is_a_clear_error(load):
+    from prompttune.errors import ConfigError
+
+    model = PromptModel.create(load("gpt2"), "prefix", GenerationConfig(max_target_length=200), {"num_virtual_tokens": 3,
+                                                                                                  "hidden_size": 8})
+    with pytest.raises(ConfigError, match="exceed the model's 128 positions"):
+        model.generate_texts([Example(text="the movie was great")])
