@@ -9,9 +9,11 @@ from .model import PromptModel  # noqa: E402
 from .tasks import ClassificationConfig  # noqa: E402
 from .artifact import load_prompt, save_prompt  # noqa: E402
 from .training import TrainConfig, evaluate, train  # noqa: E402
+from .mixed import PromptSet  # noqa: E402
+from .registry import Registry  # noqa: E402
 
 __all__ = [
     "ArtifactError", "Backbone", "ClassificationConfig", "Columns", "ConfigError", "DataError", "Example",
-    "ModelError", "PromptModel", "PromptTuneError", "TrainConfig", "evaluate", "load_examples", "load_prompt",
-    "save_prompt", "train",
+    "ModelError", "PromptModel", "PromptSet", "PromptTuneError", "Registry", "TrainConfig", "evaluate", "load_examples",
+    "load_prompt", "save_prompt", "train",
 ]
