@@ -251,7 +251,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             state["step"] += 1
             bar.update(1)
             step = state["step"]
-            found = prompt_model.method.search_step(prompt_model, batch) if prompt_model.method.searches else None
+            found = prompt_model.method.search_step(prompt_model, batch, step / total) if prompt_model.method.searches else None
             if found is not None:
                 # Each round of a search: the prompt it holds now and its loss on the batch.
                 log.write({"step": step, "search": found})

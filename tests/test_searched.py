@@ -136,3 +136,20 @@ def test_inspect_finds_the_words_a_soft_prompt_started_from(load, model_dirs, tm
         assert layer["positions"][0]["nearest"][0]["token"] == "story"
         assert abs(layer["positions"][0]["nearest"][0]["cosine"] - 1) < 1e-4
     assert plot_report(report, tmp_path / "prefix.png").stat().st_size > 1000
+
+
+def test_with_a_head_the_last_steps_fit_the_head_to_the_prompt_found(load, examples):
+    model = PromptModel.create(load("bert_encoder"), "autoprompt", task_config(template=None, verbalizer=None),
+                               {"num_tokens": 2, "num_candidates": 4, "search_fraction": 0.5})
+    assert model.task.config.readout == "head"
+    rounds = []
+    original = model.method.search_step
+
+    def spy(m, batch, progress=0.0):
+        found = original(m, batch, progress)
+        rounds.append(found is not None)
+        return found
+
+    model.method.search_step = spy
+    train(model, examples, None, TrainConfig(max_steps=8, batch_size=4, progress=False))
+    assert rounds == [True] * 4 + [False] * 4

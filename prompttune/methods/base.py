@@ -69,9 +69,10 @@ class PromptMethod(nn.Module):
     def initialize(self, backbone: Backbone, task) -> None:
         """Set initial parameter values. Called once for a new prompt, never when loading one."""
 
-    def search_step(self, model, batch: dict) -> dict | None:
+    def search_step(self, model, batch: dict, progress: float = 0.0) -> dict | None:
         """One round of a discrete search after the backward pass of `batch` (searching methods
-        only); returns what to report (the current prompt, its score)."""
+        only), `progress` (0-1) into the training steps; returns what to report (the current
+        prompt, its score), or None when it did not search."""
         return None
 
     def exported(self, model):

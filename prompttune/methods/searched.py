@@ -42,11 +42,16 @@ class AutoPromptConfig(ConfigBase):
     """Candidates re-scored per round (the top-k of the gradient estimate)."""
     init_text: str | None = None
     """Starting trigger text (that many plain tokens); None repeats one plain token."""
+    search_fraction: float = 0.75
+    """With a trained head (a model without an LM head): the share of the training steps that
+    search; the rest train only the head on the prompt found, as AutoPrompt fits its label scorer
+    for a fixed trigger. With a verbalizer every step searches."""
 
     def __post_init__(self):
         check(isinstance(self.num_tokens, int) and self.num_tokens > 0, "num_tokens", "must be a positive integer")
         check(isinstance(self.num_candidates, int) and self.num_candidates > 0, "num_candidates",
               "must be a positive integer")
+        check(0 < self.search_fraction <= 1, "search_fraction", "must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -168,10 +173,13 @@ class AutoPrompt(TriggerPrompt):
         self._gradient = grad.detach() if self._gradient is None else self._gradient + grad.detach()
 
     @torch.no_grad()
-    def search_step(self, model, batch: dict) -> dict | None:
-        if self._gradient is None:
+    def search_step(self, model, batch: dict, progress: float = 0.0) -> dict | None:
+        gradient, self._gradient = self._gradient, None
+        # With no head to fit afterwards, every step searches.
+        fraction = self.config.search_fraction if any(True for _ in model.task.parameters()) else 1.0
+        if gradient is None or progress > fraction:
             return None
-        gradient, self._gradient = self._gradient.float(), None
+        gradient = gradient.float()
         n, k = self.config.num_tokens, self.config.num_candidates
         slot = int(torch.randint(n, (1,), generator=self._generator))
         weight = model.backbone.input_embeddings.weight.detach()
