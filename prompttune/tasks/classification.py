@@ -250,17 +250,25 @@ class ClassificationTask(nn.Module):
             text, pair = _truncate(tok, example.text, example.text_pair, budget)
             values = dict(text=text, text_pair=pair or "", mask=self.mask_text, prompt=prompt_text)
             formatted = self.template.format(**values)
-            encoded = tok(formatted, truncation=True, max_length=self.config.max_length, return_offsets_mapping=bool(slots))
+            pool_input = self.config.readout == "head" and self.kind != DECODER
+            encoded = tok(formatted, truncation=True, max_length=self.config.max_length,
+                          return_offsets_mapping=bool(slots) or pool_input)
         else:
             encoded = tok(example.text, example.text_pair, truncation=True, max_length=self.config.max_length)
         ids = encoded["input_ids"]
         if not ids:
             raise DataError(f"{example.source}: the text has no tokens")
         feature = {"input_ids": ids, "readout_index": self._readout(ids, example)}
+        if use_template and pool_input:
+            # A head reads the input's own tokens: the template's words (and a searched prompt's
+            # tokens) are context, not features, as virtual tokens are.
+            spans = [_span(self.template, name, values) for name in ("text", "text_pair")
+                     if "{" + name + "}" in self.template]
+            pool = [int(any(a >= lo and b <= hi and b > a for lo, hi in spans)) for a, b in encoded["offset_mapping"]]
+            feature["pool_mask"] = pool if any(pool) else [1] * len(ids)
         if slots:
             # The slots are the filler tokens inside the span where {prompt} was written.
-            start = len(self.template[: self.template.index("{prompt}")].format(**values))
-            end = start + len(prompt_text)
+            start, end = _span(self.template, "prompt", values)
             found = [i for i, (a, b) in enumerate(encoded["offset_mapping"])
                      if a >= start and b <= end and b > a and ids[i] == self.slot_filler]
             if len(found) != slots:
@@ -292,7 +300,7 @@ class ClassificationTask(nn.Module):
         models that cannot take position ids with absolute positions (the backbone says which)."""
         length = max(len(f["input_ids"]) for f in features)
         pad = self.tokenizer.pad_token_id
-        input_ids, mask, types, readout, slot_index = [], [], [], [], []
+        input_ids, mask, types, readout, slot_index, pool_mask = [], [], [], [], [], []
         for f in features:
             n = len(f["input_ids"])
             fill = length - n
@@ -307,6 +315,9 @@ class ClassificationTask(nn.Module):
                 mask.append([0] * fill + [1] * n)
                 types.append([0] * fill + row_types)
             readout.append(f["readout_index"] + offset)
+            # Rows without a template's pool mask (other prompts in a mixed batch) pool every token.
+            row_pool = f.get("pool_mask", [1] * n)
+            pool_mask.append(row_pool + [0] * fill if self.pad_right else [0] * fill + row_pool)
             if "slot_index" in f:
                 slot_index.append([i + offset for i in f["slot_index"]])
         batch = {
@@ -318,6 +329,8 @@ class ClassificationTask(nn.Module):
             batch["token_type_ids"] = torch.tensor(types)
         if slot_index:
             batch["slot_index"] = torch.tensor(slot_index)
+        if any("pool_mask" in f for f in features):
+            batch["pool_mask"] = torch.tensor(pool_mask)
         if with_labels and all("label" in f for f in features):
             batch["labels"] = torch.tensor([f["label"] for f in features])
         return batch
@@ -348,7 +361,7 @@ class ClassificationTask(nn.Module):
             # Per label: log of the summed probabilities of its words.
             columns = [torch.logsumexp(log_probs[:, self.word_owner == c], dim=-1) for c in range(len(self.config.labels))]
             return torch.stack(columns, dim=-1)  # (B, C)
-        pooled = self.pool(output.hidden, attention_mask)
+        pooled = self.pool(output.hidden, batch["pool_mask"] if "pool_mask" in batch else attention_mask)
         if self.config.readout == "head":
             return self.head(pooled.to(self.head.weight.dtype))
         return SIMILARITY_SCALE * F.normalize(pooled.float(), dim=-1) @ self.prototypes.T
@@ -370,6 +383,12 @@ class ClassificationTask(nn.Module):
 
     def state_to_save(self) -> dict:
         return {k: v.detach() for k, v in self.state_dict().items()}
+
+
+def _span(template: str, name: str, values: dict) -> tuple[int, int]:
+    """Character span of placeholder `name`'s value in `template.format(**values)`."""
+    start = len(template[: template.index("{" + name + "}")].format(**values))
+    return start, start + len(values[name])
 
 
 def first_plain_token(tokenizer) -> int:
