@@ -153,3 +153,26 @@ def test_with_a_head_the_last_steps_fit_the_head_to_the_prompt_found(load, examp
     model.method.search_step = spy
     train(model, examples, None, TrainConfig(max_steps=8, batch_size=4, progress=False))
     assert rounds == [True] * 4 + [False] * 4
+
+
+def test_a_head_pools_the_inputs_own_tokens_not_the_templates(load):
+    """With a template, a trained head reads the mean of the input's own tokens: changing the
+    template's words changes them through attention only, never by being averaged in."""
+    backbone = load("bert_encoder")
+    model = PromptModel.create(backbone, "linear_probe", task_config(template="review : {text} , it was great", verbalizer=None))
+    feature = model.task.encode(Example("the movie was great"))
+    tokens = backbone.tokenizer.convert_ids_to_tokens(feature["input_ids"])
+    pooled = [t for t, m in zip(tokens, feature["pool_mask"]) if m]
+    assert pooled == ["the", "movie", "was", "great"]
+    batch = model.task.collate([feature, model.task.encode(Example("dull"))], with_labels=False)
+    captured = {}
+    original = model.task.pool
+
+    def spy(hidden, mask):
+        captured["mask"] = mask
+        return original(hidden, mask)
+
+    model.task.pool = spy
+    with torch.no_grad():
+        model(batch)
+    assert torch.equal(captured["mask"], batch["pool_mask"]) and batch["pool_mask"].sum().item() == 5
