@@ -106,8 +106,8 @@ def main() -> None:
         r = runs[f"{method} + head"]
         lines.append("")
         lines.append(f"{method}: template `{r['template']}`; the prompt changed in {r.get('rounds_that_changed_the_prompt')} "
-                     f"of {r['steps']} rounds." if method == "autoprompt" else
-                     f"{method}: template `{r['template']}`.")
+                     "rounds (the search runs for the first 75% of the steps, the rest fit the head to the prompt found)."
+                     if method == "autoprompt" else f"{method}: template `{r['template']}`.")
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     if not args.no_write:
