@@ -176,3 +176,15 @@ def test_a_head_pools_the_inputs_own_tokens_not_the_templates(load):
     with torch.no_grad():
         model(batch)
     assert torch.equal(captured["mask"], batch["pool_mask"]) and batch["pool_mask"].sum().item() == 5
+
+
+def test_a_time_budget_stops_the_search_and_evaluates_once_more(load, examples, monkeypatch):
+    import prompttune.training as training
+
+    clock = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s later
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    model = PromptModel.create(load("bert"), "autoprompt", task_config(), {"num_tokens": 2, "num_candidates": 2})
+    result = train(model, examples, examples, TrainConfig(max_steps=50, batch_size=4, max_seconds=25, progress=False,
+                                                          eval_every=100))
+    assert result.stopped_early and result.steps < 50
+    assert result.dev_metrics is not None and result.best_step == result.steps
