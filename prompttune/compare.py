@@ -467,6 +467,15 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
 
     plots = []
 
+    def save(fig, ax, name: str, ylabel: str) -> None:
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        plots.append(path)
+
     def series(key):
         """(label, [(x, mean, std)]) per method (and length/init other than the x axis)."""
         grouped: dict[str, list] = {}
@@ -489,14 +498,8 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"dev {metric}")
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        plots.append(path)
+        save(fig, ax, name, f"dev {metric}")
 
     full = max((r["train_examples"] for r in rows if r.get("status") == "done" and "train_examples" in r), default=None)
     draw("metric_vs_train_size", "train_size", "training examples per class (full = the whole set)", log=True,
@@ -513,13 +516,7 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
                         (max(s.get("trainable_parameters_mean", 1), 1), s[f"{metric}_mean"]), fontsize=6)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
-        ax.set_ylabel(f"dev {metric}")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / "metric_vs_parameters.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        plots.append(path)
+        save(fig, ax, "metric_vs_parameters", f"dev {metric}")
     # Training curves: the loss logged every few steps, one line per cell.
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
@@ -535,16 +532,12 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
             drawn = True
     if drawn:
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
         ax.set_yscale("log")
-        ax.grid(alpha=0.3)
         if len(rows) <= 12:
             ax.legend(fontsize=6)
-        fig.tight_layout()
-        path = out / "training_curves.png"
-        fig.savefig(path, dpi=110)
-        plots.append(path)
-    plt.close(fig)
+        save(fig, ax, "training_curves", "training loss")
+    else:
+        plt.close(fig)
     return plots
 
 
