@@ -234,7 +234,7 @@ class PromptSet:
             if other != labels:
                 raise ConfigError(f"prompt {name!r} has labels {list(other)}, {names[0]!r} has {list(labels)}; "
                                   "an ensemble's members must share their labels")
-        examples = [e if isinstance(e, Example) else Example(text=e, source=f"input {i}") for i, e in enumerate(examples, 1)]
+        examples = [e for _, e in _as_examples([(names[0], e) for e in examples])]
         # Every member's row for an input sits in the same batch: K rows per input.
         rows = [(name, e) for e in examples for name in names]
         probs = torch.stack([x.softmax(-1) for x in self.logits(rows, batch_size * len(names))]) if rows else \

@@ -182,6 +182,7 @@ class ClassificationTask(nn.Module):
                 self.template = "{prompt} " + self.template
             # Trigger slots are encoded as copies of one ordinary token, found again by offsets.
             self.slot_filler = first_plain_token(self.tokenizer)
+            self.slot_text = self.tokenizer.decode([self.slot_filler] * config.prompt_slots)
         self.mask_text = {ENCODER: self.tokenizer.mask_token, DECODER: "",
                           ENCODER_DECODER: self.tokenizer.mask_token or _sentinel(self.tokenizer)}[backbone.kind]
 
@@ -243,7 +244,7 @@ class ClassificationTask(nn.Module):
             raise DataError(f"{example.source}: this prompt classifies text pairs; the second text is missing")
         use_template = self.template is not None and self.config.readout != "similarity"
         slots = self.config.prompt_slots
-        prompt_text = tok.decode([self.slot_filler] * slots) if slots else ""
+        prompt_text = self.slot_text if slots else ""
         if use_template:
             fixed = self.template.format(text="", text_pair="", mask=self.mask_text, prompt=prompt_text)
             budget = self.config.max_length - tok.num_special_tokens_to_add() - len(tok(fixed, add_special_tokens=False)["input_ids"])
