@@ -71,6 +71,7 @@ class SweepSpec:
     train_options: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
     eval_size: int | None = None
+    """Score on a fixed random subset of the eval data: rows, or distinct sources for generation."""
     metric: str | None = None
     prompt_options: dict = field(default_factory=dict)
     """Other `train_prompt` arguments for every cell: max_length, max_target_length, num_beams,
@@ -297,12 +298,22 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
 
 
 def _eval_subset(spec: SweepSpec, folder: Path) -> str:
+    """The eval file, or with `eval_size` a fixed random subset of it: that many rows
+    (classification) or that many distinct sources with every row of each (generation, so that a
+    source keeps all its references, as E2E's several rows per meaning representation)."""
     if not spec.eval_size:
         return spec.eval
     path = folder / f"eval_n{spec.eval_size}.jsonl"
     if not path.is_file():
         records = _records(spec.eval)
-        _write_jsonl(path, random.Random(0).sample(records, min(spec.eval_size, len(records))))
+        if spec.task == "generation":
+            key = spec.source_column
+            sources = list(dict.fromkeys(json.dumps(r.get(key), sort_keys=True) for r in records))
+            chosen = set(random.Random(0).sample(sources, min(spec.eval_size, len(sources))))
+            kept = [r for r in records if json.dumps(r.get(key), sort_keys=True) in chosen]
+        else:
+            kept = random.Random(0).sample(records, min(spec.eval_size, len(records)))
+        _write_jsonl(path, kept)
     return str(path)
 
 

@@ -144,3 +144,24 @@ def test_extrapolation_scores_seen_and_unseen_categories_apart(model_dirs, tmp_p
     unseen = [json.loads(l) for l in (tmp_path / "out" / "data" / "eval_unseen.jsonl").read_text().splitlines()]
     assert {r["category"] for r in seen} == {"films", "books"} and {r["category"] for r in unseen} == {"art"}
     assert "unseen_bleu" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_eval_subset_keeps_every_reference_of_a_chosen_source(tmp_path):
+    """E2E has several rows (references) per meaning representation: a generation subset picks
+    sources, and keeps all their rows, so that BLEU stays multi-reference."""
+    from prompttune.compare import _eval_subset
+
+    rows = [{"mr": f"name[{i}]", "ref": f"Place {i} number {j}."} for i in range(10) for j in range(i % 3 + 1)]
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = SweepSpec.from_dict({"model": "m", "train": str(dev), "eval": str(dev), "methods": ["prefix"],
+                                "task": "generation", "source_column": "mr", "target_column": "ref", "eval_size": 4},
+                               "x.yaml")
+    kept = [json.loads(l) for l in open(_eval_subset(spec, tmp_path / "data"))]
+    sources = {r["mr"] for r in kept}
+    assert len(sources) == 4
+    assert len(kept) == sum(1 for r in rows if r["mr"] in sources)
+    # Classification keeps rows.
+    spec = SweepSpec.from_dict({"model": "m", "train": str(dev), "eval": str(dev), "methods": ["soft_prompt"],
+                                "eval_size": 4}, "x.yaml")
+    assert len(open(_eval_subset(spec, tmp_path / "cls")).readlines()) == 4
