@@ -20,6 +20,7 @@ prompt and with the bare model, on the same inputs, in the same process.
     python benchmarks/e2e_generation.py                       # ~25 minutes on 2 CPU cores
     python benchmarks/e2e_generation.py --model /path/to/gpt2 # the paper's model, if you have it
     python benchmarks/e2e_generation.py --pretrain-steps 50 --steps 10 --dev-size 10 --no-write  # a quick check
+    python benchmarks/e2e_generation.py --pretrain-only       # only the decoder the E2E/WebNLG sweeps use
 """
 
 from __future__ import annotations
@@ -316,6 +317,9 @@ def main() -> None:
     parser.add_argument("--overhead-repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--pretrain-only", action="store_true",
+                        help="only build (or find) the pretrained decoder in benchmarks/.cache, which the E2E and WebNLG "
+                             "sweeps in benchmarks/sweeps use")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from prompttune.cli import _quiet_libraries
@@ -330,6 +334,9 @@ def main() -> None:
             pretrain(folder, args)
         pretraining = json.loads((folder / "pretraining.json").read_text())
         model_path = str(folder)
+        if args.pretrain_only:
+            print(json.dumps({"model": model_path, **pretraining}), flush=True)
+            return
     work = Path(tempfile.mkdtemp(prefix="prompttune-e2e-"))
     train_path, dev_path = write_subsets(work, args.train_size, args.dev_size, args.seed)
     rows = {}
