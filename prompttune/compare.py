@@ -477,6 +477,12 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
     import matplotlib.pyplot as plt
 
     plots = []
+    methods = list(dict.fromkeys(s["method"] for s in summary))
+    palette = plt.get_cmap("tab10")
+    variants: dict[tuple, int] = {}
+
+    def colour(method: str):
+        return palette(methods.index(method) % 10 if method in methods else 9)
 
     def save(fig, ax, name: str, ylabel: str) -> None:
         ax.set_ylabel(ylabel)
@@ -505,7 +511,7 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         for label, points in sorted(grouped.items()):
             points = sorted((transform(x) if transform else x, y, e) for x, y, e in points)
             xs, ys, es = zip(*points)
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, color=colour(label.split()[0]))
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
@@ -516,39 +522,57 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
     draw("metric_vs_train_size", "train_size", "training examples per class (full = the whole set)", log=True,
          transform=lambda x: full if x == FULL else x)
     draw("metric_vs_length", "length", "prompt length (tokens)")
-    # Against trainable parameters: one point per method and setting.
+    # Against trainable parameters: one point per method and setting, one colour per method.
     done = [s for s in summary if f"{metric}_mean" in s]
     if done:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for s in done:
-            ax.errorbar(max(s.get("trainable_parameters_mean", 1), 1), s[f"{metric}_mean"], yerr=s[f"{metric}_std"],
-                        marker="o", capsize=3)
-            ax.annotate(" ".join(str(v) for v in (s["method"], s["length"], s["init"], s["train_size"]) if v is not None),
-                        (max(s.get("trainable_parameters_mean", 1), 1), s[f"{metric}_mean"]), fontsize=6)
+            x = max(s.get("trainable_parameters_mean", 1), 1)
+            ax.errorbar(x, s[f"{metric}_mean"], yerr=s[f"{metric}_std"], marker="o", capsize=3, color=colour(s["method"]),
+                        label=s["method"])
+            ax.annotate(" ".join(str(v) for v in (s["length"], s["init"], s["train_size"]) if v is not None),
+                        (x, s[f"{metric}_mean"]), fontsize=6, xytext=(4, 0), textcoords="offset points")
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
         save(fig, ax, "metric_vs_parameters", f"dev {metric}")
-    # Training curves: the loss logged every few steps, one line per cell.
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = False
+    # Training curves: the loss logged every few steps, averaged over seeds, one line per setting;
+    # one panel per training-set size.
+    curves: dict[tuple, dict[int, list[float]]] = {}
     for row in rows:
         log = out / "cells" / row["cell"] / "log.jsonl"
         if row.get("status") != "done" or not log.is_file():
             continue
-        entries = [json.loads(line) for line in log.read_text().splitlines()]
-        points = [(e["step"], e["loss"]) for e in entries if "loss" in e]
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, alpha=0.6, linewidth=1, label=row["cell"] if len(rows) <= 12 else None)
-            drawn = True
-    if drawn:
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
-        if len(rows) <= 12:
-            ax.legend(fontsize=6)
-        save(fig, ax, "training_curves", "training loss")
-    else:
+        key = (str(row["train_size"]), row["method"], row.get("length"), row.get("init"))
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if "loss" in entry and "step" in entry:
+                curves.setdefault(key, {}).setdefault(entry["step"], []).append(entry["loss"])
+    if curves:
+        sizes = list(dict.fromkeys(k[0] for k in curves))
+        fig, axes = plt.subplots(1, len(sizes), figsize=(min(4.5 * len(sizes), 14), 4.2), sharey=True, squeeze=False)
+        for ax, size in zip(axes[0], sizes):
+            for (key_size, method, length, init), by_step in curves.items():
+                if key_size != size:
+                    continue
+                steps = sorted(by_step)
+                label = " ".join(str(v) for v in (method, length, init) if v not in (None, ""))
+                ax.plot(steps, [statistics.fmean(by_step[t]) for t in steps], linewidth=1.2, color=colour(method),
+                        linestyle=("-", "--", ":", "-.")[variants.setdefault((method, length, init), len([v for v in variants if v[0] == method])) % 4],
+                        label=label)
+            ax.set_title(f"train size {size}", fontsize=9)
+            ax.set_xlabel("step")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("training loss (mean over seeds)")
+        axes[0][-1].legend(fontsize=6)
+        fig.tight_layout()
+        path = out / "training_curves.png"
+        fig.savefig(path, dpi=110)
         plt.close(fig)
+        plots.append(path)
     return plots
 
 
