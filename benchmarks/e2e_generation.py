@@ -1,4 +1,4 @@
-"""Table-to-text on E2E: prefix tuning against soft prompts, full fine-tuning and PEFT's prefix tuning.
+"""Table-to-text on E2E: prefix tuning and soft prompts against full fine-tuning and PEFT's equivalents.
 
 No pretrained decoder can be downloaded here, so unless `--model` names a local model folder (for
 example a copy of GPT-2, the paper's setting), the script first pretrains a small GPT-2-style
@@ -9,8 +9,9 @@ saves it, and from then on uses it frozen:
 - `prefix` (Li & Liang 2021: 10 tokens, MLP reparameterisation of width 512),
 - `soft_prompt` (Lester et al. 2021: 20 tokens),
 - `full_finetune`, the baseline,
-- PEFT `PrefixTuningConfig` (10 tokens, `prefix_projection=True`, hidden 512) on the same model,
-  trained by a plain loop with the same batches, optimiser, learning rate and schedule as `prefix`,
+- PEFT `PrefixTuningConfig` (10 tokens, `prefix_projection=True`, hidden 512) and PEFT
+  `PromptTuningConfig` (20 tokens, SAMPLE_VOCAB) on the same model, each trained by a plain loop with
+  the same batches, optimiser, learning rate and schedule as `prefix` and `soft_prompt`,
 
 each on the same E2E training subset for the same number of steps, then scored with BLEU, chrF,
 ROUGE-L against all references of an E2E dev subset (greedy decoding). The script also measures
@@ -21,6 +22,7 @@ prompt and with the bare model, on the same inputs, in the same process.
     python benchmarks/e2e_generation.py --model /path/to/gpt2 # the paper's model, if you have it
     python benchmarks/e2e_generation.py --pretrain-steps 50 --steps 10 --dev-size 10 --no-write  # a quick check
     python benchmarks/e2e_generation.py --pretrain-only       # only the decoder the E2E/WebNLG sweeps use
+    python benchmarks/e2e_generation.py --methods peft_prompt_tuning --merge  # one method; keep the other rows
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ import torch
 from common import RESULTS, SHARED, environment, write_results
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-METHODS = ("prefix", "soft_prompt", "full_finetune", "peft_prefix_tuning")
+METHODS = ("prefix", "soft_prompt", "full_finetune", "peft_prefix_tuning", "peft_prompt_tuning")
+# Each PEFT method and the prompttune method whose settings and learning rate it is trained with.
+PEFT_ANCHORS = {"peft_prefix_tuning": "prefix", "peft_prompt_tuning": "soft_prompt"}
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -169,15 +173,17 @@ def lr_for(method: str, args) -> float:
     prefix tuning gets prompttune prefix's)."""
     from prompttune.methods import method_class
 
-    given = {"prefix": args.prefix_lr, "peft_prefix_tuning": args.prefix_lr, "soft_prompt": args.soft_lr,
-             "full_finetune": args.finetune_lr}[method]
-    return given or method_class("prefix" if method == "peft_prefix_tuning" else method).default_lr
+    method = PEFT_ANCHORS.get(method, method)
+    given = {"prefix": args.prefix_lr, "soft_prompt": args.soft_lr, "full_finetune": args.finetune_lr}[method]
+    return given or method_class(method).default_lr
 
 
-def run_peft(args, model_path: str, train_path: Path, dev_path: Path, out: Path) -> dict:
-    """PEFT's prefix tuning with the same data, batches, optimiser, learning rate and schedule as
-    prompttune's `prefix`; decoded greedily with PEFT's `generate`."""
-    from peft import PrefixTuningConfig, TaskType, get_peft_model
+def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path, out: Path) -> dict:
+    """PEFT's prefix tuning (10 tokens, projection of width 512) or prompt tuning (20 tokens, sampled
+    vocabulary, as prompttune's soft prompt starts on a task without labels) with the same data,
+    batches, optimiser, learning rate and schedule as the prompttune method it is measured against;
+    decoded greedily with PEFT's `generate`."""
+    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
     from prompttune import TrainConfig
@@ -190,8 +196,12 @@ def run_peft(args, model_path: str, train_path: Path, dev_path: Path, out: Path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.pad_token = tokenizer.eos_token
     base = AutoModelForCausalLM.from_pretrained(model_path)
-    config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True,
-                                encoder_hidden_size=512)
+    if kind == "peft_prefix_tuning":
+        config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True,
+                                    encoder_hidden_size=512)
+    else:
+        config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
+                                    prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
     model = get_peft_model(base, config)
     eos = tokenizer.eos_token_id
 
@@ -205,7 +215,7 @@ def run_peft(args, model_path: str, train_path: Path, dev_path: Path, out: Path)
     features = [encode(e.text, t) for e in train_examples for t in e.targets]
     defaults = TrainConfig()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr_for("peft_prefix_tuning", args), weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=lr_for(kind, args), weight_decay=0.0)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps),
                               num_training_steps=args.steps)
     model.train()
@@ -247,7 +257,7 @@ def run_peft(args, model_path: str, train_path: Path, dev_path: Path, out: Path)
     return {"scores": generation_metrics(hypotheses, [list(e.targets) for e in dev]), "train_seconds": seconds,
             "steps": step, "trainable_parameters": sum(p.numel() for p in params),
             "artifact_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
-            "lr": lr_for("peft_prefix_tuning", args), "samples": hypotheses[:3]}
+            "lr": lr_for(kind, args), "samples": hypotheses[:3]}
 
 
 def generation_overhead(args, model_path: str, dev_path: Path, prompts: dict) -> dict:
@@ -317,6 +327,8 @@ def main() -> None:
     parser.add_argument("--overhead-repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows (and generation timings) of the methods not run this time from the last results file")
     parser.add_argument("--pretrain-only", action="store_true",
                         help="only build (or find) the pretrained decoder in benchmarks/.cache, which the E2E and WebNLG "
                              "sweeps in benchmarks/sweeps use")
@@ -343,8 +355,8 @@ def main() -> None:
     for method in args.methods.split(","):
         out = work / method
         try:
-            if method == "peft_prefix_tuning":
-                row = run_peft(args, model_path, train_path, dev_path, out)
+            if method in PEFT_ANCHORS:
+                row = run_peft(method, args, model_path, train_path, dev_path, out)
             else:
                 row = run_prompttune(method, args, model_path, train_path, dev_path, out)
             row["seconds_per_step"] = row["train_seconds"] / row["steps"]
@@ -355,6 +367,13 @@ def main() -> None:
     prompts = {m: work / m for m in ("prefix", "soft_prompt") if m in rows and "error" not in rows[m]}
     overhead = generation_overhead(args, model_path, dev_path, prompts) if prompts else None
     print(json.dumps(overhead), flush=True)
+    previous = RESULTS / "e2e_generation.json"
+    if args.merge and previous.is_file():
+        earlier = json.loads(previous.read_text())
+        rows = {m: rows[m] if m in rows else {**earlier["runs"][m], "earlier_run": True}
+                for m in METHODS if m in rows or m in earlier["runs"]}
+        if overhead is None and earlier.get("generation_overhead"):
+            overhead = {**earlier["generation_overhead"], "earlier_run": True}
     markdown = render(args, model_path, pretraining, rows, overhead)
     print(markdown)
     if not args.no_write:
@@ -363,7 +382,7 @@ def main() -> None:
 
 
 def render(args, model_path, pretraining, rows, overhead) -> str:
-    lines = ["# Table-to-text on E2E: prefix tuning, soft prompt, full fine-tuning, PEFT prefix tuning", ""]
+    lines = ["# Table-to-text on E2E: prefix tuning, soft prompt, full fine-tuning, PEFT prefix and prompt tuning", ""]
     if pretraining:
         lines += [f"Frozen model: a GPT-2-style decoder ({pretraining['config'].get('n_layer')} layers, width "
                   f"{pretraining['config'].get('n_embd')}, {pretraining['parameters']:,} parameters, byte-level BPE of "
@@ -375,23 +394,26 @@ def render(args, model_path, pretraining, rows, overhead) -> str:
         lines += [f"Frozen model: `{model_path}`.", ""]
     lines += [f"Training: {args.train_size} E2E training pairs (seed {args.seed}), {args.steps} steps of batch {args.batch_size}, "
               f"AdamW with linear decay; learning rates (each method's default unless given): prefix and PEFT prefix "
-              f"{lr_for('prefix', args)}, soft prompt {lr_for('soft_prompt', args)}, full fine-tuning "
+              f"{lr_for('prefix', args)}, soft prompt and PEFT prompt tuning {lr_for('soft_prompt', args)}, full fine-tuning "
               f"{lr_for('full_finetune', args)}. Scores: greedy decoding of the first {args.dev_size} E2E dev meaning "
               "representations against all their references (sacrebleu BLEU and chrF, rouge-score ROUGE-L F1).", "",
-              "Command: `python benchmarks/e2e_generation.py`", "",
+              "Command: `python benchmarks/e2e_generation.py`"
+              + (f" (this run: `--methods {args.methods} --merge`; rows marked earlier come from the previous full run)"
+                 if args.merge else ""), "",
               "| method | BLEU | chrF | ROUGE-L | trainable params | artifact bytes | s / step |", "|---|---|---|---|---|---|---|"]
     for method, r in rows.items():
         if "error" in r:
             lines.append(f"| {method} | failed: {r['error']} | | | | | |")
             continue
         s = r["scores"]
-        lines.append(f"| {method} | {s['bleu']:.2f} | {s['chrf']:.2f} | {s['rougeL']:.2f} | {r['trainable_parameters']:,} | "
+        lines.append(f"| {method}{' (earlier run)' if r.get('earlier_run') else ''} | {s['bleu']:.2f} | {s['chrf']:.2f} | {s['rougeL']:.2f} | {r['trainable_parameters']:,} | "
                      f"{r['artifact_bytes']:,} | {r['seconds_per_step']:.3f} |")
-    ours, peft = rows.get("prefix"), rows.get("peft_prefix_tuning")
-    if ours and peft and "error" not in ours and "error" not in peft:
-        lines += ["", f"prefix vs PEFT prefix tuning: BLEU {ours['scores']['bleu']:.2f} vs {peft['scores']['bleu']:.2f}; "
-                      f"seconds per step {ours['seconds_per_step']:.3f} vs {peft['seconds_per_step']:.3f} "
-                      f"(ratio {ours['seconds_per_step'] / peft['seconds_per_step']:.2f})."]
+    for peft_name, anchor in PEFT_ANCHORS.items():
+        ours, peft = rows.get(anchor), rows.get(peft_name)
+        if ours and peft and "error" not in ours and "error" not in peft:
+            lines += ["", f"{anchor} vs {peft_name}: BLEU {ours['scores']['bleu']:.2f} vs {peft['scores']['bleu']:.2f}; "
+                          f"seconds per step {ours['seconds_per_step']:.3f} vs {peft['seconds_per_step']:.3f} "
+                          f"(ratio {ours['seconds_per_step'] / peft['seconds_per_step']:.2f})."]
     if overhead:
         lines += ["", f"Generation cost: {overhead['sources']} sources, exactly {overhead['new_tokens']} new tokens each, "
                       f"greedy, best of {overhead['repeats']} interleaved repeats, one process.", "",
