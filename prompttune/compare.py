@@ -470,6 +470,9 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     os.replace(tmp, path)
 
 
+PLOTS = ("metric_vs_train_size", "metric_vs_length", "metric_vs_parameters", "training_curves")
+
+
 def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path, metric: str) -> list[Path]:
     import matplotlib
 
@@ -477,6 +480,8 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
     import matplotlib.pyplot as plt
 
     plots = []
+    for name in PLOTS:  # a plot this sweep no longer draws must not outlive it
+        (out / f"{name}.png").unlink(missing_ok=True)
     methods = list(dict.fromkeys(s["method"] for s in summary))
     palette = plt.get_cmap("tab10")
     variants: dict[tuple, int] = {}
@@ -505,8 +510,8 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
 
     def draw(name, key, xlabel, log=False, transform=None):
         grouped = series(key)
-        if not grouped:
-            return
+        if len({x for points in grouped.values() for x, _, _ in points}) < 2:
+            return  # one value on the x axis: nothing to plot against it
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for label, points in sorted(grouped.items()):
             points = sorted((transform(x) if transform else x, y, e) for x, y, e in points)

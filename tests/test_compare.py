@@ -79,8 +79,9 @@ def test_sweep_runs_resumes_after_a_kill_and_reports(sweep, tmp_path):
         assert abs(float(s["accuracy_mean"]) - sum(accuracies) / len(accuracies)) < 1e-9
     # The 2-per-class subsets really have 2 examples per class.
     assert all(int(r["train_examples"]) == 4 for r in rows if r["train_size"] == "2")
-    for plot in ("metric_vs_train_size", "metric_vs_length", "metric_vs_parameters", "training_curves"):
+    for plot in ("metric_vs_train_size", "metric_vs_parameters", "training_curves"):
         assert (out / f"{plot}.png").stat().st_size > 1000, plot
+    assert not (out / "metric_vs_length.png").exists()  # one length (--lengths 2): nothing to plot against
     report = (out / "report.html").read_text()
     assert "metric_vs_train_size.png" in report and "soft_prompt" in report
     assert "| soft_prompt | 2 | sample_vocab | 2 | 2 |" in (out / "summary.md").read_text()
@@ -144,6 +145,10 @@ def test_extrapolation_scores_seen_and_unseen_categories_apart(model_dirs, tmp_p
     unseen = [json.loads(l) for l in (tmp_path / "out" / "data" / "eval_unseen.jsonl").read_text().splitlines()]
     assert {r["category"] for r in seen} == {"films", "books"} and {r["category"] for r in unseen} == {"art"}
     assert "unseen_bleu" in (tmp_path / "out" / "summary.md").read_text()
+    # One length and one training size: no plot against either, but the others are drawn.
+    assert not (tmp_path / "out" / "metric_vs_length.png").exists()
+    assert not (tmp_path / "out" / "metric_vs_train_size.png").exists()
+    assert (tmp_path / "out" / "training_curves.png").is_file()
 
 
 def test_eval_subset_keeps_every_reference_of_a_chosen_source(tmp_path):
