@@ -1,0 +1,509 @@
+"""Writes benchmarks/RESULTS.md, the project's published results, from the results files.
+
+Every number in RESULTS.md is read from a file that one documented command wrote:
+
+- `benchmarks/results/*.json`, written by the benchmark scripts in this folder (the command is given
+  in each section), and
+- the comparison sweeps of `benchmarks/sweeps/*.yaml`, each run by
+  `prompttune compare --spec benchmarks/sweeps/NAME.yaml --output benchmarks/runs/NAME`; this
+  script copies each finished sweep's tables, plots and HTML report from `benchmarks/runs/NAME`
+  into `benchmarks/results/sweeps/NAME` (the trained prompts stay in `benchmarks/runs`).
+
+    python benchmarks/make_results.py          # copy finished sweeps, then write RESULTS.md
+    python benchmarks/make_results.py --check  # fail if RESULTS.md differs from what the files give
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SWEEP_RESULTS = RESULTS / "sweeps"
+RUNS = HERE / "runs"
+SWEEPS = HERE / "sweeps"
+OUT = HERE / "RESULTS.md"
+COPIED = ("summary.md", "summary.csv", "summary.json", "results.csv", "report.html")
+
+
+# ---- formatting ----------------------------------------------------------------------------------
+
+def size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n / scale < 100 else f"{n / scale:.0f} {unit}"
+    return f"{n:.0f} B"
+
+
+def count(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n:,.0f}"
+
+
+def num(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def missing(what: str, command: str) -> str:
+    return f"_Not yet produced: run `{command}`._\n"
+
+
+# ---- sweeps ---------------------------------------------------------------------------------------
+
+def collect_sweeps() -> None:
+    """Copy each finished sweep's outputs from benchmarks/runs into benchmarks/results/sweeps."""
+    for spec in sorted(SWEEPS.glob("*.yaml")):
+        run = RUNS / spec.stem
+        summary = run / "summary.json"
+        if not summary.is_file():
+            continue
+        rows = json.loads(summary.read_text())["summary"]
+        results = (run / "results.csv").read_text().splitlines()
+        if any(",failed," in line for line in results[1:]):
+            print(f"{spec.stem}: has failed cells (see {run}/cells/*/error.txt); not copied", file=sys.stderr)
+            continue
+        target = SWEEP_RESULTS / spec.stem
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for name in COPIED:
+            if (run / name).is_file():
+                shutil.copy2(run / name, target / name)
+        for png in run.glob("*.png"):
+            shutil.copy2(png, target / png.name)
+        print(f"{spec.stem}: {len(rows)} summary rows copied to {target.relative_to(HERE.parent)}")
+
+
+def sweep(name: str) -> dict | None:
+    path = SWEEP_RESULTS / name / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def sweep_command(name: str) -> str:
+    return f"prompttune compare --spec benchmarks/sweeps/{name}.yaml --output benchmarks/runs/{name}"
+
+
+def mean_sd(row: dict, metric: str, digits: int = 3, scale: float = 1.0) -> str:
+    mean, sd = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+    if mean is None:
+        return "-"
+    return f"{mean * scale:.{digits}f} ± {(sd or 0) * scale:.{digits}f}"
+
+
+def plots(name: str) -> str:
+    folder = SWEEP_RESULTS / name
+    return "\n".join(f"![{p.stem}](results/sweeps/{name}/{p.name})" for p in sorted(folder.glob("*.png")))
+
+
+def settings(spec: dict) -> str:
+    """Each method's configuration in the sweep: its defaults with the sweep's method_options, less
+    what the sweep varies (length, init); and its default learning rate."""
+    from prompttune.methods import method_class
+
+    out = []
+    for method in spec["methods"]:
+        cls = method_class(method)
+        values = {**{k: getattr(cls.Config(), k) for k in cls.Config.__dataclass_fields__},
+                  **spec["method_options"].get(method, {})}
+        if spec["lengths"] != [None]:
+            values.pop("num_virtual_tokens", None)
+        if spec["inits"] != [None]:
+            values.pop("init", None)
+        if values.get("init") != "text":
+            values.pop("init_text", None)
+        if spec["task"] == "generation" and values.get("init") == "class_labels":
+            values["init"] = "class_labels, i.e. sampled vocabulary: no labels"
+        shown = [f"{k} {v}" for k, v in values.items() if v is not None]
+        shown.append(f"lr {spec['train_options'].get('lr') or cls.default_lr:g}")
+        if spec["task"] == "classification":
+            shown.append(f"head lr {spec['train_options'].get('head_lr') or cls.default_head_lr:g}")
+        out.append(f"`{method}` ({', '.join(shown)})")
+    return "; ".join(out)
+
+
+def sweep_header(name: str, data: dict) -> str:
+    spec = data["spec"]
+    options = ", ".join(f"{k} {v}" for k, v in spec["train_options"].items())
+    return (f"Command: `{sweep_command(name)}` (spec: `benchmarks/sweeps/{name}.yaml`; per-seed rows in "
+            f"`results/sweeps/{name}/results.csv`, full table with precision/recall/F1 or chrF/ROUGE in "
+            f"`results/sweeps/{name}/summary.md`, plots and `report.html` beside them). Model `{spec['model']}`, "
+            f"training: {options}; seeds {spec['seeds']}. Methods: {settings(spec)}.\n")
+
+
+def pivot(data: dict, key: str, metric: str, digits: int = 3, params: bool = True) -> tuple[list[str], list[list]]:
+    """Methods as rows, the values of `key` (train_size, length, init) as columns."""
+    rows = data["summary"]
+    values = list(dict.fromkeys(r[key] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = []
+    for method in methods:
+        by_value = {r[key]: r for r in rows if r["method"] == method}
+        n_params = next(iter(by_value.values()))["trainable_parameters_mean"]
+        out.append([method] + ([count(n_params)] if params else []) + [mean_sd(by_value[v], metric, digits) if v in by_value else "-" for v in values])
+    return values, out
+
+
+def low_data(name: str, metric: str, label: str, unit: str, digits: int, reference: str = "") -> str:
+    data = sweep(name)
+    if data is None:
+        return missing(name, sweep_command(name))
+    values, rows = pivot(data, "train_size", metric, digits)
+    text = sweep_header(name, data) + "\n"
+    text += f"{label}, mean ± standard deviation over seeds, by training {unit}:\n\n"
+    text += table(["method", "trainable params"] + [str(v) for v in values], rows) + "\n\n"
+    # Who wins at each size.
+    summary = data["summary"]
+    notes = []
+    for value in values:
+        at = [r for r in summary if r["train_size"] == value]
+        best = max(at, key=lambda r: r[f"{metric}_mean"])
+        full = next((r for r in at if r["method"] == "full_finetune"), None)
+        line = f"- {value} {unit}: best `{best['method']}` ({best[f'{metric}_mean']:.{digits}f})"
+        if full is not None:
+            beating = [r["method"] for r in at if r["method"] != "full_finetune" and r[f"{metric}_mean"] > full[f"{metric}_mean"]]
+            line += f"; above full fine-tuning ({full[f'{metric}_mean']:.{digits}f}): " + (", ".join(f"`{m}`" for m in beating) or "none")
+        notes.append(line)
+    text += "\n".join(notes) + "\n\n" + (reference + "\n\n" if reference else "") + plots(name) + "\n"
+    return text
+
+
+def zero_shot() -> str:
+    data = load("sst2_methods")
+    if data is None or "hard_prompt" not in data["runs"]:
+        return ""
+    return (f"For reference, the zero-shot hard prompt (no training data) scores "
+            f"{data['runs']['hard_prompt']['dev_accuracy']:.3f} (section 1).")
+
+
+def ablation(name: str, key: str, label: str, metric: str = "accuracy", what: str = "Dev accuracy", digits: int = 3) -> str:
+    data = sweep(name)
+    if data is None:
+        return missing(name, sweep_command(name))
+    values, rows = pivot(data, key, metric, digits, params=False)
+    text = sweep_header(name, data) + "\n"
+    text += f"{what}, mean ± standard deviation over seeds, by {label}:\n\n"
+    text += table(["method"] + [str(v) for v in values], rows) + "\n\n"
+    summary = data["summary"]
+    seconds = [[r["method"], r[key], count(r["trainable_parameters_mean"]), size(r["artifact_bytes_mean"]),
+                f"{r['train_seconds_mean']:.1f}", f"{r['peak_memory_mb_mean']:.0f}"] for r in summary]
+    text += table(["method", label, "trainable params", "artifact", "train s", "peak MB"], seconds) + "\n\n"
+    return text + plots(name) + "\n"
+
+
+def extrapolation(name: str) -> str:
+    data = sweep(name)
+    if data is None:
+        return missing(name, sweep_command(name))
+    text = sweep_header(name, data) + "\n"
+    rows = []
+    for r in data["summary"]:
+        rows.append([r["method"], count(r["trainable_parameters_mean"]),
+                     num(r.get("seen_bleu_mean"), 2), num(r.get("unseen_bleu_mean"), 2), num(r.get("bleu_mean"), 2),
+                     num(r.get("seen_chrf_mean"), 2), num(r.get("unseen_chrf_mean"), 2)])
+    text += table(["method", "trainable params", "BLEU seen", "BLEU unseen", "BLEU all", "chrF seen", "chrF unseen"], rows)
+    return text + "\n\n" + plots(name) + "\n"
+
+
+# ---- benchmark files -----------------------------------------------------------------------------
+
+SST2_LABELS = {
+    "hard_prompt": "hard prompt, zero-shot (`{text} It was {mask}.`)",
+    "soft_prompt": "soft_prompt (20 tokens, label-word init)",
+    "soft_prompt:sample_vocab": "soft_prompt (20 tokens, PEFT's sample_vocab init)",
+    "peft_prompt_tuning": "PEFT `PromptTuningConfig` (20 tokens, sample_vocab)",
+    "deep_prompt": "deep_prompt (P-tuning v2, 20 per layer)",
+    "peft_prefix_tuning": "PEFT `PrefixTuningConfig` (20, no projection)",
+    "prefix": "prefix (Li & Liang, 20 tokens, MLP 512)",
+    "peft_prefix_tuning_projection": "PEFT `PrefixTuningConfig(prefix_projection=True)`",
+    "p_tuning": "p_tuning (LSTM encoder, 20 tokens)",
+    "linear_probe": "linear_probe",
+    "full_finetune": "full_finetune",
+}
+PEFT_OF = {"soft_prompt": "peft_prompt_tuning", "soft_prompt:sample_vocab": "peft_prompt_tuning", "deep_prompt": "peft_prefix_tuning",
+           "prefix": "peft_prefix_tuning_projection"}
+
+
+def sst2_runs(methods: dict, prefix: dict) -> dict:
+    """The runs of both SST-2 benchmark files by method, a current run preferred to an earlier one."""
+    runs = {}
+    for data in (methods, prefix):
+        for key, run in data["runs"].items():
+            if key not in runs or (runs[key].get("earlier_run") and not run.get("earlier_run")):
+                runs[key] = run
+    return runs
+
+
+def sst2_methods() -> str:
+    methods, prefix, search = load("sst2_methods"), load("sst2_prefix"), load("sst2_search")
+    if methods is None or prefix is None:
+        return missing("sst2", "python benchmarks/sst2_methods.py && python benchmarks/sst2_methods.py --set prefix")
+    model_bytes = methods["model_weights_bytes"]
+    args = methods["args"]
+    text = (f"Frozen `{args['model']}` ({size(model_bytes)} of weights), {args['train_size']:,} SST-2 training sentences "
+            f"(seed {args['seed']}), {args['steps']} steps of batch {args['batch_size']}, every method with its default "
+            "learning rates (from `results/lr_sweep.md`) and each PEFT row with the learning rates of the prompttune "
+            "method beside it; accuracy on the 872 SST-2 dev sentences; one process per method.\n\n"
+            "Commands: `python benchmarks/sst2_methods.py` (rows marked A, `results/sst2_methods.md`), "
+            "`python benchmarks/sst2_methods.py --set prefix` (B, `results/sst2_prefix.md`), "
+            "`python benchmarks/sst2_search.py` (C, `results/sst2_search.md`; 5-token prompts).\n\n")
+    rows = []
+    seen = set()
+    later = {k for data in (methods, prefix) for k, r in data["runs"].items() if not r.get("earlier_run")}
+    for tag, data in (("A", methods), ("B", prefix)):
+        for key, run in data["runs"].items():
+            if key in seen or (run.get("earlier_run") and key in later):
+                continue
+            seen.add(key)
+            rows.append([SST2_LABELS.get(key, key), tag + ("*" if run.get("earlier_run") else ""), num(run["dev_accuracy"]), num(run.get("dev_f1_macro")),
+                         count(run["trainable_parameters"]), size(run["artifact_bytes"]),
+                         f"1/{1 / run['artifact_fraction_of_model']:,.0f}" if run["artifact_fraction_of_model"] < 1 else "1/1",
+                         num(run["seconds_per_step"]), f"{run['peak_rss_mb']:.0f}"])
+    if search is not None:
+        for key, run in search["runs"].items():
+            if key.startswith(("autoprompt", "pez")):
+                rows.append([f"{key.split()[0]} (5 tokens, searched) + head", "C", num(run["dev_accuracy"]),
+                             num(run.get("dev_f1_macro")), count(run["trainable_parameters"]), "-", "-",
+                             num(run["seconds_per_step"]), "-"])
+    rows.sort(key=lambda r: -float(r[2]))
+    text += table(["method", "run", "dev accuracy", "macro F1", "trainable params", "saved folder", "folder / model",
+                   "s / step", "peak RSS MB"], rows) + "\n\n"
+    text += ("B*: a row of an earlier run of the same command, kept in its results file. The saved folder of `prefix` "
+             "and `p_tuning` also holds `training_state.safetensors` (the MLP or LSTM, to continue training); what "
+             "inference reads is the prefix or the virtual tokens alone (see the artifact sizes in section 8). s / step "
+             "compares rows of one run; two runs of the same code differ by a few percent.\n\n")
+    runs = sst2_runs(methods, prefix)
+    full = runs["full_finetune"]["dev_accuracy"]
+    lines = ["Against PEFT's equivalent at the same budget (same data order, steps, optimiser, learning rates):"]
+    for ours, theirs in PEFT_OF.items():
+        a, b = runs[ours], runs[theirs]
+        lines.append(f"- `{ours}` {a['dev_accuracy']:.3f} vs {SST2_LABELS[theirs]} {b['dev_accuracy']:.3f} "
+                     f"({100 * (a['dev_accuracy'] - b['dev_accuracy']):+.1f} points); "
+                     f"time per step {a['seconds_per_step'] / b['seconds_per_step']:.2f}x")
+    lines.append(f"\nAgainst full fine-tuning ({full:.3f}): " + ", ".join(
+        f"`{k}` {100 * (runs[k]['dev_accuracy'] - full):+.1f}" for k in ("deep_prompt", "prefix", "soft_prompt", "p_tuning", "linear_probe")) + " points.")
+    return text + "\n".join(lines) + "\n"
+
+
+def sst2_search() -> str:
+    data = load("sst2_search")
+    if data is None:
+        return missing("sst2_search", "python benchmarks/sst2_search.py")
+    a = data["args"]
+    text = (f"Command: `python benchmarks/sst2_search.py` (`results/sst2_search.md`): frozen `{a['model']}`, "
+            f"{a['train_size']:,} SST-2 training sentences, {a['steps']} steps (search rounds) of batch {a['batch_size']}, "
+            "872 dev sentences. MiniLM has no LM head, so the searched prompts read their labels through a linear head "
+            "trained alongside (the search runs for the first 75% of the steps, the rest fit the head).\n\n")
+    rows = [[k, num(r["dev_accuracy"]), num(r.get("dev_f1_macro")), count(r["trainable_parameters"]),
+             num(r["seconds_per_step"]) if r["steps"] else "-", f"`{r['prompt_text']}`" if r.get("prompt_text") else ""]
+            for k, r in data["runs"].items()]
+    return text + table(["method", "dev accuracy", "macro F1", "trainable params", "s / step (search round)", "prompt found"], rows) + "\n"
+
+
+def e2e_methods() -> str:
+    data = load("e2e_generation")
+    if data is None:
+        return missing("e2e", "python benchmarks/e2e_generation.py")
+    args, pre = data["args"], data["pretraining"]
+    config = pre["config"]
+    text = (f"Command: `python benchmarks/e2e_generation.py` (`results/e2e_generation.md`). Frozen model: a GPT-2-style "
+            f"decoder ({config['n_layer']} layers, width {config['n_embd']}, {pre['parameters']:,} parameters, byte-level BPE of "
+            f"{config['vocab_size']:,} tokens) pretrained here as a plain language model on {pre['texts']:,} reference texts of "
+            f"the E2E and WebNLG 2017 training sets ({pre['steps']} steps, {pre['seconds'] / 60:.1f} minutes); no pretrained "
+            f"GPT-2 can be downloaded here (`--model DIR` runs the same on one). {args['train_size']:,} E2E training pairs, "
+            f"{args['steps']} steps of batch {args['batch_size']}; greedy decoding of {args['dev_size']} E2E dev meaning "
+            "representations against all their references.\n\n")
+    labels = {"prefix": "prefix (10 tokens, MLP 512)", "soft_prompt": "soft_prompt (20 tokens)",
+              "full_finetune": "full_finetune",
+              "peft_prefix_tuning": "PEFT `PrefixTuningConfig(prefix_projection=True)` (same as prefix)",
+              "peft_prompt_tuning": "PEFT `PromptTuningConfig` (20 tokens, sample_vocab)"}
+    rows = []
+    for key, run in data["runs"].items():
+        if "error" in run:
+            continue
+        s = run["scores"]
+        rows.append([labels.get(key, key) + (" *" if run.get("earlier_run") else ""), num(s["bleu"], 2), num(s["chrf"], 2),
+                     num(s["rougeL"], 2), count(run["trainable_parameters"]), size(run["artifact_bytes"]),
+                     num(run["seconds_per_step"])])
+    text += table(["method", "BLEU", "chrF", "ROUGE-L", "trainable params", "artifact", "s / step"], rows) + "\n\n"
+    if any(r.get("earlier_run") for r in data["runs"].values()):
+        text += ("\\* from the previous full run of the command; the other rows were added by "
+                 f"`python benchmarks/e2e_generation.py --methods {args['methods']} --merge` (same data, steps and seed).\n\n")
+    runs = data["runs"]
+    lines = ["Against PEFT's equivalent at the same budget (same batches, optimiser, learning rate and schedule):"]
+    for ours, theirs in (("prefix", "peft_prefix_tuning"), ("soft_prompt", "peft_prompt_tuning")):
+        if ours in runs and theirs in runs and "error" not in runs[theirs]:
+            a, b = runs[ours], runs[theirs]
+            lines.append(f"- `{ours}` BLEU {a['scores']['bleu']:.2f} vs {labels[theirs]} {b['scores']['bleu']:.2f} "
+                         f"({a['scores']['bleu'] - b['scores']['bleu']:+.2f}); time per step "
+                         f"{a['seconds_per_step'] / b['seconds_per_step']:.2f}x")
+    text += "\n".join(lines) + "\n"
+    return text
+
+
+def performance() -> str:
+    parts = []
+    step, methods, prefix = load("prefix_step_time"), load("sst2_methods"), load("sst2_prefix")
+    parts.append("### Training step time and memory against PEFT\n")
+    if step is not None:
+        rows = [[m, "with MLP projection" if r["peft_prefix_projection"] else "no projection", f"{r['median_seconds']['prompttune']:.4f}",
+                 f"{r['median_seconds']['peft']:.4f}", f"{r['ratio']:.3f}"] for m, r in step["results"].items()]
+        parts.append(f"Command: `python benchmarks/prefix_step_time.py` (`results/prefix_step_time.md`): one process, the same "
+                     f"batches, prompttune and PEFT alternating, median of {step['args']['rounds']} rounds, batch "
+                     f"{step['args']['batch_size']}, {step['args']['tokens']} tokens, frozen {step['args']['model']}.\n\n"
+                     + table(["prompttune method", "PEFT PrefixTuningConfig", "prompttune s / step", "PEFT s / step", "ratio"], rows) + "\n")
+    if methods is not None and prefix is not None:
+        rows = []
+        runs = sst2_runs(methods, prefix)
+        for ours, theirs in PEFT_OF.items():
+            a, b = runs[ours], runs[theirs]
+            rows.append([f"`{ours}` vs {SST2_LABELS[theirs]}", f"{a['seconds_per_step']:.3f} / {b['seconds_per_step']:.3f}",
+                         f"{a['seconds_per_step'] / b['seconds_per_step']:.2f}x", f"{a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f}",
+                         f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x"])
+        parts.append("\nWhole runs of the SST-2 table above (300 steps, one process per method, one after another; two runs "
+                     "of the same code differ by a few percent in time):\n\n"
+                     + table(["pair", "s / step (ours / PEFT)", "time ratio", "peak RSS MB (ours / PEFT)", "memory ratio"], rows) + "\n")
+    parts.append("\n### Artifact sizes\n")
+    parts.append(artifact_sizes())
+    serving = load("serving")
+    parts.append("\n### Mixed-batch throughput\n")
+    if serving is None:
+        parts.append(missing("serving", "python benchmarks/serving.py"))
+    else:
+        a = serving["args"]
+        rows = []
+        for window, r in serving["throughput"].items():
+            rps = r["rows_per_second"]
+            rows.append([window, f"{rps['prompttune_mixed']:.1f}", f"{rps['prompttune_single_prompt']:.1f}",
+                         f"{rps['prompttune_mixed_by_length']:.1f}", f"{rps['prompttune_single_prompt_by_length']:.1f}",
+                         f"{rps['peft_set_adapter']:.1f}", f"{r['mixed_vs_single']:.3f}", f"{r['mixed_vs_single_by_length']:.3f}",
+                         f"{r['mixed_by_length_vs_peft']:.2f}x"])
+        load_test = serving["load_test"]
+        parts.append(f"Command: `python benchmarks/serving.py` (`results/serving.md`): frozen {a['model']}, 8 soft prompts of "
+                     f"{a['tokens']} tokens with heads, {a['rows']} SST-2 dev sentences as requests assigned to the prompts in turn, "
+                     f"served in windows of W rows (what arrives together), median of {a['rounds']} interleaved rounds, in rows per "
+                     f"second. \"One forward\" runs each window as one batch; \"by length\" runs its rows in order of length in "
+                     f"forwards of at most {a['max_batch_tokens']} padded tokens; PEFT runs one batch per task after `set_adapter`."
+                     " Gains of 3x and more over PEFT need a regime where the per-forward overhead dominates (a GPU); on this CPU a forward's cost grows with its "
+                     "tokens, so joining tasks saves only that overhead and padding.\n\n"
+                     + table(["window", "mixed, one forward", "single prompt, one forward", "mixed, by length",
+                              "single prompt, by length", "PEFT", "mixed / single, one forward", "mixed / single, by length",
+                              "mixed by length / PEFT"], rows)
+                     + f"\n\nLoad test of `prompttune serve`, {load_test['clients']} concurrent clients: {load_test['completed']}/"
+                       f"{load_test['requests']} requests completed, {load_test['errors']} errors, {load_test['requests_per_second']:.1f} "
+                       f"requests/s, p50 {load_test['p50_ms']:.0f} ms, p99 {load_test['p99_ms']:.0f} ms, "
+                       f"{load_test['mean_rows_per_forward']:.1f} rows per forward.\n")
+    e2e = load("e2e_generation")
+    parts.append("\n### Generation overhead of a prompt\n")
+    if e2e is None:
+        parts.append(missing("e2e", "python benchmarks/e2e_generation.py"))
+    else:
+        o = e2e["generation_overhead"]
+        rows = [[k, f"{r['seconds']:.3f}", f"{r['ms_per_token']:.3f}", f"{r['ratio_to_bare']:.3f}x"] for k, r in o["runs"].items()]
+        parts.append(f"Command: `python benchmarks/e2e_generation.py`: {o['sources']} E2E sources, exactly {o['new_tokens']} new "
+                     f"tokens each, greedy, best of {o['repeats']} interleaved repeats, one process, on the decoder above (the prefix "
+                     "sits in the KV cache; the soft prompt lengthens the input).\n\n"
+                     + table(["prompt", "seconds", "ms per token", "vs bare model"], rows) + "\n")
+    return "\n".join(parts)
+
+
+def artifact_sizes() -> str:
+    """What inference reads (prompt.safetensors + prompt.json), measured in the low-data sweeps, next
+    to the frozen model's weights; and PEFT's saved adapters from the SST-2 benchmark."""
+    text = []
+    for name, label in (("sst2_lowdata", "frozen all-MiniLM-L6-v2 (with a classification head)"),
+                        ("e2e_lowdata", "the small GPT-2-style decoder")):
+        data = sweep(name)
+        if data is None:
+            text.append(missing(name, sweep_command(name)))
+            continue
+        model_bytes = next((r["artifact_bytes_mean"] for r in data["summary"] if r["method"] == "full_finetune"), None)
+        rows, seen = [], set()
+        for r in data["summary"]:
+            if r["method"] in seen:
+                continue
+            seen.add(r["method"])
+            rows.append([r["method"], count(r["trainable_parameters_mean"]), f"{r['artifact_bytes_mean']:,.0f}",
+                         f"1/{model_bytes / r['artifact_bytes_mean']:,.0f}" if model_bytes else "-"])
+        text.append(f"On {label}, from the `{name}` sweep (settings in its section above): what inference reads "
+                    "(`prompt.safetensors` and `prompt.json`), against a fully fine-tuned copy of the model:\n\n"
+                    + table(["method", "trainable params", "artifact bytes", "of a fine-tuned copy"], rows) + "\n")
+    methods = load("sst2_methods")
+    prefix = load("sst2_prefix")
+    if methods and prefix:
+        runs = sst2_runs(methods, prefix)
+        rows = [[SST2_LABELS[k], count(runs[k]["trainable_parameters"]), f"{runs[k]['artifact_bytes']:,}"]
+                for k in ("peft_prompt_tuning", "peft_prefix_tuning", "peft_prefix_tuning_projection") if k in runs]
+        text.append("PEFT's saved adapters on MiniLM at the same sizes (section 1; 20 tokens, with its classifier):\n\n"
+                    + table(["PEFT config", "trainable params", "folder bytes"], rows) + "\n")
+    return "\n".join(text)
+
+
+def environment() -> str:
+    for name in ("sst2_methods", "e2e_generation", "serving"):
+        data = load(name)
+        if data:
+            env = data["environment"]
+            return (f"Machine: {env['machine']}, {env['threads']} CPU threads, no GPU (cuda {env['cuda']}), "
+                    f"torch {env['torch']}, Python {env['python']}.")
+    return ""
+
+
+def render() -> str:
+    sections = [
+        "# prompttune: published results\n",
+        "Generated by `python benchmarks/make_results.py` from the results files beside it; every section names the "
+        "command that produced its numbers. " + environment() + " SST-2 has no public test labels, so its 872 dev "
+        "sentences serve as the test set: every run is scored once, at the end of training (no early stopping or "
+        "checkpoint selection on them); the methods' default learning rates were chosen on them once "
+        "(`results/lr_sweep.md`).\n",
+        "## 1. Every method at the same budget: frozen MiniLM, SST-2\n", sst2_methods(),
+        "### Searched discrete prompts\n", sst2_search(),
+        "## 2. Every method at the same budget: E2E table-to-text\n", e2e_methods(),
+        "## 3. The low-data curve: SST-2\n",
+        low_data("sst2_lowdata", "accuracy", "Dev accuracy (872 sentences)", "sentences per class", 3, zero_shot()),
+        "## 4. The low-data curve: E2E\n",
+        low_data("e2e_lowdata", "bleu", "BLEU on 100 E2E dev meaning representations", "pairs", 2),
+        "## 5. Prompt length\n", "### SST-2\n", ablation("sst2_length", "length", "prompt length"),
+        "### E2E\n", ablation("e2e_length", "length", "prompt length", "bleu", "BLEU", 2),
+        "## 6. Initialisation\n", "### SST-2\n", ablation("sst2_init", "init", "initialisation"),
+        "### E2E, 200 training pairs\n", ablation("e2e_init", "init", "initialisation", "bleu", "BLEU", 2),
+        "## 7. Extrapolation to unseen categories: WebNLG 2017\n", extrapolation("webnlg_extrapolation"),
+        "## 8. Performance\n", performance(),
+    ]
+    return "\n".join(s.rstrip("\n") + "\n" for s in sections)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare RESULTS.md with what the results files give")
+    args = parser.parse_args()
+    text = render() if args.check else (collect_sweeps(), render())[1]
+    if args.check:
+        if not OUT.is_file() or OUT.read_text() != text:
+            sys.exit(f"{OUT} is out of date: run python benchmarks/make_results.py")
+        print(f"{OUT} matches the results files")
+        return
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
