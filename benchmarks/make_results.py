@@ -62,7 +62,7 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def missing(what: str, command: str) -> str:
+def missing(command: str) -> str:
     return f"_Not yet produced: run `{command}`._\n"
 
 
@@ -164,7 +164,7 @@ def pivot(data: dict, key: str, metric: str, digits: int = 3, params: bool = Tru
 def low_data(name: str, metric: str, label: str, unit: str, digits: int, reference: str = "") -> str:
     data = sweep(name)
     if data is None:
-        return missing(name, sweep_command(name))
+        return missing(sweep_command(name))
     values, rows = pivot(data, "train_size", metric, digits)
     text = sweep_header(name, data) + "\n"
     text += f"{label}, mean ± standard deviation over seeds, by training {unit}:\n\n"
@@ -196,7 +196,7 @@ def zero_shot() -> str:
 def ablation(name: str, key: str, label: str, metric: str = "accuracy", what: str = "Dev accuracy", digits: int = 3) -> str:
     data = sweep(name)
     if data is None:
-        return missing(name, sweep_command(name))
+        return missing(sweep_command(name))
     values, rows = pivot(data, key, metric, digits, params=False)
     text = sweep_header(name, data) + "\n"
     text += f"{what}, mean ± standard deviation over seeds, by {label}:\n\n"
@@ -211,7 +211,7 @@ def ablation(name: str, key: str, label: str, metric: str = "accuracy", what: st
 def extrapolation(name: str) -> str:
     data = sweep(name)
     if data is None:
-        return missing(name, sweep_command(name))
+        return missing(sweep_command(name))
     text = sweep_header(name, data) + "\n"
     rows = []
     for r in data["summary"]:
@@ -254,7 +254,7 @@ def sst2_runs(methods: dict, prefix: dict) -> dict:
 def sst2_methods() -> str:
     methods, prefix, search = load("sst2_methods"), load("sst2_prefix"), load("sst2_search")
     if methods is None or prefix is None:
-        return missing("sst2", "python benchmarks/sst2_methods.py && python benchmarks/sst2_methods.py --set prefix")
+        return missing("python benchmarks/sst2_methods.py && python benchmarks/sst2_methods.py --set prefix")
     model_bytes = methods["model_weights_bytes"]
     args = methods["args"]
     text = (f"Frozen `{args['model']}` ({size(model_bytes)} of weights), {args['train_size']:,} SST-2 training sentences "
@@ -305,7 +305,7 @@ def sst2_methods() -> str:
 def sst2_search() -> str:
     data = load("sst2_search")
     if data is None:
-        return missing("sst2_search", "python benchmarks/sst2_search.py")
+        return missing("python benchmarks/sst2_search.py")
     a = data["args"]
     text = (f"Command: `python benchmarks/sst2_search.py` (`results/sst2_search.md`): frozen `{a['model']}`, "
             f"{a['train_size']:,} SST-2 training sentences, {a['steps']} steps (search rounds) of batch {a['batch_size']}, "
@@ -320,7 +320,7 @@ def sst2_search() -> str:
 def e2e_methods() -> str:
     data = load("e2e_generation")
     if data is None:
-        return missing("e2e", "python benchmarks/e2e_generation.py")
+        return missing("python benchmarks/e2e_generation.py")
     args, pre = data["args"], data["pretraining"]
     config = pre["config"]
     text = (f"Command: `python benchmarks/e2e_generation.py` (`results/e2e_generation.md`). Frozen model: a GPT-2-style "
@@ -385,7 +385,7 @@ def performance() -> str:
     serving = load("serving")
     parts.append("\n### Mixed-batch throughput\n")
     if serving is None:
-        parts.append(missing("serving", "python benchmarks/serving.py"))
+        parts.append(missing("python benchmarks/serving.py"))
     else:
         a = serving["args"]
         rows = []
@@ -413,7 +413,7 @@ def performance() -> str:
     e2e = load("e2e_generation")
     parts.append("\n### Generation overhead of a prompt\n")
     if e2e is None:
-        parts.append(missing("e2e", "python benchmarks/e2e_generation.py"))
+        parts.append(missing("python benchmarks/e2e_generation.py"))
     else:
         o = e2e["generation_overhead"]
         rows = [[k, f"{r['seconds']:.3f}", f"{r['ms_per_token']:.3f}", f"{r['ratio_to_bare']:.3f}x"] for k, r in o["runs"].items()]
@@ -432,7 +432,7 @@ def artifact_sizes() -> str:
                         ("e2e_lowdata", "the small GPT-2-style decoder")):
         data = sweep(name)
         if data is None:
-            text.append(missing(name, sweep_command(name)))
+            text.append(missing(sweep_command(name)))
             continue
         model_bytes = next((r["artifact_bytes_mean"] for r in data["summary"] if r["method"] == "full_finetune"), None)
         rows, seen = [], set()

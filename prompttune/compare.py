@@ -484,10 +484,17 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         (out / f"{name}.png").unlink(missing_ok=True)
     methods = list(dict.fromkeys(s["method"] for s in summary))
     palette = plt.get_cmap("tab10")
-    variants: dict[tuple, int] = {}
+    variants: dict[str, list] = {}
 
     def colour(method: str):
         return palette(methods.index(method) % 10 if method in methods else 9)
+
+    def linestyle(method: str, *setting) -> str:
+        """One colour per method; its settings (length, init) told apart by the line's style."""
+        mine = variants.setdefault(method, [])
+        if setting not in mine:
+            mine.append(setting)
+        return ("-", "--", ":", "-.")[mine.index(setting) % 4]
 
     def save(fig, ax, name: str, ylabel: str) -> None:
         ax.set_ylabel(ylabel)
@@ -565,7 +572,7 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
                 steps = sorted(by_step)
                 label = " ".join(str(v) for v in (method, length, init) if v not in (None, ""))
                 ax.plot(steps, [statistics.fmean(by_step[t]) for t in steps], linewidth=1.2, color=colour(method),
-                        linestyle=("-", "--", ":", "-.")[variants.setdefault((method, length, init), len([v for v in variants if v[0] == method])) % 4],
+                        linestyle=linestyle(method, length, init),
                         label=label)
             ax.set_title(f"train size {size}", fontsize=9)
             ax.set_xlabel("step")
