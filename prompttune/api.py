@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 
-from .artifact import load_prompt, read_meta, save_prompt, write_json_atomic
-from .backbone import Backbone, sha256_file
+from . import checkpoint
+from .artifact import METRICS, TENSORS, load_prompt, read_meta, stage_prompt
+from .backbone import Backbone
+from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
 from .data import Columns, Example, load_examples, load_generation_examples, label_set, texts_as_examples
 from .errors import ConfigError
 from .model import PromptModel
@@ -34,6 +36,7 @@ from .training import TrainConfig, evaluate, is_main_process
 from .training import train as run_training
 
 RUN_ARGS = "train_args.json"
+RUN = "run"  # OUTPUT/.prompttune/run: a run in progress (its arguments, log and checkpoints)
 
 
 def train_prompt(
@@ -59,10 +62,17 @@ def train_prompt(
     num_beams: int = 1,
     init_from: str | None = None,
     resume: bool = False,
+    restart: bool = False,
     device: str | None = None,
     **train_options,
 ) -> dict:
-    """Train a prompt and write its artifact, `metrics.json` and `log.jsonl` into `output`.
+    """Train a prompt and write its artifact, `metrics.json`, `train_args.json` and `log.jsonl` into
+    `output`, all at once when training has finished (files already there stay as they are until
+    then; other files are never touched).
+
+    While it runs, its arguments, log and checkpoints are in `output/.prompttune/run/`. An
+    interrupted run is continued with `resume=True`, or discarded with `restart=True`; a new run
+    refuses to start over one that has a checkpoint unless told which.
 
     `task` is "classification" (text/label columns) or "generation" (source/target columns;
     `max_length` bounds the source). `method_options` are the method's config fields (e.g.
@@ -71,10 +81,12 @@ def train_prompt(
     prompt of the same method (its reparameterisation too, where it has one). Returns what
     `metrics.json` holds.
     """
-    args = {k: v for k, v in locals().items() if k not in ("resume", "device", "train_options")}
+    args = {k: v for k, v in locals().items() if k not in ("resume", "restart", "device", "train_options")}
     args.update({k: v for k, v in train_options.items() if k != "progress"})
+    args["data_sha256"] = _data_digests(args)
     output_dir = Path(output)
-    _check_resume(output_dir, args, resume)
+    run_dir = output_dir / PRIVATE / RUN
+    _check_run(output_dir, run_dir, args, resume, restart)
     train_config = TrainConfig.from_dict(train_options, where="training options")
     if task == "classification":
         columns = Columns(text=text_column, text_pair=text_pair_column, label=label_column)
@@ -115,11 +127,13 @@ def train_prompt(
                               f"(training_state.safetensors is missing)")
         prompt.load_trainable_state(start.trainable_state())
     main = is_main_process()
-    output_dir.mkdir(parents=True, exist_ok=True)
     if not resume and main:
-        write_json_atomic(output_dir / RUN_ARGS, args)
+        if run_dir.exists():  # a run without a checkpoint, or one `restart` discards
+            checkpoint.remove(run_dir)
+            (run_dir / "log.jsonl").unlink(missing_ok=True)
+        write_json_atomic(run_dir / RUN_ARGS, args)
     if prompt.trains:
-        result = run_training(prompt, train_examples, eval_examples, train_config, output_dir=output_dir, resume=resume)
+        result = run_training(prompt, train_examples, eval_examples, train_config, output_dir=run_dir, resume=resume)
         dev_metrics, steps, seconds = result.dev_metrics, result.steps, result.seconds
         history, best_step = result.history, result.best_step
     else:  # a hard prompt: nothing to train, only to score
@@ -127,7 +141,7 @@ def train_prompt(
         steps, seconds, history, best_step = 0, 0.0, [], None
     training = {
         "data": str(train),
-        "data_sha256": sha256_file(train) if Path(train).is_file() else None,
+        "data_sha256": args["data_sha256"]["train"],
         "examples": len(train_examples),
         "steps": steps,
         "best_step": best_step,
@@ -137,37 +151,90 @@ def train_prompt(
         "init_from": {"path": str(init_from), "prompt_sha256": sha256_file(Path(init_from) / "prompt.safetensors")}
         if init_from is not None else None,
     }
+    metrics = {
+        "method": method,
+        "model": model,
+        "dev_metrics": dev_metrics,
+        "parameters": prompt.count_parameters(),
+        "artifact_bytes": None,
+        "training": {**training, "history": history},
+    }
     if main:
         # A searched prompt is saved as the hard prompt it found.
         exported = prompt.method.exported(prompt)
         extra = {"columns": saved_columns, "training": training}
         if exported is not None:
             extra["searched"] = exported.searched
-        save_prompt(exported or prompt, output_dir, extra=extra)
-    metrics = {
-        "method": method,
-        "model": model,
-        "dev_metrics": dev_metrics,
-        "parameters": prompt.count_parameters(),
-        "artifact_bytes": artifact_bytes(output_dir) if main else None,
-        "training": {**training, "history": history},
-    }
-    if main:
-        write_json_atomic(output_dir / "metrics.json", metrics)
+        # The artifact and the run's records land together, and the run's folder goes with them.
+        with Transaction(output_dir, cleanup=(RUN,)) as tx:
+            meta = stage_prompt(exported or prompt, tx, extra=extra)
+            metrics["artifact_bytes"] = artifact_bytes(tx.stage)
+            metrics["prompt_sha256"] = meta["files"][TENSORS]  # which prompt these metrics describe
+            tx.write_json(METRICS, metrics)
+            tx.copy(RUN_ARGS, run_dir / RUN_ARGS)
+            if (run_dir / "log.jsonl").is_file():
+                tx.copy("log.jsonl", run_dir / "log.jsonl")
     return metrics
 
 
-def _check_resume(output_dir: Path, args: dict, resume: bool) -> None:
-    saved = output_dir / RUN_ARGS
+def _data_digests(args: dict) -> dict:
+    return {key: sha256_file(args[key]) if args.get(key) and Path(args[key]).is_file() else None for key in ("train", "eval")}
+
+
+def interrupted_run(output: str | os.PathLike) -> dict | None:
+    """The arguments of a run interrupted in `output` after its first checkpoint, or None."""
+    output = Path(output)
+    if output.is_dir():
+        recover(output)
+    run_dir = output / PRIVATE / RUN
+    if not checkpoint.exists(run_dir):
+        return None
+    return _run_args(run_dir / RUN_ARGS, "--resume")
+
+
+def _run_args(path: Path, flag: str) -> dict:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{flag}: {path} not found; the interrupted run cannot be compared with this one "
+                          "(start again with --restart)") from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{flag}: {path} cannot be read ({error}); start again with --restart") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{flag}: {path} is not a run's arguments; start again with --restart")
+    return saved
+
+
+def _check_run(output_dir: Path, run_dir: Path, args: dict, resume: bool, restart: bool) -> None:
+    if resume and restart:
+        raise ConfigError("--resume continues an interrupted run and --restart discards it: choose one")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output {output_dir}: is a file, not a folder")
+    before = interrupted_run(output_dir)
     if not resume:
+        if before is not None and not restart:
+            step = checkpoint.load_step(run_dir)
+            raise ConfigError(f"--output {output_dir}: holds an interrupted run (checkpoint at step {step}); "
+                              "continue it with --resume, or pass --restart to discard it and start again")
         return
-    if not saved.is_file():
-        raise ConfigError(f"--resume: {saved} not found; nothing to resume in {output_dir}")
-    before = json.loads(saved.read_text())
-    changed = sorted(k for k in set(before) | set(args) if before.get(k) != json.loads(json.dumps(args.get(k))))
+    if before is None:
+        raise ConfigError(f"--resume: no interrupted run with a checkpoint in {output_dir}")
+    changed = sorted(k for k in set(before) | set(args) if not _same_argument(k, before, args))
     if changed:
         raise ConfigError(f"--resume: arguments differ from the interrupted run in {changed}; "
-                          f"resume with the same arguments (see {saved})")
+                          f"resume with the same arguments (see {run_dir / RUN_ARGS})")
+
+
+def _same_argument(key: str, before: dict, now: dict) -> bool:
+    """Whether an argument matters and changed. The output folder may have moved; a data file may
+    have moved too, as long as its contents are the same."""
+    if key in ("output", "data_sha256"):
+        return True
+    if key in ("train", "eval"):
+        old, new = (before.get("data_sha256") or {}).get(key), now["data_sha256"].get(key)
+        if old is not None and new is not None:
+            return old == new
+    return before.get(key) == json.loads(json.dumps(now.get(key)))
 
 
 def artifact_bytes(directory: str | os.PathLike) -> int:

@@ -21,6 +21,7 @@ from torch import nn
 from . import kv_prefix
 from .errors import ConfigError, ModelError
 from .kv_prefix import PREFIX_KWARG, Prefix
+from .storage import sha256_file  # noqa: F401 - part of this module's interface
 
 ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder_decoder"
 
@@ -29,14 +30,6 @@ ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder_decoder"
 # revision's sha256.
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_model(name: str) -> tuple[str, str | None]:
@@ -190,6 +183,18 @@ class Backbone(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.input_embeddings.weight.device
+
+    @property
+    def max_positions(self) -> int | None:
+        """Positions the model can read where it learned one embedding per position (BERT, GPT-2,
+        BART); None where positions are relative or rotary (T5, Llama) and nothing breaks past the
+        trained length."""
+        learned = any(isinstance(m, nn.Embedding) and ("position" in name or name.endswith("wpe"))
+                      for name, m in self.model.named_modules())
+        if not learned:
+            return None
+        limit = getattr(self.config, "n_positions", None) or getattr(self.config, "max_position_embeddings", None)
+        return int(limit) if limit else None
 
     @property
     def pads_right_only(self) -> bool:
@@ -398,7 +403,7 @@ class Backbone(nn.Module):
         expand = max(int(options.get("num_beams") or 1), int(options.get("num_return_sequences") or 1))
         prefix = inputs.prefix.repeat_rows(expand) if inputs.prefix is not None else None
         rows = batch_size * expand  # sequences `generate` runs: the cache needs one row each
-        limit = getattr(self.config, "n_positions", None)  # learned absolute positions (GPT-2 and kin)
+        limit = self.max_positions
         new_tokens = int(options.get("max_new_tokens") or 0)
         length = inputs.inputs_embeds.shape[1] + (inputs.prefix.length if inputs.prefix is not None else 0)
         if self.kind == DECODER and limit and length + new_tokens > limit:

@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"))
-    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
+    t.add_argument("--resume", action="store_true", help="continue the run interrupted in --output")
+    t.add_argument("--restart", action="store_true",
+                   help="discard the run interrupted in --output (its checkpoint) and start again")
     t.add_argument("--device", help="e.g. cpu or cuda (default: what Accelerate picks)")
     t.add_argument("--no-progress", action="store_true")
 
@@ -213,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-inputs", type=int, default=64, help="inputs per request")
     v.add_argument("--max-chars", type=int, default=8192, help="characters per input")
     v.add_argument("--max-loaded", type=int, default=256, help="prompt versions kept loaded")
+    v.add_argument("--max-body-bytes", type=int,
+                   help="largest request body, refused with 413 before it is read "
+                        "(default: room for --max-inputs pairs of --max-chars escaped characters)")
+    v.add_argument("--max-request-tokens", type=int, default=8192,
+                   help="tokens one generation request may decode: inputs x beams or sequences x new tokens")
     v.add_argument("--max-batch-tokens", type=int,
                    help="run joined rows in order of length, at most this many padded tokens per forward "
                         "(default: one forward per joined batch)")
@@ -230,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("name", nargs="?")
     show = actions.add_parser("show", help="everything recorded about NAME[@VERSION|@ALIAS]")
     show.add_argument("spec")
-    pull = actions.add_parser("pull", help="write NAME[@VERSION|@ALIAS]'s files into a folder")
+    pull = actions.add_parser("pull", help="write NAME[@VERSION|@ALIAS]'s files into a new or empty folder")
     pull.add_argument("spec")
     pull.add_argument("destination")
+    pull.add_argument("--force", action="store_true",
+                      help="into a folder that holds other files: replace only the artifact's files there, keep the rest")
     alias = actions.add_parser("alias", help="point NAME@ALIAS at the version SPEC names")
     alias.add_argument("spec")
     alias.add_argument("alias")
@@ -259,7 +268,7 @@ def _registry_command(args) -> None:
     elif args.action == "show":
         print(json.dumps(registry.show(args.spec), indent=2))
     elif args.action == "pull":
-        print(registry.pull(args.spec, args.destination))
+        print(registry.pull(args.spec, args.destination, force=args.force))
     elif args.action == "alias":
         print(json.dumps(registry.set_alias(args.spec, args.alias)))
     elif args.action == "unalias":
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 template=args.template, readout=args.readout, max_length=args.max_length, head=args.head,
                 task=args.task, source_column=args.source_column, target_column=args.target_column,
                 max_target_length=args.max_target_length, num_beams=args.num_beams, init_from=args.init_from,
-                method_options=_method_options(args), resume=args.resume, device=args.device, **_train_options(args))
+                method_options=_method_options(args), resume=args.resume, restart=args.restart, device=args.device, **_train_options(args))
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:
                 summary["dev"] = {k: v for k, v in metrics["dev_metrics"].items()
@@ -329,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")
             serve(args.model, args.registry, args.host, args.port, args.token,
                   Limits(args.max_batch_size, args.max_wait_ms, args.max_inputs, args.max_chars, args.max_loaded,
-                         args.max_batch_tokens),
+                         args.max_batch_tokens, args.max_body_bytes, args.max_request_tokens),
                   args.device, args.log_level)
         elif args.command == "evaluate" and args.prompts:
             metrics = api.evaluate_ensemble(_prompt_list(args.prompts), args.data, args.combine, args.text_column,

@@ -174,10 +174,9 @@ def _records(path: str) -> list[dict]:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    from .storage import write_atomic
+
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def _training_records(spec: SweepSpec) -> list[dict]:
@@ -240,8 +239,8 @@ def eval_groups(spec: SweepSpec, folder: Path) -> dict[str, str]:
 
 def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
     """Train and score one cell (in a worker process); returns its result row."""
-    from .api import train_prompt
-    from .artifact import write_json_atomic
+    from .api import interrupted_run, train_prompt
+    from .storage import write_json_atomic
     from .cli import _quiet_libraries
 
     _quiet_libraries()
@@ -273,7 +272,8 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
             common.update(text_column=spec.text_column, text_pair_column=spec.text_pair_column, label_column=spec.label_column)
         else:
             common.update(source_column=spec.source_column, target_column=spec.target_column)
-        metrics = train_prompt(**common, **train_options)
+        # A cell killed after a checkpoint continues from it (same arguments: the same cell).
+        metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None)
         groups = {}
         for group, path in eval_groups(spec, root / "data").items():
             from .api import evaluate_prompt
@@ -324,7 +324,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progres
     """Run every unfinished cell; returns every cell's result row (finished earlier or now).
     `workers` cells run at once in local processes, or, with `ray_address` ("local" starts a Ray
     instance on this machine), as Ray tasks on a cluster whose workers all see `out`."""
-    from .artifact import write_json_atomic
+    from .storage import write_json_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -425,7 +425,7 @@ def _metric_names(spec: SweepSpec, rows: list[dict]) -> list[str]:
 
 
 def write_outputs(spec: SweepSpec, rows: list[dict], out: Path) -> None:
-    from .artifact import write_json_atomic
+    from .storage import write_json_atomic
 
     columns = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("cell", "method", "length", "init",
                                                                            "train_size", "seed", "status"), k))
@@ -462,12 +462,15 @@ def _dash(value) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    import io
+
+    from .storage import write_atomic
+
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 PLOTS = ("metric_vs_train_size", "metric_vs_length", "metric_vs_parameters", "training_curves")
@@ -601,9 +604,9 @@ def _write_report(spec: SweepSpec, out: Path, lines: list[str], plots: list[Path
     parts.append("</table>")
     parts += [f"<img src='{p.name}' alt='{p.stem}'>" for p in plots]
     parts.append(f"<h2>Sweep</h2><pre>{html.escape(json.dumps(asdict(spec), indent=2))}</pre></body></html>")
-    tmp = out / "report.html.tmp"
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, out / "report.html")
+    from .storage import write_atomic
+
+    write_atomic(out / "report.html", "\n".join(parts))
 
 
 def spec_from_args(args) -> SweepSpec:

@@ -7,7 +7,10 @@ JSONL the line) and the column, e.g. `train.csv, row 12, column 'text': empty te
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,11 @@ class Columns:
     label: str | None = "label"
 
 
+DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".ndjson")
+# NAME[:CONFIG]:SPLIT, NAME possibly owner/name, SPLIT possibly sliced (train[:10%]).
+HUB_SPEC = re.compile(r"[\w.-]+(/[\w.-]+)?(:[\w.-]+)?:[\w.\[\]%:+-]+")
+
+
 def read_rows(path: str) -> tuple[str, list[tuple[str, dict]]]:
     """Return (display name, [(row description, record)]) for a file, folder or hub dataset."""
     p = Path(path)
@@ -45,43 +53,87 @@ def read_rows(path: str) -> tuple[str, list[tuple[str, dict]]]:
         raise DataError(f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv or .jsonl")
     if p.is_dir():
         return path, _read_hf_disk(p)
-    if ":" not in path:
+    if not _looks_like_hub_spec(path):
         raise DataError(f"{path}: no such file or folder (a hub dataset is written NAME[:CONFIG]:SPLIT)")
     return path, _read_hf_hub(path)
+
+
+def _looks_like_hub_spec(path: str) -> bool:
+    """A hub dataset spec, not a path that happens to hold a ':' (a time stamp, a drive letter)."""
+    return (":" in path and HUB_SPEC.fullmatch(path) is not None and not path.lower().endswith(DATA_SUFFIXES)
+            and not path.startswith((".", "~")))
+
+
+def _text_of(path: Path) -> str:
+    """The file as text: UTF-8, with or without a byte-order mark; other bytes are an error that
+    names the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8") from None
 
 
 def _read_delimited(path: Path, delimiter: str) -> list[tuple[str, dict]]:
     # GLUE-style TSV files contain bare quote characters inside sentences: no quoting for TSV.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
-        if not reader.fieldnames:
-            raise DataError(f"{path}: empty file (no header row)")
-        header = [name.strip() for name in reader.fieldnames]
-        reader.fieldnames = header
-        rows = []
-        for number, record in enumerate(reader, start=1):
-            if None in record:
-                raise DataError(f"{path}, row {number}: {len(header) + len(record[None])} fields, header has {len(header)}")
-            rows.append((f"{path}, row {number}", record))
+    reader = csv.reader(io.StringIO(_text_of(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    rows = []
+    header = None
+    number = 0
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            where = f"{path}, row {number + 1} (line {start})" if header is not None else f"{path}, header"
+            problem = "a quoted field is not closed" if "end of data" in str(error) else f"malformed CSV ({error})"
+            raise DataError(f"{where}: {problem}") from None
+        if header is None:
+            header = [name.strip() for name in fields]
+            if not any(header):
+                raise DataError(f"{path}: empty file (no header row)")
+            seen = set()
+            for column in header:
+                if column in seen:
+                    raise DataError(f"{path}, header: column {column!r} appears twice")
+                seen.add(column)
+            continue
+        if not fields:
+            continue  # a blank line
+        number += 1
+        if len(fields) != len(header):
+            raise DataError(f"{path}, row {number}: {len(fields)} fields, header has {len(header)}")
+        rows.append((f"{path}, row {number}", dict(zip(header, fields))))
+    if header is None:
+        raise DataError(f"{path}: empty file (no header row)")
     if not rows:
         raise DataError(f"{path}: no data rows after the header")
     return rows
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
-            rows.append((f"{path}, line {number}", record))
+    # Lines end at "\n" only: JSON strings may hold U+2028 and other characters splitlines() breaks at.
+    for number, line in enumerate(_text_of(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_constant=_no_constant)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        except ValueError as error:  # NaN, Infinity
+            raise DataError(f"{path}, line {number}: not valid JSON ({error})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+        rows.append((f"{path}, line {number}", record))
     if not rows:
         raise DataError(f"{path}: empty file")
     return rows
@@ -149,7 +201,7 @@ def load_examples(path: str, columns: Columns = Columns(), require_labels: bool 
                 if require_labels:
                     raise DataError(f"{where}, column {columns.label!r}: empty label")
             else:
-                label = _label_string(value)
+                label = _label_string(value, f"{where}, column {columns.label!r}")
         examples.append(Example(text=text, text_pair=pair, label=label, source=where))
     return examples
 
@@ -222,11 +274,16 @@ def _text(record: dict, column: str, where: str) -> str:
     return value.strip()
 
 
-def _label_string(value) -> str:
+def _label_string(value, where: str = "") -> str:
     if isinstance(value, bool):
         return str(int(value))
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DataError(f"{where}: label {value} is not a class")
+        if value.is_integer():
+            return str(int(value))
+    if isinstance(value, (dict, list)):
+        raise DataError(f"{where}: expected a label (text or a number), got {type(value).__name__}")
     return str(value).strip()
 
 

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from .backbone import DECODER, Backbone, BackboneOutput, ModelInputs
 from .data import Example
+from .errors import ConfigError
 from .methods import PromptMethod, method_class
 from .tasks import ClassificationConfig, GenerationConfig, task_class
 from .virtual_tokens import gather_positions
@@ -35,6 +36,13 @@ class PromptModel(nn.Module):
         self.task = task
         # Recorded when the prompt is made, before any training can change the backbone.
         self.base_fingerprint = base_fingerprint
+        # Inputs are cut to what the model's learned positions leave after the prompt; where even
+        # the shortest input cannot fit, a new prompt is refused (`create`).
+        self.position_problem = None
+        if backbone.max_positions is not None:
+            with torch.no_grad():
+                taken = method.prompt_positions(backbone)
+            self.position_problem = task.fit_positions(backbone.max_positions - taken, taken, backbone.max_positions)
 
     @classmethod
     def create(cls, backbone: Backbone, method: str, task_config: ClassificationConfig | GenerationConfig,
@@ -51,7 +59,10 @@ class PromptModel(nn.Module):
         prompt.initialize(backbone, task)
         task.initialize(backbone)
         task.to(backbone.device)
-        return cls(backbone, prompt, task, fingerprint)
+        model = cls(backbone, prompt, task, fingerprint)
+        if model.position_problem:
+            raise ConfigError(model.position_problem)
+        return model
 
     # ---- running ------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ A registry is a folder:
 
     catalog.sqlite      prompts, their versions and aliases (SQLite, write-ahead log)
     blobs/ab/abcd...    every file of every version, stored once under its sha256
-    checkouts/          versions unpacked for loading (`checkout`), verified when made
+    checkouts/          versions unpacked for loading (`checkout`), verified each time they are used
     .lock               held by whoever changes the registry
 
 Versions are immutable: `push` stores a new one (1, 2, ...) and never changes an old one. Each
@@ -16,10 +16,16 @@ lineage (the registered version it was initialised from, when there is one). Ali
 Every change happens under one lock file and one SQLite transaction: the files are written to the
 blob store first, the catalog row last, so a version is either fully there or not there at all, and
 concurrent pushes from several processes each get their own version number. Readers never wait.
+
+Every file is checked against its sha256 whenever it is read: a damaged stored file is reported as a
+damaged store (`StoreDamaged`) and replaced by pushing the same artifact again; a damaged checkout is
+made again from the store. `pull` writes only the artifact's own files and never removes anything
+else from the folder it writes to.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -32,13 +38,16 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .backbone import sha256_file
 from .errors import PromptTuneError
+from .storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic,
+                      sha256_file)
 
 FILES = ("prompt.json", "prompt.safetensors", "training_state.safetensors", "metrics.json")
 REQUIRED = ("prompt.json", "prompt.safetensors")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+VERSION = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and within SQLite's integers
 LATEST = "latest"
+INCOMING = ".incoming-"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -72,18 +81,30 @@ class RegistryError(PromptTuneError):
     """A registry operation that cannot be done: what was asked and why."""
 
 
+class StoreDamaged(RegistryError):
+    """A stored file does not match its sha256: the registry, not the request, is at fault."""
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """`text` quoted for a message, cut to `limit` characters (a name may be megabytes long)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def default_root() -> Path:
     return Path(os.environ.get("PROMPTTUNE_REGISTRY", Path.home() / ".prompttune" / "registry"))
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """"NAME", "NAME@3", "NAME@production", "NAME@latest" -> (name, version or alias)."""
+    if not isinstance(spec, str):
+        raise RegistryError(f"{spec!r}: a prompt is named by a string")
     name, _, ref = spec.partition("@")
-    if not NAME.match(name):
-        raise RegistryError(f"{spec!r}: a prompt name is letters, digits, '.', '_' and '-' (starting with a letter or digit)")
+    if not NAME.fullmatch(name):
+        raise RegistryError(f"{shown(spec)}: a prompt name is 1-128 letters, digits, '.', '_' and '-' "
+                            "(starting with a letter or digit)")
     ref = ref or LATEST
-    if not ref.isdigit() and not NAME.match(ref):
-        raise RegistryError(f"{spec!r}: after '@' comes a version number or an alias")
+    if not VERSION.fullmatch(ref) and not NAME.fullmatch(ref):
+        raise RegistryError(f"{shown(spec)}: after '@' comes a version number (up to 18 digits) or an alias")
     return name, ref
 
 
@@ -148,12 +169,14 @@ class Registry:
         return self.root / "blobs" / digest[:2] / digest
 
     def _store_blob(self, source: Path) -> str:
+        """Store a file under its sha256 (under the write lock). A stored copy that no longer
+        matches its sha256 is replaced: pushing the same artifact again repairs the store."""
         digest = sha256_file(source)
         target = self._blob(digest)
-        if target.is_file() and target.stat().st_size == source.stat().st_size:
+        if target.is_file() and sha256_file(target) == digest:
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{INCOMING}{os.getpid()}-")
         try:
             with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
@@ -166,6 +189,7 @@ class Registry:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        fsync_dir(target.parent)
         return digest
 
     # ---- reading ------------------------------------------------------------------------------
@@ -181,7 +205,7 @@ class Registry:
             if row["v"] is None:
                 raise RegistryError(f"{spec}: no prompt named {name!r} in {self.root}")
             return name, int(row["v"])
-        if ref.isdigit():
+        if VERSION.fullmatch(ref):
             row = db.execute("SELECT version FROM versions WHERE name = ? AND version = ?", (name, int(ref))).fetchone()
             if row is None:
                 known = [r["version"] for r in db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (name,))]
@@ -227,63 +251,133 @@ class Registry:
             return out
 
     def checkout(self, spec: str) -> Path:
-        """A folder holding the version's files, made once per version (atomically, each file
-        checked against its sha256) and reused; what `load_prompt` and the server read."""
+        """A folder holding the version's files, made once per version and reused; each file is
+        checked against its sha256 every time (a damaged checkout is made again from the store).
+        What `load_prompt` and the server read. Safe with any number of processes at once."""
         record = self.show(spec)
         target = self.root / "checkouts" / record["name"] / str(record["version"])
-        if (target / "prompt.json").is_file():
+        if self._intact(target, record["files"]):
             return target
-        return self.pull(spec, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(target.parent, f".{target.name}.make-")
+        staging = self._staged_copy(record, target.parent, f".{target.name}.make-{os.getpid()}-")
+        try:
+            os.rename(staging, target)  # atomic; fails if another process made it first
+            fsync_dir(target.parent)
+            return target
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        if self._intact(target, record["files"]):  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+            return target
+        replace_dir_atomic(staging, target)  # the damaged one, swapped for a good one in one step
+        return target
 
-    def pull(self, spec: str, destination: str | os.PathLike) -> Path:
-        """Write the version's files into `destination` (replaced as a whole, atomically)."""
-        from .artifact import replace_dir_atomic
+    @staticmethod
+    def _intact(folder: Path, files: dict) -> bool:
+        try:
+            present = {p.name for p in folder.iterdir()}
+        except OSError:
+            return False
+        return present == set(files) and all(sha256_file(folder / name) == digest for name, digest in files.items())
 
-        record = self.show(spec)
-        destination = Path(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.pull-"))
+    def _staged_copy(self, record: dict, parent: Path, prefix: str) -> Path:
+        """A new folder in `parent` holding the version's files, each checked against its sha256."""
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
         try:
             for filename, digest in record["files"].items():
                 blob = self._blob(digest)
                 if not blob.is_file():
-                    raise RegistryError(f"{record['name']}@{record['version']}: file {filename} ({digest}) is missing "
-                                        f"from {self.root / 'blobs'}")
+                    raise StoreDamaged(f"{record['name']}@{record['version']}: file {filename} ({digest}) is missing "
+                                       f"from {self.root / 'blobs'}; push the artifact again to restore it")
                 shutil.copyfile(blob, staging / filename)
+                os.chmod(staging / filename, file_mode())
                 if sha256_file(staging / filename) != digest:
-                    raise RegistryError(f"{record['name']}@{record['version']}: {blob} does not match its sha256; "
-                                        "the registry's store is damaged")
-            replace_dir_atomic(staging, destination)
+                    raise StoreDamaged(f"{record['name']}@{record['version']}: {blob} does not match its sha256; the "
+                                       "registry's store is damaged (push the artifact again to repair it)")
+            make_dir_like_user(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        return staging
+
+    def pull(self, spec: str, destination: str | os.PathLike, force: bool = False) -> Path:
+        """Write the version's files into `destination`: a new or empty folder, made all at once.
+        A folder that holds other files is refused, unless `force`: then the artifact's own files
+        there are replaced (and those of the artifact files the version lacks removed) in one
+        commit, and every other file is kept."""
+        record = self.show(spec)
+        destination = Path(os.path.abspath(destination))
+        where = f"registry pull: {destination}"
+        if destination.exists() and not destination.is_dir():
+            raise RegistryError(f"{where} is a file, not a folder")
+        root, real = Path(os.path.realpath(self.root)), Path(os.path.realpath(destination))
+        if real == root or root in real.parents or real in root.parents:
+            raise RegistryError(f"{where} is the registry's own folder (or holds it); pull into another folder")
+        contents = sorted(p.name for p in destination.iterdir()) if destination.is_dir() else []
+        if not contents:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(destination.parent, f".{destination.name}.pull-")
+            staging = self._staged_copy(record, destination.parent, f".{destination.name}.pull-{os.getpid()}-")
+            try:
+                os.rename(staging, destination)  # atomic: the folder appears complete, or not at all
+            except OSError as error:
+                shutil.rmtree(staging, ignore_errors=True)
+                if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise RegistryError(f"{where}: files appeared in it during the pull; nothing was written") from None
+                raise
+            fsync_dir(destination.parent)
+            return destination
+        if not force:
+            listed = ", ".join(contents[:5]) + (f" and {len(contents) - 5} more" if len(contents) > 5 else "")
+            raise RegistryError(f"{where} is not empty ({listed}); pull into a new or empty folder, or pass --force to "
+                                f"replace only the artifact's files there ({', '.join(FILES)}) and keep the rest")
+        staging = self._staged_copy(record, destination.parent, f".{destination.name}.pull-{os.getpid()}-")
+        try:
+            with Transaction(destination) as tx:
+                for name in FILES:
+                    if name in record["files"]:
+                        os.replace(staging / name, tx.path(name))
+                    else:
+                        tx.remove(name)
+                for name in ("train_args.json", "log.jsonl"):
+                    tx.remove(name)  # they described the artifact being replaced
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return destination
 
     # ---- changing -----------------------------------------------------------------------------
 
     def push(self, directory: str | os.PathLike, name: str, aliases: tuple[str, ...] = ()) -> dict:
-        """Store the artifact in `directory` as the next version of `name`; returns its record."""
-        from .artifact import read_meta, verify_tensors
+        """Store the artifact in `directory` as the next version of `name`; returns its record.
+        The artifact is checked first as far as it can be without its base model (every field,
+        file checksum, tensor and config): what cannot be loaded is not stored."""
+        from .artifact import check_artifact
 
         directory = Path(directory)
+        if not isinstance(name, str) or "@" in name:
+            raise RegistryError(f"--name {shown(str(name))}: a name without '@' (the registry numbers versions itself)")
         parse_spec(name)
-        if "@" in name:
-            raise RegistryError(f"--name {name!r}: a name without '@' (the registry numbers versions itself)")
         for alias in aliases:
             _check_alias(alias)
-        meta = read_meta(directory)
-        verify_tensors(directory, meta)
+        meta = check_artifact(directory)
         present = [f for f in FILES if (directory / f).is_file()]
+        if "training_state.safetensors" in present and not meta.get("training_state"):
+            present.remove("training_state.safetensors")  # prompt.json does not describe it
         metrics = None
         if "metrics.json" in present:
-            try:
-                metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8")).get("dev_metrics")
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-                raise RegistryError(f"{directory / 'metrics.json'}: not a metrics file ({error})") from None
+            metrics = _dev_metrics(directory / "metrics.json", meta)
+            if metrics is _STALE:
+                present.remove("metrics.json")
+                metrics = None
         training = meta.get("training") or {}
         config = {"method": meta["method"], "method_config": meta["method_config"], "task": meta["task"],
                   "task_config": meta["task_config"], "training": training.get("config"), "columns": meta.get("columns")}
         with self._writing() as db:
+            for folder in (self.root / "blobs").iterdir():  # files a killed push left half-written
+                remove_stale(folder, INCOMING)
             files = {f: self._store_blob(directory / f) for f in present}
             digest = files["prompt.safetensors"]
             parent = None
@@ -355,9 +449,33 @@ class Registry:
         return deleted
 
 
+_STALE = object()
+
+
+def _dev_metrics(path: Path, meta: dict):
+    """The dev metrics in an artifact's metrics.json, or _STALE when they describe another prompt
+    (one saved over it later)."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RegistryError(f"{path}: not a metrics file ({error})") from None
+    if not isinstance(metrics, dict):
+        raise RegistryError(f"{path}: not a metrics file (expected a JSON object)")
+    described = metrics.get("prompt_sha256")
+    recorded = (meta.get("files") or {}).get("prompt.safetensors")
+    if described is not None and recorded is not None and described != recorded:
+        return _STALE
+    dev = metrics.get("dev_metrics")
+    if dev is not None and not isinstance(dev, dict):
+        raise RegistryError(f"{path}: field 'dev_metrics' must be an object")
+    return dev
+
+
 def _check_alias(alias: str) -> None:
-    if alias.isdigit() or alias == LATEST or not NAME.match(alias):
-        raise RegistryError(f"alias {alias!r}: letters, digits, '.', '_' and '-', not a number and not {LATEST!r}")
+    if not isinstance(alias, str) or VERSION.fullmatch(alias) or alias.isdigit() or alias == LATEST \
+            or not NAME.fullmatch(alias):
+        raise RegistryError(f"alias {shown(str(alias))}: 1-128 letters, digits, '.', '_' and '-', not a number "
+                            f"and not {LATEST!r}")
 
 
 def _record(row: sqlite3.Row, aliases: list[str]) -> dict:

@@ -13,14 +13,21 @@
 - `GET /v1/prompts`, `GET /health`, and `GET /metrics` for Prometheus: requests and latency per
   endpoint and status, rows and requests per batch, and every prompt's predicted labels, so a drift
   in what a prompt predicts shows on a dashboard.
+- Work per request is bounded before anything is parsed or run: a body larger than `max_body_bytes`
+  is refused from its Content-Length (or as soon as that many bytes have arrived), the number and
+  length of inputs are checked before the inputs are validated, and a generation request may decode
+  at most `max_request_tokens` tokens (inputs x beams or sequences x new tokens).
 - Bad requests get a 4xx status and a message: unknown prompt or version (404), a prompt of the wrong
-  task or made for another base model (400/409), too many or too long inputs (413), malformed JSON
-  or fields (422), a missing or wrong bearer token (401). A request that fails on the model gets its
-  own error; the server and the requests batched with it carry on.
+  task or made for another base model (400/409), too many, too long or too costly inputs (413),
+  malformed JSON or fields (422), a missing or wrong bearer token (401). Messages quote at most a
+  short prefix of what was sent, and never name the server's files. A prompt whose stored files are
+  damaged gets a 500 that says so (the server log has the details); the server and the requests
+  batched with it carry on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -28,13 +35,15 @@ import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Annotated, ClassVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from . import __version__
 from .artifact import check_base_model
@@ -43,25 +52,62 @@ from .batcher import MicroBatcher
 from .data import Example
 from .errors import ArtifactError, PromptTuneError
 from .mixed import PromptSet
-from .registry import Registry, RegistryError
+from .registry import Registry, RegistryError, StoreDamaged, shown
+from .storage import StorageError
+from .tasks.generation import GenerationConfig, check_generation_options
 
 log = logging.getLogger("prompttune.server")
 
 
 # ---- the HTTP schema ------------------------------------------------------------------------------
 
+# A text must hold something besides white space (Python's notion of it, which the server applies).
+Text = Annotated[str, StringConstraints(pattern=r"\S"), Field(description="text with at least one non-space character")]
+PromptName = Annotated[str, StringConstraints(max_length=300), Field(
+    description="NAME, NAME@VERSION or NAME@ALIAS in the registry", examples=["sentiment@production"])]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re", allow_inf_nan=False)
+
+
+class TooLarge(Exception):
+    """A request over the server's limits: answered 413 before its inputs are validated or run."""
+
+
+class _Bounded(_Strict):
+    """Counts and lengths of `inputs` checked before any input is validated (a list of millions of
+    items is refused at once); a subclass made per server carries its limits."""
+
+    limits: ClassVar["Limits | None"] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _within_limits(cls, data):
+        limits = cls.limits
+        if limits is None or not isinstance(data, dict) or not isinstance(data.get("inputs"), list):
+            return data
+        inputs = data["inputs"]
+        if len(inputs) > limits.max_inputs:
+            raise TooLarge(f"{len(inputs)} inputs; at most {limits.max_inputs} per request")
+        for i, item in enumerate(inputs):
+            texts = [item] if isinstance(item, str) else [item.get(k) for k in ("text", "text_pair")] \
+                if isinstance(item, dict) else []
+            for text in texts:
+                if isinstance(text, str) and len(text) > limits.max_chars:
+                    raise TooLarge(f"input {i}: {len(text)} characters; at most {limits.max_chars} per text")
+        return data
 
 
 class TextPair(_Strict):
-    text: str = Field(description="the input text")
-    text_pair: str | None = Field(None, description="the second text, for prompts that classify pairs")
+    text: Text = Field(description="the input text")
+    text_pair: Text | None = Field(None, description="the second text, for prompts that classify pairs")
 
 
-class ClassifyRequest(_Strict):
-    prompt: str = Field(description="NAME, NAME@VERSION or NAME@ALIAS in the registry", examples=["sentiment@production"])
-    inputs: list[str | TextPair] = Field(min_length=1, description="texts, or objects with text and text_pair")
+class ClassifyRequest(_Bounded):
+    prompt: PromptName
+    inputs: list[Text | TextPair] = Field(min_length=1, description="texts, or objects with text and text_pair "
+                                                                    "(at most the server's --max-inputs)")
 
 
 class Classification(BaseModel):
@@ -74,19 +120,20 @@ class ClassifyResponse(BaseModel):
     results: list[Classification]
 
 
-class GenerateRequest(_Strict):
-    prompt: str = Field(description="NAME, NAME@VERSION or NAME@ALIAS in the registry")
-    inputs: list[str] = Field(min_length=1, description="source texts")
+class GenerateRequest(_Bounded):
+    prompt: PromptName
+    inputs: list[Text] = Field(min_length=1, description="source texts (at most the server's --max-inputs)")
     max_new_tokens: int | None = Field(None, ge=1, le=1024, description="default: the prompt's max target length")
-    num_beams: int | None = Field(None, ge=1, le=16)
+    num_beams: int | None = Field(None, ge=1, le=16, description="default: the prompt's (1 = greedy)")
     do_sample: bool = False
-    top_k: int | None = Field(None, ge=1)
+    top_k: int | None = Field(None, ge=1, le=1_000_000)
     top_p: float | None = Field(None, gt=0, le=1)
-    temperature: float | None = Field(None, gt=0)
-    num_return_sequences: int | None = Field(None, ge=1, le=16)
-    repetition_penalty: float | None = Field(None, gt=0)
-    no_repeat_ngram_size: int | None = Field(None, ge=0)
-    length_penalty: float | None = None
+    temperature: float | None = Field(None, ge=0.001, le=100)
+    num_return_sequences: int | None = Field(None, ge=1, le=16,
+                                             description="more than 1 needs do_sample, or num_beams at least as large")
+    repetition_penalty: float | None = Field(None, ge=0.01, le=100)
+    no_repeat_ngram_size: int | None = Field(None, ge=0, le=1024)
+    length_penalty: float | None = Field(None, ge=-10, le=10)
 
 
 class Generation(BaseModel):
@@ -110,7 +157,6 @@ class PromptInfo(BaseModel):
 
 class Health(BaseModel):
     status: str
-    model: str
     version: str
     loaded_prompts: int
 
@@ -132,6 +178,18 @@ class Limits:
     max_chars: int = 8192
     max_loaded: int = 256
     max_batch_tokens: int | None = None
+    max_body_bytes: int | None = None
+    """Largest request body; None: room for max_inputs pairs of max_chars characters, each written
+    as JSON escapes (6 bytes a character), and 64 KiB besides."""
+    max_request_tokens: int = 8192
+    """Tokens one generation request may decode: inputs x max(num_beams, num_return_sequences) x
+    max_new_tokens."""
+
+    @property
+    def body_bytes(self) -> int:
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return self.max_inputs * (2 * self.max_chars * 6 + 64) + 65536
 
 
 class PromptService:
@@ -148,8 +206,9 @@ class PromptService:
         self._fingerprint = backbone.fingerprint()
         self._lock = threading.Lock()
 
-    def resolve(self, spec: str, task: str) -> str:
-        """NAME@VERSION for `spec`, checked to be a `task` prompt made for this model."""
+    def resolve(self, spec: str, task: str) -> tuple[str, dict]:
+        """(NAME@VERSION, its registry record) for `spec`, checked to be a `task` prompt made for
+        this model, and its files checked out and verified unless it is loaded already."""
         record = self.registry.show(spec)
         key = f"{record['name']}@{record['version']}"
         if record["task"] != task:
@@ -158,14 +217,19 @@ class PromptService:
             check_base_model({"base_model": record["base_model"]}, self.backbone, key, actual=self._fingerprint)
         except ArtifactError as error:
             raise WrongModel(str(error)) from None
-        return key
+        if key not in self.prompts:
+            self.registry.checkout(key)
+        return key, record
 
     def _ensure_loaded(self, keys: set[str]) -> None:
         for key in keys:
             if key in self.prompts:
                 self._recent.move_to_end(key)
                 continue
-            self.prompts.add(key, self.registry.checkout(key))
+            try:
+                self.prompts.add(key, self.registry.checkout(key))
+            except (ArtifactError, RegistryError, StorageError) as error:
+                raise CannotLoad(key, error) from None
             self._recent[key] = None
         while len(self._recent) > max(self.max_loaded, len(keys)):
             old, _ = self._recent.popitem(last=False)
@@ -191,7 +255,87 @@ class WrongModel(PromptTuneError):
     pass
 
 
+class CannotLoad(PromptTuneError):
+    """A registry version whose files cannot be loaded: the server's fault, not the client's."""
+
+    def __init__(self, key: str, error: Exception):
+        super().__init__(f"{key}: {error}")
+        self.key = key
+
+
 # ---- the app --------------------------------------------------------------------------------------
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 from its Content-Length,
+    before any of it is read, or as soon as that many bytes of a chunked body have arrived. The body
+    is read here (at most `max_bytes`) and handed on whole."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return await _answer(send, 400, "Content-Length is not a number")
+            if int(declared) > self.max_bytes:
+                return await _answer(send, 413, f"request body of {int(declared)} bytes; at most {self.max_bytes} "
+                                                "(the server's --max-body-bytes)")
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return await _answer(send, 413, f"request body over {self.max_bytes} bytes "
+                                                "(the server's --max-body-bytes)")
+            if not message.get("more_body", False):
+                break
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # later calls wait for the client to disconnect, as usual
+
+        await self.app(scope, replay, send)
+
+
+async def _answer(send, status: int, detail: str) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+UNION_BRANCHES = ("constrained-str", "str", "TextPair")
+
+
+def _at(body, path: list):
+    for part in path:
+        try:
+            body = body[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return body
+
+
+def _echo(value, limit: int = 80):
+    """What a validation error quotes of the request: short values as they are, long ones cut."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + f"... ({len(value)} characters)"
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters of JSON)"
+
 
 def create_app(service: PromptService, limits: Limits = Limits(), token: str | None = None) -> FastAPI:
     metrics = CollectorRegistry()
@@ -209,6 +353,10 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
     loaded = Gauge("prompttune_loaded_prompts", "Prompt versions loaded onto the model", registry=metrics)
     loaded.set_function(lambda: service.loaded if service is not None else 0)
 
+    # This server's limits, checked on the raw request before its inputs are validated.
+    classify_request = type("ClassifyRequest", (ClassifyRequest,), {"limits": limits, "__module__": __name__})
+    generate_request = type("GenerateRequest", (GenerateRequest,), {"limits": limits, "__module__": __name__})
+
     def on_batch(rows: int, joined: int) -> None:
         batch_rows.observe(rows)
         batch_requests.observe(joined)
@@ -225,6 +373,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                   description="Many prompts over one frozen language model: classification and generation with "
                               "prompts from a versioned registry, batched across prompts.")
     bearer = HTTPBearer(auto_error=False, description="Needed when the server was started with a token")
+    app.add_middleware(BodyLimit, max_bytes=limits.body_bytes)
 
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if token is None:
@@ -246,41 +395,71 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         latency.labels(endpoint).observe(time.perf_counter() - start)
         return response
 
-    def check_inputs(count: int, lengths: list[int]) -> None:
-        if count > limits.max_inputs:
-            raise HTTPException(413, f"{count} inputs; at most {limits.max_inputs} per request")
-        for i, n in enumerate(lengths):
-            if n > limits.max_chars:
-                raise HTTPException(413, f"input {i}: {n} characters; at most {limits.max_chars}")
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, error: TooLarge) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=413)
 
-    async def resolve(spec: str, task: str) -> str:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = []
+        for problem in error.errors():
+            loc = list(problem.get("loc", ()))
+            branch = next((i for i, part in enumerate(loc) if part in UNION_BRANCHES), None)
+            if branch is not None:
+                # An input is a text or a pair: report only the errors of the form it was sent in.
+                item = _at(getattr(error, "body", None), loc[1:branch])
+                if (loc[branch] == "TextPair") != isinstance(item, dict):
+                    continue
+                del loc[branch]
+            entry = {"loc": loc, "msg": problem.get("msg", ""), "type": problem.get("type", "")}
+            if problem.get("type") == "string_pattern_mismatch":
+                entry["msg"] = "the text is empty or only white space"
+            if "input" in problem:
+                entry["input"] = _echo(problem["input"])
+            details.append(entry)
+        return JSONResponse({"detail": details}, status_code=422)
+
+    def public(error: Exception) -> str:
+        """An error's message without the registry's place on disk."""
+        text = str(error)
+        for root in {str(service.registry.root), str(service.registry.root.resolve())}:
+            text = text.replace(root, "the registry")
+        return text
+
+    async def resolve(spec: str, task: str) -> tuple[str, dict]:
         try:
             return await run_in_threadpool(service.resolve, spec, task)
+        except StoreDamaged as error:
+            log.error("cannot serve %s: %s", shown(spec), error)
+            raise HTTPException(500, f"{shown(spec)}: the registry's stored files for this prompt are damaged; "
+                                     "the server log has the details") from None
         except RegistryError as error:
-            raise HTTPException(404, str(error)) from None
+            raise HTTPException(404, public(error)) from None
         except WrongTask as error:
             raise HTTPException(400, str(error)) from None
         except WrongModel as error:
             raise HTTPException(409, str(error)) from None
+        except (ArtifactError, StorageError) as error:
+            log.error("cannot serve %s: %s", shown(spec), error)
+            raise HTTPException(500, f"{shown(spec)}: the prompt's files cannot be loaded; the server log has the "
+                                     "details") from None
 
     async def submit(key: tuple, items: list):
         try:
             return await batcher.submit(key, items)
+        except CannotLoad as error:
+            log.error("cannot load %s", error)
+            raise HTTPException(500, f"{error.key}: the prompt's files cannot be loaded; the server log has the "
+                                     "details") from None
         except PromptTuneError as error:
-            raise HTTPException(400, str(error)) from None
+            raise HTTPException(400, public(error)) from None
         except Exception:  # noqa: BLE001 - this request fails alone
             log.exception("request failed on the model")
             raise HTTPException(500, "the model failed on this request; see the server log") from None
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, dependencies=[Depends(authorised)],
-              summary="Classify texts with a registry prompt")
-    async def classify(body: ClassifyRequest) -> ClassifyResponse:
+    async def classify(body) -> ClassifyResponse:
         inputs = [TextPair(text=x) if isinstance(x, str) else x for x in body.inputs]
-        check_inputs(len(inputs), [len(x.text) + len(x.text_pair or "") for x in inputs])
-        for i, x in enumerate(inputs):
-            if not x.text.strip():
-                raise HTTPException(400, f"input {i}: the text is empty")
-        key = await resolve(body.prompt, "classification")
+        key, _ = await resolve(body.prompt, "classification")
         items = [(key, Example(text=x.text, text_pair=x.text_pair, source=f"input {i}")) for i, x in enumerate(inputs)]
         results = await submit(("classify",), items)
         for r in results:
@@ -288,36 +467,47 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         return ClassifyResponse(prompt=key, results=[Classification(label=r["label"], probabilities=r["probabilities"])
                                                       for r in results])
 
-    @app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS, dependencies=[Depends(authorised)],
-              summary="Generate text with a registry prompt")
-    async def generate(body: GenerateRequest) -> GenerateResponse:
-        check_inputs(len(body.inputs), [len(x) for x in body.inputs])
-        for i, x in enumerate(body.inputs):
-            if not x.strip():
-                raise HTTPException(400, f"input {i}: the text is empty")
+    async def generate(body) -> GenerateResponse:
         options = body.model_dump(exclude={"prompt", "inputs"}, exclude_none=True)
         if not options.get("do_sample"):
             options.pop("do_sample", None)
-        rows = len(body.inputs) * max(options.get("num_beams", 1), options.get("num_return_sequences", 1))
-        if rows > limits.max_batch_size * 16:
-            raise HTTPException(413, f"{rows} sequences to decode; at most {limits.max_batch_size * 16} per request")
-        key = await resolve(body.prompt, "generation")
+        key, record = await resolve(body.prompt, "generation")
+        try:
+            config = GenerationConfig.from_dict(record["config"]["task_config"], where=key)
+            settled = check_generation_options(options, config)
+        except PromptTuneError as error:
+            raise HTTPException(400, str(error)) from None
+        sequences = max(settled["num_beams"], settled.get("num_return_sequences", 1))
+        cost = len(body.inputs) * sequences * settled["max_new_tokens"]
+        if cost > limits.max_request_tokens:
+            raise HTTPException(413, f"this request decodes up to {cost} tokens ({len(body.inputs)} inputs x {sequences} "
+                                     f"beams or sequences x {settled['max_new_tokens']} new tokens); at most "
+                                     f"{limits.max_request_tokens} per request (the server's --max-request-tokens)")
         items = [(key, Example(text=x, source=f"input {i}")) for i, x in enumerate(body.inputs)]
         results = await submit(("generate", tuple(sorted(options.items()))), items)
         generated.labels(key).inc(sum(len(r) for r in results))
         return GenerateResponse(prompt=key, results=[Generation(generations=r) for r in results])
+
+    # The request models are this server's own subclasses (they carry its limits), so they are
+    # attached here rather than named in the signatures.
+    classify.__annotations__.update(body=classify_request, **{"return": ClassifyResponse})
+    generate.__annotations__.update(body=generate_request, **{"return": GenerateResponse})
+    app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, dependencies=[Depends(authorised)],
+             summary="Classify texts with a registry prompt")(classify)
+    app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS, dependencies=[Depends(authorised)],
+             summary="Generate text with a registry prompt")(generate)
 
     @app.get("/v1/prompts", response_model=list[PromptInfo], responses=ERRORS, dependencies=[Depends(authorised)],
              summary="Every prompt in the registry")
     async def prompts() -> list[PromptInfo]:
         return [PromptInfo(**row) for row in await run_in_threadpool(service.registry.list)]
 
-    @app.get("/health", response_model=Health, summary="Liveness, the model and how many prompts are loaded")
+    @app.get("/health", response_model=Health, summary="Liveness, and how many prompts are loaded")
     async def health() -> Health:
-        return Health(status="ok", model=service.backbone.name_or_path, version=__version__, loaded_prompts=service.loaded)
+        return Health(status="ok", version=__version__, loaded_prompts=service.loaded)
 
     @app.get("/metrics", dependencies=[Depends(authorised)], summary="Prometheus metrics",
-             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"model": Problem}})
     async def prometheus() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 

@@ -11,8 +11,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +20,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .artifact import replace_dir_atomic, save_tensors, write_json_atomic
+from . import checkpoint
 from .config import ConfigBase, check
 from .data import Example
 from .errors import ConfigError
+from .storage import write_atomic
 from .model import PromptModel
 
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("linear", "cosine", "constant")
-CHECKPOINT = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -171,8 +169,9 @@ def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, 
 def train(model: PromptModel, train_examples: list[Example], eval_examples: list[Example] | None = None,
           config: TrainConfig = TrainConfig(), output_dir: str | os.PathLike | None = None,
           resume: bool = False) -> TrainResult:
-    """Train the prompt in place. With `output_dir`, a metrics log (`log.jsonl`) and resumable
-    checkpoints are written there; `resume=True` continues from the last checkpoint."""
+    """Train the prompt in place. With `output_dir` (the run's working folder), a metrics log
+    (`log.jsonl`) and resumable checkpoints (prompttune/checkpoint.py) are written there;
+    `resume=True` continues from the last checkpoint. A finished run removes its checkpoints."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -210,12 +209,12 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     checkpoint_every = config.checkpoint_every or eval_every
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None, "best_metrics": None,
-             "bad_evals": 0, "history": []}
+             "bad_evals": 0, "history": [], "running_loss": 0.0, "running_count": 0}
     best_state = None
     if resume:
-        if output is None or not (output / CHECKPOINT).is_dir():
-            raise ConfigError(f"--resume: no checkpoint in {output}/{CHECKPOINT}")
-        state, best_state = _load_checkpoint(output / CHECKPOINT, prompt_model, optimizer, scheduler)
+        if output is None or not checkpoint.exists(output):
+            raise ConfigError(f"--resume: no checkpoint in {output}")
+        state, best_state = _load_checkpoint(output, prompt_model, optimizer, scheduler)
         accelerator.print(f"resuming at step {state['step']} of {total}")
 
     log = _Log(output / "log.jsonl" if output is not None and accelerator.is_main_process else None,
@@ -224,7 +223,9 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
                desc=f"{prompt_model.method.name}", dynamic_ncols=True)
     start = time.perf_counter()
     stopped_early = False
-    running_loss, running_count = torch.zeros(()), 0
+    # The loss since the last log line, carried over a resume so the first line after it averages
+    # the same steps an uninterrupted run's would.
+    running_loss, running_count = torch.tensor(float(state["running_loss"])), int(state["running_count"])
     postfix = {}
     while state["step"] < total and not stopped_early:
         # The order of each epoch depends only on (seed, epoch), so a resumed run sees the same
@@ -282,7 +283,8 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             if out_of_time:
                 stopped_early = True
             if output is not None and (step % checkpoint_every == 0) and step < total and not stopped_early:
-                _save_checkpoint(output / CHECKPOINT, accelerator, prompt_model, optimizer, scheduler, state, best_state)
+                state.update(running_loss=float(running_loss), running_count=running_count)
+                _save_checkpoint(output, accelerator, prompt_model, optimizer, scheduler, state, best_state)
             if step >= total or stopped_early:
                 break
         else:
@@ -302,7 +304,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     if config.gradient_checkpointing:
         prompt_model.backbone.set_gradient_checkpointing(False)
     if output is not None and accelerator.is_main_process:
-        shutil.rmtree(output / CHECKPOINT, ignore_errors=True)
+        checkpoint.remove(output)
     accelerator.wait_for_everyone()
     return TrainResult(steps=state["step"], seconds=seconds, best_step=state["best_step"], dev_metrics=dev_metrics,
                        history=state["history"], stopped_early=stopped_early)
@@ -320,8 +322,17 @@ class _Log:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if keep_until is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= keep_until]
-        path.write_text("".join(line + "\n" for line in kept))
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            for number, line in enumerate(lines, 1):
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    if number == len(lines):
+                        break  # the line a killed run was writing
+                    raise ConfigError(f"--resume: {path}, line {number}: not a log entry") from None
+                if isinstance(entry, dict) and isinstance(entry.get("step", 0), int) and entry.get("step", 0) <= keep_until:
+                    kept.append(line)
+        write_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, entry: dict) -> None:
         if self.path is not None:
@@ -330,34 +341,27 @@ class _Log:
 
 
 def _save_checkpoint(path: Path, accelerator, model: PromptModel, optimizer, scheduler, state: dict, best_state) -> None:
-    if not accelerator.is_main_process:
-        accelerator.wait_for_everyone()
-        return
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".checkpoint-"))
-    try:
-        save_tensors(staging / "trainable.safetensors", model.trainable_state())
-        if best_state is not None:
-            save_tensors(staging / "best.safetensors", best_state)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-                   staging / "optimizer.pt")
-        write_json_atomic(staging / "trainer_state.json", state)
-        replace_dir_atomic(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    if accelerator.is_main_process:
+        checkpoint.save(path, state["step"], {
+            "trainer": state, "trainable": model.trainable_state(), "best": best_state,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()})
     accelerator.wait_for_everyone()
 
 
 def _load_checkpoint(path: Path, model: PromptModel, optimizer, scheduler):
-    from safetensors.torch import load_file
-
-    device = str(model.backbone.device)
-    model.load_trainable_state(load_file(str(path / "trainable.safetensors"), device=device))
-    best = path / "best.safetensors"
-    best_state = load_file(str(best)) if best.is_file() else None
-    saved = torch.load(path / "optimizer.pt", map_location=device, weights_only=False)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(saved["rng"])
-    state = json.loads((path / "trainer_state.json").read_text())
+    saved = checkpoint.load(path)  # on the CPU: the RNG states must be there; the rest is moved on loading
+    where = f"{path}/{checkpoint.POINTER}"
+    try:
+        model.load_trainable_state(saved["trainable"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"])
+        state = saved["trainer"]
+        int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        raise checkpoint.CheckpointError(f"{where}: does not fit this run ({type(error).__name__}: "
+                                         f"{str(error).splitlines()[0] if str(error) else ''}); "
+                                         "start the run again without --resume") from None
+    best = saved.get("best")
+    best_state = {k: v.to("cpu") for k, v in best.items()} if best else None
     return state, best_state

@@ -55,6 +55,9 @@ def test_loading_checks_the_files(saved, load):
         load_prompt(path, backbone=load("bert"))
     (path / META).write_text(json.dumps(meta))
     (path / TENSORS).write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError, match=r"does not match the sha256 prompt.json records"):
+        load_prompt(path, backbone=load("bert"))
+    (path / META).write_text(json.dumps({k: v for k, v in meta.items() if k != "files"}))  # an artifact without sha256s
     with pytest.raises(ArtifactError, match=r"cannot read tensors"):
         load_prompt(path, backbone=load("bert"))
     (path / META).write_text("{")
@@ -73,11 +76,12 @@ def test_a_failed_save_keeps_the_previous_artifact(saved, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("prompttune.artifact.write_json_atomic", broken)
+    monkeypatch.setattr("prompttune.storage.Transaction.write_json", broken)
     with pytest.raises(OSError):
         save_prompt(model, path)
     assert {name: (path / name).read_bytes() for name in (META, TENSORS)} == before
     assert sorted(p.name for p in path.iterdir()) == sorted([META, TENSORS])
+    load_prompt(path, backbone=model.backbone)
 
 
 def test_a_prompt_trained_in_float32_loads_onto_the_model_in_bfloat16(saved, model_dirs):

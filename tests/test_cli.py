@@ -64,12 +64,38 @@ def test_hard_prompt_scores_without_training(model_dirs, data, tmp_path, capsys)
     assert json.loads(out)["parameters"]["trainable"] == 0
 
 
-def test_resume_with_other_arguments_is_refused(model_dirs, data, tmp_path, capsys):
+def test_an_interrupted_run_is_resumed_with_its_own_arguments_or_restarted(model_dirs, data, tmp_path, capsys,
+                                                                            monkeypatch):
     common = ["train", "--model", model_dirs["bert_encoder"], "--method", "linear_probe", "--train", data,
-              "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "r", "--no-progress"]
-    assert run(capsys, *common, "--max-steps", "2")[0] == 0
-    code, _, err = run(capsys, *common, "--max-steps", "3", "--resume")
+              "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "r", "--no-progress",
+              "--checkpoint-every", "1", "--eval-every", "3"]
+    code, _, err = run(capsys, *common, "--max-steps", "2", "--resume")
+    assert code == 2 and "no interrupted run" in err
+
+    import prompttune.training
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(prompttune.training, "evaluate", killed)
+    with pytest.raises(Killed):  # at the end of step 3, after the checkpoints of steps 1 and 2
+        run(capsys, *common, "--max-steps", "3", "--eval", data)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".prompttune"]  # no artifact yet
+
+    code, _, err = run(capsys, *common, "--max-steps", "4", "--eval", data, "--resume")
     assert code == 2 and "arguments differ from the interrupted run in ['max_steps']" in err
+    code, _, err = run(capsys, *common, "--max-steps", "3", "--eval", data)
+    assert code == 2 and "holds an interrupted run (checkpoint at step 2)" in err and "--restart" in err
+    code, _, err = run(capsys, *common, "--max-steps", "3", "--eval", data, "--resume")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["training"]["steps"] == 3
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "log.jsonl", "metrics.json", "prompt.json", "prompt.safetensors", "train_args.json"]
 
 
 def test_errors_are_one_line_without_traceback(model_dirs, data, tmp_path):

@@ -128,3 +128,46 @@ def test_generation_errors_name_the_row_and_column(tmp_path):
         load_generation_examples(path, "mr", "ref")
     with pytest.raises(DataError, match=r"missing column 'target'"):
         load_generation_examples(path, "mr", "target")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    for name in ("d.csv", "d.tsv"):
+        path = tmp_path / name
+        sep = "," if name.endswith("csv") else "\t"
+        path.write_bytes(f"\ufefftext{sep}label\nhi{sep}1\n".encode("utf-8"))
+        assert [(e.text, e.label) for e in load_examples(str(path))] == [("hi", "1")]
+    path = tmp_path / "d.jsonl"
+    path.write_bytes('\ufeff{"text": "hi", "label": 1}\n'.encode("utf-8"))
+    assert [(e.text, e.label) for e in load_examples(str(path))] == [("hi", "1")]
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("d.csv", b"text,label\nhi,1\ncaf\xe9,0\n", "d.csv, line 3: not UTF-8 (byte 0xe9); save the file as UTF-8"),
+    ("d.jsonl", b'{"text": "hi", "label": 1}\n{"text": "\xff", "label": 0}\n', "d.jsonl, line 2: not UTF-8 (byte 0xff)"),
+    ("d.jsonl", b'{"text": "hi", "label": NaN}\n', "d.jsonl, line 1: not valid JSON (NaN is not a JSON value)"),
+    ("d.jsonl", b'{"text": "hi", "label": Infinity}\n', "d.jsonl, line 1: not valid JSON (Infinity is not a JSON value)"),
+    ("d.jsonl", b'{"text": "hi", "label": [1]}\n', "d.jsonl, line 1, column 'label': expected a label (text or a number), got list"),
+    ("d.csv", b"text,label,text\nhi,1,ho\n", "d.csv, header: column 'text' appears twice"),
+    ("d.csv", b'text,label\nfine,1\n"unclosed,1\nok,0\nlast,1\n', "d.csv, row 2 (line 3): a quoted field is not closed"),
+    ("d.csv", b'text,label\n"a"b,1\n', "d.csv, row 1 (line 2): malformed CSV"),
+])
+def test_files_that_are_not_what_they_claim_name_the_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as error:
+        load_examples(str(path))
+    assert str(error.value).startswith(f"{tmp_path}/{message}")
+
+
+def test_a_missing_path_with_a_colon_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    import datasets
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    for path in (f"{tmp_path}/runs/2026-01-01T10:00/train.csv", "C:/data/train.csv", "data:v2/train.jsonl", "./a:b"):
+        with pytest.raises(DataError, match="no such file or folder"):
+            load_examples(path)
+    with pytest.raises(DataError, match="cannot load from the Hugging Face hub: the hub was asked"):
+        load_examples("glue:sst2:validation")  # still a hub spec

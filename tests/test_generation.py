@@ -125,8 +125,8 @@ def test_every_attention_site_receives_its_prefix(load, family):
     assert set(layout) == expected
     if family == "llama":
         assert layout["self"][1] == backbone.config.num_key_value_heads == 2
-    model = PromptModel.create(backbone, "deep_prompt", GenerationConfig() if family != "bert" else _cls_config(),
-                               {"num_virtual_tokens": 3})
+    model = PromptModel.create(backbone, "deep_prompt", GenerationConfig(max_target_length=8) if family != "bert"
+                               else _cls_config(), {"num_virtual_tokens": 3})
     ids = torch.tensor([[20, 21, 22, 23]])
     inputs = model.method.prepare(ModelInputs(backbone.embed(ids), torch.ones_like(ids), readout_index=torch.tensor([3]),
                                               full_logits=family != "bert"), backbone)
@@ -259,7 +259,14 @@ def test_generation_training_touches_only_the_prompt(load, family, method):
 def test_generating_past_the_models_positions_is_a_clear_error(load):
     from prompttune.errors import ConfigError
 
-    model = PromptModel.create(load("gpt2"), "prefix", GenerationConfig(max_target_length=200), {"num_virtual_tokens": 3,
-                                                                                                  "hidden_size": 8})
+    options = {"num_virtual_tokens": 3, "hidden_size": 8}
+    with pytest.raises(ConfigError, match=r"the prompt \(3 positions\) and max_target_length 200 leave -77 of the "
+                                          r"model's 128 positions for the source"):
+        PromptModel.create(load("gpt2"), "prefix", GenerationConfig(max_target_length=200), options)
+    model = PromptModel.create(load("gpt2"), "prefix", GenerationConfig(max_target_length=20), options)
     with pytest.raises(ConfigError, match="exceed the model's 128 positions"):
-        model.generate_texts([Example(text="the movie was great")])
+        model.generate_texts([Example(text="the movie was great")], max_new_tokens=200)
+    # A source too long for what the prompt and the target leave is cut to fit.
+    long_source = Example(text=" ".join(["great"] * 300), targets=("good",))
+    assert len(model.task.encode(long_source, "good")["input_ids"]) <= 128 - 3
+    assert len(model.generate_texts([long_source])) == 1

@@ -136,7 +136,6 @@ def test_bad_requests_get_4xx_with_a_message(server, client):
         ({"prompt": "for-bert", "inputs": ["x"]}, 409, "made for base model"),
         ({"prompt": "sentiment", "inputs": ["x"] * 9}, 413, "at most 8 per request"),
         ({"prompt": "sentiment", "inputs": ["x" * 201]}, 413, "at most 200"),
-        ({"prompt": "sentiment", "inputs": ["  "]}, 400, "input 0: the text is empty"),
     ]
     for body, status, message in cases:
         response = httpx.post(url + "/v1/classify", json=body, headers=auth)
@@ -146,6 +145,11 @@ def test_bad_requests_get_4xx_with_a_message(server, client):
                  {"prompt": "describe", "inputs": ["x"], "num_beams": 0}):
         response = httpx.post(url + "/v1/classify" if "num_beams" not in body else url + "/v1/generate", json=body, headers=auth)
         assert response.status_code == 422, (body, response.text)
+    for inputs, where in ((["x", "  "], ["body", "inputs", 1]), ([{"text": "x", "text_pair": "\n"}], ["body", "inputs", 0, "text_pair"])):
+        response = httpx.post(url + "/v1/classify", json={"prompt": "sentiment", "inputs": inputs}, headers=auth)
+        assert response.status_code == 422 and response.json()["detail"] == [
+            {"loc": where, "msg": "the text is empty or only white space", "type": "string_pattern_mismatch",
+             "input": inputs[1] if where[-1] == 1 else "\n"}], response.text
     response = httpx.post(url + "/v1/classify", content=b"{not json", headers={**auth, "Content-Type": "application/json"})
     assert response.status_code == 422 and "JSON" in response.text
     with pytest.raises(ServerError) as error:

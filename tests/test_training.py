@@ -7,7 +7,7 @@ import torch
 
 from conftest import task_config
 from prompttune import PromptModel, TrainConfig, train
-from prompttune.training import CHECKPOINT
+from prompttune import checkpoint
 
 
 def fresh(load, method="soft_prompt"):
@@ -39,17 +39,26 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(load, example
     monkeypatch.setattr(interrupted.task, "loss", crash_at_step_7)
     with pytest.raises(Crash):
         train(interrupted, examples, examples, config, output_dir=tmp_path / "b")
-    state = json.loads((tmp_path / "b" / CHECKPOINT / "trainer_state.json").read_text())
-    assert state["step"] == 4
+    assert checkpoint.load(tmp_path / "b")["trainer"]["step"] == 4
 
     resumed = fresh(load)
     result = train(resumed, examples, examples, config, output_dir=tmp_path / "b", resume=True)
     assert result.steps == 12
     for name, tensor in resumed.trainable_state().items():
         torch.testing.assert_close(tensor, expected[name], atol=1e-6, rtol=1e-5)
-    assert not (tmp_path / "b" / CHECKPOINT).exists(), "a finished run leaves no checkpoint behind"
-    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in log if "eval" in e] == [3, 6, 9, 12]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["log.jsonl"], "a finished run leaves no checkpoint behind"
+
+    def log(folder):
+        return [{k: v for k, v in json.loads(line).items() if k != "time"}
+                for line in (folder / "log.jsonl").read_text().splitlines()]
+
+    assert [e["step"] for e in log(tmp_path / "b") if "eval" in e] == [3, 6, 9, 12]
+    # Every logged loss, the first after the resume included, averages the same steps as the
+    # uninterrupted run's.
+    losses = {"a": [e for e in log(tmp_path / "a") if "loss" in e], "b": [e for e in log(tmp_path / "b") if "loss" in e]}
+    assert [e["step"] for e in losses["b"]] == [e["step"] for e in losses["a"]] == [10, 12]
+    for ours, theirs in zip(losses["b"], losses["a"]):
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
 
 
 def test_resume_without_a_checkpoint_is_an_error(load, examples, tmp_path):

@@ -85,6 +85,11 @@ class PromptMethod(nn.Module):
         gradients while training)."""
         return PromptParts()
 
+    def prompt_positions(self, backbone: Backbone) -> int:
+        """Positions the prompt takes before the input: its virtual tokens and its prefix."""
+        parts = self.parts(backbone)
+        return parts.num_virtual + parts.prefix_length
+
     def prepare(self, inputs: ModelInputs, backbone: Backbone) -> ModelInputs:
         parts = self.parts(backbone)
         if parts.num_virtual == 0 and parts.prefix_length == 0:

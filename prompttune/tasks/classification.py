@@ -49,7 +49,9 @@ class ClassificationConfig(ConfigBase):
     readout: str = "head"
     """verbalizer | head | similarity (resolved from the method and backbone when a prompt is made)."""
     max_length: int = 256
-    """Tokens per input, virtual tokens not counted; text fields are truncated, the template never."""
+    """Tokens per input, virtual tokens not counted; text fields are truncated, the template never.
+    Where the model has fewer positions than the prompt plus `max_length` (learned positions: BERT,
+    GPT-2, BART), inputs are cut to what is left after the prompt."""
     pair: bool = False
     """Whether inputs are sentence pairs."""
     prompt_slots: int = 0
@@ -153,6 +155,8 @@ class ClassificationTask(nn.Module):
         self.tokenizer = backbone.tokenizer
         self.pad_right = backbone.pads_right_only or self.tokenizer.padding_side == "right"
         self.label_index = {label: i for i, label in enumerate(config.labels)}
+        self.max_length = config.max_length  # lowered by `fit_positions` where the model has fewer positions
+        self.position_problem = None
         self.template = config.template
         if config.readout == "verbalizer":
             if not backbone.has_lm_head:
@@ -198,6 +202,16 @@ class ClassificationTask(nn.Module):
     def label_words(self) -> tuple[tuple[str, ...], ...]:
         return self.config.words()
 
+    def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
+        """Cut inputs (template included) to the `available` positions the model has left after
+        the prompt's `taken`; a problem to report where not even a short input fits."""
+        if available < 8:
+            self.position_problem = (f"the prompt takes {taken} of the model's {limit} positions, leaving {available} "
+                                     "for the input (at least 8 needed); use fewer virtual tokens")
+            return self.position_problem
+        self.max_length = min(self.config.max_length, available)
+        return None
+
     def _verbalizer_ids(self, backbone: Backbone) -> tuple[list[int], list[int]]:
         """The first sub-token of each label word (LM-BFF style); distinct labels must not share one."""
         ids, owners, seen = [], [], {}
@@ -242,20 +256,22 @@ class ClassificationTask(nn.Module):
             raise DataError(f"{example.source}: has a text pair but this prompt classifies single texts")
         if self.config.pair and example.text_pair is None:
             raise DataError(f"{example.source}: this prompt classifies text pairs; the second text is missing")
+        if self.position_problem:
+            raise DataError(f"{example.source}: {self.position_problem}")
         use_template = self.template is not None and self.config.readout != "similarity"
         slots = self.config.prompt_slots
         prompt_text = self.slot_text if slots else ""
         if use_template:
             fixed = self.template.format(text="", text_pair="", mask=self.mask_text, prompt=prompt_text)
-            budget = self.config.max_length - tok.num_special_tokens_to_add() - len(tok(fixed, add_special_tokens=False)["input_ids"])
+            budget = self.max_length - tok.num_special_tokens_to_add() - len(tok(fixed, add_special_tokens=False)["input_ids"])
             text, pair = _truncate(tok, example.text, example.text_pair, budget)
             values = dict(text=text, text_pair=pair or "", mask=self.mask_text, prompt=prompt_text)
             formatted = self.template.format(**values)
             pool_input = self.config.readout == "head" and self.kind != DECODER
-            encoded = tok(formatted, truncation=True, max_length=self.config.max_length,
+            encoded = tok(formatted, truncation=True, max_length=self.max_length,
                           return_offsets_mapping=bool(slots) or pool_input)
         else:
-            encoded = tok(example.text, example.text_pair, truncation=True, max_length=self.config.max_length)
+            encoded = tok(example.text, example.text_pair, truncation=True, max_length=self.max_length)
         ids = encoded["input_ids"]
         if not ids:
             raise DataError(f"{example.source}: the text has no tokens")
@@ -284,7 +300,7 @@ class ClassificationTask(nn.Module):
     def _readout(self, ids: list[int], example: Example) -> int:
         if self.config.readout == "verbalizer" and self.kind == ENCODER:
             if self.tokenizer.mask_token_id not in ids:
-                raise DataError(f"{example.source}: the template's mask was truncated away (max_length {self.config.max_length})")
+                raise DataError(f"{example.source}: the template's mask was truncated away (max_length {self.max_length})")
             return ids.index(self.tokenizer.mask_token_id)
         # The last token that is not a special one appended by the tokenizer (e.g. an EOS).
         special = set(self.tokenizer.all_special_ids)

@@ -31,7 +31,9 @@ METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
 @dataclass(frozen=True)
 class GenerationConfig(ConfigBase):
     max_source_length: int = 256
-    """Source tokens kept (the rest is cut), virtual tokens not counted."""
+    """Source tokens kept (the rest is cut), virtual tokens not counted. Where the model has fewer
+    learned positions than the prompt, the source, the separator and `max_target_length` target
+    tokens need, the source is cut to what is left."""
     max_target_length: int = 128
     """Target tokens kept in training, and the default number of new tokens when generating."""
     separator: str | None = None
@@ -43,6 +45,41 @@ class GenerationConfig(ConfigBase):
         check(isinstance(self.max_source_length, int) and self.max_source_length >= 4, "max_source_length", "must be >= 4")
         check(isinstance(self.max_target_length, int) and self.max_target_length >= 1, "max_target_length", "must be >= 1")
         check(isinstance(self.num_beams, int) and self.num_beams >= 1, "num_beams", "must be >= 1")
+
+
+# Bounds that keep decoding finite: a temperature or penalty near 0 divides logits into inf and NaN.
+BOUNDS = {"max_new_tokens": (1, None), "num_beams": (1, None), "num_return_sequences": (1, None), "top_k": (1, None),
+          "top_p": (0.0, 1.0), "temperature": (0.001, 100.0), "repetition_penalty": (0.01, 100.0),
+          "no_repeat_ngram_size": (0, None), "length_penalty": (-10.0, 10.0)}
+
+
+def check_generation_options(options: dict, config: GenerationConfig) -> dict:
+    """The options `generate` runs with: the prompt's defaults filled in (max_new_tokens from
+    max_target_length, num_beams), each value checked, and combinations transformers cannot run
+    refused with a message naming the field."""
+    import math
+
+    options = {k: v for k, v in options.items() if v is not None}
+    for name, (low, high) in BOUNDS.items():
+        if name not in options:
+            continue
+        value = options[name]
+        integral = isinstance(low, int)
+        if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)) or \
+                (not integral and not math.isfinite(value)):
+            raise ConfigError(f"{name}: expected {'an integer' if integral else 'a finite number'}, got {value!r}")
+        exclusive = name == "top_p"
+        if value < low or (exclusive and value == low) or (high is not None and value > high):
+            span = f"in ({low}, {high}]" if exclusive else f">= {low}" + (f" and <= {high}" if high is not None else "")
+            raise ConfigError(f"{name}: {value} is out of range; it must be {span}")
+    options.setdefault("max_new_tokens", config.max_target_length)
+    options.setdefault("num_beams", config.num_beams)
+    options["do_sample"] = bool(options.get("do_sample", False))
+    sequences = options.get("num_return_sequences", 1)
+    if sequences > 1 and not options["do_sample"] and sequences > options["num_beams"]:
+        raise ConfigError(f"num_return_sequences: {sequences} different sequences need do_sample or num_beams >= "
+                          f"{sequences} (beam search returns its best beams); num_beams is {options['num_beams']}")
+    return options
 
 
 class GenerationTask(nn.Module):
@@ -59,6 +96,8 @@ class GenerationTask(nn.Module):
         self.config = config
         self.kind = backbone.kind
         self.tokenizer = backbone.tokenizer
+        self.max_source_length = config.max_source_length  # lowered by `fit_positions`
+        self.position_problem = None
         self.decoder_start = int(backbone.decoder_start_ids(1)[0, 0]) if self.kind == ENCODER_DECODER else None
         tok = self.tokenizer
         self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
@@ -79,6 +118,22 @@ class GenerationTask(nn.Module):
         if prompt_slots:
             raise ConfigError(f"--method {method.name}: searched prompts are made for classification")
         return config
+
+    def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
+        """Cut sources so that the prompt, the source, the separator and a whole target (in training,
+        or `max_target_length` new tokens) fit the model's `limit` positions (`available` left after
+        the prompt's `taken`); a problem to report where not even a short source fits."""
+        room = available
+        if self.kind == DECODER:
+            room -= len(self.separator_ids) + self.config.max_target_length + 1  # the target and its EOS
+        if room < 4:
+            self.position_problem = (
+                f"the prompt ({taken} positions) and max_target_length {self.config.max_target_length} leave {room} of "
+                f"the model's {limit} positions for the source (at least 4 needed); lower --max-target-length or "
+                "use fewer virtual tokens")
+            return self.position_problem
+        self.max_source_length = min(self.config.max_source_length, room)
+        return None
 
     def label_words(self) -> tuple:
         return ()  # no labels: soft-prompt class_labels initialisation falls back to vocabulary samples
@@ -104,7 +159,9 @@ class GenerationTask(nn.Module):
     def encode(self, example: Example, target: str | None = None) -> dict:
         tok = self.tokenizer
         cfg = self.config
-        source = tok(example.text, truncation=True, max_length=cfg.max_source_length)["input_ids"]
+        if self.position_problem:
+            raise DataError(f"{example.source}: {self.position_problem}")
+        source = tok(example.text, truncation=True, max_length=self.max_source_length)["input_ids"]
         if not source:
             raise DataError(f"{example.source}: the source has no tokens")
         if self.kind == DECODER:
@@ -164,12 +221,8 @@ class GenerationTask(nn.Module):
     # ---- generation and evaluation ------------------------------------------------------------
 
     def generation_options(self, **options) -> dict:
-        options = {k: v for k, v in options.items() if v is not None}
-        options.setdefault("max_new_tokens", self.config.max_target_length)
-        options.setdefault("num_beams", self.config.num_beams)
+        options = check_generation_options(options, self.config)
         options.setdefault("eos_token_id", self.eos_id)
-        if not options.get("do_sample"):
-            options.setdefault("do_sample", False)
         return options
 
     def decode(self, ids: torch.Tensor) -> list[str]:
