@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .artifact import METRICS, TENSORS, load_prompt, read_meta, stage_prompt
+from .artifact import META, METRICS, TENSORS, load_prompt, read_meta, stage_prompt
 from .backbone import Backbone
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
 from .data import Columns, Example, load_examples, load_generation_examples, label_set, texts_as_examples
@@ -166,7 +166,7 @@ def train_prompt(
         if exported is not None:
             extra["searched"] = exported.searched
         # The artifact and the run's records land together, and the run's folder goes with them.
-        with Transaction(output_dir, cleanup=(RUN,)) as tx:
+        with Transaction(output_dir, cleanup=(RUN,), last=(META,)) as tx:
             meta = stage_prompt(exported or prompt, tx, extra=extra)
             metrics["artifact_bytes"] = artifact_bytes(tx.stage)
             metrics["prompt_sha256"] = meta["files"][TENSORS]  # which prompt these metrics describe
@@ -210,9 +210,11 @@ def _check_run(output_dir: Path, run_dir: Path, args: dict, resume: bool, restar
         raise ConfigError("--resume continues an interrupted run and --restart discards it: choose one")
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"--output {output_dir}: is a file, not a folder")
+    if restart:
+        return  # whatever was interrupted there is discarded, readable or not
     before = interrupted_run(output_dir)
     if not resume:
-        if before is not None and not restart:
+        if before is not None:
             step = checkpoint.load_step(run_dir)
             raise ConfigError(f"--output {output_dir}: holds an interrupted run (checkpoint at step {step}); "
                               "continue it with --resume, or pass --restart to discard it and start again")

@@ -100,7 +100,7 @@ def save_prompt(model: PromptModel, directory: str | os.PathLike, extra: dict | 
     are kept). The artifact files change together: a reader, or a save killed half-way, sees the
     old artifact or the new one, never a mix."""
     directory = Path(directory)
-    with Transaction(directory) as tx:
+    with Transaction(directory, last=(META,)) as tx:
         stage_prompt(model, tx, extra)
     return directory
 
@@ -210,11 +210,22 @@ def load_prompt(directory: str | os.PathLike, backbone: Backbone | None = None, 
     `with_training_state` also loads what continuing training needs (a reparameterisation)."""
     directory = Path(directory)
     meta = read_meta(directory)
-    method_cls, task_cls, method_config, task_config = _configs(meta, directory)
     if backbone is None:
         backbone = Backbone.from_pretrained(meta["base_model"]["name_or_path"])
         if device is not None:
             backbone.to(device)
+    try:
+        return _load(directory, meta, backbone, with_training_state)
+    except ArtifactError:
+        again = read_meta(directory)
+        if again == meta:
+            raise
+        # A save replaced the artifact while it was being read: read the new one.
+        return _load(directory, again, backbone, with_training_state)
+
+
+def _load(directory: Path, meta: dict, backbone: Backbone, with_training_state: bool) -> PromptModel:
+    method_cls, task_cls, method_config, task_config = _configs(meta, directory)
     check_base_model(meta, backbone, str(directory))
     task = task_cls(task_config, backbone)
     method = method_cls(method_config, backbone)

@@ -336,7 +336,7 @@ class Registry:
                                 f"replace only the artifact's files there ({', '.join(FILES)}) and keep the rest")
         staging = self._staged_copy(record, destination.parent, f".{destination.name}.pull-{os.getpid()}-")
         try:
-            with Transaction(destination) as tx:
+            with Transaction(destination, last=("prompt.json",)) as tx:
                 for name in FILES:
                     if name in record["files"]:
                         os.replace(staging / name, tx.path(name))

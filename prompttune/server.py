@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -331,6 +332,8 @@ def _echo(value, limit: int = 80):
     """What a validation error quotes of the request: short values as they are, long ones cut."""
     if isinstance(value, str):
         return value if len(value) <= limit else value[:limit] + f"... ({len(value)} characters)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or Infinity
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     text = json.dumps(value, default=str)

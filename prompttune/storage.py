@@ -228,12 +228,14 @@ class Transaction:
 
     Leaving the block normally commits; an exception leaves the folder as it was. `cleanup` names
     folders under `directory/.prompttune` to delete once the files are in place (a finished run's
-    checkpoints)."""
+    checkpoints). Files named in `last` are put in place after the others (the file that describes
+    the rest, so a reader that finds its new version finds the files it describes)."""
 
-    def __init__(self, directory: str | os.PathLike, cleanup: tuple[str, ...] = ()):
+    def __init__(self, directory: str | os.PathLike, cleanup: tuple[str, ...] = (), last: tuple[str, ...] = ()):
         self.directory = Path(directory)
         self.private = self.directory / PRIVATE
         self.cleanup = tuple(_plain_name(c) for c in cleanup)
+        self.last = tuple(last)
         self.removals: set[str] = set()
         self.stage: Path | None = None
 
@@ -275,11 +277,12 @@ class Transaction:
 
     def _commit(self) -> None:
         install = {}
-        for entry in sorted(self.stage.iterdir()):
+        for entry in sorted(self.stage.iterdir(), key=lambda p: (p.name in self.last, p.name)):
             os.chmod(entry, file_mode())
             fsync_file(entry)
             install[entry.name] = sha256_file(entry)
-        manifest = {"install": install, "remove": sorted(self.removals - set(install)), "cleanup": list(self.cleanup)}
+        manifest = {"install": [[name, digest] for name, digest in install.items()],
+                    "remove": sorted(self.removals - set(install)), "cleanup": list(self.cleanup)}
         with open(self.stage / MANIFEST, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle)
             handle.flush()
@@ -315,13 +318,17 @@ def _apply_pending(directory: Path) -> None:
     commit = directory / PRIVATE / COMMIT
     if not commit.is_dir():
         return
+    if not (commit / MANIFEST).exists() and not any(commit.iterdir()):
+        os.rmdir(commit)  # finished but for this last step (the manifest goes after every file)
+        remove_private_if_empty(directory)
+        return
     try:
         manifest = json.loads((commit / MANIFEST).read_text(encoding="utf-8"))
-        install, remove, cleanup = manifest["install"], manifest["remove"], manifest.get("cleanup", [])
+        install, remove, cleanup = [tuple(i) for i in manifest["install"]], manifest["remove"], manifest.get("cleanup", [])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise StorageError(f"{commit}: an unfinished save whose manifest cannot be read ({error}); "
                            "move that folder away to keep the files as they are") from None
-    for name, digest in install.items():
+    for name, digest in install:  # in the order the manifest lists them
         source, target = commit / _plain_name(name), directory / name
         if source.is_file():
             os.replace(source, target)

@@ -90,11 +90,21 @@ def test_an_interrupted_run_is_resumed_with_its_own_arguments_or_restarted(model
     assert code == 2 and "arguments differ from the interrupted run in ['max_steps']" in err
     code, _, err = run(capsys, *common, "--max-steps", "3", "--eval", data)
     assert code == 2 and "holds an interrupted run (checkpoint at step 2)" in err and "--restart" in err
+    # The run's folder and its data may move; what matters is that the data is the same.
+    (tmp_path / "r").rename(tmp_path / "moved")
+    data.rename(tmp_path / "data.csv")
+    data = tmp_path / "data.csv"
+    common[common.index(tmp_path / "r")] = tmp_path / "moved"
+    common[common.index("--train") + 1] = data
+    other = tmp_path / "other.csv"
+    other.write_text(data.read_text() + "one more,pos\n")
+    code, _, err = run(capsys, *common, "--max-steps", "3", "--eval", other, "--resume")
+    assert code == 2 and "arguments differ from the interrupted run in ['eval']" in err
     code, _, err = run(capsys, *common, "--max-steps", "3", "--eval", data, "--resume")
     assert code == 0, err
-    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "moved" / "metrics.json").read_text())
     assert metrics["training"]["steps"] == 3
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "moved").iterdir()) == [
         "log.jsonl", "metrics.json", "prompt.json", "prompt.safetensors", "train_args.json"]
 
 

@@ -199,3 +199,90 @@ def test_cli(model_dirs, data, tmp_path, capsys):
     code, out, _ = run("delete", "sst2@1", "--yes")
     assert json.loads(out) == {"deleted": "sst2@1", "aliases": ["production"]}
     assert Registry(reg).list() == []
+
+
+def test_pull_never_removes_what_it_did_not_write(model_dirs, data, tmp_path, monkeypatch):
+    registry = Registry(tmp_path / "reg")
+    registry.push(trained(model_dirs, data, tmp_path / "a", method="prefix"), "x")  # with training_state
+    registry.push(trained(model_dirs, data, tmp_path / "b"), "y")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(RegistryError, match=r"mine is not empty \(notes.txt\); pull into a new or empty folder, or pass --force"):
+        registry.pull("x", mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    for inside in (registry.root, registry.root / "checkouts", tmp_path):
+        with pytest.raises(RegistryError, match="the registry's own folder"):
+            registry.pull("x", inside, force=True)
+    assert [r["name"] for r in registry.list()] == ["x", "y"]
+    monkeypatch.chdir(mine)  # `pull NAME .`
+    with pytest.raises(RegistryError, match="is not empty"):
+        registry.pull("x", ".")
+    assert registry.pull("x", ".", force=True) == mine
+    assert sorted(p.name for p in mine.iterdir()) == sorted(["notes.txt", *registry.show("x")["files"]])
+    # Replacing it with a version without training state removes only the artifact's files that
+    # version lacks.
+    registry.pull("y", ".", force=True)
+    assert sorted(p.name for p in mine.iterdir()) == sorted(["notes.txt", *registry.show("y")["files"]])
+    assert (mine / "notes.txt").read_text() == "mine"
+    load_prompt(mine)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert registry.pull("y", empty) == empty  # an empty folder is filled
+
+
+def test_files_written_follow_the_umask(model_dirs, data, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        art = trained(model_dirs, data, tmp_path / "a")
+        registry = Registry(tmp_path / "reg")
+        registry.push(art, "x")
+        pulled = registry.pull("x", tmp_path / "pulled")
+        checked_out = registry.checkout("x")
+    finally:
+        os.umask(old)
+    for folder in (art, pulled, checked_out):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+        for path in folder.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_names_and_versions_are_checked_exactly(model_dirs, data, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    art = trained(model_dirs, data, tmp_path / "a")
+    with pytest.raises(RegistryError, match="a prompt name is"):
+        registry.push(art, "x\n")
+    with pytest.raises(RegistryError, match="a prompt name is"):
+        registry.show("x\n@1")
+    with pytest.raises(RegistryError, match="alias"):
+        registry.push(art, "x", aliases=("prod\n",))
+    registry.push(art, "x")
+    with pytest.raises(RegistryError, match="has no alias '99999999999999999999'"):
+        registry.show("x@99999999999999999999")
+    with pytest.raises(RegistryError, match="after '@' comes a version number"):
+        registry.show("x@²")
+    with pytest.raises(RegistryError) as error:  # a huge name is quoted in part
+        registry.show("y" * 100001)
+    assert "'" + "y" * 80 + "'... (100001 characters)" in str(error.value) and len(str(error.value)) < 300
+
+
+def test_a_damaged_stored_file_is_reported_and_repaired_by_pushing_again(model_dirs, data, tmp_path):
+    from prompttune.registry import StoreDamaged
+
+    registry = Registry(tmp_path / "reg")
+    art = trained(model_dirs, data, tmp_path / "a")
+    record = registry.push(art, "x")
+    blob = registry.root / "blobs" / record["digest"][:2] / record["digest"]
+    blob.chmod(0o644)
+    blob.write_bytes(b"damaged")
+    with pytest.raises(StoreDamaged, match="does not match its sha256; the registry's store is damaged"):
+        registry.checkout("x")
+    registry.push(art, "x")
+    assert sha256_file(blob) == record["digest"]
+    load_prompt(registry.checkout("x@1"))
+    # A checkout damaged after it was made is made again when next used.
+    (registry.checkout("x@1") / "prompt.safetensors").write_bytes(b"damaged")
+    assert sha256_file(registry.checkout("x@1") / "prompt.safetensors") == record["digest"]

@@ -5,12 +5,7 @@ the committed OpenAPI schema."""
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,64 +16,19 @@ from conftest import task_config
 from prompttune import Backbone, PromptModel, save_prompt
 from prompttune.client import Client, ServerError
 from prompttune.mixed import PromptSet
-from prompttune.registry import Registry
-from prompttune.tasks import GenerationConfig
+from servers import TOKEN, perturb, populated_registry, running_server
 
-TOKEN = "s3cret-token"
 TEXTS = ["the movie was great", "a terrible film", "i loved the story", "the plot is dull"]
 SOURCES = ["the movie was great", "dull", "the best film of the year"]
-
-
-def _perturb(model):
-    with torch.no_grad():
-        for p in list(model.method.parameters()) + list(model.task.parameters()):
-            p.add_(torch.randn_like(p) * 0.5 * (p.float().std() if p.numel() > 1 else 1.0))
-    return model
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(model_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    registry = Registry(root / "registry")
-    torch.manual_seed(0)
-    backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))
-    made = {
-        "sentiment": PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 3}),
-        "opinion": PromptModel.create(backbone, "prefix", task_config(template="review : {text} so {mask}"),
-                                      {"num_virtual_tokens": 2, "hidden_size": 16}),
-        "describe": PromptModel.create(backbone, "prefix", GenerationConfig(max_target_length=5),
-                                       {"num_virtual_tokens": 3, "hidden_size": 16}),
-        "rewrite": PromptModel.create(backbone, "soft_prompt", GenerationConfig(max_target_length=5), {"num_virtual_tokens": 2}),
-    }
-    for name, model in made.items():
-        registry.push(save_prompt(_perturb(model), root / name), name)
-    other = Backbone.from_pretrained(str(model_dirs["bert"]))
-    registry.push(save_prompt(PromptModel.create(other, "soft_prompt", task_config(), {"num_virtual_tokens": 2}),
-                              root / "bert"), "for-bert")
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prompttune", "serve", "--model", str(model_dirs["gpt2"]), "--registry", str(root / "registry"),
-         "--port", str(port), "--token", TOKEN, "--max-batch-size", "32", "--max-wait-ms", "30", "--max-inputs", "8",
-         "--max-chars", "200", "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PROMPTTUNE_TOKEN": ""})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with Client(url) as probe:
-            probe.wait_ready(timeout=120, process=process)
-    except Exception:
-        process.kill()
-        raise RuntimeError(f"the server did not start:\n{(root / 'server.log').read_text()}") from None
-    yield {"url": url, "registry": registry, "root": root, "model_dir": model_dirs["gpt2"], "process": process}
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    registry = populated_registry(model_dirs, root)
+    with running_server(model_dirs["gpt2"], registry, root / "server.log", "--max-batch-size", "32", "--max-wait-ms", "30",
+                        "--max-inputs", "8", "--max-chars", "200") as (url, process):
+        yield {"url": url, "registry": registry, "root": root, "model_dir": model_dirs["gpt2"], "process": process}
 
 
 @pytest.fixture
@@ -116,7 +66,7 @@ def test_a_new_version_is_served_without_restart(server, client, model_dirs):
     before = client.classify("sentiment", TEXTS)
     backbone = Backbone.from_pretrained(str(server["model_dir"]))
     torch.manual_seed(7)
-    newer = _perturb(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 5}))
+    newer = perturb(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 5}))
     version = registry.push(save_prompt(newer, root / "sentiment-v2"), "sentiment")["version"]
     registry.set_alias("sentiment@1", "stable")
     response = httpx.post(server["url"] + "/v1/classify", json={"prompt": "sentiment", "inputs": TEXTS},
@@ -168,11 +118,13 @@ def test_bearer_token(server):
 
 
 def test_a_failing_request_does_not_take_others_down(server, client, model_dirs):
-    """A version whose stored file is damaged fails alone; requests batched with it succeed."""
+    """A version whose stored file is damaged fails alone, as the server's fault (500) without the
+    store's paths; requests batched with it succeed; pushing the artifact again repairs it."""
     registry, root = server["registry"], server["root"]
     backbone = Backbone.from_pretrained(str(server["model_dir"]))
-    record = registry.push(save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}),
-                                       root / "damaged"), "damaged")
+    artifact = save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}),
+                           root / "damaged")
+    record = registry.push(artifact, "damaged")
     blob = registry.root / "blobs" / record["digest"][:2] / record["digest"]
     os.chmod(blob, 0o644)
     blob.write_bytes(b"damaged")
@@ -190,8 +142,11 @@ def test_a_failing_request_does_not_take_others_down(server, client, model_dirs)
     for t in threads:
         t.join()
     assert set(results) == {"sentiment@1", "opinion"} and set(errors) == {"damaged"}
-    assert errors["damaged"].status in (400, 500) and "damaged" in errors["damaged"].detail
+    assert errors["damaged"].status == 500 and "damaged" in errors["damaged"].detail
+    assert str(server["root"]) not in errors["damaged"].detail
     assert client.health()["status"] == "ok"
+    registry.push(artifact, "damaged")  # the same files again: the stored copy is replaced
+    assert len(client.classify("damaged@1", TEXTS)) == len(TEXTS)
 
 
 def test_concurrent_clients_are_batched_together(server, client):

@@ -108,3 +108,53 @@ def test_runs_in_one_process_may_use_different_precisions(load, examples):
     for precision in ("no", "bf16", "no"):
         model = fresh(load)
         train(model, examples, None, TrainConfig(max_steps=1, batch_size=4, mixed_precision=precision, progress=False))
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
+def test_checkpoints_are_read_without_unpickling(load, examples, tmp_path, monkeypatch, optimizer):
+    config = TrainConfig(max_steps=6, batch_size=2, lr=0.05, eval_every=2, checkpoint_every=2, progress=False, seed=1,
+                         optimizer=optimizer)
+    reference = fresh(load)
+    train(reference, examples, examples, config)
+    interrupted = fresh(load)
+    calls = {"n": 0}
+    original = interrupted.task.loss
+
+    def crash_at_step_5(logits, labels):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Crash()
+        return original(logits, labels)
+
+    monkeypatch.setattr(interrupted.task, "loss", crash_at_step_5)
+    with pytest.raises(Crash):
+        train(interrupted, examples, examples, config, output_dir=tmp_path)
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["checkpoint.json", "log.jsonl", "state.json", "state.safetensors"]
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("a checkpoint was unpickled")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    resumed = fresh(load)
+    train(resumed, examples, examples, config, output_dir=tmp_path, resume=True)
+    for name, tensor in reference.trainable_state().items():
+        assert torch.equal(resumed.trainable_state()[name], tensor), name
+
+
+def test_inputs_are_cut_to_the_positions_the_prompt_leaves(load, examples):
+    from prompttune import ConfigError, Example
+
+    backbone = load("bert")  # 128 learned positions
+    long_text = " ".join(["great"] * 400)
+    # 100 virtual tokens leave 28 positions: the default max_length (256) is lowered to them, and a
+    # dev text longer than the model trains and evaluates (instead of failing at the first evaluation).
+    model = PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 100})
+    assert len(model.task.encode(Example(long_text, label="1"))["input_ids"]) == 28
+    result = train(model, examples, examples + [Example(long_text, label="1", source="dev, row 9")],
+                   TrainConfig(max_steps=2, batch_size=4, progress=False))
+    assert result.dev_metrics["count"] == len(examples) + 1
+    assert model.predict_proba([Example(long_text)]).shape == (1, 2)
+    with pytest.raises(ConfigError, match=r"the prompt takes 125 of the model's 128 positions, leaving 3 for the input "
+                                          r"\(at least 8 needed\); use fewer virtual tokens"):
+        PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 125})
