@@ -20,6 +20,20 @@ class Crash(Exception):
     pass
 
 
+def crash_at_step(model, step: int, monkeypatch) -> None:
+    """Make `model`'s training fail in the forward pass of `step`."""
+    calls = {"n": 0}
+    original = model.task.loss
+
+    def crashing(logits, labels):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise Crash()
+        return original(logits, labels)
+
+    monkeypatch.setattr(model.task, "loss", crashing)
+
+
 def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(load, examples, tmp_path, monkeypatch):
     config = TrainConfig(max_steps=12, batch_size=2, lr=0.05, eval_every=3, checkpoint_every=4, progress=False, seed=3)
     reference = fresh(load)
@@ -27,16 +41,7 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(load, example
     expected = reference.trainable_state()
 
     interrupted = fresh(load)
-    calls = {"n": 0}
-    original = interrupted.task.loss
-
-    def crash_at_step_7(logits, labels):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise Crash()
-        return original(logits, labels)
-
-    monkeypatch.setattr(interrupted.task, "loss", crash_at_step_7)
+    crash_at_step(interrupted, 7, monkeypatch)
     with pytest.raises(Crash):
         train(interrupted, examples, examples, config, output_dir=tmp_path / "b")
     assert checkpoint.load(tmp_path / "b")["trainer"]["step"] == 4
@@ -117,16 +122,7 @@ def test_checkpoints_are_read_without_unpickling(load, examples, tmp_path, monke
     reference = fresh(load)
     train(reference, examples, examples, config)
     interrupted = fresh(load)
-    calls = {"n": 0}
-    original = interrupted.task.loss
-
-    def crash_at_step_5(logits, labels):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise Crash()
-        return original(logits, labels)
-
-    monkeypatch.setattr(interrupted.task, "loss", crash_at_step_5)
+    crash_at_step(interrupted, 5, monkeypatch)
     with pytest.raises(Crash):
         train(interrupted, examples, examples, config, output_dir=tmp_path)
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
