@@ -287,27 +287,32 @@ class Registry:
         """A new folder in `parent` holding the version's files, each checked against its sha256."""
         staging = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
         try:
-            for filename, digest in record["files"].items():
-                blob = self._blob(digest)
-                if not blob.is_file():
-                    raise StoreDamaged(f"{record['name']}@{record['version']}: file {filename} ({digest}) is missing "
-                                       f"from {self.root / 'blobs'}; push the artifact again to restore it")
-                shutil.copyfile(blob, staging / filename)
-                os.chmod(staging / filename, file_mode())
-                if sha256_file(staging / filename) != digest:
-                    raise StoreDamaged(f"{record['name']}@{record['version']}: {blob} does not match its sha256; the "
-                                       "registry's store is damaged (push the artifact again to repair it)")
+            for filename in record["files"]:
+                self._copy_verified(record, filename, staging / filename)
             make_dir_like_user(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return staging
 
+    def _copy_verified(self, record: dict, filename: str, target: Path) -> None:
+        """Copy one stored file of a version to `target`, checked against its sha256."""
+        digest = record["files"][filename]
+        blob = self._blob(digest)
+        if not blob.is_file():
+            raise StoreDamaged(f"{record['name']}@{record['version']}: file {filename} ({digest}) is missing "
+                               f"from {self.root / 'blobs'}; push the artifact again to restore it")
+        shutil.copyfile(blob, target)
+        os.chmod(target, file_mode())
+        if sha256_file(target) != digest:
+            raise StoreDamaged(f"{record['name']}@{record['version']}: {blob} does not match its sha256; the "
+                               "registry's store is damaged (push the artifact again to repair it)")
+
     def pull(self, spec: str, destination: str | os.PathLike, force: bool = False) -> Path:
-        """Write the version's files into `destination`: a new or empty folder, made all at once.
-        A folder that holds other files is refused, unless `force`: then the artifact's own files
-        there are replaced (and those of the artifact files the version lacks removed) in one
-        commit, and every other file is kept."""
+        """Write the version's files into `destination`: a new folder (made all at once by one
+        rename) or an empty one (filled in one commit). A folder that holds other files is refused,
+        unless `force`: then the artifact's own files there are replaced (and those the version
+        lacks removed) in one commit, and every other file is kept."""
         record = self.show(spec)
         destination = Path(os.path.abspath(destination))
         where = f"registry pull: {destination}"
@@ -316,8 +321,7 @@ class Registry:
         root, real = Path(os.path.realpath(self.root)), Path(os.path.realpath(destination))
         if real == root or root in real.parents or real in root.parents:
             raise RegistryError(f"{where} is the registry's own folder (or holds it); pull into another folder")
-        contents = sorted(p.name for p in destination.iterdir()) if destination.is_dir() else []
-        if not contents:
+        if not destination.exists():
             destination.parent.mkdir(parents=True, exist_ok=True)
             remove_stale(destination.parent, f".{destination.name}.pull-")
             staging = self._staged_copy(record, destination.parent, f".{destination.name}.pull-{os.getpid()}-")
@@ -330,22 +334,20 @@ class Registry:
                 raise
             fsync_dir(destination.parent)
             return destination
-        if not force:
+        contents = sorted(p.name for p in destination.iterdir())
+        if contents and not force:
             listed = ", ".join(contents[:5]) + (f" and {len(contents) - 5} more" if len(contents) > 5 else "")
             raise RegistryError(f"{where} is not empty ({listed}); pull into a new or empty folder, or pass --force to "
                                 f"replace only the artifact's files there ({', '.join(FILES)}) and keep the rest")
-        staging = self._staged_copy(record, destination.parent, f".{destination.name}.pull-{os.getpid()}-")
-        try:
-            with Transaction(destination, last=("prompt.json",)) as tx:
-                for name in FILES:
-                    if name in record["files"]:
-                        os.replace(staging / name, tx.path(name))
-                    else:
-                        tx.remove(name)
-                for name in ("train_args.json", "log.jsonl"):
-                    tx.remove(name)  # they described the artifact being replaced
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # An existing folder (perhaps someone's working directory) is written into, never replaced.
+        with Transaction(destination, last=("prompt.json",)) as tx:
+            for name in FILES:
+                if name in record["files"]:
+                    self._copy_verified(record, name, tx.path(name))
+                else:
+                    tx.remove(name)
+            for name in ("train_args.json", "log.jsonl"):
+                tx.remove(name)  # they described the artifact being replaced
         return destination
 
     # ---- changing -----------------------------------------------------------------------------

@@ -286,3 +286,15 @@ def test_a_damaged_stored_file_is_reported_and_repaired_by_pushing_again(model_d
     # A checkout damaged after it was made is made again when next used.
     (registry.checkout("x@1") / "prompt.safetensors").write_bytes(b"damaged")
     assert sha256_file(registry.checkout("x@1") / "prompt.safetensors") == record["digest"]
+
+
+def test_pull_into_the_working_directory_writes_into_it(model_dirs, data, tmp_path, monkeypatch):
+    registry = Registry(tmp_path / "reg")
+    registry.push(trained(model_dirs, data, tmp_path / "a"), "x")
+    here = tmp_path / "here"
+    here.mkdir()
+    inode = here.stat().st_ino
+    monkeypatch.chdir(here)
+    registry.pull("x", ".")  # empty: filled, not replaced (a shell in it keeps seeing it)
+    assert here.stat().st_ino == inode
+    assert sorted(p.name for p in Path(".").iterdir()) == sorted(registry.show("x")["files"])
