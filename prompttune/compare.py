@@ -75,7 +75,7 @@ class SweepSpec:
     metric: str | None = None
     prompt_options: dict = field(default_factory=dict)
     """Other `train_prompt` arguments for every cell: max_length, max_target_length, num_beams,
-    readout, head."""
+    readout, head, dtype, device_map."""
     train_filter: dict | None = None
     """Extrapolation: {column: category, values: [...]} keeps only those training rows."""
     eval_groups: str | None = None
@@ -103,7 +103,7 @@ class SweepSpec:
                                               or set(spec.train_filter) != {"column", "values"}
                                               or not isinstance(spec.train_filter["values"], list)):
             raise ConfigError(f"{where}, field 'train_filter': {{column: NAME, values: [...]}}")
-        allowed = {"max_length", "max_target_length", "num_beams", "readout", "head"}
+        allowed = {"max_length", "max_target_length", "num_beams", "readout", "head", "dtype", "device_map"}
         if not isinstance(spec.prompt_options, dict) or set(spec.prompt_options) - allowed:
             raise ConfigError(f"{where}, field 'prompt_options': a mapping with keys from {sorted(allowed)}")
         if spec.task not in ("classification", "generation"):
@@ -614,7 +614,9 @@ def spec_from_args(args) -> SweepSpec:
     values = {}
     if args.spec:
         values = asdict(SweepSpec.load(args.spec))
-    flags = {"model": args.model, "train": args.train, "eval": args.eval, "task": args.task,
+    from .sources import model_name
+
+    flags = {"model": model_name(args.model, args.gguf_file), "train": args.train, "eval": args.eval, "task": args.task,
              "text_column": args.text_column, "text_pair_column": args.text_pair_column, "label_column": args.label_column,
              "template": args.template, "verbalizer": args.verbalizer, "metric": args.metric, "eval_size": args.eval_size}
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -634,6 +636,9 @@ def spec_from_args(args) -> SweepSpec:
         if getattr(args, key) is not None:
             train_options[key] = getattr(args, key)
     values["train_options"] = train_options
+    prompt_options = dict(values.get("prompt_options") or {})
+    prompt_options.update({k: getattr(args, k) for k in ("dtype", "device_map") if getattr(args, k) is not None})
+    values["prompt_options"] = prompt_options
     return SweepSpec.from_dict(values, args.spec or "compare flags")
 
 

@@ -56,12 +56,15 @@ def _vocabulary(model) -> torch.Tensor:
 
 
 @torch.no_grad()
-def inspect_prompt(directory: str | os.PathLike, top: int = 5, model: str | None = None) -> dict:
+def inspect_prompt(directory: str | os.PathLike, top: int = 5, model: str | None = None, dtype: str | None = None,
+                   device_map: str | None = None) -> dict:
     """What `prompttune inspect` reports, as a dict."""
     from .backbone import Backbone
 
     meta = read_meta(directory)
-    backbone = Backbone.from_pretrained(model) if model else None
+    backbone = None
+    if model or dtype or device_map:
+        backbone = Backbone.from_pretrained(model or meta["base_model"]["name_or_path"], dtype=dtype, device_map=device_map)
     prompt = load_prompt(directory, backbone=backbone)
     report = {"prompt": str(directory), "method": meta["method"], "task": meta["task"]}
     if prompt.task.name == "classification" and prompt.task.template:
@@ -186,8 +189,8 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
 
 
 def inspect_command(directory: str, as_json: bool = False, png: str | None = None, top: int = 5,
-                    model: str | None = None) -> str:
-    report = inspect_prompt(directory, top=top, model=model)
+                    model: str | None = None, dtype: str | None = None, device_map: str | None = None) -> str:
+    report = inspect_prompt(directory, top=top, model=model, dtype=dtype, device_map=device_map)
     if png:
         plot_report(report, png)
     return json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report)

@@ -66,8 +66,9 @@ class PrefixLayer(DynamicLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         batch = key_states.shape[0]
-        keys = self.keys.to(key_states.dtype).expand(batch, -1, -1, -1)
-        values = self.values.to(value_states.dtype).expand(batch, -1, -1, -1)
+        # The layer may sit on another device than the prompt (a model spread by a device map).
+        keys = self.keys.to(device=key_states.device, dtype=key_states.dtype).expand(batch, -1, -1, -1)
+        values = self.values.to(device=value_states.device, dtype=value_states.dtype).expand(batch, -1, -1, -1)
         return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
 
 

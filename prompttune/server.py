@@ -518,12 +518,13 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
 
 def serve(model: str, registry: str | None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          limits: Limits = Limits(), device: str | None = None, log_level: str = "info") -> None:
+          limits: Limits = Limits(), device: str | None = None, log_level: str = "info", dtype: str | None = None,
+          device_map: str | None = None) -> None:
     import uvicorn
 
-    backbone = Backbone.from_pretrained(model)
-    if device:
-        backbone.to(device)
+    from .api import load_backbone
+
+    backbone = load_backbone(model, device=device, dtype=dtype, device_map=device_map)
     service = PromptService(backbone, Registry(registry), limits.max_loaded, limits.max_batch_tokens)
     app = create_app(service, limits, token)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

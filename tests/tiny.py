@@ -101,3 +101,74 @@ def save(family: str, folder: Path, seed: int = 0) -> Path:
     model(family).save_pretrained(folder)
     tokenizer(family).save_pretrained(folder)
     return folder
+
+
+def _byte_level_alphabet() -> list[str]:
+    """GPT-2's printable stand-ins for the 256 byte values, in byte order."""
+    visible = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = dict(zip(visible, visible)), 0
+    for byte in range(256):
+        if byte not in chars:
+            chars[byte] = 256 + extra
+            extra += 1
+    return [chr(chars[b]) for b in range(256)]
+
+
+def save_gguf(path: Path, seed: int = 0, quantized: bool = True) -> Path:
+    """A tiny Llama as a GGUF file, written with the `gguf` package the way llama.cpp writes one:
+    a byte-level BPE tokenizer of 263 tokens, 2 layers of width 32 with grouped-query attention,
+    its matrices in Q8_0 (or float32 with `quantized=False`: another "quantisation" of the same
+    model)."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    merges = ["h e", "l l", "Ġ w", "o r", "Ġ g", "Ġ b"]
+    tokens = _byte_level_alphabet() + [m.replace(" ", "") for m in merges] + ["<|endoftext|>"]
+    vocab, hidden, ff, layers, heads, kv_heads = len(tokens), 32, 64, 2, 4, 2
+    head_dim = hidden // heads
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(128)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(vocab)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * (vocab - 1) + [3])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(vocab - 1)
+    writer.add_eos_token_id(vocab - 1)
+
+    def matrix(name, rows, columns):
+        weights = (rng.standard_normal((rows, columns)) * INIT_STD).astype(np.float32)
+        if quantized:
+            packed = gguf.quants.quantize(weights, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, weights)
+
+    matrix("token_embd.weight", vocab, hidden)
+    for i in range(layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, np.float32))
+        matrix(f"blk.{i}.attn_q.weight", hidden, hidden)
+        matrix(f"blk.{i}.attn_k.weight", kv_heads * head_dim, hidden)
+        matrix(f"blk.{i}.attn_v.weight", kv_heads * head_dim, hidden)
+        matrix(f"blk.{i}.attn_output.weight", hidden, hidden)
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, np.float32))
+        matrix(f"blk.{i}.ffn_gate.weight", ff, hidden)
+        matrix(f"blk.{i}.ffn_up.weight", ff, hidden)
+        matrix(f"blk.{i}.ffn_down.weight", hidden, ff)
+    writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    matrix("output.weight", vocab, hidden)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

