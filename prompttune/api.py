@@ -27,7 +27,7 @@ from . import checkpoint
 from .artifact import META, METRICS, TENSORS, load_prompt, read_meta, stage_prompt
 from .backbone import Backbone
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
-from .data import Columns, Example, load_examples, load_generation_examples, label_set, texts_as_examples
+from .data import Columns, Example, label_set, load_examples, load_generation_examples, pick_demonstrations, texts_as_examples
 from .errors import ConfigError
 from .model import PromptModel
 from .tasks.classification import ClassificationConfig, parse_verbalizer
@@ -61,6 +61,9 @@ def train_prompt(
     max_target_length: int = 128,
     num_beams: int = 1,
     init_from: str | None = None,
+    instruction: str | None = None,
+    chat: bool = False,
+    shots: int = 0,
     resume: bool = False,
     restart: bool = False,
     device: str | None = None,
@@ -77,7 +80,10 @@ def train_prompt(
     refuses to start over one that has a checkpoint unless told which.
 
     `task` is "classification" (text/label columns) or "generation" (source/target columns;
-    `max_length` bounds the source). `method_options` are the method's config fields (e.g.
+    `max_length` bounds the source). `instruction` goes before everything (the system message with
+    `chat`, which wraps the prompt in the tokenizer's chat template); `shots` labelled examples,
+    drawn from the training data with the seed and balanced over the labels, are shown before each
+    input (classification). `method_options` are the method's config fields (e.g.
     `{"num_virtual_tokens": 20, "init": "class_labels"}`); `train_options` are `TrainConfig` fields
     (`max_steps`, `lr`, `batch_size`, `gradient_checkpointing`...). `init_from` starts from a saved
     prompt of the same method (its reparameterisation too, where it has one). Returns what
@@ -101,13 +107,19 @@ def train_prompt(
                 first = next(e for e in eval_examples if e.label in unseen)
                 raise ConfigError(f"{first.source}, column {label_column!r}: label {first.label!r} never occurs in {train}; "
                                   f"training labels are {list(label_names)} (pass --labels to fix the set)")
+        demonstrations = tuple((e.text, e.text_pair, e.label) for e in
+                               pick_demonstrations(train_examples, shots, train_config.seed, label_names))
         task_config = ClassificationConfig(labels=label_names, template=template, verbalizer=parse_verbalizer(verbalizer, label_names),
-                                           max_length=max_length, pair=text_pair_column is not None)
+                                           max_length=max_length, pair=text_pair_column is not None,
+                                           instruction=instruction, chat=chat, demonstrations=demonstrations)
         saved_columns = columns.__dict__
     elif task == "generation":
         train_examples = load_generation_examples(train, source_column, target_column)
         eval_examples = load_generation_examples(eval, source_column, target_column) if eval else None
-        task_config = GenerationConfig(max_source_length=max_length, max_target_length=max_target_length, num_beams=num_beams)
+        if shots:
+            raise ConfigError("--shots: demonstrations are shown for classification; generation takes --instruction")
+        task_config = GenerationConfig(max_source_length=max_length, max_target_length=max_target_length, num_beams=num_beams,
+                                       instruction=instruction, chat=chat)
         saved_columns = {"source": source_column, "target": target_column}
     else:
         raise ConfigError(f"--task: unknown task {task!r}; known: classification, generation")

@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--verbalizer", help='label words: 0:terrible,1:great|good or JSON {"0": ["terrible"], ...}')
     t.add_argument("--template", help='e.g. "Review: {text} It was {mask}." ({text}, {text_pair}, {mask})')
     t.add_argument("--readout", default="auto", choices=("auto", "verbalizer", "head", "similarity"))
+    t.add_argument("--instruction", help="text before the prompt (the system message with --chat)")
+    t.add_argument("--chat", action="store_true",
+                   help="wrap the prompt in the model's chat template; the label is read at the assistant's first token")
+    t.add_argument("--shots", type=int, default=0,
+                   help="classification: show this many labelled training examples before each input (k-shot), "
+                        "drawn with --seed, balanced over labels")
     t.add_argument("--head", default="auto", choices=("auto", "lm", "none"), help="load the model's LM head or not")
     t.add_argument("--max-length", type=int, default=256)
     t.add_argument("--num-virtual-tokens", type=int)
@@ -325,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 template=args.template, readout=args.readout, max_length=args.max_length, head=args.head,
                 task=args.task, source_column=args.source_column, target_column=args.target_column,
                 max_target_length=args.max_target_length, num_beams=args.num_beams, init_from=args.init_from,
+                instruction=args.instruction, chat=args.chat, shots=args.shots,
                 method_options=_method_options(args), resume=args.resume, restart=args.restart, device=args.device, **_train_options(args))
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:

@@ -75,7 +75,7 @@ class SweepSpec:
     metric: str | None = None
     prompt_options: dict = field(default_factory=dict)
     """Other `train_prompt` arguments for every cell: max_length, max_target_length, num_beams,
-    readout, head, dtype, device_map."""
+    readout, head, dtype, device_map, instruction, chat, shots."""
     train_filter: dict | None = None
     """Extrapolation: {column: category, values: [...]} keeps only those training rows."""
     eval_groups: str | None = None
@@ -103,7 +103,8 @@ class SweepSpec:
                                               or set(spec.train_filter) != {"column", "values"}
                                               or not isinstance(spec.train_filter["values"], list)):
             raise ConfigError(f"{where}, field 'train_filter': {{column: NAME, values: [...]}}")
-        allowed = {"max_length", "max_target_length", "num_beams", "readout", "head", "dtype", "device_map"}
+        allowed = {"max_length", "max_target_length", "num_beams", "readout", "head", "dtype", "device_map", "instruction",
+                   "chat", "shots"}
         if not isinstance(spec.prompt_options, dict) or set(spec.prompt_options) - allowed:
             raise ConfigError(f"{where}, field 'prompt_options': a mapping with keys from {sorted(allowed)}")
         if spec.task not in ("classification", "generation"):

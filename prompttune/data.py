@@ -296,6 +296,30 @@ def label_set(examples: list[Example]) -> tuple[str, ...]:
         return tuple(sorted(values))
 
 
+def pick_demonstrations(examples: list[Example], k: int, seed: int, labels: tuple[str, ...]) -> list[Example]:
+    """`k` labelled examples for a k-shot prompt: the labels taken in turn (so every label shows
+    when k allows), each label's examples in an order fixed by `seed`, the result shuffled by it."""
+    import random
+
+    if k < 0:
+        raise DataError(f"--shots: {k} is negative")
+    if k == 0:
+        return []
+    if k > len(examples):
+        raise DataError(f"--shots: {k} demonstrations asked for, the training data has {len(examples)} examples")
+    rng = random.Random(seed)
+    pools = {label: [e for e in examples if e.label == label] for label in labels}
+    for pool in pools.values():
+        rng.shuffle(pool)
+    picked = []
+    while len(picked) < k:
+        for label in labels:
+            if pools[label] and len(picked) < k:
+                picked.append(pools[label].pop())
+    rng.shuffle(picked)
+    return picked
+
+
 def texts_as_examples(texts: list[str]) -> list[Example]:
     examples = []
     for number, text in enumerate(texts, start=1):

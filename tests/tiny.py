@@ -14,6 +14,11 @@ great good wonderful excellent fun loved best terrible bad awful boring poor hat
 positive negative yes no maybe review sentence question answer what who where when why how
 i you we they he she one two three four five red blue green cat dog house car tree . , ! ?""".split()
 
+# A chat template in the tiny vocabulary (ChatML's shape, with words of it for the roles): what a
+# chat model's tokenizer carries, so instruction and chat prompts can be tested without one.
+CHAT_TEMPLATE = ("{% for m in messages %}{{ {'system': 'what', 'user': 'who', 'assistant': 'answer'}[m['role']] }} , "
+                 "{{ m['content'] }} . {% endfor %}{% if add_generation_prompt %}answer ,{% endif %}")
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<pad>", "<s>", "</s>", "<unk>", "<mask>",
             "<|endoftext|>", "<extra_id_0>"]
 
@@ -42,7 +47,7 @@ def tokenizer(family: str):
     elif family == "llama":
         tok.post_processor = processors.TemplateProcessing(
             single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", v["<s>"])])
-        specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+        specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", chat_template=CHAT_TEMPLATE)
     elif family == "t5":
         tok.post_processor = processors.TemplateProcessing(
             single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", v["</s>"])])

@@ -57,6 +57,16 @@ class ClassificationConfig(ConfigBase):
     prompt_slots: int = 0
     """Trigger-token slots at {prompt} in the template, filled by a searched prompt (autoprompt,
     pez); without {prompt} in the template they go before the input."""
+    instruction: str | None = None
+    """Text before everything else (the system message with `chat`), e.g. "Is this review positive
+    or negative?"."""
+    chat: bool = False
+    """Wrap the prompt in the tokenizer's chat template (decoders that have one): `instruction` as
+    the system message, the template as the user's message, the label read at the assistant's
+    first token (label words are then written without a leading space)."""
+    demonstrations: tuple[tuple[str, str | None, str], ...] = ()
+    """(text, text_pair, label) examples shown before the input with their label word filled in
+    (k-shot in-context learning; as earlier user and assistant turns with `chat`)."""
 
     def __post_init__(self):
         check(len(self.labels) >= 2, "labels", f"need at least two labels, got {list(self.labels)}")
@@ -76,6 +86,13 @@ class ClassificationConfig(ConfigBase):
             check(fields.count("mask") <= 1, "template", "at most one {mask}")
             check(fields.count("prompt") <= 1, "template", "at most one {prompt}")
         check(isinstance(self.prompt_slots, int) and self.prompt_slots >= 0, "prompt_slots", "must be a non-negative integer")
+        check(self.instruction is None or (isinstance(self.instruction, str) and self.instruction.strip()), "instruction",
+              "must be non-empty text")
+        check(isinstance(self.chat, bool), "chat", "must be true or false")
+        for demo in self.demonstrations:
+            check(len(demo) == 3 and isinstance(demo[0], str) and demo[2] in self.labels, "demonstrations",
+                  f"each is (text, text_pair, label) with a label from {list(self.labels)}, got {demo!r}")
+            check((demo[1] is not None) == self.pair, "demonstrations", "need a text pair exactly when the data has one")
 
     def words(self) -> tuple[tuple[str, ...], ...]:
         return self.verbalizer if self.verbalizer is not None else tuple((label,) for label in self.labels)
@@ -189,8 +206,53 @@ class ClassificationTask(nn.Module):
             self.slot_text = self.tokenizer.decode([self.slot_filler] * config.prompt_slots)
         self.mask_text = {ENCODER: self.tokenizer.mask_token, DECODER: "",
                           ENCODER_DECODER: self.tokenizer.mask_token or _sentinel(self.tokenizer)}[backbone.kind]
+        self.wrap_prefix, self.wrap_suffix = self._wrap(backbone)
 
     # ---- set-up -------------------------------------------------------------------------------
+
+    def _wrap(self, backbone: Backbone) -> tuple[str, str]:
+        """The text around every input's formatted template: the instruction, the demonstrations,
+        the chat template's turns."""
+        config = self.config
+        if not (config.instruction or config.demonstrations or config.chat):
+            return "", ""
+        if config.readout == "similarity":
+            raise ConfigError("readout: instructions, demonstrations and chat templates need a verbalizer or a head")
+        if self.template is None:
+            self.template = "{text} {text_pair}" if config.pair else "{text}"
+        if config.chat:
+            if backbone.kind != DECODER or not getattr(self.tokenizer, "chat_template", None):
+                raise ConfigError(f"chat: {type(backbone.model).__name__}'s tokenizer has no chat template; "
+                                  "use --instruction without --chat")
+            marker = "\u0000PROMPTTUNE-INPUT\u0000"
+            messages = [{"role": "system", "content": config.instruction}] if config.instruction else []
+            for text, pair, label in config.demonstrations:
+                messages.append({"role": "user", "content": self._body(text, pair)})
+                messages.append({"role": "assistant", "content": self._label_word(label)})
+            messages.append({"role": "user", "content": marker})
+            rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            if rendered.count(marker) != 1:
+                raise ConfigError("chat: the tokenizer's chat template does not keep the user's message as it is")
+            prefix, suffix = rendered.split(marker)
+            return prefix, suffix
+        parts = [config.instruction] if config.instruction else []
+        parts += [self._demonstration(text, pair, label) for text, pair, label in config.demonstrations]
+        return "\n\n".join(parts) + "\n\n", ""
+
+    def _body(self, text: str, pair: str | None) -> str:
+        return self.template.format(text=text, text_pair=pair or "", mask=self.mask_text, prompt="")
+
+    def _label_word(self, label: str) -> str:
+        return self.config.words()[self.config.labels.index(label)][0]
+
+    def _demonstration(self, text: str, pair: str | None, label: str) -> str:
+        """An example with its label word where the input's label goes."""
+        template = self.config.template or ("{text} {text_pair}" if self.config.pair else "{text}")
+        word = self._label_word(label)
+        values = dict(text=text, text_pair=pair or "", prompt="")
+        if "{mask}" in template:
+            return template.format(mask=word, **values)
+        return template.format(mask="", **values).rstrip() + " " + word
 
     @staticmethod
     def configure(config: ClassificationConfig, method, backbone: Backbone, readout: str = "auto",
@@ -217,7 +279,8 @@ class ClassificationTask(nn.Module):
         ids, owners, seen = [], [], {}
         for label_number, (label, words) in enumerate(zip(self.config.labels, self.config.words())):
             for word in words:
-                pieces = self.tokenizer(word_for_tokenizer(backbone, word), add_special_tokens=False)["input_ids"]
+                spelled = word if self.config.chat else word_for_tokenizer(backbone, word)  # a chat answer starts a line
+                pieces = self.tokenizer(spelled, add_special_tokens=False)["input_ids"]
                 if not pieces:
                     raise ConfigError(f"verbalizer: word {word!r} of label {label!r} has no tokens")
                 token = pieces[0]
@@ -262,13 +325,17 @@ class ClassificationTask(nn.Module):
         slots = self.config.prompt_slots
         prompt_text = self.slot_text if slots else ""
         if use_template:
-            fixed = self.template.format(text="", text_pair="", mask=self.mask_text, prompt=prompt_text)
-            budget = self.max_length - tok.num_special_tokens_to_add() - len(tok(fixed, add_special_tokens=False)["input_ids"])
-            text, pair = _truncate(tok, example.text, example.text_pair, budget)
+            # The chat template writes its own special tokens; otherwise the tokenizer adds them.
+            specials = not self.config.chat
+            prefix, suffix = self.wrap_prefix, self.wrap_suffix
+            fixed = prefix + self.template.format(text="", text_pair="", mask=self.mask_text, prompt=prompt_text) + suffix
+            budget = self.max_length - (tok.num_special_tokens_to_add() if specials else 0) \
+                - len(tok(fixed, add_special_tokens=False)["input_ids"])
+            text, pair = _truncate(tok, example.text, example.text_pair, budget, self.max_length)
             values = dict(text=text, text_pair=pair or "", mask=self.mask_text, prompt=prompt_text)
-            formatted = self.template.format(**values)
+            formatted = prefix + self.template.format(**values) + suffix
             pool_input = self.config.readout == "head" and self.kind != DECODER
-            encoded = tok(formatted, truncation=True, max_length=self.max_length,
+            encoded = tok(formatted, truncation=True, max_length=self.max_length, add_special_tokens=specials,
                           return_offsets_mapping=bool(slots) or pool_input)
         else:
             encoded = tok(example.text, example.text_pair, truncation=True, max_length=self.max_length)
@@ -279,13 +346,13 @@ class ClassificationTask(nn.Module):
         if use_template and pool_input:
             # A head reads the input's own tokens: the template's words (and a searched prompt's
             # tokens) are context, not features, as virtual tokens are.
-            spans = [_span(self.template, name, values) for name in ("text", "text_pair")
+            spans = [_span(self.template, name, values, len(self.wrap_prefix)) for name in ("text", "text_pair")
                      if "{" + name + "}" in self.template]
             pool = [int(any(a >= lo and b <= hi and b > a for lo, hi in spans)) for a, b in encoded["offset_mapping"]]
             feature["pool_mask"] = pool if any(pool) else [1] * len(ids)
         if slots:
             # The slots are the filler tokens inside the span where {prompt} was written.
-            start, end = _span(self.template, "prompt", values)
+            start, end = _span(self.template, "prompt", values, len(self.wrap_prefix))
             found = [i for i, (a, b) in enumerate(encoded["offset_mapping"])
                      if a >= start and b <= end and b > a and ids[i] == self.slot_filler]
             if len(found) != slots:
@@ -402,9 +469,10 @@ class ClassificationTask(nn.Module):
         return {k: v.detach() for k, v in self.state_dict().items()}
 
 
-def _span(template: str, name: str, values: dict) -> tuple[int, int]:
-    """Character span of placeholder `name`'s value in `template.format(**values)`."""
-    start = len(template[: template.index("{" + name + "}")].format(**values))
+def _span(template: str, name: str, values: dict, offset: int = 0) -> tuple[int, int]:
+    """Character span of placeholder `name`'s value in `template.format(**values)`, placed
+    `offset` characters into the text."""
+    start = offset + len(template[: template.index("{" + name + "}")].format(**values))
     return start, start + len(values[name])
 
 
@@ -449,11 +517,12 @@ def _sentinel(tokenizer) -> str:
     return token if token in tokenizer.get_vocab() else ""
 
 
-def _truncate(tokenizer, text: str, pair: str | None, budget: int) -> tuple[str, str | None]:
+def _truncate(tokenizer, text: str, pair: str | None, budget: int, max_length: int) -> tuple[str, str | None]:
     """Cut the longer text field, token by token, until both fit in `budget` tokens; cut on the
     character offset of the last kept token so the result is still the user's text."""
     if budget < 2:
-        raise ConfigError(f"max_length: the template alone needs more than max_length tokens")
+        raise ConfigError(f"max_length: the template (with its instruction, demonstrations and chat turns) leaves "
+                          f"{max(budget, 0)} of {max_length} tokens for the input; raise --max-length")
     def encode(s):
         return tokenizer(s, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     offsets = [encode(text), encode(pair) if pair is not None else []]

@@ -40,11 +40,19 @@ class GenerationConfig(ConfigBase):
     """Decoder-only models: the text between source and target; None: the tokenizer's EOS (or BOS) token."""
     num_beams: int = 1
     """Default beam width for evaluation and `generate` (1: greedy)."""
+    instruction: str | None = None
+    """Text before the source (the system message with `chat`), e.g. "Summarise the dialogue."."""
+    chat: bool = False
+    """Wrap the source in the tokenizer's chat template as the user's message (decoders that have
+    one); the target is the assistant's answer, ended by the end-of-turn token."""
 
     def __post_init__(self):
         check(isinstance(self.max_source_length, int) and self.max_source_length >= 4, "max_source_length", "must be >= 4")
         check(isinstance(self.max_target_length, int) and self.max_target_length >= 1, "max_target_length", "must be >= 1")
         check(isinstance(self.num_beams, int) and self.num_beams >= 1, "num_beams", "must be >= 1")
+        check(self.instruction is None or (isinstance(self.instruction, str) and self.instruction.strip()), "instruction",
+              "must be non-empty text")
+        check(isinstance(self.chat, bool), "chat", "must be true or false")
 
 
 # Bounds that keep decoding finite: a temperature or penalty near 0 divides logits into inf and NaN.
@@ -108,6 +116,27 @@ class GenerationTask(nn.Module):
         else:
             sep = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
             self.separator_ids = [sep]
+        self.wrap_prefix, self.wrap_suffix = self._wrap(backbone)
+        if config.chat:
+            self.separator_ids = []  # the chat template's assistant turn separates source and target
+        self.wrap_tokens = len(tok(self.wrap_prefix + self.wrap_suffix, add_special_tokens=False)["input_ids"])
+
+    def _wrap(self, backbone: Backbone) -> tuple[str, str]:
+        """The text around every source: the instruction, or the chat template's turns."""
+        config = self.config
+        if config.chat:
+            if self.kind != DECODER or not getattr(self.tokenizer, "chat_template", None):
+                raise ConfigError(f"chat: {type(backbone.model).__name__}'s tokenizer has no chat template; "
+                                  "use --instruction without --chat")
+            marker = "\u0000PROMPTTUNE-SOURCE\u0000"
+            messages = [{"role": "system", "content": config.instruction}] if config.instruction else []
+            messages.append({"role": "user", "content": marker})
+            rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            if rendered.count(marker) != 1:
+                raise ConfigError("chat: the tokenizer's chat template does not keep the user's message as it is")
+            prefix, suffix = rendered.split(marker)
+            return prefix, suffix
+        return (config.instruction + "\n\n" if config.instruction else ""), ""
 
     # ---- what other parts ask of a task ----------------------------------------------------------
 
@@ -123,7 +152,7 @@ class GenerationTask(nn.Module):
         """Cut sources so that the prompt, the source, the separator and a whole target (in training,
         or `max_target_length` new tokens) fit the model's `limit` positions (`available` left after
         the prompt's `taken`); a problem to report where not even a short source fits."""
-        room = available
+        room = available - self.wrap_tokens
         if self.kind == DECODER:
             room -= len(self.separator_ids) + self.config.max_target_length + 1  # the target and its EOS
         if room < 4:
@@ -161,15 +190,22 @@ class GenerationTask(nn.Module):
         cfg = self.config
         if self.position_problem:
             raise DataError(f"{example.source}: {self.position_problem}")
-        source = tok(example.text, truncation=True, max_length=self.max_source_length)["input_ids"]
+        if self.wrap_prefix or self.wrap_suffix:
+            # The source is cut to its own budget, then wrapped (the wrapping is never cut).
+            text = _cut(tok, example.text, self.max_source_length)
+            source = tok(self.wrap_prefix + text + self.wrap_suffix, add_special_tokens=not cfg.chat)["input_ids"]
+        else:
+            source = tok(example.text, truncation=True, max_length=self.max_source_length)["input_ids"]
         if not source:
             raise DataError(f"{example.source}: the source has no tokens")
         if self.kind == DECODER:
             prompt = source + self.separator_ids
             if target is None:
                 return {"input_ids": prompt}
-            # Byte-level BPE spells a word after a space differently: the target reads as a continuation.
-            ids = tok(" " + target, add_special_tokens=False)["input_ids"][: cfg.max_target_length] + [self.eos_id]
+            # Byte-level BPE spells a word after a space differently: the target reads as a
+            # continuation (a chat answer starts its own line).
+            spelled = target if cfg.chat else " " + target
+            ids = tok(spelled, add_special_tokens=False)["input_ids"][: cfg.max_target_length] + [self.eos_id]
             return {"input_ids": prompt + ids, "labels": [IGNORE] * len(prompt) + ids}
         feature = {"input_ids": source}
         if target is not None:
@@ -236,3 +272,9 @@ class GenerationTask(nn.Module):
             raise DataError(f"{missing[0].source}: no reference text to score against")
         hypotheses = model.generate_texts(grouped, batch_size=batch_size)
         return generation_metrics(hypotheses, [list(e.targets) for e in grouped])
+
+
+def _cut(tokenizer, text: str, tokens: int) -> str:
+    """`text` cut after its first `tokens` tokens (at a character offset, so it stays the user's text)."""
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return text if len(offsets) <= tokens else text[: offsets[tokens - 1][1]]

@@ -1,0 +1,117 @@
+"""Instruction prompts: an instruction before the input, k labelled demonstrations drawn from the
+training data with the seed, and the model's chat template around it all, for classification (the
+label read at the assistant's first token) and generation (the target as the assistant's answer)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import SENTENCES
+from prompttune import ConfigError, Example, PromptModel, load_prompt, save_prompt
+from prompttune.api import train_prompt
+from prompttune.data import pick_demonstrations
+from prompttune.tasks import ClassificationConfig, GenerationConfig
+
+INSTRUCTION = "is it good ?"  # (in the tiny models' vocabulary)
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in SENTENCES))
+    return path
+
+
+def config(**changes):
+    values = dict(labels=("0", "1"), verbalizer=(("bad",), ("good",)), template="review , {text} it was {mask} .")
+    values.update(changes)
+    return ClassificationConfig(**values)
+
+
+def decoded(model, text):
+    feature = model.task.encode(Example(text))
+    return model.task.tokenizer.decode(feature["input_ids"]), feature
+
+
+def test_demonstrations_are_balanced_and_fixed_by_the_seed():
+    examples = [Example(t, label=l, source=f"row {i}") for i, (t, l) in enumerate(SENTENCES)]
+    first = pick_demonstrations(examples, 4, seed=0, labels=("0", "1"))
+    assert pick_demonstrations(examples, 4, seed=0, labels=("0", "1")) == first
+    assert sorted(e.label for e in first) == ["0", "0", "1", "1"]
+    assert pick_demonstrations(examples, 4, seed=1, labels=("0", "1")) != first
+    assert [e.label for e in pick_demonstrations(examples, 3, seed=0, labels=("0", "1"))].count("0") in (1, 2)
+
+
+def test_instruction_and_demonstrations_come_before_the_input(load):
+    backbone = load("gpt2")
+    demos = (("the best film", None, "1"), ("a terrible film", None, "0"))
+    model = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, demonstrations=demos))
+    text, feature = decoded(model, "i loved the story")
+    # (The tiny word-level tokenizer reads the blank lines between them as spaces.)
+    assert text == ("is it good ? review , the best film it was good . review , a terrible film it was bad . "
+                    "review , i loved the story it was")
+    assert feature["readout_index"] == len(feature["input_ids"]) - 1  # the next token is the label word
+
+
+def test_chat_wraps_the_prompt_and_reads_the_assistants_first_token(load):
+    backbone = load("llama")
+    demos = (("the best film", None, "1"),)
+    model = PromptModel.create(backbone, "hard_prompt", config(template="review , {text}", instruction=INSTRUCTION,
+                                                               chat=True, demonstrations=demos))
+    messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": "review , the best film"},
+                {"role": "assistant", "content": "good"}, {"role": "user", "content": "review , i loved the story"}]
+    expected = backbone.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                      return_dict=True)["input_ids"]
+    _, feature = decoded(model, "i loved the story")
+    assert feature["input_ids"] == list(expected)
+    assert feature["readout_index"] == len(expected) - 1
+    assert model.task.word_ids.tolist() == backbone.tokenizer.convert_tokens_to_ids(["bad", "good"])
+    # A long input is cut; the chat turns and the demonstrations never are.
+    _, long = decoded(model, " ".join(["great"] * 500))
+    assert len(long["input_ids"]) == model.task.max_length and long["input_ids"][-3:] == list(expected)[-3:]
+
+
+def test_a_model_without_a_chat_template_refuses_chat(load):
+    for family in ("bert", "gpt2"):
+        with pytest.raises(ConfigError, match="has no chat template; use --instruction without --chat"):
+            PromptModel.create(load(family), "hard_prompt", config(chat=True))
+
+
+def test_a_soft_prompt_trains_on_top_of_a_k_shot_chat_prompt_and_round_trips(model_dirs, data, tmp_path):
+    common = dict(model=str(model_dirs["llama"]), train=str(data), eval=str(data), template="review , {text}",
+                  verbalizer="0:bad,1:good", instruction=INSTRUCTION, chat=True, shots=2, max_steps=3, batch_size=4,
+                  progress=False)
+    first = train_prompt(method="soft_prompt", output=str(tmp_path / "a"), method_options={"num_virtual_tokens": 2},
+                         seed=0, **common)
+    assert first["dev_metrics"]["count"] == len(SENTENCES)
+    meta = json.loads((tmp_path / "a" / "prompt.json").read_text())
+    demos = meta["task_config"]["demonstrations"]
+    assert len(demos) == 2 and sorted(d[2] for d in demos) == ["0", "1"]
+    assert meta["task_config"]["chat"] and meta["task_config"]["instruction"] == INSTRUCTION
+    train_prompt(method="hard_prompt", output=str(tmp_path / "b"), seed=0, **common)
+    assert json.loads((tmp_path / "b" / "prompt.json").read_text())["task_config"]["demonstrations"] == demos
+    loaded = load_prompt(tmp_path / "a")
+    again = load_prompt(save_prompt(loaded, tmp_path / "c"))
+    texts = [Example("i loved the story"), Example("awful and boring")]
+    torch.testing.assert_close(again.predict_proba(texts), loaded.predict_proba(texts), rtol=0, atol=0)
+
+
+def test_generation_with_an_instruction_and_chat(load):
+    backbone = load("llama")
+    model = PromptModel.create(backbone, "soft_prompt", GenerationConfig(max_target_length=4, instruction=INSTRUCTION,
+                                                                         chat=True), {"num_virtual_tokens": 2})
+    example = Example("the movie was great", targets=("good film",))
+    feature = model.task.encode(example, "good film")
+    messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": "the movie was great"}]
+    prompt = list(backbone.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                         return_dict=True)["input_ids"])
+    answer = backbone.tokenizer("good film", add_special_tokens=False)["input_ids"] + [backbone.tokenizer.eos_token_id]
+    assert feature["input_ids"] == prompt + answer
+    assert feature["labels"] == [-100] * len(prompt) + answer  # the loss covers the answer only
+    assert model.task.encode(example)["input_ids"] == prompt
+    assert len(model.generate_texts([example], max_new_tokens=3)) == 1
+    plain = PromptModel.create(backbone, "soft_prompt", GenerationConfig(max_target_length=4, instruction=INSTRUCTION),
+                               {"num_virtual_tokens": 2})
+    assert backbone.tokenizer.decode(plain.task.encode(example)["input_ids"], skip_special_tokens=True) == \
+        "is it good ? the movie was great"
