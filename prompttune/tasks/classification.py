@@ -31,6 +31,7 @@ from ..errors import ConfigError, DataError
 from ..metrics import classification_metrics
 from ..methods.soft_prompt import word_for_tokenizer
 from ..virtual_tokens import gather_positions
+from .chat import chat_wrap
 
 READOUTS = ("verbalizer", "head", "similarity")
 PLACEHOLDERS = ("text", "text_pair", "mask", "prompt")
@@ -221,20 +222,8 @@ class ClassificationTask(nn.Module):
         if self.template is None:
             self.template = "{text} {text_pair}" if config.pair else "{text}"
         if config.chat:
-            if backbone.kind != DECODER or not getattr(self.tokenizer, "chat_template", None):
-                raise ConfigError(f"chat: {type(backbone.model).__name__}'s tokenizer has no chat template; "
-                                  "use --instruction without --chat")
-            marker = "\u0000PROMPTTUNE-INPUT\u0000"
-            messages = [{"role": "system", "content": config.instruction}] if config.instruction else []
-            for text, pair, label in config.demonstrations:
-                messages.append({"role": "user", "content": self._body(text, pair)})
-                messages.append({"role": "assistant", "content": self._label_word(label)})
-            messages.append({"role": "user", "content": marker})
-            rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            if rendered.count(marker) != 1:
-                raise ConfigError("chat: the tokenizer's chat template does not keep the user's message as it is")
-            prefix, suffix = rendered.split(marker)
-            return prefix, suffix
+            turns = [(self._body(text, pair), self._label_word(label)) for text, pair, label in config.demonstrations]
+            return chat_wrap(backbone, config.instruction, turns)
         parts = [config.instruction] if config.instruction else []
         parts += [self._demonstration(text, pair, label) for text, pair, label in config.demonstrations]
         return "\n\n".join(parts) + "\n\n", ""

@@ -23,6 +23,7 @@ from ..config import ConfigBase, check
 from ..data import Example, group_references
 from ..errors import ConfigError, DataError
 from ..metrics import generation_metrics
+from .chat import chat_wrap
 
 IGNORE = -100
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
@@ -125,17 +126,7 @@ class GenerationTask(nn.Module):
         """The text around every source: the instruction, or the chat template's turns."""
         config = self.config
         if config.chat:
-            if self.kind != DECODER or not getattr(self.tokenizer, "chat_template", None):
-                raise ConfigError(f"chat: {type(backbone.model).__name__}'s tokenizer has no chat template; "
-                                  "use --instruction without --chat")
-            marker = "\u0000PROMPTTUNE-SOURCE\u0000"
-            messages = [{"role": "system", "content": config.instruction}] if config.instruction else []
-            messages.append({"role": "user", "content": marker})
-            rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            if rendered.count(marker) != 1:
-                raise ConfigError("chat: the tokenizer's chat template does not keep the user's message as it is")
-            prefix, suffix = rendered.split(marker)
-            return prefix, suffix
+            return chat_wrap(backbone, config.instruction)
         return (config.instruction + "\n\n" if config.instruction else ""), ""
 
     # ---- what other parts ask of a task ----------------------------------------------------------
