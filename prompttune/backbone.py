@@ -86,6 +86,10 @@ class Backbone(nn.Module):
             module.register_forward_pre_hook(_prefix_injector(site), with_kwargs=True)
         self._prefix_layout: dict | None = None
         self.gradient_checkpointing = False
+        # A causal decoder computes the keys and values of virtual tokens placed before the input
+        # once per batch and attaches them to the rows as a prefix (`prompt_states`); off, every
+        # row reads them again (the same outputs, B times the work).
+        self.prompts_once = self.kind == DECODER
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -289,6 +293,28 @@ class Backbone(nn.Module):
         # Positions count attended tokens only, so left padding and virtual tokens leave the real
         # tokens' positions as they would be without padding (what `generate` does for decoders).
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    def prompt_states(self, virtual: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """(L, 2, H_kv, N, d): what every layer of a causal decoder computes as keys and values for
+        the virtual tokens `virtual` (N, D) at the start of a sequence, after `prefix` (L, 2, H_kv,
+        P, d) when the method has one. In a causal decoder tokens never see what comes after them,
+        so these are the same for every row: computed once (one row of N tokens) and attached to
+        the rows as a prefix, the rows cost P + B*T tokens instead of B*(P+T). Gradients flow back
+        to the prompt through this one pass."""
+        layers, heads, size = self.prefix_layout()[kv_prefix.SELF]
+        dtype = self.input_embeddings.weight.dtype
+        if prefix is None:
+            prefix = virtual.new_zeros(layers, 2, heads, 0, size)
+        record: dict = {}
+        cache = kv_prefix.capturing_cache(prefix.unsqueeze(2).to(dtype), record)
+        n, before = virtual.shape[0], prefix.shape[3]
+        mask = torch.ones(1, before + n, dtype=torch.long, device=self.device)
+        kwargs = {"inputs_embeds": virtual.unsqueeze(0).to(dtype), "attention_mask": mask, "past_key_values": cache,
+                  "use_cache": False, PREFIX_KWARG: {kv_prefix.SELF: cache}}
+        if self._accepts_position_ids:
+            kwargs["position_ids"] = self.position_ids(mask)[:, -n:]
+        self.model.base_model(**kwargs)  # the transformer only: no vocabulary projection
+        return torch.stack([torch.stack(record[i]) for i in range(layers)]).squeeze(2)
 
     def decoder_start_ids(self, batch_size: int) -> torch.Tensor:
         start = self.config.decoder_start_token_id

@@ -72,6 +72,26 @@ class PrefixLayer(DynamicLayer):
         return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
 
 
+class CapturingPrefixLayer(PrefixLayer):
+    """A prefix layer that also keeps, with their gradients, the keys and values the layer computes
+    for its input: how a decoder's virtual tokens become a prefix (computed once, attached to every
+    row)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, record: dict, index: int):
+        super().__init__(keys, values)
+        self.record, self.index = record, index
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        self.record[self.index] = (key_states, value_states)
+        return super().update(key_states, value_states)
+
+
+def capturing_cache(kv: torch.Tensor, record: dict) -> Cache:
+    """A read-only cache over the prefix (L, 2, 1, H, P, d) (P may be 0) whose layers fill
+    `record[layer] = (keys, values)` with what they compute for the input."""
+    return Cache(layers=[CapturingPrefixLayer(*layer.unbind(0), record, i) for i, layer in enumerate(kv.unbind(0))])
+
+
 class _NeverComputed(dict):
     """`is_updated` of a cross-attention cache that always recomputes the encoder's keys/values."""
 

@@ -28,7 +28,7 @@ from .data import Example
 from .errors import ConfigError
 from .methods.base import PromptMethod
 from .model import PromptModel, run_backbone
-from .parts import PromptParts, attach
+from .parts import PromptParts, attach, computed_once
 
 Row = tuple[str, "Example | str"]
 
@@ -76,7 +76,8 @@ class PromptSet:
                               "mixed with other prompts in one batch")
         prompt.eval()
         with torch.no_grad():
-            self._parts[name] = method.parts(self.backbone).detached()
+            # A decoder's virtual tokens are computed once, when the prompt joins, not per batch.
+            self._parts[name] = computed_once(method.parts(self.backbone), self.backbone).detached()
         self.prompts[name] = prompt
         return prompt
 

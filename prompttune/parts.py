@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .backbone import ModelInputs
-from .kv_prefix import Prefix
+from .kv_prefix import SELF, Prefix
 from .virtual_tokens import insert_virtual_tokens
 
 
@@ -47,14 +47,29 @@ class PromptParts:
                            None if self.prefix is None else {k: v.detach() for k, v in self.prefix.items()})
 
 
+def computed_once(parts: PromptParts, backbone) -> PromptParts:
+    """In a causal decoder that computes prompts once (`backbone.prompts_once`): the virtual tokens
+    as the keys and values they give at every layer (`Backbone.prompt_states`), after the
+    prompt's own prefix; elsewhere, the parts as they are."""
+    if parts.num_virtual == 0 or not getattr(backbone, "prompts_once", False):
+        return parts
+    before = parts.prefix[SELF] if parts.prefix else None
+    states = backbone.prompt_states(parts.virtual, before)
+    prefix = states if before is None else torch.cat([before.to(states.dtype), states], dim=3)
+    return PromptParts(virtual=None, prefix={SELF: prefix})
+
+
 def attach(inputs: ModelInputs, parts: list[PromptParts], owner: torch.Tensor | None = None,
-           filler_last: bool = False) -> ModelInputs:
+           filler_last: bool = False, backbone=None) -> ModelInputs:
     """`inputs` with each row's prompt attached. `owner` (B,) indexes `parts` per row; None means
     `parts[0]` for every row (kept at batch size 1 and broadcast, never copied per row).
     `filler_last` puts the filler of shorter virtual prompts at the end of the row (the backbone's
-    `pads_right_only`)."""
+    `pads_right_only`). With `backbone`, a decoder's virtual tokens are computed once and attached
+    as a prefix (`computed_once`)."""
     if owner is None and len(parts) != 1:
         raise ValueError("attach: several prompts need `owner`, the prompt of each row")
+    if backbone is not None:
+        parts = [computed_once(p, backbone) for p in parts]
     inputs = _attach_virtual(inputs, parts, owner, filler_last)
     return _attach_prefix(inputs, parts, owner)
 

@@ -184,6 +184,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(load, fa
             model = make(backbone, method)
             batch = model.task.collate(model.task.training_features(fixed_target_examples()[:3]))
         calls = []
+        backbone.prefix_layout()  # measured once, by a forward of its own, before counting
         # An attention module inside the first layer: called again when that layer is recomputed.
         backbone.attention_sites[0][2].register_forward_hook(lambda *a: calls.append(1))
         backbone.set_gradient_checkpointing(checkpointing)

@@ -43,3 +43,22 @@ def test_a_tampered_copy_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_package_folder", lambda package: fake)
     with pytest.raises(ModelError, match="expected the official revision's b179c952"):
         sources.resolve_model("smollm2-135m-instruct")
+
+
+def test_a_prompt_computed_once_equals_it_read_in_every_row(smollm2):
+    from prompttune import ClassificationConfig, Example, PromptModel
+    from prompttune.tasks import GenerationConfig
+
+    torch.manual_seed(0)
+    texts = [Example("A gripping, funny film."), Example("Two dull hours."), Example("Not bad at all, if a little long.")]
+    classify = PromptModel.create(smollm2, "soft_prompt", ClassificationConfig(
+        labels=("negative", "positive"), template="Review: {text} All in all, it was", verbalizer=(("bad",), ("good",))),
+        {"num_virtual_tokens": 10, "init": "sample_vocab"})
+    describe = PromptModel.create(smollm2, "soft_prompt", GenerationConfig(max_target_length=8), {"num_virtual_tokens": 10})
+    results = {}
+    for once in (True, False):
+        smollm2.prompts_once = once
+        results[once] = (classify.predict_proba(texts), describe.generate_texts(texts, max_new_tokens=8))
+    smollm2.prompts_once = True
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=1e-4)
+    assert results[True][1] == results[False][1]

@@ -94,7 +94,7 @@ class PromptMethod(nn.Module):
         parts = self.parts(backbone)
         if parts.num_virtual == 0 and parts.prefix_length == 0:
             return inputs
-        return attach(inputs, [parts], filler_last=backbone.pads_right_only)
+        return attach(inputs, [parts], filler_last=backbone.pads_right_only, backbone=backbone)
 
     def backbone_parameters(self, backbone: Backbone) -> list[nn.Parameter]:
         """Backbone parameters this method trains (only full fine-tuning returns any)."""

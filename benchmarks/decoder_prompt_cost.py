@@ -1,0 +1,201 @@
+"""What a soft prompt costs on a real decoder: prompttune against PEFT on SmolLM2-135M-Instruct.
+
+Training steps (forward, backward, AdamW) of a 20-token soft prompt classifying SST-2 sentences
+through the LM head, batch 16, timed in alternation in one process on the same batches:
+
+- prompttune, the prompt computed once per batch and attached to the rows as a prefix (the default
+  on decoders: the rows cost P + B*T tokens),
+- prompttune reading the prompt in every row (`Backbone.prompts_once = False`: B*(P+T) tokens),
+- PEFT's `PromptTuningConfig` (CAUSAL_LM) on the same model, its loss on the label word, the usual
+  PEFT recipe (B*(P+T) tokens, and the vocabulary projected at every position).
+
+Peak memory of one training step of each, each in a fresh process (a CPU has no per-allocation
+counter that interleaved runs could share): the process's peak resident memory after the step,
+less its peak after loading the model and the batches.
+
+Generation: seconds per new token with the soft prompt against the bare model on the same inputs,
+greedy, the per-token cost taken as (time for 33 new tokens - time for 1) / 32, alternating.
+
+    python benchmarks/decoder_prompt_cost.py            # about 10 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from common import SHARED, environment, write_results
+
+TEMPLATE = "Review: {text} All in all, it was {mask}"
+WORDS = {"0": " terrible", "1": " great"}
+
+
+def setups(args):
+    """Each contender as (a training step on batch i, the number of batches)."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, load_examples
+    from prompttune.backbone import resolve_model
+
+    examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[: args.batch_size * args.batches]
+    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
+    backbone = Backbone.from_pretrained(args.model)
+    torch.manual_seed(0)
+    ours = PromptModel.create(backbone, "soft_prompt", ClassificationConfig(
+        labels=("0", "1"), template=TEMPLATE, verbalizer=(("terrible",), ("great",))),
+        {"num_virtual_tokens": args.tokens, "init": "sample_vocab"})
+    ours_opt = torch.optim.AdamW(ours.parameter_groups(3e-2, 1e-3))
+    ours.train()
+    ours_batches = [ours.task.collate([ours.task.encode(e) for e in b]) for b in batches]
+
+    def ours_step(once):
+        def step(i):
+            backbone.prompts_once = once
+            ours.loss(ours_batches[i % len(batches)]).backward()
+            ours_opt.step()
+            ours_opt.zero_grad(set_to_none=True)
+        return step
+
+    path, _ = resolve_model(args.model)
+    base = AutoModelForCausalLM.from_pretrained(path)
+    peft = get_peft_model(base, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.tokens))
+    peft_opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=3e-2)
+    peft.train()
+    base.eval()  # the frozen model without dropout, as prompttune runs it
+    tokenizer = backbone.tokenizer
+    peft_batches = []
+    for b in batches:
+        texts = [TEMPLATE.format(text=e.text, mask="").rstrip() + WORDS[e.label] for e in b]
+        encoded = tokenizer(texts, padding=True, return_tensors="pt", padding_side="right")
+        labels = torch.full_like(encoded["input_ids"], -100)
+        last = encoded["attention_mask"].sum(-1) - 1
+        labels[torch.arange(len(b)), last] = encoded["input_ids"][torch.arange(len(b)), last]  # the label word
+        peft_batches.append((encoded, labels))
+
+    def peft_step(i):
+        encoded, labels = peft_batches[i % len(batches)]
+        peft(**encoded, labels=labels).loss.backward()
+        peft_opt.step()
+        peft_opt.zero_grad(set_to_none=True)
+
+    steps = {"prompttune (prompt once)": ours_step(True), "prompttune (prompt in every row)": ours_step(False),
+             "PEFT PromptTuningConfig": peft_step}
+    tokens = {"prompttune (prompt once)": args.tokens + sum(int(b["attention_mask"].sum()) for b in ours_batches) / len(batches),
+              "prompttune (prompt in every row)": sum(b["input_ids"].shape[0] * (b["input_ids"].shape[1] + args.tokens)
+                                                      for b in ours_batches) / len(batches),
+              "PEFT PromptTuningConfig": sum(e.shape[0] * (e.shape[1] + args.tokens) for e, _ in peft_batches) / len(batches)}
+    return steps, tokens, ours, backbone
+
+
+def step_times(args) -> dict:
+    steps, tokens, _, _ = setups(args)
+    times = {name: [] for name in steps}
+    names = list(steps)
+    for i in range(args.rounds + 1):
+        order = names[i % len(names):] + names[: i % len(names)]  # who goes first rotates
+        for name in order:
+            start = time.perf_counter()
+            steps[name](i)
+            if i >= 1:  # the first round warms up allocators
+                times[name].append(time.perf_counter() - start)
+        print(f"round {i}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names if times[n]), flush=True)
+    return {name: {"median_seconds": statistics.median(t), "seconds": t, "tokens_per_step": tokens[name]}
+            for name, t in times.items()}
+
+
+def peak_memory(args, name: str) -> float:
+    """MB a training step adds to the process's peak memory, measured in a process of its own."""
+    argv = [sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size", str(args.batch_size),
+            "--tokens", str(args.tokens), "--batches", str(args.batches), "--threads", str(args.threads)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def one_step_memory(args) -> float:
+    steps, _, _, _ = setups(args)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    steps[args.memory_of](0)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def generation_times(args) -> dict:
+    from prompttune import Example, PromptModel
+    from prompttune.tasks import GenerationConfig
+
+    _, _, _, backbone = setups(args)
+    torch.manual_seed(0)
+    prompt = PromptModel.create(backbone, "soft_prompt", GenerationConfig(max_target_length=33),
+                                {"num_virtual_tokens": args.tokens, "init": "sample_vocab"})
+    bare = PromptModel.create(backbone, "hard_prompt", GenerationConfig(max_target_length=33))
+    sources = [Example("name[The Eagle], eatType[coffee shop], food[Japanese], priceRange[less than £20]")] * 4
+
+    def seconds(model, new):
+        start = time.perf_counter()
+        model.generate_texts(sources, max_new_tokens=new, min_new_tokens=new)
+        return time.perf_counter() - start
+
+    runs = {"soft prompt": [], "bare model": []}
+    for i in range(args.generation_rounds + 1):
+        for name, model in (("soft prompt", prompt), ("bare model", bare))[:: 1 if i % 2 else -1]:
+            per_token = (seconds(model, 33) - seconds(model, 1)) / 32
+            if i >= 1:
+                runs[name].append(per_token)
+    medians = {k: statistics.median(v) for k, v in runs.items()}
+    return {"per_token_seconds": medians, "ratio": medians["soft prompt"] / medians["bare model"], "rounds": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--generation-rounds", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # one contender's step, in a process of its own
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from prompttune.cli import _quiet_libraries
+
+    _quiet_libraries()
+    if args.memory_of:
+        print(json.dumps(one_step_memory(args)))
+        return
+    training = step_times(args)
+    for name in training:
+        training[name]["peak_memory_mb"] = peak_memory(args, name)
+    generation = generation_times(args)
+    peft = training["PEFT PromptTuningConfig"]["median_seconds"]
+    lines = ["# A soft prompt on a real decoder: prompttune against PEFT", "",
+             f"Frozen `{args.model}` (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float32), a {args.tokens}-token soft "
+             f"prompt classifying SST-2 sentences through the LM head, batches of {args.batch_size}; forward + backward + "
+             f"AdamW, {args.rounds} rounds in one process rotating which goes first, median seconds per step; "
+             f"{args.threads} CPU threads. Peak memory: what one training step adds to a fresh process's peak resident "
+             "memory.", "", "Command: `python benchmarks/decoder_prompt_cost.py`", "",
+             "| | tokens per step | s / step | vs PEFT | peak memory of a step (MB) |", "|---|---|---|---|---|"]
+    for name, r in training.items():
+        lines.append(f"| {name} | {r['tokens_per_step']:.0f} | {r['median_seconds']:.3f} | "
+                     f"{r['median_seconds'] / peft:.2f}x | {r['peak_memory_mb']:.0f} |")
+    g = generation["per_token_seconds"]
+    lines += ["", f"Generation, greedy, 4 rows, seconds per new token (33 new tokens less 1, over 32), median of "
+                  f"{args.generation_rounds} alternating rounds: soft prompt {g['soft prompt']:.4f}, bare model "
+                  f"{g['bare model']:.4f}: {generation['ratio']:.3f}x."]
+    markdown = "\n".join(lines) + "\n"
+    print(markdown)
+    if not args.no_write:
+        write_results("decoder_prompt_cost", {"args": vars(args), "environment": environment(), "training": training,
+                                              "generation": generation}, markdown)
+
+
+if __name__ == "__main__":
+    main()
