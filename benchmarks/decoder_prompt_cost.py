@@ -5,13 +5,16 @@ through the LM head, batch 16, timed in alternation in one process on the same b
 
 - prompttune, the prompt computed once per batch and attached to the rows as a prefix (the default
   on decoders: the rows cost P + B*T tokens),
+- the same with `--max-batch-tokens`: the batch's rows run as forwards over rows of similar length
+  (the same loss and gradient, less padding),
 - prompttune reading the prompt in every row (`Backbone.prompts_once = False`: B*(P+T) tokens),
 - PEFT's `PromptTuningConfig` (CAUSAL_LM) on the same model, its loss on the label word, the usual
   PEFT recipe (B*(P+T) tokens, and the vocabulary projected at every position).
 
-Peak memory of one training step of each, each in a fresh process (a CPU has no per-allocation
-counter that interleaved runs could share): the process's peak resident memory after the step,
-less its peak after loading the model and the batches.
+"Tokens per step" counts the positions the model computes, padding included. Peak memory of a
+training step of each, each in a fresh process (a CPU has no per-allocation counter that interleaved
+runs could share): the highest resident memory sampled every 2 ms during the step, less the resident
+memory just before it.
 
 Generation: seconds per new token with the soft prompt against the bare model on the same inputs,
 greedy, the per-token cost taken as (time for 33 new tokens - time for 1) / 32, alternating.
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,8 +44,10 @@ def setups(args):
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, load_examples
+    from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, load_examples
     from prompttune.backbone import resolve_model
+    from prompttune.batcher import length_groups
+    from prompttune.training import _loss
 
     examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[: args.batch_size * args.batches]
     batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
@@ -56,10 +60,15 @@ def setups(args):
     ours.train()
     ours_batches = [ours.task.collate([ours.task.encode(e) for e in b]) for b in batches]
 
-    def ours_step(once):
+    ours_rows = [[ours.task.encode(e) for e in b] for b in batches]
+
+    def ours_step(once, max_tokens=None):
+        config = TrainConfig(max_batch_tokens=max_tokens)
+
         def step(i):
             backbone.prompts_once = once
-            ours.loss(ours_batches[i % len(batches)]).backward()
+            loss, _ = _loss(ours, ours.task, ours_rows[i % len(batches)], config, backbone.device)
+            loss.backward()
             ours_opt.step()
             ours_opt.zero_grad(set_to_none=True)
         return step
@@ -86,12 +95,23 @@ def setups(args):
         peft_opt.step()
         peft_opt.zero_grad(set_to_none=True)
 
-    steps = {"prompttune (prompt once)": ours_step(True), "prompttune (prompt in every row)": ours_step(False),
-             "PEFT PromptTuningConfig": peft_step}
-    tokens = {"prompttune (prompt once)": args.tokens + sum(int(b["attention_mask"].sum()) for b in ours_batches) / len(batches),
-              "prompttune (prompt in every row)": sum(b["input_ids"].shape[0] * (b["input_ids"].shape[1] + args.tokens)
-                                                      for b in ours_batches) / len(batches),
-              "PEFT PromptTuningConfig": sum(e.shape[0] * (e.shape[1] + args.tokens) for e, _ in peft_batches) / len(batches)}
+    grouped = f"prompttune (prompt once, forwards of <= {args.max_batch_tokens} tokens)"
+    steps = {"prompttune (prompt once)": ours_step(True), grouped: ours_step(True, args.max_batch_tokens),
+             "prompttune (prompt in every row)": ours_step(False), "PEFT PromptTuningConfig": peft_step}
+
+    def padded(rows):
+        return len(rows) * max(len(r["input_ids"]) for r in rows)
+
+    def in_groups(rows):
+        lengths = [len(r["input_ids"]) for r in rows]
+        groups = length_groups(list(range(len(rows))), lengths, len(rows), args.max_batch_tokens)
+        return sum(args.tokens + padded([rows[i] for i in g]) for g in groups)
+
+    tokens = {"prompttune (prompt once)": sum(args.tokens + padded(r) for r in ours_rows) / len(batches),
+              grouped: sum(in_groups(r) for r in ours_rows) / len(batches),
+              "prompttune (prompt in every row)": sum(len(r) * args.tokens + padded(r) for r in ours_rows) / len(batches),
+              "PEFT PromptTuningConfig": sum(e["input_ids"].shape[0] * (e["input_ids"].shape[1] + args.tokens)
+                                             for e, _ in peft_batches) / len(batches)}
     return steps, tokens, ours, backbone
 
 
@@ -114,16 +134,39 @@ def step_times(args) -> dict:
 def peak_memory(args, name: str) -> float:
     """MB a training step adds to the process's peak memory, measured in a process of its own."""
     argv = [sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size", str(args.batch_size),
-            "--tokens", str(args.tokens), "--batches", str(args.batches), "--threads", str(args.threads)]
+            "--tokens", str(args.tokens), "--batches", str(args.batches), "--threads", str(args.threads),
+            "--max-batch-tokens", str(args.max_batch_tokens)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def one_step_memory(args) -> float:
+    import gc
+    import os
+    import threading
+
     steps, _, _, _ = setups(args)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    steps[args.memory_of](0)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    steps[args.memory_of](0)  # a first step allocates the optimiser's state
+    gc.collect()
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def resident() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * page
+
+    before, peak, done = resident(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    steps[args.memory_of](1)
+    done.set()
+    sampler.join()
+    return (max(peak[0], resident()) - before) / 2 ** 20
 
 
 def generation_times(args) -> dict:
@@ -158,6 +201,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--max-batch-tokens", type=int, default=192)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--generation-rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)

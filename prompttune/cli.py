@@ -32,7 +32,7 @@ def _method_options(args) -> dict:
 def _train_options(args) -> dict:
     names = ("max_steps", "epochs", "batch_size", "eval_batch_size", "lr", "head_lr", "optimizer", "weight_decay",
              "warmup_ratio", "schedule", "grad_accum", "max_grad_norm", "seed", "eval_every", "patience", "metric",
-             "checkpoint_every", "mixed_precision", "max_seconds")
+             "checkpoint_every", "mixed_precision", "max_seconds", "max_batch_tokens")
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     options["progress"] = not args.no_progress
     if args.gradient_checkpointing:
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metric", choices=("accuracy", "f1_macro", "bleu", "chrf", "rouge1", "rouge2", "rougeL"))
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
     t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--max-batch-tokens", type=int, help="run each batch as forwards of at most this many padded "
+                                                       "tokens, rows in order of length (same loss, less padding)")
     t.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"))
     t.add_argument("--resume", action="store_true", help="continue the run interrupted in --output")
     t.add_argument("--restart", action="store_true",

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .backbone import ENCODER_DECODER, Backbone
+from .batcher import length_groups
 from .data import Example
 from .errors import ConfigError
 from .methods.base import PromptMethod
@@ -136,19 +137,7 @@ class PromptSet:
         groups: dict = {}
         for i, name in enumerate(names):
             groups.setdefault((self._forward_key(name), key(name) if key else None), []).append(i)
-        batches = []
-        for members in groups.values():
-            members = sorted(members, key=lambda i: lengths[i])
-            current: list[int] = []
-            for i in members:
-                padded = (len(current) + 1) * lengths[i]  # sorted: row i is the longest so far
-                if current and (len(current) >= batch_size or (max_tokens is not None and padded > max_tokens)):
-                    batches.append(current)
-                    current = []
-                current.append(i)
-            if current:
-                batches.append(current)
-        return batches
+        return [batch for members in groups.values() for batch in length_groups(members, lengths, batch_size, max_tokens)]
 
     @torch.no_grad()
     def logits(self, rows: list[Row], batch_size: int = 64, max_tokens: int | None = None) -> list[torch.Tensor]:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint
+from .batcher import length_groups
 from .config import ConfigBase, check
 from .data import Example
 from .errors import ConfigError
@@ -80,6 +81,10 @@ class TrainConfig(ConfigBase):
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass instead of storing them (less memory, more time);
     works with every method, prefixes included."""
+    max_batch_tokens: int | None = None
+    """Run each batch as forwards of at most this many padded tokens, its rows in order of length
+    (less padding, so less work where a forward's cost grows with its tokens, as on a CPU); the loss
+    and the gradient are the batch's. None: one forward per batch."""
 
     def __post_init__(self):
         check(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
@@ -96,6 +101,7 @@ class TrainConfig(ConfigBase):
         check(self.metric is None or self.metric in ("accuracy", "f1_macro", "bleu", "chrf", "rouge1", "rouge2", "rougeL"),
               "metric", "must be accuracy, f1_macro, bleu, chrf, rouge1, rouge2 or rougeL")
         check(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision", "must be auto, no, bf16 or fp16")
+        check(self.max_batch_tokens is None or self.max_batch_tokens > 0, "max_batch_tokens", "must be positive")
 
 
 def is_main_process() -> bool:
@@ -231,13 +237,14 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
         # The order of each epoch depends only on (seed, epoch), so a resumed run sees the same
         # batches as an uninterrupted one.
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(config.seed * 100003 + state["epoch"]))
-        loader = DataLoader([features[i] for i in order], batch_size=per_device, collate_fn=task.collate, drop_last=False)
+        # Batches are lists of encoded rows, collated in `_loss` (as one forward or several).
+        loader = DataLoader([features[i] for i in order], batch_size=per_device, collate_fn=list, drop_last=False)
         loader = accelerator.prepare_data_loader(loader)
         if state["batch_in_epoch"]:
             loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
-        for batch in loader:
+        for rows in loader:
             with accelerator.accumulate(model):
-                loss = task.loss(model(batch), batch)
+                loss, batch = _loss(model, task, rows, config, prompt_model.backbone.device)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
@@ -308,6 +315,25 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     accelerator.wait_for_everyone()
     return TrainResult(steps=state["step"], seconds=seconds, best_step=state["best_step"], dev_metrics=dev_metrics,
                        history=state["history"], stopped_early=stopped_early)
+
+
+def _loss(model, task, rows: list[dict], config: TrainConfig, device) -> tuple[torch.Tensor, dict]:
+    """The batch's loss (and the batch, collated): one forward, or with `max_batch_tokens` several
+    over rows of similar length, each weighted by its share of what the loss averages over."""
+    def collated(part):
+        return {k: v.to(device) for k, v in task.collate(part).items()}
+
+    batch = collated(rows)
+    if config.max_batch_tokens is None or len(rows) == 1:
+        return task.loss(model(batch), batch), batch
+    lengths = [len(r["input_ids"]) for r in rows]
+    parts = [collated([rows[i] for i in group])
+             for group in length_groups(list(range(len(rows))), lengths, len(rows), config.max_batch_tokens)]
+    if len(parts) == 1:
+        return task.loss(model(batch), batch), batch
+    total = task.loss_units(batch)
+    loss = sum(task.loss(model(part), part) * (task.loss_units(part) / total) for part in parts)
+    return loss, batch
 
 
 class _Log:

@@ -154,3 +154,37 @@ def test_inputs_are_cut_to_the_positions_the_prompt_leaves(load, examples):
     with pytest.raises(ConfigError, match=r"the prompt takes 125 of the model's 128 positions, leaving 3 for the input "
                                           r"\(at least 8 needed\); use fewer virtual tokens"):
         PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 125})
+
+
+@pytest.mark.parametrize("family,method", [("gpt2", "soft_prompt"), ("bert", "prefix"), ("t5", "soft_prompt")])
+def test_forwards_over_rows_of_similar_length_give_the_batchs_loss_and_gradient(load, family, method):
+    from conftest import task_config as classification
+    from prompttune.tasks import GenerationConfig
+    from prompttune import Example
+    from prompttune.training import _loss
+
+    backbone = load(family)
+    generation = family == "t5"
+    torch.manual_seed(0)
+    model = PromptModel.create(backbone, method, GenerationConfig(max_target_length=6) if generation else classification(),
+                               {"num_virtual_tokens": 3} if method == "soft_prompt" else {"num_virtual_tokens": 2, "hidden_size": 8})
+    texts = ["great", "the movie was great", "a terrible film and a dull plot and awful acting", "dull",
+             "i loved the story and the acting was really wonderful", "bad"]
+    examples = [Example(t, label=str(i % 2), targets=(t.split()[0] + " film",), source=f"row {i}") for i, t in enumerate(texts)]
+    rows = model.task.training_features(examples)
+    model.parameter_groups(1e-3, 1e-3)
+    backbone.prefix_layout()  # measured by a forward of its own, before counting
+    results = {}
+    for budget in (None, 24):
+        model.zero_grad(set_to_none=True)
+        forwards = []
+        hook = backbone.model.register_forward_pre_hook(lambda *a: forwards.append(1))
+        loss, _ = _loss(model, model.task, rows, TrainConfig(max_batch_tokens=budget), backbone.device)
+        hook.remove()
+        loss.backward()
+        results[budget] = (loss.detach(), {n: p.grad.clone() for n, p in model.method.named_parameters()}, len(forwards))
+    (whole, whole_grads, one), (split, split_grads, several) = results[None], results[24]
+    assert one == 1 and several > 1
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-5)
+    for name in whole_grads:
+        torch.testing.assert_close(split_grads[name], whole_grads[name], atol=1e-6, rtol=1e-4)

@@ -442,6 +442,10 @@ class ClassificationTask(nn.Module):
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return F.cross_entropy(logits.float(), batch["labels"])
 
+    def loss_units(self, batch: dict) -> int:
+        """What `loss` averages over: the rows."""
+        return int(batch["labels"].numel())
+
     def evaluate(self, model, examples: list[Example], batch_size: int = 64, accelerator=None) -> dict:
         """scikit-learn metrics (accuracy, macro P/R/F1, per class, confusion matrix); with an
         accelerator, evaluation is sharded across processes."""

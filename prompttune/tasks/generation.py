@@ -245,6 +245,11 @@ class GenerationTask(nn.Module):
             logits, labels = logits[:, :-1], labels[:, 1:]  # position t predicts token t + 1
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
 
+    def loss_units(self, batch: dict) -> int:
+        """What `loss` averages over: the target tokens."""
+        labels = batch["labels"][:, 1:] if self.kind == DECODER else batch["labels"]
+        return int((labels != IGNORE).sum())
+
     # ---- generation and evaluation ------------------------------------------------------------
 
     def generation_options(self, **options) -> dict:
