@@ -13,8 +13,9 @@ through the LM head, batch 16, timed in alternation in one process on the same b
 
 "Tokens per step" counts the positions the model computes, padding included. Peak memory of a
 training step of each, each in a fresh process (a CPU has no per-allocation counter that interleaved
-runs could share): the highest resident memory sampled every 2 ms during the step, less the resident
-memory just before it.
+runs could share), with glibc told to map and unmap blocks of 128 KiB and more one by one so that
+resident memory follows what is alive: the highest resident memory sampled every 2 ms during a
+step (the second, after the optimiser's state exists), less the resident memory just before it.
 
 Generation: seconds per new token with the soft prompt against the bare model on the same inputs,
 greedy, the per-token cost taken as (time for 33 new tokens - time for 1) / 32, alternating.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -117,8 +119,10 @@ def setups(args):
 
 def step_times(args) -> dict:
     steps, tokens, _, _ = setups(args)
-    times = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
+    if args.rounds % args.batches:
+        raise SystemExit(f"--rounds {args.rounds}: a multiple of --batches {args.batches}, so every batch counts alike")
     for i in range(args.rounds + 1):
         order = names[i % len(names):] + names[: i % len(names)]  # who goes first rotates
         for name in order:
@@ -127,8 +131,9 @@ def step_times(args) -> dict:
             if i >= 1:  # the first round warms up allocators
                 times[name].append(time.perf_counter() - start)
         print(f"round {i}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names if times[n]), flush=True)
-    return {name: {"median_seconds": statistics.median(t), "seconds": t, "tokens_per_step": tokens[name]}
-            for name, t in times.items()}
+    # Every batch comes round equally often, so the mean over rounds is the mean over the batches.
+    return {name: {"mean_seconds": statistics.mean(t), "median_seconds": statistics.median(t), "seconds": t,
+                   "tokens_per_step": tokens[name]} for name, t in times.items()}
 
 
 def peak_memory(args, name: str) -> float:
@@ -136,13 +141,15 @@ def peak_memory(args, name: str) -> float:
     argv = [sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size", str(args.batch_size),
             "--tokens", str(args.tokens), "--batches", str(args.batches), "--threads", str(args.threads),
             "--max-batch-tokens", str(args.max_batch_tokens)]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    # Blocks of 128 KiB and more mapped and unmapped one by one, so that what a step frees leaves
+    # the resident memory at once and the samples follow what is alive.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def one_step_memory(args) -> float:
     import gc
-    import os
     import threading
 
     steps, _, _, _ = setups(args)
@@ -202,11 +209,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--max-batch-tokens", type=int, default=192)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--generation-rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # one contender's step, in a process of its own
+    parser.add_argument("--memory-only", action="store_true", help="measure peak memory, print it, write nothing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from prompttune.cli import _quiet_libraries
@@ -215,21 +223,27 @@ def main() -> None:
     if args.memory_of:
         print(json.dumps(one_step_memory(args)))
         return
+    if args.memory_only:
+        names = ["prompttune (prompt once)", f"prompttune (prompt once, forwards of <= {args.max_batch_tokens} tokens)",
+                 "prompttune (prompt in every row)", "PEFT PromptTuningConfig"]
+        print({name: round(peak_memory(args, name)) for name in names})
+        return
     training = step_times(args)
     for name in training:
         training[name]["peak_memory_mb"] = peak_memory(args, name)
     generation = generation_times(args)
-    peft = training["PEFT PromptTuningConfig"]["median_seconds"]
+    peft = training["PEFT PromptTuningConfig"]["mean_seconds"]
     lines = ["# A soft prompt on a real decoder: prompttune against PEFT", "",
              f"Frozen `{args.model}` (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float32), a {args.tokens}-token soft "
              f"prompt classifying SST-2 sentences through the LM head, batches of {args.batch_size}; forward + backward + "
-             f"AdamW, {args.rounds} rounds in one process rotating which goes first, median seconds per step; "
-             f"{args.threads} CPU threads. Peak memory: what one training step adds to a fresh process's peak resident "
-             "memory.", "", "Command: `python benchmarks/decoder_prompt_cost.py`", "",
+             f"AdamW, {args.rounds} rounds in one process over {args.batches} batches (each {args.rounds // args.batches} "
+             "times), rotating which goes first; mean seconds per step; "
+             f"{args.threads} CPU threads. Peak memory: the most resident memory a training step adds, sampled in a "
+             "process of its own.", "", "Command: `python benchmarks/decoder_prompt_cost.py`", "",
              "| | tokens per step | s / step | vs PEFT | peak memory of a step (MB) |", "|---|---|---|---|---|"]
     for name, r in training.items():
-        lines.append(f"| {name} | {r['tokens_per_step']:.0f} | {r['median_seconds']:.3f} | "
-                     f"{r['median_seconds'] / peft:.2f}x | {r['peak_memory_mb']:.0f} |")
+        lines.append(f"| {name} | {r['tokens_per_step']:.0f} | {r['mean_seconds']:.3f} | "
+                     f"{r['mean_seconds'] / peft:.2f}x | {r['peak_memory_mb']:.0f} |")
     g = generation["per_token_seconds"]
     lines += ["", f"Generation, greedy, 4 rows, seconds per new token (33 new tokens less 1, over 32), median of "
                   f"{args.generation_rounds} alternating rounds: soft prompt {g['soft prompt']:.4f}, bare model "
