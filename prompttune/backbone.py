@@ -70,6 +70,9 @@ class Backbone(nn.Module):
         else:
             self.kind = ENCODER
         self.has_lm_head = model.get_output_embeddings() is not None
+        # What the model's forward calls its key/value cache: `cache` from transformers 5.24 on,
+        # `past_key_values` before (the name `generate` takes too).
+        self._cache_argument = cache_argument(model.forward) or "past_key_values"
         accepted = inspect.signature(model.forward).parameters
         self._accepts_position_ids = "position_ids" in accepted
         self._accepts_token_types = "token_type_ids" in accepted
@@ -83,7 +86,7 @@ class Backbone(nn.Module):
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         self.attention_sites = self._find_attention_sites()
         for site, _, module in self.attention_sites:
-            module.register_forward_pre_hook(_prefix_injector(site), with_kwargs=True)
+            module.register_forward_pre_hook(_prefix_injector(site, cache_argument(module.forward)), with_kwargs=True)
         self._prefix_layout: dict | None = None
         self.gradient_checkpointing = False
         # A causal decoder computes the keys and values of virtual tokens placed before the input
@@ -188,7 +191,7 @@ class Backbone(nn.Module):
         for name, module in self.model.named_modules():
             if "Attention" not in type(module).__name__ or getattr(module, "layer_idx", None) is None:
                 continue
-            if "past_key_values" not in inspect.signature(module.forward).parameters:
+            if cache_argument(module.forward) is None:
                 continue
             if self.kind != ENCODER_DECODER:
                 site = kv_prefix.SELF
@@ -309,11 +312,13 @@ class Backbone(nn.Module):
         cache = kv_prefix.capturing_cache(prefix.unsqueeze(2).to(dtype), record)
         n, before = virtual.shape[0], prefix.shape[3]
         mask = torch.ones(1, before + n, dtype=torch.long, device=self.device)
-        kwargs = {"inputs_embeds": virtual.unsqueeze(0).to(dtype), "attention_mask": mask, "past_key_values": cache,
-                  "use_cache": False, PREFIX_KWARG: {kv_prefix.SELF: cache}}
+        base = self.model.base_model
+        kwargs = {"inputs_embeds": virtual.unsqueeze(0).to(dtype), "attention_mask": mask,
+                  cache_argument(base.forward) or "past_key_values": cache, "use_cache": False,
+                  PREFIX_KWARG: {kv_prefix.SELF: cache}}
         if self._accepts_position_ids:
             kwargs["position_ids"] = self.position_ids(mask)[:, -n:]
-        self.model.base_model(**kwargs)  # the transformer only: no vocabulary projection
+        base(**kwargs)  # the transformer only: no vocabulary projection
         return torch.stack([torch.stack(record[i]) for i in range(layers)]).squeeze(2)
 
     def decoder_start_ids(self, batch_size: int) -> torch.Tensor:
@@ -333,9 +338,9 @@ class Backbone(nn.Module):
             kwargs[PREFIX_KWARG] = caches
             mask = torch.cat([inputs.prefix.mask.to(mask.dtype), mask], dim=1)
             if self.kind == DECODER:
-                kwargs["past_key_values"] = caches[kv_prefix.SELF]  # causal mask and positions count it
+                kwargs[self._cache_argument] = caches[kv_prefix.SELF]  # causal mask and positions count it
             elif self.kind == ENCODER_DECODER:
-                kwargs["past_key_values"] = caches[kv_prefix.DECODER_SITE]
+                kwargs[self._cache_argument] = caches[kv_prefix.DECODER_SITE]
         kwargs["attention_mask"] = mask
         if self._accepts_position_ids:
             kwargs["position_ids"] = self.position_ids(mask)[:, -length:]
@@ -410,12 +415,12 @@ class Backbone(nn.Module):
                 placeholder = embeds.new_zeros(batch_size, inputs.prefix.length, embeds.shape[-1])
                 embeds = torch.cat([placeholder, embeds], dim=1)
                 mask = torch.cat([inputs.prefix.mask.to(mask.dtype), mask], dim=1)
-                kwargs["past_key_values"] = kv_prefix.filled_cache(prefix.kv[kv_prefix.SELF], rows)
+                kwargs[self._cache_argument] = kv_prefix.filled_cache(prefix.kv[kv_prefix.SELF], rows)
             return self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs, **options)
         encoded, mask = self.encode(inputs)
         kwargs = {}
         if prefix is not None:
-            kwargs["past_key_values"] = kv_prefix.filled_encoder_decoder_cache(
+            kwargs[self._cache_argument] = kv_prefix.filled_encoder_decoder_cache(
                 prefix.kv[kv_prefix.DECODER_SITE], prefix.kv[kv_prefix.CROSS_SITE], rows)
         out = self.model.generate(encoder_outputs=encoded, attention_mask=mask,
                                   decoder_input_ids=self.decoder_start_ids(batch_size), **kwargs, **options)
@@ -436,13 +441,21 @@ class Backbone(nn.Module):
 CROSS_ATTENTION_NAMES = ("EncDecAttention", "encoder_attn", "crossattention")
 
 
-def _prefix_injector(site: str):
+def cache_argument(function) -> str | None:
+    """The parameter a forward takes its key/value cache by (`cache` from transformers 5.24 on,
+    `past_key_values` before), or None where it takes none."""
+    parameters = inspect.signature(function).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _prefix_injector(site: str, argument: str):
     """Forward pre-hook for an attention module: when the forward carries prefixes, hand this
-    module its site's cache as `past_key_values` (the model may have dropped or never passed one)."""
+    module its site's cache by the name its forward takes (the model may have dropped or never
+    passed one: T5's encoder, a layer under gradient checkpointing)."""
     def hook(module, args, kwargs):
         caches = kwargs.pop(PREFIX_KWARG, None)
         if caches is not None and site in caches:
-            kwargs["past_key_values"] = caches[site]
+            kwargs[argument] = caches[site]
         return args, kwargs
     return hook
 
