@@ -93,6 +93,11 @@ class Backbone(nn.Module):
         # once per batch and attaches them to the rows as a prefix (`prompt_states`); off, every
         # row reads them again (the same outputs, B times the work).
         self.prompts_once = self.kind == DECODER
+        # A causal decoder runs a batch's rows as one packed sequence of their real tokens (no
+        # padding), each row attending to the shared prefix and to itself (`_forward_packed`); off,
+        # the padded batch runs as it is (the same outputs, the padding's work besides).
+        self.packs_rows = self.kind == DECODER and self._accepts_position_ids and \
+            getattr(self.config, "_attn_implementation", None) in ("sdpa", "eager")
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -328,6 +333,8 @@ class Backbone(nn.Module):
         return torch.full((batch_size, 1), start, dtype=torch.long, device=self.device)
 
     def forward(self, inputs: ModelInputs) -> BackboneOutput:
+        if self._packable(inputs):
+            return self._forward_packed(inputs)
         batch_size, length = inputs.inputs_embeds.shape[:2]
         mask = inputs.attention_mask
         kwargs = {"inputs_embeds": inputs.inputs_embeds}
@@ -373,6 +380,54 @@ class Backbone(nn.Module):
         if inputs.full_logits:
             return BackboneOutput(hidden=hidden, readout_logits=None, logits=out.logits)
         logits = out.logits[:, 0] if readout is not None else None  # (B, V): the hook kept one position
+        return BackboneOutput(hidden=hidden, readout_logits=logits)
+
+    def _packable(self, inputs: ModelInputs) -> bool:
+        """Rows that can run packed: several, with one prefix for all (or none), no virtual tokens
+        between padding and input, and an LM head if logits are wanted."""
+        prefix = inputs.prefix
+        shared = prefix is None or (all(kv.shape[2] == 1 for kv in prefix.kv.values()) and bool(prefix.mask.all()))
+        return (self.packs_rows and inputs.inputs_embeds.shape[0] > 1 and shared and inputs.real_index is None
+                and inputs.token_type_ids is None and (self.has_lm_head or not inputs.full_logits))
+
+    def _forward_packed(self, inputs: ModelInputs) -> BackboneOutput:
+        """A causal decoder's batch run as one sequence of every row's real tokens: each token
+        attends to the prefix and to the tokens of its own row up to itself (a block-diagonal causal
+        mask), with the positions it has in its own row. The work is that of the tokens, not of the
+        padded batch; the outputs, given back in the batch's shape, equal the padded forward's."""
+        embeds, mask = inputs.inputs_embeds, inputs.attention_mask.bool()
+        batch_size, length = mask.shape
+        before = inputs.prefix.length if inputs.prefix is not None else 0
+        rows, columns = mask.nonzero(as_tuple=True)  # every row's tokens, row after row
+        total = rows.numel()
+        where = torch.zeros(batch_size, length, dtype=torch.long, device=embeds.device)  # (B, T) -> packed position
+        where[rows, columns] = torch.arange(total, device=embeds.device)
+        positions = (before + (mask.long().cumsum(-1) - 1)[rows, columns]).unsqueeze(0)  # (1, N)
+        order = torch.arange(total, device=embeds.device)
+        allowed = (rows.unsqueeze(1) == rows.unsqueeze(0)) & (order.unsqueeze(1) >= order.unsqueeze(0))  # (N, N)
+        allowed = torch.cat([allowed.new_ones(total, before), allowed], dim=1)
+        additive = torch.zeros(1, 1, total, before + total, dtype=embeds.dtype, device=embeds.device)
+        additive = additive.masked_fill(~allowed, torch.finfo(embeds.dtype).min)
+        kwargs = {"inputs_embeds": embeds[rows, columns].unsqueeze(0), "attention_mask": additive,
+                  "position_ids": positions, "use_cache": False}
+        if inputs.prefix is not None:
+            caches = kv_prefix.training_caches(inputs.prefix)
+            kwargs[PREFIX_KWARG] = caches
+            kwargs[self._cache_argument] = caches[kv_prefix.SELF]
+        readout = None if inputs.full_logits or inputs.readout_index is None else \
+            where[torch.arange(batch_size, device=embeds.device), inputs.readout_index]
+        if not self.has_lm_head:
+            hidden = self.model(**kwargs).last_hidden_state
+            return BackboneOutput(hidden=hidden[0][where], readout_logits=None)
+        self._readout_positions = readout
+        try:
+            out = self.model(**kwargs, output_hidden_states=True)
+        finally:
+            self._readout_positions = None
+        hidden = out.hidden_states[-1][0][where]  # (B, T, D); padding positions hold some row's token
+        if inputs.full_logits:
+            return BackboneOutput(hidden=hidden, readout_logits=None, logits=out.logits[0][where])
+        logits = out.logits[:, 0] if readout is not None else None
         return BackboneOutput(hidden=hidden, readout_logits=logits)
 
     def encode(self, inputs: ModelInputs):
@@ -431,7 +486,9 @@ class Backbone(nn.Module):
         positions = self._readout_positions
         if positions is None:
             return None
-        hidden = args[0]  # (B, T, D)
+        hidden = args[0]  # (B, T, D), or (1, N, D) for packed rows
+        if hidden.shape[0] == 1 and positions.shape[0] > 1:
+            hidden = hidden.expand(positions.shape[0], -1, -1)
         index = positions.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return (hidden.gather(1, index),) + tuple(args[1:])  # (B, 1, D)
 

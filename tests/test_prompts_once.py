@@ -96,6 +96,7 @@ def test_a_mixed_batch_and_a_saved_prompt_equal_the_prompt_alone(load, family, t
 
 def test_the_rows_no_longer_carry_the_virtual_tokens(load):
     model = make(load("llama"), "soft_prompt")
+    model.backbone.packs_rows = False  # the padded batch, to see its shape
     batch = model.task.collate([model.task.encode(e) for e in examples()])
     lengths = []
     model.backbone.prefix_layout()  # measured by a forward of its own, before counting
@@ -107,3 +108,67 @@ def test_the_rows_no_longer_carry_the_virtual_tokens(load):
     rows, length = batch["input_ids"].shape
     # Once: one row of the 5 virtual tokens, then the rows alone; every row: the rows with them.
     assert lengths == [(1, 5), (rows, length), (rows, length + 5)]
+
+
+def both_layouts(model, run):
+    """`run(model)` with the rows packed into one sequence, then as a padded batch."""
+    model.backbone.packs_rows = True
+    packed = run(model)
+    model.backbone.packs_rows = False
+    try:
+        padded = run(model)
+    finally:
+        model.backbone.packs_rows = True
+    return packed, padded
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("method,task", [("soft_prompt", "classification"), ("prefix", "classification"),
+                                         ("hard_prompt", "classification"), ("linear_probe", "classification"),
+                                         ("soft_prompt", "generation"), ("prefix", "generation")])
+@pytest.mark.parametrize("family", DECODERS)
+def test_packed_rows_equal_the_padded_batch(load, family, method, task, side):
+    backbone = load(family, padding_side=side)
+    torch.manual_seed(0)
+    config = GenerationConfig(max_target_length=6) if task == "generation" else task_config()
+    options = {"soft_prompt": {"num_virtual_tokens": 4}, "prefix": {"num_virtual_tokens": 3, "hidden_size": 8}}.get(method, {})
+    model = PromptModel.create(backbone, method, config, options)
+    rows = [Example(t, label=l, targets=(t.split()[-1] + " film",)) for t, l in SENTENCES]
+    batch = model.task.collate(model.task.training_features(rows))
+
+    def run(m):
+        m.zero_grad(set_to_none=True)
+        groups = m.parameter_groups(1e-3, 1e-3)
+        out = m(batch)
+        loss = m.task.loss(out, batch)
+        if loss.requires_grad:  # (a hard prompt trains nothing)
+            loss.backward()
+        grads = {id(p): p.grad.clone() for g in groups for p in g["params"] if p.grad is not None}
+        return out.detach(), loss.detach(), grads
+
+    (out, loss, grads), (out_padded, loss_padded, grads_padded) = both_layouts(model, run)
+    assert bool(grads) == (method != "hard_prompt")
+    if task == "generation":  # the logits at the real positions (padding's are unused)
+        keep = batch["attention_mask"].bool()
+        out, out_padded = out[keep], out_padded[keep]
+    torch.testing.assert_close(out, out_padded, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(loss, loss_padded, atol=1e-6, rtol=1e-5)
+    assert grads.keys() == grads_padded.keys()
+    for key in grads:
+        torch.testing.assert_close(grads[key], grads_padded[key], atol=1e-6, rtol=1e-4)
+
+
+def test_packed_rows_compute_only_their_real_tokens(load):
+    model = make(load("llama", padding_side="left"), "soft_prompt")
+    batch = model.task.collate([model.task.encode(e) for e in examples()])
+    model.backbone.prefix_layout()
+    lengths = []
+    hook = model.backbone.attention_sites[0][2].register_forward_hook(
+        lambda module, args, kwargs, out: lengths.append(tuple(kwargs["hidden_states"].shape[:2])), with_kwargs=True)
+    with torch.no_grad():
+        both_layouts(model, lambda m: m(batch))
+    hook.remove()
+    rows, length = batch["input_ids"].shape
+    real = int(batch["attention_mask"].sum())
+    assert real < rows * length  # the batch has padding
+    assert lengths == [(1, 5), (1, real), (1, 5), (rows, length)]

@@ -56,9 +56,11 @@ def test_a_prompt_computed_once_equals_it_read_in_every_row(smollm2):
         {"num_virtual_tokens": 10, "init": "sample_vocab"})
     describe = PromptModel.create(smollm2, "soft_prompt", GenerationConfig(max_target_length=8), {"num_virtual_tokens": 10})
     results = {}
-    for once in (True, False):
-        smollm2.prompts_once = once
-        results[once] = (classify.predict_proba(texts), describe.generate_texts(texts, max_new_tokens=8))
-    smollm2.prompts_once = True
-    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=1e-4)
-    assert results[True][1] == results[False][1]
+    for once, packed in ((True, True), (True, False), (False, False)):
+        smollm2.prompts_once, smollm2.packs_rows = once, packed
+        results[once, packed] = (classify.predict_proba(texts), describe.generate_texts(texts, max_new_tokens=8))
+    smollm2.prompts_once = smollm2.packs_rows = True
+    # Computed once, with the rows packed or padded, equals read in every padded row.
+    for key in ((True, True), (True, False)):
+        torch.testing.assert_close(results[key][0], results[False, False][0], atol=1e-5, rtol=1e-4)
+        assert results[key][1] == results[False, False][1]
