@@ -3,11 +3,10 @@
 Training steps (forward, backward, AdamW) of a 20-token soft prompt classifying SST-2 sentences
 through the LM head, batch 16, timed in alternation in one process on the same batches:
 
-- prompttune, the prompt computed once per batch and attached to the rows as a prefix (the default
-  on decoders: the rows cost P + B*T tokens),
-- the same with `--max-batch-tokens`: the batch's rows run as forwards over rows of similar length
-  (the same loss and gradient, less padding),
-- prompttune reading the prompt in every row (`Backbone.prompts_once = False`: B*(P+T) tokens),
+- prompttune as it runs on a decoder: the prompt computed once per batch and attached to the rows
+  as a prefix, the rows packed into one sequence of their real tokens (P + the rows' tokens),
+- the prompt computed once, the rows padded (`Backbone.packs_rows = False`: P + B*T tokens),
+- the prompt read in every padded row (`prompts_once` off too: B*(P+T) tokens, the path before),
 - PEFT's `PromptTuningConfig` (CAUSAL_LM) on the same model, its loss on the label word, the usual
   PEFT recipe (B*(P+T) tokens, and the vocabulary projected at every position).
 
@@ -38,6 +37,10 @@ import torch
 from common import SHARED, environment, write_results
 
 TEMPLATE = "Review: {text} All in all, it was {mask}"
+PACKED = "prompttune: prompt once, rows packed"
+ONCE = "prompttune: prompt once, rows padded"
+EVERY_ROW = "prompttune: prompt in every padded row"
+PEFT = "PEFT PromptTuningConfig"
 WORDS = {"0": " terrible", "1": " great"}
 
 
@@ -48,7 +51,6 @@ def setups(args):
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, load_examples
     from prompttune.backbone import resolve_model
-    from prompttune.batcher import length_groups
     from prompttune.training import _loss
 
     examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[: args.batch_size * args.batches]
@@ -64,11 +66,11 @@ def setups(args):
 
     ours_rows = [[ours.task.encode(e) for e in b] for b in batches]
 
-    def ours_step(once, max_tokens=None):
-        config = TrainConfig(max_batch_tokens=max_tokens)
+    def ours_step(once, packed):
+        config = TrainConfig()
 
         def step(i):
-            backbone.prompts_once = once
+            backbone.prompts_once, backbone.packs_rows = once, packed
             loss, _ = _loss(ours, ours.task, ours_rows[i % len(batches)], config, backbone.device)
             loss.backward()
             ours_opt.step()
@@ -97,23 +99,17 @@ def setups(args):
         peft_opt.step()
         peft_opt.zero_grad(set_to_none=True)
 
-    grouped = f"prompttune (prompt once, forwards of <= {args.max_batch_tokens} tokens)"
-    steps = {"prompttune (prompt once)": ours_step(True), grouped: ours_step(True, args.max_batch_tokens),
-             "prompttune (prompt in every row)": ours_step(False), "PEFT PromptTuningConfig": peft_step}
+    steps = {PACKED: ours_step(True, True), ONCE: ours_step(True, False), EVERY_ROW: ours_step(False, False),
+             PEFT: peft_step}
 
     def padded(rows):
         return len(rows) * max(len(r["input_ids"]) for r in rows)
 
-    def in_groups(rows):
-        lengths = [len(r["input_ids"]) for r in rows]
-        groups = length_groups(list(range(len(rows))), lengths, len(rows), args.max_batch_tokens)
-        return sum(args.tokens + padded([rows[i] for i in g]) for g in groups)
-
-    tokens = {"prompttune (prompt once)": sum(args.tokens + padded(r) for r in ours_rows) / len(batches),
-              grouped: sum(in_groups(r) for r in ours_rows) / len(batches),
-              "prompttune (prompt in every row)": sum(len(r) * args.tokens + padded(r) for r in ours_rows) / len(batches),
-              "PEFT PromptTuningConfig": sum(e["input_ids"].shape[0] * (e["input_ids"].shape[1] + args.tokens)
-                                             for e, _ in peft_batches) / len(batches)}
+    tokens = {PACKED: sum(args.tokens + sum(len(x["input_ids"]) for x in r) for r in ours_rows) / len(batches),
+              ONCE: sum(args.tokens + padded(r) for r in ours_rows) / len(batches),
+              EVERY_ROW: sum(len(r) * args.tokens + padded(r) for r in ours_rows) / len(batches),
+              PEFT: sum(e["input_ids"].shape[0] * (e["input_ids"].shape[1] + args.tokens)
+                        for e, _ in peft_batches) / len(batches)}
     return steps, tokens, ours, backbone
 
 
@@ -139,8 +135,7 @@ def step_times(args) -> dict:
 def peak_memory(args, name: str) -> float:
     """MB a training step adds to the process's peak memory, measured in a process of its own."""
     argv = [sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size", str(args.batch_size),
-            "--tokens", str(args.tokens), "--batches", str(args.batches), "--threads", str(args.threads),
-            "--max-batch-tokens", str(args.max_batch_tokens)]
+            "--tokens", str(args.tokens), "--batches", str(args.batches), "--threads", str(args.threads)]
     # Blocks of 128 KiB and more mapped and unmapped one by one, so that what a step frees leaves
     # the resident memory at once and the samples follow what is alive.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
@@ -208,7 +203,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--max-batch-tokens", type=int, default=192)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--generation-rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
@@ -224,15 +218,13 @@ def main() -> None:
         print(json.dumps(one_step_memory(args)))
         return
     if args.memory_only:
-        names = ["prompttune (prompt once)", f"prompttune (prompt once, forwards of <= {args.max_batch_tokens} tokens)",
-                 "prompttune (prompt in every row)", "PEFT PromptTuningConfig"]
-        print({name: round(peak_memory(args, name)) for name in names})
+        print({name: round(peak_memory(args, name)) for name in (PACKED, ONCE, EVERY_ROW, PEFT)})
         return
     training = step_times(args)
     for name in training:
         training[name]["peak_memory_mb"] = peak_memory(args, name)
     generation = generation_times(args)
-    peft = training["PEFT PromptTuningConfig"]["mean_seconds"]
+    peft = training[PEFT]["mean_seconds"]
     lines = ["# A soft prompt on a real decoder: prompttune against PEFT", "",
              f"Frozen `{args.model}` (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float32), a {args.tokens}-token soft "
              f"prompt classifying SST-2 sentences through the LM head, batches of {args.batch_size}; forward + backward + "
