@@ -64,3 +64,26 @@ def test_a_prompt_computed_once_equals_it_read_in_every_row(smollm2):
     for key in ((True, True), (True, False)):
         torch.testing.assert_close(results[key][0], results[False, False][0], atol=1e-5, rtol=1e-4)
         assert results[key][1] == results[False, False][1]
+
+
+def test_loss_and_gradients_computed_once_and_packed_equal_every_padded_row(smollm2):
+    from prompttune import ClassificationConfig, Example, PromptModel
+
+    torch.manual_seed(0)
+    model = PromptModel.create(smollm2, "soft_prompt", ClassificationConfig(
+        labels=("negative", "positive"), template="Review: {text} All in all, it was", verbalizer=(("bad",), ("good",))),
+        {"num_virtual_tokens": 10, "init": "sample_vocab"})
+    rows = [Example("A gripping, funny film.", label="positive"), Example("Two dull hours.", label="negative"),
+            Example("Not bad at all, if a little long and at times rather slow.", label="positive")]
+    batch = model.task.collate([model.task.encode(e) for e in rows])
+    results = {}
+    for fast in (True, False):
+        smollm2.prompts_once = smollm2.packs_rows = fast
+        model.zero_grad(set_to_none=True)
+        model.parameter_groups(1e-3, 1e-3)
+        loss = model.loss(batch)
+        loss.backward()
+        results[fast] = (loss.detach(), model.method.prompt.grad.clone())
+    smollm2.prompts_once = smollm2.packs_rows = True
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(results[True][1], results[False][1], atol=1e-6, rtol=1e-3)
