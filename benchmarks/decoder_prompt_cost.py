@@ -62,8 +62,6 @@ def setups(args):
         {"num_virtual_tokens": args.tokens, "init": "sample_vocab"})
     ours_opt = torch.optim.AdamW(ours.parameter_groups(3e-2, 1e-3))
     ours.train()
-    ours_batches = [ours.task.collate([ours.task.encode(e) for e in b]) for b in batches]
-
     ours_rows = [[ours.task.encode(e) for e in b] for b in batches]
 
     def ours_step(once, packed):

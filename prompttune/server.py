@@ -536,7 +536,6 @@ def openapi_schema() -> dict:
 
 
 if __name__ == "__main__":  # python -m prompttune.server > docs/openapi.json
-    import json
     import sys
 
     json.dump(openapi_schema(), sys.stdout, indent=2, sort_keys=True)

@@ -30,7 +30,6 @@ from ..data import Example
 from ..errors import ConfigError, DataError
 from ..metrics import classification_metrics
 from ..methods.soft_prompt import word_for_tokenizer
-from ..virtual_tokens import gather_positions
 from .chat import chat_wrap
 
 READOUTS = ("verbalizer", "head", "similarity")
