@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbone import Backbone
-from .errors import ArtifactError, PromptTuneError
+from .errors import ArtifactError, PromptTuneError, quoted
 from .methods import method_class
 from .model import PromptModel
 from .storage import Transaction, recover, sha256_file, write_json_atomic  # noqa: F401 - write_json_atomic re-exported
@@ -121,7 +121,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: field 'format' must be {FORMAT!r}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: field 'format_version' is {_short(meta.get('format_version'))}; "
+        raise ArtifactError(f"{path}: field 'format_version' is {quoted(meta.get('format_version'))}; "
                             f"this prompttune ({__version__}) reads version {FORMAT_VERSION}")
     for key, kind, what in (("method", str, "a method name"), ("method_config", dict, "an object"),
                             ("task", str, "a task name"), ("task_config", dict, "an object"),
@@ -129,7 +129,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
         if key not in meta:
             raise ArtifactError(f"{path}: field {key!r} is missing")
         if not isinstance(meta[key], kind):
-            raise ArtifactError(f"{path}: field {key!r} must be {what}, got {_short(meta[key])}")
+            raise ArtifactError(f"{path}: field {key!r} must be {what}, got {quoted(meta[key])}")
     if not isinstance(meta["base_model"].get("name_or_path"), str):
         raise ArtifactError(f"{path}: field 'base_model.name_or_path' must be the base model's name")
     _check_shapes(meta.get("tensors", "missing"), path, "tensors", required=True)
@@ -145,11 +145,6 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-
-
 def _check_shapes(value, path: Path, key: str, required: bool) -> None:
     if value is None and not required:
         return
@@ -159,7 +154,7 @@ def _check_shapes(value, path: Path, key: str, required: bool) -> None:
             isinstance(name, str) and isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool)
                                                                       and n >= 0 for n in shape)
             for name, shape in value.items())):
-        raise ArtifactError(f"{path}: field {key!r} must map tensor names to shapes (lists of sizes), got {_short(value)}")
+        raise ArtifactError(f"{path}: field {key!r} must map tensor names to shapes (lists of sizes), got {quoted(value)}")
 
 
 def check_artifact(directory: str | os.PathLike) -> dict:
@@ -192,7 +187,7 @@ def _configs(meta: dict, directory: Path):
     try:
         method_cls = method_class(meta["method"])
         if meta["task"] not in TASKS:
-            raise ArtifactError(f"unknown task {_short(meta['task'])}; known: {sorted(TASKS)}")
+            raise ArtifactError(f"unknown task {quoted(meta['task'])}; known: {sorted(TASKS)}")
         task_cls = TASKS[meta["task"]]
     except PromptTuneError as error:
         raise ArtifactError(f"{directory / META}: {error}") from None
@@ -284,8 +279,8 @@ def _read_tensors(path: Path, meta: dict, key: str, device: str, like: dict | No
     expected = {k: tuple(v) for k, v in meta[key].items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
-        raise ArtifactError(f"{path}: tensors {_short(sorted(found.items()), 300)} do not match {META}'s "
-                            f"{_short(sorted(expected.items()), 300)}")
+        raise ArtifactError(f"{path}: tensors {quoted(sorted(found.items()), 300)} do not match {META}'s "
+                            f"{quoted(sorted(expected.items()), 300)}")
     for name, tensor in state.items():
         should_float = like[name].is_floating_point() if like is not None and name in like else floating_only
         if should_float and not tensor.is_floating_point():

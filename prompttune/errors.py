@@ -19,3 +19,11 @@ class ModelError(PromptTuneError):
 
 class ArtifactError(PromptTuneError):
     """A prompt artifact that is missing, malformed, or made for another base model."""
+
+
+def quoted(value, limit: int = 80) -> str:
+    """`value` written for a message, cut after `limit` characters (what a user sent may be megabytes)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"

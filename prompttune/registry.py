@@ -38,7 +38,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import PromptTuneError
+from .errors import PromptTuneError, quoted
 from .storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic,
                       sha256_file)
 
@@ -85,11 +85,6 @@ class StoreDamaged(RegistryError):
     """A stored file does not match its sha256: the registry, not the request, is at fault."""
 
 
-def shown(text: str, limit: int = 80) -> str:
-    """`text` quoted for a message, cut to `limit` characters (a name may be megabytes long)."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
-
-
 def default_root() -> Path:
     return Path(os.environ.get("PROMPTTUNE_REGISTRY", Path.home() / ".prompttune" / "registry"))
 
@@ -100,11 +95,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
         raise RegistryError(f"{spec!r}: a prompt is named by a string")
     name, _, ref = spec.partition("@")
     if not NAME.fullmatch(name):
-        raise RegistryError(f"{shown(spec)}: a prompt name is 1-128 letters, digits, '.', '_' and '-' "
+        raise RegistryError(f"{quoted(spec)}: a prompt name is 1-128 letters, digits, '.', '_' and '-' "
                             "(starting with a letter or digit)")
     ref = ref or LATEST
     if not VERSION.fullmatch(ref) and not NAME.fullmatch(ref):
-        raise RegistryError(f"{shown(spec)}: after '@' comes a version number (up to 18 digits) or an alias")
+        raise RegistryError(f"{quoted(spec)}: after '@' comes a version number (up to 18 digits) or an alias")
     return name, ref
 
 
@@ -360,7 +355,7 @@ class Registry:
 
         directory = Path(directory)
         if not isinstance(name, str) or "@" in name:
-            raise RegistryError(f"--name {shown(str(name))}: a name without '@' (the registry numbers versions itself)")
+            raise RegistryError(f"--name {quoted(name)}: a name without '@' (the registry numbers versions itself)")
         parse_spec(name)
         for alias in aliases:
             _check_alias(alias)
@@ -476,7 +471,7 @@ def _dev_metrics(path: Path, meta: dict):
 def _check_alias(alias: str) -> None:
     if not isinstance(alias, str) or VERSION.fullmatch(alias) or alias.isdigit() or alias == LATEST \
             or not NAME.fullmatch(alias):
-        raise RegistryError(f"alias {shown(str(alias))}: 1-128 letters, digits, '.', '_' and '-', not a number "
+        raise RegistryError(f"alias {quoted(alias)}: 1-128 letters, digits, '.', '_' and '-', not a number "
                             f"and not {LATEST!r}")
 
 

@@ -51,9 +51,9 @@ from .artifact import check_base_model
 from .backbone import Backbone
 from .batcher import MicroBatcher
 from .data import Example
-from .errors import ArtifactError, PromptTuneError
+from .errors import ArtifactError, PromptTuneError, quoted
 from .mixed import PromptSet
-from .registry import Registry, RegistryError, StoreDamaged, shown
+from .registry import Registry, RegistryError, StoreDamaged
 from .storage import StorageError
 from .tasks.generation import GenerationConfig, check_generation_options
 
@@ -433,8 +433,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         try:
             return await run_in_threadpool(service.resolve, spec, task)
         except StoreDamaged as error:
-            log.error("cannot serve %s: %s", shown(spec), error)
-            raise HTTPException(500, f"{shown(spec)}: the registry's stored files for this prompt are damaged; "
+            log.error("cannot serve %s: %s", quoted(spec), error)
+            raise HTTPException(500, f"{quoted(spec)}: the registry's stored files for this prompt are damaged; "
                                      "the server log has the details") from None
         except RegistryError as error:
             raise HTTPException(404, public(error)) from None
@@ -443,8 +443,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         except WrongModel as error:
             raise HTTPException(409, str(error)) from None
         except (ArtifactError, StorageError) as error:
-            log.error("cannot serve %s: %s", shown(spec), error)
-            raise HTTPException(500, f"{shown(spec)}: the prompt's files cannot be loaded; the server log has the "
+            log.error("cannot serve %s: %s", quoted(spec), error)
+            raise HTTPException(500, f"{quoted(spec)}: the prompt's files cannot be loaded; the server log has the "
                                      "details") from None
 
     async def submit(key: tuple, items: list):
