@@ -84,6 +84,7 @@ class Backbone(nn.Module):
         if tokenizer.pad_token is None:
             # Decoders (GPT-2, Llama) ship without a pad token; padded positions are masked anyway.
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        self.max_positions = self._max_positions()
         self.attention_sites = self._find_attention_sites()
         for site, _, module in self.attention_sites:
             module.register_forward_pre_hook(_prefix_injector(site, cache_argument(module.forward)), with_kwargs=True)
@@ -164,7 +165,16 @@ class Backbone(nn.Module):
         return self.input_embeddings.weight.device
 
     @property
-    def max_positions(self) -> int | None:
+    def pads_right_only(self) -> bool:
+        """Whether left padding would change results: models with absolute positions that cannot
+        be given position ids (BART's encoder) must see their tokens from position 0."""
+        return not self._accepts_position_ids and self.kind != DECODER
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # get_input_embeddings() already includes any scaling (BART's scaled word embedding).
+        return self.input_embeddings(input_ids)
+
+    def _max_positions(self) -> int | None:
         """Positions the model can read where it learned one embedding per position (BERT, GPT-2,
         BART); None where positions are relative or rotary (T5, Llama) and nothing breaks past the
         trained length."""
@@ -174,16 +184,6 @@ class Backbone(nn.Module):
             return None
         limit = getattr(self.config, "n_positions", None) or getattr(self.config, "max_position_embeddings", None)
         return int(limit) if limit else None
-
-    @property
-    def pads_right_only(self) -> bool:
-        """Whether left padding would change results: models with absolute positions that cannot
-        be given position ids (BART's encoder) must see their tokens from position 0."""
-        return not self._accepts_position_ids and self.kind != DECODER
-
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        # get_input_embeddings() already includes any scaling (BART's scaled word embedding).
-        return self.input_embeddings(input_ids)
 
     def _find_attention_sites(self) -> list[tuple[str, int, nn.Module]]:
         """(site, layer index, module) for every attention module that takes a key/value cache:

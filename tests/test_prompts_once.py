@@ -25,16 +25,36 @@ def make(backbone, method, task=None):
     return model
 
 
+def switched(switch: str, model, run):
+    """`run(model)` with the backbone's `switch` (prompts_once, packs_rows) on, then off."""
+    setattr(model.backbone, switch, True)
+    on = run(model)
+    setattr(model.backbone, switch, False)
+    try:
+        off = run(model)
+    finally:
+        setattr(model.backbone, switch, True)
+    return on, off
+
+
 def both_ways(model, run):
     """`run(model)` with the prompt computed once, then read by every row."""
-    model.backbone.prompts_once = True
-    once = run(model)
-    model.backbone.prompts_once = False
+    return switched("prompts_once", model, run)
+
+
+def attention_inputs(model, run) -> list[tuple[int, int]]:
+    """(rows, tokens) of every input the first attention layer reads while `run()` runs, without
+    gradients."""
+    model.backbone.prefix_layout()  # measured by a forward of its own, before counting
+    lengths = []
+    hook = model.backbone.attention_sites[0][2].register_forward_hook(
+        lambda module, args, kwargs, out: lengths.append(tuple(kwargs["hidden_states"].shape[:2])), with_kwargs=True)
     try:
-        every_row = run(model)
+        with torch.no_grad():
+            run()
     finally:
-        model.backbone.prompts_once = True
-    return once, every_row
+        hook.remove()
+    return lengths
 
 
 def examples():
@@ -98,13 +118,7 @@ def test_the_rows_no_longer_carry_the_virtual_tokens(load):
     model = make(load("llama"), "soft_prompt")
     model.backbone.packs_rows = False  # the padded batch, to see its shape
     batch = model.task.collate([model.task.encode(e) for e in examples()])
-    lengths = []
-    model.backbone.prefix_layout()  # measured by a forward of its own, before counting
-    hook = model.backbone.attention_sites[0][2].register_forward_hook(
-        lambda module, args, kwargs, out: lengths.append(tuple(kwargs["hidden_states"].shape[:2])), with_kwargs=True)
-    with torch.no_grad():
-        both_ways(model, lambda m: m(batch))
-    hook.remove()
+    lengths = attention_inputs(model, lambda: both_ways(model, lambda m: m(batch)))
     rows, length = batch["input_ids"].shape
     # Once: one row of the 5 virtual tokens, then the rows alone; every row: the rows with them.
     assert lengths == [(1, 5), (rows, length), (rows, length + 5)]
@@ -112,14 +126,7 @@ def test_the_rows_no_longer_carry_the_virtual_tokens(load):
 
 def both_layouts(model, run):
     """`run(model)` with the rows packed into one sequence, then as a padded batch."""
-    model.backbone.packs_rows = True
-    packed = run(model)
-    model.backbone.packs_rows = False
-    try:
-        padded = run(model)
-    finally:
-        model.backbone.packs_rows = True
-    return packed, padded
+    return switched("packs_rows", model, run)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -161,13 +168,7 @@ def test_packed_rows_equal_the_padded_batch(load, family, method, task, side):
 def test_packed_rows_compute_only_their_real_tokens(load):
     model = make(load("llama", padding_side="left"), "soft_prompt")
     batch = model.task.collate([model.task.encode(e) for e in examples()])
-    model.backbone.prefix_layout()
-    lengths = []
-    hook = model.backbone.attention_sites[0][2].register_forward_hook(
-        lambda module, args, kwargs, out: lengths.append(tuple(kwargs["hidden_states"].shape[:2])), with_kwargs=True)
-    with torch.no_grad():
-        both_layouts(model, lambda m: m(batch))
-    hook.remove()
+    lengths = attention_inputs(model, lambda: both_layouts(model, lambda m: m(batch)))
     rows, length = batch["input_ids"].shape
     real = int(batch["attention_mask"].sum())
     assert real < rows * length  # the batch has padding
