@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,11 +26,10 @@ from . import checkpoint
 from .artifact import META, METRICS, TENSORS, load_prompt, read_meta, stage_prompt
 from .backbone import Backbone
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
-from .data import Columns, Example, label_set, load_examples, load_generation_examples, pick_demonstrations, texts_as_examples
+from .data import Example
 from .errors import ConfigError
 from .model import PromptModel
-from .tasks.classification import ClassificationConfig, parse_verbalizer
-from .tasks.generation import GenerationConfig
+from .tasks import TASK_OPTIONS, task_class
 from .training import TrainConfig, evaluate, is_main_process
 from .training import train as run_training
 
@@ -45,9 +43,9 @@ def train_prompt(
     train: str,
     output: str,
     eval: str | None = None,
-    text_column: str = "text",
+    text_column: str | None = None,
     text_pair_column: str | None = None,
-    label_column: str = "label",
+    label_column: str | None = None,
     labels: list[str] | None = None,
     verbalizer: str | dict | None = None,
     template: str | None = None,
@@ -56,8 +54,8 @@ def train_prompt(
     method_options: dict | None = None,
     head: str = "auto",
     task: str = "classification",
-    source_column: str = "source",
-    target_column: str = "target",
+    source_column: str | None = None,
+    target_column: str | None = None,
     max_target_length: int = 128,
     num_beams: int = 1,
     init_from: str | None = None,
@@ -79,8 +77,10 @@ def train_prompt(
     interrupted run is continued with `resume=True`, or discarded with `restart=True`; a new run
     refuses to start over one that has a checkpoint unless told which.
 
-    `task` is "classification" (text/label columns) or "generation" (source/target columns;
-    `max_length` bounds the source). `instruction` goes before everything (the system message with
+    `task` is a registered task: "classification" (text, text_pair and label columns),
+    "generation" (source and target columns; `max_length` bounds the source) or
+    "token_classification" (text: the tokens, label: the tags); a column left as None takes the
+    task's default. `instruction` goes before everything (the system message with
     `chat`, which wraps the prompt in the tokenizer's chat template); `shots` labelled examples,
     drawn from the training data with the seed and balanced over the labels, are shown before each
     input (classification). `method_options` are the method's config fields (e.g.
@@ -96,36 +96,18 @@ def train_prompt(
     run_dir = output_dir / PRIVATE / RUN
     _check_run(output_dir, run_dir, args, resume, restart)
     train_config = TrainConfig.from_dict(train_options, where="training options")
-    if task == "classification":
-        columns = Columns(text=text_column, text_pair=text_pair_column, label=label_column)
-        train_examples = load_examples(train, columns)
-        eval_examples = load_examples(eval, columns) if eval else None
-        label_names = tuple(str(x) for x in labels) if labels else label_set(train_examples)
-        if eval_examples and not labels:
-            unseen = sorted({e.label for e in eval_examples} - set(label_names))
-            if unseen:
-                first = next(e for e in eval_examples if e.label in unseen)
-                raise ConfigError(f"{first.source}, column {label_column!r}: label {first.label!r} never occurs in {train}; "
-                                  f"training labels are {list(label_names)} (pass --labels to fix the set)")
-        demonstrations = tuple((e.text, e.text_pair, e.label) for e in
-                               pick_demonstrations(train_examples, shots, train_config.seed, label_names))
-        task_config = ClassificationConfig(labels=label_names, template=template, verbalizer=parse_verbalizer(verbalizer, label_names),
-                                           max_length=max_length, pair=text_pair_column is not None,
-                                           instruction=instruction, chat=chat, demonstrations=demonstrations)
-        saved_columns = columns.__dict__
-    elif task == "generation":
-        train_examples = load_generation_examples(train, source_column, target_column)
-        eval_examples = load_generation_examples(eval, source_column, target_column) if eval else None
-        if shots:
-            raise ConfigError("--shots: demonstrations are shown for classification; generation takes --instruction")
-        task_config = GenerationConfig(max_source_length=max_length, max_target_length=max_target_length, num_beams=num_beams,
-                                       instruction=instruction, chat=chat)
-        saved_columns = {"source": source_column, "target": target_column}
-    else:
-        raise ConfigError(f"--task: unknown task {task!r}; known: classification, generation")
+    task_cls = task_class(task)
+    columns = task_cls.resolve_columns(dict(text=text_column, text_pair=text_pair_column, label=label_column,
+                                            source=source_column, target=target_column))
+    train_examples = task_cls.read_examples(train, columns)
+    eval_examples = task_cls.read_examples(eval, columns) if eval else None
+    task_options = {name: args[name] for name in TASK_OPTIONS}
+    task_config = task_cls.new_config(task_options, train_examples, eval_examples, train_config.seed, train_name=str(train),
+                                   columns=columns)
+    saved_columns = columns
     torch.manual_seed(train_config.seed)
     backbone = load_backbone(model, head=head, device=device, dtype=dtype, device_map=device_map)
-    prompt = PromptModel.create(backbone, method, task_config, method_options, readout=readout)
+    prompt = PromptModel.create(backbone, method, task_config, method_options, readout=readout, seed=train_config.seed)
     if init_from is not None:
         start = load_prompt(init_from, backbone=backbone, with_training_state=True)
         if start.method.name != method or start.method.config != prompt.method.config:
@@ -257,11 +239,13 @@ def artifact_bytes(directory: str | os.PathLike) -> int:
     return sum((directory / name).stat().st_size for name in ("prompt.safetensors", "prompt.json"))
 
 
-def _columns(prompt_dir: str, text_column, text_pair_column, label_column) -> Columns:
-    saved = read_meta(prompt_dir).get("columns", {})
-    return Columns(text=text_column or saved.get("text", "text"),
-                   text_pair=text_pair_column if text_pair_column is not None else saved.get("text_pair"),
-                   label=label_column or saved.get("label", "label"))
+def _examples(prompt_dir: str, data: str, labelled: bool = True, **columns) -> list:
+    """The rows of `data` as the prompt's task reads them, in the columns given, else those the
+    prompt was trained with."""
+    meta = read_meta(prompt_dir)
+    task_cls = task_class(meta["task"])
+    given = {key[: -len("_column")]: value for key, value in columns.items()}
+    return task_cls.read_examples(data, task_cls.resolve_columns(given, meta.get("columns")), labelled=labelled)
 
 
 def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text_pair_column: str | None = None,
@@ -269,13 +253,8 @@ def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text
                     device: str | None = None, source_column: str | None = None, target_column: str | None = None,
                     dtype: str | None = None, device_map: str | None = None) -> dict:
     """Metrics of a saved prompt on labelled data (columns default to those it was trained with)."""
-    meta = read_meta(prompt)
-    if meta["task"] == "generation":
-        saved = meta.get("columns", {})
-        examples = load_generation_examples(data, source_column or saved.get("source", "source"),
-                                            target_column or saved.get("target", "target"))
-    else:
-        examples = load_examples(data, _columns(prompt, text_column, text_pair_column, label_column))
+    examples = _examples(prompt, data, text_column=text_column, text_pair_column=text_pair_column,
+                         label_column=label_column, source_column=source_column, target_column=target_column)
     loaded = _load(prompt, model, device, dtype, device_map)
     return evaluate(loaded, examples, batch_size)
 
@@ -289,11 +268,12 @@ def generate(prompt: str, texts: list[str] | None = None, data: str | None = Non
     if (texts is None) == (data is None):
         raise ConfigError("generate: give either texts or data")
     meta = read_meta(prompt)
-    if meta["task"] != "generation":
-        raise ConfigError(f"{prompt}: a {meta['task']} prompt; `generate` needs one trained with --task generation")
+    task_cls = task_class(meta["task"])
+    if task_cls.endpoint != "generate":
+        raise ConfigError(f"{prompt}: a {meta['task']} prompt, which does not generate; use `prompttune "
+                          f"{'predict' if task_cls.endpoint == 'classify' else task_cls.endpoint}` for it")
     if data is not None:
-        column = source_column or meta.get("columns", {}).get("source", "source")
-        examples = load_generation_examples(data, column, None, require_targets=False)
+        examples = _examples(prompt, data, labelled=False, source_column=source_column)
     else:
         examples = []
         for number, text in enumerate(texts, 1):
@@ -311,47 +291,43 @@ def generate(prompt: str, texts: list[str] | None = None, data: str | None = Non
 def predict(prompt: str, texts: list[str] | None = None, data: str | None = None, text_column: str | None = None,
             text_pair_column: str | None = None, batch_size: int = 64, model: str | None = None,
             device: str | None = None, dtype: str | None = None, device_map: str | None = None) -> list[dict]:
-    """One dict per input: the text, the predicted label and every label's probability."""
+    """One dict per input, as the prompt's task predicts: for classification the text, the label
+    and every label's probability; for token classification the tokens, their tags and the
+    entities with character offsets."""
     if (texts is None) == (data is None):
         raise ConfigError("predict: give either texts or data")
-    task = read_meta(prompt)["task"]
-    if task != "classification":
-        raise ConfigError(f"{prompt}: a {task} prompt; use `prompttune generate` for it")
+    task_cls = task_class(read_meta(prompt)["task"])
+    if task_cls.endpoint != "classify":
+        raise ConfigError(f"{prompt}: a {task_cls.name} prompt; use `prompttune {task_cls.endpoint}` for it")
     if data is not None:
-        columns = _columns(prompt, text_column, text_pair_column, None)
         # Labels, if the file has them, play no part in prediction (and may include unseen ones).
-        examples = [replace(e, label=None) for e in load_examples(data, columns, require_labels=False)]
+        examples = _examples(prompt, data, labelled=False, text_column=text_column, text_pair_column=text_pair_column)
     else:
-        examples = texts_as_examples(list(texts))
+        examples = task_cls.examples_from_texts(list(texts))
     loaded = _load(prompt, model, device, dtype, device_map)
-    probabilities = loaded.predict_proba(examples, batch_size)
-    labels = loaded.task.config.labels
-    rows = []
-    for example, probs in zip(examples, probabilities.tolist()):
-        best = max(range(len(labels)), key=probs.__getitem__)
-        row = {"text": example.text}
-        if example.text_pair is not None:
-            row["text_pair"] = example.text_pair
-        row.update(label=labels[best], probabilities={label: round(p, 6) for label, p in zip(labels, probs)})
-        rows.append(row)
-    return rows
+    return loaded.task.predict(loaded, examples, batch_size)
 
 
 def _load_set(prompts: list[str], model: str | None, device: str | None, dtype: str | None = None,
               device_map: str | None = None):
     from .mixed import PromptSet
 
+    _check_members(prompts)
+    backbone = load_backbone(model or read_meta(prompts[0])["base_model"]["name_or_path"], device=device, dtype=dtype,
+                             device_map=device_map)
+    return PromptSet.load({p: p for p in prompts}, backbone=backbone)
+
+
+def _check_members(prompts: list[str]) -> None:
     if len(prompts) < 2:
         raise ConfigError(f"--prompts: an ensemble needs at least two prompts, got {prompts}")
     if len(set(prompts)) != len(prompts):
         raise ConfigError(f"--prompts: a prompt is listed twice in {prompts}")
     for prompt in prompts:
         task = read_meta(prompt)["task"]
-        if task != "classification":
-            raise ConfigError(f"--prompts: {prompt} is a {task} prompt; ensembles combine classification prompts")
-    backbone = load_backbone(model or read_meta(prompts[0])["base_model"]["name_or_path"], device=device, dtype=dtype,
-                             device_map=device_map)
-    return PromptSet.load({p: p for p in prompts}, backbone=backbone)
+        if not task_class(task).ensembles:
+            raise ConfigError(f"--prompts: {prompt} is a {task} prompt; ensembles combine prompts by their label "
+                              "probabilities (classification)")
 
 
 def evaluate_ensemble(prompts: list[str], data: str, combine: str = "mean", text_column: str | None = None,
@@ -362,7 +338,9 @@ def evaluate_ensemble(prompts: list[str], data: str, combine: str = "mean", text
     the same batched forward. Columns default to those the first prompt was trained with."""
     from .metrics import classification_metrics
 
-    examples = load_examples(data, _columns(prompts[0], text_column, text_pair_column, label_column))
+    _check_members(prompts)
+    examples = _examples(prompts[0], data, text_column=text_column, text_pair_column=text_pair_column,
+                         label_column=label_column)
     prompt_set = _load_set(prompts, model, device, dtype, device_map)
     result = prompt_set.ensemble(prompts, examples, combine=combine, batch_size=batch_size)
     labels = result["labels"]
@@ -383,11 +361,11 @@ def predict_ensemble(prompts: list[str], texts: list[str] | None = None, data: s
     """One dict per input: the ensemble's label and mean probabilities, and each member's label."""
     if (texts is None) == (data is None):
         raise ConfigError("predict: give either texts or data")
+    _check_members(prompts)
     if data is not None:
-        columns = _columns(prompts[0], text_column, text_pair_column, None)
-        examples = [replace(e, label=None) for e in load_examples(data, columns, require_labels=False)]
+        examples = _examples(prompts[0], data, labelled=False, text_column=text_column, text_pair_column=text_pair_column)
     else:
-        examples = texts_as_examples(list(texts))
+        examples = task_class(read_meta(prompts[0])["task"]).examples_from_texts(list(texts))
     prompt_set = _load_set(prompts, model, device, dtype, device_map)
     result = prompt_set.ensemble(prompts, examples, combine=combine, batch_size=batch_size)
     labels = result["labels"]

@@ -585,3 +585,9 @@ def _model_class(config, head: str, name: str):
     if head == "lm":
         raise ModelError(f"--model {name}: {config.model_type} has no language-modelling head in transformers")
     return AutoModel
+
+
+def word_for_tokenizer(backbone: Backbone, word: str) -> str:
+    """Byte-level BPE vocabularies (GPT-2, BART, Llama) spell a word after a space differently;
+    label words are read after a space, so embed them that way."""
+    return " " + word if backbone.kind != ENCODER else word

@@ -49,10 +49,12 @@ def _generation_options(args) -> dict:
     return options
 
 
-def _columns(parser, default_text="text", default_label="label"):
-    parser.add_argument("--text-column", default=default_text, help="column with the input text")
+def _columns(parser):
+    parser.add_argument("--text-column", help="column with the input text (token classification: the tokens; "
+                                              "default: text, tokens)")
     parser.add_argument("--text-pair-column", default=None, help="column with the second text of a pair")
-    parser.add_argument("--label-column", default=default_label, help="column with the label")
+    parser.add_argument("--label-column", help="column with the label (token classification: the tags; "
+                                               "default: label, tags)")
 
 
 def _prompt_or_ensemble(parser) -> None:
@@ -98,14 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", required=True,
                    help="soft_prompt | prefix | deep_prompt | p_tuning | hard_prompt | autoprompt | pez | linear_probe | "
                         "full_finetune")
-    t.add_argument("--task", default="classification", choices=("classification", "generation"))
+    t.add_argument("--task", default="classification",
+                   help="a registered task: classification (default), generation, token_classification")
     t.add_argument("--train", required=True, help="CSV, TSV, JSONL, a datasets folder, or NAME[:CONFIG]:SPLIT")
     t.add_argument("--eval", help="dev data in the same form, for evaluation, early stopping and the best prompt")
     t.add_argument("--output", required=True, help="folder for the artifact, metrics.json and log.jsonl")
     _columns(t)
-    t.add_argument("--source-column", default="source", help="generation: column with the source text (a list is joined)")
-    t.add_argument("--target-column", default="target",
-                   help="generation: column with the reference(s); a list gives several, FIELD.SUB reads a field of a list of objects")
+    t.add_argument("--source-column", help="generation: column with the source text (a list is joined; default: source)")
+    t.add_argument("--target-column", help="generation: column with the reference(s), default target; a list gives "
+                                           "several, FIELD.SUB reads a field of a list of objects")
     t.add_argument("--max-target-length", type=int, default=128, help="generation: target tokens kept in training")
     t.add_argument("--num-beams", type=int, default=1, help="generation: beam width when evaluating")
     t.add_argument("--init-from", help="start from a saved prompt of the same method (continues its training)")
@@ -144,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--eval-every", type=int)
     t.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
-    t.add_argument("--metric", choices=("accuracy", "f1_macro", "bleu", "chrf", "rouge1", "rouge2", "rougeL"))
+    t.add_argument("--metric", help="the task's dev metric for early stopping and the best prompt (default: "
+                                    "accuracy, bleu or f1 by task)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--max-batch-tokens", type=int, help="run each batch as forwards of at most this many padded "
@@ -204,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(c, device=False)
     c.add_argument("--train")
     c.add_argument("--eval")
-    c.add_argument("--task", choices=("classification", "generation"))
+    c.add_argument("--task", help="a registered task (default: classification)")
     c.add_argument("--methods", help="comma-separated methods")
     c.add_argument("--lengths", help="comma-separated prompt lengths (for methods that have one)")
     c.add_argument("--inits", help="comma-separated initialisations (for methods that accept them)")
@@ -337,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                 method_options=_method_options(args), resume=args.resume, restart=args.restart, device=args.device, **_train_options(args))
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:
-                summary["dev"] = {k: v for k, v in metrics["dev_metrics"].items()
-                                  if k in ("accuracy", "f1_macro", "bleu", "chrf", "rougeL")}
+                from .tasks import task_class
+
+                summary["dev"] = {k: metrics["dev_metrics"][k] for k in task_class(args.task).metrics
+                                  if k in metrics["dev_metrics"]}
             if is_main_process():
                 print(json.dumps(summary))
         elif args.command == "registry":

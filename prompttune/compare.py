@@ -57,11 +57,14 @@ class SweepSpec:
     eval: str
     methods: list[str]
     task: str = "classification"
-    text_column: str = "text"
+    text_column: str | None = None
+    """Columns by role (None: the task's default): text, text_pair and label for classification,
+    source and target for generation, text (the tokens) and label (the tags) for token
+    classification."""
     text_pair_column: str | None = None
-    label_column: str = "label"
-    source_column: str = "source"
-    target_column: str = "target"
+    label_column: str | None = None
+    source_column: str | None = None
+    target_column: str | None = None
     template: str | None = None
     verbalizer: str | dict | None = None
     lengths: list[int | None] = field(default_factory=lambda: [None])
@@ -107,13 +110,31 @@ class SweepSpec:
                    "chat", "shots"}
         if not isinstance(spec.prompt_options, dict) or set(spec.prompt_options) - allowed:
             raise ConfigError(f"{where}, field 'prompt_options': a mapping with keys from {sorted(allowed)}")
-        if spec.task not in ("classification", "generation"):
-            raise ConfigError(f"{where}, field 'task': classification or generation, got {spec.task!r}")
         from .methods import method_class
+        from .tasks import TASKS
+
+        if spec.task not in TASKS:
+            raise ConfigError(f"{where}, field 'task': one of {sorted(TASKS)}, got {spec.task!r}")
+        try:
+            spec.task_class().resolve_columns(spec.columns())
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
         for method in spec.methods:
             method_class(method)
         return spec
+
+    def task_class(self):
+        from .tasks import task_class
+
+        return task_class(self.task)
+
+    def columns(self) -> dict[str, str | None]:
+        """The columns given, by role."""
+        return {role: getattr(self, f"{role}_column") for role in ("text", "text_pair", "label", "source", "target")}
+
+    def resolved_columns(self) -> dict[str, str | None]:
+        return self.task_class().resolve_columns(self.columns())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SweepSpec":
@@ -168,10 +189,8 @@ def cells(spec: SweepSpec) -> list[Cell]:
 
 # ---- running one cell ---------------------------------------------------------------------------
 
-def _records(path: str) -> list[dict]:
-    from .data import read_rows
-
-    return [record for _, record in read_rows(path)[1]]
+def _records(spec: SweepSpec, path: str) -> list[dict]:
+    return spec.task_class().read_records(path)
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
@@ -182,7 +201,7 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 def _training_records(spec: SweepSpec) -> list[dict]:
     """The training rows, restricted by `train_filter` ({column, values}) when the sweep has one."""
-    records = _records(spec.train)
+    records = _records(spec, spec.train)
     if spec.train_filter:
         column, keep = spec.train_filter["column"], set(map(str, spec.train_filter["values"]))
         missing = next((r for r in records if column not in r), None)
@@ -195,8 +214,9 @@ def _training_records(spec: SweepSpec) -> list[dict]:
 
 
 def subset(spec: SweepSpec, size: int | str, seed: int, folder: Path) -> str:
-    """The training file for a cell: `size` examples per class (classification) or in all
-    (generation), drawn with `seed` from the rows `train_filter` keeps; `full` is all of them."""
+    """The training file for a cell: `size` examples as the task counts them (per class for
+    classification, in all otherwise), drawn with `seed` from the rows `train_filter` keeps; `full`
+    is all of them."""
     if size == FULL and not spec.train_filter:
         return spec.train
     path = folder / f"train_n{size}_seed{seed if size != FULL else 0}.jsonl"
@@ -204,16 +224,7 @@ def subset(spec: SweepSpec, size: int | str, seed: int, folder: Path) -> str:
         return str(path)
     records = _training_records(spec)
     rng = random.Random(seed)
-    if size == FULL:
-        chosen = records
-    elif spec.task == "classification":
-        by_label: dict[str, list] = {}
-        for r in records:
-            by_label.setdefault(str(r.get(spec.label_column)), []).append(r)
-        chosen = [r for label in sorted(by_label) for r in rng.sample(by_label[label], min(size, len(by_label[label])))]
-        rng.shuffle(chosen)
-    else:
-        chosen = rng.sample(records, min(size, len(records)))
+    chosen = records if size == FULL else spec.task_class().sample(records, size, rng, spec.resolved_columns())
     _write_jsonl(path, chosen)
     return str(path)
 
@@ -225,7 +236,7 @@ def eval_groups(spec: SweepSpec, folder: Path) -> dict[str, str]:
         return {}
     column = spec.eval_groups
     seen_values = {str(r.get(column)) for r in _training_records(spec)}
-    records = _records(_eval_subset(spec, folder))
+    records = _records(spec, _eval_subset(spec, folder))
     groups = {"seen": [r for r in records if str(r.get(column)) in seen_values],
               "unseen": [r for r in records if str(r.get(column)) not in seen_values]}
     out = {}
@@ -266,23 +277,17 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
         train_options = {"seed": cell.seed, "progress": False, **spec.train_options}
         if spec.metric:
             train_options["metric"] = spec.metric
+        columns = {f"{role}_column": name for role, name in spec.columns().items() if name is not None}
         common = dict(model=spec.model, method=cell.method, train=train, eval=eval_path, output=str(folder),
                       task=spec.task, method_options=options, template=spec.template, verbalizer=spec.verbalizer,
-                      **spec.prompt_options)
-        if spec.task == "classification":
-            common.update(text_column=spec.text_column, text_pair_column=spec.text_pair_column, label_column=spec.label_column)
-        else:
-            common.update(source_column=spec.source_column, target_column=spec.target_column)
+                      **columns, **spec.prompt_options)
         # A cell killed after a checkpoint continues from it (same arguments: the same cell).
         metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None)
         groups = {}
         for group, path in eval_groups(spec, root / "data").items():
             from .api import evaluate_prompt
 
-            scores = evaluate_prompt(str(folder), path, **({"text_column": spec.text_column, "label_column": spec.label_column}
-                                                          if spec.task == "classification" else
-                                                          {"source_column": spec.source_column,
-                                                           "target_column": spec.target_column}))
+            scores = evaluate_prompt(str(folder), path, **columns)
             groups.update({f"{group}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "count"})
     except Exception as error:  # noqa: BLE001 - a failed cell is reported, the sweep goes on
         (folder / "error.txt").write_text(f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
@@ -299,21 +304,14 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
 
 
 def _eval_subset(spec: SweepSpec, folder: Path) -> str:
-    """The eval file, or with `eval_size` a fixed random subset of it: that many rows
-    (classification) or that many distinct sources with every row of each (generation, so that a
-    source keeps all its references, as E2E's several rows per meaning representation)."""
+    """The eval file, or with `eval_size` a fixed random subset of it as the task draws one (rows;
+    for generation, distinct sources with every row of each, so a source keeps all its references)."""
     if not spec.eval_size:
         return spec.eval
     path = folder / f"eval_n{spec.eval_size}.jsonl"
     if not path.is_file():
-        records = _records(spec.eval)
-        if spec.task == "generation":
-            key = spec.source_column
-            sources = list(dict.fromkeys(json.dumps(r.get(key), sort_keys=True) for r in records))
-            chosen = set(random.Random(0).sample(sources, min(spec.eval_size, len(sources))))
-            kept = [r for r in records if json.dumps(r.get(key), sort_keys=True) in chosen]
-        else:
-            kept = random.Random(0).sample(records, min(spec.eval_size, len(records)))
+        kept = spec.task_class().sample_eval(_records(spec, spec.eval), spec.eval_size, random.Random(0),
+                                             spec.resolved_columns())
         _write_jsonl(path, kept)
     return str(path)
 
@@ -341,7 +339,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progres
         else:
             todo.append(cell)
     progress(f"{len(rows)} of {len(rows) + len(todo)} cells already finished; running {len(todo)}")
-    metric = spec.metric or ("accuracy" if spec.task == "classification" else "bleu")
+    metric = spec.metric or spec.task_class().default_metric
     total = len(rows) + len(todo)
 
     def finished(cell: Cell, row: dict) -> None:
@@ -417,10 +415,7 @@ def summarise(spec: SweepSpec, rows: list[dict]) -> list[dict]:
 
 
 def _metric_names(spec: SweepSpec, rows: list[dict]) -> list[str]:
-    if spec.task == "classification":
-        names = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
-    else:
-        names = ["bleu", "chrf", "rouge1", "rouge2", "rougeL"]
+    names = list(spec.task_class().metrics)
     names = names + [f"{group}_{n}" for group in ("seen", "unseen") for n in names]
     return [n for n in names if any(n in r for r in rows)]
 
@@ -436,7 +431,7 @@ def write_outputs(spec: SweepSpec, rows: list[dict], out: Path) -> None:
     summary_columns = ["method", "length", "init", "train_size", "seeds"] + \
         [f"{n}_{s}" for n in metrics + list(NUMBERS) for s in ("mean", "std")]
     _write_csv(out / "summary.csv", summary, summary_columns)
-    main = spec.metric or (metrics[0] if metrics else None)
+    main = spec.metric or (spec.task_class().default_metric if metrics else None)
     lines = [f"# Sweep: {spec.model} on {Path(spec.train).name}", "",
              f"{len([r for r in rows if r.get('status') == 'done'])} cells finished, "
              f"{len([r for r in rows if r.get('status') == 'failed'])} failed. Mean ± standard deviation over seeds.", "",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .artifact import load_prompt, read_meta
-from .methods.soft_prompt import word_for_tokenizer
+from .backbone import word_for_tokenizer
 
 
 def _neighbours(vectors: torch.Tensor, table: torch.Tensor, tokenizer, ids: torch.Tensor, top: int):
@@ -37,11 +37,9 @@ def _percentile(value: float, norms: torch.Tensor) -> float:
 
 
 def _label_ids(model) -> dict[str, list[int]]:
-    if model.task.name != "classification":
-        return {}
     tokenizer = model.backbone.tokenizer
     out = {}
-    for label, words in zip(model.task.config.labels, model.task.config.words()):
+    for label, words in model.task.init_words().items():
         for word in words:
             ids = tokenizer(word_for_tokenizer(model.backbone, word), add_special_tokens=False)["input_ids"]
             if ids:
@@ -67,8 +65,7 @@ def inspect_prompt(directory: str | os.PathLike, top: int = 5, model: str | None
         backbone = Backbone.from_pretrained(model or meta["base_model"]["name_or_path"], dtype=dtype, device_map=device_map)
     prompt = load_prompt(directory, backbone=backbone)
     report = {"prompt": str(directory), "method": meta["method"], "task": meta["task"]}
-    if prompt.task.name == "classification" and prompt.task.template:
-        report["template"] = prompt.task.template
+    report.update(prompt.task.describe())
     if meta.get("searched"):
         report["searched"] = meta["searched"]
     parts = prompt.method.parts(prompt.backbone)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .backbone import ENCODER_DECODER, Backbone
+from .backbone import ENCODER_DECODER, Backbone, ModelInputs
 from .batcher import length_groups
 from .data import Example
 from .errors import ConfigError
@@ -102,24 +102,36 @@ class PromptSet:
 
     # ---- running ------------------------------------------------------------------------------
 
-    def _inputs(self, names: list[str], batch: dict, task):
-        """The batch embedded, each row's prompt attached (one prompt: broadcast, as alone)."""
+    def _inputs(self, names: list[str], inputs: ModelInputs) -> ModelInputs:
+        """Each row's prompt attached to its embedded row (one prompt: broadcast, as alone)."""
         distinct = list(dict.fromkeys(names))
-        inputs = task.model_inputs(batch, self.backbone.embed(batch["input_ids"]))
         parts = [self._parts[n] for n in distinct]
         if all(p.num_virtual == 0 and p.prefix_length == 0 for p in parts):
-            return inputs, distinct
+            return inputs
         owner = None
         if len(distinct) > 1:
             index = {n: i for i, n in enumerate(distinct)}
             owner = torch.tensor([index[n] for n in names], device=self.backbone.device)
-        return attach(inputs, parts, owner, filler_last=self.backbone.pads_right_only), distinct
+        return attach(inputs, parts, owner, filler_last=self.backbone.pads_right_only)
 
-    def _check_task(self, names: list[str], task: str) -> None:
+    def _check_endpoint(self, names: list[str], endpoint: str) -> None:
         for name in dict.fromkeys(names):
-            kind = self._get(name).task.name
-            if kind != task:
-                raise ConfigError(f"prompt {name!r} is a {kind} prompt, not a {task} one")
+            task = self._get(name).task
+            if task.endpoint != endpoint:
+                raise ConfigError(f"prompt {name!r} is a {task.name} prompt, which is run by {task.endpoint!r}, "
+                                  f"not {endpoint!r}")
+
+    def _as_examples(self, rows: list[Row]) -> list[tuple[str, Example]]:
+        """Rows given as text made into examples by their prompt's task."""
+        out = []
+        for i, (name, item) in enumerate(rows, 1):
+            if isinstance(item, str):
+                if not item.strip():
+                    raise ConfigError(f"input {i}: the text is empty")
+                item = type(self._get(name).task).examples_from_texts([item])[0]
+                item = replace(item, source=f"input {i}")
+            out.append((name, item))
+        return out
 
     def _forward_key(self, name: str):
         """Rows with equal keys may share a forward. Encoder-decoder models (T5, BART) place
@@ -140,41 +152,61 @@ class PromptSet:
         return [batch for members in groups.values() for batch in length_groups(members, lengths, batch_size, max_tokens)]
 
     @torch.no_grad()
-    def logits(self, rows: list[Row], batch_size: int = 64, max_tokens: int | None = None) -> list[torch.Tensor]:
-        """Each row's label logits (C,) under its own prompt, in order; at most `batch_size` rows and
-        `max_tokens` padded input tokens per forward."""
-        rows = _as_examples(rows)
+    def _score(self, rows: list[Row], batch_size: int, max_tokens: int | None, each) -> None:
+        """Run rows of any tasks served by one forward ("classify": classification, token
+        classification) in mixed batches; `each(name, rows, logits, batch)` gets each prompt's rows
+        of a forward (their indices into `rows`), their scores and their own collated batch."""
+        rows = self._as_examples(rows)
         all_names = [n for n, _ in rows]
-        self._check_task(all_names, "classification")
+        self._check_endpoint(all_names, "classify")
         features = [self._get(n).task.encode(e) for n, e in rows]
-        out: list[torch.Tensor | None] = [None] * len(rows)
         lengths = [len(f["input_ids"]) for f in features]
+        device = self.backbone.device
         for chunk in self._batches(all_names, lengths, batch_size, max_tokens):
             names = [all_names[i] for i in chunk]
-            task = self.prompts[names[0]].task  # every classification task collates alike on one backbone
-            batch = task.collate([features[i] for i in chunk], with_labels=False)
-            batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
-            inputs, distinct = self._inputs(names, batch, task)
+            width = max(lengths[i] for i in chunk)
+            groups = {name: [j for j, n in enumerate(names) if n == name] for name in dict.fromkeys(names)}
+            # Each prompt's task collates its own rows, all padded to one width on the backbone's side.
+            own = {name: {k: v.to(device) for k, v in self._get(name).task.collate(
+                [features[chunk[j]] for j in local], with_labels=False, pad_to=width).items()}
+                for name, local in groups.items()}
+            shared = _shared(own, groups, len(chunk), device)
+            inputs = self._inputs(names, ModelInputs(
+                inputs_embeds=self.backbone.embed(shared["input_ids"]), attention_mask=shared["attention_mask"],
+                token_type_ids=shared.get("token_type_ids"), readout_index=shared.get("readout_index")))
             output = run_backbone(self.backbone, inputs)
-            for name in distinct:
-                local = [j for j, n in enumerate(names) if n == name]
-                idx = torch.tensor(local, device=self.backbone.device)
+            for name, local in groups.items():
+                idx = torch.tensor(local, device=device)
                 sub = type(output)(output.hidden[idx], None if output.readout_logits is None else output.readout_logits[idx],
                                    None if output.logits is None else output.logits[idx])
-                logits = self.prompts[name].task.logits(sub, None, {k: v[idx] for k, v in batch.items()})
-                for j, row in zip(local, logits.float().cpu()):
-                    out[chunk[j]] = row
+                logits = self.prompts[name].task.logits(sub, None, own[name])
+                each(name, [chunk[j] for j in local], logits, own[name])
+
+    @torch.no_grad()
+    def logits(self, rows: list[Row], batch_size: int = 64, max_tokens: int | None = None) -> list[torch.Tensor]:
+        """Each row's scores under its own prompt (label logits (C,) for classification), in order;
+        at most `batch_size` rows and `max_tokens` padded input tokens per forward."""
+        out: list[torch.Tensor | None] = [None] * len(rows)
+
+        def keep(name, indices, logits, batch):
+            for i, row in zip(indices, logits.float().cpu()):
+                out[i] = row
+
+        self._score(rows, batch_size, max_tokens, keep)
         return out
 
     def classify(self, rows: list[Row], batch_size: int = 64, max_tokens: int | None = None) -> list[dict]:
-        """Per row: its prompt, the predicted label and every label's probability."""
-        results = []
-        for (name, _), logits in zip(rows, self.logits(rows, batch_size, max_tokens)):
-            labels = self.prompts[name].task.config.labels
-            probs = logits.softmax(-1).tolist()
-            best = max(range(len(labels)), key=probs.__getitem__)
-            results.append({"prompt": name, "label": labels[best],
-                            "probabilities": {label: p for label, p in zip(labels, probs)}})
+        """Per row: its prompt and what its task reads from the forward (for classification the
+        predicted label and every label's probability; for token classification the entities)."""
+        examples = self._as_examples(rows)
+        results: list[dict | None] = [None] * len(rows)
+
+        def read(name, indices, logits, batch):
+            task = self.prompts[name].task
+            for i, result in zip(indices, task.results(logits, batch, [examples[i][1] for i in indices])):
+                results[i] = {"prompt": name, **result}
+
+        self._score(examples, batch_size, max_tokens, read)
         return results
 
     @torch.no_grad()
@@ -182,8 +214,8 @@ class PromptSet:
                  **options) -> list[list[str]]:
         """Per row: the texts its prompt generates for it (num_return_sequences of them). Rows whose
         prompts resolve to the same decoding options share one `generate` call."""
-        rows = _as_examples(rows)
-        self._check_task([n for n, _ in rows], "generation")
+        rows = self._as_examples(rows)
+        self._check_endpoint([n for n, _ in rows], "generate")
         names_all = [n for n, _ in rows]
         resolved = {n: self.prompts[n].task.generation_options(**options) for n in dict.fromkeys(names_all)}
         results: list[list[str] | None] = [None] * len(rows)
@@ -195,7 +227,7 @@ class PromptSet:
             features = [encoded[i] for i in chunk]
             batch = {k: v.to(self.backbone.device)
                      for k, v in task.collate(features, with_labels=False, for_generation=True).items()}
-            inputs, _ = self._inputs(names, batch, task)
+            inputs = self._inputs(names, task.model_inputs(batch, self.backbone.embed(batch["input_ids"])))
             ids = self.backbone.generate(replace(inputs, full_logits=False), **resolved[names[0]])
             texts = task.decode(ids)
             per_row = len(texts) // len(chunk)
@@ -217,14 +249,17 @@ class PromptSet:
             raise ConfigError(f"an ensemble needs at least two prompts, got {names}")
         if len(set(names)) != len(names):
             raise ConfigError(f"an ensemble lists a prompt twice: {names}")
-        self._check_task(names, "classification")
+        for name in names:
+            task = self._get(name).task
+            if not task.ensembles:
+                raise ConfigError(f"prompt {name!r} is a {task.name} prompt; ensembles combine classification prompts")
         labels = self.prompts[names[0]].task.config.labels
         for name in names[1:]:
             other = self.prompts[name].task.config.labels
             if other != labels:
                 raise ConfigError(f"prompt {name!r} has labels {list(other)}, {names[0]!r} has {list(labels)}; "
                                   "an ensemble's members must share their labels")
-        examples = [e for _, e in _as_examples([(names[0], e) for e in examples])]
+        examples = [e for _, e in self._as_examples([(names[0], e) for e in examples])]
         # Every member's row for an input sits in the same batch: K rows per input.
         rows = [(name, e) for e in examples for name in names]
         probs = torch.stack([x.softmax(-1) for x in self.logits(rows, batch_size * len(names))]) if rows else \
@@ -250,12 +285,21 @@ def combine_members(probs: torch.Tensor, combine: str) -> tuple[torch.Tensor, li
     return mean, predictions
 
 
-def _as_examples(rows: list[Row]) -> list[tuple[str, Example]]:
-    out = []
-    for i, (name, item) in enumerate(rows, 1):
-        if isinstance(item, str):
-            if not item.strip():
-                raise ConfigError(f"input {i}: the text is empty")
-            item = Example(text=item, source=f"input {i}")
-        out.append((name, item))
-    return out
+def _shared(own: dict[str, dict], groups: dict[str, list[int]], size: int, device) -> dict:
+    """One forward's inputs from each prompt's own collated rows (`own[name]`, rows `groups[name]`
+    of the forward): the token ids, attention mask, token types and readout positions that every
+    task's rows have, in the forward's row order."""
+    first = next(iter(own.values()))
+    width = first["input_ids"].shape[1]
+    merged = {"input_ids": torch.zeros(size, width, dtype=torch.long, device=device),
+              "attention_mask": torch.zeros(size, width, dtype=torch.long, device=device)}
+    if any("token_type_ids" in b for b in own.values()):
+        merged["token_type_ids"] = torch.zeros(size, width, dtype=torch.long, device=device)
+    if any("readout_index" in b for b in own.values()):
+        merged["readout_index"] = torch.zeros(size, dtype=torch.long, device=device)
+    for name, local in groups.items():
+        idx = torch.tensor(local, device=device)
+        for key, value in merged.items():
+            if key in own[name]:
+                value[idx] = own[name][key]
+    return merged

@@ -12,7 +12,8 @@ from .backbone import DECODER, Backbone, BackboneOutput, ModelInputs
 from .data import Example
 from .errors import ConfigError
 from .methods import PromptMethod, method_class
-from .tasks import ClassificationConfig, GenerationConfig, task_class
+from .seeding import generator_for, reset_parameters
+from .tasks import task_class
 from .virtual_tokens import gather_positions
 
 
@@ -45,9 +46,10 @@ class PromptModel(nn.Module):
             self.position_problem = task.fit_positions(backbone.max_positions - taken, taken, backbone.max_positions)
 
     @classmethod
-    def create(cls, backbone: Backbone, method: str, task_config: ClassificationConfig | GenerationConfig,
-               method_options: dict | None = None, readout: str = "auto") -> "PromptModel":
-        """A new, initialised prompt for `backbone`."""
+    def create(cls, backbone: Backbone, method: str, task_config, method_options: dict | None = None,
+               readout: str = "auto", seed: int | None = None) -> "PromptModel":
+        """A new, initialised prompt for `backbone`: the method's parameters and the task's head are
+        drawn from a generator seeded with `seed` (None: a seed drawn from torch's global generator)."""
         method_cls = method_class(method)
         method_config = method_cls.Config.from_dict(method_options or {}, where=f"--method {method}")
         task_cls = task_class(task_config)
@@ -56,13 +58,20 @@ class PromptModel(nn.Module):
         task = task_cls(task_config, backbone)
         prompt = method_cls(method_config, backbone)
         fingerprint = backbone.fingerprint()
-        prompt.initialize(backbone, task)
+        generator = generator_for(seed)
+        prompt.initialize(backbone, task, generator)
+        reset_parameters(task, generator)
         task.initialize(backbone)
         task.to(backbone.device)
         model = cls(backbone, prompt, task, fingerprint)
         if model.position_problem:
             raise ConfigError(model.position_problem)
         return model
+
+    def with_prompt(self, method: PromptMethod, task) -> "PromptModel":
+        """Another prompt on the same backbone and base model (a searched prompt exported as the
+        hard prompt it found)."""
+        return type(self)(self.backbone, method, task, self.base_fingerprint)
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -119,10 +128,12 @@ class PromptModel(nn.Module):
             self.train(was_training)
 
     def predict_proba(self, examples: list[Example], batch_size: int = 64) -> torch.Tensor:
-        """(N, C) label probabilities, in the examples' order."""
+        """The task's scores as probabilities, in the examples' order: (N, C) over the labels for
+        classification, (N, T, C) over the tags of each token for token classification (rows padded
+        alike within a batch)."""
         features = [self.task.encode(e) for e in examples]
         rows = [logits.float().softmax(-1).cpu() for logits, _ in self.batched_logits(features, batch_size)]
-        return torch.cat(rows) if rows else torch.zeros(0, len(self.task.config.labels))
+        return torch.cat(rows) if rows else torch.zeros(0)
 
     # ---- what trains --------------------------------------------------------------------------
 

@@ -55,7 +55,8 @@ from .errors import ArtifactError, PromptTuneError, quoted
 from .mixed import PromptSet
 from .registry import Registry, RegistryError, StoreDamaged
 from .storage import StorageError
-from .tasks.generation import GenerationConfig, check_generation_options
+from .tasks import task_class
+from .tasks.generation import check_generation_options
 
 log = logging.getLogger("prompttune.server")
 
@@ -111,14 +112,20 @@ class ClassifyRequest(_Bounded):
                                                                     "(at most the server's --max-inputs)")
 
 
-class Classification(BaseModel):
-    label: str
-    probabilities: dict[str, float]
+def _classify_results():
+    """What /v1/classify answers per input: the result shape of every task it serves (a label and
+    its probabilities for classification; tokens, tags and entities for token classification)."""
+    from typing import Union
+
+    from .tasks import TASKS
+
+    shapes = tuple(cls.result_type for cls in TASKS.values() if cls.endpoint == "classify")
+    return Union[shapes] if len(shapes) > 1 else shapes[0]
 
 
 class ClassifyResponse(BaseModel):
     prompt: str = Field(description="the version that answered, NAME@VERSION")
-    results: list[Classification]
+    results: list[_classify_results()]
 
 
 class GenerateRequest(_Bounded):
@@ -207,13 +214,15 @@ class PromptService:
         self._fingerprint = backbone.fingerprint()
         self._lock = threading.Lock()
 
-    def resolve(self, spec: str, task: str) -> tuple[str, dict]:
-        """(NAME@VERSION, its registry record) for `spec`, checked to be a `task` prompt made for
-        this model, and its files checked out and verified unless it is loaded already."""
+    def resolve(self, spec: str, endpoint: str) -> tuple[str, dict]:
+        """(NAME@VERSION, its registry record) for `spec`, checked to be a prompt of a task that
+        `endpoint` serves, made for this model, and its files checked out and verified unless it is
+        loaded already."""
         record = self.registry.show(spec)
         key = f"{record['name']}@{record['version']}"
-        if record["task"] != task:
-            raise WrongTask(f"{key} is a {record['task']} prompt; use /v1/{'classify' if record['task'] == 'classification' else 'generate'}")
+        served_by = task_class(record["task"]).endpoint
+        if served_by != endpoint:
+            raise WrongTask(f"{key} is a {record['task']} prompt; use /v1/{served_by}")
         try:
             check_base_model({"base_model": record["base_model"]}, self.backbone, key, actual=self._fingerprint)
         except ArtifactError as error:
@@ -429,9 +438,9 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             text = text.replace(root, "the registry")
         return text
 
-    async def resolve(spec: str, task: str) -> tuple[str, dict]:
+    async def resolve(spec: str, endpoint: str) -> tuple[str, dict]:
         try:
-            return await run_in_threadpool(service.resolve, spec, task)
+            return await run_in_threadpool(service.resolve, spec, endpoint)
         except StoreDamaged as error:
             log.error("cannot serve %s: %s", quoted(spec), error)
             raise HTTPException(500, f"{quoted(spec)}: the registry's stored files for this prompt are damaged; "
@@ -462,21 +471,25 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     async def classify(body) -> ClassifyResponse:
         inputs = [TextPair(text=x) if isinstance(x, str) else x for x in body.inputs]
-        key, _ = await resolve(body.prompt, "classification")
-        items = [(key, Example(text=x.text, text_pair=x.text_pair, source=f"input {i}")) for i, x in enumerate(inputs)]
+        key, record = await resolve(body.prompt, "classify")
+        task = task_class(record["task"])
+        try:
+            items = [(key, task.example_from_input(x.text, x.text_pair, f"input {i}")) for i, x in enumerate(inputs)]
+        except PromptTuneError as error:
+            raise HTTPException(400, str(error)) from None
         results = await submit(("classify",), items)
         for r in results:
-            predictions.labels(key, r["label"]).inc()
-        return ClassifyResponse(prompt=key, results=[Classification(label=r["label"], probabilities=r["probabilities"])
-                                                      for r in results])
+            for label in task.predicted_labels(r):
+                predictions.labels(key, label).inc()
+        return ClassifyResponse(prompt=key, results=[{k: v for k, v in r.items() if k != "prompt"} for r in results])
 
     async def generate(body) -> GenerateResponse:
         options = body.model_dump(exclude={"prompt", "inputs"}, exclude_none=True)
         if not options.get("do_sample"):
             options.pop("do_sample", None)
-        key, record = await resolve(body.prompt, "generation")
+        key, record = await resolve(body.prompt, "generate")
         try:
-            config = GenerationConfig.from_dict(record["config"]["task_config"], where=key)
+            config = task_class(record["task"]).Config.from_dict(record["config"]["task_config"], where=key)
             settled = check_generation_options(options, config)
         except PromptTuneError as error:
             raise HTTPException(400, str(error)) from None

@@ -65,8 +65,9 @@ class TrainConfig(ConfigBase):
     patience: int | None = None
     """Stop after this many evaluations without improvement of `metric`; None: never stop early."""
     metric: str | None = None
-    """Dev metric for early stopping and for keeping the best prompt: accuracy | f1_macro for
-    classification, bleu | chrf | rouge1 | rouge2 | rougeL for generation; None: accuracy or bleu."""
+    """Dev metric for early stopping and for keeping the best prompt, one of the task's `metrics`
+    (classification: accuracy, f1_macro...; generation: bleu, chrf, rougeL...; token
+    classification: f1...); None: the task's default."""
     checkpoint_every: int | None = None
     """Write a resumable checkpoint every N steps; None: at every evaluation."""
     mixed_precision: str = "auto"
@@ -98,8 +99,8 @@ class TrainConfig(ConfigBase):
         check(self.optimizer is None or self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         check(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        check(self.metric is None or self.metric in ("accuracy", "f1_macro", "bleu", "chrf", "rouge1", "rouge2", "rougeL"),
-              "metric", "must be accuracy, f1_macro, bleu, chrf, rouge1, rouge2 or rougeL")
+        check(self.metric is None or (isinstance(self.metric, str) and self.metric), "metric",
+              "must be the name of one of the task's metrics")
         check(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision", "must be auto, no, bf16 or fp16")
         check(self.max_batch_tokens is None or self.max_batch_tokens > 0, "max_batch_tokens", "must be positive")
 
@@ -185,9 +186,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     set_seed(config.seed)
     output = Path(output_dir) if output_dir is not None else None
     task = model.task
-    metric = config.metric or task.default_metric
-    if metric not in task.metrics:
-        raise ConfigError(f"metric: {metric!r} is not a {task.name} metric; use one of {list(task.metrics)}")
+    metric = task.check_metric(config.metric)
     features = task.training_features(train_examples)
     if not features:
         raise ConfigError("training data: no examples")
@@ -275,7 +274,8 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             if eval_examples and (step % eval_every == 0 or step == total or out_of_time):
                 metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
                 value = metrics[metric]
-                improved = state["best"] is None or value > state["best"]
+                improved = state["best"] is None or (value > state["best"] if task.higher_is_better(metric)
+                                                     else value < state["best"])
                 if improved:
                     state.update(best=value, best_step=step, best_metrics=metrics, bad_evals=0)
                     best_state = {k: v.detach().to("cpu", copy=True) for k, v in prompt_model.trainable_state().items()}

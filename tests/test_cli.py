@@ -144,7 +144,7 @@ def test_generation_train_generate_evaluate(model_dirs, tmp_path, capsys):
                          "--max-target-length", "6", "--gradient-checkpointing", "--output", out_dir, "--no-progress")
     assert code == 0, err
     summary = json.loads(out)
-    assert set(summary["dev"]) == {"bleu", "chrf", "rougeL"}
+    assert set(summary["dev"]) == {"bleu", "chrf", "rouge1", "rouge2", "rougeL"}
     assert {p.name for p in out_dir.iterdir()} >= {"prompt.json", "prompt.safetensors", "training_state.safetensors"}
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["dev_metrics"]["count"] == 2  # two distinct sources, three references

@@ -156,7 +156,7 @@ def test_prompts_that_cannot_share_the_model_are_refused(load, model_dirs, tmp_p
     prompts.add("soft", PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 2}))
     with pytest.raises(ConfigError, match="unknown prompt 'nope'"):
         prompts.classify([("nope", "the movie")])
-    with pytest.raises(ConfigError, match="classification prompt, not a generation"):
+    with pytest.raises(ConfigError, match="is a classification prompt, which is run by .classify., not .generate."):
         prompts.generate([("soft", "the movie")])
     with pytest.raises(ConfigError, match="input 1: the text is empty"):
         prompts.classify([("soft", "  ")])

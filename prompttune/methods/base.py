@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from ..backbone import Backbone, ModelInputs
@@ -66,8 +67,9 @@ class PromptMethod(nn.Module):
         """Trigger-token slots the method needs in the task's template (searched prompts)."""
         return 0
 
-    def initialize(self, backbone: Backbone, task) -> None:
-        """Set initial parameter values. Called once for a new prompt, never when loading one."""
+    def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
+        """Set initial parameter values, every random draw from `generator` (seeded by the run's
+        seed). Called once for a new prompt, never when loading one."""
 
     def search_step(self, model, batch: dict, progress: float = 0.0) -> dict | None:
         """One round of a discrete search after the backward pass of `batch` (searching methods

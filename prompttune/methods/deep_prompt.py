@@ -57,11 +57,10 @@ class DeepPrompt(KeyValuePrefix):
             for site, (layers, heads, size) in self.layout.items()})
 
     @torch.no_grad()
-    def initialize(self, backbone: Backbone, task) -> None:
-        target = self.initial_activations(backbone)
+    def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
+        target = self.initial_activations(backbone, generator)
         if target is None:
             # Per-site scale of real activations, measured on a handful of vocabulary tokens.
-            generator = torch.Generator(device="cpu").manual_seed(torch.initial_seed() % (2**63))
             ids = sample_token_ids(backbone, 16, generator).cpu().unsqueeze(0)
             activations = backbone.key_value_activations(ids)
             scale = self.join({site: t[:, :, 0].float().std(dim=(2, 3, 4), keepdim=True).expand(-1, -1, t.shape[3], self.config.num_virtual_tokens, t.shape[5])

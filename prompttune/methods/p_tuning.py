@@ -18,6 +18,7 @@ from torch import nn
 from ..backbone import Backbone
 from ..config import ConfigBase, check
 from ..parts import PromptParts
+from ..seeding import reset_parameters
 from .base import Reparameterised, check_prompt_config, register
 from .soft_prompt import INITS, SoftPrompt, SoftPromptConfig, initial_embeddings
 
@@ -75,10 +76,11 @@ class PTuning(Reparameterised, SoftPrompt):
         self.encoder = PromptEncoder(config, backbone.hidden_size).to(backbone.device)
 
     @torch.no_grad()
-    def initialize(self, backbone: Backbone, task) -> None:
+    def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
         soft = SoftPromptConfig(num_virtual_tokens=self.config.num_virtual_tokens, init=self.config.init,
                                 init_text=self.config.init_text)
-        self.prompt.copy_(initial_embeddings(soft, backbone, task))
+        reset_parameters(self.encoder, generator)
+        self.prompt.copy_(initial_embeddings(soft, backbone, task, generator))
 
     def virtual_tokens(self) -> torch.Tensor:
         return self.fixed if self.fixed is not None else self.encoder(self.prompt)

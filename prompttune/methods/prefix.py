@@ -28,6 +28,7 @@ from torch import nn
 from ..backbone import Backbone
 from ..config import ConfigBase, check
 from ..parts import PromptParts
+from ..seeding import reset_parameters
 from .base import PromptMethod, Reparameterised, check_prompt_config, register
 from .soft_prompt import sample_token_ids
 
@@ -85,7 +86,7 @@ class KeyValuePrefix(PromptMethod):
     def parts(self, backbone: Backbone) -> PromptParts:
         return PromptParts(prefix=self.per_site())
 
-    def initial_activations(self, backbone: Backbone) -> torch.Tensor | None:
+    def initial_activations(self, backbone: Backbone, generator: torch.Generator) -> torch.Tensor | None:
         """(P, total) keys/values of real tokens for init text/sample_vocab; None for random."""
         config = self.config
         n = config.num_virtual_tokens
@@ -96,7 +97,6 @@ class KeyValuePrefix(PromptMethod):
             ids = (ids * (n // max(len(ids), 1) + 1))[:n]
             ids = torch.tensor(ids)
         else:
-            generator = torch.Generator(device="cpu").manual_seed(torch.initial_seed() % (2**63))
             ids = sample_token_ids(backbone, n, generator).cpu()
         activations = backbone.key_value_activations(ids.unsqueeze(0))  # site -> (L, 2, 1, H, P, d)
         return self.join({site: t[:, :, 0].float() for site, t in activations.items()})
@@ -127,9 +127,10 @@ class PrefixTuning(Reparameterised, KeyValuePrefix):
                                  nn.Linear(config.hidden_size, self.total)).to(device)
 
     @torch.no_grad()
-    def initialize(self, backbone: Backbone, task) -> None:
-        nn.init.normal_(self.embedding, std=1.0)
-        target = self.initial_activations(backbone)
+    def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
+        reset_parameters(self.mlp, generator)
+        self.embedding.copy_(torch.randn(self.embedding.shape, generator=generator))
+        target = self.initial_activations(backbone, generator)
         if target is None:
             return
         # Output layer solved by least squares so the MLP reproduces the activations exactly

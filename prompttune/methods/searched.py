@@ -89,7 +89,10 @@ class TriggerPrompt(PromptMethod):
                 raise ConfigError(f"init_text: {self.config.init_text!r} must be {n} plain tokens; it reads as "
                                   f"{self.tokenizer.convert_ids_to_tokens(ids)}")
             return torch.tensor(ids, device=backbone.device)
-        return torch.full((n,), task.slot_filler, device=backbone.device)
+        filler = task.trigger_slot()
+        if filler is None:
+            raise ConfigError(f"--method {self.name}: the {task.name} task takes no searched prompt")
+        return torch.full((n,), filler, device=backbone.device)
 
     def token_ids(self) -> torch.Tensor:
         """(N,) the prompt's tokens now."""
@@ -118,20 +121,13 @@ class TriggerPrompt(PromptMethod):
 
     def exported(self, model):
         """A hard prompt whose template holds this prompt's text, with the task's head or verbalizer."""
-        from ..model import PromptModel
         from .hard_prompt import HardPrompt, HardPromptConfig
 
         ids = self.token_ids().tolist()
         if not self.reads_back(ids):
             raise ConfigError(f"{self.name}: the prompt {self.tokenizer.convert_ids_to_tokens(ids)} does not read back "
                               "as the same tokens; it cannot be written as a template")
-        task = model.task
-        template = task.template.replace("{prompt}", self.text().replace("{", "{{").replace("}", "}}"))
-        config = task.config.replace(template=template, prompt_slots=0)
-        hard_task = type(task)(config, model.backbone)
-        hard_task.load_state_dict(task.state_dict(), strict=True)
-        hard_task.to(model.backbone.device)
-        hard = PromptModel(model.backbone, HardPrompt(HardPromptConfig(), model.backbone), hard_task, model.base_fingerprint)
+        hard = model.with_prompt(HardPrompt(HardPromptConfig(), model.backbone), model.task.template_with_prompt(self.text()))
         hard.searched = {"method": self.name, "method_config": self.config.to_dict(), "prompt_text": self.text(),
                          "tokens": self.tokenizer.convert_ids_to_tokens(ids)}
         return hard.eval()
@@ -153,7 +149,7 @@ class AutoPrompt(TriggerPrompt):
         self._generator = torch.Generator().manual_seed(0)
 
     @torch.no_grad()
-    def initialize(self, backbone: Backbone, task) -> None:
+    def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
         self.trigger_ids.copy_(self.initial_ids(backbone, task))
 
     def token_ids(self) -> torch.Tensor:
@@ -242,11 +238,10 @@ class Pez(TriggerPrompt):
         self.vectors = nn.Parameter(torch.zeros(config.num_tokens, backbone.hidden_size, device=backbone.device))
 
     @torch.no_grad()
-    def initialize(self, backbone: Backbone, task) -> None:
+    def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
         if self.config.init_text:
             ids = self.initial_ids(backbone, task)
         else:
-            generator = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
             ids = self.allowed[torch.randint(len(self.allowed), (self.config.num_tokens,), generator=generator).to(self.allowed.device)]
         self.vectors.copy_(backbone.input_embeddings.weight[ids].float())
 

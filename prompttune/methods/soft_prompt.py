@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backbone import Backbone
+from ..backbone import Backbone, word_for_tokenizer
 from ..config import ConfigBase
 from ..parts import PromptParts
 from .base import PromptMethod, check_prompt_config, register
@@ -51,18 +51,17 @@ class SoftPrompt(PromptMethod):
                                                device=weight.device))
 
     @torch.no_grad()
-    def initialize(self, backbone: Backbone, task) -> None:
-        self.prompt.copy_(initial_embeddings(self.config, backbone, task))
+    def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
+        self.prompt.copy_(initial_embeddings(self.config, backbone, task, generator))
 
     def parts(self, backbone: Backbone) -> PromptParts:
         return PromptParts(virtual=self.prompt)
 
 
-def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task) -> torch.Tensor:
+def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task, generator: torch.Generator) -> torch.Tensor:
     """(N, D) starting values for a prompt of `config.num_virtual_tokens` tokens."""
     weight = backbone.input_embeddings.weight.detach().float()
     n = config.num_virtual_tokens
-    generator = torch.Generator(device="cpu").manual_seed(torch.initial_seed() % (2**63))
     if config.init == "random":
         # Matched to the vocabulary's per-dimension statistics, so the prompt starts at the scale
         # the model's layers expect (a unit normal is far off for most models).
@@ -76,7 +75,7 @@ def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task) -> to
         return weight[torch.tensor(repeated, device=weight.device)]
     # class_labels: one row per label word (its sub-tokens averaged), then vocabulary samples.
     rows = []
-    for words in task.label_words():
+    for words in task.init_words().values():
         for word in words:
             ids = backbone.tokenizer(word_for_tokenizer(backbone, word), add_special_tokens=False)["input_ids"]
             if ids:
@@ -95,8 +94,3 @@ def sample_token_ids(backbone: Backbone, count: int, generator: torch.Generator)
     picks = torch.randint(len(allowed), (count,), generator=generator)
     return allowed[picks].to(backbone.device)
 
-
-def word_for_tokenizer(backbone: Backbone, word: str) -> str:
-    """Byte-level BPE vocabularies (GPT-2, BART, Llama) spell a word after a space differently;
-    label words are read after a space, so embed them that way."""
-    return " " + word if backbone.kind != "encoder" else word

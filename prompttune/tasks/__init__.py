@@ -1,17 +1,10 @@
-"""Tasks turn a frozen model's outputs into losses, predictions and metrics."""
+"""Tasks turn a frozen model's outputs into losses, predictions and metrics. Each file defines one
+task and registers it by name (tasks/base.py holds the contract)."""
 
+from .base import TASK_OPTIONS, TASKS, Task, register, task_class
+from . import classification, generation  # noqa: F401  (registration)
 from .classification import ClassificationConfig, ClassificationTask
 from .generation import GenerationConfig, GenerationTask
 
-TASKS = {ClassificationTask.name: ClassificationTask, GenerationTask.name: GenerationTask}
-
-
-def task_class(config) -> type:
-    """The task a task config belongs to."""
-    for cls in TASKS.values():
-        if isinstance(config, cls.Config):
-            return cls
-    raise TypeError(f"no task takes a {type(config).__name__}")
-
-
-__all__ = ["TASKS", "ClassificationConfig", "ClassificationTask", "GenerationConfig", "GenerationTask", "task_class"]
+__all__ = ["TASK_OPTIONS", "TASKS", "ClassificationConfig", "ClassificationTask", "GenerationConfig", "GenerationTask", "Task",
+           "register", "task_class"]

@@ -18,21 +18,29 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from typing_extensions import TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
+from ..backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs, word_for_tokenizer
 from ..config import ConfigBase, check
-from ..data import Example
+from ..data import Columns, Example, label_set, load_examples, pick_demonstrations
 from ..errors import ConfigError, DataError
 from ..metrics import classification_metrics
-from ..methods.soft_prompt import word_for_tokenizer
+from .base import Task, register
 from .chat import chat_wrap
 
 READOUTS = ("verbalizer", "head", "similarity")
+
+
+class ClassificationResult(TypedDict):
+    label: str
+    probabilities: dict[str, float]
+
 PLACEHOLDERS = ("text", "text_pair", "mask", "prompt")
 SIMILARITY_SCALE = 20.0  # cosine similarities -> logits, as sentence-transformers' ranking losses do
 
@@ -159,15 +167,63 @@ def resolve_readout(method, backbone: Backbone, requested: str = "auto") -> str:
     return "similarity" if method.readout == "zero_shot" else "head"
 
 
-class ClassificationTask(nn.Module):
+@register
+class ClassificationTask(Task):
     name = "classification"
     Config = ClassificationConfig
+    columns = {"text": "text", "text_pair": None, "label": "label"}
     default_metric = "accuracy"
-    metrics = ("accuracy", "f1_macro")
+    metrics = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+    endpoint = "classify"
+    result_type = ClassificationResult
+    ensembles = True
+    options = ("labels", "verbalizer", "template", "max_length", "instruction", "chat", "shots")
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    @classmethod
+    def read_examples(cls, path: str, columns: dict, labelled: bool = True) -> list[Example]:
+        examples = load_examples(path, Columns(text=columns["text"], text_pair=columns["text_pair"], label=columns["label"]),
+                                 require_labels=labelled)
+        # Labels play no part in prediction (and may include unseen ones).
+        return examples if labelled else [replace(e, label=None) for e in examples]
+
+    @classmethod
+    def new_config(cls, options: dict, train_examples: list[Example], eval_examples: list[Example] | None, seed: int,
+                   train_name: str = "the training data", columns: dict | None = None) -> ClassificationConfig:
+        cls.check_options(options)
+        labels = options.get("labels")
+        label_names = tuple(str(x) for x in labels) if labels else label_set(train_examples)
+        if eval_examples and not labels:
+            unseen = sorted({e.label for e in eval_examples} - set(label_names))
+            if unseen:
+                first = next(e for e in eval_examples if e.label in unseen)
+                column = f", column {columns['label']!r}" if columns else ""
+                raise ConfigError(f"{first.source}{column}: label {first.label!r} never occurs in {train_name}; "
+                                  f"training labels are {list(label_names)} (pass --labels to fix the set)")
+        demonstrations = tuple((e.text, e.text_pair, e.label) for e in
+                               pick_demonstrations(train_examples, options.get("shots", 0), seed, label_names))
+        return ClassificationConfig(labels=label_names, template=options.get("template"),
+                                    verbalizer=parse_verbalizer(options.get("verbalizer"), label_names),
+                                    max_length=options.get("max_length", 256),
+                                    pair=any(e.text_pair is not None for e in train_examples),
+                                    instruction=options.get("instruction"), chat=bool(options.get("chat")),
+                                    demonstrations=demonstrations)
+
+    @classmethod
+    def sample(cls, records: list[dict], size: int, rng, columns: dict) -> list[dict]:
+        """`size` rows of every label (fewer where a label has fewer)."""
+        by_label: dict[str, list] = {}
+        for r in records:
+            by_label.setdefault(str(r.get(columns["label"])), []).append(r)
+        chosen = [r for label in sorted(by_label) for r in rng.sample(by_label[label], min(size, len(by_label[label])))]
+        rng.shuffle(chosen)
+        return chosen
 
     def __init__(self, config: ClassificationConfig, backbone: Backbone):
         super().__init__()
         self.config = config
+        self.__dict__["_backbone"] = backbone  # not a submodule: the task's state is its own
         self.kind = backbone.kind
         self.tokenizer = backbone.tokenizer
         self.pad_right = backbone.pads_right_only or self.tokenizer.padding_side == "right"
@@ -249,8 +305,24 @@ class ClassificationTask(nn.Module):
         slots the method asks for."""
         return config.replace(readout=resolve_readout(method, backbone, readout), prompt_slots=prompt_slots)
 
-    def label_words(self) -> tuple[tuple[str, ...], ...]:
-        return self.config.words()
+    def init_words(self) -> dict[str, tuple[str, ...]]:
+        return dict(zip(self.config.labels, self.config.words()))
+
+    def trigger_slot(self) -> int | None:
+        return self.slot_filler
+
+    def template_with_prompt(self, text: str) -> "ClassificationTask":
+        """This task with `text` where the trigger slots were, its trained head kept."""
+        template = self.template.replace("{prompt}", text.replace("{", "{{").replace("}", "}}"))
+        task = type(self)(self.config.replace(template=template, prompt_slots=0), self._backbone)
+        task.load_state_dict(self.state_dict(), strict=True)
+        return task.to(self._device())
+
+    def _device(self):
+        return next((t.device for t in list(self.parameters()) + list(self.buffers())), torch.device("cpu"))
+
+    def describe(self) -> dict:
+        return {"template": self.template} if self.template else {}
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut inputs (template included) to the `available` positions the model has left after
@@ -367,10 +439,12 @@ class ClassificationTask(nn.Module):
     def training_features(self, examples: list[Example]) -> list[dict]:
         return [self.encode(e) for e in examples]
 
-    def collate(self, features: list[dict], with_labels: bool = True, for_generation: bool = False) -> dict:
-        """Dynamic padding to the longest row; the padding side follows the tokenizer, except for
-        models that cannot take position ids with absolute positions (the backbone says which)."""
-        length = max(len(f["input_ids"]) for f in features)
+    def collate(self, features: list[dict], with_labels: bool = True, for_generation: bool = False,
+                pad_to: int | None = None) -> dict:
+        """Dynamic padding to the longest row (or `pad_to`); the padding side follows the tokenizer,
+        except for models that cannot take position ids with absolute positions (the backbone says
+        which)."""
+        length = max([len(f["input_ids"]) for f in features] + [pad_to or 0])
         pad = self.tokenizer.pad_token_id
         input_ids, mask, types, readout, slot_index, pool_mask = [], [], [], [], [], []
         for f in features:
@@ -457,8 +531,35 @@ class ClassificationTask(nn.Module):
             labels.append(gold.cpu())
         return classification_metrics(torch.cat(predictions).tolist(), torch.cat(labels).tolist(), self.config.labels)
 
-    def state_to_save(self) -> dict:
-        return {k: v.detach() for k, v in self.state_dict().items()}
+    # ---- results ------------------------------------------------------------------------------
+
+    def results(self, logits: torch.Tensor, batch: dict, examples: list) -> list[dict]:
+        """Each row's label and every label's probability."""
+        labels = self.config.labels
+        rows = []
+        for probs in logits.float().softmax(-1).cpu().tolist():
+            best = max(range(len(labels)), key=probs.__getitem__)
+            rows.append({"label": labels[best], "probabilities": {label: p for label, p in zip(labels, probs)}})
+        return rows
+
+    def predict(self, model, examples: list[Example], batch_size: int = 64) -> list[dict]:
+        """One dict per input: the text, the predicted label and every label's probability."""
+        features = [self.encode(e) for e in examples]
+        rows = []
+        for logits, batch in model.batched_logits(features, batch_size):
+            rows.extend(self.results(logits, batch, []))
+        out = []
+        for example, row in zip(examples, rows):
+            entry = {"text": example.text}
+            if example.text_pair is not None:
+                entry["text_pair"] = example.text_pair
+            entry.update(label=row["label"], probabilities={k: round(p, 6) for k, p in row["probabilities"].items()})
+            out.append(entry)
+        return out
+
+    @classmethod
+    def predicted_labels(cls, result: dict) -> list[str]:
+        return [result["label"]]
 
 
 def _span(template: str, name: str, values: dict, offset: int = 0) -> tuple[int, int]:

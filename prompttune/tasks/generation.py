@@ -20,9 +20,10 @@ from torch import nn
 
 from ..backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
 from ..config import ConfigBase, check
-from ..data import Example, group_references
+from ..data import Example, group_references, load_generation_examples
 from ..errors import ConfigError, DataError
 from ..metrics import generation_metrics
+from .base import Task, register
 from .chat import chat_wrap
 
 IGNORE = -100
@@ -91,11 +92,44 @@ def check_generation_options(options: dict, config: GenerationConfig) -> dict:
     return options
 
 
-class GenerationTask(nn.Module):
+@register
+class GenerationTask(Task):
     name = "generation"
     Config = GenerationConfig
+    columns = {"source": "source", "target": "target"}
     default_metric = "bleu"
     metrics = METRICS
+    endpoint = "generate"
+    options = ("max_length", "max_target_length", "num_beams", "instruction", "chat")
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    @classmethod
+    def read_examples(cls, path: str, columns: dict, labelled: bool = True) -> list[Example]:
+        return load_generation_examples(path, columns["source"], columns["target"] if labelled else None,
+                                        require_targets=labelled)
+
+    @classmethod
+    def new_config(cls, options: dict, train_examples: list[Example], eval_examples: list[Example] | None, seed: int,
+                   train_name: str = "the training data", columns: dict | None = None) -> GenerationConfig:
+        if options.get("shots"):
+            raise ConfigError("--shots: demonstrations are shown for classification; generation takes --instruction")
+        cls.check_options(options)
+        return GenerationConfig(max_source_length=options.get("max_length", 256),
+                                max_target_length=options.get("max_target_length", 128),
+                                num_beams=options.get("num_beams", 1), instruction=options.get("instruction"),
+                                chat=bool(options.get("chat")))
+
+    @classmethod
+    def sample_eval(cls, records: list[dict], size: int, rng, columns: dict) -> list[dict]:
+        """`size` distinct sources with every row of each, so that a source keeps all its references
+        (E2E has several rows per meaning representation)."""
+        import json
+
+        key = columns["source"]
+        sources = list(dict.fromkeys(json.dumps(r.get(key), sort_keys=True) for r in records))
+        chosen = set(rng.sample(sources, min(size, len(sources))))
+        return [r for r in records if json.dumps(r.get(key), sort_keys=True) in chosen]
 
     def __init__(self, config: GenerationConfig, backbone: Backbone):
         super().__init__()
@@ -131,14 +165,6 @@ class GenerationTask(nn.Module):
 
     # ---- what other parts ask of a task ----------------------------------------------------------
 
-    @staticmethod
-    def configure(config: GenerationConfig, method, backbone: Backbone, readout: str = "auto",
-                  prompt_slots: int = 0) -> GenerationConfig:
-        """A new prompt's config (generation reads the LM head; there is no readout to choose)."""
-        if prompt_slots:
-            raise ConfigError(f"--method {method.name}: searched prompts are made for classification")
-        return config
-
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut sources so that the prompt, the source, the separator and a whole target (in training,
         or `max_target_length` new tokens) fit the model's `limit` positions (`available` left after
@@ -154,16 +180,6 @@ class GenerationTask(nn.Module):
             return self.position_problem
         self.max_source_length = min(self.config.max_source_length, room)
         return None
-
-    def label_words(self) -> tuple:
-        return ()  # no labels: soft-prompt class_labels initialisation falls back to vocabulary samples
-
-    @torch.no_grad()
-    def initialize(self, backbone: Backbone) -> None:
-        pass
-
-    def state_to_save(self) -> dict:
-        return {}
 
     # ---- data -> tensors ----------------------------------------------------------------------
 

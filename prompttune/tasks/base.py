@@ -1,0 +1,214 @@
+"""The contract every task follows.
+
+A task turns data into a frozen model's inputs and the model's outputs into losses, predictions and
+metrics. It registers itself by name, as a method does, and everything outside `tasks/` reaches it
+through this class: the training loop, `compare`, the artifact code, mixed batches and the server
+never compare a task's name or a metric's name.
+
+What a task answers:
+
+- its data: the columns it reads (`columns`, with their defaults), `read_examples` from a file,
+  `new_config` from the options of a run and its training data, and `sample` for a sweep's
+  training-set sizes;
+- its scores: `metrics` (the scalar ones, in report order), `default_metric` (early stopping, the
+  sweep's plots) and `higher_is_better`;
+- its outputs: `predict` for `prompttune predict`, `results` for a mixed batch's rows, and which
+  HTTP endpoint serves it (`endpoint`: "classify" reads one forward, "generate" decodes);
+- what methods may ask of it, and nothing more: `init_words` (the words whose embeddings start a
+  prompt), `template_with_prompt` (a searched prompt written into its template) and `trigger_slot`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..backbone import Backbone
+from ..config import ConfigBase
+from ..errors import ConfigError
+
+TASKS: dict[str, type["Task"]] = {}
+
+
+def register(cls: type["Task"]) -> type["Task"]:
+    if cls.name in TASKS:
+        raise ValueError(f"task {cls.name!r} registered twice")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def task_class(name_or_config: str | ConfigBase) -> type["Task"]:
+    """The task registered under a name, or the task a config belongs to."""
+    if isinstance(name_or_config, str):
+        if name_or_config not in TASKS:
+            raise ConfigError(f"--task: unknown task {name_or_config!r}; known: {sorted(TASKS)}")
+        return TASKS[name_or_config]
+    for cls in TASKS.values():
+        if isinstance(name_or_config, cls.Config):
+            return cls
+    raise TypeError(f"no task takes a {type(name_or_config).__name__}")
+
+
+# The options of a run that belong to the task, as `train_prompt` and `compare` name them, with the
+# value that means "not given".
+TASK_OPTIONS: dict[str, Any] = {
+    "labels": None, "verbalizer": None, "template": None, "max_length": 256, "max_target_length": 128,
+    "num_beams": 1, "instruction": None, "chat": False, "shots": 0,
+}
+
+
+class Task(nn.Module):
+    name: ClassVar[str]
+    Config: ClassVar[type[ConfigBase]]
+    #: The data columns the task reads, by role, with their default names (None: optional, absent
+    #: unless given). The command line's --text-column, --label-column... name the roles.
+    columns: ClassVar[dict[str, str | None]] = {}
+    #: The scalar metrics, in the order reports show them.
+    metrics: ClassVar[tuple[str, ...]] = ()
+    default_metric: ClassVar[str]
+    #: The HTTP endpoint that serves the task's prompts: "classify" (one forward per row, results
+    #: from `results`) or "generate" (decoding).
+    endpoint: ClassVar[str] = "classify"
+    #: The shape of one result from `results` (a TypedDict; the server's schema is built from it).
+    result_type: ClassVar[type] = dict
+    #: Whether prompts of this task can be combined into an ensemble by their label probabilities.
+    ensembles: ClassVar[bool] = False
+    #: Which `TASK_OPTIONS` the task takes (the others must keep their "not given" value).
+    options: ClassVar[tuple[str, ...]] = ()
+
+    # ---- scores -------------------------------------------------------------------------------
+
+    @classmethod
+    def higher_is_better(cls, metric: str) -> bool:
+        return True
+
+    @classmethod
+    def check_metric(cls, metric: str | None) -> str:
+        metric = metric or cls.default_metric
+        if metric not in cls.metrics:
+            raise ConfigError(f"metric: {metric!r} is not a {cls.name} metric; use one of {list(cls.metrics)}")
+        return metric
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    @classmethod
+    def resolve_columns(cls, given: dict[str, str | None], saved: dict | None = None) -> dict[str, str | None]:
+        """Column names by role: given ones first, then those the prompt was trained with, then
+        the task's defaults. A column given for a role this task does not read is refused."""
+        unknown = sorted(role for role, value in given.items() if value is not None and role not in cls.columns)
+        if unknown:
+            flags = ", ".join(f"--{role.replace('_', '-')}-column" for role in unknown)
+            raise ConfigError(f"{flags}: not a column of the {cls.name} task, which reads "
+                              f"{', '.join(cls.columns)}")
+        saved = saved or {}
+        return {role: given.get(role) if given.get(role) is not None else saved.get(role, default)
+                for role, default in cls.columns.items()}
+
+    @classmethod
+    def read_examples(cls, path: str, columns: dict[str, str | None], labelled: bool = True) -> list:
+        """Every row of a data file as an example, checked; `labelled=False` for prediction (a
+        label there, if any, is ignored)."""
+        raise NotImplementedError
+
+    @classmethod
+    def examples_from_texts(cls, texts: list[str]) -> list:
+        """Examples for raw inputs given on the command line or to the server."""
+        from ..data import texts_as_examples
+
+        return texts_as_examples(texts)
+
+    @classmethod
+    def example_from_input(cls, text: str, text_pair: str | None = None, source: str = ""):
+        """An example for one input sent to the server."""
+        from ..data import Example
+
+        return Example(text=text, text_pair=text_pair, source=source)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        given = sorted(k for k, v in options.items() if k in TASK_OPTIONS and k not in cls.options
+                       and v != TASK_OPTIONS[k])
+        if given:
+            raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: not an option of the "
+                              f"{cls.name} task")
+
+    @classmethod
+    def new_config(cls, options: dict[str, Any], train_examples: list, eval_examples: list | None, seed: int,
+                   train_name: str = "the training data", columns: dict | None = None) -> ConfigBase:
+        """The config of a new prompt from a run's task options and its data."""
+        raise NotImplementedError
+
+    @classmethod
+    def sample(cls, records: list[dict], size: int, rng: random.Random, columns: dict[str, str | None]) -> list[dict]:
+        """`size` training rows for a sweep's training-set size (in all, unless the task says per
+        what)."""
+        return rng.sample(records, min(size, len(records)))
+
+    @classmethod
+    def sample_eval(cls, records: list[dict], size: int, rng: random.Random, columns: dict[str, str | None]) -> list[dict]:
+        """A fixed subset of `size` evaluation rows."""
+        return rng.sample(records, min(size, len(records)))
+
+    @classmethod
+    def read_records(cls, path: str) -> list[dict]:
+        """A data file's rows as dicts (what a sweep draws its subsets from, written out as JSONL)."""
+        from ..data import read_rows
+
+        return [record for _, record in read_rows(path)[1]]
+
+    # ---- a new prompt -------------------------------------------------------------------------
+
+    @staticmethod
+    def configure(config, method, backbone: Backbone, readout: str = "auto", prompt_slots: int = 0):
+        """A new prompt's config, once the method and the backbone are known."""
+        if prompt_slots:
+            raise ConfigError(f"--method {method.name}: searched prompts are made for classification")
+        return config
+
+    def initialize(self, backbone: Backbone) -> None:
+        """Compute what a new prompt's task needs from the backbone."""
+
+    def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
+        """Cut inputs to the `available` positions the model has left after the prompt; a problem
+        to report where not even a short input fits."""
+        return None
+
+    def state_to_save(self) -> dict:
+        return {k: v.detach() for k, v in self.state_dict().items()}
+
+    # ---- what methods may ask -----------------------------------------------------------------
+
+    def init_words(self) -> dict[str, tuple[str, ...]]:
+        """Words whose embeddings may start a prompt (the label words), by label; empty where the
+        task has none."""
+        return {}
+
+    def trigger_slot(self) -> int | None:
+        """The token id standing in a searched prompt's slots before they are filled (None: the
+        task takes no searched prompt)."""
+        return None
+
+    def template_with_prompt(self, text: str) -> "Task":
+        """The same task with `text` written where a searched prompt's slots were (a hard prompt)."""
+        raise ConfigError(f"a searched prompt cannot be written into a {self.name} task")
+
+    def describe(self) -> dict:
+        """What `prompttune inspect` reports of the task (its template, where it has one)."""
+        return {}
+
+    # ---- outputs ------------------------------------------------------------------------------
+
+    def results(self, logits, batch: dict, examples: list) -> list[dict]:
+        """One result per row of a mixed batch (tasks served by "classify")."""
+        raise NotImplementedError
+
+    def predict(self, model, examples: list, batch_size: int = 64) -> list[dict]:
+        """What `prompttune predict` prints, one dict per example."""
+        raise ConfigError(f"a {self.name} prompt does not predict; use `prompttune {self.endpoint}` for it")
+
+    @classmethod
+    def predicted_labels(cls, result: dict) -> list[str]:
+        """The labels a result predicts, counted by the server's metrics."""
+        return []
