@@ -49,7 +49,8 @@ class Client:
         return response
 
     def classify(self, prompt: str, inputs: list[str | tuple[str, str]]) -> list[dict]:
-        """Per input: {"label", "probabilities"}. A tuple input is a (text, text_pair) pair."""
+        """Per input, what the prompt's task reads: {"label", "probabilities"} for classification,
+        {"tokens", "tags", "entities"} for token classification. A tuple input is a (text, text_pair) pair."""
         body = {"prompt": prompt, "inputs": [x if isinstance(x, str) else {"text": x[0], "text_pair": x[1]} for x in inputs]}
         return self._call("POST", "/v1/classify", json=body).json()["results"]
 

@@ -278,9 +278,10 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
         if spec.metric:
             train_options["metric"] = spec.metric
         columns = {f"{role}_column": name for role, name in spec.columns().items() if name is not None}
+        shared = spec.task_class().sweep_options(spec.train, spec.resolved_columns())
         common = dict(model=spec.model, method=cell.method, train=train, eval=eval_path, output=str(folder),
                       task=spec.task, method_options=options, template=spec.template, verbalizer=spec.verbalizer,
-                      **columns, **spec.prompt_options)
+                      **columns, **{**shared, **spec.prompt_options})
         # A cell killed after a checkpoint continues from it (same arguments: the same cell).
         metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None)
         groups = {}

@@ -2,7 +2,7 @@
 task and registers it by name (tasks/base.py holds the contract)."""
 
 from .base import TASK_OPTIONS, TASKS, Task, register, task_class
-from . import classification, generation  # noqa: F401  (registration)
+from . import classification, generation, token_classification  # noqa: F401  (registration)
 from .classification import ClassificationConfig, ClassificationTask
 from .generation import GenerationConfig, GenerationTask
 

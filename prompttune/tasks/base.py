@@ -152,6 +152,12 @@ class Task(nn.Module):
         return rng.sample(records, min(size, len(records)))
 
     @classmethod
+    def sweep_options(cls, path: str, columns: dict[str, str | None]) -> dict[str, Any]:
+        """Task options every cell of a sweep over the training file `path` shares (the label set
+        of the whole file, where a small subset could miss a label)."""
+        return {}
+
+    @classmethod
     def read_records(cls, path: str) -> list[dict]:
         """A data file's rows as dicts (what a sweep draws its subsets from, written out as JSONL)."""
         from ..data import read_rows
