@@ -76,11 +76,24 @@ class PromptSet:
             raise ConfigError(f"prompt {name!r}: {method.name} changes its inputs in its own way and cannot be "
                               "mixed with other prompts in one batch")
         prompt.eval()
-        with torch.no_grad():
-            # A decoder's virtual tokens are computed once, when the prompt joins, not per batch.
-            self._parts[name] = computed_once(method.parts(self.backbone), self.backbone).detached()
         self.prompts[name] = prompt
+        self._compute_parts(name)
         return prompt
+
+    @torch.no_grad()
+    def _compute_parts(self, name: str) -> None:
+        """What the prompt adds to its rows, computed when it joins (a decoder's virtual tokens
+        become keys and values once, not per batch) and again when the set moves."""
+        self._parts[name] = computed_once(self.prompts[name].method.parts(self.backbone), self.backbone).detached()
+
+    def to(self, *args, **kwargs) -> "PromptSet":
+        """Move the backbone and every prompt (`torch.nn.Module.to`'s arguments), and recompute what
+        the set keeps of each prompt on the new device and type."""
+        self.backbone.to(*args, **kwargs)
+        for name, prompt in self.prompts.items():
+            prompt.to(*args, **kwargs)
+            self._compute_parts(name)
+        return self
 
     def remove(self, name: str) -> None:
         self._get(name)
@@ -173,7 +186,8 @@ class PromptSet:
             shared = _shared(own, groups, len(chunk), device)
             inputs = self._inputs(names, ModelInputs(
                 inputs_embeds=self.backbone.embed(shared["input_ids"]), attention_mask=shared["attention_mask"],
-                token_type_ids=shared.get("token_type_ids"), readout_index=shared.get("readout_index")))
+                token_type_ids=shared.get("token_type_ids"), readout_index=shared.get("readout_index"),
+                decoder_input_ids=shared.get("decoder_input_ids")))
             output = run_backbone(self.backbone, inputs)
             for name, local in groups.items():
                 idx = torch.tensor(local, device=device)
@@ -297,9 +311,21 @@ def _shared(own: dict[str, dict], groups: dict[str, list[int]], size: int, devic
         merged["token_type_ids"] = torch.zeros(size, width, dtype=torch.long, device=device)
     if any("readout_index" in b for b in own.values()):
         merged["readout_index"] = torch.zeros(size, dtype=torch.long, device=device)
+    decoders = [b["decoder_input_ids"] for b in own.values() if "decoder_input_ids" in b]
+    if decoders:
+        # Encoder-decoder verbalizers: right-padded decoder inputs (a causal decoder never reads the
+        # padding before its readout position); rows that read no decoder get the start token.
+        merged["decoder_input_ids"] = torch.zeros(size, max(d.shape[1] for d in decoders), dtype=torch.long, device=device)
+        merged["decoder_input_ids"][:, 0] = decoders[0][0, 0]
     for name, local in groups.items():
         idx = torch.tensor(local, device=device)
         for key, value in merged.items():
             if key in own[name]:
-                value[idx] = own[name][key]
+                part = own[name][key]
+                if key == "decoder_input_ids":
+                    value[idx, :part.shape[1]] = part
+                else:
+                    value[idx] = part
+        if decoders and "decoder_input_ids" not in own[name] and "readout_index" in merged:
+            merged["readout_index"][idx] = 0  # its readout, if any, is not a decoder position
     return merged

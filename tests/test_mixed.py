@@ -160,3 +160,50 @@ def test_prompts_that_cannot_share_the_model_are_refused(load, model_dirs, tmp_p
         prompts.generate([("soft", "the movie")])
     with pytest.raises(ConfigError, match="input 1: the text is empty"):
         prompts.classify([("soft", "  ")])
+
+
+@pytest.mark.parametrize("method, options", [("prefix", {"num_virtual_tokens": 2, "hidden_size": 16}),
+                                             ("p_tuning", {"num_virtual_tokens": 3})])
+def test_moving_a_loaded_prompt_moves_what_its_reparameterisation_computed(load, tmp_path, method, options):
+    """A reparameterised prompt loaded for inference keeps only its computed output, in plain
+    tensors: `.to()` must move them with the parameters (checked on the meta device and in float64,
+    which a machine without a GPU has)."""
+    backbone = load("gpt2")
+    model = PromptModel.create(backbone, method, task_config(), options, seed=0)
+    loaded = load_prompt(save_prompt(model, tmp_path / "p"), backbone=backbone)
+    fixed = loaded.method.fixed
+    assert fixed is not None  # inference-only: the reparameterisation is gone
+    texts = [Example("the movie was great"), Example("a terrible film")]
+    expected = loaded.predict_proba(texts).double()
+    loaded.to(torch.float64)
+    moved = loaded.method.fixed
+    for tensor in (moved.values() if isinstance(moved, dict) else [moved]):
+        assert tensor.dtype == torch.float64
+    torch.testing.assert_close(loaded.predict_proba(texts).double(), expected, rtol=1e-4, atol=1e-5)
+    loaded.to("meta")
+    for tensor in (loaded.method.fixed.values() if isinstance(loaded.method.fixed, dict) else [loaded.method.fixed]):
+        assert tensor.device.type == "meta"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_moving_a_prompt_set_recomputes_the_parts_it_keeps(load, family):
+    backbone = load(family)
+    prompts = PromptSet(backbone)
+    for name, (method, options, changes) in list(CLASSIFIERS.items())[:4]:
+        prompts.add(name, _perturb_and_return(PromptModel.create(backbone, method, task_config(**changes), options, seed=1)))
+    rows = [(name, text) for name in prompts.prompts for text in ("the movie was great", "a terrible film")]
+    before = prompts.classify(rows)
+    prompts.to(torch.float64)
+    for parts in prompts._parts.values():
+        tensors = ([parts.virtual] if parts.virtual is not None else []) + list((parts.prefix or {}).values())
+        assert tensors and all(t.dtype == torch.float64 for t in tensors)
+    after = prompts.classify(rows)
+    for a, b in zip(after, before):
+        assert a["label"] == b["label"]
+        for label, p in b["probabilities"].items():
+            assert a["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+def _perturb_and_return(model):
+    _perturb(model)
+    return model

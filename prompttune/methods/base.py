@@ -132,6 +132,16 @@ class Reparameterised:
 
     fixed = None
 
+    def _apply(self, fn, recurse=True):
+        """`.to(device)`, `.half()` and the like move the computed output with the parameters (it is
+        a plain tensor or a dict of them, not a registered buffer)."""
+        module = super()._apply(fn, recurse)
+        if isinstance(self.fixed, dict):
+            self.fixed = {k: fn(v) for k, v in self.fixed.items()}
+        elif self.fixed is not None:
+            self.fixed = fn(self.fixed)
+        return module
+
     def training_state(self) -> dict:
         if self.fixed is not None:
             return {}
