@@ -358,9 +358,10 @@ class Backbone(nn.Module):
         readout = inputs.readout_index
         if self.kind == ENCODER_DECODER:
             if inputs.decoder_input_ids is not None:
+                # Teacher-forced (generation), or where a verbalizer reads a decoder position.
                 kwargs["decoder_input_ids"] = inputs.decoder_input_ids
             else:
-                # Classification reads the first decoder token (the seq2seq verbalizer position).
+                # No decoder input: the first decoder token (read by nothing but a verbalizer).
                 kwargs["decoder_input_ids"] = self.decoder_start_ids(batch_size)
                 readout = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         if inputs.full_logits:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import FAMILIES, LM_FAMILIES, task_config
-from prompttune import PromptModel, TrainConfig, load_prompt, save_prompt, train
+from prompttune import Example, PromptModel, TrainConfig, load_prompt, save_prompt, train
 from prompttune.backbone import ModelInputs
 
 TRAINED = ("soft_prompt", "prefix", "deep_prompt", "p_tuning", "linear_probe", "full_finetune")
@@ -172,3 +172,27 @@ def test_readout_logits_equal_the_full_lm_logits_at_that_position(load, examples
             full = full[torch.arange(len(examples)), batch["readout_index"]]
     assert picked.shape == (len(examples), backbone.input_embeddings.num_embeddings)
     torch.testing.assert_close(picked, full, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_a_seq2seq_verbalizer_reads_where_the_decoder_predicts_the_masked_span(load, family):
+    """T5 answers a masked input with "<extra_id_0> span": the label is read after the sentinel, as
+    OpenPrompt feeds "<pad> <extra_id_0>". BART rewrites its input: the label is read at the mask's
+    own position of the shifted input. Both checked against the model's own logits there."""
+    backbone = load(family)
+    model = PromptModel.create(backbone, "hard_prompt", task_config(), seed=0).eval()
+    texts = [Example("the movie was great"), Example("a terrible film , really")]
+    features = [model.task.encode(e) for e in texts]
+    with torch.no_grad():
+        scores = model(model.task.collate(features, with_labels=False))
+        for row, feature in zip(scores, features):
+            tokens = backbone.tokenizer.convert_ids_to_tokens(feature["decoder_input_ids"])
+            if family == "t5":
+                assert tokens[1:] == ["<extra_id_0>"] and feature["decoder_index"] == 1
+            else:
+                assert feature["decoder_input_ids"][1:] == feature["input_ids"][:-1]
+                assert feature["input_ids"][feature["decoder_index"]] == backbone.tokenizer.mask_token_id
+            logits = backbone.model(input_ids=torch.tensor([feature["input_ids"]]),
+                                    decoder_input_ids=torch.tensor([feature["decoder_input_ids"]])).logits
+            expected = logits[0, feature["decoder_index"]].float().log_softmax(-1)[model.task.word_ids]
+            torch.testing.assert_close(row, expected, rtol=1e-5, atol=1e-5)

@@ -118,7 +118,7 @@ def template_fields(template: str) -> list[str]:
 
 
 def default_template(kind: str, pair: bool) -> str:
-    if kind == ENCODER:
+    if kind in (ENCODER, ENCODER_DECODER):
         return "{text} {text_pair} {mask}" if pair else "{text} {mask}"
     return "{text} {text_pair}" if pair else "{text}"
 
@@ -262,6 +262,11 @@ class ClassificationTask(Task):
             self.slot_text = self.tokenizer.decode([self.slot_filler] * config.prompt_slots)
         self.mask_text = {ENCODER: self.tokenizer.mask_token, DECODER: "",
                           ENCODER_DECODER: self.tokenizer.mask_token or _sentinel(self.tokenizer)}[backbone.kind]
+        # Encoder-decoders read the label where the decoder predicts the masked span: T5 after its
+        # first sentinel (it answers "<extra_id_0> span"), BART at the mask's own position (it
+        # rewrites the whole input); without a mask in the input, at the first decoder token.
+        self.decoder_start = int(backbone.decoder_start_ids(1)[0, 0]) if self.kind == ENCODER_DECODER else None
+        self.mask_id = self.tokenizer.convert_tokens_to_ids(self.mask_text) if self.mask_text else None
         self.wrap_prefix, self.wrap_suffix = self._wrap(backbone)
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -403,6 +408,8 @@ class ClassificationTask(Task):
         if not ids:
             raise DataError(f"{example.source}: the text has no tokens")
         feature = {"input_ids": ids, "readout_index": self._readout(ids, example)}
+        if self.kind == ENCODER_DECODER and self.config.readout == "verbalizer":
+            feature["decoder_input_ids"], feature["decoder_index"] = self._decoder_readout(ids)
         if use_template and pool_input:
             # A head reads the input's own tokens: the template's words (and a searched prompt's
             # tokens) are context, not features, as virtual tokens are.
@@ -435,6 +442,14 @@ class ClassificationTask(Task):
         while last > 0 and ids[last] in special and self.kind == DECODER:
             last -= 1
         return last
+
+    def _decoder_readout(self, ids: list[int]) -> tuple[list[int], int]:
+        """(decoder input, position whose logits score the labels) for an encoder-decoder."""
+        if self.mask_id is None or self.mask_id not in ids:
+            return [self.decoder_start], 0
+        if self.tokenizer.mask_token is None:  # T5: "<extra_id_0>" then the span
+            return [self.decoder_start, self.mask_id], 1
+        return [self.decoder_start] + ids[:-1], ids.index(self.mask_id)  # BART: the input, shifted right
 
     def training_features(self, examples: list[Example]) -> list[dict]:
         return [self.encode(e) for e in examples]
@@ -477,6 +492,13 @@ class ClassificationTask(Task):
             batch["slot_index"] = torch.tensor(slot_index)
         if any("pool_mask" in f for f in features):
             batch["pool_mask"] = torch.tensor(pool_mask)
+        if any("decoder_input_ids" in f for f in features):
+            # Right-padded (a decoder counts positions from its first token); the readout is a
+            # decoder position.
+            width = max(len(f.get("decoder_input_ids", ())) for f in features)
+            batch["decoder_input_ids"] = torch.tensor([f["decoder_input_ids"] + [pad] * (width - len(f["decoder_input_ids"]))
+                                                       for f in features])
+            batch["readout_index"] = torch.tensor([f["decoder_index"] for f in features])
         if with_labels and all("label" in f for f in features):
             batch["labels"] = torch.tensor([f["label"] for f in features])
         return batch
@@ -496,7 +518,7 @@ class ClassificationTask(Task):
     def model_inputs(self, batch: dict, embeds: torch.Tensor) -> ModelInputs:
         return ModelInputs(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                            token_type_ids=batch.get("token_type_ids"), readout_index=batch.get("readout_index"),
-                           slot_index=batch.get("slot_index"))
+                           slot_index=batch.get("slot_index"), decoder_input_ids=batch.get("decoder_input_ids"))
 
     def logits(self, output: BackboneOutput, inputs: ModelInputs, batch: dict) -> torch.Tensor:
         """Label scores (B, C). `output.hidden` is already restricted to the real (non-virtual)
