@@ -28,6 +28,7 @@ from .backbone import Backbone
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
 from .data import Example
 from .errors import ConfigError
+from .methods import PromptMethod
 from .model import PromptModel
 from .tasks import TASK_OPTIONS, task_class
 from .training import TrainConfig, evaluate, is_main_process
@@ -127,7 +128,11 @@ def train_prompt(
             (run_dir / "log.jsonl").unlink(missing_ok=True)
         write_json_atomic(run_dir / RUN_ARGS, args)
     if prompt.trains:
-        result = run_training(prompt, train_examples, eval_examples, train_config, output_dir=run_dir, resume=resume)
+        # A searched prompt's final state is kept until the prompt it exports is saved: a failed
+        # export can be resumed without searching again.
+        exports = type(prompt.method).exported is not PromptMethod.exported
+        result = run_training(prompt, train_examples, eval_examples, train_config, output_dir=run_dir, resume=resume,
+                              keep_checkpoint=exports and main)
         dev_metrics, steps, seconds = result.dev_metrics, result.steps, result.seconds
         history, best_step = result.history, result.best_step
     else:  # a hard prompt: nothing to train, only to score
@@ -155,7 +160,13 @@ def train_prompt(
     }
     if main:
         # A searched prompt is saved as the hard prompt it found.
-        exported = prompt.method.exported(prompt)
+        try:
+            exported = prompt.method.exported(prompt)
+        except ConfigError as error:
+            if checkpoint.exists(run_dir):
+                raise ConfigError(f"{error} (the trained state is kept in {run_dir}: continue with --resume "
+                                  "once the cause is fixed)") from None
+            raise
         extra = {"columns": saved_columns, "training": training}
         if exported is not None:
             extra["searched"] = exported.searched

@@ -175,10 +175,12 @@ def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, 
 
 def train(model: PromptModel, train_examples: list[Example], eval_examples: list[Example] | None = None,
           config: TrainConfig = TrainConfig(), output_dir: str | os.PathLike | None = None,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, keep_checkpoint: bool = False) -> TrainResult:
     """Train the prompt in place. With `output_dir` (the run's working folder), a metrics log
     (`log.jsonl`) and resumable checkpoints (prompttune/checkpoint.py) are written there;
-    `resume=True` continues from the last checkpoint. A finished run removes its checkpoints."""
+    `resume=True` continues from the last checkpoint. A finished run removes its checkpoints, or
+    with `keep_checkpoint` saves its final state as one (a search keeps it until the prompt it
+    found is saved: resuming it then goes straight to the end)."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -232,7 +234,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     # the same steps an uninterrupted run's would.
     running_loss, running_count = torch.tensor(float(state["running_loss"])), int(state["running_count"])
     postfix = {}
-    while state["step"] < total and not stopped_early:
+    while state["step"] < total and not stopped_early and not state.get("finished"):
         # The order of each epoch depends only on (seed, epoch), so a resumed run sees the same
         # batches as an uninterrupted one.
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(config.seed * 100003 + state["epoch"]))
@@ -310,7 +312,10 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     prompt_model.eval()
     if config.gradient_checkpointing:
         prompt_model.backbone.set_gradient_checkpointing(False)
-    if output is not None and accelerator.is_main_process:
+    if output is not None and keep_checkpoint:
+        state.update(finished=True, running_loss=float(running_loss), running_count=running_count)
+        _save_checkpoint(output, accelerator, prompt_model, optimizer, scheduler, state, best_state)
+    elif output is not None and accelerator.is_main_process:
         checkpoint.remove(output)
     accelerator.wait_for_everyone()
     return TrainResult(steps=state["step"], seconds=seconds, best_step=state["best_step"], dev_metrics=dev_metrics,

@@ -188,3 +188,36 @@ def test_a_time_budget_stops_the_search_and_evaluates_once_more(load, examples, 
                                                           eval_every=100))
     assert result.stopped_early and result.steps < 50
     assert result.dev_metrics is not None and result.best_step == result.steps
+
+
+@pytest.mark.parametrize("method", ["autoprompt", "pez"])
+def test_a_failed_export_keeps_the_search_to_resume(model_dirs, tmp_path, monkeypatch, method):
+    """The search's final state stays on disk until the prompt it found is saved: after an export
+    that fails, --resume saves the same prompt without searching again."""
+    from prompttune import checkpoint
+    from prompttune.api import interrupted_run
+    from prompttune.methods import method_class
+    from prompttune.storage import PRIVATE
+
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in SENTENCES))
+    args = dict(model=str(model_dirs["gpt2"]), method=method, train=str(data), template="{text} it was {mask} .",
+                verbalizer="0:bad,1:good", method_options={"num_tokens": 2}, max_steps=4, batch_size=4, progress=False)
+    train_prompt(output=str(tmp_path / "whole"), **args)
+    expected = json.loads((tmp_path / "whole" / "prompt.json").read_text())["searched"]["prompt_text"]
+
+    cls = method_class(method)
+    original = cls.exported
+    monkeypatch.setattr(cls, "exported", lambda self, model: (_ for _ in ()).throw(ConfigError("disk trouble")))
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="disk trouble .*continue with --resume"):
+        train_prompt(output=str(out), **args)
+    assert not (out / "prompt.json").exists()
+    assert checkpoint.exists(out / PRIVATE / "run") and interrupted_run(out) is not None
+    searched = []
+    monkeypatch.setattr(cls, "search_step", lambda self, *a, **k: searched.append(1))  # no search on resume
+    monkeypatch.setattr(cls, "exported", original)
+    result = train_prompt(output=str(out), resume=True, **args)
+    assert searched == [] and result["training"]["steps"] == 4
+    assert json.loads((out / "prompt.json").read_text())["searched"]["prompt_text"] == expected
+    assert not (out / PRIVATE / "run").exists()
