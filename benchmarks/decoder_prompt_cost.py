@@ -209,9 +209,9 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true", help="measure peak memory, print it, write nothing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     if args.memory_of:
         print(json.dumps(one_step_memory(args)))
         return

@@ -334,9 +334,9 @@ def main() -> None:
                              "sweeps in benchmarks/sweeps use")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     pretraining = None
     if args.model:
         model_path = args.model

@@ -22,7 +22,7 @@ from pathlib import Path
 from common import RESULTS, add_budget_arguments, environment, sst2_subset, write_results
 
 from prompttune.api import train_prompt
-from prompttune.cli import _quiet_libraries
+from prompttune.logs import quiet_libraries
 
 RUNS = [
     # (method, optimizer, lr, head_lr, init)
@@ -65,7 +65,7 @@ def main() -> None:
         payload = json.loads((RESULTS / "lr_sweep.json").read_text())
         (RESULTS / "lr_sweep.md").write_text(render(payload))
         return
-    _quiet_libraries()
+    quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-sweep-"))
     train, dev = sst2_subset(work, args.train_size)
     rows = []

@@ -39,9 +39,9 @@ def main() -> None:
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, load_examples
     from prompttune.backbone import resolve_model
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[: args.batch_size * 4]
     path, _ = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -212,10 +212,10 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from prompttune import Backbone, ClassificationConfig, PromptModel, save_prompt
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
     from prompttune.registry import Registry
 
-    _quiet_libraries()
+    quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-serving-"))
     backbone = Backbone.from_pretrained(args.model)
     registry = Registry(work / "registry")

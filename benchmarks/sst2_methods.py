@@ -67,9 +67,9 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
     import torch
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, evaluate, load_examples, save_prompt, train
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     columns = Columns(text="sentence")
     train_examples, dev_examples = load_examples(train_path, columns), load_examples(dev_path, columns)
     torch.manual_seed(args["seed"])
@@ -111,10 +111,10 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
 
     from prompttune import Columns, TrainConfig, load_examples
     from prompttune.backbone import resolve_model
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
     from prompttune.methods import method_class
 
-    _quiet_libraries()
+    quiet_libraries()
     columns = Columns(text="sentence")
     train_examples, dev_examples = load_examples(train_path, columns), load_examples(dev_path, columns)
     torch.manual_seed(args["seed"])

@@ -51,9 +51,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from prompttune.api import train_prompt
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-search-"))
     train_path, dev_path = sst2_subset(work, args.train_size, args.seed)
     common = dict(model=args.model, train=str(train_path), eval=str(dev_path), text_column="sentence",

@@ -67,10 +67,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, generate, train_prompt
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
     from prompttune.sources import SMOLLM2_SHA256
 
-    _quiet_libraries()
+    quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-demo-"))
     train, dev = subsets(args.data, args.train_size, args.dev_sources, work)
     with open(dev, newline="", encoding="utf-8") as handle:

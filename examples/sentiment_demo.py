@@ -59,10 +59,10 @@ def main() -> None:
 
     from prompttune.api import artifact_bytes, predict, train_prompt
     from prompttune.backbone import MINILM_SHA256
-    from prompttune.cli import _quiet_libraries
+    from prompttune.logs import quiet_libraries
     from prompttune.data import Columns, label_set, load_examples
 
-    _quiet_libraries()
+    quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-demo-"))
     train, dev, column = prepare_data(args.data, args.train_size, work)
     labels = label_set(load_examples(str(train), Columns(text=column)))

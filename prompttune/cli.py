@@ -315,17 +315,11 @@ def _registry_command(args) -> None:
             print(json.dumps({"deleted": f"{record['name']}@{record['version']}", "aliases": record["aliases"]}))
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    from .logs import quiet_libraries
+
+    quiet_libraries()
     from . import api
 
     try:

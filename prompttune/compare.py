@@ -253,9 +253,9 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
     """Train and score one cell (in a worker process); returns its result row."""
     from .api import interrupted_run, train_prompt
     from .storage import write_json_atomic
-    from .cli import _quiet_libraries
+    from .logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     spec = SweepSpec(**spec_dict)
     cell = Cell(**cell_dict)
     root = Path(out)
