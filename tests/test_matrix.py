@@ -7,6 +7,7 @@ import torch
 
 from conftest import FAMILIES, LM_FAMILIES, task_config
 from prompttune import Example, PromptModel, TrainConfig, load_prompt, save_prompt, train
+from prompttune.methods import METHODS, PromptMethod
 from prompttune.backbone import ModelInputs
 
 TRAINED = ("soft_prompt", "prefix", "deep_prompt", "p_tuning", "linear_probe", "full_finetune")
@@ -196,3 +197,26 @@ def test_a_seq2seq_verbalizer_reads_where_the_decoder_predicts_the_masked_span(l
                                     decoder_input_ids=torch.tensor([feature["decoder_input_ids"]])).logits
             expected = logits[0, feature["decoder_index"]].float().log_softmax(-1)[model.task.word_ids]
             torch.testing.assert_close(row, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_prompt_starts_from_its_seed_alone(load, method):
+    """Initial values come from a generator seeded by the run's seed, not from whatever the process
+    drew before; without a seed, two prompts made one after another differ."""
+    backbone = load("gpt2")
+    config = task_config(template="{prompt} {text} it was {mask} .") if METHODS[method].prompt_slots.__func__ \
+        is not PromptMethod.prompt_slots.__func__ else task_config()
+    options = {"num_tokens": 2} if "num_tokens" in METHODS[method].Config.__dataclass_fields__ else {}
+
+    def state(seed):
+        model = PromptModel.create(backbone, method, config, dict(options), seed=seed)
+        return {k: v.clone() for k, v in model.trainable_state().items()}
+
+    first = state(7)
+    torch.rand(100)  # other draws in between change nothing
+    again = state(7)
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    if method in ("soft_prompt", "prefix", "deep_prompt", "p_tuning", "pez", "linear_probe"):
+        one, two = state(None), state(None)
+        assert any(not torch.equal(one[k], two[k]) for k in one)
