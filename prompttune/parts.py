@@ -99,7 +99,9 @@ def _attach_virtual(inputs: ModelInputs, parts: list[PromptParts], owner: torch.
         virtual_mask = torch.stack(masks)[owner].to(mask_dtype)
     new_embeds, mask, types, real_index = insert_virtual_tokens(
         embeds, inputs.attention_mask, virtual, virtual_mask, token_type_ids=inputs.token_type_ids, filler_last=filler_last)
-    readout = None if inputs.readout_index is None else real_index.gather(1, inputs.readout_index.unsqueeze(1)).squeeze(1)
+    readout = inputs.readout_index
+    if readout is not None and inputs.decoder_input_ids is None:  # (an encoder-decoder reads a decoder position)
+        readout = real_index.gather(1, readout.unsqueeze(1)).squeeze(1)
     previous = inputs.real_index
     real_index = real_index if previous is None else real_index.gather(1, previous)
     return replace(inputs, inputs_embeds=new_embeds, attention_mask=mask, token_type_ids=types, readout_index=readout,
