@@ -3,6 +3,10 @@ fault-injection tests (tests/test_faults.py).
 
     python crash.py OPERATION ARGS_JSON [--kill-at N | --kill-on REGEX | --kill-at-step K]
 
+`compare` runs a sweep (ARGS_JSON: {"argv": [...]}, the flags of `prompttune compare`) and with
+`--kill-after-cells K` kills its whole process group (the sweep and its workers) as soon as the
+sweep has been told that K cells finished.
+
 `--kill-at N` kills just before the N-th change the operation makes to the file system (a rename,
 replace, unlink, rmdir or rmtree); `--kill-on REGEX` just before the first change whose description
 ("rename SOURCE TARGET") matches; `--kill-at-step K` just before the K-th optimiser step. Without
@@ -102,6 +106,26 @@ def pull(args):
     registry.pull(args["spec"], args["destination"], force=args.get("force", False))
 
 
+def compare(args):
+    from prompttune.cli import build_parser
+    from prompttune.compare import run_sweep, spec_from_args
+
+    parsed = build_parser().parse_args(["compare", *args["argv"]])
+    finished = {"n": 0}
+
+    def progress(line):
+        print(line, file=sys.stderr, flush=True)
+        if line.startswith("["):  # "[k/n] CELL: status ..."
+            finished["n"] += 1
+            if KILL_AFTER_CELLS is not None and finished["n"] == KILL_AFTER_CELLS:
+                sys.stdout.flush()
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    run_sweep(spec_from_args(parsed), parsed.output, workers=parsed.workers, progress=progress)
+
+
+KILL_AFTER_CELLS = None
+
 if __name__ == "__main__":
     operation, payload = sys.argv[1], json.loads(sys.argv[2])
     rest = sys.argv[3:]
@@ -111,6 +135,8 @@ if __name__ == "__main__":
         KILL_ON = rest[rest.index("--kill-on") + 1]
     if "--kill-at-step" in rest:
         KILL_AT_STEP = int(rest[rest.index("--kill-at-step") + 1])
-    {"save": save, "train": train, "push": push, "pull": pull}[operation](payload)
+    if "--kill-after-cells" in rest:
+        KILL_AFTER_CELLS = int(rest[rest.index("--kill-after-cells") + 1])
+    {"save": save, "train": train, "push": push, "pull": pull, "compare": compare}[operation](payload)
     for event in EVENTS:
         print(json.dumps(event))

@@ -91,5 +91,9 @@ def test_a_prompt_trained_in_float32_loads_onto_the_model_in_bfloat16(saved, mod
     bf16 = Backbone.from_pretrained(str(model_dirs["bert"]), dtype=torch.bfloat16)
     loaded = load_prompt(path, backbone=bf16)
     assert loaded.method.prompt.shape == (4, 32)
-    probabilities = loaded.predict_proba([Example("the movie was great"), Example("a terrible film")])
-    torch.testing.assert_close(probabilities.sum(-1), torch.ones(2))
+    texts = [Example("the movie was great"), Example("a terrible film")]
+    probabilities = loaded.predict_proba(texts)
+    assert loaded.method.prompt.dtype == torch.float32  # the prompt stays as trained; the model computes in bf16
+    # What the float32 model gives, to bf16's precision (8 bits of mantissa).
+    torch.testing.assert_close(probabilities, load_prompt(path).predict_proba(texts), atol=2e-2, rtol=0)
+    assert not torch.equal(probabilities, load_prompt(path).predict_proba(texts))  # it really ran in bf16

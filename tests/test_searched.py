@@ -95,7 +95,10 @@ def test_the_exported_hard_prompt_gives_the_searched_prompts_outputs(model_dirs,
         if hard.task.config.readout == "head":
             searched.task.head.load_state_dict(hard.task.head.state_dict())
     torch.testing.assert_close(_scores(hard, examples), _scores(searched, examples), atol=1e-5, rtol=1e-4)
-    assert result["parameters"]["trainable"] >= 0
+    # What trained: pez's vectors or autoprompt's nothing (its tokens are searched), and a head if any.
+    assert result["parameters"]["trainable"] == searched.count_parameters()["trainable"]
+    assert result["parameters"]["trainable"] == (3 * hard.backbone.hidden_size if method == "pez" else 0) + \
+        sum(p.numel() for p in hard.task.parameters())
 
 
 def test_searched_prompts_refuse_what_they_cannot_do(load):

@@ -110,9 +110,18 @@ def test_bf16_autocast_trains_and_keeps_the_prompt_in_float32(load, examples):
 
 
 def test_runs_in_one_process_may_use_different_precisions(load, examples):
+    """A bf16 run leaves nothing behind: the float32 runs before and after it end bit-identical, and
+    the bf16 run's prompt, also float32, differs from theirs."""
+    prompts = []
     for precision in ("no", "bf16", "no"):
         model = fresh(load)
-        train(model, examples, None, TrainConfig(max_steps=1, batch_size=4, mixed_precision=precision, progress=False))
+        before = model.method.prompt.detach().clone()
+        train(model, examples, None, TrainConfig(max_steps=2, batch_size=4, lr=0.1, mixed_precision=precision,
+                                                 progress=False))
+        assert model.method.prompt.dtype == torch.float32 and not torch.equal(before, model.method.prompt)
+        prompts.append(model.method.prompt.detach().clone())
+    assert torch.equal(prompts[0], prompts[2])
+    assert not torch.equal(prompts[0], prompts[1])
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])

@@ -117,7 +117,17 @@ class TriggerPrompt(PromptMethod):
         if values.dim() == 2:
             values = values.unsqueeze(0).expand(embeds.shape[0], -1, -1)
         index = inputs.slot_index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1])
-        return replace(inputs, inputs_embeds=embeds.scatter(1, index, values))
+        inputs = replace(inputs, inputs_embeds=embeds.scatter(1, index, values))
+        decoder_slots = inputs.extra.get("decoder_slot_index")
+        if decoder_slots is not None:  # a decoder that reads the input (BART) sees the prompt's tokens
+            ids = self.slot_ids()
+            ids = ids.unsqueeze(0).expand(embeds.shape[0], -1) if ids.dim() == 1 else ids
+            inputs = replace(inputs, decoder_input_ids=inputs.decoder_input_ids.scatter(1, decoder_slots, ids))
+        return inputs
+
+    def slot_ids(self) -> torch.Tensor:
+        """(N,) or (B, N) the tokens in the slots in this forward (what a decoder reading the input sees)."""
+        return self.token_ids()
 
     def exported(self, model):
         """A hard prompt whose template holds this prompt's text, with the task's head or verbalizer."""
@@ -154,6 +164,9 @@ class AutoPrompt(TriggerPrompt):
 
     def token_ids(self) -> torch.Tensor:
         return self.trigger_ids
+
+    def slot_ids(self) -> torch.Tensor:
+        return self._rows if self._rows is not None else self.trigger_ids
 
     def slot_embeddings(self, backbone: Backbone) -> torch.Tensor:
         weight = backbone.input_embeddings.weight

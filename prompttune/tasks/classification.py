@@ -425,6 +425,9 @@ class ClassificationTask(Task):
             if len(found) != slots:
                 raise DataError(f"{example.source}: the template's {slots} trigger slots came out as {len(found)} tokens")
             feature["slot_index"] = found
+            if len(feature.get("decoder_input_ids", ())) > 1 and self.tokenizer.mask_token is not None:
+                # BART's decoder reads the input shifted by one: its slots hold the prompt's tokens too.
+                feature["decoder_slot_index"] = [i + 1 for i in found]
         if "token_type_ids" in encoded and example.text_pair is not None and not use_template:
             feature["token_type_ids"] = encoded["token_type_ids"]
         if example.label is not None:
@@ -499,6 +502,8 @@ class ClassificationTask(Task):
             batch["decoder_input_ids"] = torch.tensor([f["decoder_input_ids"] + [pad] * (width - len(f["decoder_input_ids"]))
                                                        for f in features])
             batch["readout_index"] = torch.tensor([f["decoder_index"] for f in features])
+            if any("decoder_slot_index" in f for f in features):
+                batch["decoder_slot_index"] = torch.tensor([f["decoder_slot_index"] for f in features])
         if with_labels and all("label" in f for f in features):
             batch["labels"] = torch.tensor([f["label"] for f in features])
         return batch
@@ -518,7 +523,8 @@ class ClassificationTask(Task):
     def model_inputs(self, batch: dict, embeds: torch.Tensor) -> ModelInputs:
         return ModelInputs(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                            token_type_ids=batch.get("token_type_ids"), readout_index=batch.get("readout_index"),
-                           slot_index=batch.get("slot_index"), decoder_input_ids=batch.get("decoder_input_ids"))
+                           slot_index=batch.get("slot_index"), decoder_input_ids=batch.get("decoder_input_ids"),
+                           extra={"decoder_slot_index": batch["decoder_slot_index"]} if "decoder_slot_index" in batch else {})
 
     def logits(self, output: BackboneOutput, inputs: ModelInputs, batch: dict) -> torch.Tensor:
         """Label scores (B, C). `output.hidden` is already restricted to the real (non-virtual)
