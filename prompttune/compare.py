@@ -291,7 +291,9 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
             scores = evaluate_prompt(str(folder), path, **columns)
             groups.update({f"{group}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "count"})
     except Exception as error:  # noqa: BLE001 - a failed cell is reported, the sweep goes on
-        (folder / "error.txt").write_text(f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
+        from .storage import write_atomic
+
+        write_atomic(folder / "error.txt", f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
         return {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
     dev = metrics["dev_metrics"] or {}
     row = {"cell": cell.name, **asdict(cell), "status": "done",
@@ -422,7 +424,7 @@ def _metric_names(spec: SweepSpec, rows: list[dict]) -> list[str]:
 
 
 def write_outputs(spec: SweepSpec, rows: list[dict], out: Path) -> None:
-    from .storage import write_json_atomic
+    from .storage import write_atomic, write_json_atomic
 
     columns = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("cell", "method", "length", "init",
                                                                            "train_size", "seed", "status"), k))
@@ -448,7 +450,7 @@ def write_outputs(spec: SweepSpec, rows: list[dict], out: Path) -> None:
     failed = [r for r in rows if r.get("status") == "failed"]
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- {r['cell']}: {r.get('error', '')}" for r in failed]
-    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomic(out / "summary.md", "\n".join(lines) + "\n")
     plots = plot_sweep(spec, rows, summary, out, main) if main else []
     write_json_atomic(out / "summary.json", {"spec": asdict(spec), "summary": summary, "plots": [p.name for p in plots]})
     _write_report(spec, out, lines, plots)
@@ -479,6 +481,8 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .storage import save_figure
+
     plots = []
     for name in PLOTS:  # a plot this sweep no longer draws must not outlive it
         (out / f"{name}.png").unlink(missing_ok=True)
@@ -501,7 +505,7 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path)
         plt.close(fig)
         plots.append(path)
 
@@ -582,7 +586,7 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         axes[0][-1].legend(fontsize=6)
         fig.tight_layout()
         path = out / "training_curves.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path)
         plt.close(fig)
         plots.append(path)
     return plots

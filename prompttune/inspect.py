@@ -180,7 +180,9 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
     ax.set_title(f"{report['method']}: {Path(report['prompt']).name}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    from .storage import save_figure
+
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 

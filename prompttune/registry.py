@@ -40,7 +40,7 @@ from filelock import FileLock, Timeout
 
 from .errors import PromptTuneError, quoted
 from .storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic,
-                      sha256_file)
+                      sha256_file, write_atomic)
 
 FILES = ("prompt.json", "prompt.safetensors", "training_state.safetensors", "metrics.json")
 REQUIRED = ("prompt.json", "prompt.safetensors")
@@ -170,21 +170,15 @@ class Registry:
         target = self._blob(digest)
         if target.is_file() and sha256_file(target) == digest:
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{INCOMING}{os.getpid()}-")
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        def copy(out) -> None:
+            with open(source, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            if sha256_file(Path(tmp)) != digest:
+
+        def unchanged(tmp: Path) -> None:
+            if sha256_file(tmp) != digest:
                 raise RegistryError(f"{source}: changed while it was being pushed")
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
+
+        write_atomic(target, copy, mode=0o444, prefix=INCOMING, check=unchanged)
         return digest
 
     # ---- reading ------------------------------------------------------------------------------

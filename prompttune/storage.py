@@ -90,23 +90,39 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Replace `path` with `data` (text is written as UTF-8): readers see the old or the new file."""
+def write_atomic(path: str | os.PathLike, data, mode: int | None = None, prefix: str | None = None,
+                 check=None) -> None:
+    """Replace `path` with `data` (bytes, text written as UTF-8, or a function that writes into the
+    open binary file): readers see the old file or the new one, never part of it. The new file is
+    fsynced before it replaces the old, with `mode` (default: what the umask gives); `check(tmp)`
+    may refuse it before it does. Every file prompttune writes outside a staged folder goes
+    through here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(path.parent, f".{path.name}.tmp-")  # left by a writer that was killed
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
+    prefix = prefix or f".{path.name}.tmp-"
+    remove_stale(path.parent, prefix)  # left by a writer that was killed
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}-")
     try:
-        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
+        if check is not None:
+            check(Path(tmp))
+        os.chmod(tmp, file_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> None:
+    """A matplotlib figure written atomically as PNG."""
+    write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))
 
 
 def write_json_atomic(path: str | os.PathLike, payload) -> None:

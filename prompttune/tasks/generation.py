@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
 from ..config import ConfigBase, check
