@@ -50,8 +50,8 @@ def setups(args):
     from transformers import AutoModelForCausalLM
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, load_examples
-    from prompttune.backbone import resolve_model
-    from prompttune.training import _loss
+    from prompttune.core.sources import resolve_model
+    from prompttune.training.loop import _loss
 
     examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[: args.batch_size * args.batches]
     batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true", help="measure peak memory, print it, write nothing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from prompttune.logs import quiet_libraries
+    from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
     if args.memory_of:

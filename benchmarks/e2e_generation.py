@@ -148,7 +148,7 @@ def pretrain(folder: Path, args) -> dict:
 def run_prompttune(method: str, args, model_path: str, train_path: Path, dev_path: Path, out: Path) -> dict:
     from prompttune import Backbone, PromptModel, TrainConfig, evaluate, save_prompt, train
     from prompttune.api import artifact_bytes
-    from prompttune.data import load_generation_examples
+    from prompttune.tasks.data import load_generation_examples
     from prompttune.tasks import GenerationConfig
 
     train_examples = load_generation_examples(str(train_path), "mr", "ref")
@@ -187,8 +187,8 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
     from prompttune import TrainConfig
-    from prompttune.data import group_references, load_generation_examples
-    from prompttune.metrics import generation_metrics
+    from prompttune.tasks.data import group_references, load_generation_examples
+    from prompttune.tasks.metrics import generation_metrics
 
     train_examples = load_generation_examples(str(train_path), "mr", "ref")
     dev = group_references(load_generation_examples(str(dev_path), "mr", "ref"))
@@ -264,8 +264,8 @@ def generation_overhead(args, model_path: str, dev_path: Path, prompts: dict) ->
     """Seconds per generated token for the same 32 sources: bare model, with the trained prefix and
     with the trained soft prompt; every configuration generates exactly the same number of tokens."""
     from prompttune import Backbone, load_prompt
-    from prompttune.backbone import ModelInputs
-    from prompttune.data import group_references, load_generation_examples
+    from prompttune.core.backbone import ModelInputs
+    from prompttune.tasks.data import group_references, load_generation_examples
 
     backbone = Backbone.from_pretrained(model_path)
     dev = group_references(load_generation_examples(str(dev_path), "mr", "ref"))[:32]
@@ -334,7 +334,7 @@ def main() -> None:
                              "sweeps in benchmarks/sweeps use")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from prompttune.logs import quiet_libraries
+    from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
     pretraining = None

@@ -22,7 +22,7 @@ from pathlib import Path
 from common import RESULTS, add_budget_arguments, environment, sst2_subset, write_results
 
 from prompttune.api import train_prompt
-from prompttune.logs import quiet_libraries
+from prompttune.runtime import quiet_libraries
 
 RUNS = [
     # (method, optimizer, lr, head_lr, init)

@@ -38,8 +38,8 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, load_examples
-    from prompttune.backbone import resolve_model
-    from prompttune.logs import quiet_libraries
+    from prompttune.core.sources import resolve_model
+    from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
     examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[: args.batch_size * 4]

@@ -52,8 +52,8 @@ def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from prompttune.backbone import resolve_model
-    from prompttune.mixed import PromptSet
+    from prompttune.core.sources import resolve_model
+    from prompttune.inference.mixed import PromptSet
 
     prompts = PromptSet.load(prompt_dirs, backbone=backbone)
     names = list(prompt_dirs)
@@ -123,7 +123,7 @@ def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
 
 
 def load_test(args, registry_root: Path) -> dict:
-    from prompttune.client import Client
+    from prompttune.serving.client import Client
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -212,8 +212,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from prompttune import Backbone, ClassificationConfig, PromptModel, save_prompt
-    from prompttune.logs import quiet_libraries
-    from prompttune.registry import Registry
+    from prompttune.runtime import quiet_libraries
+    from prompttune.artifacts.registry import Registry
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-serving-"))

@@ -67,7 +67,7 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
     import torch
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, evaluate, load_examples, save_prompt, train
-    from prompttune.logs import quiet_libraries
+    from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
     columns = Columns(text="sentence")
@@ -110,8 +110,8 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
 
     from prompttune import Columns, TrainConfig, load_examples
-    from prompttune.backbone import resolve_model
-    from prompttune.logs import quiet_libraries
+    from prompttune.core.sources import resolve_model
+    from prompttune.runtime import quiet_libraries
     from prompttune.methods import method_class
 
     quiet_libraries()
@@ -204,7 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prompttune-bench-"))
     train_path, dev_path = sst2_subset(work, args.train_size, args.seed)
-    from prompttune.backbone import resolve_model
+    from prompttune.core.sources import resolve_model
 
     weights_bytes = Path(resolve_model(args.model)[0], "model.safetensors").stat().st_size
     context = mp.get_context("spawn")

@@ -51,7 +51,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from prompttune.api import train_prompt
-    from prompttune.logs import quiet_libraries
+    from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-search-"))

@@ -67,8 +67,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, generate, train_prompt
-    from prompttune.logs import quiet_libraries
-    from prompttune.sources import SMOLLM2_SHA256
+    from prompttune.runtime import quiet_libraries
+    from prompttune.core.sources import SMOLLM2_SHA256
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-demo-"))

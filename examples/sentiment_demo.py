@@ -58,9 +58,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, predict, train_prompt
-    from prompttune.backbone import MINILM_SHA256
-    from prompttune.logs import quiet_libraries
-    from prompttune.data import Columns, label_set, load_examples
+    from prompttune.core.sources import MINILM_SHA256
+    from prompttune.runtime import quiet_libraries
+    from prompttune.tasks.data import Columns, label_set, load_examples
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-demo-"))

@@ -22,17 +22,18 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from .artifact import META, METRICS, TENSORS, load_prompt, read_meta, stage_prompt
-from .backbone import Backbone
+from .training import checkpoint
+from .artifacts.artifact import META, METRICS, TENSORS, load_prompt, read_meta, stage_prompt
+from .core.backbone import Backbone
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
-from .data import Example
+from .tasks.data import Example
 from .errors import ConfigError
 from .methods import PromptMethod
 from .model import PromptModel
 from .tasks import TASK_OPTIONS, task_class
-from .training import TrainConfig, evaluate, is_main_process
-from .training import train as run_training
+from .runtime import is_main_process
+from .training.loop import TrainConfig, evaluate
+from .training.loop import train as run_training
 
 RUN_ARGS = "train_args.json"
 RUN = "run"  # OUTPUT/.prompttune/run: a run in progress (its arguments, log and checkpoints)
@@ -321,7 +322,7 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
 
 def _load_set(prompts: list[str], model: str | None, device: str | None, dtype: str | None = None,
               device_map: str | None = None):
-    from .mixed import PromptSet
+    from .inference.mixed import PromptSet
 
     _check_members(prompts)
     backbone = load_backbone(model or read_meta(prompts[0])["base_model"]["name_or_path"], device=device, dtype=dtype,
@@ -347,7 +348,7 @@ def evaluate_ensemble(prompts: list[str], data: str, combine: str = "mean", text
                       device_map: str | None = None) -> dict:
     """Each member's metrics and the ensemble's on labelled data; every member reads each input in
     the same batched forward. Columns default to those the first prompt was trained with."""
-    from .metrics import classification_metrics
+    from .tasks.metrics import classification_metrics
 
     _check_members(prompts)
     examples = _examples(prompts[0], data, text_column=text_column, text_pair_column=text_pair_column,

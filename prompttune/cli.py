@@ -1,6 +1,6 @@
 """`prompttune train | evaluate | predict | generate | compare | inspect | registry | serve`: the command
-line over prompttune.api, prompttune.compare, prompttune.inspect, prompttune.registry and
-prompttune.server."""
+line over prompttune.api, prompttune.sweeps.compare, prompttune.analysis.inspection, prompttune.artifacts.registry and
+prompttune.serving.server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import sys
 
 from .errors import PromptTuneError
-from .training import is_main_process
+from .runtime import is_main_process
 
 
 def _method_options(args) -> dict:
@@ -80,7 +80,7 @@ def _model_flags(parser, required: bool = False, help_text: str = "local copy of
 
 
 def _model_name(args) -> str | None:
-    from .sources import model_name
+    from .core.sources import model_name
 
     return model_name(args.model, args.gguf_file)
 
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registry_command(args) -> None:
-    from .registry import Registry
+    from .artifacts.registry import Registry
 
     registry = Registry(args.registry)
     if args.action == "push":
@@ -317,7 +317,7 @@ def _registry_command(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .logs import quiet_libraries
+    from .runtime import quiet_libraries
 
     quiet_libraries()
     from . import api
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "registry":
             _registry_command(args)
         elif args.command == "compare":
-            from .compare import run_sweep, spec_from_args
+            from .sweeps.compare import run_sweep, spec_from_args
 
             rows = run_sweep(spec_from_args(args), args.output, workers=args.workers, ray_address=args.ray,
                              progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -353,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
                               "report": os.path.join(args.output, "report.html")}))
             return 1 if failed else 0
         elif args.command == "inspect":
-            from .inspect import inspect_command
+            from .analysis.inspection import inspect_command
 
             print(inspect_command(args.directory, args.json, args.png, args.top, _model_name(args), dtype=args.dtype,
                                   device_map=args.device_map))
         elif args.command == "serve":
-            from .server import Limits, serve
+            from .serving.server import Limits, serve
 
             if args.max_inputs > args.max_batch_size:
                 raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")

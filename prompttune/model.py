@@ -8,13 +8,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .backbone import DECODER, Backbone, BackboneOutput, ModelInputs
-from .data import Example
+from .core.backbone import DECODER, Backbone, BackboneOutput, ModelInputs
+from .tasks.data import Example
 from .errors import ConfigError
 from .methods import PromptMethod, method_class
-from .seeding import generator_for, reset_parameters
+from .core.seeding import generator_for, reset_parameters
 from .tasks import task_class
-from .virtual_tokens import gather_positions
+from .core.virtual_tokens import gather_positions
 
 
 def run_backbone(backbone: Backbone, inputs: ModelInputs) -> BackboneOutput:

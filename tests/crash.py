@@ -91,7 +91,7 @@ def train(args):
 
 
 def push(args):
-    from prompttune.registry import Registry
+    from prompttune.artifacts.registry import Registry
 
     registry = Registry(args["registry"])
     arm()
@@ -99,7 +99,7 @@ def push(args):
 
 
 def pull(args):
-    from prompttune.registry import Registry
+    from prompttune.artifacts.registry import Registry
 
     registry = Registry(args["registry"])
     arm()
@@ -108,7 +108,7 @@ def pull(args):
 
 def compare(args):
     from prompttune.cli import build_parser
-    from prompttune.compare import run_sweep, spec_from_args
+    from prompttune.sweeps.compare import run_sweep, spec_from_args
 
     parsed = build_parser().parse_args(["compare", *args["argv"]])
     finished = {"n": 0}

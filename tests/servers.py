@@ -12,8 +12,8 @@ import torch
 
 from conftest import task_config
 from prompttune import Backbone, PromptModel, save_prompt
-from prompttune.client import Client
-from prompttune.registry import Registry
+from prompttune.serving.client import Client
+from prompttune.artifacts.registry import Registry
 from prompttune.tasks import GenerationConfig
 
 TOKEN = "s3cret-token"

@@ -7,7 +7,7 @@ import torch
 
 from conftest import task_config
 from prompttune import ArtifactError, Example, PromptModel, load_prompt, save_prompt
-from prompttune.artifact import META, TENSORS
+from prompttune.artifacts.artifact import META, TENSORS
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from prompttune.batcher import MicroBatcher
+from prompttune.serving.batcher import MicroBatcher
 
 
 def run(coroutine):

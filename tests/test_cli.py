@@ -72,7 +72,7 @@ def test_an_interrupted_run_is_resumed_with_its_own_arguments_or_restarted(model
     code, _, err = run(capsys, *common, "--max-steps", "2", "--resume")
     assert code == 2 and "no interrupted run" in err
 
-    import prompttune.training
+    import prompttune.training.loop
 
     class Killed(Exception):
         pass
@@ -80,7 +80,7 @@ def test_an_interrupted_run_is_resumed_with_its_own_arguments_or_restarted(model
     def killed(*args, **kwargs):
         raise Killed
 
-    monkeypatch.setattr(prompttune.training, "evaluate", killed)
+    monkeypatch.setattr(prompttune.training.loop, "evaluate", killed)
     with pytest.raises(Killed):  # at the end of step 3, after the checkpoints of steps 1 and 2
         run(capsys, *common, "--max-steps", "3", "--eval", data)
     monkeypatch.undo()

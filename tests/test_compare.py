@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import SENTENCES
-from prompttune.compare import SweepSpec, cells
+from prompttune.sweeps.compare import SweepSpec, cells
 from prompttune.errors import ConfigError
 
 
@@ -153,7 +153,7 @@ def test_extrapolation_scores_seen_and_unseen_categories_apart(model_dirs, tmp_p
 def test_eval_subset_keeps_every_reference_of_a_chosen_source(tmp_path):
     """E2E has several rows (references) per meaning representation: a generation subset picks
     sources, and keeps all their rows, so that BLEU stays multi-reference."""
-    from prompttune.compare import _eval_subset
+    from prompttune.sweeps.compare import _eval_subset
 
     rows = [{"mr": f"name[{i}]", "ref": f"Place {i} number {j}."} for i in range(10) for j in range(i % 3 + 1)]
     dev = tmp_path / "dev.jsonl"

@@ -3,7 +3,7 @@ import pytest
 from conftest import task_config
 from prompttune import ConfigError, PromptModel
 from prompttune.tasks.classification import parse_verbalizer
-from prompttune.training import TrainConfig
+from prompttune.training.loop import TrainConfig
 
 
 def test_unknown_method_option_is_an_error(load):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from prompttune import Columns, DataError, load_examples
-from prompttune.data import label_set
+from prompttune.tasks.data import label_set
 
 
 def write(path, text):
@@ -95,7 +95,7 @@ def test_unknown_label_at_encoding_names_the_row(load):
 
 
 def test_generation_rows_group_into_multiple_references(tmp_path):
-    from prompttune.data import group_references, load_generation_examples
+    from prompttune.tasks.data import group_references, load_generation_examples
 
     path = write(tmp_path / "e2e.csv", 'mr,ref\n"name[A], food[Thai]",A serves Thai food.\n'
                                        '"name[A], food[Thai]","Thai food, at A."\n"name[B]",B is a place.\n')
@@ -107,7 +107,7 @@ def test_generation_rows_group_into_multiple_references(tmp_path):
 
 
 def test_webnlg_style_lists_and_fields(tmp_path):
-    from prompttune.data import load_generation_examples
+    from prompttune.tasks.data import load_generation_examples
 
     row = {"mtriples": ["Aarhus | leader | Jacob", "Aarhus | country | Denmark"],
            "lex": [{"text": "Jacob leads Aarhus, Denmark."}, {"text": "Aarhus in Denmark is led by Jacob."}]}
@@ -121,7 +121,7 @@ def test_webnlg_style_lists_and_fields(tmp_path):
 
 
 def test_generation_errors_name_the_row_and_column(tmp_path):
-    from prompttune.data import load_generation_examples
+    from prompttune.tasks.data import load_generation_examples
 
     path = write(tmp_path / "g.csv", "mr,ref\na,b\nc,\n")
     with pytest.raises(DataError, match=r"g.csv, row 2, column 'ref': expected non-empty text"):

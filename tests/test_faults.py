@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from conftest import SENTENCES, task_config
 from prompttune import Backbone, PromptModel, load_prompt, save_prompt
 from prompttune.cli import main
-from prompttune.registry import Registry
+from prompttune.artifacts.registry import Registry
 from prompttune.storage import PRIVATE, sha256_file
 
 CRASH = Path(__file__).parent / "crash.py"
@@ -312,7 +312,7 @@ def test_a_tampered_checkpoint_is_refused_in_one_line(model_dirs, data, tmp_path
 CHECKOUTS = """
 import sys
 from pathlib import Path
-from prompttune.registry import Registry
+from prompttune.artifacts.registry import Registry
 from prompttune.storage import sha256_file
 registry = Registry(sys.argv[1])
 for spec in sys.argv[2:]:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from prompttune import PromptModel, TrainConfig, load_prompt, save_prompt, train
-from prompttune.backbone import ModelInputs
-from prompttune.data import Example
+from prompttune.core.backbone import ModelInputs
+from prompttune.tasks.data import Example
 from prompttune.tasks import GenerationConfig
 
 GEN_FAMILIES = ("gpt2", "llama", "t5", "bart")
@@ -142,7 +142,7 @@ def test_every_attention_site_receives_its_prefix(load, family):
     for site in layout:
         changed = dict(inputs.prefix.kv)
         changed[site] = changed[site] * 2
-        from prompttune.kv_prefix import Prefix
+        from prompttune.core.kv_prefix import Prefix
         assert not torch.allclose(reference, out(Prefix(changed, inputs.prefix.mask))), site
 
 

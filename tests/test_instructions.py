@@ -10,7 +10,7 @@ import torch
 from conftest import SENTENCES
 from prompttune import ConfigError, Example, PromptModel, load_prompt, save_prompt
 from prompttune.api import train_prompt
-from prompttune.data import pick_demonstrations
+from prompttune.tasks.data import pick_demonstrations
 from prompttune.tasks import ClassificationConfig, GenerationConfig
 
 INSTRUCTION = "is it good ?"  # (in the tiny models' vocabulary)

@@ -8,7 +8,7 @@ import torch
 from conftest import FAMILIES, LM_FAMILIES, task_config
 from prompttune import Example, PromptModel, TrainConfig, load_prompt, save_prompt, train
 from prompttune.methods import METHODS, PromptMethod
-from prompttune.backbone import ModelInputs
+from prompttune.core.backbone import ModelInputs
 from prompttune.errors import ConfigError
 from prompttune.tasks import GenerationConfig
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from prompttune.metrics import generation_metrics
+from prompttune.tasks.metrics import generation_metrics
 
 
 def test_a_hypothesis_equal_to_any_reference_scores_perfectly():

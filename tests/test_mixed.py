@@ -9,7 +9,7 @@ from conftest import FAMILIES, task_config
 GEN_FAMILIES = ("gpt2", "llama", "t5", "bart")
 from prompttune import Example, PromptModel, load_prompt, save_prompt
 from prompttune.errors import ConfigError
-from prompttune.mixed import PromptSet, combine_members
+from prompttune.inference.mixed import PromptSet, combine_members
 from prompttune.tasks import GenerationConfig
 
 # name -> (method, options, task changes): lengths differ so rows need padding and masking.

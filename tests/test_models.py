@@ -10,7 +10,7 @@ import torch
 import tiny
 from conftest import SENTENCES, task_config
 from prompttune import ArtifactError, Backbone, Example, ModelError, PromptModel, TrainConfig, load_prompt, save_prompt, train
-from prompttune import sources
+from prompttune.core import sources
 from prompttune.cli import main
 from prompttune.storage import sha256_file
 

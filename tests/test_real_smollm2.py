@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prompttune import Backbone, ModelError
-from prompttune import sources
+from prompttune.core import sources
 
 pytestmark = pytest.mark.real_model
 

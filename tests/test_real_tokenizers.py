@@ -8,7 +8,7 @@ import torch
 
 from conftest import SENTENCES
 from prompttune import Backbone, ClassificationConfig, ConfigError, Example, PromptModel, TrainConfig, train
-from prompttune.tasks.classification import plain_tokens
+from prompttune.core.vocabulary import plain_tokens
 
 pytestmark = pytest.mark.real_model
 

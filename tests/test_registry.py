@@ -12,10 +12,10 @@ import torch
 from conftest import SENTENCES
 from prompttune import load_prompt
 from prompttune.api import train_prompt
-from prompttune.backbone import sha256_file
+from prompttune.storage import sha256_file
 from prompttune.cli import main
 from prompttune.errors import ArtifactError
-from prompttune.registry import Registry, RegistryError
+from prompttune.artifacts.registry import Registry, RegistryError
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_a_push_that_fails_midway_leaves_no_version(model_dirs, data, tmp_path, 
 
 PUSHER = """
 import sys
-from prompttune.registry import Registry
+from prompttune.artifacts.registry import Registry
 registry = Registry(sys.argv[1])
 for _ in range(int(sys.argv[4])):
     registry.push(sys.argv[2], sys.argv[3])
@@ -270,7 +270,7 @@ def test_names_and_versions_are_checked_exactly(model_dirs, data, tmp_path):
 
 
 def test_a_damaged_stored_file_is_reported_and_repaired_by_pushing_again(model_dirs, data, tmp_path):
-    from prompttune.registry import StoreDamaged
+    from prompttune.artifacts.registry import StoreDamaged
 
     registry = Registry(tmp_path / "reg")
     art = trained(model_dirs, data, tmp_path / "a")

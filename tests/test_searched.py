@@ -114,7 +114,7 @@ def test_searched_prompts_refuse_what_they_cannot_do(load):
 
 def test_inspect_finds_the_words_a_soft_prompt_started_from(load, model_dirs, tmp_path):
     from prompttune import save_prompt
-    from prompttune.inspect import format_report, inspect_prompt, plot_report
+    from prompttune.analysis.inspection import format_report, inspect_prompt, plot_report
 
     backbone = load("bert")
     model = PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 3, "init": "text",
@@ -182,7 +182,7 @@ def test_a_head_pools_the_inputs_own_tokens_not_the_templates(load):
 
 
 def test_a_time_budget_stops_the_search_and_evaluates_once_more(load, examples, monkeypatch):
-    import prompttune.training as training
+    import prompttune.training.loop as training
 
     clock = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s later
     monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
@@ -197,7 +197,7 @@ def test_a_time_budget_stops_the_search_and_evaluates_once_more(load, examples, 
 def test_a_failed_export_keeps_the_search_to_resume(model_dirs, tmp_path, monkeypatch, method):
     """The search's final state stays on disk until the prompt it found is saved: after an export
     that fails, --resume saves the same prompt without searching again."""
-    from prompttune import checkpoint
+    from prompttune.training import checkpoint
     from prompttune.api import interrupted_run
     from prompttune.methods import method_class
     from prompttune.storage import PRIVATE

@@ -14,8 +14,8 @@ import torch
 
 from conftest import task_config
 from prompttune import Backbone, PromptModel, save_prompt
-from prompttune.client import Client, ServerError
-from prompttune.mixed import PromptSet
+from prompttune.serving.client import Client, ServerError
+from prompttune.inference.mixed import PromptSet
 from servers import TOKEN, perturb, populated_registry, running_server
 
 TEXTS = ["the movie was great", "a terrible film", "i loved the story", "the plot is dull"]
@@ -210,5 +210,5 @@ def test_requests_that_arrive_together_share_one_forward(server, tmp_path):
 def test_the_committed_openapi_schema_matches_the_server(server):
     served = httpx.get(server["url"] + "/openapi.json").json()
     committed = json.loads((Path(__file__).parent.parent / "docs" / "openapi.json").read_text())
-    assert served == committed, "docs/openapi.json is stale: python -m prompttune.server > docs/openapi.json"
+    assert served == committed, "docs/openapi.json is stale: python -m prompttune.serving.server > docs/openapi.json"
     assert set(served["paths"]) == {"/v1/classify", "/v1/generate", "/v1/prompts", "/health", "/metrics"}

@@ -12,7 +12,7 @@ from prompttune import Backbone, PromptModel, load_prompt, save_prompt
 from prompttune.api import evaluate_prompt, predict, train_prompt
 from prompttune.errors import ConfigError, DataError
 from prompttune.methods import METHODS, PromptMethod
-from prompttune.mixed import PromptSet
+from prompttune.inference.mixed import PromptSet
 from prompttune.tasks import TASKS
 from prompttune.tasks.token_classification import (TokenClassificationConfig, TokenClassificationTask, TokenExample,
                                                    tagging_metrics)
@@ -240,7 +240,7 @@ def test_token_rows_and_classification_rows_share_a_mixed_batch(load, tmp_path):
 
 
 def test_a_sweep_over_token_classification(model_dirs, conll, tmp_path):
-    from prompttune.compare import SweepSpec, run_sweep
+    from prompttune.sweeps.compare import SweepSpec, run_sweep
 
     spec = SweepSpec.from_dict({"model": str(model_dirs["bert_encoder"]), "train": str(conll), "eval": str(conll),
                                 "task": "token_classification", "methods": ["linear_probe", "soft_prompt"],
@@ -259,8 +259,8 @@ def test_the_task_is_registered():
 
 
 def test_served_by_classify_with_entities_and_character_offsets(model_dirs, tmp_path):
-    from prompttune.client import Client, ServerError
-    from prompttune.registry import Registry
+    from prompttune.serving.client import Client, ServerError
+    from prompttune.artifacts.registry import Registry
     from servers import TOKEN, perturb, running_server
 
     backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))

@@ -7,7 +7,7 @@ import torch
 
 from conftest import task_config
 from prompttune import PromptModel, TrainConfig, train
-from prompttune import checkpoint
+from prompttune.training import checkpoint
 
 
 def fresh(load, method="soft_prompt"):
@@ -170,7 +170,7 @@ def test_forwards_over_rows_of_similar_length_give_the_batchs_loss_and_gradient(
     from conftest import task_config as classification
     from prompttune.tasks import GenerationConfig
     from prompttune import Example
-    from prompttune.training import _loss
+    from prompttune.training.loop import _loss
 
     backbone = load(family)
     generation = family == "t5"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from prompttune.virtual_tokens import gather_positions, insert_virtual_tokens
+from prompttune.core.virtual_tokens import gather_positions, insert_virtual_tokens
 
 
 def _batch(padding_side: str):

@@ -2,7 +2,7 @@
 
 A method only changes what goes into the frozen model. Most describe that as `parts`: virtual tokens
 before the input and per-layer key/value prefixes, which `prepare` attaches to a batch's `ModelInputs`
-(and which a mixed batch attaches per row, prompttune/parts.py). A method may override `prepare` for
+(and which a mixed batch attaches per row, prompttune/core/parts.py). A method may override `prepare` for
 anything else. It never sees labels or losses; the task turns the model's outputs into those.
 Methods register themselves by name, so the training loop, the artifact code and the CLI know none
 of them by type.
@@ -15,10 +15,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..backbone import Backbone, ModelInputs
+from ..core.backbone import Backbone, ModelInputs
 from ..config import ConfigBase, check
 from ..errors import ConfigError
-from ..parts import PromptParts, attach
+from ..core.parts import PromptParts, attach
 
 METHODS: dict[str, type["PromptMethod"]] = {}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from ..config import ConfigBase
 from .base import PromptMethod, register
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from ..config import ConfigBase
 from .base import check_prompt_config, register
 from .prefix import INITS, KeyValuePrefix

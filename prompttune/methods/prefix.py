@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from ..config import ConfigBase, check
-from ..parts import PromptParts
-from ..seeding import reset_parameters
+from ..core.parts import PromptParts
+from ..core.seeding import reset_parameters
 from .base import PromptMethod, Reparameterised, check_prompt_config, register
 from .soft_prompt import sample_token_ids
 

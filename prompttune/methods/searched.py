@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import Backbone, ModelInputs
+from ..core.backbone import Backbone, ModelInputs
 from ..config import ConfigBase, check
 from ..errors import ConfigError
 from .base import PromptMethod, register
@@ -74,7 +74,7 @@ class TriggerPrompt(PromptMethod):
 
     def __init__(self, config, backbone: Backbone):
         super().__init__(config, backbone)
-        from ..tasks.classification import plain_tokens
+        from ..core.vocabulary import plain_tokens
 
         self.tokenizer = backbone.tokenizer
         self._embedding_weight = lambda: backbone.input_embeddings.weight.detach()  # not a submodule

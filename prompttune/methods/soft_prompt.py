@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backbone import Backbone, word_for_tokenizer
+from ..core.backbone import Backbone, word_for_tokenizer
 from ..config import ConfigBase
-from ..parts import PromptParts
+from ..core.parts import PromptParts
 from .base import PromptMethod, check_prompt_config, register
 
 INITS = ("random", "sample_vocab", "text", "class_labels")

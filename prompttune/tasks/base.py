@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from ..config import ConfigBase
 from ..errors import ConfigError
 
@@ -115,14 +115,14 @@ class Task(nn.Module):
     @classmethod
     def examples_from_texts(cls, texts: list[str]) -> list:
         """Examples for raw inputs given on the command line or to the server."""
-        from ..data import texts_as_examples
+        from .data import texts_as_examples
 
         return texts_as_examples(texts)
 
     @classmethod
     def example_from_input(cls, text: str, text_pair: str | None = None, source: str = ""):
         """An example for one input sent to the server."""
-        from ..data import Example
+        from .data import Example
 
         return Example(text=text, text_pair=text_pair, source=source)
 
@@ -160,7 +160,7 @@ class Task(nn.Module):
     @classmethod
     def read_records(cls, path: str) -> list[dict]:
         """A data file's rows as dicts (what a sweep draws its subsets from, written out as JSONL)."""
-        from ..data import read_rows
+        from .data import read_rows
 
         return [record for _, record in read_rows(path)[1]]
 

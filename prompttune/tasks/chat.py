@@ -3,7 +3,7 @@ and the start of the assistant's answer, where the prompt is read or the target 
 
 from __future__ import annotations
 
-from ..backbone import DECODER, Backbone
+from ..core.backbone import DECODER, Backbone
 from ..errors import ConfigError
 
 _MARKER = "\u0000PROMPTTUNE-INPUT\u0000"

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
+from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
 from ..config import ConfigBase, check
-from ..data import Example, group_references, load_generation_examples
+from .data import Example, group_references, load_generation_examples
 from ..errors import ConfigError, DataError
-from ..metrics import generation_metrics
+from .metrics import generation_metrics
 from .base import Task, register
 from .chat import chat_wrap
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from typing_extensions import TypedDict
 
-from ..backbone import Backbone, BackboneOutput, ModelInputs
+from ..core.backbone import Backbone, BackboneOutput, ModelInputs
 from ..config import ConfigBase, check
 from ..errors import ConfigError, DataError
 from .base import Task, register
@@ -365,7 +365,7 @@ def _check_tags(tags: list[str], where: str) -> None:
 
 def _read_conll(path: Path, labelled: bool) -> list[tuple[str, list[str], list[str] | None]]:
     """(where, tokens, tags) per sentence of a CoNLL-style file."""
-    from ..data import _text_of
+    from .data import _text_of
 
     sentences, tokens, tags, first_line = [], [], [], 0
     lines = _text_of(path).splitlines()
@@ -388,7 +388,7 @@ def _read_conll(path: Path, labelled: bool) -> list[tuple[str, list[str], list[s
 
 
 def _read_rows(path: str, token_column: str, tag_column: str | None) -> list[tuple[str, list[str], list[str] | None]]:
-    from ..data import read_rows
+    from .data import read_rows
 
     name, rows = read_rows(path)
     out = []

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from . import kv_prefix
-from .errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError
 from .kv_prefix import PREFIX_KWARG, Prefix
-from .sources import MINILM_SHA256, resolve_model  # noqa: F401 - part of this module's interface
-from .storage import sha256_file  # noqa: F401 - part of this module's interface
+from .sources import resolve_model
 
 ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder_decoder"
 
@@ -105,7 +104,7 @@ class Backbone(nn.Module):
     @classmethod
     def from_pretrained(cls, name: str, head: str = "auto", dtype: torch.dtype | str | None = None,
                         device_map: str | dict | None = None, gguf_file: str | None = None) -> "Backbone":
-        """Load model and tokenizer (prompttune/sources.py says from where: a hub id, a folder, an
+        """Load model and tokenizer (prompttune/core/sources.py says from where: a hub id, a folder, an
         offline copy, a GGUF file). `head`: "auto" keeps the LM head when the checkpoint has one
         (its `architectures` says so), "lm" insists on one, "none" loads the bare model. `dtype`:
         float32, bfloat16 or float16 (default: as stored). `device_map`: "auto" spreads the model

@@ -121,22 +121,6 @@ class MicroBatcher:
             start += len(request.items)
 
 
-def length_groups(indices: list[int], lengths: list[int], max_rows: int, max_tokens: int | None = None) -> list[list[int]]:
-    """`indices` in order of length, cut into groups of at most `max_rows` rows and, with
-    `max_tokens`, at most that many padded tokens (rows x the longest row): rows of similar length
-    share a forward, so little of it is padding."""
-    groups, current = [], []
-    for i in sorted(indices, key=lambda i: lengths[i]):
-        padded = (len(current) + 1) * lengths[i]  # sorted: row i is the longest so far
-        if current and (len(current) >= max_rows or (max_tokens is not None and padded > max_tokens)):
-            groups.append(current)
-            current = []
-        current.append(i)
-    if current:
-        groups.append(current)
-    return groups
-
-
 def _settle(future: asyncio.Future, result=None, error: Exception | None = None) -> None:
     if future.done():
         return

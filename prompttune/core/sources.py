@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
-from .storage import fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic, sha256_file
+from ..errors import ModelError
+from ..storage import fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic, sha256_file
 
 SOURCE = "prompttune-source.json"  # in a cache folder: which GGUF file it was made from
 SOURCE_FORMAT = "prompttune.gguf-cache"

@@ -19,13 +19,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .backbone import Backbone
-from .errors import ArtifactError, PromptTuneError, quoted
-from .methods import method_class
-from .model import PromptModel
-from .storage import Transaction, recover, sha256_file, write_json_atomic  # noqa: F401 - write_json_atomic re-exported
-from .tasks import TASKS
+from .. import __version__
+from ..core.backbone import Backbone
+from ..errors import ArtifactError, PromptTuneError, quoted
+from ..methods import method_class
+from ..model import PromptModel
+from ..storage import Transaction, recover, sha256_file
+from ..tasks import TASKS
 
 FORMAT = "prompttune.prompt"
 FORMAT_VERSION = 1

@@ -38,8 +38,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import PromptTuneError, quoted
-from .storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic,
+from ..errors import PromptTuneError, quoted
+from ..storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic,
                       sha256_file, write_atomic)
 
 FILES = ("prompt.json", "prompt.safetensors", "training_state.safetensors", "metrics.json")

@@ -1,6 +1,6 @@
 """A small Python client for `prompttune serve`.
 
-    from prompttune.client import Client
+    from prompttune.serving.client import Client
     client = Client("http://127.0.0.1:8000", token="...")
     client.classify("sentiment@production", ["a gripping film", "dull"])
     client.generate("e2e", ["name[Alimentum], area[city centre]"], num_beams=5)
@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from .errors import PromptTuneError
+from ..errors import PromptTuneError
 
 
 class ServerError(PromptTuneError):

@@ -21,12 +21,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .batcher import length_groups
-from .config import ConfigBase, check
-from .data import Example
-from .errors import ConfigError
-from .storage import write_atomic
-from .model import PromptModel
+from ..core.batching import length_groups
+from ..config import ConfigBase, check
+from ..tasks.data import Example
+from ..errors import ConfigError
+from ..storage import write_atomic
+from ..model import PromptModel
 
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -105,11 +105,6 @@ class TrainConfig(ConfigBase):
         check(self.max_batch_tokens is None or self.max_batch_tokens > 0, "max_batch_tokens", "must be positive")
 
 
-def is_main_process() -> bool:
-    """Rank 0 of a run started by `accelerate launch` or `torchrun` (or a plain single process)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 @dataclass
 class TrainResult:
     steps: int
@@ -177,7 +172,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
           config: TrainConfig = TrainConfig(), output_dir: str | os.PathLike | None = None,
           resume: bool = False, keep_checkpoint: bool = False) -> TrainResult:
     """Train the prompt in place. With `output_dir` (the run's working folder), a metrics log
-    (`log.jsonl`) and resumable checkpoints (prompttune/checkpoint.py) are written there;
+    (`log.jsonl`) and resumable checkpoints (prompttune/training/checkpoint.py) are written there;
     `resume=True` continues from the last checkpoint. A finished run removes its checkpoints, or
     with `keep_checkpoint` saves its final state as one (a search keeps it until the prompt it
     found is saved: resuming it then goes straight to the end)."""

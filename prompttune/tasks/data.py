@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 

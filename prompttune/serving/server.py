@@ -6,8 +6,8 @@
   inputs. The prompt is looked up in the registry on every request, so a version pushed while the
   server runs is served at once, without a restart; a version is loaded onto the model the first
   time it is asked for (at most `max_loaded` stay loaded, least recently used first out).
-- Requests that arrive together, for any prompts, are joined into one mixed batch (prompttune/batcher.py,
-  prompttune/mixed.py): at most `max_batch_size` rows, waiting at most `max_wait_ms` for company. With
+- Requests that arrive together, for any prompts, are joined into one mixed batch (prompttune/serving/batcher.py,
+  prompttune/inference/mixed.py): at most `max_batch_size` rows, waiting at most `max_wait_ms` for company. With
   `max_batch_tokens`, the joined rows are run in order of length, in forwards of at most that many
   padded tokens (less padding; on a CPU, where a forward's cost grows with its tokens, faster).
 - `GET /v1/prompts`, `GET /health`, and `GET /metrics` for Prometheus: requests and latency per
@@ -46,19 +46,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from . import __version__
-from .artifact import check_base_model
-from .backbone import Backbone
+from .. import __version__
+from ..artifacts.artifact import check_base_model
+from ..core.backbone import Backbone
 from .batcher import MicroBatcher
-from .data import Example
-from .errors import ArtifactError, PromptTuneError, quoted
-from .mixed import PromptSet
-from .registry import Registry, RegistryError, StoreDamaged
-from .storage import StorageError
-from .tasks import task_class
-from .tasks.generation import check_generation_options
+from ..tasks.data import Example
+from ..errors import ArtifactError, PromptTuneError, quoted
+from ..inference.mixed import PromptSet
+from ..artifacts.registry import Registry, RegistryError, StoreDamaged
+from ..storage import StorageError
+from ..tasks import task_class
+from ..tasks.generation import check_generation_options
 
-log = logging.getLogger("prompttune.server")
+log = logging.getLogger("prompttune.serving.server")
 
 
 # ---- the HTTP schema ------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def _classify_results():
     its probabilities for classification; tokens, tags and entities for token classification)."""
     from typing import Union
 
-    from .tasks import TASKS
+    from ..tasks import TASKS
 
     shapes = tuple(cls.result_type for cls in TASKS.values() if cls.endpoint == "classify")
     return Union[shapes] if len(shapes) > 1 else shapes[0]
@@ -535,7 +535,7 @@ def serve(model: str, registry: str | None, host: str = "127.0.0.1", port: int =
           device_map: str | None = None) -> None:
     import uvicorn
 
-    from .api import load_backbone
+    from ..api import load_backbone
 
     backbone = load_backbone(model, device=device, dtype=dtype, device_map=device_map)
     service = PromptService(backbone, Registry(registry), limits.max_loaded, limits.max_batch_tokens)
@@ -548,7 +548,7 @@ def openapi_schema() -> dict:
     return create_app(None).openapi()  # type: ignore[arg-type] - the schema needs no model
 
 
-if __name__ == "__main__":  # python -m prompttune.server > docs/openapi.json
+if __name__ == "__main__":  # python -m prompttune.serving.server > docs/openapi.json
     import sys
 
     json.dump(openapi_schema(), sys.stdout, indent=2, sort_keys=True)

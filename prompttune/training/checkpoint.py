@@ -28,10 +28,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import PromptTuneError
-from .storage import fsync_dir, fsync_file, make_dir_like_user, remove_stale, sha256_file, write_json_atomic
+from ..errors import PromptTuneError
+from ..storage import fsync_dir, fsync_file, make_dir_like_user, remove_stale, sha256_file, write_json_atomic
 
-FORMAT = "prompttune.checkpoint"
+FORMAT = "prompttune.training.checkpoint"
 POINTER = "checkpoint.json"
 FOLDER = re.compile(r"checkpoint-[0-9]{8}(-[0-9]+)?")
 FILES = ("state.safetensors", "state.json")

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .artifact import load_prompt, read_meta
-from .backbone import word_for_tokenizer
+from ..artifacts.artifact import load_prompt, read_meta
+from ..core.backbone import word_for_tokenizer
 
 
 def _neighbours(vectors: torch.Tensor, table: torch.Tensor, tokenizer, ids: torch.Tensor, top: int):
@@ -57,7 +57,7 @@ def _vocabulary(model) -> torch.Tensor:
 def inspect_prompt(directory: str | os.PathLike, top: int = 5, model: str | None = None, dtype: str | None = None,
                    device_map: str | None = None) -> dict:
     """What `prompttune inspect` reports, as a dict."""
-    from .backbone import Backbone
+    from ..core.backbone import Backbone
 
     meta = read_meta(directory)
     backbone = None
@@ -180,7 +180,7 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
     ax.set_title(f"{report['method']}: {Path(report['prompt']).name}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .storage import save_figure
+    from ..storage import save_figure
 
     save_figure(fig, path, dpi=120)
     plt.close(fig)

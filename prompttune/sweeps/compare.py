@@ -45,7 +45,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 FULL = "full"
 
@@ -110,8 +110,8 @@ class SweepSpec:
                    "chat", "shots"}
         if not isinstance(spec.prompt_options, dict) or set(spec.prompt_options) - allowed:
             raise ConfigError(f"{where}, field 'prompt_options': a mapping with keys from {sorted(allowed)}")
-        from .methods import method_class
-        from .tasks import TASKS
+        from ..methods import method_class
+        from ..tasks import TASKS
 
         if spec.task not in TASKS:
             raise ConfigError(f"{where}, field 'task': one of {sorted(TASKS)}, got {spec.task!r}")
@@ -125,7 +125,7 @@ class SweepSpec:
         return spec
 
     def task_class(self):
-        from .tasks import task_class
+        from ..tasks import task_class
 
         return task_class(self.task)
 
@@ -172,7 +172,7 @@ class Cell:
 
 def cells(spec: SweepSpec) -> list[Cell]:
     """Every combination, with lengths and inits only where the method has those fields."""
-    from .methods import method_class
+    from ..methods import method_class
 
     out = []
     for method in spec.methods:
@@ -194,7 +194,7 @@ def _records(spec: SweepSpec, path: str) -> list[dict]:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    from .storage import write_atomic
+    from ..storage import write_atomic
 
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
@@ -251,9 +251,9 @@ def eval_groups(spec: SweepSpec, folder: Path) -> dict[str, str]:
 
 def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
     """Train and score one cell (in a worker process); returns its result row."""
-    from .api import interrupted_run, train_prompt
-    from .storage import write_json_atomic
-    from .logs import quiet_libraries
+    from ..api import interrupted_run, train_prompt
+    from ..storage import write_json_atomic
+    from ..runtime import quiet_libraries
 
     quiet_libraries()
     spec = SweepSpec(**spec_dict)
@@ -268,7 +268,7 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
         eval_path = _eval_subset(spec, root / "data")
         options = dict(spec.method_options.get(cell.method, {}))
         if cell.length is not None:
-            from .methods import method_class
+            from ..methods import method_class
 
             fields = method_class(cell.method).Config.__dataclass_fields__
             options["num_virtual_tokens" if "num_virtual_tokens" in fields else "num_tokens"] = cell.length
@@ -286,12 +286,12 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
         metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None)
         groups = {}
         for group, path in eval_groups(spec, root / "data").items():
-            from .api import evaluate_prompt
+            from ..api import evaluate_prompt
 
             scores = evaluate_prompt(str(folder), path, **columns)
             groups.update({f"{group}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "count"})
     except Exception as error:  # noqa: BLE001 - a failed cell is reported, the sweep goes on
-        from .storage import write_atomic
+        from ..storage import write_atomic
 
         write_atomic(folder / "error.txt", f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
         return {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
@@ -326,7 +326,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progres
     """Run every unfinished cell; returns every cell's result row (finished earlier or now).
     `workers` cells run at once in local processes, or, with `ray_address` ("local" starts a Ray
     instance on this machine), as Ray tasks on a cluster whose workers all see `out`."""
-    from .storage import write_json_atomic
+    from ..storage import write_json_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,7 +424,7 @@ def _metric_names(spec: SweepSpec, rows: list[dict]) -> list[str]:
 
 
 def write_outputs(spec: SweepSpec, rows: list[dict], out: Path) -> None:
-    from .storage import write_atomic, write_json_atomic
+    from ..storage import write_atomic, write_json_atomic
 
     columns = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("cell", "method", "length", "init",
                                                                            "train_size", "seed", "status"), k))
@@ -463,7 +463,7 @@ def _dash(value) -> str:
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     import io
 
-    from .storage import write_atomic
+    from ..storage import write_atomic
 
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
@@ -481,7 +481,7 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .storage import save_figure
+    from ..storage import save_figure
 
     plots = []
     for name in PLOTS:  # a plot this sweep no longer draws must not outlive it
@@ -605,7 +605,7 @@ def _write_report(spec: SweepSpec, out: Path, lines: list[str], plots: list[Path
     parts.append("</table>")
     parts += [f"<img src='{p.name}' alt='{p.stem}'>" for p in plots]
     parts.append(f"<h2>Sweep</h2><pre>{html.escape(json.dumps(asdict(spec), indent=2))}</pre></body></html>")
-    from .storage import write_atomic
+    from ..storage import write_atomic
 
     write_atomic(out / "report.html", "\n".join(parts))
 
@@ -615,7 +615,7 @@ def spec_from_args(args) -> SweepSpec:
     values = {}
     if args.spec:
         values = asdict(SweepSpec.load(args.spec))
-    from .sources import model_name
+    from ..core.sources import model_name
 
     flags = {"model": model_name(args.model, args.gguf_file), "train": args.train, "eval": args.eval, "task": args.task,
              "text_column": args.text_column, "text_pair_column": args.text_pair_column, "label_column": args.label_column,

@@ -2,7 +2,7 @@
 
 A `PromptSet` holds prompts made for one base model and runs batches in which every row names its
 own prompt: each prompt's task encodes its rows (its template, its verbalizer), each prompt's
-virtual tokens and prefixes are attached to its rows in one batched forward (prompttune/parts.py),
+virtual tokens and prefixes are attached to its rows in one batched forward (prompttune/core/parts.py),
 and each prompt's task reads its rows' scores. A row's result equals running its prompt alone, up
 to floating-point rounding. (Encoder-decoder models count positions from the length of the key/value
 cache, one number per batch: there, rows share a forward with rows of the same prefix length.)
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from .backbone import ENCODER_DECODER, Backbone, ModelInputs
-from .batcher import length_groups
-from .data import Example
-from .errors import ConfigError
-from .methods.base import PromptMethod
-from .model import PromptModel, run_backbone
-from .parts import PromptParts, attach, computed_once
+from ..core.backbone import ENCODER_DECODER, Backbone, ModelInputs
+from ..core.batching import length_groups
+from ..tasks.data import Example
+from ..errors import ConfigError
+from ..methods.base import PromptMethod
+from ..model import PromptModel, run_backbone
+from ..core.parts import PromptParts, attach, computed_once
 
 Row = tuple[str, "Example | str"]
 
@@ -45,7 +45,7 @@ class PromptSet:
     @classmethod
     def load(cls, prompts: dict[str, str | os.PathLike], backbone: Backbone | None = None) -> "PromptSet":
         """Load artifacts by name onto one backbone (the base model of the first, unless given)."""
-        from .artifact import read_meta
+        from ..artifacts.artifact import read_meta
 
         if not prompts:
             raise ConfigError("a prompt set needs at least one prompt")
@@ -62,7 +62,7 @@ class PromptSet:
     def add(self, name: str, prompt: PromptModel | str | os.PathLike) -> PromptModel:
         """Add a prompt: a loaded `PromptModel` on this set's backbone, or an artifact folder (loaded
         onto it; an artifact made for another base model is refused)."""
-        from .artifact import load_prompt
+        from ..artifacts.artifact import load_prompt
 
         if not isinstance(prompt, PromptModel):
             prompt = load_prompt(Path(prompt), backbone=self.backbone)

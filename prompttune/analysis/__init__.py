@@ -1,0 +1,1 @@
+"""Looking inside learned prompts: `prompttune inspect`."""

@@ -1,0 +1,1 @@
+"""Prompt artifacts (a few kilobytes each) and the versioned registry that stores them."""

@@ -1,0 +1,1 @@
+"""Many prompts over one frozen model: mixed batches and ensembles."""

@@ -1,0 +1,1 @@
+"""`prompttune serve`: the HTTP server, its micro-batcher and a Python client."""

@@ -1,0 +1,1 @@
+"""`prompttune compare`: sweeps over methods, lengths, initialisations, training sizes and seeds."""

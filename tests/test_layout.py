@@ -1,0 +1,59 @@
+"""The package's architecture, checked: the layers import only downwards (import-linter), no module
+shadows the standard library, nothing outside tasks/ knows a task or a metric by name, and the
+command line answers --help and --version without importing torch."""
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from prompttune.tasks import TASKS
+
+PACKAGE = Path(__file__).resolve().parent.parent / "prompttune"
+
+
+def test_the_layers_import_only_downwards():
+    linter = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert linter, "import-linter is part of the test extra"
+    result = subprocess.run([linter, "--config", str(PACKAGE.parent / "pyproject.toml")], capture_output=True, text=True,
+                            cwd=PACKAGE.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_no_module_shadows_the_standard_library():
+    names = {p.stem for p in PACKAGE.rglob("*.py")} | {p.name for p in PACKAGE.rglob("*") if p.is_dir()}
+    assert not (names & set(sys.stdlib_module_names)), names & set(sys.stdlib_module_names)
+
+
+def _constants(node):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        yield node.value
+    elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        for item in node.elts:
+            yield from _constants(item)
+
+
+def test_nothing_outside_tasks_compares_a_task_or_metric_name():
+    known = set(TASKS) | {metric for cls in TASKS.values() for metric in cls.metrics}
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.is_relative_to(PACKAGE / "tasks"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                for side in [node.left, *node.comparators]:
+                    found += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {c!r}" for c in _constants(side) if c in known]
+    assert not found, found
+
+
+def test_help_and_version_do_not_import_torch():
+    code = ("import sys\nfrom prompttune.cli import main\n"
+            "for argv in (['--help'], ['--version'], ['train', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('TORCH', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "usage: prompttune" in result.stdout and "prompttune 0.1.0" in result.stdout
+    assert result.stdout.strip().endswith("TORCH False")
