@@ -9,7 +9,9 @@ import json
 import os
 import sys
 
+from .config import add_config_arguments, config_arguments
 from .errors import PromptTuneError
+from .training.config import TrainConfig
 from .runtime import is_main_process
 
 
@@ -30,14 +32,7 @@ def _method_options(args) -> dict:
 
 
 def _train_options(args) -> dict:
-    names = ("max_steps", "epochs", "batch_size", "eval_batch_size", "lr", "head_lr", "optimizer", "weight_decay",
-             "warmup_ratio", "schedule", "grad_accum", "max_grad_norm", "seed", "eval_every", "patience", "metric",
-             "checkpoint_every", "mixed_precision", "max_seconds", "max_batch_tokens")
-    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    options["progress"] = not args.no_progress
-    if args.gradient_checkpointing:
-        options["gradient_checkpointing"] = True
-    return options
+    return config_arguments(args, TrainConfig)
 
 
 def _generation_options(args) -> dict:
@@ -130,34 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "prefix/deep_prompt: random | text | sample_vocab")
     t.add_argument("--init-text")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="any other method config field")
-    steps = t.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int)
-    steps.add_argument("--epochs", type=float)
-    t.add_argument("--max-seconds", type=float, help="stop after this many seconds (a budget for autoprompt/pez searches)")
-    t.add_argument("--lr", type=float)
-    t.add_argument("--head-lr", type=float)
-    t.add_argument("--optimizer", choices=("adamw", "adafactor"))
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--warmup-ratio", type=float)
-    t.add_argument("--schedule", choices=("linear", "cosine", "constant"))
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--eval-batch-size", type=int)
-    t.add_argument("--grad-accum", type=int)
-    t.add_argument("--max-grad-norm", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--eval-every", type=int)
-    t.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
-    t.add_argument("--metric", help="the task's dev metric for early stopping and the best prompt (default: "
-                                    "accuracy, bleu or f1 by task)")
-    t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
-    t.add_argument("--checkpoint-every", type=int)
-    t.add_argument("--max-batch-tokens", type=int, help="run each batch as forwards of at most this many padded "
-                                                       "tokens, rows in order of length (same loss, less padding)")
-    t.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"))
+    add_config_arguments(t, TrainConfig, "training (TrainConfig's fields)")
     t.add_argument("--resume", action="store_true", help="continue the run interrupted in --output")
     t.add_argument("--restart", action="store_true",
                    help="discard the run interrupted in --output (its checkpoint) and start again")
-    t.add_argument("--no-progress", action="store_true")
 
     e = commands.add_parser("evaluate", help="print a saved prompt's metrics on labelled data as JSON")
     _prompt_or_ensemble(e)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import textwrap
+import types
+import typing
 from typing import Any
 
 from .errors import ConfigError
@@ -38,3 +43,60 @@ class ConfigBase:
 def check(condition: bool, field: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{field}: {message}")
+
+
+# ---- the command line, derived from a config's fields -----------------------------------------------
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the string literal that follows it)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _value_type(annotation) -> type:
+    """int, float, str or bool from an annotation such as `int | None`."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(kinds) == 1:
+            return _value_type(kinds[0])
+    if annotation in (int, float, str, bool):
+        return annotation
+    raise TypeError(f"no command-line type for {annotation!r}")
+
+
+def add_config_arguments(parser, cls, title: str | None = None, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of the config dataclass `cls`: `--field-name`, typed by its annotation,
+    its docstring as the help and its `choices` metadata as the choices. A boolean field is a
+    switch: `--name` where it defaults to false, `--no-name` where it defaults to true. A flag not
+    given stays None, so the config's own default applies (`config_arguments`). A field added to the
+    config appears on the command line by itself."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    group = parser.add_argument_group(title or f"{cls.__name__} (every field of it)")
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind = _value_type(hints[f.name])
+        help_text = docs.get(f.name, "").replace("%", "%%")
+        name = f.name.replace("_", "-")
+        if kind is bool:
+            flag = f"--no-{name}" if f.default is True else f"--{name}"
+            group.add_argument(flag, dest=f.name, action="store_false" if f.default is True else "store_true",
+                               default=None, help=f"off (it is on by default): {help_text}" if f.default is True
+                               else help_text)
+            continue
+        default = "" if f.default is None or f.default is dataclasses.MISSING else f" (default {f.default})"
+        group.add_argument(f"--{name}", dest=f.name, type=kind, choices=f.metadata.get("choices"), default=None,
+                           metavar=None if f.metadata.get("choices") else kind.__name__.upper(),
+                           help=help_text + default)
+
+
+def config_arguments(args, cls) -> dict[str, Any]:
+    """The fields of `cls` given on the command line parsed by `add_config_arguments`."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}

@@ -69,3 +69,41 @@ def test_multi_word_labels_and_truncation_keep_the_mask(load):
     assert len(feature["input_ids"]) <= 12
     assert feature["input_ids"][feature["readout_index"]] == model.backbone.tokenizer.mask_token_id
     assert model.task.word_ids.numel() == 4
+
+
+def test_the_command_line_derives_its_training_flags_from_the_config():
+    """Every TrainConfig field is a `train` flag named after it, with its docstring as help; a
+    field added to a config appears by itself, typed, with its choices."""
+    import argparse
+    import dataclasses
+    from dataclasses import dataclass, field
+
+    from prompttune.cli import build_parser
+    from prompttune.config import ConfigBase, add_config_arguments, config_arguments
+    from prompttune.training.config import TrainConfig
+
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    flags = {option for action in train._actions for option in action.option_strings}
+    for f in dataclasses.fields(TrainConfig):
+        name = f.name.replace("_", "-")
+        assert (f"--no-{name}" if f.default is True else f"--{name}") in flags, f.name
+
+    @dataclass(frozen=True)
+    class Toy(ConfigBase):
+        warmup_steps: int | None = None
+        """Steps of warmup."""
+        kind: str = field(default="a", metadata={"choices": ("a", "b")})
+        """Which kind."""
+        fast: bool = False
+        """Go fast."""
+        verbose: bool = True
+        """Talk."""
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Toy)
+    assert "Steps of warmup." in parser.format_help()
+    args = parser.parse_args(["--warmup-steps", "7", "--kind", "b", "--fast", "--no-verbose"])
+    assert Toy.from_dict(config_arguments(args, Toy)) == Toy(warmup_steps=7, kind="b", fast=True, verbose=False)
+    assert config_arguments(parser.parse_args([]), Toy) == {}  # nothing given: the config's defaults
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--kind", "c"])

@@ -21,89 +21,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint
+from .config import TrainConfig
 from ..core.batching import length_groups
-from ..config import ConfigBase, check
 from ..tasks.data import Example
 from ..errors import ConfigError
 from ..storage import write_atomic
 from ..model import PromptModel
-
-OPTIMIZERS = ("adamw", "adafactor")
-SCHEDULES = ("linear", "cosine", "constant")
-
-
-@dataclass(frozen=True)
-class TrainConfig(ConfigBase):
-    max_steps: int | None = None
-    """Optimiser steps; takes precedence over `epochs`."""
-    epochs: float = 3.0
-    """Passes over the training data when `max_steps` is not set."""
-    batch_size: int = 16
-    """Examples per optimiser step per process (divided by `grad_accum` per forward)."""
-    eval_batch_size: int = 64
-    """Examples per forward pass when evaluating."""
-    lr: float | None = None
-    """Learning rate of the prompt (or of the backbone, for full fine-tuning); None: the method's default."""
-    head_lr: float | None = None
-    """Learning rate of the task's classification head; None: the method's default."""
-    optimizer: str | None = None
-    """adamw | adafactor (Adafactor with a fixed learning rate, as Lester et al. 2021); None: the method's default."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay (AdamW) or Adafactor's; 0 keeps a prompt free to move."""
-    warmup_ratio: float = 0.06
-    """Fraction of the steps over which the learning rate rises linearly from 0."""
-    schedule: str = "linear"
-    """Decay after warmup: linear | cosine | constant."""
-    grad_accum: int = 1
-    """Forward/backward passes per optimiser step."""
-    max_grad_norm: float | None = 1.0
-    """Gradient clipping; None disables it."""
-    seed: int = 0
-    """Seeds initialisation, data order and every random number generator."""
-    eval_every: int | None = None
-    """Evaluate on the dev set every N steps (and at the end); None: about 10 times per run."""
-    patience: int | None = None
-    """Stop after this many evaluations without improvement of `metric`; None: never stop early."""
-    metric: str | None = None
-    """Dev metric for early stopping and for keeping the best prompt, one of the task's `metrics`
-    (classification: accuracy, f1_macro...; generation: bleu, chrf, rougeL...; token
-    classification: f1...); None: the task's default."""
-    checkpoint_every: int | None = None
-    """Write a resumable checkpoint every N steps; None: at every evaluation."""
-    mixed_precision: str = "auto"
-    """auto (bf16 on a GPU that supports it, else none) | no | bf16 | fp16."""
-    progress: bool = True
-    """Show a progress bar with the loss and the dev metric."""
-    log_every: int = 10
-    """Write the mean loss and learning rate to log.jsonl every N steps."""
-    max_seconds: float | None = None
-    """Stop after this many seconds of training, evaluating once more (a budget for searches);
-    None: no limit."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass instead of storing them (less memory, more time);
-    works with every method, prefixes included."""
-    max_batch_tokens: int | None = None
-    """Run each batch as forwards of at most this many padded tokens, its rows in order of length
-    (less padding, so less work where a forward's cost grows with its tokens, as on a CPU); the loss
-    and the gradient are the batch's. None: one forward per batch."""
-
-    def __post_init__(self):
-        check(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
-        check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be positive")
-        check(self.epochs > 0, "epochs", "must be positive")
-        check(self.batch_size > 0 and self.eval_batch_size > 0, "batch_size", "must be positive")
-        check(self.grad_accum > 0 and self.batch_size % self.grad_accum == 0, "grad_accum",
-              f"must divide batch_size ({self.batch_size})")
-        check(self.lr is None or self.lr > 0, "lr", "must be positive")
-        check(self.head_lr is None or self.head_lr > 0, "head_lr", "must be positive")
-        check(self.optimizer is None or self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
-        check(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
-        check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        check(self.metric is None or (isinstance(self.metric, str) and self.metric), "metric",
-              "must be the name of one of the task's metrics")
-        check(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision", "must be auto, no, bf16 or fp16")
-        check(self.max_batch_tokens is None or self.max_batch_tokens > 0, "max_batch_tokens", "must be positive")
-
 
 @dataclass
 class TrainResult:
