@@ -1,0 +1,262 @@
+"""CoNLL-2003 named-entity recognition on frozen all-MiniLM-L6-v2: entity F1 of every method that
+tags tokens, and of PEFT's prompt-learning methods for token classification, at one budget.
+
+    python benchmarks/conll_ner.py                      # the committed results (about 70 minutes on 2 cores)
+    python benchmarks/conll_ner.py --methods deep_prompt --steps 50   # a quick look
+
+The subsets (seeded, from ../shared/data/conll2003): `--train-size` training sentences, and
+`--eval-size` sentences of the dev and of the test set. Every run trains `--steps` steps of
+`--batch-size` sentences with AdamW, linear decay after 6% warmup, and each method's default
+learning rates (PEFT's methods get the learning rates of the prompttune method they correspond to:
+prefix tuning as P-tuning v2 = deep_prompt, prompt tuning = soft_prompt). Words are tagged at their
+first sub-token; entity precision, recall and F1 are seqeval's (conlleval's counting) for every run.
+
+Each finished run writes its row into benchmarks/runs/conll_ner/ and is not run again; a prompttune
+run killed midway resumes from its last checkpoint. The table and the JSON go to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED, environment, write_results  # noqa: E402
+
+WORK = Path(__file__).resolve().parent / "runs" / "conll_ner"
+OURS = ("deep_prompt", "prefix", "soft_prompt", "p_tuning", "linear_probe", "full_finetune")
+PEFT = {"peft_prefix_tuning": "deep_prompt", "peft_prompt_tuning": "soft_prompt"}
+METHODS = OURS + tuple(PEFT)
+VIRTUAL_TOKENS = 16
+PREFIX_HIDDEN = 256
+
+
+def subsets(train_size: int, eval_size: int, seed: int) -> dict[str, Path]:
+    """Seeded subsets of the CoNLL-2003 splits, as JSONL with `tokens` and `tags`."""
+    from prompttune.storage import write_atomic
+    from prompttune.tasks.token_classification import TokenClassificationTask
+
+    out = {}
+    for split, size in (("train", train_size), ("dev", eval_size), ("test", eval_size)):
+        source = SHARED / "conll2003" / f"{split}.txt"
+        if not source.is_file():
+            raise SystemExit(f"{source} not found: this benchmark reads CoNLL-2003 from ../shared/data/conll2003")
+        path = WORK / "data" / f"{split}_{size}_seed{seed}.jsonl"
+        if not path.is_file():
+            records = TokenClassificationTask.read_records(str(source))
+            chosen = random.Random(seed).sample(records, min(size, len(records)))
+            write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen))
+        out[split] = path
+    return out
+
+
+def all_tags() -> list[str]:
+    """The tag set of the whole training file, so that every subset trains the same head."""
+    from prompttune.tasks.token_classification import TokenClassificationTask
+
+    source = str(SHARED / "conll2003" / "train.txt")
+    return TokenClassificationTask.sweep_options(source, TokenClassificationTask.resolve_columns({}))["labels"]
+
+
+def run_ours(method: str, args, data: dict[str, Path], tags: list[str]) -> dict:
+    from prompttune.api import evaluate_prompt, interrupted_run, train_prompt
+
+    out = WORK / method
+    options = {}
+    if method in ("deep_prompt", "prefix", "soft_prompt", "p_tuning"):
+        options["num_virtual_tokens"] = VIRTUAL_TOKENS
+    if method == "prefix":
+        options["hidden_size"] = PREFIX_HIDDEN
+    metrics = train_prompt(model=args.model, method=method, task="token_classification", train=str(data["train"]),
+                           eval=str(data["dev"]), output=str(out), labels=tags, method_options=options,
+                           max_steps=args.steps, batch_size=args.batch_size, eval_every=args.steps, seed=args.seed,
+                           progress=False, resume=interrupted_run(out) is not None)
+    test = evaluate_prompt(str(out), str(data["test"]))
+    return {"dev": _scores(metrics["dev_metrics"]), "test": _scores(test), "train_seconds": metrics["training"]["seconds"],
+            "steps": metrics["training"]["steps"], "trainable_parameters": metrics["parameters"]["trainable"],
+            "artifact_bytes": metrics["artifact_bytes"]}
+
+
+def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
+    """PEFT's PrefixTuningConfig or PromptTuningConfig with task_type TOKEN_CLS on
+    AutoModelForTokenClassification, trained by a loop that mirrors prompttune's (same batches in the
+    same order, same optimiser, schedule and learning rates) and scored with the same alignment and
+    metrics. PEFT's prompt tuning returns logits for its virtual tokens too; those are dropped."""
+    import torch
+    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    from transformers import AutoModelForTokenClassification, get_scheduler
+
+    from prompttune import Backbone, TrainConfig
+    from prompttune.core.sources import resolve_model
+    from prompttune.methods import method_class
+    from prompttune.tasks.token_classification import TokenClassificationConfig, TokenClassificationTask, tagging_metrics
+
+    torch.manual_seed(args.seed)
+    path, _ = resolve_model(args.model)
+    backbone = Backbone.from_pretrained(args.model, head="none")  # its tokenizer and alignment, as prompttune's
+    task = TokenClassificationTask(TokenClassificationConfig(labels=tuple(tags)), backbone)
+    columns = TokenClassificationTask.resolve_columns({})
+    examples = {split: TokenClassificationTask.read_examples(str(p), columns) for split, p in data.items()}
+    base = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(tags))
+    if kind == "peft_prefix_tuning":
+        config = PrefixTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=VIRTUAL_TOKENS)
+    else:
+        config = PromptTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=VIRTUAL_TOKENS,
+                                    prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, tokenizer_name_or_path=path)
+    model = get_peft_model(base, config)
+    ours = method_class(PEFT[kind])
+    prompt_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in n]
+    head_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" not in n]
+    optimizer = torch.optim.AdamW([{"params": prompt_params, "lr": ours.default_lr},
+                                   {"params": head_params, "lr": ours.default_head_lr}], weight_decay=0.0)
+    defaults = TrainConfig()
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps),
+                              num_training_steps=args.steps)
+    features = {split: [task.encode(e) for e in rows] for split, rows in examples.items()}
+    virtual = VIRTUAL_TOKENS if kind == "peft_prompt_tuning" else 0
+
+    def logits_of(batch):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return out[:, virtual:]
+
+    model.train()
+    base.eval()  # dropout off in the frozen model, as prompttune does
+    step, epoch = 0, 0
+    start = time.perf_counter()
+    while step < args.steps:
+        order = torch.randperm(len(features["train"]),
+                               generator=torch.Generator().manual_seed(args.seed * 100003 + epoch)).tolist()
+        for first in range(0, len(order), args.batch_size):
+            batch = task.collate([features["train"][i] for i in order[first:first + args.batch_size]])
+            loss = task.loss(logits_of(batch), batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(prompt_params + head_params, defaults.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step >= args.steps:
+                break
+        epoch += 1
+    seconds = time.perf_counter() - start
+    model.eval()
+    scores = {}
+    with torch.no_grad():
+        for split in ("dev", "test"):
+            gold, predicted = [], []
+            for first in range(0, len(features[split]), 64):
+                batch = task.collate(features[split][first:first + 64])
+                predicted_ids, _ = task._word_scores(logits_of(batch), batch)
+                for row_pred, row_gold in zip(predicted_ids.tolist(), batch["word_labels"].tolist()):
+                    predicted.append([tags[t] for t, g in zip(row_pred, row_gold) if g >= 0])
+                    gold.append([tags[g] for g in row_gold if g >= 0])
+            scores[split] = _scores(tagging_metrics(gold, predicted))
+    out = WORK / kind
+    model.save_pretrained(out)
+    return {**scores, "train_seconds": round(seconds, 3), "steps": step,
+            "trainable_parameters": sum(p.numel() for p in prompt_params + head_params),
+            "artifact_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
+
+
+def _scores(metrics: dict) -> dict:
+    return {k: round(metrics[k], 4) for k in ("f1", "precision", "recall", "accuracy")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--eval-size", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
+    args = parser.parse_args()
+    import transformers
+
+    from prompttune.runtime import quiet_libraries
+
+    quiet_libraries()
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+    setting = {k: getattr(args, k) for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed")}
+    WORK.mkdir(parents=True, exist_ok=True)
+    data = subsets(args.train_size, args.eval_size, args.seed)
+    tags = all_tags()
+    rows = {}
+    for method in methods:
+        done = WORK / f"{method}.result.json"
+        if done.is_file():
+            saved = json.loads(done.read_text())
+            if saved.get("setting") == setting:
+                rows[method] = saved["row"]
+                print(f"{method}: done earlier, dev F1 {rows[method]['dev']['f1']:.4f}", flush=True)
+                continue
+        started = time.perf_counter()
+        row = run_peft(method, args, data, tags) if method in PEFT else run_ours(method, args, data, tags)
+        row["wall_seconds"] = round(time.perf_counter() - started, 1)
+        row["transformers"] = transformers.__version__
+        rows[method] = row
+        done.write_text(json.dumps({"setting": setting, "row": row}, indent=2) + "\n")
+        print(f"{method}: dev F1 {row['dev']['f1']:.4f}, test F1 {row['test']['f1']:.4f}, "
+              f"{row['train_seconds']:.0f} s", flush=True)
+    if args.no_write:
+        return
+    # Every method finished with this setting, whichever invocation ran it, in the table's order.
+    for method in METHODS:
+        done = WORK / f"{method}.result.json"
+        if method not in rows and done.is_file():
+            saved = json.loads(done.read_text())
+            if saved.get("setting") == setting:
+                rows[method] = saved["row"]
+    rows = {m: rows[m] for m in METHODS if m in rows}
+    write_results("conll_ner", {"setting": setting, "environment": environment(), "rows": rows}, markdown(setting, rows))
+
+
+def markdown(setting: dict, rows: dict) -> str:
+    lines = [
+        "# CoNLL-2003 NER on frozen all-MiniLM-L6-v2",
+        "",
+        f"Command: `python benchmarks/conll_ner.py` ({setting['train_size']} training sentences, "
+        f"{setting['eval_size']} dev and {setting['eval_size']} test sentences drawn with seed {setting['seed']}; "
+        f"{setting['steps']} steps of {setting['batch_size']} sentences; {VIRTUAL_TOKENS} virtual tokens; "
+        f"seed {setting['seed']}; 2 CPU cores).",
+        "",
+        "Entity-level F1, precision and recall by seqeval (conlleval's counting); word accuracy. Training seconds "
+        "were measured while other jobs shared the two cores at times: they are not a speed comparison "
+        "(`benchmarks/prefix_step_time.py` is one).",
+        "",
+        "| method | dev F1 | test F1 | test precision | test recall | test word accuracy | trainable parameters "
+        "| artifact bytes | train s | transformers |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, row in rows.items():
+        lines.append(f"| {method} | {row['dev']['f1']:.4f} | {row['test']['f1']:.4f} | {row['test']['precision']:.4f} | "
+                     f"{row['test']['recall']:.4f} | {row['test']['accuracy']:.4f} | {row['trainable_parameters']:,} | "
+                     f"{row['artifact_bytes']:,} | {row['train_seconds']:.0f} | {row.get('transformers', '-')} |")
+    if "deep_prompt" in rows and "full_finetune" in rows:
+        gap = rows["full_finetune"]["test"]["f1"] - rows["deep_prompt"]["test"]["f1"]
+        verdict = "met" if gap <= 0.02 else "not met"
+        lines += ["", f"Target, deep_prompt within 2 F1 points of full fine-tuning on test: {verdict} "
+                      f"(deep_prompt {rows['deep_prompt']['test']['f1']:.4f}, full_finetune "
+                      f"{rows['full_finetune']['test']['f1']:.4f}, gap {100 * gap:+.1f} points)."]
+    for peft, ours in PEFT.items():
+        if peft in rows and ours in rows:
+            lines.append(f"- {ours} {rows[ours]['test']['f1']:.4f} vs PEFT's {peft} {rows[peft]['test']['f1']:.4f} "
+                         "test F1.")
+    lines += ["", "PEFT 0.21's prefix tuning looks for a `past_key_values` argument, which transformers 5.24 renamed "
+                  "`cache` on BERT: PEFT's rows were run with transformers 5.23 (`.venv-oldest/bin/python "
+                  "benchmarks/conll_ner.py --methods peft_prefix_tuning,peft_prompt_tuning`), prompttune's with the "
+                  "version their row names."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
