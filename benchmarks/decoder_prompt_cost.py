@@ -182,7 +182,7 @@ def generation_times(args) -> dict:
 
     def seconds(model, new):
         start = time.perf_counter()
-        model.generate_texts(sources, max_new_tokens=new, min_new_tokens=new)
+        model.task.generate_texts(model, sources, max_new_tokens=new, min_new_tokens=new)
         return time.perf_counter() - start
 
     runs = {"soft prompt": [], "bare model": []}

@@ -165,7 +165,7 @@ def run_prompttune(method: str, args, model_path: str, train_path: Path, dev_pat
     save_prompt(model, out)
     return {"scores": scores, "train_seconds": result.seconds, "steps": result.steps,
             "trainable_parameters": model.count_parameters()["trainable"], "artifact_bytes": artifact_bytes(out),
-            "lr": config.lr, "samples": model.generate_texts(dev_examples[:3])}
+            "lr": config.lr, "samples": model.task.generate_texts(model, dev_examples[:3])}
 
 
 def lr_for(method: str, args) -> float:

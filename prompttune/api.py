@@ -295,7 +295,7 @@ def generate(prompt: str, texts: list[str] | None = None, data: str | None = Non
     loaded = _load(prompt, model, device, dtype, device_map)
     if seed is not None:
         torch.manual_seed(seed)
-    outputs = loaded.generate_texts(examples, batch_size=batch_size, **options)
+    outputs = loaded.task.generate_texts(loaded, examples, batch_size=batch_size, **options)
     per_source = len(outputs) // max(len(examples), 1)
     return [{"source": e.text, "generations": outputs[i * per_source:(i + 1) * per_source]} for i, e in enumerate(examples)]
 

@@ -93,24 +93,6 @@ class PromptModel(nn.Module):
         inputs = replace(self.prepare(batch), full_logits=False)
         return self.backbone.generate(inputs, **self.task.generation_options(**options))
 
-    def generate_texts(self, examples: list[Example], batch_size: int = 32, **options) -> list[str]:
-        """Generated text for each example's source, in order (num_return_sequences > 1: that many
-        per example, one after another)."""
-        features = [self.task.encode(e) for e in examples]
-        loader = DataLoader(features, batch_size=batch_size,
-                            collate_fn=lambda rows: self.task.collate(rows, with_labels=False, for_generation=True))
-        was_training = self.training
-        self.eval()
-        texts = []
-        try:
-            with torch.no_grad():
-                for batch in loader:
-                    batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
-                    texts.extend(self.task.decode(self.generate(batch, **options)))
-        finally:
-            self.train(was_training)
-        return texts
-
     def batched_logits(self, features: list[dict], batch_size: int = 64, accelerator=None):
         """Yield (logits, batch) over encoded `features` in eval mode without gradients; with an
         accelerator the batches are sharded across processes. The training mode is restored after."""

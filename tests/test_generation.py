@@ -73,7 +73,7 @@ def test_prefix_learns_a_fixed_target_and_emits_it_under_greedy_decoding(load, f
     train(model, data, config=TrainConfig(max_steps=150, batch_size=16, lr=3e-2, warmup_ratio=0.0, progress=False))
     after = batch_loss(model, data)
     assert after <= 0.1 * before, (before, after)
-    assert model.generate_texts(data, batch_size=16) == [TARGET] * len(data)
+    assert model.task.generate_texts(model, data, batch_size=16) == [TARGET] * len(data)
 
 
 @pytest.mark.parametrize("family", GEN_FAMILIES)
@@ -96,11 +96,11 @@ def test_save_load_gives_identical_generations_and_loss(load, tmp_path, family, 
     model = make(load(family), method)
     data = fixed_target_examples()[:8]
     train(model, data, config=TrainConfig(max_steps=3, batch_size=4, progress=False))
-    texts = model.generate_texts(data, num_beams=2, max_new_tokens=6)
+    texts = model.task.generate_texts(model, data, num_beams=2, max_new_tokens=6)
     loss = batch_loss(model, data)
     save_prompt(model, tmp_path / "p")
     loaded = load_prompt(tmp_path / "p", backbone=load(family))
-    assert loaded.generate_texts(data, num_beams=2, max_new_tokens=6) == texts
+    assert loaded.task.generate_texts(loaded, data, num_beams=2, max_new_tokens=6) == texts
     assert batch_loss(loaded, data) == pytest.approx(loss, abs=1e-6)
 
 
@@ -205,12 +205,12 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(load, fa
 def test_beam_search_and_sampling_with_a_prefix(load, family):
     model = make(load(family), "prefix")
     examples = [Example(text="red cat"), Example(text="the blue dog")]
-    beams = model.generate_texts(examples, num_beams=3, num_return_sequences=2, max_new_tokens=4)
+    beams = model.task.generate_texts(model, examples, num_beams=3, num_return_sequences=2, max_new_tokens=4)
     assert len(beams) == 4
     torch.manual_seed(1)
-    sampled = model.generate_texts(examples, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=4)
+    sampled = model.task.generate_texts(model, examples, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=4)
     torch.manual_seed(1)
-    again = model.generate_texts(examples, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=4)
+    again = model.task.generate_texts(model, examples, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=4)
     assert len(sampled) == 6 and sampled == again
 
 
@@ -266,8 +266,8 @@ def test_generating_past_the_models_positions_is_a_clear_error(load):
         PromptModel.create(load("gpt2"), "prefix", GenerationConfig(max_target_length=200), options)
     model = PromptModel.create(load("gpt2"), "prefix", GenerationConfig(max_target_length=20), options)
     with pytest.raises(ConfigError, match="exceed the model's 128 positions"):
-        model.generate_texts([Example(text="the movie was great")], max_new_tokens=200)
+        model.task.generate_texts(model, [Example(text="the movie was great")], max_new_tokens=200)
     # A source too long for what the prompt and the target leave is cut to fit.
     long_source = Example(text=" ".join(["great"] * 300), targets=("good",))
     assert len(model.task.encode(long_source, "good")["input_ids"]) <= 128 - 3
-    assert len(model.generate_texts([long_source])) == 1
+    assert len(model.task.generate_texts(model, [long_source])) == 1

@@ -110,7 +110,7 @@ def test_generation_with_an_instruction_and_chat(load):
     assert feature["input_ids"] == prompt + answer
     assert feature["labels"] == [-100] * len(prompt) + answer  # the loss covers the answer only
     assert model.task.encode(example)["input_ids"] == prompt
-    assert len(model.generate_texts([example], max_new_tokens=3)) == 1
+    assert len(model.task.generate_texts(model, [example], max_new_tokens=3)) == 1
     plain = PromptModel.create(backbone, "soft_prompt", GenerationConfig(max_target_length=4, instruction=INSTRUCTION),
                                {"num_virtual_tokens": 2})
     assert backbone.tokenizer.decode(plain.task.encode(example)["input_ids"], skip_special_tokens=True) == \

@@ -106,7 +106,8 @@ def test_mixed_generation_equals_each_prompt_alone(load, tmp_path, family):
     for options in ({}, {"num_beams": 2, "num_return_sequences": 2}):
         mixed = prompts.generate(rows, **options)
         for (name, source), got in zip(rows, mixed):
-            alone = load_prompt(dirs[name], backbone=backbone).generate_texts([Example(text=source)], **options)
+            single = load_prompt(dirs[name], backbone=backbone)
+            alone = single.task.generate_texts(single, [Example(text=source)], **options)
             assert got == alone, (family, name, source, options)
 
 

@@ -89,7 +89,7 @@ def test_generation_equals_reading_the_prompt_in_every_row(load, family):
     model = make(load(family), "soft_prompt", GenerationConfig(max_target_length=6))
     sources = [Example("the movie was great"), Example("dull"), Example("a terrible film and a dull plot")]
     for options in ({}, {"num_beams": 3, "num_return_sequences": 2}):
-        once, every_row = both_ways(model, lambda m: m.generate_texts(sources, **options))
+        once, every_row = both_ways(model, lambda m: m.task.generate_texts(m, sources, **options))
         assert once == every_row and len(once) == len(sources) * options.get("num_return_sequences", 1)
 
 

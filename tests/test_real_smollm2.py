@@ -58,7 +58,7 @@ def test_a_prompt_computed_once_equals_it_read_in_every_row(smollm2):
     results = {}
     for once, packed in ((True, True), (True, False), (False, False)):
         smollm2.prompts_once, smollm2.packs_rows = once, packed
-        results[once, packed] = (classify.predict_proba(texts), describe.generate_texts(texts, max_new_tokens=8))
+        results[once, packed] = (classify.predict_proba(texts), describe.task.generate_texts(describe, texts, max_new_tokens=8))
     smollm2.prompts_once = smollm2.packs_rows = True
     # Computed once, with the rows packed or padded, equals read in every padded row.
     for key in ((True, True), (True, False)):

@@ -272,6 +272,26 @@ class GenerationTask(Task):
         options.setdefault("eos_token_id", self.eos_id)
         return options
 
+    def generate_texts(self, model, examples: list[Example], batch_size: int = 32, **options) -> list[str]:
+        """Generated text for each example's source under `model` (a prompt of this task), in order
+        (num_return_sequences > 1: that many per example, one after another)."""
+        from torch.utils.data import DataLoader
+
+        features = [self.encode(e) for e in examples]
+        loader = DataLoader(features, batch_size=batch_size,
+                            collate_fn=lambda rows: self.collate(rows, with_labels=False, for_generation=True))
+        was_training = model.training
+        model.eval()
+        texts = []
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    batch = {k: v.to(model.backbone.device) for k, v in batch.items()}
+                    texts.extend(self.decode(model.generate(batch, **options)))
+        finally:
+            model.train(was_training)
+        return texts
+
     def decode(self, ids: torch.Tensor) -> list[str]:
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
@@ -281,7 +301,7 @@ class GenerationTask(Task):
         missing = [e for e in grouped if not e.targets]
         if missing:
             raise DataError(f"{missing[0].source}: no reference text to score against")
-        hypotheses = model.generate_texts(grouped, batch_size=batch_size)
+        hypotheses = self.generate_texts(model, grouped, batch_size=batch_size)
         return generation_metrics(hypotheses, [list(e.targets) for e in grouped])
 
 
