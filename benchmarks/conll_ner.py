@@ -176,7 +176,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(METHODS)}")
     parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
+    parser.add_argument("--name", default="conll_ner",
+                        help="results name: benchmarks/results/NAME.{json,md}, runs in benchmarks/runs/NAME")
     args = parser.parse_args()
+    global WORK
+    WORK = WORK.parent / args.name
     import transformers
 
     from prompttune.runtime import quiet_libraries
@@ -217,14 +221,17 @@ def main() -> None:
             if saved.get("setting") == setting:
                 rows[method] = saved["row"]
     rows = {m: rows[m] for m in METHODS if m in rows}
-    write_results("conll_ner", {"setting": setting, "environment": environment(), "rows": rows}, markdown(setting, rows))
+    write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
+                  markdown(setting, rows, args.name))
 
 
-def markdown(setting: dict, rows: dict) -> str:
+def markdown(setting: dict, rows: dict, name: str = "conll_ner") -> str:
     lines = [
         "# CoNLL-2003 NER on frozen all-MiniLM-L6-v2",
         "",
-        f"Command: `python benchmarks/conll_ner.py` ({setting['train_size']} training sentences, "
+        f"Command: `python benchmarks/conll_ner.py"
+        + ("" if name == "conll_ner" else f" --name {name} --steps {setting['steps']} --methods {','.join(rows)}")
+        + f"` ({setting['train_size']} training sentences, "
         f"{setting['eval_size']} dev and {setting['eval_size']} test sentences drawn with seed {setting['seed']}; "
         f"{setting['steps']} steps of {setting['batch_size']} sentences; {VIRTUAL_TOKENS} virtual tokens; "
         f"seed {setting['seed']}; 2 CPU cores).",
@@ -251,10 +258,11 @@ def markdown(setting: dict, rows: dict) -> str:
         if peft in rows and ours in rows:
             lines.append(f"- {ours} {rows[ours]['test']['f1']:.4f} vs PEFT's {peft} {rows[peft]['test']['f1']:.4f} "
                          "test F1.")
-    lines += ["", "PEFT 0.21's prefix tuning looks for a `past_key_values` argument, which transformers 5.24 renamed "
-                  "`cache` on BERT: PEFT's rows were run with transformers 5.23 (`.venv-oldest/bin/python "
-                  "benchmarks/conll_ner.py --methods peft_prefix_tuning,peft_prompt_tuning`), prompttune's with the "
-                  "version their row names."]
+    if any(m in rows for m in PEFT):
+        lines += ["", "PEFT 0.21's prefix tuning looks for a `past_key_values` argument, which transformers 5.24 renamed "
+                      "`cache` on BERT: PEFT's rows were run with transformers 5.23 (`.venv-oldest/bin/python "
+                      "benchmarks/conll_ner.py --methods peft_prefix_tuning,peft_prompt_tuning`), prompttune's with the "
+                      "version their row names."]
     return "\n".join(lines) + "\n"
 
 
