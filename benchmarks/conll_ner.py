@@ -229,7 +229,7 @@ def markdown(setting: dict, rows: dict, name: str = "conll_ner") -> str:
     lines = [
         "# CoNLL-2003 NER on frozen all-MiniLM-L6-v2",
         "",
-        f"Command: `python benchmarks/conll_ner.py"
+        "Command: `python benchmarks/conll_ner.py"
         + ("" if name == "conll_ner" else f" --name {name} --steps {setting['steps']} --methods {','.join(rows)}")
         + f"` ({setting['train_size']} training sentences, "
         f"{setting['eval_size']} dev and {setting['eval_size']} test sentences drawn with seed {setting['seed']}; "
