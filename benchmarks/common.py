@@ -55,3 +55,30 @@ def write_results(name: str, payload: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
+
+
+# ---- baselines trained the way prompttune trains ---------------------------------------------------
+
+def prompttune_order(count: int, batch_size: int, seed: int, steps: int):
+    """`steps` batches of row indices, in the order prompttune's training loop draws them (a
+    permutation per epoch seeded by seed and epoch): what the PEFT baselines train on, so both see
+    the same batches."""
+    step, epoch = 0, 0
+    while True:
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+        for first in range(0, len(order), batch_size):
+            if step >= steps:
+                return
+            yield order[first:first + batch_size]
+            step += 1
+        epoch += 1
+
+
+def optimiser_step(loss, params, optimizer, scheduler, max_grad_norm: float | None) -> None:
+    """One step as prompttune's loop takes it: backward, clip, step, schedule, zero."""
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)

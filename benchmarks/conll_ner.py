@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, environment, write_results  # noqa: E402
+from common import SHARED, environment, optimiser_step, prompttune_order, write_results  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "runs" / "conll_ner"
 OURS = ("deep_prompt", "prefix", "soft_prompt", "p_tuning", "linear_probe", "full_finetune")
@@ -125,23 +125,13 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
 
     model.train()
     base.eval()  # dropout off in the frozen model, as prompttune does
-    step, epoch = 0, 0
+    step = 0
     start = time.perf_counter()
-    while step < args.steps:
-        order = torch.randperm(len(features["train"]),
-                               generator=torch.Generator().manual_seed(args.seed * 100003 + epoch)).tolist()
-        for first in range(0, len(order), args.batch_size):
-            batch = task.collate([features["train"][i] for i in order[first:first + args.batch_size]])
-            loss = task.loss(logits_of(batch), batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(prompt_params + head_params, defaults.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step >= args.steps:
-                break
-        epoch += 1
+    for rows in prompttune_order(len(features["train"]), args.batch_size, args.seed, args.steps):
+        batch = task.collate([features["train"][i] for i in rows])
+        optimiser_step(task.loss(logits_of(batch), batch), prompt_params + head_params, optimizer, scheduler,
+                       defaults.max_grad_norm)
+        step += 1
     seconds = time.perf_counter() - start
     model.eval()
     scores = {}

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, SHARED, environment, write_results
+from common import RESULTS, SHARED, environment, optimiser_step, prompttune_order, write_results
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 METHODS = ("prefix", "soft_prompt", "full_finetune", "peft_prefix_tuning", "peft_prompt_tuning")
@@ -219,26 +219,17 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
                               num_training_steps=args.steps)
     model.train()
     base.eval()
-    step, epoch = 0, 0
+    step = 0
     start = time.perf_counter()
-    while step < args.steps:
-        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(args.seed * 100003 + epoch)).tolist()
-        for begin in range(0, len(order), args.batch_size):
-            rows = [features[i] for i in order[begin:begin + args.batch_size]]
-            width = max(len(ids) for ids, _ in rows)
-            input_ids = torch.tensor([ids + [eos] * (width - len(ids)) for ids, _ in rows])
-            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, defaults.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step >= args.steps:
-                break
-        epoch += 1
+    for chosen in prompttune_order(len(features), args.batch_size, args.seed, args.steps):
+        rows = [features[i] for i in chosen]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.tensor([ids + [eos] * (width - len(ids)) for ids, _ in rows])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+        optimiser_step(model(input_ids=input_ids, attention_mask=mask, labels=labels).loss, params, optimizer, scheduler,
+                       defaults.max_grad_norm)
+        step += 1
     seconds = time.perf_counter() - start
     model.eval()
     tokenizer.padding_side = "left"

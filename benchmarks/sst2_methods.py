@@ -34,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, ZERO_SHOT_TEMPLATE, add_budget_arguments, environment, sst2_subset, write_results
+from common import (RESULTS, ZERO_SHOT_TEMPLATE, add_budget_arguments, environment, optimiser_step, prompttune_order,  # noqa: E402
+                    sst2_subset, write_results)
 
 # NAME or NAME:INIT (a soft prompt with another initialisation).
 SETS = {
@@ -147,21 +148,13 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
 
     model.train()
     base.eval()  # dropout off in the frozen model, as prompttune does
-    step, epoch = 0, 0
+    step = 0
     start = time.perf_counter()
-    while step < steps:
-        order = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(args["seed"] * 100003 + epoch)).tolist()
-        for encoded, labels in batches(train_examples, args["batch_size"], order):
-            loss = model(**encoded, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(prompt_params + head_params, defaults.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step >= steps:
-                break
-        epoch += 1
+    for rows in prompttune_order(len(train_examples), args["batch_size"], args["seed"], steps):
+        [(encoded, labels)] = batches(train_examples, len(rows), rows)
+        optimiser_step(model(**encoded, labels=labels).loss, prompt_params + head_params, optimizer, scheduler,
+                       defaults.max_grad_norm)
+        step += 1
     seconds = time.perf_counter() - start
     model.eval()
     correct = 0
