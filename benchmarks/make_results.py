@@ -398,6 +398,16 @@ def conll_ner() -> str:
         gap = rows["full_finetune"]["test"]["f1"] - rows["deep_prompt"]["test"]["f1"]
         text += (f"\nTarget, deep_prompt within 2 F1 points of full fine-tuning on test: "
                  f"{'met' if gap <= 0.02 else 'not met'} ({100 * gap:+.1f} points at this budget).\n")
+    longer = load("conll_ner_long")
+    if longer:
+        b, more = longer["setting"], longer["rows"]
+        text += (f"\nWith {b['steps'] / a['steps']:.0f} times the steps (`python benchmarks/conll_ner.py --name conll_ner_long "
+                 f"--steps {b['steps']} --methods {','.join(more)}`, `results/conll_ner_long.md`), the rest alike: "
+                 + ", ".join(f"{m} test F1 {r['test']['f1']:.4f} (dev {r['dev']['f1']:.4f})" for m, r in more.items()))
+        if "deep_prompt" in more and "full_finetune" in rows:
+            text += (f", still {100 * (rows['full_finetune']['test']['f1'] - more['deep_prompt']['test']['f1']):.1f} points "
+                     f"below full fine-tuning at {a['steps']} steps")
+        text += ".\n"
     return text
 
 
