@@ -116,9 +116,12 @@ def test_errors_quote_little_and_name_no_server_path(server):
 
 @pytest.mark.parametrize("path,body,status,message", [
     ("/v1/generate", {"prompt": "describe", "inputs": ["x"], "num_beams": 2, "num_return_sequences": 4}, 400,
-     "num_return_sequences: 4 different sequences need do_sample or num_beams >= 4"),
+     "num_return_sequences: 4 different sequences need do_sample with num_beams 1, or num_beams >= 4"),
     ("/v1/generate", {"prompt": "describe", "inputs": ["x"], "num_return_sequences": 2}, 400,
-     "num_return_sequences: 2 different sequences need do_sample or num_beams >= 2"),
+     "num_return_sequences: 2 different sequences need do_sample with num_beams 1, or num_beams >= 2"),
+    # Beam sampling is beam search too (found by the schema fuzzer: transformers raised, the server answered 500).
+    ("/v1/generate", {"prompt": "describe", "inputs": ["x"], "do_sample": True, "num_beams": 2,
+                      "num_return_sequences": 3}, 400, "num_beams >= 3 (beam search returns its best beams); num_beams is 2"),
     ("/v1/generate", {"prompt": "describe", "inputs": ["x"], "do_sample": True, "temperature": 1e-9}, 422,
      "greater than or equal to 0.001"),
     ("/v1/generate", {"prompt": "describe", "inputs": ["x"], "max_new_tokens": 1000, "num_beams": 1}, 400,
@@ -126,7 +129,7 @@ def test_errors_quote_little_and_name_no_server_path(server):
     ("/v1/classify", {"prompt": "sentiment@99999999999999999999", "inputs": ["x"]}, 404, "has no alias"),
     ("/v1/classify", {"prompt": "sentiment@²", "inputs": ["x"]}, 404, "after '@' comes a version number"),
     ("/v1/classify", {"prompt": "sentiment\n", "inputs": ["x"]}, 404, "a prompt name is"),
-], ids=["more-sequences-than-beams", "greedy-with-sequences", "tiny-temperature", "past-the-positions",
+], ids=["more-sequences-than-beams", "greedy-with-sequences", "beam-sampling-with-more-sequences", "tiny-temperature", "past-the-positions",
         "version-overflow", "non-ascii-digit", "trailing-newline"])
 def test_inputs_that_crashed_the_server_get_4xx(server, path, body, status, message):
     response = post(server, path, body)

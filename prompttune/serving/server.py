@@ -382,8 +382,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         await batcher.stop()
 
     app = FastAPI(title="prompttune", version=__version__, lifespan=lifespan,
-                  description="Many prompts over one frozen language model: classification and generation with "
-                              "prompts from a versioned registry, batched across prompts.")
+                  description="Many prompts over one frozen language model: classification, token classification "
+                              "and generation with prompts from a versioned registry, batched across prompts.")
     bearer = HTTPBearer(auto_error=False, description="Needed when the server was started with a token")
     app.add_middleware(BodyLimit, max_bytes=limits.body_bytes)
 
@@ -509,7 +509,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
     classify.__annotations__.update(body=classify_request, **{"return": ClassifyResponse})
     generate.__annotations__.update(body=generate_request, **{"return": GenerateResponse})
     app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, dependencies=[Depends(authorised)],
-             summary="Classify texts with a registry prompt")(classify)
+             summary="Classify texts, or tag their words, with a registry prompt")(classify)
     app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS, dependencies=[Depends(authorised)],
              summary="Generate text with a registry prompt")(generate)
 

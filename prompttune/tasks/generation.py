@@ -85,9 +85,11 @@ def check_generation_options(options: dict, config: GenerationConfig) -> dict:
     options.setdefault("num_beams", config.num_beams)
     options["do_sample"] = bool(options.get("do_sample", False))
     sequences = options.get("num_return_sequences", 1)
-    if sequences > 1 and not options["do_sample"] and sequences > options["num_beams"]:
-        raise ConfigError(f"num_return_sequences: {sequences} different sequences need do_sample or num_beams >= "
-                          f"{sequences} (beam search returns its best beams); num_beams is {options['num_beams']}")
+    beams = options["num_beams"]
+    if sequences > beams and (beams > 1 or not options["do_sample"]):
+        # Beam search, sampled or not, returns its best beams; only plain sampling draws any number.
+        raise ConfigError(f"num_return_sequences: {sequences} different sequences need do_sample with num_beams 1, or "
+                          f"num_beams >= {sequences} (beam search returns its best beams); num_beams is {beams}")
     return options
 
 
