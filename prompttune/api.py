@@ -106,7 +106,6 @@ def train_prompt(
     task_options = {name: args[name] for name in TASK_OPTIONS}
     task_config = task_cls.new_config(task_options, train_examples, eval_examples, train_config.seed, train_name=str(train),
                                    columns=columns)
-    saved_columns = columns
     torch.manual_seed(train_config.seed)
     backbone = load_backbone(model, head=head, device=device, dtype=dtype, device_map=device_map)
     prompt = PromptModel.create(backbone, method, task_config, method_options, readout=readout, seed=train_config.seed)
@@ -168,7 +167,7 @@ def train_prompt(
                 raise ConfigError(f"{error} (the trained state is kept in {run_dir}: continue with --resume "
                                   "once the cause is fixed)") from None
             raise
-        extra = {"columns": saved_columns, "training": training}
+        extra = {"columns": columns, "training": training}
         if exported is not None:
             extra["searched"] = exported.searched
         # The artifact and the run's records land together, and the run's folder goes with them.
@@ -322,9 +321,9 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
 
 def _load_set(prompts: list[str], model: str | None, device: str | None, dtype: str | None = None,
               device_map: str | None = None):
+    """The ensemble's members (checked by `_check_members` first) on one backbone."""
     from .inference.mixed import PromptSet
 
-    _check_members(prompts)
     backbone = load_backbone(model or read_meta(prompts[0])["base_model"]["name_or_path"], device=device, dtype=dtype,
                              device_map=device_map)
     return PromptSet.load({p: p for p in prompts}, backbone=backbone)

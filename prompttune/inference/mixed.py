@@ -165,11 +165,11 @@ class PromptSet:
         return [batch for members in groups.values() for batch in length_groups(members, lengths, batch_size, max_tokens)]
 
     @torch.no_grad()
-    def _score(self, rows: list[Row], batch_size: int, max_tokens: int | None, each) -> None:
-        """Run rows of any tasks served by one forward ("classify": classification, token
-        classification) in mixed batches; `each(name, rows, logits, batch)` gets each prompt's rows
-        of a forward (their indices into `rows`), their scores and their own collated batch."""
-        rows = self._as_examples(rows)
+    def _score(self, rows: list[tuple[str, Example]], batch_size: int, max_tokens: int | None, each) -> None:
+        """Run rows (made examples by `_as_examples`) of any tasks served by one forward ("classify":
+        classification, token classification) in mixed batches; `each(name, rows, logits, batch)`
+        gets each prompt's rows of a forward (their indices into `rows`), their scores and their own
+        collated batch."""
         all_names = [n for n, _ in rows]
         self._check_endpoint(all_names, "classify")
         features = [self._get(n).task.encode(e) for n, e in rows]
@@ -206,7 +206,7 @@ class PromptSet:
             for i, row in zip(indices, logits.float().cpu()):
                 out[i] = row
 
-        self._score(rows, batch_size, max_tokens, keep)
+        self._score(self._as_examples(rows), batch_size, max_tokens, keep)
         return out
 
     def classify(self, rows: list[Row], batch_size: int = 64, max_tokens: int | None = None) -> list[dict]:

@@ -249,8 +249,9 @@ def eval_groups(spec: SweepSpec, folder: Path) -> dict[str, str]:
     return out
 
 
-def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
-    """Train and score one cell (in a worker process); returns its result row."""
+def run_cell(spec_dict: dict, cell_dict: dict, out: str, shared: dict | None = None) -> dict:
+    """Train and score one cell (in a worker process); returns its result row. `shared`: the task
+    options every cell of the sweep takes (`Task.sweep_options`, read once by `run_sweep`)."""
     from ..api import interrupted_run, train_prompt
     from ..storage import write_json_atomic
     from ..runtime import quiet_libraries
@@ -278,10 +279,9 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str) -> dict:
         if spec.metric:
             train_options["metric"] = spec.metric
         columns = {f"{role}_column": name for role, name in spec.columns().items() if name is not None}
-        shared = spec.task_class().sweep_options(spec.train, spec.resolved_columns())
         common = dict(model=spec.model, method=cell.method, train=train, eval=eval_path, output=str(folder),
                       task=spec.task, method_options=options, template=spec.template, verbalizer=spec.verbalizer,
-                      **columns, **{**shared, **spec.prompt_options})
+                      **columns, **{**(shared or {}), **spec.prompt_options})
         # A cell killed after a checkpoint continues from it (same arguments: the same cell).
         metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None)
         groups = {}
@@ -343,6 +343,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progres
             todo.append(cell)
     progress(f"{len(rows)} of {len(rows) + len(todo)} cells already finished; running {len(todo)}")
     metric = spec.metric or spec.task_class().default_metric
+    # What every cell shares (a token task's tag set), read from the training file once.
+    shared = spec.task_class().sweep_options(spec.train, spec.resolved_columns()) if todo else {}
     total = len(rows) + len(todo)
 
     def finished(cell: Cell, row: dict) -> None:
@@ -351,12 +353,12 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progres
         progress(f"[{len(rows)}/{total}] {cell.name}: {row['status']} {shown}")
 
     if ray_address is not None:
-        _run_on_ray(spec, todo, out, ray_address, finished)
+        _run_on_ray(spec, todo, out, ray_address, finished, shared)
     else:
         # One process per cell: peak memory is the cell's own, and a crash takes only that cell.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=max(1, workers), max_tasks_per_child=1, mp_context=context) as pool:
-            futures = {pool.submit(run_cell, asdict(spec), asdict(cell), str(out)): cell for cell in todo}
+            futures = {pool.submit(run_cell, asdict(spec), asdict(cell), str(out), shared): cell for cell in todo}
             for future in as_completed(futures):
                 finished(futures[future], _result(future.result, futures[future]))
     ordered = [rows[c.name] for c in cells(spec)]
@@ -371,7 +373,7 @@ def _result(get, cell: Cell) -> dict:
         return {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
-def _run_on_ray(spec: SweepSpec, todo: list[Cell], out: Path, address: str, finished) -> None:
+def _run_on_ray(spec: SweepSpec, todo: list[Cell], out: Path, address: str, finished, shared: dict) -> None:
     try:
         import ray
     except ImportError:
@@ -382,7 +384,7 @@ def _run_on_ray(spec: SweepSpec, todo: list[Cell], out: Path, address: str, fini
     try:
         # A fresh worker process per cell (max_calls=1), so its peak memory is its own.
         remote = ray.remote(num_cpus=1, max_calls=1)(run_cell)
-        pending = {remote.remote(asdict(spec), asdict(cell), str(out.resolve())): cell for cell in todo}
+        pending = {remote.remote(asdict(spec), asdict(cell), str(out.resolve()), shared): cell for cell in todo}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

@@ -322,10 +322,7 @@ class ClassificationTask(Task):
         template = self.template.replace("{prompt}", text.replace("{", "{{").replace("}", "}}"))
         task = type(self)(self.config.replace(template=template, prompt_slots=0), self._backbone)
         task.load_state_dict(self.state_dict(), strict=True)
-        return task.to(self._device())
-
-    def _device(self):
-        return next((t.device for t in list(self.parameters()) + list(self.buffers())), torch.device("cpu"))
+        return task.to(self._backbone.device)
 
     def describe(self) -> dict:
         return {"template": self.template} if self.template else {}
