@@ -11,7 +11,7 @@ import-linter, see pyproject.toml):
 - `model`: a frozen backbone, a method and a task joined;
 - `methods` and `tasks`, which never import each other;
 - `core`: the backbone, virtual tokens, key/value prefixes, model sources;
-- `storage`, `config`, `errors`, `runtime`.
+- `storage`, `options` (what a run tells its task), `runtime`, then `config` and `errors`.
 
 The names below are imported when first used, so `import prompttune` (and `prompttune --help`)
 does not load torch.
@@ -29,7 +29,7 @@ _EXPORTS = {
     "PromptModel": "prompttune.model",
     "ClassificationConfig": "prompttune.tasks",
     "load_prompt": "prompttune.artifacts.artifact", "save_prompt": "prompttune.artifacts.artifact",
-    "TrainConfig": "prompttune.training", "evaluate": "prompttune.training", "train": "prompttune.training",
+    "TaskOptions": "prompttune.options", "TrainConfig": "prompttune.training", "evaluate": "prompttune.training", "train": "prompttune.training",
     "PromptSet": "prompttune.inference.mixed",
     "Registry": "prompttune.artifacts.registry",
 }

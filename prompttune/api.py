@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -30,7 +31,8 @@ from .tasks.data import Example
 from .errors import ConfigError
 from .methods import PromptMethod
 from .model import PromptModel
-from .tasks import TASK_OPTIONS, task_class
+from .options import TaskOptions
+from .tasks import task_class
 from .runtime import is_main_process
 from .training.loop import TrainConfig, evaluate
 from .training.loop import train as run_training
@@ -45,31 +47,15 @@ def train_prompt(
     train: str,
     output: str,
     eval: str | None = None,
-    text_column: str | None = None,
-    text_pair_column: str | None = None,
-    label_column: str | None = None,
-    labels: list[str] | None = None,
-    verbalizer: str | dict | None = None,
-    template: str | None = None,
-    readout: str = "auto",
-    max_length: int = 256,
-    method_options: dict | None = None,
-    head: str = "auto",
     task: str = "classification",
-    source_column: str | None = None,
-    target_column: str | None = None,
-    max_target_length: int = 128,
-    num_beams: int = 1,
+    method_options: dict | None = None,
     init_from: str | None = None,
-    instruction: str | None = None,
-    chat: bool = False,
-    shots: int = 0,
     resume: bool = False,
     restart: bool = False,
     device: str | None = None,
     dtype: str | None = None,
     device_map: str | None = None,
-    **train_options,
+    **options,
 ) -> dict:
     """Train a prompt and write its artifact, `metrics.json`, `train_args.json` and `log.jsonl` into
     `output`, all at once when training has finished (files already there stay as they are until
@@ -81,34 +67,34 @@ def train_prompt(
 
     `task` is a registered task: "classification" (text, text_pair and label columns),
     "generation" (source and target columns; `max_length` bounds the source) or
-    "token_classification" (text: the tokens, label: the tags); a column left as None takes the
-    task's default. `instruction` goes before everything (the system message with
-    `chat`, which wraps the prompt in the tokenizer's chat template); `shots` labelled examples,
-    drawn from the training data with the seed and balanced over the labels, are shown before each
-    input (classification). `method_options` are the method's config fields (e.g.
-    `{"num_virtual_tokens": 20, "init": "class_labels"}`); `train_options` are `TrainConfig` fields
-    (`max_steps`, `lr`, `batch_size`, `gradient_checkpointing`...). `init_from` starts from a saved
-    prompt of the same method (its reparameterisation too, where it has one). Returns what
-    `metrics.json` holds.
+    "token_classification" (text: the tokens, label: the tags). `options` are the fields of
+    `TaskOptions` (its columns, `labels`, `verbalizer`, `template`, `readout`, `instruction`,
+    `chat`, `shots`, `max_length`, `head`...; a column left as None takes the task's default) and
+    of `TrainConfig` (`max_steps`, `lr`, `batch_size`, `gradient_checkpointing`...), each
+    documented there. `method_options` are the method's config fields (e.g.
+    `{"num_virtual_tokens": 20, "init": "class_labels"}`). `init_from` starts from a saved prompt of
+    the same method (its reparameterisation too, where it has one). Returns what `metrics.json`
+    holds.
     """
-    args = {k: v for k, v in locals().items() if k not in ("resume", "restart", "device", "device_map", "train_options")}
-    args.update({k: v for k, v in train_options.items() if k != "progress"})
+    task_settings, train_options = _split_options(options)
+    args = {"model": model, "method": method, "train": train, "output": output, "eval": eval, "task": task,
+            "method_options": method_options, "init_from": init_from, "dtype": dtype, **task_settings.to_dict(),
+            **{k: v for k, v in train_options.items() if k != "progress"}}
     args["data_sha256"] = _data_digests(args)
     output_dir = Path(output)
     run_dir = output_dir / PRIVATE / RUN
     _check_run(output_dir, run_dir, args, resume, restart)
     train_config = TrainConfig.from_dict(train_options, where="training options")
     task_cls = task_class(task)
-    columns = task_cls.resolve_columns(dict(text=text_column, text_pair=text_pair_column, label=label_column,
-                                            source=source_column, target=target_column))
+    columns = task_cls.resolve_columns(task_settings.columns())
     train_examples = task_cls.read_examples(train, columns)
     eval_examples = task_cls.read_examples(eval, columns) if eval else None
-    task_options = {name: args[name] for name in TASK_OPTIONS}
-    task_config = task_cls.new_config(task_options, train_examples, eval_examples, train_config.seed, train_name=str(train),
-                                   columns=columns)
+    task_config = task_cls.new_config(task_settings.task_options(), train_examples, eval_examples, train_config.seed,
+                                      train_name=str(train), columns=columns)
     torch.manual_seed(train_config.seed)
-    backbone = load_backbone(model, head=head, device=device, dtype=dtype, device_map=device_map)
-    prompt = PromptModel.create(backbone, method, task_config, method_options, readout=readout, seed=train_config.seed)
+    backbone = load_backbone(model, head=task_settings.head, device=device, dtype=dtype, device_map=device_map)
+    prompt = PromptModel.create(backbone, method, task_config, method_options, readout=task_settings.readout,
+                                seed=train_config.seed)
     if init_from is not None:
         start = load_prompt(init_from, backbone=backbone, with_training_state=True)
         if start.method.name != method or start.method.config != prompt.method.config:
@@ -180,6 +166,18 @@ def train_prompt(
             if (run_dir / "log.jsonl").is_file():
                 tx.copy("log.jsonl", run_dir / "log.jsonl")
     return metrics
+
+
+def _split_options(options: dict) -> tuple[TaskOptions, dict]:
+    """`train_prompt`'s keyword options as a checked `TaskOptions` and the `TrainConfig` fields."""
+    task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - task_fields - train_fields)
+    if unknown:
+        raise ConfigError(f"train_prompt: unknown option(s) {unknown}; it takes TaskOptions fields "
+                          f"{sorted(task_fields)} and TrainConfig fields {sorted(train_fields)}")
+    task_settings = TaskOptions.from_dict({k: v for k, v in options.items() if k in task_fields}, where="task options")
+    return task_settings, {k: v for k, v in options.items() if k in train_fields}
 
 
 def _data_digests(args: dict) -> dict:

@@ -11,6 +11,7 @@ import sys
 
 from .config import add_config_arguments, config_arguments
 from .errors import PromptTuneError
+from .options import TaskOptions
 from .training.config import TrainConfig
 from .runtime import is_main_process
 
@@ -44,12 +45,10 @@ def _generation_options(args) -> dict:
     return options
 
 
-def _columns(parser):
-    parser.add_argument("--text-column", help="column with the input text (token classification: the tokens; "
-                                              "default: text, tokens)")
-    parser.add_argument("--text-pair-column", default=None, help="column with the second text of a pair")
-    parser.add_argument("--label-column", help="column with the label (token classification: the tags; "
-                                               "default: label, tags)")
+def _columns(parser, *roles: str) -> None:
+    """The column flags of these roles, as `train` has them (TaskOptions' fields)."""
+    add_config_arguments(parser, TaskOptions, "columns (default: those the prompt was trained with)",
+                         only=tuple(f"{role}_column" for role in roles))
 
 
 def _prompt_or_ensemble(parser) -> None:
@@ -100,25 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train", required=True, help="CSV, TSV, JSONL, a datasets folder, or NAME[:CONFIG]:SPLIT")
     t.add_argument("--eval", help="dev data in the same form, for evaluation, early stopping and the best prompt")
     t.add_argument("--output", required=True, help="folder for the artifact, metrics.json and log.jsonl")
-    _columns(t)
-    t.add_argument("--source-column", help="generation: column with the source text (a list is joined; default: source)")
-    t.add_argument("--target-column", help="generation: column with the reference(s), default target; a list gives "
-                                           "several, FIELD.SUB reads a field of a list of objects")
-    t.add_argument("--max-target-length", type=int, default=128, help="generation: target tokens kept in training")
-    t.add_argument("--num-beams", type=int, default=1, help="generation: beam width when evaluating")
     t.add_argument("--init-from", help="start from a saved prompt of the same method (continues its training)")
-    t.add_argument("--labels", help="comma-separated label values in class order (default: sorted training labels)")
-    t.add_argument("--verbalizer", help='label words: 0:terrible,1:great|good or JSON {"0": ["terrible"], ...}')
-    t.add_argument("--template", help='e.g. "Review: {text} It was {mask}." ({text}, {text_pair}, {mask})')
-    t.add_argument("--readout", default="auto", choices=("auto", "verbalizer", "head", "similarity"))
-    t.add_argument("--instruction", help="text before the prompt (the system message with --chat)")
-    t.add_argument("--chat", action="store_true",
-                   help="wrap the prompt in the model's chat template; the label is read at the assistant's first token")
-    t.add_argument("--shots", type=int, default=0,
-                   help="classification: show this many labelled training examples before each input (k-shot), "
-                        "drawn with --seed, balanced over labels")
-    t.add_argument("--head", default="auto", choices=("auto", "lm", "none"), help="load the model's LM head or not")
-    t.add_argument("--max-length", type=int, default=256)
+    add_config_arguments(t, TaskOptions, "task and data (TaskOptions' fields)")
     t.add_argument("--num-virtual-tokens", type=int)
     t.add_argument("--num-tokens", type=int, help="autoprompt/pez: tokens in the searched prompt")
     t.add_argument("--init", help="soft_prompt/p_tuning: random | sample_vocab | text | class_labels; "
@@ -133,11 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = commands.add_parser("evaluate", help="print a saved prompt's metrics on labelled data as JSON")
     _prompt_or_ensemble(e)
     e.add_argument("--data", required=True)
-    e.add_argument("--text-column")
-    e.add_argument("--text-pair-column")
-    e.add_argument("--label-column")
-    e.add_argument("--source-column")
-    e.add_argument("--target-column")
+    _columns(e, "text", "text_pair", "label", "source", "target")
     e.add_argument("--batch-size", type=int, default=64)
     _model_flags(e)
 
@@ -145,8 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _prompt_or_ensemble(p)
     p.add_argument("--data")
     p.add_argument("texts", nargs="*")
-    p.add_argument("--text-column")
-    p.add_argument("--text-pair-column")
+    _columns(p, "text", "text_pair")
     p.add_argument("--batch-size", type=int, default=64)
     _model_flags(p)
 
@@ -154,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True)
     g.add_argument("--data", help="file with a source column (default: the one the prompt was trained with)")
     g.add_argument("texts", nargs="*")
-    g.add_argument("--source-column")
+    _columns(g, "source")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--max-new-tokens", type=int, help="default: the prompt's max target length")
     g.add_argument("--num-beams", type=int, help="beam search width (default: the prompt's, 1 = greedy)")
@@ -189,11 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int)
     c.add_argument("--eval-size", type=int, help="score on a fixed random subset of the eval data")
     c.add_argument("--metric", help="the metric plotted and used to keep each cell's best prompt")
-    c.add_argument("--text-column")
-    c.add_argument("--text-pair-column")
-    c.add_argument("--label-column")
-    c.add_argument("--template")
-    c.add_argument("--verbalizer")
+    add_config_arguments(c, TaskOptions, "task and data (TaskOptions' fields; others go in the spec's prompt_options)",
+                         only=("text_column", "text_pair_column", "label_column", "source_column", "target_column",
+                               "template", "verbalizer"))
 
     i = commands.add_parser("inspect", help="what a learned prompt is near: vocabulary neighbours, norms, label words")
     i.add_argument("directory")
@@ -296,14 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             metrics = api.train_prompt(
-                model=_model_name(args), method=args.method, dtype=args.dtype, device_map=args.device_map, train=args.train, eval=args.eval, output=args.output,
-                text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
-                labels=args.labels.split(",") if args.labels else None, verbalizer=args.verbalizer,
-                template=args.template, readout=args.readout, max_length=args.max_length, head=args.head,
-                task=args.task, source_column=args.source_column, target_column=args.target_column,
-                max_target_length=args.max_target_length, num_beams=args.num_beams, init_from=args.init_from,
-                instruction=args.instruction, chat=args.chat, shots=args.shots,
-                method_options=_method_options(args), resume=args.resume, restart=args.restart, device=args.device, **_train_options(args))
+                model=_model_name(args), method=args.method, task=args.task, train=args.train, eval=args.eval,
+                output=args.output, init_from=args.init_from, method_options=_method_options(args), resume=args.resume,
+                restart=args.restart, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                **config_arguments(args, TaskOptions), **_train_options(args))
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:
                 from .tasks import task_class

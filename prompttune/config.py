@@ -70,19 +70,21 @@ def _value_type(annotation) -> type:
     raise TypeError(f"no command-line type for {annotation!r}")
 
 
-def add_config_arguments(parser, cls, title: str | None = None, skip: tuple[str, ...] = ()) -> None:
-    """One flag per field of the config dataclass `cls`: `--field-name`, typed by its annotation,
-    its docstring as the help and its `choices` metadata as the choices. A boolean field is a
-    switch: `--name` where it defaults to false, `--no-name` where it defaults to true. A flag not
+def add_config_arguments(parser, cls, title: str | None = None, skip: tuple[str, ...] = (),
+                         only: tuple[str, ...] | None = None) -> None:
+    """One flag per field of the config dataclass `cls` (or those in `only`): `--field-name`, typed
+    by its annotation (or by a `parse` function in its metadata, for values such as comma-separated
+    lists), its docstring as the help and its `choices` metadata as the choices. A boolean field is
+    a switch: `--name` where it defaults to false, `--no-name` where it defaults to true. A flag not
     given stays None, so the config's own default applies (`config_arguments`). A field added to the
     config appears on the command line by itself."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     group = parser.add_argument_group(title or f"{cls.__name__} (every field of it)")
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or (only is not None and f.name not in only):
             continue
-        kind = _value_type(hints[f.name])
+        kind = f.metadata.get("parse") or _value_type(hints[f.name])
         help_text = docs.get(f.name, "").replace("%", "%%")
         name = f.name.replace("_", "-")
         if kind is bool:
@@ -91,9 +93,10 @@ def add_config_arguments(parser, cls, title: str | None = None, skip: tuple[str,
                                default=None, help=f"off (it is on by default): {help_text}" if f.default is True
                                else help_text)
             continue
-        default = "" if f.default is None or f.default is dataclasses.MISSING else f" (default {f.default})"
+        default = "" if f.default in (None, dataclasses.MISSING) else f" (default {f.default})"
+        metavar = None if f.metadata.get("choices") else f.metadata.get("metavar", kind.__name__.upper())
         group.add_argument(f"--{name}", dest=f.name, type=kind, choices=f.metadata.get("choices"), default=None,
-                           metavar=None if f.metadata.get("choices") else kind.__name__.upper(),
+                           metavar=metavar,
                            help=help_text + default)
 
 

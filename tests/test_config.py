@@ -82,9 +82,11 @@ def test_the_command_line_derives_its_training_flags_from_the_config():
     from prompttune.config import ConfigBase, add_config_arguments, config_arguments
     from prompttune.training.config import TrainConfig
 
+    from prompttune.options import TaskOptions
+
     train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
     flags = {option for action in train._actions for option in action.option_strings}
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(TrainConfig) + dataclasses.fields(TaskOptions):
         name = f.name.replace("_", "-")
         assert (f"--no-{name}" if f.default is True else f"--{name}") in flags, f.name
 
@@ -107,3 +109,49 @@ def test_the_command_line_derives_its_training_flags_from_the_config():
     assert config_arguments(parser.parse_args([]), Toy) == {}  # nothing given: the config's defaults
     with pytest.raises(SystemExit):
         parser.parse_args(["--kind", "c"])
+
+
+def test_task_options_come_from_one_dataclass_on_the_command_line_in_python_and_in_sweeps():
+    """`train`'s task flags parse into TaskOptions' fields (a list for --labels), `train_prompt`
+    takes every field by name and refuses what is neither a TaskOptions nor a TrainConfig field,
+    and a sweep's prompt_options are checked against the same fields."""
+    import dataclasses
+
+    from prompttune.api import _split_options
+    from prompttune.cli import build_parser
+    from prompttune.config import config_arguments
+    from prompttune.options import TaskOptions
+    from prompttune.sweeps.compare import SweepSpec
+
+    args = build_parser().parse_args(["train", "--model", "m", "--method", "soft_prompt", "--train", "t.csv",
+                                      "--output", "o", "--labels", "neg, pos", "--shots", "2", "--chat",
+                                      "--readout", "head", "--lr", "0.1"])
+    given = config_arguments(args, TaskOptions)
+    assert given == {"labels": ("neg", "pos"), "shots": 2, "chat": True, "readout": "head"}
+    task_settings, train_options = _split_options({**given, "lr": 0.1, "max_steps": 3})
+    assert task_settings == TaskOptions(labels=("neg", "pos"), shots=2, chat=True, readout="head")
+    assert train_options == {"lr": 0.1, "max_steps": 3}
+    assert set(task_settings.task_options()) == {"labels", "verbalizer", "template", "instruction", "chat", "shots",
+                                                 "max_length", "max_target_length", "num_beams"}
+    assert task_settings.columns() == {"text": None, "text_pair": None, "label": None, "source": None, "target": None}
+
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['text_colum'\].*TaskOptions fields"):
+        _split_options({"text_colum": "sentence"})
+    with pytest.raises(ConfigError, match="shots: must be a whole number"):
+        _split_options({"shots": -1})
+    with pytest.raises(ConfigError, match="readout: must be one of"):
+        _split_options({"readout": "logits"})
+    with pytest.raises(ConfigError, match="labels: must be a non-empty list"):
+        _split_options({"labels": []})
+
+    base = {"model": "m", "train": "t.csv", "eval": "d.csv", "methods": ["soft_prompt"]}
+    own = set(SweepSpec.__dataclass_fields__)
+    for f in dataclasses.fields(TaskOptions):
+        if f.name not in own:  # every TaskOptions field the spec does not hold itself is a prompt option
+            value = {"labels": ["a", "b"], "chat": True, "readout": "head", "head": "none"}.get(
+                f.name, f.default if f.default is not None else "x")
+            assert SweepSpec.from_dict({**base, "prompt_options": {f.name: value}}, "spec").prompt_options == {f.name: value}
+    with pytest.raises(ConfigError, match="spec, field 'prompt_options': max_length: must be a positive"):
+        SweepSpec.from_dict({**base, "prompt_options": {"max_length": 0}}, "spec")
+    with pytest.raises(ConfigError, match="prompt_options': a mapping with keys from"):
+        SweepSpec.from_dict({**base, "prompt_options": {"lr": 0.1}}, "spec")

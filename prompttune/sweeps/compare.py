@@ -42,10 +42,11 @@ import statistics
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..options import COLUMN_OPTIONS, TaskOptions
 
 FULL = "full"
 
@@ -77,8 +78,9 @@ class SweepSpec:
     """Score on a fixed random subset of the eval data: rows, or distinct sources for generation."""
     metric: str | None = None
     prompt_options: dict = field(default_factory=dict)
-    """Other `train_prompt` arguments for every cell: max_length, max_target_length, num_beams,
-    readout, head, dtype, device_map, instruction, chat, shots."""
+    """Other `train_prompt` arguments for every cell: the fields of `TaskOptions` this spec does not
+    hold itself (labels, readout, instruction, chat, shots, max_length, max_target_length,
+    num_beams, head...), and dtype and device_map."""
     train_filter: dict | None = None
     """Extrapolation: {column: category, values: [...]} keeps only those training rows."""
     eval_groups: str | None = None
@@ -106,10 +108,14 @@ class SweepSpec:
                                               or set(spec.train_filter) != {"column", "values"}
                                               or not isinstance(spec.train_filter["values"], list)):
             raise ConfigError(f"{where}, field 'train_filter': {{column: NAME, values: [...]}}")
-        allowed = {"max_length", "max_target_length", "num_beams", "readout", "head", "dtype", "device_map", "instruction",
-                   "chat", "shots"}
+        # TaskOptions' fields the spec does not hold itself, and how the model is loaded.
+        allowed = {f.name for f in fields(TaskOptions)} - set(cls.__dataclass_fields__) | {"dtype", "device_map"}
         if not isinstance(spec.prompt_options, dict) or set(spec.prompt_options) - allowed:
             raise ConfigError(f"{where}, field 'prompt_options': a mapping with keys from {sorted(allowed)}")
+        try:
+            TaskOptions.from_dict({k: v for k, v in spec.prompt_options.items() if k not in ("dtype", "device_map")})
+        except ConfigError as error:
+            raise ConfigError(f"{where}, field 'prompt_options': {error}") from None
         from ..methods import method_class
         from ..tasks import TASKS
 
@@ -620,8 +626,8 @@ def spec_from_args(args) -> SweepSpec:
     from ..core.sources import model_name
 
     flags = {"model": model_name(args.model, args.gguf_file), "train": args.train, "eval": args.eval, "task": args.task,
-             "text_column": args.text_column, "text_pair_column": args.text_pair_column, "label_column": args.label_column,
-             "template": args.template, "verbalizer": args.verbalizer, "metric": args.metric, "eval_size": args.eval_size}
+             "metric": args.metric, "eval_size": args.eval_size,
+             **{k: getattr(args, k) for k in (*COLUMN_OPTIONS, "template", "verbalizer")}}
     values.update({k: v for k, v in flags.items() if v is not None})
     lists = {"methods": args.methods, "lengths": args.lengths, "inits": args.inits, "train_sizes": args.train_sizes,
              "seeds": args.seeds}

@@ -28,6 +28,7 @@ from torch import nn
 from ..core.backbone import Backbone
 from ..config import ConfigBase
 from ..errors import ConfigError
+from ..options import TASK_OPTIONS
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -49,14 +50,6 @@ def task_class(name_or_config: str | ConfigBase) -> type["Task"]:
         if isinstance(name_or_config, cls.Config):
             return cls
     raise TypeError(f"no task takes a {type(name_or_config).__name__}")
-
-
-# The options of a run that belong to the task, as `train_prompt` and `compare` name them, with the
-# value that means "not given".
-TASK_OPTIONS: dict[str, Any] = {
-    "labels": None, "verbalizer": None, "template": None, "max_length": 256, "max_target_length": 128,
-    "num_beams": 1, "instruction": None, "chat": False, "shots": 0,
-}
 
 
 class Task(nn.Module):
