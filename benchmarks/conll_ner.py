@@ -68,13 +68,14 @@ def run_ours(method: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     out = WORK / method
     options = {}
     if method in ("deep_prompt", "prefix", "soft_prompt", "p_tuning"):
-        options["num_virtual_tokens"] = VIRTUAL_TOKENS
+        options["num_virtual_tokens"] = args.virtual_tokens
     if method == "prefix":
         options["hidden_size"] = PREFIX_HIDDEN
+    train_options = {"lr": args.lr} if args.lr is not None and "num_virtual_tokens" in options else {}
     metrics = train_prompt(model=args.model, method=method, task="token_classification", train=str(data["train"]),
                            eval=str(data["dev"]), output=str(out), labels=tags, method_options=options,
                            max_steps=args.steps, batch_size=args.batch_size, eval_every=args.steps, seed=args.seed,
-                           progress=False, resume=interrupted_run(out) is not None)
+                           progress=False, resume=interrupted_run(out) is not None, **train_options)
     test = evaluate_prompt(str(out), str(data["test"]))
     return {"dev": _scores(metrics["dev_metrics"]), "test": _scores(test), "train_seconds": metrics["training"]["seconds"],
             "steps": metrics["training"]["steps"], "trainable_parameters": metrics["parameters"]["trainable"],
@@ -103,21 +104,21 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     examples = {split: TokenClassificationTask.read_examples(str(p), columns) for split, p in data.items()}
     base = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(tags))
     if kind == "peft_prefix_tuning":
-        config = PrefixTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=VIRTUAL_TOKENS)
+        config = PrefixTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=args.virtual_tokens)
     else:
-        config = PromptTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=VIRTUAL_TOKENS,
+        config = PromptTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=args.virtual_tokens,
                                     prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, tokenizer_name_or_path=path)
     model = get_peft_model(base, config)
     ours = method_class(PEFT[kind])
     prompt_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in n]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" not in n]
-    optimizer = torch.optim.AdamW([{"params": prompt_params, "lr": ours.default_lr},
+    optimizer = torch.optim.AdamW([{"params": prompt_params, "lr": args.lr or ours.default_lr},
                                    {"params": head_params, "lr": ours.default_head_lr}], weight_decay=0.0)
     defaults = TrainConfig()
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps),
                               num_training_steps=args.steps)
     features = {split: [task.encode(e) for e in rows] for split, rows in examples.items()}
-    virtual = VIRTUAL_TOKENS if kind == "peft_prompt_tuning" else 0
+    virtual = args.virtual_tokens if kind == "peft_prompt_tuning" else 0
 
     def logits_of(batch):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -164,6 +165,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--virtual-tokens", type=int, default=VIRTUAL_TOKENS,
+                        help="prompt length of the prompt methods (P-tuning v2 finds sequence labelling prefers long ones)")
+    parser.add_argument("--lr", type=float, help="learning rate of prompttune's prompt methods (default: each method's)")
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(METHODS)}")
     parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
     parser.add_argument("--name", default="conll_ner",
@@ -180,7 +184,8 @@ def main() -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
-    setting = {k: getattr(args, k) for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed")}
+    setting = {k: getattr(args, k) for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed",
+                                           "virtual_tokens", "lr")}
     WORK.mkdir(parents=True, exist_ok=True)
     data = subsets(args.train_size, args.eval_size, args.seed)
     tags = all_tags()
@@ -189,7 +194,7 @@ def main() -> None:
         done = WORK / f"{method}.result.json"
         if done.is_file():
             saved = json.loads(done.read_text())
-            if saved.get("setting") == setting:
+            if same_setting(saved, setting):
                 rows[method] = saved["row"]
                 print(f"{method}: done earlier, dev F1 {rows[method]['dev']['f1']:.4f}", flush=True)
                 continue
@@ -208,11 +213,16 @@ def main() -> None:
         done = WORK / f"{method}.result.json"
         if method not in rows and done.is_file():
             saved = json.loads(done.read_text())
-            if saved.get("setting") == setting:
+            if same_setting(saved, setting):
                 rows[method] = saved["row"]
     rows = {m: rows[m] for m in METHODS if m in rows}
     write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
                   markdown(setting, rows, args.name))
+
+
+def same_setting(saved: dict, setting: dict) -> bool:
+    """Whether a finished run used this setting (runs from before --virtual-tokens used 16)."""
+    return {"virtual_tokens": VIRTUAL_TOKENS, "lr": None, **saved.get("setting", {})} == setting
 
 
 def markdown(setting: dict, rows: dict, name: str = "conll_ner") -> str:
@@ -221,9 +231,11 @@ def markdown(setting: dict, rows: dict, name: str = "conll_ner") -> str:
         "",
         "Command: `python benchmarks/conll_ner.py"
         + ("" if name == "conll_ner" else f" --name {name} --steps {setting['steps']} --methods {','.join(rows)}")
+        + ("" if setting["virtual_tokens"] == VIRTUAL_TOKENS else f" --virtual-tokens {setting['virtual_tokens']}")
+        + ("" if setting["lr"] is None else f" --lr {setting['lr']:g}")
         + f"` ({setting['train_size']} training sentences, "
         f"{setting['eval_size']} dev and {setting['eval_size']} test sentences drawn with seed {setting['seed']}; "
-        f"{setting['steps']} steps of {setting['batch_size']} sentences; {VIRTUAL_TOKENS} virtual tokens; "
+        f"{setting['steps']} steps of {setting['batch_size']} sentences; {setting['virtual_tokens']} virtual tokens; "
         f"seed {setting['seed']}; 2 CPU cores).",
         "",
         "Entity-level F1, precision and recall by seqeval (conlleval's counting); word accuracy. Training seconds "
