@@ -53,8 +53,9 @@ class TaskOptions(ConfigBase):
     """Wrap the prompt in the model's chat template; the label is read at the assistant's first
     token."""
     shots: int = field(default=0, metadata=_task())
-    """Classification: show this many labelled training examples before each input (k-shot),
-    drawn with the seed, balanced over labels."""
+    """Show this many training examples before each input (k-shot), drawn with the seed:
+    classification balances them over the labels; generation shows sources with their first
+    reference (as earlier chat turns with --chat)."""
     max_length: int = field(default=256, metadata=_task())
     """Input tokens kept (generation: of the source)."""
     max_target_length: int = field(default=128, metadata=_task())

@@ -115,3 +115,43 @@ def test_generation_with_an_instruction_and_chat(load):
                                {"num_virtual_tokens": 2})
     assert backbone.tokenizer.decode(plain.task.encode(example)["input_ids"], skip_special_tokens=True) == \
         "is it good ? the movie was great"
+
+
+def test_k_shot_generation_shows_distinct_training_pairs_as_chat_turns_and_never_cuts_them(load, tmp_path):
+    """Generation takes --shots: k distinct training sources, drawn with the seed, each with its
+    first reference, as earlier chat turns (or plain paragraphs); the source is cut, they are not."""
+    from prompttune.tasks import GenerationTask
+
+    pairs = [("the movie was great", "good film"), ("the movie was great", "fine film"), ("awful plot", "bad film"),
+             ("i loved it", "good"), ("boring", "bad")]
+    train = [Example(s, targets=(t,)) for s, t in pairs]
+    config = GenerationTask.new_config({"shots": 2, "chat": True, "instruction": INSTRUCTION}, train, None, seed=3)
+    assert len(config.demonstrations) == 2 and len({s for s, _ in config.demonstrations}) == 2
+    assert config.demonstrations == GenerationTask.new_config({"shots": 2, "chat": True}, train, None,
+                                                              seed=3).demonstrations  # fixed by the seed
+    firsts = {s: t for s, t in reversed(pairs)}
+    assert all(firsts[s] == t for s, t in config.demonstrations)  # a source's first reference
+    with pytest.raises(Exception, match="--shots: 5 demonstrations asked for, the training data has 4 distinct"):
+        GenerationTask.new_config({"shots": 5}, train, None, seed=0)
+
+    backbone = load("llama")
+    model = PromptModel.create(backbone, "soft_prompt", config.replace(max_source_length=4, max_target_length=4),
+                               {"num_virtual_tokens": 2})
+    example = Example("the movie was great and long and so on", targets=("good film",))
+    messages = [{"role": "system", "content": INSTRUCTION}]
+    for source, target in config.demonstrations:
+        messages += [{"role": "user", "content": source}, {"role": "assistant", "content": target}]
+    cut = backbone.tokenizer.decode(backbone.tokenizer("the movie was great and long and so on",
+                                                       add_special_tokens=False)["input_ids"][:4])
+    messages.append({"role": "user", "content": cut})
+    expected = list(backbone.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                           return_dict=True)["input_ids"])
+    assert model.task.encode(example)["input_ids"] == expected
+    again = load_prompt(save_prompt(model, tmp_path / "kshot"))
+    assert again.task.config.demonstrations == config.demonstrations
+    assert again.task.encode(example)["input_ids"] == expected
+
+    plain = PromptModel.create(backbone, "hard_prompt", GenerationConfig(demonstrations=(("awful plot", "bad film"),)))
+    # (the tiny tokenizer has no newline: the words, in order, are what can be read back)
+    assert backbone.tokenizer.decode(plain.task.encode(Example("i loved it"))["input_ids"], skip_special_tokens=True) \
+        == "awful plot bad film i loved it"

@@ -320,6 +320,20 @@ def pick_demonstrations(examples: list[Example], k: int, seed: int, labels: tupl
     return picked
 
 
+def pick_generation_demonstrations(examples: list[Example], k: int, seed: int) -> list[Example]:
+    """`k` training examples with different sources for a k-shot generation prompt, drawn with
+    `seed` (each shown with its first reference)."""
+    import random
+
+    if k < 0:
+        raise DataError(f"--shots: {k} is negative")
+    distinct = list({e.text: e for e in examples if e.targets}.values())
+    if k > len(distinct):
+        raise DataError(f"--shots: {k} demonstrations asked for, the training data has {len(distinct)} distinct "
+                        "sources with a target")
+    return random.Random(seed).sample(distinct, k)
+
+
 def texts_as_examples(texts: list[str]) -> list[Example]:
     examples = []
     for number, text in enumerate(texts, start=1):

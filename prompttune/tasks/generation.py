@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
 from ..config import ConfigBase, check
-from .data import Example, group_references, load_generation_examples
+from .data import Example, group_references, load_generation_examples, pick_generation_demonstrations
 from ..errors import ConfigError, DataError
 from .metrics import generation_metrics
 from .base import Task, register
@@ -46,6 +46,10 @@ class GenerationConfig(ConfigBase):
     chat: bool = False
     """Wrap the source in the tokenizer's chat template as the user's message (decoders that have
     one); the target is the assistant's answer, ended by the end-of-turn token."""
+    demonstrations: tuple[tuple[str, str], ...] = ()
+    """(source, target) pairs shown before every source (a k-shot prompt): earlier user and
+    assistant turns with `chat`, else paragraphs of the source and its target on the next line,
+    after the instruction. They are never cut; the source is."""
 
     def __post_init__(self):
         check(isinstance(self.max_source_length, int) and self.max_source_length >= 4, "max_source_length", "must be >= 4")
@@ -54,6 +58,9 @@ class GenerationConfig(ConfigBase):
         check(self.instruction is None or (isinstance(self.instruction, str) and self.instruction.strip()), "instruction",
               "must be non-empty text")
         check(isinstance(self.chat, bool), "chat", "must be true or false")
+        for demo in self.demonstrations:
+            check(isinstance(demo, tuple) and len(demo) == 2 and all(isinstance(x, str) and x.strip() for x in demo),
+                  "demonstrations", "must be (source, target) pairs of non-empty text")
 
 
 # Bounds that keep decoding finite: a temperature or penalty near 0 divides logits into inf and NaN.
@@ -101,7 +108,7 @@ class GenerationTask(Task):
     default_metric = "bleu"
     metrics = METRICS
     endpoint = "generate"
-    options = ("max_length", "max_target_length", "num_beams", "instruction", "chat")
+    options = ("max_length", "max_target_length", "num_beams", "instruction", "chat", "shots")
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -113,13 +120,13 @@ class GenerationTask(Task):
     @classmethod
     def new_config(cls, options: dict, train_examples: list[Example], eval_examples: list[Example] | None, seed: int,
                    train_name: str = "the training data", columns: dict | None = None) -> GenerationConfig:
-        if options.get("shots"):
-            raise ConfigError("--shots: demonstrations are shown for classification; generation takes --instruction")
         cls.check_options(options)
+        demonstrations = tuple((e.text, e.targets[0]) for e in
+                               pick_generation_demonstrations(train_examples, options.get("shots", 0), seed))
         return GenerationConfig(max_source_length=options.get("max_length", 256),
                                 max_target_length=options.get("max_target_length", 128),
                                 num_beams=options.get("num_beams", 1), instruction=options.get("instruction"),
-                                chat=bool(options.get("chat")))
+                                chat=bool(options.get("chat")), demonstrations=demonstrations)
 
     @classmethod
     def sample_eval(cls, records: list[dict], size: int, rng, columns: dict) -> list[dict]:
@@ -158,11 +165,14 @@ class GenerationTask(Task):
         self.wrap_tokens = len(tok(self.wrap_prefix + self.wrap_suffix, add_special_tokens=False)["input_ids"])
 
     def _wrap(self, backbone: Backbone) -> tuple[str, str]:
-        """The text around every source: the instruction, or the chat template's turns."""
+        """The text around every source: the instruction and the demonstrations, or the chat
+        template's turns."""
         config = self.config
         if config.chat:
-            return chat_wrap(backbone, config.instruction)
-        return (config.instruction + "\n\n" if config.instruction else ""), ""
+            return chat_wrap(backbone, config.instruction, list(config.demonstrations))
+        before = config.instruction + "\n\n" if config.instruction else ""
+        before += "".join(f"{source}\n{target}\n\n" for source, target in config.demonstrations)
+        return before, ""
 
     # ---- what other parts ask of a task ----------------------------------------------------------
 
