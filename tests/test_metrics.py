@@ -55,3 +55,7 @@ def test_e2e_metrics_rank_hypotheses_and_ignore_case_and_punctuation_spacing():
     assert e2e_metrics(shouted, E2E_REFERENCES) == pytest.approx(scores["exact"])
     with pytest.raises(ValueError, match="4 hypotheses for 3 reference lists"):
         e2e_metrics(exact, E2E_REFERENCES[:3])
+    # Hypotheses too short for 5-grams, or empty (a prompt that ends at once), score without failing.
+    short = e2e_metrics(["the eagle", "", "", ""], E2E_REFERENCES)
+    assert 0 < short["nist"] < scores["partial"]["nist"]
+    assert e2e_metrics([""] * 4, E2E_REFERENCES)["nist"] == 0.0

@@ -85,8 +85,10 @@ def e2e_metrics(hypotheses: list[str], references: list[list[str]]) -> dict:
 
     hyps = [norm(h) for h in hypotheses]
     refs = [[norm(r) for r in rs] for rs in references]
-    # NIST of an empty hypothesis is 0 for that segment; nltk divides by its length.
-    nist = corpus_nist([[r.split() for r in rs] for rs in refs], [h.split() or ["<empty>"] for h in hyps], n=5)
+    # An n-gram order no hypothesis reaches adds nothing (mteval's 0/0); nltk would divide by zero.
+    longest = max(len(h.split()) for h in hyps)
+    nist = corpus_nist([[r.split() for r in rs] for rs in refs], [h.split() for h in hyps], n=min(5, longest)) \
+        if longest else 0.0
     gts = {i: rs for i, rs in enumerate(refs)}
     res = {i: [h] for i, h in enumerate(hyps)}
     cider, _ = Cider().compute_score(gts, res)

