@@ -47,6 +47,8 @@ INSTRUCTION = ("Write one fluent sentence in English that describes the restaura
                "given, and nothing else.")
 OURS = {
     "prefix": {"num_virtual_tokens": 10, "hidden_size": 512},
+    # Li & Liang's initialisation from a real word's activations, which they found better at low data.
+    "prefix_text": {"num_virtual_tokens": 10, "hidden_size": 512, "init": "text", "init_text": "table-to-text:"},
     "deep_prompt": {"num_virtual_tokens": 10},
     "soft_prompt": {"num_virtual_tokens": 20},
     "p_tuning": {"num_virtual_tokens": 20},
@@ -59,9 +61,10 @@ METHODS = (*OURS, *PEFT, *SHOTS)
 DECODINGS = {"greedy": 1, "beam5": 5}
 
 
-def write_subsets(train_size: int, dev_size: int, seed: int) -> tuple[Path, Path]:
-    """A seeded random subset of E2E training pairs, and `dev_size` dev meaning representations
-    drawn with the seed, each with all its references (the dev set lists an MR once per reference)."""
+def write_subsets(train_size: int, dev_size: int, seed: int, dev_seed: int = 0) -> tuple[Path, Path]:
+    """A random subset of E2E training pairs drawn with `seed`, and `dev_size` dev meaning
+    representations drawn with `dev_seed` (the same whatever the training seed), each with all its
+    references (the dev set lists an MR once per reference)."""
     def rows(name):
         path = SHARED / "e2e" / name
         if not path.is_file():
@@ -74,10 +77,10 @@ def write_subsets(train_size: int, dev_size: int, seed: int) -> tuple[Path, Path
     train = rows("trainset.csv")
     random.Random(seed).shuffle(train)
     dev = rows("devset.csv")
-    chosen = set(random.Random(seed).sample(sorted({mr for mr, _ in dev}), dev_size))
+    chosen = set(random.Random(dev_seed).sample(sorted({mr for mr, _ in dev}), dev_size))
     paths = []
     for name, subset in ((f"train_{train_size}_seed{seed}", train[:train_size]),
-                         (f"dev_{dev_size}_seed{seed}", [(mr, ref) for mr, ref in dev if mr in chosen])):
+                         (f"dev_{dev_size}_seed{dev_seed}", [(mr, ref) for mr, ref in dev if mr in chosen])):
         path = folder / f"{name}.csv"
         if not path.is_file():
             import io
@@ -106,8 +109,9 @@ def train_ours(method: str, args, train: Path, out: Path) -> dict:
         return train_prompt(model=args.model, method="hard_prompt", task="generation", train=str(train),
                             output=str(out), source_column="mr", target_column="ref", chat=True,
                             instruction=INSTRUCTION, shots=SHOTS[method], seed=args.seed, progress=False, **options)
-    return train_prompt(model=args.model, method=method, task="generation", train=str(train), output=str(out),
-                        source_column="mr", target_column="ref", method_options=OURS[method], max_steps=args.steps,
+    return train_prompt(model=args.model, method=method.removesuffix("_text"), task="generation", train=str(train),
+                        output=str(out), source_column="mr", target_column="ref", method_options=OURS[method],
+                        max_steps=args.steps,
                         batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         progress=False, resume=interrupted_run(out) is not None, **options)
 
@@ -305,6 +309,8 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
            "trainable_parameters": trained["parameters"]["trainable"], "artifact_bytes": trained["artifact_bytes"],
            "transformers": trained.get("transformers", transformers.__version__), "scores": {}, "samples": {}}
     for name, beams in DECODINGS.items():
+        if name not in getattr(args, "decodings", DECODINGS):
+            continue
         cached = out / f"hypotheses_{name}.json"
         if cached.is_file():
             hypotheses = json.loads(cached.read_text())

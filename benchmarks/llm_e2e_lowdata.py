@@ -1,0 +1,169 @@
+"""Low-data E2E on SmolLM2-135M-Instruct (Li & Liang's central claim): prefix tuning (random and
+real-word initialisation), soft prompts and full fine-tuning trained on 50, 100, 200 and 500 E2E
+pairs, each with 3 seeds (the seed draws the training pairs and seeds training), scored greedily
+on the same dev meaning representations whatever the seed. Means and spreads per size, and a plot
+of BLEU against training-set size with the seeds' spread (the paper's low-data figure).
+
+Each cell is a `benchmarks/llm_e2e.py` run of its own (benchmarks/runs/llm_e2e_lowdata/nSIZE_sSEED/
+METHOD): a killed sweep continues where it stopped, finished cells are not redone.
+
+    python benchmarks/llm_e2e_lowdata.py                       # every cell (hours on 2 CPU cores)
+    python benchmarks/llm_e2e_lowdata.py --sizes 50 --seeds 0  # some cells
+    python benchmarks/llm_e2e_lowdata.py --report              # table and plot from finished cells
+
+Every size trains for the same number of steps of the same batch size (more epochs over a smaller
+set), the setting of Li & Liang's low-data experiments, which fix the budget, not the epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+
+import llm_e2e
+from common import RESULTS, environment, write_results
+
+METHODS = ("prefix", "prefix_text", "soft_prompt", "full_finetune")
+SIZES = (50, 100, 200, 500)
+SEEDS = (0, 1, 2)
+METRICS = ("bleu", "rougeL", "meteor", "cider")
+NAMES = {"bleu": "BLEU", "rougeL": "ROUGE-L", "meteor": "METEOR", "cider": "CIDEr"}
+BASE = Path(__file__).resolve().parent / "runs" / "llm_e2e_lowdata"
+
+
+def cell_args(args, size: int, seed: int) -> SimpleNamespace:
+    return SimpleNamespace(model=args.model, train_size=size, dev_size=args.dev_size, steps=args.steps,
+                           batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+                           max_source_length=args.max_source_length, max_target_length=args.max_target_length,
+                           checkpoint_every=args.checkpoint_every, seed=seed, decodings=("greedy",))
+
+
+def setting_of(cell: SimpleNamespace) -> dict:
+    return {k: getattr(cell, k) for k in ("model", "train_size", "dev_size", "steps", "batch_size",
+                                          "max_source_length", "max_target_length", "seed")}
+
+
+def run_cell(args, size: int, seed: int, method: str) -> dict:
+    cell = cell_args(args, size, seed)
+    llm_e2e.WORK = BASE / f"n{size}_s{seed}"
+    train, dev = llm_e2e.write_subsets(size, args.dev_size, seed)
+    return llm_e2e.run(method, cell, train, dev, setting_of(cell))
+
+
+def finished(args) -> dict:
+    """{method: {size: [row per seed]}} of the cells done with this setting."""
+    out = {}
+    for method in METHODS:
+        for size in SIZES:
+            for seed in SEEDS:
+                done = BASE / f"n{size}_s{seed}" / method / "result.json"
+                if done.is_file():
+                    saved = json.loads(done.read_text())
+                    if saved["setting"] == setting_of(cell_args(args, size, seed)):
+                        out.setdefault(method, {}).setdefault(size, []).append(saved["row"])
+    return out
+
+
+def summary(cells: dict) -> dict:
+    return {method: {size: {m: {"mean": statistics.fmean(r["scores"]["greedy"][m] for r in rows),
+                                "sd": statistics.stdev([r["scores"]["greedy"][m] for r in rows]) if len(rows) > 1 else 0.0,
+                                "seeds": len(rows)} for m in METRICS}
+                     for size, rows in sizes.items()} for method, sizes in cells.items()}
+
+
+def markdown(args, stats: dict) -> str:
+    lines = [
+        "# Low-data E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
+        "",
+        f"Each cell: a random subset of that many E2E training pairs (drawn with the seed), {args.steps} steps of "
+        f"{args.batch_size} pairs whatever the size, each method's default learning rate; greedy decoding of "
+        f"{args.dev_size} dev meaning representations (the same for every cell) against all their references. "
+        "prefix_text is prefix tuning initialised from the activations of \"table-to-text:\". Mean ± standard "
+        "deviation over the seeds finished (the count is given). 2 CPU cores.",
+        "",
+        "Command: `python benchmarks/llm_e2e_lowdata.py`; plot `results/llm_e2e_lowdata.png`.",
+        "",
+        "| method | training pairs | seeds | " + " | ".join(NAMES[m] for m in METRICS) + " |",
+        "|---" * (len(METRICS) + 3) + "|",
+    ]
+    for method, sizes in stats.items():
+        for size in sorted(sizes):
+            cell = sizes[size]
+            lines.append(f"| {method} | {size} | {cell['bleu']['seeds']} | "
+                         + " | ".join(f"{cell[m]['mean']:.2f} ± {cell[m]['sd']:.2f}" for m in METRICS) + " |")
+    lines += ["", "Prefix tuning against full fine-tuning (BLEU, mean over seeds):", ""]
+    for size in SIZES:
+        if all(size in stats.get(m, {}) for m in ("prefix", "full_finetune")):
+            a, b = stats["prefix"][size]["bleu"]["mean"], stats["full_finetune"][size]["bleu"]["mean"]
+            lines.append(f"- {size} pairs: prefix {a:.2f}, full_finetune {b:.2f}: prefix tuning "
+                         f"{'beats' if a > b else 'does not beat'} fine-tuning ({a - b:+.2f})")
+    return "\n".join(lines) + "\n"
+
+
+def plot(stats: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prompttune.storage import save_figure
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method, sizes in stats.items():
+        xs = sorted(sizes)
+        means = [sizes[x]["bleu"]["mean"] for x in xs]
+        sds = [sizes[x]["bleu"]["sd"] for x in xs]
+        axis.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=method)
+    axis.set_xscale("log")
+    axis.set_xticks(list(SIZES), [str(s) for s in SIZES])
+    axis.set_xlabel("E2E training pairs")
+    axis.set_ylabel("BLEU (dev, greedy)")
+    axis.set_title("Low-data E2E, SmolLM2-135M-Instruct (mean ± sd over seeds)")
+    axis.legend()
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=llm_e2e.MODEL)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--dev-size", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-batch-size", type=int, default=25)
+    parser.add_argument("--max-source-length", type=int, default=64)
+    parser.add_argument("--max-target-length", type=int, default=64)
+    parser.add_argument("--checkpoint-every", type=int, default=20)
+    parser.add_argument("--report", action="store_true", help="only write the table and plot from finished cells")
+    args = parser.parse_args()
+    from prompttune.runtime import quiet_libraries
+
+    quiet_libraries()
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+    if not args.report:
+        # Seed by seed, so that every size and method has a first seed before any has a third.
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for size in (int(s) for s in args.sizes.split(",")):
+                for method in methods:
+                    row = run_cell(args, size, seed, method)
+                    print(f"n={size} seed={seed} {method}: BLEU {row['scores']['greedy']['bleu']:.2f}", flush=True)
+    stats = summary(finished(args))
+    if stats:
+        plot(stats, RESULTS / "llm_e2e_lowdata.png")
+        write_results("llm_e2e_lowdata", {"setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
+                                          "environment": environment(), "summary": stats},
+                      markdown(args, stats))
+
+
+if __name__ == "__main__":
+    main()
