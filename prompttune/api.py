@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .training import checkpoint
-from .artifacts.artifact import META, METRICS, TENSORS, load_prompt, read_meta, stage_prompt
+from .artifacts.artifact import META, METRICS, TENSORS, load_prompt, prompt_meta, stage_prompt
 from .core.backbone import Backbone
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
 from .tasks.data import Example
@@ -251,7 +251,7 @@ def artifact_bytes(directory: str | os.PathLike) -> int:
 def _examples(prompt_dir: str, data: str, labelled: bool = True, **columns) -> list:
     """The rows of `data` as the prompt's task reads them, in the columns given, else those the
     prompt was trained with."""
-    meta = read_meta(prompt_dir)
+    meta = prompt_meta(prompt_dir)
     task_cls = task_class(meta["task"])
     given = {key[: -len("_column")]: value for key, value in columns.items()}
     return task_cls.read_examples(data, task_cls.resolve_columns(given, meta.get("columns")), labelled=labelled)
@@ -276,7 +276,7 @@ def generate(prompt: str, texts: list[str] | None = None, data: str | None = Non
     num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty."""
     if (texts is None) == (data is None):
         raise ConfigError("generate: give either texts or data")
-    meta = read_meta(prompt)
+    meta = prompt_meta(prompt)
     task_cls = task_class(meta["task"])
     if task_cls.endpoint != "generate":
         raise ConfigError(f"{prompt}: a {meta['task']} prompt, which does not generate; use `prompttune "
@@ -305,7 +305,7 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
     entities with character offsets."""
     if (texts is None) == (data is None):
         raise ConfigError("predict: give either texts or data")
-    task_cls = task_class(read_meta(prompt)["task"])
+    task_cls = task_class(prompt_meta(prompt)["task"])
     if task_cls.endpoint != "classify":
         raise ConfigError(f"{prompt}: a {task_cls.name} prompt; use `prompttune {task_cls.endpoint}` for it")
     if data is not None:
@@ -322,7 +322,7 @@ def _load_set(prompts: list[str], model: str | None, device: str | None, dtype: 
     """The ensemble's members (checked by `_check_members` first) on one backbone."""
     from .inference.mixed import PromptSet
 
-    backbone = load_backbone(model or read_meta(prompts[0])["base_model"]["name_or_path"], device=device, dtype=dtype,
+    backbone = load_backbone(model or prompt_meta(prompts[0])["base_model"]["name_or_path"], device=device, dtype=dtype,
                              device_map=device_map)
     return PromptSet.load({p: p for p in prompts}, backbone=backbone)
 
@@ -333,7 +333,7 @@ def _check_members(prompts: list[str]) -> None:
     if len(set(prompts)) != len(prompts):
         raise ConfigError(f"--prompts: a prompt is listed twice in {prompts}")
     for prompt in prompts:
-        task = read_meta(prompt)["task"]
+        task = prompt_meta(prompt)["task"]
         if not task_class(task).ensembles:
             raise ConfigError(f"--prompts: {prompt} is a {task} prompt; ensembles combine prompts by their label "
                               "probabilities (classification)")
@@ -374,7 +374,7 @@ def predict_ensemble(prompts: list[str], texts: list[str] | None = None, data: s
     if data is not None:
         examples = _examples(prompts[0], data, labelled=False, text_column=text_column, text_pair_column=text_pair_column)
     else:
-        examples = task_class(read_meta(prompts[0])["task"]).examples_from_texts(list(texts))
+        examples = task_class(prompt_meta(prompts[0])["task"]).examples_from_texts(list(texts))
     prompt_set = _load_set(prompts, model, device, dtype, device_map)
     result = prompt_set.ensemble(prompts, examples, combine=combine, batch_size=batch_size)
     labels = result["labels"]
@@ -407,6 +407,6 @@ def _load(prompt: str, model: str | None, device: str | None, dtype: str | None 
           device_map: str | None = None) -> PromptModel:
     backbone = None
     if model is not None or device or dtype or device_map:
-        backbone = load_backbone(model or read_meta(prompt)["base_model"]["name_or_path"], device=device, dtype=dtype,
+        backbone = load_backbone(model or prompt_meta(prompt)["base_model"]["name_or_path"], device=device, dtype=dtype,
                                  device_map=device_map)
     return load_prompt(prompt, backbone=backbone)

@@ -199,11 +199,26 @@ def _configs(meta: dict, directory: Path):
     return method_cls, task_cls, method_config, task_config
 
 
+def prompt_meta(directory: str | os.PathLike) -> dict:
+    """What a prompt folder says of itself: its `prompt.json`, or for a PEFT adapter folder the same
+    fields (method, task, base model) read from its `adapter_config.json`."""
+    from .peft_format import is_peft_adapter, peft_meta
+
+    return peft_meta(directory) if is_peft_adapter(directory) else read_meta(directory)
+
+
 def load_prompt(directory: str | os.PathLike, backbone: Backbone | None = None, device: str | torch.device | None = None,
                 with_training_state: bool = False) -> PromptModel:
     """Load an artifact onto `backbone` (or onto the base model it names, loaded here).
-    `with_training_state` also loads what continuing training needs (a reparameterisation)."""
+    `with_training_state` also loads what continuing training needs (a reparameterisation). A PEFT
+    prompt adapter folder loads too (`peft_format`)."""
+    from .peft_format import is_peft_adapter, load_peft_prompt
+
     directory = Path(directory)
+    if is_peft_adapter(directory):
+        if with_training_state:
+            raise ArtifactError(f"{directory}: a PEFT adapter holds the prompt only, not a state to continue training")
+        return load_peft_prompt(directory, backbone, device)
     meta = read_meta(directory)
     if backbone is None:
         backbone = Backbone.from_pretrained(meta["base_model"]["name_or_path"])

@@ -1,0 +1,155 @@
+"""PEFT's prompt-learning adapters, read as prompttune prompts.
+
+A PEFT adapter folder holds `adapter_config.json` and `adapter_model.safetensors`, whose one tensor
+`prompt_embeddings` is what PEFT's `get_prompt_embedding_to_save` returns (peft/peft_model.py):
+
+- PROMPT_TUNING: the virtual tokens' embeddings, (V * S, D) with S = `num_transformer_submodules`;
+- P_TUNING: the prompt encoder's output for the virtual tokens (PEFT saves it, not the encoder),
+  the same shape: at inference a P-tuning prompt is a soft prompt;
+- PREFIX_TUNING: the prefix after the projection when there is one, (V, L * 2 * D'), D' =
+  `token_dim` = head_dim x `num_attention_heads`, where PEFT writes the key/value heads of a
+  grouped-query model. `get_prompt` views it as (V, 2L, H, d): layer l's keys are block 2l and its
+  values block 2l + 1, prefixed to the self-attention of every layer, and the input's positions
+  start after the V prefix positions.
+
+Decoder-only models (task type CAUSAL_LM) are read: a soft prompt becomes `soft_prompt`, a prefix
+`deep_prompt`, on the generation task with the source and the continuation joined with nothing
+between them, as PEFT's `generate` continues its input. Other task types and encoder-decoders are
+refused with a message that says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..core.backbone import DECODER, Backbone
+from ..errors import ArtifactError
+
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_TYPES = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
+TENSOR = "prompt_embeddings"
+
+
+def is_peft_adapter(directory: str | os.PathLike) -> bool:
+    """Whether `directory` is a PEFT adapter folder (and not a prompttune artifact)."""
+    from .artifact import META
+
+    directory = Path(directory)
+    return (directory / PEFT_CONFIG).is_file() and not (directory / META).is_file()
+
+
+def read_peft_config(directory: str | os.PathLike) -> dict:
+    """`adapter_config.json`, checked for what reading the adapter needs."""
+    path = Path(directory) / PEFT_CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path}: not readable as JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{path}: not a PEFT adapter config (a JSON object)")
+    kind = config.get("peft_type")
+    if kind not in PEFT_TYPES:
+        raise ArtifactError(f"{path}: field 'peft_type' is {kind!r}; prompttune reads PEFT's prompt-learning adapters "
+                            f"{list(PEFT_TYPES)}")
+    for key in ("num_virtual_tokens", "token_dim", "num_layers", "num_attention_heads", "num_transformer_submodules"):
+        if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or config[key] < 1:
+            raise ArtifactError(f"{path}: field {key!r} must be a positive integer, got {config.get(key)!r}")
+    if config.get("task_type") != "CAUSAL_LM":
+        raise ArtifactError(f"{path}: task_type {config.get('task_type')!r}; prompttune reads PEFT's CAUSAL_LM prompt "
+                            "adapters (a classification adapter's head and an encoder-decoder's second prompt are not "
+                            "read yet)")
+    if not isinstance(config.get("base_model_name_or_path"), str) or not config["base_model_name_or_path"]:
+        raise ArtifactError(f"{path}: field 'base_model_name_or_path' must name the base model")
+    return config
+
+
+def _method(config: dict) -> str:
+    return "deep_prompt" if config["peft_type"] == "PREFIX_TUNING" else "soft_prompt"
+
+
+def peft_meta(directory: str | os.PathLike) -> dict:
+    """The fields of a prompttune `prompt.json` that describe a PEFT adapter: its method, task and
+    base model."""
+    config = read_peft_config(directory)
+    return {"method": _method(config), "method_config": {"num_virtual_tokens": config["num_virtual_tokens"]},
+            "task": "generation", "task_config": {"separator": ""}, "columns": {},
+            "base_model": {"name_or_path": config["base_model_name_or_path"]}, "peft": config}
+
+
+def _read_tensor(directory: Path, config: dict) -> torch.Tensor:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = directory / PEFT_WEIGHTS
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing (a PEFT adapter's weights)")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({error})") from None
+    if set(tensors) != {TENSOR}:
+        raise ArtifactError(f"{path}: holds {sorted(tensors)}; a PEFT prompt adapter holds exactly [{TENSOR!r}]")
+    tensor = tensors[TENSOR]
+    if tensor.dim() != 2 or not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+        raise ArtifactError(f"{path}: {TENSOR} must be a 2-d tensor of finite floats, got {tuple(tensor.shape)} "
+                            f"{tensor.dtype}")
+    return tensor.float()
+
+
+def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = None,
+                     device: str | torch.device | None = None):
+    """A PEFT prompt adapter as a prompttune `PromptModel` on `backbone` (or on the base model its
+    config names, loaded here), giving the outputs PEFT gives on the same inputs."""
+    from ..model import PromptModel
+    from ..tasks import GenerationConfig
+    from ..tasks.generation import GenerationTask
+    from ..methods import method_class
+
+    directory = Path(directory)
+    config = read_peft_config(directory)
+    tensor = _read_tensor(directory, config)
+    if backbone is None:
+        backbone = Backbone.from_pretrained(config["base_model_name_or_path"])
+        if device is not None:
+            backbone.to(device)
+    where = str(directory / PEFT_CONFIG)
+    if backbone.kind != DECODER:
+        raise ArtifactError(f"{where}: a CAUSAL_LM adapter, and {type(backbone.model).__name__} is not a decoder-only model")
+    virtual = config["num_virtual_tokens"]
+    if config["peft_type"] in ("PROMPT_TUNING", "P_TUNING"):
+        expected = (virtual * config["num_transformer_submodules"], backbone.hidden_size)
+        if tuple(tensor.shape) != expected or config["num_transformer_submodules"] != 1:
+            raise ArtifactError(f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)}; a soft prompt for "
+                                f"{type(backbone.model).__name__} is {(virtual, backbone.hidden_size)}")
+        method = method_class("soft_prompt")(method_class("soft_prompt").Config(num_virtual_tokens=virtual), backbone)
+        with torch.no_grad():
+            method.prompt.copy_(tensor.to(method.prompt.device))
+    else:
+        from ..core import kv_prefix
+
+        layers, heads, size = backbone.prefix_layout()[kv_prefix.SELF]
+        if (config["num_layers"], config["token_dim"]) != (layers, heads * size) or \
+                tuple(tensor.shape) != (virtual, layers * 2 * heads * size):
+            raise ArtifactError(f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)} for {config['num_layers']} "
+                                f"layers of token_dim {config['token_dim']}; {type(backbone.model).__name__} has {layers} "
+                                f"layers of {heads} key/value heads of {size} ({(virtual, layers * 2 * heads * size)})")
+        method = method_class("deep_prompt")(method_class("deep_prompt").Config(num_virtual_tokens=virtual), backbone)
+        # PEFT: (V, 2L, H, d), keys of layer l at 2l and values at 2l + 1 -> prompttune: (L, 2, H, V, d).
+        prefix = tensor.view(virtual, layers, 2, heads, size).permute(1, 2, 3, 0, 4).contiguous()
+        with torch.no_grad():
+            method.prefix[kv_prefix.SELF].copy_(prefix.to(method.prefix[kv_prefix.SELF].device))
+    # New tokens by default: 128, or half of what a model with learned positions has left.
+    target = 128 if backbone.max_positions is None else max(1, min(128, (backbone.max_positions - virtual) // 2))
+    task_config = GenerationConfig(separator="", max_target_length=target)
+    task = GenerationTask(GenerationTask.configure(task_config, type(method), backbone, "auto"), backbone)
+    task.to(backbone.device)
+    model = PromptModel(backbone, method, task, backbone.fingerprint())
+    if model.position_problem:
+        raise ArtifactError(f"{where}: {model.position_problem}")
+    model.eval()
+    return model

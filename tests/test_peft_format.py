@@ -1,0 +1,134 @@
+"""PEFT's prompt-learning adapters read as prompttune prompts: adapters made and saved by PEFT itself
+on the tiny decoders give, loaded by prompttune, PEFT's logits and PEFT's greedy continuations.
+
+PEFT 0.21's own forward passes a prefix as `past_key_values`, which transformers 5.24 renamed, and
+its `generate` reuses a prompt-tuned cache in a way 5.24 no longer reads; so the reference here is
+PEFT's own prompt (`get_prompt`, which lays the saved tensor out as the model reads it) run through
+the base model with the cache argument this transformers takes, and greedy decoding by repeated
+full forwards of that reference, which holds on every supported transformers."""
+
+import json
+
+import pytest
+import torch
+
+from prompttune import ArtifactError, load_prompt
+
+from peft import PeftModel, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from prompttune.core.backbone import cache_argument
+
+VIRTUAL = 3
+KINDS = {
+    "prompt_tuning": lambda: PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL),
+    "p_tuning": lambda: PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL,
+                                            encoder_hidden_size=16),
+    "prefix_tuning": lambda: PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL),
+    "prefix_tuning_projection": lambda: PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL,
+                                                           prefix_projection=True, encoder_hidden_size=16),
+}
+
+
+def make_adapter(model_dir, kind: str, folder, seed: int = 1):
+    """A PEFT adapter of `kind` with its trainable weights moved away from their initial values,
+    saved by PEFT; and PEFT's model loaded back from that folder."""
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), KINDS[kind]())
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+    model.save_pretrained(folder)
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), folder).eval()
+
+
+def reference_logits(reference, ids: torch.Tensor) -> torch.Tensor:
+    """PEFT's prompt through the base model: logits at the input's own positions."""
+    base = reference.get_base_model()
+    prompt = reference.get_prompt(ids.shape[0])
+    mask = torch.ones(ids.shape[0], VIRTUAL + ids.shape[1], dtype=torch.long)
+    with torch.no_grad():
+        if reference.peft_config["default"].peft_type.value == "PREFIX_TUNING":
+            return base(input_ids=ids, attention_mask=mask, **{cache_argument(base.forward) or "past_key_values": prompt}).logits
+        embeds = torch.cat([prompt.to(base.dtype), base.get_input_embeddings()(ids)], dim=1)
+        return base(inputs_embeds=embeds, attention_mask=mask).logits[:, VIRTUAL:]
+
+
+def prompttune_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    from dataclasses import replace
+
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        inputs = replace(model.prepare(batch), full_logits=True)
+        return model.task.logits(model.backbone(inputs), inputs, batch)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_peft_adapter_loads_and_gives_peft_outputs(family, kind, model_dirs, load, tmp_path):
+    folder = tmp_path / kind
+    reference = make_adapter(model_dirs[family], kind, folder)
+    backbone = load(family)
+    model = load_prompt(folder, backbone=backbone)
+    assert model.method.name == ("deep_prompt" if kind.startswith("prefix") else "soft_prompt")
+    tokenizer = backbone.tokenizer
+    ids = torch.tensor([tokenizer("the movie was very good", add_special_tokens=True)["input_ids"]])
+    expected = reference_logits(reference, ids)
+    ours = prompttune_logits(model, ids)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
+    bare = AutoModelForCausalLM.from_pretrained(model_dirs[family]).eval()
+    with torch.no_grad():
+        assert (bare(input_ids=ids).logits - expected).abs().max() > 1e-2  # the prompt changes the outputs
+
+    # Greedy continuation: prompttune's cached generation against repeated full forwards of PEFT's.
+    sequence = ids
+    for _ in range(6):
+        sequence = torch.cat([sequence, reference_logits(reference, sequence)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    feature = model.task.collate([{"input_ids": ids[0].tolist()}], with_labels=False, for_generation=True)
+    generated = model.generate(feature, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert generated[0].tolist() == sequence[0, ids.shape[1]:].tolist()
+
+
+def test_generate_and_the_command_line_take_a_peft_folder(model_dirs, tmp_path, capsys):
+    from prompttune.api import generate
+    from prompttune.cli import main
+
+    folder = tmp_path / "adapter"
+    make_adapter(model_dirs["llama"], "prompt_tuning", folder)
+    rows = generate(str(folder), texts=["the movie was"], model=str(model_dirs["llama"]), max_new_tokens=4)
+    assert len(rows) == 1 and rows[0]["source"] == "the movie was" and isinstance(rows[0]["generations"][0], str)
+    # base_model_name_or_path is the folder PEFT was given: the command line finds the model by itself.
+    assert main(["generate", "--prompt", str(folder), "the movie was", "--max-new-tokens", "4"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["generations"] == rows[0]["generations"]
+
+
+def test_adapters_prompttune_cannot_read_are_refused_with_the_reason(model_dirs, load, tmp_path):
+    backbone = load("llama")
+    folder = tmp_path / "prefix"
+    make_adapter(model_dirs["llama"], "prefix_tuning", folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+
+    def variant(name, **changes):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+        (path / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes())
+        return path
+
+    with pytest.raises(ArtifactError, match=r"task_type 'SEQ_CLS'; prompttune reads PEFT's CAUSAL_LM"):
+        load_prompt(variant("cls", task_type="SEQ_CLS"), backbone=backbone)
+    with pytest.raises(ArtifactError, match=r"field 'peft_type' is 'LORA'"):
+        load_prompt(variant("lora", peft_type="LORA"), backbone=backbone)
+    with pytest.raises(ArtifactError, match=r"prompt_embeddings is \(3, 64\) for 3 layers"):
+        load_prompt(variant("layers", num_layers=3), backbone=backbone)  # an adapter for another model
+    with pytest.raises(ArtifactError, match="a CAUSAL_LM adapter, and T5ForConditionalGeneration is not"):
+        load_prompt(folder, backbone=load("t5"))
+    broken = variant("broken")
+    (broken / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError, match="adapter_model.safetensors: not a readable safetensors file"):
+        load_prompt(broken, backbone=backbone)
+    (broken / "adapter_model.safetensors").unlink()
+    with pytest.raises(ArtifactError, match="adapter_model.safetensors: missing"):
+        load_prompt(broken, backbone=backbone)
