@@ -1,4 +1,4 @@
-"""`prompttune train | evaluate | predict | generate | compare | inspect | registry | serve`: the command
+"""`prompttune train | evaluate | predict | generate | compare | export | inspect | registry | serve`: the command
 line over prompttune.api, prompttune.sweeps.compare, prompttune.analysis.inspection, prompttune.artifacts.registry and
 prompttune.serving.server."""
 
@@ -170,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
                          only=("text_column", "text_pair_column", "label_column", "source_column", "target_column",
                                "template", "verbalizer"))
 
+    x = commands.add_parser("export", help="write a prompt in another format: --format peft (a PEFT prompt-learning "
+                                           "adapter folder); prints what the format leaves out")
+    x.add_argument("directory", help="the prompt's folder")
+    x.add_argument("output", help="a new or empty folder for the adapter")
+    x.add_argument("--format", required=True, choices=("peft",))
+    x.add_argument("--force", action="store_true", help="into a folder that holds other files: replace only the "
+                                                         "adapter's files there")
+    _model_flags(x)
+
     i = commands.add_parser("inspect", help="what a learned prompt is near: vocabulary neighbours, norms, label words")
     i.add_argument("directory")
     i.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -294,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"cells": len(rows), "failed": len(failed), "summary": os.path.join(args.output, "summary.md"),
                               "report": os.path.join(args.output, "report.html")}))
             return 1 if failed else 0
+        elif args.command == "export":
+            from .artifacts.peft_format import export_peft
+
+            backbone = None
+            if args.model or args.gguf_file or args.dtype or args.device_map or args.device:
+                backbone = api.load_backbone(_model_name(args) or api.prompt_meta(args.directory)["base_model"]["name_or_path"],
+                                             device=args.device, dtype=args.dtype, device_map=args.device_map)
+            print(json.dumps(export_peft(args.directory, args.output, backbone=backbone, force=args.force)))
         elif args.command == "inspect":
             from .analysis.inspection import inspect_command
 

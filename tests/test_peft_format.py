@@ -132,3 +132,69 @@ def test_adapters_prompttune_cannot_read_are_refused_with_the_reason(model_dirs,
     (broken / "adapter_model.safetensors").unlink()
     with pytest.raises(ArtifactError, match="adapter_model.safetensors: missing"):
         load_prompt(broken, backbone=backbone)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("method", ["soft_prompt", "p_tuning", "prefix", "deep_prompt"])
+def test_an_exported_prompt_runs_in_peft_as_in_prompttune(family, method, model_dirs, load, tmp_path):
+    """export -> PEFT's `PeftModel.from_pretrained` -> PEFT's prompt gives prompttune's logits; the
+    export lists what PEFT does not hold (the separator prompttune puts between source and target),
+    and reading the adapter back gives the same prompt."""
+    from prompttune import PromptModel, save_prompt
+    from prompttune.artifacts.peft_format import export_peft
+    from prompttune.tasks import GenerationConfig
+
+    backbone = load(family)
+    options = {"num_virtual_tokens": VIRTUAL} | ({"hidden_size": 16} if method == "prefix" else {})
+    model = PromptModel.create(backbone, method, GenerationConfig(max_target_length=8), options, seed=3)
+    saved = save_prompt(model, tmp_path / "prompt")
+    report = export_peft(saved, tmp_path / "adapter", backbone=backbone)
+    assert report["peft_type"] == ("PREFIX_TUNING" if method in ("prefix", "deep_prompt") else "PROMPT_TUNING")
+    assert any("separator" in item for item in report["left_out"])
+    assert any("reparameterisation" in item for item in report["left_out"]) == (method in ("prefix", "p_tuning"))
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dirs[family]),
+                                           tmp_path / "adapter").eval()
+    ids = torch.tensor([backbone.tokenizer("the movie was very good")["input_ids"]])
+    expected = prompttune_logits(load_prompt(saved, backbone=backbone), ids)
+    torch.testing.assert_close(reference_logits(peft_model, ids), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(prompttune_logits(load_prompt(tmp_path / "adapter", backbone=backbone), ids), expected,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_export_says_what_peft_leaves_out_and_refuses_what_it_cannot_hold(model_dirs, load, tmp_path):
+    from prompttune import ClassificationConfig, ConfigError, PromptModel, save_prompt
+    from prompttune.artifacts.peft_format import export_peft
+    from prompttune.cli import main
+
+    backbone = load("llama")
+    config = ClassificationConfig(labels=("0", "1"), template="review , {text} it was {mask}",
+                                  verbalizer=(("bad",), ("good",)), instruction="is it good ?")
+    verbalized = save_prompt(PromptModel.create(backbone, "soft_prompt", config, {"num_virtual_tokens": 2}, seed=0),
+                             tmp_path / "verbalized")
+    report = export_peft(verbalized, tmp_path / "out", backbone=backbone)
+    left = " | ".join(report["left_out"])
+    assert "the template 'review , {text} it was'" in left and "'0': ['bad']" in left and "'is it good ?'" in left
+    headed = save_prompt(PromptModel.create(backbone, "soft_prompt", config, {"num_virtual_tokens": 2}, readout="head",
+                                            seed=0), tmp_path / "headed")
+    with pytest.raises(ConfigError, match=r"its task has trained weights \['head.bias', 'head.weight'\]"):
+        export_peft(headed, tmp_path / "out2", backbone=backbone)
+    hard = save_prompt(PromptModel.create(backbone, "hard_prompt", config), tmp_path / "hard")
+    with pytest.raises(ConfigError, match="has no prompt tensors to export"):
+        export_peft(hard, tmp_path / "out3", backbone=backbone)
+    t5 = load("t5")
+    from prompttune.tasks import GenerationConfig
+
+    seq2seq = save_prompt(PromptModel.create(t5, "soft_prompt", GenerationConfig(), {"num_virtual_tokens": 2}, seed=0),
+                          tmp_path / "t5")
+    with pytest.raises(ConfigError, match="PEFT adapters are written for decoder-only models"):
+        export_peft(seq2seq, tmp_path / "out4", backbone=t5)
+    # A folder with other files is not written into unless asked; with --force only the adapter's files change.
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="busy is not empty"):
+        export_peft(verbalized, tmp_path / "busy", backbone=backbone)
+    assert main(["export", str(verbalized), str(tmp_path / "busy"), "--format", "peft", "--force",
+                 "--model", str(model_dirs["llama"])]) == 0
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                                      "notes.txt"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..artifacts.artifact import load_prompt, read_meta
+from ..artifacts.artifact import load_prompt, prompt_meta
 from ..core.backbone import word_for_tokenizer
 
 
@@ -59,7 +59,7 @@ def inspect_prompt(directory: str | os.PathLike, top: int = 5, model: str | None
     """What `prompttune inspect` reports, as a dict."""
     from ..core.backbone import Backbone
 
-    meta = read_meta(directory)
+    meta = prompt_meta(directory)
     backbone = None
     if model or dtype or device_map:
         backbone = Backbone.from_pretrained(model or meta["base_model"]["name_or_path"], dtype=dtype, device_map=device_map)

@@ -153,3 +153,73 @@ def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = N
         raise ArtifactError(f"{where}: {model.position_problem}")
     model.eval()
     return model
+
+
+def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: Backbone | None = None,
+                force: bool = False) -> dict:
+    """Write a prompttune prompt as a PEFT prompt-learning adapter that `PeftModel.from_pretrained`
+    loads and runs to the same outputs: a soft prompt (soft_prompt, or P-tuning's encoder output,
+    which is what PEFT saves) as PROMPT_TUNING, a key/value prefix (deep_prompt, or prefix tuning's
+    projected prefix, as PEFT saves it) as PREFIX_TUNING, on a decoder-only model. What the prompt
+    holds besides its tensors (a template, label words, an instruction, the separator) is listed
+    under "left_out"; a trained head, a prompt with both virtual tokens and a prefix, and
+    encoder-decoder prompts are refused, because a PEFT adapter cannot hold them. `output` must be
+    a new or empty folder unless `force`, which replaces only the adapter's two files there."""
+    from safetensors.torch import save
+
+    from ..core import kv_prefix
+    from ..errors import ConfigError
+    from ..storage import write_atomic
+    from .artifact import load_prompt, prompt_meta
+
+    source, output = Path(prompt), Path(output)
+    meta = prompt_meta(source)
+    model = load_prompt(source, backbone=backbone)
+    backbone = model.backbone
+    where = f"export {source}"
+    if backbone.kind != DECODER:
+        raise ConfigError(f"{where}: a prompt for {type(backbone.model).__name__}; PEFT adapters are written for "
+                          "decoder-only models (an encoder-decoder's prompts are not exported yet)")
+    trained_task = sorted(name for name, _ in model.task.named_parameters())
+    if trained_task:
+        raise ConfigError(f"{where}: its task has trained weights {trained_task} (a classification head), which a PEFT "
+                          "prompt adapter cannot hold")
+    with torch.no_grad():
+        parts = model.method.parts(backbone).detached()
+    if parts.num_virtual and parts.prefix_length:
+        raise ConfigError(f"{where}: {meta['method']} has virtual tokens and a key/value prefix; a PEFT adapter holds one")
+    if not parts.num_virtual and not parts.prefix_length:
+        raise ConfigError(f"{where}: {meta['method']} has no prompt tensors to export (a hard prompt is text; "
+                          "a baseline changes the model)")
+    config = {"base_model_name_or_path": meta["base_model"]["name_or_path"], "task_type": "CAUSAL_LM",
+              "inference_mode": True, "num_transformer_submodules": 1, "num_layers": backbone.config.num_hidden_layers,
+              "revision": None, "modules_to_save": None, "peft_version": None}
+    if parts.num_virtual:
+        tensor = parts.virtual.float().cpu().contiguous()
+        config.update(peft_type="PROMPT_TUNING", num_virtual_tokens=tensor.shape[0], token_dim=tensor.shape[1],
+                      num_attention_heads=backbone.config.num_attention_heads, prompt_tuning_init="RANDOM",
+                      prompt_tuning_init_text=None, tokenizer_name_or_path=None, tokenizer_kwargs=None)
+    else:
+        if set(parts.prefix) != {kv_prefix.SELF}:
+            raise ConfigError(f"{where}: a prefix at {sorted(parts.prefix)}; PEFT's prefix covers a decoder's self-attention")
+        prefix = parts.prefix[kv_prefix.SELF].float().cpu()  # (L, 2, H, V, d)
+        layers, _, heads, virtual, size = prefix.shape
+        # PEFT reads (V, 2L, H, d): keys of layer l at 2l, values at 2l + 1.
+        tensor = prefix.permute(3, 0, 1, 2, 4).reshape(virtual, layers * 2 * heads * size).contiguous()
+        config.update(peft_type="PREFIX_TUNING", num_virtual_tokens=virtual, token_dim=heads * size,
+                      num_attention_heads=heads, prefix_projection=False, encoder_hidden_size=heads * size)
+    left_out = model.task.beyond_the_prompt()
+    from ..methods.base import Reparameterised
+
+    if isinstance(model.method, Reparameterised):
+        left_out.append("the reparameterisation it was trained through (PEFT keeps the output only, as here)")
+    files = {PEFT_CONFIG: json.dumps(config, indent=2) + "\n", PEFT_WEIGHTS: save({TENSOR: tensor})}
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"{where}: {output} is a file, not a folder")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise ConfigError(f"{where}: {output} is not empty; choose a new folder, or pass --force to replace the adapter "
+                          "files there (other files stay)")
+    for name in (PEFT_WEIGHTS, PEFT_CONFIG):  # the config last: it marks the adapter complete
+        write_atomic(output / name, files[name])
+    return {"written": str(output), "peft_type": config["peft_type"], "num_virtual_tokens": config["num_virtual_tokens"],
+            "left_out": left_out}

@@ -197,6 +197,13 @@ class Task(nn.Module):
         """What `prompttune inspect` reports of the task (its template, where it has one)."""
         return {}
 
+    def beyond_the_prompt(self) -> list[str]:
+        """What this task's prompts hold besides their prompt tensors (the wording around the input,
+        label words, a separator), each as a sentence: what an export to a format that holds the
+        tensors only (PEFT's) leaves out. A trained head is not listed: it is a tensor, and such an
+        export refuses it."""
+        return []
+
     # ---- outputs ------------------------------------------------------------------------------
 
     def results(self, logits, batch: dict, examples: list) -> list[dict]:

@@ -327,6 +327,23 @@ class ClassificationTask(Task):
     def describe(self) -> dict:
         return {"template": self.template} if self.template else {}
 
+    def beyond_the_prompt(self) -> list[str]:
+        config = self.config
+        out = []
+        if self.template:
+            out.append(f"the template {self.template!r} around each input")
+        if config.readout == "verbalizer":
+            words = {label: list(words) for label, words in zip(config.labels, config.words())}
+            out.append(f"the label words {words}, read as the next token's scores (the labels in order "
+                       f"{list(config.labels)})")
+        if config.instruction:
+            out.append(f"the instruction {config.instruction!r} before the input")
+        if config.chat:
+            out.append("the chat template around the input (the label read at the assistant's first token)")
+        if config.demonstrations:
+            out.append(f"{len(config.demonstrations)} demonstrations shown before each input")
+        return out
+
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut inputs (template included) to the `available` positions the model has left after
         the prompt's `taken`; a problem to report where not even a short input fits."""

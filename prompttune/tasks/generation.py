@@ -176,6 +176,21 @@ class GenerationTask(Task):
 
     # ---- what other parts ask of a task ----------------------------------------------------------
 
+    def beyond_the_prompt(self) -> list[str]:
+        config = self.config
+        out = []
+        if self.kind == DECODER and self.separator_ids and not config.chat:
+            out.append(f"the separator between source and target: prompttune reads `source{self.tokenizer.decode(self.separator_ids)}"
+                       f"target`, so give the source followed by {self.tokenizer.decode(self.separator_ids)!r} "
+                       f"(token ids {self.separator_ids}) and the continuation is the target")
+        if config.instruction:
+            out.append(f"the instruction {config.instruction!r} before the source")
+        if config.chat:
+            out.append("the chat template around the source (the target is the assistant's answer)")
+        if config.demonstrations:
+            out.append(f"{len(config.demonstrations)} demonstrations shown before each source")
+        return out
+
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut sources so that the prompt, the source, the separator and a whole target (in training,
         or `max_target_length` new tokens) fit the model's `limit` positions (`available` left after
