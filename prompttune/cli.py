@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("directory")
     push.add_argument("--name", required=True)
     push.add_argument("--alias", action="append", default=[], help="also point NAME@ALIAS at the new version")
+    push.add_argument("--model", help="a PEFT adapter's base model, where its config's base_model_name_or_path "
+                                      "is not at hand (a prompttune prompt names its own)")
     listing = actions.add_parser("list", help="every prompt, or every version of NAME")
     listing.add_argument("name", nargs="?")
     show = actions.add_parser("show", help="everything recorded about NAME[@VERSION|@ALIAS]")
@@ -242,7 +244,7 @@ def _registry_command(args) -> None:
 
     registry = Registry(args.registry)
     if args.action == "push":
-        record = registry.push(args.directory, args.name, tuple(args.alias))
+        record = registry.push(args.directory, args.name, tuple(args.alias), model=args.model)
         print(json.dumps({k: record[k] for k in ("name", "version", "digest", "parent", "aliases")}))
     elif args.action == "list":
         for row in registry.list(args.name):

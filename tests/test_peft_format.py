@@ -198,3 +198,25 @@ def test_export_says_what_peft_leaves_out_and_refuses_what_it_cannot_hold(model_
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
                                                                       "notes.txt"]
+
+
+def test_a_peft_adapter_pushed_to_the_registry_is_stored_as_the_prompt_it_is(model_dirs, load, tmp_path):
+    """registry push reads the adapter onto its base model and stores a prompttune prompt,
+    fingerprinted against that model and recording where it came from; pulled back, it gives
+    PEFT's logits."""
+    from prompttune import Registry
+
+    folder = tmp_path / "adapter"
+    reference = make_adapter(model_dirs["llama"], "prefix_tuning_projection", folder)
+    registry = Registry(tmp_path / "registry")
+    record = registry.push(folder, "imported")
+    assert (record["name"], record["version"], record["method"], record["task"]) == ("imported", 1, "deep_prompt",
+                                                                                     "generation")
+    pulled = registry.pull("imported@1", tmp_path / "pulled")
+    meta = json.loads((pulled / "prompt.json").read_text())
+    assert meta["imported_from"]["peft_type"] == "PREFIX_TUNING" and len(meta["imported_from"]["adapter_sha256"]) == 64
+    backbone = load("llama")
+    ids = torch.tensor([backbone.tokenizer("the movie was very good")["input_ids"]])
+    torch.testing.assert_close(prompttune_logits(load_prompt(pulled, backbone=backbone), ids),
+                               reference_logits(reference, ids), rtol=1e-4, atol=1e-4)
+    assert not list((tmp_path / "registry").glob(".peft-import-*"))  # the staging folder is gone

@@ -341,13 +341,19 @@ class Registry:
 
     # ---- changing -----------------------------------------------------------------------------
 
-    def push(self, directory: str | os.PathLike, name: str, aliases: tuple[str, ...] = ()) -> dict:
+    def push(self, directory: str | os.PathLike, name: str, aliases: tuple[str, ...] = (),
+             model: str | None = None) -> dict:
         """Store the artifact in `directory` as the next version of `name`; returns its record.
         The artifact is checked first as far as it can be without its base model (every field,
-        file checksum, tensor and config): what cannot be loaded is not stored."""
+        file checksum, tensor and config): what cannot be loaded is not stored. A PEFT prompt
+        adapter folder is read onto its base model (`model`, else the one its config names) and
+        stored as the prompttune prompt it is, fingerprinted against that model."""
         from .artifact import check_artifact
+        from .peft_format import is_peft_adapter
 
         directory = Path(directory)
+        if is_peft_adapter(directory):
+            return self._push_peft(directory, name, aliases, model)
         if not isinstance(name, str) or "@" in name:
             raise RegistryError(f"--name {quoted(name)}: a name without '@' (the registry numbers versions itself)")
         parse_spec(name)
@@ -388,6 +394,22 @@ class Registry:
             for alias in aliases:
                 db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version))
         return self.show(f"{name}@{version}")
+
+    def _push_peft(self, directory: Path, name: str, aliases: tuple[str, ...], model: str | None) -> dict:
+        import tempfile
+
+        from ..core.backbone import Backbone
+        from ..storage import sha256_file
+        from .artifact import save_prompt
+        from .peft_format import PEFT_WEIGHTS, load_peft_prompt, read_peft_config
+
+        config = read_peft_config(directory)
+        prompt = load_peft_prompt(directory, Backbone.from_pretrained(model or config["base_model_name_or_path"]))
+        with tempfile.TemporaryDirectory(dir=self.root, prefix=".peft-import-") as staging:
+            source = {"peft_adapter": str(directory), "peft_type": config["peft_type"],
+                      "adapter_sha256": sha256_file(directory / PEFT_WEIGHTS)}
+            save_prompt(prompt, Path(staging) / "prompt", extra={"imported_from": source})
+            return self.push(Path(staging) / "prompt", name, aliases)
 
     def set_alias(self, spec: str, alias: str) -> dict:
         """Point NAME@ALIAS at the version `spec` names (moving it if it pointed elsewhere)."""
