@@ -118,12 +118,13 @@ def train_prompt(
         # export can be resumed without searching again.
         exports = type(prompt.method).exported is not PromptMethod.exported
         result = run_training(prompt, train_examples, eval_examples, train_config, output_dir=run_dir, resume=resume,
-                              keep_checkpoint=exports and main)
+                              keep_checkpoint=exports and main, logging_dir=output_dir / "trackers",
+                              run_name=output_dir.resolve().name)
         dev_metrics, steps, seconds = result.dev_metrics, result.steps, result.seconds
-        history, best_step = result.history, result.best_step
+        history, best_step, tracker_runs = result.history, result.best_step, result.tracker_runs
     else:  # a hard prompt: nothing to train, only to score
         dev_metrics = evaluate(prompt, eval_examples, train_config.eval_batch_size) if eval_examples else None
-        steps, seconds, history, best_step = 0, 0.0, [], None
+        steps, seconds, history, best_step, tracker_runs = 0, 0.0, [], None, {}
     training = {
         "data": str(train),
         "data_sha256": args["data_sha256"]["train"],
@@ -165,7 +166,19 @@ def train_prompt(
             tx.copy(RUN_ARGS, run_dir / RUN_ARGS)
             if (run_dir / "log.jsonl").is_file():
                 tx.copy("log.jsonl", run_dir / "log.jsonl")
+        if "mlflow" in tracker_runs:
+            _log_to_mlflow(tracker_runs["mlflow"], output_dir)
     return metrics
+
+
+def _log_to_mlflow(run_id: str, output_dir: Path) -> None:
+    """The saved prompt (its artifact files and metrics) as the MLflow run's artifact `prompt/`."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for name in (META, TENSORS, METRICS):
+        if (output_dir / name).is_file():
+            client.log_artifact(run_id, str(output_dir / name), artifact_path="prompt")
 
 
 def _split_options(options: dict) -> tuple[TaskOptions, dict]:

@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", help="comma-separated seeds")
     c.add_argument("--max-steps", type=int)
     c.add_argument("--batch-size", type=int)
+    c.add_argument("--report-to", help="experiment trackers for every cell (TrainConfig's report_to), each cell a run "
+                                       "named after it")
     c.add_argument("--eval-size", type=int, help="score on a fixed random subset of the eval data")
     c.add_argument("--metric", help="the metric plotted and used to keep each cell's best prompt")
     add_config_arguments(c, TaskOptions, "task and data (TaskOptions' fields; others go in the spec's prompt_options)",

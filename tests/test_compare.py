@@ -169,3 +169,15 @@ def test_eval_subset_keeps_every_reference_of_a_chosen_source(tmp_path):
     spec = SweepSpec.from_dict({"model": "m", "train": str(dev), "eval": str(dev), "methods": ["soft_prompt"],
                                 "eval_size": 4}, "x.yaml")
     assert len(open(_eval_subset(spec, tmp_path / "cls")).readlines()) == 4
+
+
+def test_report_to_gives_every_cell_its_own_tracker_run(sweep, tmp_path):
+    """`compare --report-to tensorboard`: each cell logs to a run named after it, in its folder."""
+    path, _ = sweep
+    out = tmp_path / "out"
+    process = _run(["--spec", path, "--output", out, "--methods", "linear_probe", "--seeds", "0,1", "--train-sizes",
+                    "full", "--report-to", "tensorboard"])
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    for cell in ("linear_probe_nfull_seed0", "linear_probe_nfull_seed1"):
+        assert list((out / "cells" / cell / "trackers" / cell).glob("events.out.tfevents.*")), cell

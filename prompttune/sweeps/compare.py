@@ -641,7 +641,7 @@ def spec_from_args(args) -> SweepSpec:
             items = [x if x == FULL else int(x) for x in items]
         values[key] = items
     train_options = dict(values.get("train_options") or {})
-    for key in ("max_steps", "batch_size"):
+    for key in ("max_steps", "batch_size", "report_to"):
         if getattr(args, key) is not None:
             train_options[key] = getattr(args, key)
     values["train_options"] = train_options

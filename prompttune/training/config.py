@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from ..config import ConfigBase, check
 
 OPTIMIZERS = ("adamw", "adafactor")
+#: The experiment trackers Accelerate can log to (accelerate.tracking).
+TRACKERS = ("tensorboard", "mlflow", "wandb", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
@@ -67,7 +69,30 @@ class TrainConfig(ConfigBase):
     (less padding, so less work where a forward's cost grows with its tokens, as on a CPU); the loss
     and the gradient are the batch's. None: one forward per batch."""
 
+    report_to: str | None = None
+    """Experiment trackers to log to through Accelerate, comma-separated (tensorboard, mlflow,
+    wandb, aim, comet_ml, clearml, dvclive, swanlab, trackio) or all: the run's configuration, the
+    loss and learning rate every `log_every` steps and the dev metrics at every evaluation (and,
+    for MLflow, the saved prompt as the run's artifact). TensorBoard writes into the output folder's
+    `trackers/`; MLflow to $MLFLOW_TRACKING_URI (default ./mlruns)."""
+    run_name: str | None = None
+    """The trackers' project (TensorBoard's run folder, MLflow's experiment); None: the output
+    folder's name."""
+
+    def trackers(self) -> list[str]:
+        """`report_to` as a list of tracker names."""
+        if not self.report_to:
+            return []
+        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
+        return list(TRACKERS) if names == ["all"] else names
+
     def __post_init__(self):
+        names = [n.strip() for n in (self.report_to or "").split(",") if n.strip()]
+        unknown = sorted(set(names) - set(TRACKERS) - {"all"})
+        check(self.report_to is None or (isinstance(self.report_to, str) and names and not unknown), "report_to",
+              f"unknown tracker(s) {unknown}; known: {', '.join(TRACKERS)}, or all")
+        check(self.run_name is None or (isinstance(self.run_name, str) and self.run_name.strip()), "run_name",
+              "must be non-empty text")
         check(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
         check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be positive")
         check(self.epochs > 0, "epochs", "must be positive")

@@ -36,9 +36,11 @@ class TrainResult:
     dev_metrics: dict | None
     history: list = field(default_factory=list)
     stopped_early: bool = False
+    #: Tracker name -> the run it logged to (MLflow: its run id), for what is logged after training.
+    tracker_runs: dict = field(default_factory=dict)
 
 
-def _accelerator(config: TrainConfig):
+def _accelerator(config: TrainConfig, logging_dir: str | os.PathLike | None = None):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -50,7 +52,28 @@ def _accelerator(config: TrainConfig):
         # Accelerate keeps one precision per process; a later run in the same process (a sweep, a
         # notebook) may ask for another. The distributed state (PartialState) is left as it is.
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+    trackers = config.trackers()
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
+                       log_with=trackers or None, project_dir=str(logging_dir or "trackers") if trackers else None)
+
+
+def _start_trackers(accelerator, config: TrainConfig, model: PromptModel, name: str) -> None:
+    """The run's configuration as the trackers' hyperparameters (scalars; the rest as JSON text)."""
+    values = {"method": model.method.name, "task": model.task.name,
+              **{f"method.{k}": v for k, v in model.method.config.to_dict().items()},
+              **{f"train.{k}": v for k, v in config.to_dict().items()}}
+    values = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in values.items()}
+    try:
+        accelerator.init_trackers(name, config=values)
+    except Exception as error:  # noqa: BLE001 - a tracker's own error (not installed, no store) says why
+        raise ConfigError(f"report_to: {config.report_to!r} cannot start: {type(error).__name__}: {error}") from None
+
+
+def _tracker_runs(accelerator, config: TrainConfig) -> dict:
+    runs = {}
+    if "mlflow" in config.trackers() and accelerator.is_main_process:
+        runs["mlflow"] = accelerator.get_tracker("mlflow").tracker.info.run_id
+    return runs
 
 
 def _optimizer(model: PromptModel, config: TrainConfig):
@@ -93,16 +116,18 @@ def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, 
 
 def train(model: PromptModel, train_examples: list[Example], eval_examples: list[Example] | None = None,
           config: TrainConfig = TrainConfig(), output_dir: str | os.PathLike | None = None,
-          resume: bool = False, keep_checkpoint: bool = False) -> TrainResult:
+          resume: bool = False, keep_checkpoint: bool = False, logging_dir: str | os.PathLike | None = None,
+          run_name: str | None = None) -> TrainResult:
     """Train the prompt in place. With `output_dir` (the run's working folder), a metrics log
     (`log.jsonl`) and resumable checkpoints (prompttune/training/checkpoint.py) are written there;
     `resume=True` continues from the last checkpoint. A finished run removes its checkpoints, or
     with `keep_checkpoint` saves its final state as one (a search keeps it until the prompt it
-    found is saved: resuming it then goes straight to the end)."""
+    found is saved: resuming it then goes straight to the end). With `config.report_to`, the
+    trackers log under `logging_dir` (default ./trackers) as `config.run_name` or `run_name`."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    accelerator = _accelerator(config)
+    accelerator = _accelerator(config, logging_dir)
     set_seed(config.seed)
     output = Path(output_dir) if output_dir is not None else None
     task = model.task
@@ -144,6 +169,9 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
 
     log = _Log(output / "log.jsonl" if output is not None and accelerator.is_main_process else None,
                keep_until=state["step"] if resume else None)
+    if config.trackers():
+        _start_trackers(accelerator, config, prompt_model, config.run_name or run_name or "prompttune")
+        log.trackers = accelerator
     bar = tqdm(total=total, initial=state["step"], disable=not (config.progress and accelerator.is_main_process),
                desc=f"{prompt_model.method.name}", dynamic_ncols=True)
     start = time.perf_counter()
@@ -236,8 +264,13 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     elif output is not None and accelerator.is_main_process:
         checkpoint.remove(output)
     accelerator.wait_for_everyone()
+    tracker_runs = _tracker_runs(accelerator, config) if config.trackers() else {}
+    if config.trackers():
+        if dev_metrics:
+            accelerator.log({f"best/{k}": v for k, v in dev_metrics.items() if isinstance(v, float)}, step=state["step"])
+        accelerator.end_training()
     return TrainResult(steps=state["step"], seconds=seconds, best_step=state["best_step"], dev_metrics=dev_metrics,
-                       history=state["history"], stopped_early=stopped_early)
+                       history=state["history"], stopped_early=stopped_early, tracker_runs=tracker_runs)
 
 
 def _loss(model, task, rows: list[dict], config: TrainConfig, device) -> tuple[torch.Tensor, dict]:
@@ -283,7 +316,14 @@ class _Log:
                     kept.append(line)
         write_atomic(path, "".join(line + "\n" for line in kept))
 
+    trackers = None  # an Accelerator logging to experiment trackers, where the run has some
+
     def write(self, entry: dict) -> None:
+        if self.trackers is not None and "step" in entry:
+            scalars = {f"train/{k}": v for k, v in entry.items() if k in ("loss", "lr")}
+            scalars.update({f"eval/{k}": v for k, v in (entry.get("eval") or {}).items()})
+            if scalars:
+                self.trackers.log(scalars, step=entry["step"])
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"time": time.time(), **entry}) + "\n")
