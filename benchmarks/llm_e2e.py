@@ -59,6 +59,7 @@ PEFT = {"peft_prefix_tuning": "prefix", "peft_prefix_tuning_noproj": "deep_promp
 SHOTS = {"zero_shot": 0, "three_shot": 3}
 METHODS = (*OURS, *PEFT, *SHOTS)
 DECODINGS = {"greedy": 1, "beam5": 5}
+NAMES = {"bleu": "BLEU", "nist": "NIST", "meteor": "METEOR", "rougeL": "ROUGE-L", "cider": "CIDEr", "chrf": "chrF"}
 
 
 def write_subsets(train_size: int, dev_size: int, seed: int, dev_seed: int = 0) -> tuple[Path, Path]:
@@ -350,7 +351,7 @@ def markdown(setting: dict, rows: dict) -> str:
     ]
     for name in DECODINGS:
         lines += [f"## {'Greedy decoding' if name == 'greedy' else 'Beam search, 5 beams'}", "",
-                  "| method | " + " | ".join(m if m != "rougeL" else "ROUGE-L" for m in metrics)
+                  "| method | " + " | ".join(NAMES[m] for m in metrics)
                   + " | trainable params | artifact bytes | train s | transformers |",
                   "|---" * (len(metrics) + 5) + "|"]
         for method, row in rows.items():
@@ -381,6 +382,34 @@ def targets(rows: dict) -> list[str]:
         else:
             out.append(f"- {text}: {'met' if a >= b + margin else 'NOT met'} ({ours} {a:.2f}, {theirs} {b:.2f})")
     return out
+
+
+def plot_params(rows: dict, path: Path) -> None:
+    """Greedy BLEU against trainable parameters (log scale); the untrained prompts as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prompttune.storage import save_figure
+
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for method, row in rows.items():
+        bleu = row["scores"]["greedy"]["bleu"]
+        if row["trainable_parameters"]:
+            axis.scatter(row["trainable_parameters"], bleu, marker="s" if method.startswith("peft") else "o")
+            axis.annotate(method, (row["trainable_parameters"], bleu), textcoords="offset points", xytext=(4, 4),
+                          fontsize=8)
+        else:
+            axis.axhline(bleu, linestyle=":", color="grey")
+            axis.annotate(method, (1e3, bleu), textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey")
+    axis.set_xscale("log")
+    axis.set_xlabel("trainable parameters")
+    axis.set_ylabel("BLEU (dev, greedy)")
+    axis.set_title("E2E on SmolLM2-135M-Instruct: quality against size")
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
 
 
 def main() -> None:
@@ -428,6 +457,7 @@ def main() -> None:
             if saved["setting"] == setting:
                 rows[method] = saved["row"]
     if rows and not args.no_write:
+        plot_params(rows, RESULTS / f"{args.name}_params.png")
         write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
                       markdown(setting, rows))
 
