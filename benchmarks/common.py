@@ -82,3 +82,72 @@ def optimiser_step(loss, params, optimizer, scheduler, max_grad_norm: float | No
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+# ---- runs that resume, and memory of one step ------------------------------------------------------
+
+def finished_run(out: Path, setting: dict) -> dict | None:
+    """The result row of the run kept in `out` if it finished with `setting`; otherwise None, with
+    `out` made ready for a run of that setting (refused if it holds a run of another)."""
+    from prompttune.storage import write_json_atomic
+
+    done = out / "result.json"
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved["setting"] == setting:
+            return saved["row"]
+    if (out / "setting.json").is_file() and json.loads((out / "setting.json").read_text()) != setting:
+        raise SystemExit(f"{out} holds a run with another setting; move it away to run this one")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "setting.json", setting)
+    return None
+
+
+def finish_run(out: Path, setting: dict, row: dict) -> dict:
+    from prompttune.storage import write_json_atomic
+
+    write_json_atomic(out / "result.json", {"setting": setting, "row": row})
+    return row
+
+
+def peak_memory_in_child(argv: list[str]) -> float:
+    """Run `argv` (a script that prints one step's memory as its last line of JSON) in a process of
+    its own, with glibc mapping and unmapping blocks of 128 KiB and more one by one, so that what a
+    step frees leaves the resident memory at once and samples follow what is alive."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def step_peak_memory(step) -> float:
+    """MB the second call of `step(i)` adds to the resident memory at its peak (the first call
+    allocates the optimiser's state), sampled every 2 ms."""
+    import gc
+    import os
+    import threading
+    import time
+
+    step(0)
+    gc.collect()
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def resident() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * page
+
+    before, peak, done = resident(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    step(1)
+    done.set()
+    sampler.join()
+    return (max(peak[0], resident()) - before) / 2 ** 20

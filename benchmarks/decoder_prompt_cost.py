@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
 
-from common import SHARED, environment, write_results
+from common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
 
 TEMPLATE = "Review: {text} All in all, it was {mask}"
 PACKED = "prompttune: prompt once, rows packed"
@@ -132,41 +130,14 @@ def step_times(args) -> dict:
 
 def peak_memory(args, name: str) -> float:
     """MB a training step adds to the process's peak memory, measured in a process of its own."""
-    argv = [sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size", str(args.batch_size),
-            "--tokens", str(args.tokens), "--batches", str(args.batches), "--threads", str(args.threads)]
-    # Blocks of 128 KiB and more mapped and unmapped one by one, so that what a step frees leaves
-    # the resident memory at once and the samples follow what is alive.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return peak_memory_in_child([sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size",
+                                 str(args.batch_size), "--tokens", str(args.tokens), "--batches", str(args.batches),
+                                 "--threads", str(args.threads)])
 
 
 def one_step_memory(args) -> float:
-    import gc
-    import threading
-
     steps, _, _, _ = setups(args)
-    steps[args.memory_of](0)  # a first step allocates the optimiser's state
-    gc.collect()
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def resident() -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * page
-
-    before, peak, done = resident(), [0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], resident())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    steps[args.memory_of](1)
-    done.set()
-    sampler.join()
-    return (max(peak[0], resident()) - before) / 2 ** 20
+    return step_peak_memory(steps[args.memory_of])
 
 
 def generation_times(args) -> dict:

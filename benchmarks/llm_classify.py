@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, SHARED, environment, optimiser_step, prompttune_order, write_results
+from common import SHARED, environment, finish_run, finished_run, optimiser_step, prompttune_order, write_results
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_classify"
 MODEL = "smollm2-135m-instruct"
@@ -215,18 +215,10 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
 def run(method: str, dataset: str, args, setting: dict) -> dict:
     import transformers
 
-    from prompttune.storage import write_json_atomic
-
     out = WORK / dataset / method
-    done = out / "result.json"
-    if done.is_file():
-        saved = json.loads(done.read_text())
-        if saved["setting"] == setting:
-            return saved["row"]
-    if (out / "setting.json").is_file() and json.loads((out / "setting.json").read_text()) != setting:
-        raise SystemExit(f"{out} holds a run with another setting; move it away to run this one")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "setting.json", setting)
+    finished = finished_run(out, setting)
+    if finished is not None:
+        return finished
     train, dev = subset(dataset, args.train_size, args.eval_size, args.seed)
     started = time.perf_counter()
     if method in PEFT:
@@ -235,8 +227,7 @@ def run(method: str, dataset: str, args, setting: dict) -> dict:
         row = run_ours(method, dataset, args, train, dev, out)
         row["transformers"] = transformers.__version__
     row["wall_seconds"] = round(time.perf_counter() - started, 1)
-    write_json_atomic(done, {"setting": setting, "row": row})
-    return row
+    return finish_run(out, setting, row)
 
 
 def markdown(setting: dict, rows: dict) -> str:

@@ -26,16 +26,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
-import subprocess
 import sys
-import threading
 import time
 
 import torch
 
-from common import SHARED, environment, write_results
+from common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
 
 PAIRS = {"prefix": "peft_prefix_tuning", "deep_prompt": "peft_prefix_tuning_noproj",
          "soft_prompt": "peft_prompt_tuning", "p_tuning": "peft_p_tuning"}
@@ -55,8 +52,7 @@ def e2e_pairs(count: int) -> list[tuple[str, str]]:
 
 def setups(args, only: str | None = None) -> dict:
     """Each contender's training step on batch i (only one of them, in a memory measurement)."""
-    from peft import (PrefixTuningConfig, PromptEncoderConfig, PromptEncoderReparameterizationType,
-                      PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model)
+    from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from prompttune import Backbone, Example, PromptModel, TrainConfig
@@ -64,6 +60,8 @@ def setups(args, only: str | None = None) -> dict:
     from prompttune.methods import method_class
     from prompttune.tasks import GenerationConfig
     from prompttune.training.loop import _loss
+
+    from llm_e2e import peft_model
 
     pairs = e2e_pairs(args.batch_size * args.batches)
     examples = [Example(mr, targets=(ref,)) for mr, ref in pairs]
@@ -101,19 +99,13 @@ def setups(args, only: str | None = None) -> dict:
     for ours, kind in PAIRS.items():
         if only not in (None, kind):
             continue
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        if kind == "peft_prefix_tuning":
-            peft_config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True,
-                                             encoder_hidden_size=512)
-        elif kind == "peft_prefix_tuning_noproj":
-            peft_config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10)
-        elif kind == "peft_prompt_tuning":
-            peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
-                                             prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
-        else:
-            peft_config = PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
-                                              encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM)
-        model = get_peft_model(base, peft_config)
+        if kind == "peft_p_tuning":
+            base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            model = get_peft_model(base, PromptEncoderConfig(
+                task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
+                encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM))
+        else:  # the configurations the E2E comparison trains
+            base, model = peft_model(kind, path)
         model.train()
         base.eval()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
@@ -146,38 +138,13 @@ def step_times(args) -> dict:
 
 
 def peak_memory(args, name: str) -> float:
-    argv = [sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size", str(args.batch_size),
-            "--batches", str(args.batches), "--threads", str(args.threads)]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """MB a training step of `name` adds to the process's peak memory, in a process of its own."""
+    return peak_memory_in_child([sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size",
+                                 str(args.batch_size), "--batches", str(args.batches), "--threads", str(args.threads)])
 
 
 def one_step_memory(args) -> float:
-    import gc
-
-    step = setups(args, only=args.memory_of)["steps"][args.memory_of]
-    step(0)
-    gc.collect()
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def resident() -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * page
-
-    before, peak, done = resident(), [0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], resident())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    step(1)
-    done.set()
-    sampler.join()
-    return (max(peak[0], resident()) - before) / 2 ** 20
+    return step_peak_memory(setups(args, only=args.memory_of)["steps"][args.memory_of])
 
 
 def generation_times(args) -> dict:

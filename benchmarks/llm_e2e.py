@@ -39,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, SHARED, environment, optimiser_step, prompttune_order, write_results
+from common import (RESULTS, SHARED, environment, finish_run, finished_run, optimiser_step, prompttune_order,
+                    write_results)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_e2e"
 MODEL = "smollm2-135m-instruct"
@@ -292,15 +293,9 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
     from prompttune.tasks.metrics import e2e_metrics, generation_metrics
 
     out = WORK / method
-    done = out / "result.json"
-    if done.is_file():
-        saved = json.loads(done.read_text())
-        if saved["setting"] == setting:
-            return saved["row"]
-    if out.exists() and (out / "setting.json").is_file() and json.loads((out / "setting.json").read_text()) != setting:
-        raise SystemExit(f"{out} holds a run with another setting; move it away to run this one")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "setting.json", setting)
+    finished = finished_run(out, setting)
+    if finished is not None:
+        return finished
     trained = train_peft(method, args, train, out) if method in PEFT else train_ours(method, args, train, out)
     dev = group_references(load_generation_examples(str(dev_path), "mr", "ref"))
     references = [list(e.targets) for e in dev]
@@ -324,8 +319,7 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
         scores.update(e2e_metrics(hypotheses, references))
         row["scores"][name] = {k: round(v, 4) for k, v in scores.items() if k not in ("count", "references_per_source")}
         row["samples"][name] = hypotheses[:3]
-    write_json_atomic(done, {"setting": setting, "row": row})
-    return row
+    return finish_run(out, setting, row)
 
 
 # ---- report ----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import random
 import time
 from pathlib import Path
 
-from common import RESULTS, SHARED, environment, write_results
+from common import SHARED, environment, finish_run, finished_run, write_results
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_samsum"
 MODEL = "smollm2-135m-instruct"
@@ -84,15 +84,9 @@ def run(method: str, args, train: Path, test: Path, setting: dict) -> dict:
     from prompttune.tasks.metrics import generation_metrics
 
     out = WORK / method
-    done = out / "result.json"
-    if done.is_file():
-        saved = json.loads(done.read_text())
-        if saved["setting"] == setting:
-            return saved["row"]
-    if (out / "setting.json").is_file() and json.loads((out / "setting.json").read_text()) != setting:
-        raise SystemExit(f"{out} holds a run with another setting; move it away to run this one")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "setting.json", setting)
+    finished = finished_run(out, setting)
+    if finished is not None:
+        return finished
     common = dict(model=args.model, task="generation", train=str(train), output=str(out), source_column="dialogue",
                   target_column="summary", max_length=args.max_source_length,
                   max_target_length=args.max_target_length, seed=args.seed, progress=False)
@@ -119,8 +113,7 @@ def run(method: str, args, train: Path, test: Path, setting: dict) -> dict:
            "train_seconds": metrics["training"]["seconds"], "steps": metrics["training"]["steps"],
            "trainable_parameters": metrics["parameters"]["trainable"], "artifact_bytes": metrics["artifact_bytes"],
            "transformers": transformers.__version__, "samples": hypotheses[:3]}
-    write_json_atomic(done, {"setting": setting, "row": row})
-    return row
+    return finish_run(out, setting, row)
 
 
 def markdown(setting: dict, rows: dict, policy: dict) -> str:
