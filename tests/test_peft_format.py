@@ -220,3 +220,20 @@ def test_a_peft_adapter_pushed_to_the_registry_is_stored_as_the_prompt_it_is(mod
     torch.testing.assert_close(prompttune_logits(load_prompt(pulled, backbone=backbone), ids),
                                reference_logits(reference, ids), rtol=1e-4, atol=1e-4)
     assert not list((tmp_path / "registry").glob(".peft-import-*"))  # the staging folder is gone
+
+
+def test_evaluate_and_inspect_take_a_peft_folder(model_dirs, tmp_path):
+    """A PEFT adapter is scored on a source/target file like a prompttune generation prompt, and
+    inspected like one (its virtual tokens' nearest vocabulary tokens)."""
+    from prompttune.analysis.inspection import inspect_prompt
+    from prompttune.api import evaluate_prompt
+
+    folder = tmp_path / "adapter"
+    make_adapter(model_dirs["llama"], "prompt_tuning", folder)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"source": "the movie was", "target": "very good"}\n{"source": "a film", "target": "bad"}\n')
+    scores = evaluate_prompt(str(folder), str(data), batch_size=2)
+    assert scores["count"] == 2 and 0.0 <= scores["bleu"] <= 100.0
+    report = inspect_prompt(folder, top=2)
+    assert report["method"] == "soft_prompt" and report["task"] == "generation"
+    assert len(report["virtual_tokens"]) == VIRTUAL and all(len(row["nearest"]) == 2 for row in report["virtual_tokens"])
