@@ -28,7 +28,7 @@ from .artifacts.artifact import META, METRICS, TENSORS, load_prompt, prompt_meta
 from .core.backbone import Backbone
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
 from .tasks.data import Example
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .methods import PromptMethod
 from .model import PromptModel
 from .options import TaskOptions
@@ -273,12 +273,49 @@ def _examples(prompt_dir: str, data: str, labelled: bool = True, **columns) -> l
 def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text_pair_column: str | None = None,
                     label_column: str | None = None, batch_size: int = 64, model: str | None = None,
                     device: str | None = None, source_column: str | None = None, target_column: str | None = None,
-                    dtype: str | None = None, device_map: str | None = None) -> dict:
-    """Metrics of a saved prompt on labelled data (columns default to those it was trained with)."""
+                    dtype: str | None = None, device_map: str | None = None, group_column: str | None = None) -> dict:
+    """Metrics of a saved prompt on labelled data (columns default to those it was trained with).
+    With `group_column`, also `groups`: every metric for each value of that column, with its
+    count and `small` where it has fewer than 30 examples; and `group_gaps`: per metric, the
+    largest difference between groups and which they are."""
     examples = _examples(prompt, data, text_column=text_column, text_pair_column=text_pair_column,
                          label_column=label_column, source_column=source_column, target_column=target_column)
+    groups = _group_values(prompt, data, group_column, len(examples)) if group_column else None
     loaded = _load(prompt, model, device, dtype, device_map)
-    return evaluate(loaded, examples, batch_size)
+    metrics = evaluate(loaded, examples, batch_size)
+    if groups is None:
+        return metrics
+    from .tasks.metrics import SMALL_GROUP, group_gaps
+
+    per_group = {}
+    for value in sorted(set(groups), key=str):
+        subset = [e for e, g in zip(examples, groups) if g == value]
+        scores = evaluate(loaded, subset, batch_size)
+        per_group[value] = {**{k: v for k, v in scores.items() if isinstance(v, (int, float))}, "count": len(subset),
+                            "small": len(subset) < SMALL_GROUP}
+    task_cls = type(loaded.task)
+    metrics["groups"] = per_group
+    metrics["group_gaps"] = group_gaps(per_group, task_cls.metrics, task_cls.higher_is_better)
+    return metrics
+
+
+def _group_values(prompt: str, data: str, column: str, count: int) -> list[str]:
+    """Each example's value in `column` of the data file (rows in the order the task reads them)."""
+    task_cls = task_class(prompt_meta(prompt)["task"])
+    records = task_cls.read_records(data)
+    if len(records) != count:
+        raise ConfigError(f"--group-column {column}: {data} has {len(records)} rows and {count} examples; groups need "
+                          "one example per row")
+    values = []
+    for number, record in enumerate(records, 1):
+        value = record.get(column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{data}, data row {number} (header not counted): no value in the group column {column!r}")
+        if not isinstance(value, (str, int, float, bool)):
+            raise DataError(f"{data}, data row {number} (header not counted), column {column!r}: a group is a single "
+                            f"value, got {value!r}")
+        values.append(str(value))
+    return values
 
 
 def generate(prompt: str, texts: list[str] | None = None, data: str | None = None, source_column: str | None = None,

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     _prompt_or_ensemble(e)
     e.add_argument("--data", required=True)
     _columns(e, "text", "text_pair", "label", "source", "target")
+    e.add_argument("--group-column", help="also report every metric per value of this column, with each group's count "
+                                          "and the largest gap between groups")
     e.add_argument("--batch-size", type=int, default=64)
     _model_flags(e)
 
@@ -329,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                   Limits(args.max_batch_size, args.max_wait_ms, args.max_inputs, args.max_chars, args.max_loaded,
                          args.max_batch_tokens, args.max_body_bytes, args.max_request_tokens),
                   args.device, args.log_level, dtype=args.dtype, device_map=args.device_map)
+        elif args.command == "evaluate" and args.prompts and args.group_column:
+            raise PromptTuneError("--group-column: scores one prompt (--prompt), not an ensemble")
         elif args.command == "evaluate" and args.prompts:
             metrics = api.evaluate_ensemble(_prompt_list(args.prompts), args.data, args.combine, args.text_column,
                                             args.text_pair_column, args.label_column, args.batch_size, _model_name(args),
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics = api.evaluate_prompt(args.prompt, args.data, args.text_column, args.text_pair_column,
                                           args.label_column, args.batch_size, _model_name(args), args.device,
                                           source_column=args.source_column, target_column=args.target_column,
-                                          dtype=args.dtype, device_map=args.device_map)
+                                          dtype=args.dtype, device_map=args.device_map, group_column=args.group_column)
             print(json.dumps(metrics, indent=2))
         elif args.command == "generate":
             if bool(args.texts) == bool(args.data):

@@ -98,3 +98,22 @@ def e2e_metrics(hypotheses: list[str], references: list[list[str]]) -> dict:
     finally:
         del meteor_scorer  # stops its Java process
     return {"nist": float(nist), "meteor": 100.0 * float(meteor), "cider": float(cider)}
+
+
+#: Below this many examples a group's figures are flagged as unstable.
+SMALL_GROUP = 30
+
+
+def group_gaps(per_group: dict[str, dict], metrics: tuple[str, ...], higher_is_better) -> dict:
+    """For each metric every group has: the largest gap between two groups, which groups score
+    best and worst (by `higher_is_better(metric)`), and their counts."""
+    gaps = {}
+    for metric in metrics:
+        scored = {g: m[metric] for g, m in per_group.items() if isinstance(m.get(metric), (int, float))}
+        if len(scored) < 2:
+            continue
+        order = sorted(scored, key=scored.get, reverse=higher_is_better(metric))
+        best, worst = order[0], order[-1]
+        gaps[metric] = {"gap": abs(scored[best] - scored[worst]), "best": best, "worst": worst,
+                        "best_count": per_group[best]["count"], "worst_count": per_group[worst]["count"]}
+    return gaps
