@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "named after it")
     c.add_argument("--eval-size", type=int, help="score on a fixed random subset of the eval data")
     c.add_argument("--metric", help="the metric plotted and used to keep each cell's best prompt")
+    c.add_argument("--group-column", help="also score every cell per value of this eval column (GROUP:METRIC "
+                                          "columns, gap:METRIC, and a plot per group)")
     add_config_arguments(c, TaskOptions, "task and data (TaskOptions' fields; others go in the spec's prompt_options)",
                          only=("text_column", "text_pair_column", "label_column", "source_column", "target_column",
                                "template", "verbalizer"))

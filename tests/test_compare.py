@@ -181,3 +181,24 @@ def test_report_to_gives_every_cell_its_own_tracker_run(sweep, tmp_path):
     assert process.returncode == 0, stderr
     for cell in ("linear_probe_nfull_seed0", "linear_probe_nfull_seed1"):
         assert list((out / "cells" / cell / "trackers" / cell).glob("events.out.tfevents.*")), cell
+
+
+def test_a_sweep_scores_every_cell_per_group_and_plots_it(model_dirs, tmp_path):
+    """`group_column`: each cell's eval metrics per group value, the gap, summary columns and a plot."""
+    data = tmp_path / "train.csv"
+    data.write_text("text,label,site\n" + "".join(f"{t},{l},{'north' if i % 2 else 'south'}\n"
+                                                 for i, (t, l) in enumerate(SENTENCES * 2)))
+    out = tmp_path / "out"
+    process = _run(["--model", model_dirs["bert"], "--train", data, "--eval", data, "--methods", "linear_probe",
+                    "--seeds", "0,1", "--max-steps", "2", "--batch-size", "4", "--group-column", "site", "--output", out])
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    for row in rows:
+        assert float(row["north:count"]) + float(row["south:count"]) == len(SENTENCES) * 2
+        gap = abs(float(row["north:accuracy"]) - float(row["south:accuracy"]))
+        assert float(row["gap:accuracy"]) == pytest.approx(gap)
+    summary = (out / "summary.md").read_text()
+    assert "north:accuracy" in summary and "gap:accuracy" in summary
+    assert "Groups of site with fewer than 30 eval rows (their figures are unstable): north (8), south (8)" in summary
+    assert (out / "metric_by_group.png").is_file()

@@ -86,6 +86,10 @@ class SweepSpec:
     eval_groups: str | None = None
     """Extrapolation: score eval rows whose value in this column occurs in training ("seen") apart
     from the rest ("unseen"), as Li & Liang do with WebNLG's categories."""
+    group_column: str | None = None
+    """Score the eval rows per value of this column (`evaluate --group-column`): every metric per
+    group, as columns `GROUP:METRIC` (and `GROUP:count`), and the largest gap, `gap:METRIC`;
+    plotted per method as `metric_by_group.png`."""
 
     @classmethod
     def from_dict(cls, values: dict, where: str) -> "SweepSpec":
@@ -296,6 +300,14 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str, shared: dict | None = N
 
             scores = evaluate_prompt(str(folder), path, **columns)
             groups.update({f"{group}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "count"})
+        if spec.group_column:
+            from ..api import evaluate_prompt
+
+            scores = evaluate_prompt(str(folder), eval_path, **columns, group_column=spec.group_column)
+            for value, measured in scores["groups"].items():
+                groups.update({f"{value}:{k}": v for k, v in measured.items()
+                               if k in spec.task_class().metrics or k == "count"})
+            groups.update({f"gap:{k}": gap["gap"] for k, gap in scores["group_gaps"].items()})
     except Exception as error:  # noqa: BLE001 - a failed cell is reported, the sweep goes on
         from ..storage import write_atomic
 
@@ -428,6 +440,10 @@ def summarise(spec: SweepSpec, rows: list[dict]) -> list[dict]:
 def _metric_names(spec: SweepSpec, rows: list[dict]) -> list[str]:
     names = list(spec.task_class().metrics)
     names = names + [f"{group}_{n}" for group in ("seen", "unseen") for n in names]
+    if spec.group_column:  # GROUP:METRIC per group value, then gap:METRIC
+        values = sorted({k.split(":", 1)[0] for r in rows for k in r if ":" in k and not k.startswith("gap:")})
+        names += [f"{v}:{n}" for v in values for n in list(spec.task_class().metrics) + ["count"]]
+        names += [f"gap:{n}" for n in spec.task_class().metrics]
     return [n for n in names if any(n in r for r in rows)]
 
 
@@ -455,6 +471,14 @@ def write_outputs(spec: SweepSpec, rows: list[dict], out: Path) -> None:
         cells_ += [f"{s.get('trainable_parameters_mean', 0):,.0f}", f"{s.get('artifact_bytes_mean', 0):,.0f}",
                    f"{s.get('train_seconds_mean', 0):.1f}", f"{s.get('peak_memory_mb_mean', 0):.0f}"]
         lines.append("| " + " | ".join(cells_) + " |")
+    from ..tasks.metrics import SMALL_GROUP
+
+    counts = {k[: -len(":count")]: int(v) for r in rows for k, v in r.items()
+              if k.endswith(":count") and isinstance(v, (int, float))}
+    small = {g: n for g, n in counts.items() if n < SMALL_GROUP}
+    if small:
+        lines += ["", f"Groups of {spec.group_column} with fewer than {SMALL_GROUP} eval rows (their figures are unstable): "
+                  + ", ".join(f"{g} ({n})" for g, n in sorted(small.items()))]
     failed = [r for r in rows if r.get("status") == "failed"]
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- {r['cell']}: {r.get('error', '')}" for r in failed]
@@ -480,7 +504,7 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     write_atomic(path, text.getvalue())
 
 
-PLOTS = ("metric_vs_train_size", "metric_vs_length", "metric_vs_parameters", "training_curves")
+PLOTS = ("metric_vs_train_size", "metric_vs_length", "metric_vs_parameters", "training_curves", "metric_by_group")
 
 
 def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path, metric: str) -> list[Path]:
@@ -562,6 +586,23 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
         save(fig, ax, "metric_vs_parameters", f"dev {metric}")
+    # Per group (group_column): the metric for each group value, one bar per method and setting.
+    values = sorted({k.split(":", 1)[0] for s in summary for k in s
+                     if k.endswith(f":{metric}_mean") and not k.startswith("gap:")})
+    if values:
+        settings = [s for s in summary if any(f"{v}:{metric}_mean" in s for v in values)]
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(values) * max(1, len(settings)) / 2), 4.5))
+        width = 0.8 / max(1, len(settings))
+        for i, s in enumerate(settings):
+            label = " ".join(str(v) for v in (s["method"], s["length"], s["init"], s["train_size"]) if v is not None)
+            ax.bar([x + i * width for x in range(len(values))], [s.get(f"{v}:{metric}_mean", 0.0) for v in values],
+                   width, yerr=[s.get(f"{v}:{metric}_std", 0.0) for v in values], capsize=2, label=label,
+                   color=colour(s["method"]))
+        ax.set_xticks([x + width * (len(settings) - 1) / 2 for x in range(len(values))], values, rotation=30,
+                      ha="right", fontsize=8)
+        ax.set_xlabel(spec.group_column)
+        ax.legend(fontsize=6)
+        save(fig, ax, "metric_by_group", f"dev {metric}")
     # Training curves: the loss logged every few steps, averaged over seeds, one line per setting;
     # one panel per training-set size.
     curves: dict[tuple, dict[int, list[float]]] = {}
@@ -626,7 +667,7 @@ def spec_from_args(args) -> SweepSpec:
     from ..core.sources import model_name
 
     flags = {"model": model_name(args.model, args.gguf_file), "train": args.train, "eval": args.eval, "task": args.task,
-             "metric": args.metric, "eval_size": args.eval_size,
+             "metric": args.metric, "eval_size": args.eval_size, "group_column": args.group_column,
              **{k: getattr(args, k) for k in (*COLUMN_OPTIONS, "template", "verbalizer")}}
     values.update({k: v for k, v in flags.items() if v is not None})
     lists = {"methods": args.methods, "lengths": args.lengths, "inits": args.inits, "train_sizes": args.train_sizes,
