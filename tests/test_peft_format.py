@@ -117,8 +117,11 @@ def test_adapters_prompttune_cannot_read_are_refused_with_the_reason(model_dirs,
         (path / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes())
         return path
 
-    with pytest.raises(ArtifactError, match=r"task_type 'SEQ_CLS'; prompttune reads PEFT's CAUSAL_LM"):
+    with pytest.raises(ArtifactError, match=r"task_type 'SEQ_CLS'; prompttune reads PEFT's prompt adapters for "
+                                            r"generation, \['CAUSAL_LM', 'SEQ_2_SEQ_LM'\]"):
         load_prompt(variant("cls", task_type="SEQ_CLS"), backbone=backbone)
+    with pytest.raises(ArtifactError, match="a SEQ_2_SEQ_LM PREFIX_TUNING adapter .* PEFT gives the decoder a second"):
+        load_prompt(variant("s2s-prefix", task_type="SEQ_2_SEQ_LM"), backbone=load("t5"))
     with pytest.raises(ArtifactError, match=r"field 'peft_type' is 'LORA'"):
         load_prompt(variant("lora", peft_type="LORA"), backbone=backbone)
     with pytest.raises(ArtifactError, match=r"prompt_embeddings is \(3, 64\) for 3 layers"):
@@ -184,10 +187,17 @@ def test_export_says_what_peft_leaves_out_and_refuses_what_it_cannot_hold(model_
     t5 = load("t5")
     from prompttune.tasks import GenerationConfig
 
-    seq2seq = save_prompt(PromptModel.create(t5, "soft_prompt", GenerationConfig(), {"num_virtual_tokens": 2}, seed=0),
-                          tmp_path / "t5")
-    with pytest.raises(ConfigError, match="PEFT adapters are written for decoder-only models"):
+    seq2seq = save_prompt(PromptModel.create(t5, "prefix", GenerationConfig(), {"num_virtual_tokens": 2, "hidden_size": 8},
+                                             seed=0), tmp_path / "t5")
+    with pytest.raises(ConfigError, match="an encoder-decoder's prefix; PEFT's seq2seq prefix tuning"):
         export_peft(seq2seq, tmp_path / "out4", backbone=t5)
+    encoder = load("bert_encoder")
+    from conftest import task_config
+
+    headless = save_prompt(PromptModel.create(encoder, "soft_prompt", task_config(), {"num_virtual_tokens": 2},
+                                              readout="similarity", seed=0), tmp_path / "encoder")
+    with pytest.raises(ConfigError, match="an encoder; PEFT adapters are written for decoder-only and encoder-decoder"):
+        export_peft(headless, tmp_path / "out5", backbone=encoder)
     # A folder with other files is not written into unless asked; with --force only the adapter's files change.
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
@@ -237,3 +247,67 @@ def test_evaluate_and_inspect_take_a_peft_folder(model_dirs, tmp_path):
     report = inspect_prompt(folder, top=2)
     assert report["method"] == "soft_prompt" and report["task"] == "generation"
     assert len(report["virtual_tokens"]) == VIRTUAL and all(len(row["nearest"]) == 2 for row in report["virtual_tokens"])
+
+
+S2S_KINDS = {
+    "prompt_tuning": lambda: PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL,
+                                                num_transformer_submodules=1),
+    "p_tuning": lambda: PromptEncoderConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL,
+                                            encoder_hidden_size=16, num_transformer_submodules=1),
+}
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+@pytest.mark.parametrize("kind", list(S2S_KINDS))
+def test_an_encoder_decoder_soft_prompt_goes_both_ways(family, kind, model_dirs, load, tmp_path):
+    """A PEFT SEQ_2_SEQ_LM soft prompt on the encoder's input reads as a prompttune soft prompt with
+    PEFT's logits and greedy output; exported back, PEFT reads it to the same logits."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from prompttune import Example
+    from prompttune.artifacts.peft_format import export_peft
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]), S2S_KINDS[kind]())
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+    model.save_pretrained(tmp_path / "adapter")
+    reference = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]),
+                                          tmp_path / "adapter").eval()
+    backbone = load(family)
+    ours = load_prompt(tmp_path / "adapter", backbone=backbone)
+    batch = ours.task.collate([ours.task.encode(Example("the movie was very good", targets=("good film",)), "good film")])
+
+    def peft_logits(peft_model):
+        with torch.no_grad():
+            return peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              decoder_input_ids=batch["decoder_input_ids"]).logits
+
+    def our_logits(prompt):
+        from dataclasses import replace
+
+        with torch.no_grad():
+            inputs = replace(prompt.prepare(batch), full_logits=True)
+            return prompt.task.logits(prompt.backbone(inputs), inputs, batch)
+
+    expected = peft_logits(reference)
+    torch.testing.assert_close(our_logits(ours), expected, rtol=1e-4, atol=1e-4)
+    bare = AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]).eval()
+    with torch.no_grad():
+        plain = bare(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     decoder_input_ids=batch["decoder_input_ids"]).logits
+    assert (plain - expected).abs().max() > 1e-2  # the prompt changes the outputs
+    source = ours.task.collate([ours.task.encode(Example("the movie was very good"))], with_labels=False,
+                               for_generation=True)
+    generated = ours.generate(source, max_new_tokens=5, min_new_tokens=5, do_sample=False)[0].tolist()
+    theirs = reference.generate(input_ids=source["input_ids"], attention_mask=source["attention_mask"],
+                                max_new_tokens=5, min_new_tokens=5, do_sample=False)[0].tolist()
+    assert theirs[-5:] == generated  # (PEFT's output starts with the decoder's start token)
+
+    report = export_peft(tmp_path / "adapter", tmp_path / "again", backbone=backbone)
+    assert report["peft_type"] == "PROMPT_TUNING"
+    assert json.loads((tmp_path / "again" / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
+    again = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]), tmp_path / "again").eval()
+    torch.testing.assert_close(peft_logits(again), expected, rtol=1e-4, atol=1e-4)

@@ -14,8 +14,10 @@ A PEFT adapter folder holds `adapter_config.json` and `adapter_model.safetensors
 
 Decoder-only models (task type CAUSAL_LM) are read: a soft prompt becomes `soft_prompt`, a prefix
 `deep_prompt`, on the generation task with the source and the continuation joined with nothing
-between them, as PEFT's `generate` continues its input. Other task types and encoder-decoders are
-refused with a message that says why.
+between them, as PEFT's `generate` continues its input. Encoder-decoders (SEQ_2_SEQ_LM) are read
+where the adapter is a soft prompt on the encoder's input (`num_transformer_submodules` 1). Other
+task types, a second prompt for the decoder and PEFT's seq2seq prefixes are refused with a
+message that says why.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from pathlib import Path
 
 import torch
 
-from ..core.backbone import DECODER, Backbone
+from ..core.backbone import DECODER, ENCODER_DECODER, Backbone
 from ..errors import ArtifactError
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_TYPES = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
 TENSOR = "prompt_embeddings"
+#: PEFT task type -> the kind of model it is read onto.
+TASK_TYPES = {"CAUSAL_LM": "decoder-only", "SEQ_2_SEQ_LM": "encoder-decoder"}
 
 
 def is_peft_adapter(directory: str | os.PathLike) -> bool:
@@ -59,10 +63,14 @@ def read_peft_config(directory: str | os.PathLike) -> dict:
     for key in ("num_virtual_tokens", "token_dim", "num_layers", "num_attention_heads", "num_transformer_submodules"):
         if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or config[key] < 1:
             raise ArtifactError(f"{path}: field {key!r} must be a positive integer, got {config.get(key)!r}")
-    if config.get("task_type") != "CAUSAL_LM":
-        raise ArtifactError(f"{path}: task_type {config.get('task_type')!r}; prompttune reads PEFT's CAUSAL_LM prompt "
-                            "adapters (a classification adapter's head and an encoder-decoder's second prompt are not "
-                            "read yet)")
+    if config.get("task_type") not in TASK_TYPES:
+        raise ArtifactError(f"{path}: task_type {config.get('task_type')!r}; prompttune reads PEFT's prompt adapters "
+                            f"for generation, {list(TASK_TYPES)} (a classification adapter's head is not read)")
+    if config["task_type"] == "SEQ_2_SEQ_LM" and (kind == "PREFIX_TUNING" or config["num_transformer_submodules"] != 1):
+        raise ArtifactError(f"{path}: a SEQ_2_SEQ_LM {kind} adapter with num_transformer_submodules "
+                            f"{config['num_transformer_submodules']}; prompttune reads an encoder-decoder's soft prompt "
+                            "on the encoder's input (num_transformer_submodules 1): PEFT gives the decoder a second "
+                            "prompt, and its seq2seq prefixes a layout of their own, which prompttune does not read")
     if not isinstance(config.get("base_model_name_or_path"), str) or not config["base_model_name_or_path"]:
         raise ArtifactError(f"{path}: field 'base_model_name_or_path' must name the base model")
     return config
@@ -118,8 +126,10 @@ def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = N
         if device is not None:
             backbone.to(device)
     where = str(directory / PEFT_CONFIG)
-    if backbone.kind != DECODER:
-        raise ArtifactError(f"{where}: a CAUSAL_LM adapter, and {type(backbone.model).__name__} is not a decoder-only model")
+    kind = {"CAUSAL_LM": DECODER, "SEQ_2_SEQ_LM": ENCODER_DECODER}[config["task_type"]]
+    if backbone.kind != kind:
+        raise ArtifactError(f"{where}: a {config['task_type']} adapter, and {type(backbone.model).__name__} is not a "
+                            f"{TASK_TYPES[config['task_type']]} model")
     virtual = config["num_virtual_tokens"]
     if config["peft_type"] in ("PROMPT_TUNING", "P_TUNING"):
         expected = (virtual * config["num_transformer_submodules"], backbone.hidden_size)
@@ -160,10 +170,11 @@ def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: 
     """Write a prompttune prompt as a PEFT prompt-learning adapter that `PeftModel.from_pretrained`
     loads and runs to the same outputs: a soft prompt (soft_prompt, or P-tuning's encoder output,
     which is what PEFT saves) as PROMPT_TUNING, a key/value prefix (deep_prompt, or prefix tuning's
-    projected prefix, as PEFT saves it) as PREFIX_TUNING, on a decoder-only model. What the prompt
+    projected prefix, as PEFT saves it) as PREFIX_TUNING, on a decoder-only model, and an
+    encoder-decoder's soft prompt as PROMPT_TUNING on the encoder's input. What the prompt
     holds besides its tensors (a template, label words, an instruction, the separator) is listed
-    under "left_out"; a trained head, a prompt with both virtual tokens and a prefix, and
-    encoder-decoder prompts are refused, because a PEFT adapter cannot hold them. `output` must be
+    under "left_out"; a trained head, a prompt with both virtual tokens and a prefix, and an
+    encoder-decoder's prefix are refused, because a PEFT adapter cannot hold them. `output` must be
     a new or empty folder unless `force`, which replaces only the adapter's two files there."""
     from safetensors.torch import save
 
@@ -177,9 +188,9 @@ def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: 
     model = load_prompt(source, backbone=backbone)
     backbone = model.backbone
     where = f"export {source}"
-    if backbone.kind != DECODER:
-        raise ConfigError(f"{where}: a prompt for {type(backbone.model).__name__}; PEFT adapters are written for "
-                          "decoder-only models (an encoder-decoder's prompts are not exported yet)")
+    if backbone.kind not in (DECODER, ENCODER_DECODER):
+        raise ConfigError(f"{where}: a prompt for {type(backbone.model).__name__}, an encoder; PEFT adapters are written "
+                          "for decoder-only and encoder-decoder models")
     trained_task = sorted(name for name, _ in model.task.named_parameters())
     if trained_task:
         raise ConfigError(f"{where}: its task has trained weights {trained_task} (a classification head), which a PEFT "
@@ -191,7 +202,11 @@ def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: 
     if not parts.num_virtual and not parts.prefix_length:
         raise ConfigError(f"{where}: {meta['method']} has no prompt tensors to export (a hard prompt is text; "
                           "a baseline changes the model)")
-    config = {"base_model_name_or_path": meta["base_model"]["name_or_path"], "task_type": "CAUSAL_LM",
+    if backbone.kind == ENCODER_DECODER and parts.prefix_length:
+        raise ConfigError(f"{where}: an encoder-decoder's prefix; PEFT's seq2seq prefix tuning lays its prefix out in a "
+                          "way of its own, which prompttune does not write")
+    task_type = "CAUSAL_LM" if backbone.kind == DECODER else "SEQ_2_SEQ_LM"
+    config = {"base_model_name_or_path": meta["base_model"]["name_or_path"], "task_type": task_type,
               "inference_mode": True, "num_transformer_submodules": 1, "num_layers": backbone.config.num_hidden_layers,
               "revision": None, "modules_to_save": None, "peft_version": None}
     if parts.num_virtual:
