@@ -211,4 +211,5 @@ def test_the_committed_openapi_schema_matches_the_server(server):
     served = httpx.get(server["url"] + "/openapi.json").json()
     committed = json.loads((Path(__file__).parent.parent / "docs" / "openapi.json").read_text())
     assert served == committed, "docs/openapi.json is stale: python -m prompttune.serving.server > docs/openapi.json"
-    assert set(served["paths"]) == {"/v1/classify", "/v1/generate", "/v1/prompts", "/health", "/metrics"}
+    assert set(served["paths"]) == {"/v1/classify", "/v1/generate", "/v1/prompts", "/health", "/metrics", "/v1/models",
+                                    "/v1/completions", "/v1/chat/completions"}

@@ -224,10 +224,12 @@ class PromptSet:
         return results
 
     @torch.no_grad()
-    def generate(self, rows: list[Row], batch_size: int = 32, max_tokens: int | None = None,
-                 **options) -> list[list[str]]:
-        """Per row: the texts its prompt generates for it (num_return_sequences of them). Rows whose
-        prompts resolve to the same decoding options share one `generate` call."""
+    def generate(self, rows: list[Row], batch_size: int = 32, max_tokens: int | None = None, details: bool = False,
+                 **options) -> list[list]:
+        """Per row: the texts its prompt generates for it (num_return_sequences of them), or with
+        `details` a dict per sequence (`text`, `tokens` generated, `finished`: whether it ended with
+        the end-of-sequence token) and the row's `prompt_tokens` in each. Rows whose prompts resolve
+        to the same decoding options share one `generate` call."""
         rows = self._as_examples(rows)
         self._check_endpoint([n for n, _ in rows], "generate")
         names_all = [n for n, _ in rows]
@@ -243,10 +245,13 @@ class PromptSet:
                      for k, v in task.collate(features, with_labels=False, for_generation=True).items()}
             inputs = self._inputs(names, task.model_inputs(batch, self.backbone.embed(batch["input_ids"])))
             ids = self.backbone.generate(replace(inputs, full_logits=False), **resolved[names[0]])
-            texts = task.decode(ids)
+            texts = task.decode_details(ids) if details else task.decode(ids)
             per_row = len(texts) // len(chunk)
             for j, i in enumerate(chunk):
                 results[i] = texts[j * per_row:(j + 1) * per_row]
+                if details:
+                    for sequence in results[i]:
+                        sequence["prompt_tokens"] = lengths[i]
         return results
 
     # ---- ensembles ----------------------------------------------------------------------------

@@ -38,11 +38,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
+import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -50,6 +52,8 @@ from .. import __version__
 from ..artifacts.artifact import check_base_model
 from ..core.backbone import Backbone
 from .batcher import MicroBatcher
+from . import openai_api
+from .openai_api import OpenAIError
 from ..tasks.data import Example
 from ..errors import ArtifactError, PromptTuneError, quoted
 from ..inference.mixed import PromptSet
@@ -163,6 +167,77 @@ class PromptInfo(BaseModel):
     aliases: dict[str, int]
 
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIErrorDetail
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    task: str
+    method: str
+    base_model: str | None = None
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelCard]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: str
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    system_fingerprint: str | None = None
+    usage: Usage
+
+
+class AssistantMessage(BaseModel):
+    role: str
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    system_fingerprint: str | None = None
+    usage: Usage
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -250,7 +325,12 @@ class PromptService:
             self._ensure_loaded({name for name, _ in items})
             if key[0] == "classify":
                 return self.prompts.classify(items, batch_size=len(items), max_tokens=self.max_tokens)
-            return self.prompts.generate(items, batch_size=len(items), max_tokens=self.max_tokens, **dict(key[1]))
+            options = dict(key[1])
+            seed = options.pop("seed", None)
+            if seed is not None:  # the requests joined in this batch asked for the same seed
+                torch.manual_seed(seed)
+            return self.prompts.generate(items, batch_size=len(items), max_tokens=self.max_tokens,
+                                         details=key[0] == "openai", **options)
 
     @property
     def loaded(self) -> int:
@@ -383,7 +463,9 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     app = FastAPI(title="prompttune", version=__version__, lifespan=lifespan,
                   description="Many prompts over one frozen language model: classification, token classification "
-                              "and generation with prompts from a versioned registry, batched across prompts.")
+                              "and generation with prompts from a versioned registry, batched across prompts; "
+                              "generation prompts also as models of an OpenAI-compatible API (/v1/models, "
+                              "/v1/completions, /v1/chat/completions).")
     bearer = HTTPBearer(auto_error=False, description="Needed when the server was started with a token")
     app.add_middleware(BodyLimit, max_bytes=limits.body_bytes)
 
@@ -411,8 +493,28 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
     async def too_large(request: Request, error: TooLarge) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=413)
 
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, error: OpenAIError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own and those its routing raises
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if request.url.path in openai_api.OPENAI_PATHS:  # OpenAI's clients read OpenAI's error shape
+            shaped = OpenAIError(error.status_code, str(error.detail))
+            return JSONResponse(shaped.body(), status_code=error.status_code, headers=error.headers)
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        if request.url.path in openai_api.OPENAI_PATHS:
+            first = (error.errors() or [{}])[0]
+            loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+            param = loc[0] if loc else None
+            if first.get("type") == "extra_forbidden":
+                message = f"Unrecognized request argument supplied: {param}"
+            else:
+                message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid')}"
+            return JSONResponse(OpenAIError(400, message, param=param).body(), status_code=400)
         details = []
         for problem in error.errors():
             loc = list(problem.get("loc", ()))
@@ -517,6 +619,70 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
              summary="Every prompt in the registry")
     async def prompts() -> list[PromptInfo]:
         return [PromptInfo(**row) for row in await run_in_threadpool(service.registry.list)]
+
+    # ---- OpenAI-compatible endpoints (prompttune/serving/openai_api.py) ------------------------
+
+    openai_errors = {status: {"model": OpenAIErrorBody} for status in (400, 401, 404, 409, 413, 500)}
+
+    async def openai_resolve(spec: str) -> tuple[str, dict]:
+        try:
+            return await resolve(spec, "generate")
+        except HTTPException as error:
+            code = {404: "model_not_found"}.get(error.status_code)
+            raise OpenAIError(error.status_code, f"model: {error.detail}", param="model", code=code) from None
+
+    async def openai_generate(body, sources: list[str], chat: bool) -> dict:
+        openai_api.check_served(body)
+        if len(sources) > limits.max_inputs:
+            raise OpenAIError(413, f"prompt: {len(sources)} prompts; at most {limits.max_inputs} per request",
+                              param="prompt")
+        for i, text in enumerate(sources):
+            if not isinstance(text, str) or not text.strip():
+                raise OpenAIError(400, f"prompt {i}: the text is empty or only white space", param="prompt")
+            if len(text) > limits.max_chars:
+                raise OpenAIError(413, f"prompt {i}: {len(text)} characters; at most {limits.max_chars}", param="prompt")
+        options = openai_api.generation_options(body)
+        cost = len(sources) * (body.n or 1) * options["max_new_tokens"]
+        if cost > limits.max_request_tokens:
+            raise OpenAIError(413, f"this request decodes up to {cost} tokens ({len(sources)} prompts x n {body.n or 1} "
+                                   f"x max_tokens {options['max_new_tokens']}); at most {limits.max_request_tokens}",
+                              param="max_tokens")
+        key, record = await openai_resolve(body.model)
+        try:
+            config = task_class(record["task"]).Config.from_dict(record["config"]["task_config"], where=key)
+            check_generation_options({k: v for k, v in options.items() if k != "seed"}, config)
+        except PromptTuneError as error:
+            raise OpenAIError(400, str(error)) from None
+        items = [(key, Example(text=text, source=f"prompt {i}")) for i, text in enumerate(sources)]
+        try:
+            sequences = await submit(("openai", tuple(sorted(options.items()))), items)
+        except HTTPException as error:
+            raise OpenAIError(error.status_code, str(error.detail)) from None
+        generated.labels(key).inc(sum(len(s) for s in sequences))
+        return openai_api.completion_response(key, sequences, body, chat)
+
+    @app.get("/v1/models", response_model=ModelList, responses=openai_errors, dependencies=[Depends(authorised)],
+             summary="OpenAI API: every prompt in the registry as a model (NAME, NAME@VERSION, NAME@ALIAS)")
+    async def models() -> dict:
+        return await run_in_threadpool(openai_api.model_list, service.registry)
+
+    async def completions(body) -> dict:
+        sources = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        if not sources:
+            raise OpenAIError(400, "prompt: at least one prompt", param="prompt")
+        return await openai_generate(body, sources, chat=False)
+
+    async def chat_completions(body) -> dict:
+        openai_api.check_served(body)
+        return await openai_generate(body, [openai_api.chat_source(body.messages)], chat=True)
+
+    completions.__annotations__.update(body=openai_api.CompletionRequest, **{"return": CompletionResponse})
+    chat_completions.__annotations__.update(body=openai_api.ChatRequest, **{"return": ChatCompletionResponse})
+    app.post("/v1/completions", response_model=CompletionResponse, responses=openai_errors,
+             dependencies=[Depends(authorised)], summary="OpenAI API: complete texts with a registry prompt")(completions)
+    app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=openai_errors,
+             dependencies=[Depends(authorised)],
+             summary="OpenAI API: answer one user message with a registry prompt")(chat_completions)
 
     @app.get("/health", response_model=Health, summary="Liveness, and how many prompts are loaded")
     async def health() -> Health:

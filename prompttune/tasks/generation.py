@@ -322,6 +322,15 @@ class GenerationTask(Task):
     def decode(self, ids: torch.Tensor) -> list[str]:
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
+    def decode_details(self, ids: torch.Tensor) -> list[dict]:
+        """Per generated sequence: its text, the tokens it generated up to its end-of-sequence
+        token, and whether it reached one (False: it stopped at the token limit)."""
+        out = []
+        for row, text in zip(ids.tolist(), self.decode(ids)):
+            end = row.index(self.eos_id) if self.eos_id in row else None
+            out.append({"text": text, "tokens": len(row) if end is None else end, "finished": end is not None})
+        return out
+
     def evaluate(self, model, examples: list[Example], batch_size: int = 32, accelerator=None) -> dict:
         """Generate for every distinct source and score against all its references."""
         grouped = group_references(examples)

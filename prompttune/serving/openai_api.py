@@ -1,0 +1,191 @@
+"""OpenAI-compatible endpoints of `prompttune serve`, so that OpenAI's clients use registry prompts
+as models: `GET /v1/models`, `POST /v1/completions` and `POST /v1/chat/completions`, where `model`
+is `NAME`, `NAME@VERSION` or `NAME@ALIAS`.
+
+Requests go through the server's batcher like `/v1/generate`: completions for different prompts that
+arrive together are decoded in one mixed batch. Sampling follows OpenAI's parameters (`temperature`
+0 is greedy decoding; otherwise sampling with `temperature` and `top_p`; `n` sequences per prompt;
+`seed` seeds the batch it runs in; `stop` cuts a completion at the first of its strings), and each
+answer carries `finish_reason` ("stop" at the end-of-sequence token or a stop string, "length" at
+`max_tokens`) and `usage`. A chat completion sends one user message, which the prompt reads as its
+source (a prompt made with `--chat` wraps it in the model's chat template itself). Errors have
+OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and its statuses. What is not
+served (streaming, log-probabilities, echo, penalties, logit bias, suffix) is a 400 that names the
+parameter.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+             409: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+             500: "server_error"}
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.TYPES.get(self.status, "invalid_request_error"),
+                          "param": self.param, "code": self.code}}
+
+
+OPENAI_PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str = Field(max_length=300, description="NAME, NAME@VERSION or NAME@ALIAS in the registry")
+    max_tokens: int | None = Field(16, ge=1, le=1024)
+    temperature: float | None = Field(1.0, ge=0, le=2)
+    top_p: float | None = Field(1.0, gt=0, le=1)
+    n: int | None = Field(1, ge=1, le=16)
+    stop: str | list[str] | None = Field(None, description="up to 4 strings; a completion ends before the first")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stream: bool | None = False
+    stream_options: dict | None = None
+    logprobs: int | bool | None = None
+    presence_penalty: float | None = 0.0
+    frequency_penalty: float | None = 0.0
+    logit_bias: dict | None = None
+    user: str | None = None
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str] = Field(description="a source text, or a list of them")
+    echo: bool | None = False
+    best_of: int | None = Field(None, ge=1, le=16)
+    suffix: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list | None = None
+    name: str | None = None
+
+
+class ChatRequest(_Request):
+    messages: list[ChatMessage] = Field(min_length=1)
+    top_logprobs: int | None = None
+
+
+UNSERVED = {
+    "stream": "streaming responses are not served; send stream false",
+    "logprobs": "log-probabilities are not served",
+    "top_logprobs": "log-probabilities are not served",
+    "echo": "echo is not served",
+    "suffix": "a suffix is not served",
+    "logit_bias": "logit bias is not served",
+    "presence_penalty": "presence_penalty is not served (send 0)",
+    "frequency_penalty": "frequency_penalty is not served (send 0)",
+}
+
+
+def check_served(body: _Request) -> None:
+    """A 400 for a parameter this server does not honour, rather than an answer that ignores it."""
+    for name, why in UNSERVED.items():
+        value = getattr(body, name, None)
+        if value not in (None, False, 0, 0.0, {}):
+            raise OpenAIError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
+    best_of = getattr(body, "best_of", None)
+    if best_of is not None and best_of != (body.n or 1):
+        raise OpenAIError(400, "best_of: only best_of equal to n is served", param="best_of",
+                          code="unsupported_parameter")
+    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise OpenAIError(400, "stop: up to 4 non-empty strings", param="stop")
+
+
+def generation_options(body: _Request) -> dict:
+    """transformers' decoding options for an OpenAI request (one sequence per prompt with greedy
+    decoding: `n` copies are made of it)."""
+    options = {"max_new_tokens": body.max_tokens or 16}
+    temperature = 1.0 if body.temperature is None else body.temperature
+    if temperature > 0:
+        options.update(do_sample=True, temperature=max(temperature, 0.001))
+        if body.top_p is not None and body.top_p < 1:
+            options["top_p"] = body.top_p
+        if (body.n or 1) > 1:
+            options["num_return_sequences"] = body.n
+    if body.seed is not None:
+        options["seed"] = body.seed
+    return options
+
+
+def cut_at_stop(sequence: dict, stops: list[str]) -> tuple[str, str]:
+    """(text, finish_reason) of one generated sequence, cut before the first stop string."""
+    text = sequence["text"]
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    if cut >= 0:
+        return text[:cut], "stop"
+    return text, "stop" if sequence["finished"] else "length"
+
+
+def completion_response(model: str, sequences: list[list[dict]], body: _Request, chat: bool) -> dict:
+    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    n = body.n or 1
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for per_prompt in sequences:
+        prompt_tokens += per_prompt[0]["prompt_tokens"]
+        drawn = per_prompt if len(per_prompt) == n else per_prompt * n  # greedy: n copies of the one sequence
+        for sequence in drawn[:n]:
+            text, reason = cut_at_stop(sequence, stops)
+            completion_tokens += sequence["tokens"]
+            index = len(choices)
+            if chat:
+                choices.append({"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                                "finish_reason": reason})
+            else:
+                choices.append({"index": index, "text": text, "logprobs": None, "finish_reason": reason})
+    return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+            "object": "chat.completion" if chat else "text_completion", "created": int(time.time()), "model": model,
+            "choices": choices, "system_fingerprint": None,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
+def chat_source(messages: list[ChatMessage]) -> str:
+    """The one user message a chat completion sends, which the prompt reads as its source."""
+    if len(messages) != 1 or messages[0].role != "user":
+        raise OpenAIError(400, "messages: send one user message; a registry prompt reads it as its source (its own "
+                               "instruction and chat wrapping, if it was made with them, come from the prompt)",
+                          param="messages")
+    content = messages[0].content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if len(parts) != len(content) or not all(isinstance(p, str) for p in parts):
+            raise OpenAIError(400, "messages[0].content: only text parts are served", param="messages")
+        content = "".join(parts)
+    if not isinstance(content, str) or not content.strip():
+        raise OpenAIError(400, "messages[0].content: the message is empty", param="messages")
+    return content
+
+
+def model_list(registry) -> dict:
+    """Every prompt in the registry, by NAME (its latest version), NAME@VERSION and NAME@ALIAS."""
+    import datetime as dt
+
+    data = []
+    for entry in registry.list():
+        name = entry["name"]
+        for row in registry.list(name):
+            pushed = int(dt.datetime.fromisoformat(row["pushed"]).timestamp())
+            ids = [f"{name}@{row['version']}"] + [f"{name}@{alias}" for alias in row.get("aliases") or []]
+            if row["version"] == entry["latest"]:
+                ids.insert(0, name)
+            for model_id in ids:
+                data.append({"id": model_id, "object": "model", "created": pushed, "owned_by": "prompttune",
+                             "task": row["task"], "method": row["method"],
+                             "base_model": (row.get("base_model") or {}).get("name_or_path")})
+    return {"object": "list", "data": data}

@@ -1,0 +1,112 @@
+"""The OpenAI-compatible endpoints of `prompttune serve`, driven by OpenAI's own Python client
+against a real server on loopback: models, completions (one and several prompts, greedy and
+seeded sampling, n, stop, usage), chat completions, several prompts at once, bad model names,
+limits, unserved parameters and token auth, each error in OpenAI's shape."""
+
+import concurrent.futures
+
+import httpx
+import openai
+import pytest
+
+from servers import TOKEN, populated_registry, running_server
+
+LIMITS = ("--max-inputs", "4", "--max-request-tokens", "64")
+
+
+@pytest.fixture(scope="module")
+def server(model_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("openai")
+    registry = populated_registry(model_dirs, root)
+    with running_server(model_dirs["gpt2"], registry, root / "server.log", *LIMITS) as (url, _):
+        yield {"url": url, "registry": registry}
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server["url"] + "/v1", api_key=TOKEN, max_retries=0, timeout=60)
+
+
+def native(server, prompt, inputs, **options):
+    """What prompttune's own /v1/generate answers for the same prompt and options."""
+    response = httpx.post(server["url"] + "/v1/generate", json={"prompt": prompt, "inputs": inputs, **options},
+                          headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    response.raise_for_status()
+    return [r["generations"] for r in response.json()["results"]]
+
+
+def test_models_lists_every_prompt_by_name_version_and_alias(server, client):
+    server["registry"].set_alias("describe@1", "production")
+    ids = {m.id for m in client.models.list().data}
+    assert {"describe", "describe@1", "describe@production", "rewrite", "rewrite@1", "sentiment@1"} <= ids
+
+
+def test_a_greedy_completion_is_the_prompts_own_generation_with_finish_reason_and_usage(server, client):
+    answer = client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"],
+                                       max_tokens=5, temperature=0)
+    expected = native(server, "describe", ["the movie was great", "a dull plot"], max_new_tokens=5)
+    assert [c.text for c in answer.choices] == [g[0] for g in expected]
+    assert answer.model == "describe@1" and answer.object == "text_completion"
+    assert all(c.finish_reason in ("stop", "length") for c in answer.choices)
+    assert answer.usage.completion_tokens <= 2 * 5 and answer.usage.prompt_tokens > 0
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+    # n copies of the one greedy sequence; a stop string cuts it
+    three = client.completions.create(model="describe", prompt="the movie was great", max_tokens=5, temperature=0, n=3)
+    assert [c.text for c in three.choices] == [expected[0][0]] * 3
+    words = expected[0][0].split()
+    if len(words) > 1:
+        cut = client.completions.create(model="describe", prompt="the movie was great", max_tokens=5, temperature=0,
+                                        stop=[" " + words[1]])
+        assert cut.choices[0].text == words[0] and cut.choices[0].finish_reason == "stop"
+
+
+def test_seeded_sampling_repeats_and_n_draws_several(server, client):
+    first = client.completions.create(model="rewrite", prompt="a dull plot", max_tokens=4, temperature=1.5, seed=7, n=3)
+    again = client.completions.create(model="rewrite", prompt="a dull plot", max_tokens=4, temperature=1.5, seed=7, n=3)
+    assert len(first.choices) == 3 and [c.text for c in first.choices] == [c.text for c in again.choices]
+
+
+def test_chat_completions_answer_one_user_message(server, client):
+    answer = client.chat.completions.create(model="describe@1", messages=[{"role": "user", "content": "a dull plot"}],
+                                            max_tokens=5, temperature=0)
+    assert answer.object == "chat.completion" and answer.choices[0].message.role == "assistant"
+    assert answer.choices[0].message.content == native(server, "describe", ["a dull plot"], max_new_tokens=5)[0][0]
+    with pytest.raises(openai.BadRequestError, match="send one user message") as caught:
+        client.chat.completions.create(model="describe", max_tokens=5, messages=[
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": "a dull plot"}])
+    assert caught.value.body["param"] == "messages"
+
+
+def test_several_prompts_at_once(server, client):
+    def ask(name):
+        return client.completions.create(model=name, prompt="the movie was great", max_tokens=4, temperature=0)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, ["describe", "rewrite"] * 4))
+    assert [a.model for a in answers] == ["describe@1", "rewrite@1"] * 4
+    assert len({a.choices[0].text for a in answers[0::2]}) == 1  # the same prompt answers the same
+
+
+def test_errors_come_in_openais_shape(server, client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.completions.create(model="no-such-prompt", prompt="x", max_tokens=2)
+    assert caught.value.body["param"] == "model" and caught.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError, match="a classification prompt|use /v1/classify"):
+        client.completions.create(model="sentiment", prompt="x", max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="streaming responses are not served") as caught:
+        client.completions.create(model="describe", prompt="x", max_tokens=2, stream=True)
+    assert caught.value.body["param"] == "stream"
+    with pytest.raises(openai.BadRequestError, match="log-probabilities are not served"):
+        client.completions.create(model="describe", prompt="x", max_tokens=2, logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: colour"):
+        client.completions.create(model="describe", prompt="x", max_tokens=2, extra_body={"colour": "red"})
+    with pytest.raises(openai.APIStatusError, match="decodes up to 320 tokens") as caught:
+        client.completions.create(model="describe", prompt="x", max_tokens=64, n=5, temperature=1)
+    assert caught.value.status_code == 413
+    with pytest.raises(openai.APIStatusError, match="5 prompts; at most 4"):
+        client.completions.create(model="describe", prompt=["x"] * 5, max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.completions.create(model="describe", prompt="x", max_tokens=0)
+    wrong = openai.OpenAI(base_url=server["url"] + "/v1", api_key="not-the-token", max_retries=0)
+    with pytest.raises(openai.AuthenticationError, match="missing or wrong bearer token"):
+        wrong.models.list()
