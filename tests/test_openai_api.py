@@ -93,9 +93,6 @@ def test_errors_come_in_openais_shape(server, client):
     assert caught.value.body["param"] == "model" and caught.value.body["code"] == "model_not_found"
     with pytest.raises(openai.BadRequestError, match="a classification prompt|use /v1/classify"):
         client.completions.create(model="sentiment", prompt="x", max_tokens=2)
-    with pytest.raises(openai.BadRequestError, match="streaming responses are not served") as caught:
-        client.completions.create(model="describe", prompt="x", max_tokens=2, stream=True)
-    assert caught.value.body["param"] == "stream"
     with pytest.raises(openai.BadRequestError, match="log-probabilities are not served"):
         client.completions.create(model="describe", prompt="x", max_tokens=2, logprobs=2)
     with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: colour"):
@@ -110,3 +107,46 @@ def test_errors_come_in_openais_shape(server, client):
     wrong = openai.OpenAI(base_url=server["url"] + "/v1", api_key="not-the-token", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="missing or wrong bearer token"):
         wrong.models.list()
+
+
+def test_a_streamed_completion_arrives_token_by_token_and_matches_the_answer(server, client):
+    expected = native(server, "describe", ["the movie was great"], max_new_tokens=5)[0][0]
+    chunks = list(client.completions.create(model="describe", prompt="the movie was great", max_tokens=5,
+                                            temperature=0, stream=True, stream_options={"include_usage": True}))
+    texts = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
+    assert len(texts) >= 2 and "".join(texts).strip() == expected  # more than one piece: token by token
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals in (["stop"], ["length"])
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 5
+    chat = list(client.chat.completions.create(model="describe", messages=[{"role": "user", "content": "the movie was great"}],
+                                               max_tokens=5, temperature=0, stream=True))
+    assert chat[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chat).strip() == expected
+    assert chat[-1].choices[0].finish_reason in ("stop", "length")
+    # Two prompts and n copies stream under their own choice indices.
+    many = list(client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"], max_tokens=5,
+                                          temperature=0, n=2, stream=True))
+    by_index = {}
+    for chunk in many:
+        for choice in chunk.choices:
+            by_index[choice.index] = by_index.get(choice.index, "") + choice.text
+    assert sorted(by_index) == [0, 1, 2, 3] and by_index[0].strip() == by_index[1].strip() == expected
+
+
+def test_a_stream_cut_by_a_stop_string_or_left_by_its_client(server, client):
+    expected = native(server, "rewrite", ["a dull plot"], max_new_tokens=5)[0][0]
+    words = expected.split()
+    if len(words) > 1:
+        chunks = list(client.completions.create(model="rewrite", prompt="a dull plot", max_tokens=5, temperature=0,
+                                                stream=True, stop=[" " + words[1]]))
+        assert "".join(c.choices[0].text for c in chunks if c.choices).strip() == words[0]
+        assert chunks[-1].choices[0].finish_reason == "stop"
+    # A client that reads one event and goes away: the server carries on serving.
+    with httpx.stream("POST", server["url"] + "/v1/completions", headers={"Authorization": f"Bearer {TOKEN}"},
+                      json={"model": "rewrite", "prompt": "a dull plot", "max_tokens": 8, "stream": True,
+                            "temperature": 0}, timeout=60) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        first = next(response.iter_lines())
+        assert first.startswith("data: {")
+    again = client.completions.create(model="rewrite", prompt="a dull plot", max_tokens=5, temperature=0)
+    assert again.choices[0].text == expected

@@ -22,6 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteria
+from transformers.generation.streamers import BaseStreamer
 
 from ..core.backbone import ENCODER_DECODER, Backbone, ModelInputs
 from ..core.batching import length_groups
@@ -225,11 +227,13 @@ class PromptSet:
 
     @torch.no_grad()
     def generate(self, rows: list[Row], batch_size: int = 32, max_tokens: int | None = None, details: bool = False,
-                 **options) -> list[list]:
+                 on_token=None, stop_rows=None, **options) -> list[list]:
         """Per row: the texts its prompt generates for it (num_return_sequences of them), or with
         `details` a dict per sequence (`text`, `tokens` generated, `finished`: whether it ended with
         the end-of-sequence token) and the row's `prompt_tokens` in each. Rows whose prompts resolve
-        to the same decoding options share one `generate` call."""
+        to the same decoding options share one `generate` call. `on_token(row, sequence, token_id,
+        is_end)` is told every token as it is decoded (not with beam search); a row for which
+        `stop_rows(row)` turns true stops being decoded at the next step."""
         rows = self._as_examples(rows)
         self._check_endpoint([n for n, _ in rows], "generate")
         names_all = [n for n, _ in rows]
@@ -244,7 +248,16 @@ class PromptSet:
             batch = {k: v.to(self.backbone.device)
                      for k, v in task.collate(features, with_labels=False, for_generation=True).items()}
             inputs = self._inputs(names, task.model_inputs(batch, self.backbone.embed(batch["input_ids"])))
-            ids = self.backbone.generate(replace(inputs, full_logits=False), **resolved[names[0]])
+            extra = {}
+            if on_token is not None or stop_rows is not None:
+                from transformers import StoppingCriteriaList
+
+                expand = int(resolved[names[0]].get("num_return_sequences") or 1)
+                if on_token is not None:
+                    extra["streamer"] = _RowStreamer(chunk, expand, on_token, task.eos_id)
+                if stop_rows is not None:
+                    extra["stopping_criteria"] = StoppingCriteriaList([_StopRows(chunk, expand, stop_rows)])
+            ids = self.backbone.generate(replace(inputs, full_logits=False), **resolved[names[0]], **extra)
             texts = task.decode_details(ids) if details else task.decode(ids)
             per_row = len(texts) // len(chunk)
             for j, i in enumerate(chunk):
@@ -334,3 +347,31 @@ def _shared(own: dict[str, dict], groups: dict[str, list[int]], size: int, devic
         if decoders and "decoder_input_ids" not in own[name] and "readout_index" in merged:
             merged["readout_index"][idx] = 0  # its readout, if any, is not a decoder position
     return merged
+
+
+class _RowStreamer(BaseStreamer):
+    """transformers' streamer interface over a batch of rows: each step's token of every sequence
+    goes to `on_token(row, sequence, token_id, is_end)` (the prompt's ids, put first, are skipped)."""
+
+    def __init__(self, rows: list[int], expand: int, on_token, eos_id: int):
+        self.rows, self.expand, self.on_token, self.eos_id = rows, expand, on_token, eos_id
+
+    def put(self, value) -> None:
+        if value.dim() > 1:  # the input ids (or the decoder's start), before any new token
+            return
+        for j, token in enumerate(value.tolist()):
+            self.on_token(self.rows[j // self.expand], j % self.expand, token, token == self.eos_id)
+
+    def end(self) -> None:
+        pass
+
+
+class _StopRows(StoppingCriteria):
+    """A stopping criterion that ends the sequences of rows `stop_rows(row)` names (a client gone)."""
+
+    def __init__(self, rows: list[int], expand: int, stop_rows):
+        self.rows, self.expand, self.stop_rows = rows, expand, stop_rows
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.tensor([bool(self.stop_rows(self.rows[j // self.expand])) for j in range(input_ids.shape[0])],
+                            dtype=torch.bool, device=input_ids.device)

@@ -10,8 +10,13 @@ answer carries `finish_reason` ("stop" at the end-of-sequence token or a stop st
 `max_tokens`) and `usage`. A chat completion sends one user message, which the prompt reads as its
 source (a prompt made with `--chat` wraps it in the model's chat template itself). Errors have
 OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and its statuses. What is not
-served (streaming, log-probabilities, echo, penalties, logit bias, suffix) is a 400 that names the
-parameter.
+served (log-probabilities, echo, penalties, logit bias, suffix) is a 400 that names the parameter.
+
+With `stream`, the answer is server-sent events, token by token as the batch decodes: OpenAI's
+chunks (`text_completion` or `chat.completion.chunk`), the last of each choice with its
+`finish_reason`, `usage` in a final chunk when `stream_options.include_usage` asks, then
+`data: [DONE]`. A client that goes away stops its sequences at the next decoding step; the others
+in its batch go on.
 """
 
 from __future__ import annotations
@@ -81,7 +86,6 @@ class ChatRequest(_Request):
 
 
 UNSERVED = {
-    "stream": "streaming responses are not served; send stream false",
     "logprobs": "log-probabilities are not served",
     "top_logprobs": "log-probabilities are not served",
     "echo": "echo is not served",
@@ -110,7 +114,7 @@ def check_served(body: _Request) -> None:
 def generation_options(body: _Request) -> dict:
     """transformers' decoding options for an OpenAI request (one sequence per prompt with greedy
     decoding: `n` copies are made of it)."""
-    options = {"max_new_tokens": body.max_tokens or 16}
+    options = {"max_new_tokens": body.max_tokens or 16, "num_beams": 1}  # OpenAI's decoding has no beams
     temperature = 1.0 if body.temperature is None else body.temperature
     if temperature > 0:
         options.update(do_sample=True, temperature=max(temperature, 0.001))
@@ -189,3 +193,64 @@ def model_list(registry) -> dict:
                              "task": row["task"], "method": row["method"],
                              "base_model": (row.get("base_model") or {}).get("name_or_path")})
     return {"object": "list", "data": data}
+
+
+class TokenStream:
+    """One streamed request's side of a batch: the worker thread hands it each token as it is
+    decoded (`token`), the event loop reads them from `queue`; `stopped` ends its sequences."""
+
+    def __init__(self, loop):
+        import asyncio
+
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.stopped = False
+
+    def token(self, prompt: int, sequence: int, token: int, end: bool) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (prompt, sequence, token, end))
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """How many characters at the end of `text` could begin a stop string (not sent yet)."""
+    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+
+
+class StreamText:
+    """A streamed sequence's text: what to send as tokens arrive, cut before a stop string."""
+
+    def __init__(self, tokenizer, stops: list[str]):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.ids: list[int] = []
+        self.sent = 0
+        self.done = False
+        self.reason: str | None = None
+
+    def add(self, token: int, end: bool) -> str:
+        """The new text to send after `token` ("" while a character or a possible stop is incomplete)."""
+        if self.done:
+            return ""
+        if end:
+            self.done, self.reason = True, "stop"
+            return self._flush(final=True)
+        self.ids.append(token)
+        return self._flush(final=False)
+
+    def _flush(self, final: bool) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        cut = min((text.find(s) for s in self.stops if s in text), default=-1)
+        if cut >= 0:
+            text, self.done, self.reason, final = text[:cut], True, "stop", True
+        if not final:
+            if text.endswith("\ufffd"):  # a character split across tokens
+                return ""
+            text = text[:len(text) - held_back(text, self.stops)]
+        new, self.sent = text[self.sent:], max(self.sent, len(text))
+        return new
+
+    def finish(self, reached_limit: bool) -> str:
+        """What is left to send when decoding ends, and the reason it ended."""
+        if self.done:
+            return ""
+        rest = self._flush(final=True)
+        self.done, self.reason = True, "length" if reached_limit else "stop"
+        return rest

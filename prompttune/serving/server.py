@@ -33,6 +33,7 @@ import math
 import secrets
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -322,15 +323,22 @@ class PromptService:
 
     def run(self, key: tuple, items: list) -> list:
         with self._lock:
-            self._ensure_loaded({name for name, _ in items})
+            self._ensure_loaded({item[0] for item in items})
             if key[0] == "classify":
                 return self.prompts.classify(items, batch_size=len(items), max_tokens=self.max_tokens)
             options = dict(key[1])
             seed = options.pop("seed", None)
             if seed is not None:  # the requests joined in this batch asked for the same seed
                 torch.manual_seed(seed)
-            return self.prompts.generate(items, batch_size=len(items), max_tokens=self.max_tokens,
-                                         details=key[0] == "openai", **options)
+            # An item may carry a stream: its tokens as they are decoded, and a flag that stops it.
+            rows = [(name, example) for name, example, *_ in items]
+            links = [rest[0] if rest else None for _, _, *rest in items]  # (stream, the row's place in its request)
+            streaming = {}
+            if any(links):
+                streaming = {"on_token": lambda i, seq, tok, end: links[i] and links[i][0].token(links[i][1], seq, tok, end),
+                             "stop_rows": lambda i: links[i] is not None and links[i][0].stopped}
+            return self.prompts.generate(rows, batch_size=len(rows), max_tokens=self.max_tokens,
+                                         details=key[0] == "openai", **streaming, **options)
 
     @property
     def loaded(self) -> int:
@@ -653,13 +661,96 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             check_generation_options({k: v for k, v in options.items() if k != "seed"}, config)
         except PromptTuneError as error:
             raise OpenAIError(400, str(error)) from None
+        batch_key = ("openai", tuple(sorted(options.items())))
+        if body.stream:
+            return stream_completion(key, sources, body, batch_key, options, chat)
         items = [(key, Example(text=text, source=f"prompt {i}")) for i, text in enumerate(sources)]
         try:
-            sequences = await submit(("openai", tuple(sorted(options.items()))), items)
+            sequences = await submit(batch_key, items)
         except HTTPException as error:
             raise OpenAIError(error.status_code, str(error.detail)) from None
         generated.labels(key).inc(sum(len(s) for s in sequences))
         return openai_api.completion_response(key, sequences, body, chat)
+
+    def stream_completion(key: str, sources: list[str], body, batch_key: tuple, options: dict, chat: bool):
+        """Server-sent events: each choice's text as its tokens are decoded, then its finish reason."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        stream = openai_api.TokenStream(loop)
+        items = [(key, Example(text=text, source=f"prompt {i}"), (stream, i)) for i, text in enumerate(sources)]
+        n = body.n or 1
+        drawn = options.get("num_return_sequences", 1)  # sequences decoded per prompt (greedy: 1, sent n times)
+        stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        tokenizer = service.backbone.tokenizer
+        texts = {(p, q): openai_api.StreamText(tokenizer, stops) for p in range(len(sources)) for q in range(drawn)}
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+
+        def event(choices: list[dict], usage: dict | None = None) -> str:
+            chunk = {"id": ident, "object": kind, "created": created, "model": key, "choices": choices}
+            if usage is not None:
+                chunk["usage"] = usage
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        def choices_for(prompt: int, sequence: int, text: str | None, reason: str | None) -> list[dict]:
+            indices = [prompt * n + sequence] if drawn == n else [prompt * n + c for c in range(n)]
+            if chat:
+                delta = {} if text is None else {"content": text}
+                return [{"index": i, "delta": delta, "logprobs": None, "finish_reason": reason} for i in indices]
+            return [{"index": i, "text": text or "", "logprobs": None, "finish_reason": reason} for i in indices]
+
+        async def events():
+            batch = asyncio.ensure_future(submit(batch_key, items))
+            completed = False
+            try:
+                if chat:
+                    yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                  "finish_reason": None} for i in range(len(sources) * n)])
+                while True:
+                    getter = asyncio.ensure_future(stream.queue.get())
+                    done, _ = await asyncio.wait({getter, batch}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter not in done:
+                        getter.cancel()
+                        break
+                    prompt, sequence, token, end = getter.result()
+                    text = texts[(prompt, sequence)].add(token, end)
+                    if text:
+                        yield event(choices_for(prompt, sequence, text, None))
+                    if all(t.done for t in texts.values()):
+                        stream.stopped = True  # every sequence ended (stop strings): decode no further
+                while not stream.queue.empty():  # tokens handed over as the batch ended
+                    prompt, sequence, token, end = stream.queue.get_nowait()
+                    text = texts[(prompt, sequence)].add(token, end)
+                    if text:
+                        yield event(choices_for(prompt, sequence, text, None))
+                try:
+                    sequences = batch.result()
+                except HTTPException as error:
+                    yield f"data: {json.dumps(OpenAIError(error.status_code, str(error.detail)).body())}\n\n"
+                    completed = True
+                    return
+                prompt_tokens = completion_tokens = 0
+                for p, per_prompt in enumerate(sequences):
+                    prompt_tokens += per_prompt[0]["prompt_tokens"]
+                    for q, sequence in enumerate(per_prompt):
+                        completion_tokens += sequence["tokens"] * (1 if drawn == n else n)
+                        state = texts[(p, q)]
+                        rest = state.finish(reached_limit=not sequence["finished"])
+                        yield event(choices_for(p, q, rest if rest else None, state.reason))
+                generated.labels(key).inc(sum(len(s) for s in sequences))
+                if include_usage:
+                    yield event([], {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                     "total_tokens": prompt_tokens + completion_tokens})
+                yield "data: [DONE]\n\n"
+                completed = True
+            finally:
+                if not completed:
+                    stream.stopped = True  # the client went away: its sequences stop at the next step
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     @app.get("/v1/models", response_model=ModelList, responses=openai_errors, dependencies=[Depends(authorised)],
              summary="OpenAI API: every prompt in the registry as a model (NAME, NAME@VERSION, NAME@ALIAS)")
@@ -678,9 +769,11 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     completions.__annotations__.update(body=openai_api.CompletionRequest, **{"return": CompletionResponse})
     chat_completions.__annotations__.update(body=openai_api.ChatRequest, **{"return": ChatCompletionResponse})
-    app.post("/v1/completions", response_model=CompletionResponse, responses=openai_errors,
+    streamed = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                      "description": "the answer, or with stream true its server-sent events"}}
+    app.post("/v1/completions", response_model=CompletionResponse, responses={**openai_errors, **streamed},
              dependencies=[Depends(authorised)], summary="OpenAI API: complete texts with a registry prompt")(completions)
-    app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=openai_errors,
+    app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={**openai_errors, **streamed},
              dependencies=[Depends(authorised)],
              summary="OpenAI API: answer one user message with a registry prompt")(chat_completions)
 
