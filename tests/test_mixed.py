@@ -208,3 +208,38 @@ def test_moving_a_prompt_set_recomputes_the_parts_it_keeps(load, family):
 def _perturb_and_return(model):
     _perturb(model)
     return model
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_streamed_tokens_are_the_generated_ones_and_a_stopped_row_stops_while_the_others_go_on(load, family):
+    """What a server streams and how it stops a row a client left: `on_token` reports each row's
+    tokens as decoded (they are the tokens `generate` returns), and a row that `stop_rows` names
+    is decoded no further while the other rows run to their length."""
+    backbone = load(family)
+    prompts = PromptSet(backbone)
+    for name, method, options in (("soft", "soft_prompt", {"num_virtual_tokens": 2}),
+                                  ("prefix", "prefix", {"num_virtual_tokens": 2, "hidden_size": 8})):
+        prompts.add(name, PromptModel.create(backbone, method, GenerationConfig(max_target_length=6), options, seed=1))
+    rows = [("soft", "the movie was great"), ("prefix", "a dull plot"), ("soft", "i loved it")]
+    options = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    plain = prompts.generate(rows, details=True, **options)
+    seen: dict[int, list[int]] = {}
+    streamed = prompts.generate(rows, details=True, on_token=lambda r, s, t, end: seen.setdefault(r, []).append(t),
+                                **options)
+    assert [s[0]["text"] for s in streamed] == [s[0]["text"] for s in plain]
+    assert all(len(seen[r]) == 6 for r in range(3))
+    task = prompts["soft"].task
+    assert [task.decode(torch.tensor([seen[r]]))[0] for r in range(3)] == [s[0]["text"] for s in plain]
+
+    counted: dict[int, int] = {}
+
+    def on_token(row, sequence, token, end):
+        counted[row] = counted.get(row, 0) + 1
+
+    stopped = prompts.generate(rows, details=True, on_token=on_token, min_new_tokens=6, max_new_tokens=6,
+                               do_sample=False, stop_rows=lambda row: row == 1 and counted.get(1, 0) >= 2)
+    # Told after its second token, it stops at the next step (transformers hands a step's tokens to
+    # the streamer before or after its stopping check, depending on the version).
+    assert stopped[1][0]["tokens"] in (2, 3) and plain[1][0]["tokens"] == 6
+    assert [stopped[i][0]["text"] for i in (0, 2)] == [plain[i][0]["text"] for i in (0, 2)]
+    assert [stopped[i][0]["tokens"] for i in (0, 2)] == [plain[i][0]["tokens"] for i in (0, 2)]

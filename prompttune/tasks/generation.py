@@ -325,10 +325,13 @@ class GenerationTask(Task):
     def decode_details(self, ids: torch.Tensor) -> list[dict]:
         """Per generated sequence: its text, the tokens it generated up to its end-of-sequence
         token, and whether it reached one (False: it stopped at the token limit)."""
+        pad = self.tokenizer.pad_token_id
         out = []
         for row, text in zip(ids.tolist(), self.decode(ids)):
             end = row.index(self.eos_id) if self.eos_id in row else None
-            out.append({"text": text, "tokens": len(row) if end is None else end, "finished": end is not None})
+            # A sequence stopped early (a client gone) is padded from there.
+            stop = row.index(pad) if pad is not None and pad in row else len(row)
+            out.append({"text": text, "tokens": min(stop, len(row) if end is None else end), "finished": end is not None})
         return out
 
     def evaluate(self, model, examples: list[Example], batch_size: int = 32, accelerator=None) -> dict:
