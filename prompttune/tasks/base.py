@@ -204,6 +204,19 @@ class Task(nn.Module):
         export refuses it."""
         return []
 
+    @staticmethod
+    def wording_left_out(config, what: str, chat_reads: str) -> list[str]:
+        """`beyond_the_prompt`'s sentences for an instruction, a chat template and demonstrations
+        around each `what` (input, source); `chat_reads` says where the answer is read."""
+        out = []
+        if getattr(config, "instruction", None):
+            out.append(f"the instruction {config.instruction!r} before the {what}")
+        if getattr(config, "chat", False):
+            out.append(f"the chat template around the {what} ({chat_reads})")
+        if getattr(config, "demonstrations", ()):
+            out.append(f"{len(config.demonstrations)} demonstrations shown before each {what}")
+        return out
+
     # ---- outputs ------------------------------------------------------------------------------
 
     def results(self, logits, batch: dict, examples: list) -> list[dict]:

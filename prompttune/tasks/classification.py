@@ -336,13 +336,7 @@ class ClassificationTask(Task):
             words = {label: list(words) for label, words in zip(config.labels, config.words())}
             out.append(f"the label words {words}, read as the next token's scores (the labels in order "
                        f"{list(config.labels)})")
-        if config.instruction:
-            out.append(f"the instruction {config.instruction!r} before the input")
-        if config.chat:
-            out.append("the chat template around the input (the label read at the assistant's first token)")
-        if config.demonstrations:
-            out.append(f"{len(config.demonstrations)} demonstrations shown before each input")
-        return out
+        return out + self.wording_left_out(config, "input", "the label read at the assistant's first token")
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut inputs (template included) to the `available` positions the model has left after

@@ -183,13 +183,7 @@ class GenerationTask(Task):
             out.append(f"the separator between source and target: prompttune reads `source{self.tokenizer.decode(self.separator_ids)}"
                        f"target`, so give the source followed by {self.tokenizer.decode(self.separator_ids)!r} "
                        f"(token ids {self.separator_ids}) and the continuation is the target")
-        if config.instruction:
-            out.append(f"the instruction {config.instruction!r} before the source")
-        if config.chat:
-            out.append("the chat template around the source (the target is the assistant's answer)")
-        if config.demonstrations:
-            out.append(f"{len(config.demonstrations)} demonstrations shown before each source")
-        return out
+        return out + self.wording_left_out(config, "source", "the target is the assistant's answer")
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut sources so that the prompt, the source, the separator and a whole target (in training,
