@@ -362,19 +362,20 @@ def markdown(setting: dict, rows: dict) -> str:
 
 
 def targets(rows: dict) -> list[str]:
-    def bleu(method, decoding="greedy"):
-        return rows[method]["scores"][decoding]["bleu"] if method in rows else None
+    def bleu(method, decoding):
+        return rows[method]["scores"][decoding]["bleu"] if method in rows and decoding in rows[method]["scores"] else None
 
-    out = ["## Targets (greedy BLEU)", ""]
+    out = ["## Targets (BLEU, greedy and with beam search)", ""]
     checks = [("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1"),
               ("prefix", "peft_prefix_tuning", 0.0, "prefix >= PEFT prefix tuning"),
               ("soft_prompt", "peft_prompt_tuning", 0.0, "soft_prompt >= PEFT prompt tuning")]
     for ours, theirs, margin, text in checks:
-        a, b = bleu(ours), bleu(theirs)
-        if a is None or b is None:
-            out.append(f"- {text}: not measured yet")
-        else:
-            out.append(f"- {text}: {'met' if a >= b + margin else 'NOT met'} ({ours} {a:.2f}, {theirs} {b:.2f})")
+        parts = []
+        for decoding in DECODINGS:
+            a, b = bleu(ours, decoding), bleu(theirs, decoding)
+            if a is not None and b is not None:
+                parts.append(f"{decoding} {'met' if a >= b + margin else 'NOT met'} ({ours} {a:.2f}, {theirs} {b:.2f})")
+        out.append(f"- {text}: " + ("; ".join(parts) if parts else "not measured yet"))
     return out
 
 
