@@ -443,6 +443,36 @@ def llm_cost() -> str:
     return text
 
 
+def llm_serving() -> str:
+    mixed, load_test = load("llm_mixed_generation"), load("openai_load")
+    parts = []
+    if mixed is None:
+        parts.append(missing(".venv-oldest/bin/python benchmarks/llm_mixed_generation.py"))
+    else:
+        a = mixed["args"]
+        best = {k: min(v) for k, v in mixed["seconds"].items()}
+        parts.append(
+            f"Command: `.venv-oldest/bin/python benchmarks/llm_mixed_generation.py` (`results/llm_mixed_generation.md`): "
+            f"{a['prompts']} prompts (half soft prompts, half prefixes), {a['per_prompt']} requests each, exactly "
+            f"{a['new_tokens']} new tokens per request, greedy. prompttune decodes every request in one mixed batch "
+            f"({best['prompttune']:.2f} s); PEFT, one `generate` per prompt after `set_adapter`, takes "
+            f"{best['peft']:.2f} s: {mixed['ratio']:.2f}x the throughput (target 3x). prompttune's mixed batch gives "
+            f"the text PEFT gives for each request alone for {mixed['same_as_peft_alone']} of {mixed['requests']} "
+            f"requests; PEFT's own batches change {mixed['peft_batched_differs_from_alone']} of them (it reads "
+            "left-padded rows at shifted positions).\n")
+    if load_test is None:
+        parts.append(missing("python benchmarks/openai_load.py"))
+    else:
+        a, r = load_test["args"], load_test["summary"]
+        parts.append(
+            f"\nCommand: `python benchmarks/openai_load.py` (`results/openai_load.md`): the OpenAI endpoint on loopback, "
+            f"{a['clients']} concurrent streaming clients, {r['requests']} completions of {a['new_tokens']} tokens to "
+            f"{a['prompts']} prompts: {r['errors']} errors, {r['requests_per_second']:.2f} requests per second, time to "
+            f"first token p50 {r['ttft_p50']:.2f} s (p99 {r['ttft_p99']:.2f} s), latency p50 {r['latency_p50']:.2f} s "
+            f"(p99 {r['latency_p99']:.2f} s).\n")
+    return "".join(parts)
+
+
 def e2e_methods() -> str:
     data = load("e2e_generation")
     if data is None:
@@ -687,6 +717,7 @@ def render() -> str:
         "### Summarisation: SAMSum\n", llm_samsum(),
         "### Classification through the LM head: SST-2 and TREC\n", llm_classify(),
         "### Training and generation cost against PEFT\n", llm_cost(),
+        "### Serving many prompts: mixed batches and the OpenAI endpoint\n", llm_serving(),
         "## 2. Every method at the same budget: frozen MiniLM, SST-2\n", sst2_methods(),
         "### Searched discrete prompts\n", sst2_search(),
         "## 3. E2E on a 2.6 M decoder pretrained here (the first setting, kept for the sweeps below)\n", e2e_methods(),
