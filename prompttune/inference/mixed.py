@@ -227,13 +227,14 @@ class PromptSet:
 
     @torch.no_grad()
     def generate(self, rows: list[Row], batch_size: int = 32, max_tokens: int | None = None, details: bool = False,
-                 on_token=None, stop_rows=None, **options) -> list[list]:
+                 on_token=None, on_prompt=None, stop_rows=None, **options) -> list[list]:
         """Per row: the texts its prompt generates for it (num_return_sequences of them), or with
         `details` a dict per sequence (`text`, `tokens` generated, `finished`: whether it ended with
         the end-of-sequence token) and the row's `prompt_tokens` in each. Rows whose prompts resolve
         to the same decoding options share one `generate` call. `on_token(row, sequence, token_id,
         is_end)` is told every token as it is decoded (not with beam search); a row for which
-        `stop_rows(row)` turns true stops being decoded at the next step."""
+        `stop_rows(row)` turns true stops being decoded at the next step; `on_prompt(row, tokens)` is
+        told each row's input length as its batch starts."""
         rows = self._as_examples(rows)
         self._check_endpoint([n for n, _ in rows], "generate")
         names_all = [n for n, _ in rows]
@@ -249,6 +250,9 @@ class PromptSet:
                      for k, v in task.collate(features, with_labels=False, for_generation=True).items()}
             inputs = self._inputs(names, task.model_inputs(batch, self.backbone.embed(batch["input_ids"])))
             extra = {}
+            if on_prompt is not None:
+                for i in chunk:
+                    on_prompt(i, lengths[i])
             if on_token is not None or stop_rows is not None:
                 from transformers import StoppingCriteriaList
 

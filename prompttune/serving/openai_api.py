@@ -209,6 +209,10 @@ class TokenStream:
     def token(self, prompt: int, sequence: int, token: int, end: bool) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, (prompt, sequence, token, end))
 
+    def prompt(self, prompt: int, tokens: int) -> None:
+        """The length of a prompt's input, as its batch starts (sequence -1 in the queue)."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (prompt, -1, tokens, False))
+
 
 def held_back(text: str, stops: list[str]) -> int:
     """How many characters at the end of `text` could begin a stop string (not sent yet)."""

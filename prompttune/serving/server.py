@@ -336,6 +336,7 @@ class PromptService:
             streaming = {}
             if any(links):
                 streaming = {"on_token": lambda i, seq, tok, end: links[i] and links[i][0].token(links[i][1], seq, tok, end),
+                             "on_prompt": lambda i, tokens: links[i] and links[i][0].prompt(links[i][1], tokens),
                              "stop_rows": lambda i: links[i] is not None and links[i][0].stopped}
             return self.prompts.generate(rows, batch_size=len(rows), max_tokens=self.max_tokens,
                                          details=key[0] == "openai", **streaming, **options)
@@ -702,49 +703,73 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                 return [{"index": i, "delta": delta, "logprobs": None, "finish_reason": reason} for i in indices]
             return [{"index": i, "text": text or "", "logprobs": None, "finish_reason": reason} for i in indices]
 
+        limit = options["max_new_tokens"]
+        prompt_tokens: dict[int, int] = {}
+        counts = {pq: 0 for pq in texts}
+
+        def take(prompt: int, sequence: int, token: int, end: bool) -> str:
+            """The text to send for one decoded token (or note a prompt's length: sequence -1)."""
+            if sequence < 0:
+                prompt_tokens[prompt] = token
+                return ""
+            state = texts[(prompt, sequence)]
+            if state.done:
+                return ""
+            if not end:
+                counts[(prompt, sequence)] += 1
+            text = state.add(token, end)
+            if not state.done and counts[(prompt, sequence)] >= limit:
+                text += state.finish(reached_limit=True)
+            return text
+
+        def finals() -> list[str]:
+            out = []
+            for (p, q), state in texts.items():
+                rest = state.finish(reached_limit=counts[(p, q)] >= limit) if not state.done else ""
+                out.append(event(choices_for(p, q, rest if rest else None, state.reason)))
+            if include_usage:
+                used = sum(counts.values()) * (1 if drawn == n else n)
+                given = sum(prompt_tokens.values())
+                out.append(event([], {"prompt_tokens": given, "completion_tokens": used, "total_tokens": given + used}))
+            return out + ["data: [DONE]\n\n"]
+
         async def events():
             batch = asyncio.ensure_future(submit(batch_key, items))
+            # The batch may end after this stream has: its outcome is read, not left unobserved.
+            batch.add_done_callback(lambda f: f.cancelled() or f.exception())
             completed = False
             try:
                 if chat:
                     yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                   "finish_reason": None} for i in range(len(sources) * n)])
-                while True:
+                while not all(t.done for t in texts.values()):
                     getter = asyncio.ensure_future(stream.queue.get())
                     done, _ = await asyncio.wait({getter, batch}, return_when=asyncio.FIRST_COMPLETED)
                     if getter not in done:
                         getter.cancel()
                         break
                     prompt, sequence, token, end = getter.result()
-                    text = texts[(prompt, sequence)].add(token, end)
+                    text = take(prompt, sequence, token, end)
                     if text:
                         yield event(choices_for(prompt, sequence, text, None))
-                    if all(t.done for t in texts.values()):
-                        stream.stopped = True  # every sequence ended (stop strings): decode no further
+                # Every sequence has ended (end of sequence, stop string, max_tokens): the answer is
+                # complete without waiting for the rest of its batch, whose decoding of it stops.
+                stream.stopped = True
                 while not stream.queue.empty():  # tokens handed over as the batch ended
                     prompt, sequence, token, end = stream.queue.get_nowait()
-                    text = texts[(prompt, sequence)].add(token, end)
+                    text = take(prompt, sequence, token, end)
                     if text:
                         yield event(choices_for(prompt, sequence, text, None))
-                try:
-                    sequences = batch.result()
-                except HTTPException as error:
-                    yield f"data: {json.dumps(OpenAIError(error.status_code, str(error.detail)).body())}\n\n"
-                    completed = True
-                    return
-                prompt_tokens = completion_tokens = 0
-                for p, per_prompt in enumerate(sequences):
-                    prompt_tokens += per_prompt[0]["prompt_tokens"]
-                    for q, sequence in enumerate(per_prompt):
-                        completion_tokens += sequence["tokens"] * (1 if drawn == n else n)
-                        state = texts[(p, q)]
-                        rest = state.finish(reached_limit=not sequence["finished"])
-                        yield event(choices_for(p, q, rest if rest else None, state.reason))
-                generated.labels(key).inc(sum(len(s) for s in sequences))
-                if include_usage:
-                    yield event([], {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                     "total_tokens": prompt_tokens + completion_tokens})
-                yield "data: [DONE]\n\n"
+                if not all(t.done for t in texts.values()) and batch.done():
+                    try:
+                        batch.result()
+                    except HTTPException as error:
+                        yield f"data: {json.dumps(OpenAIError(error.status_code, str(error.detail)).body())}\n\n"
+                        completed = True
+                        return
+                generated.labels(key).inc(len(texts))
+                for line in finals():
+                    yield line
                 completed = True
             finally:
                 if not completed:
