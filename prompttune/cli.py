@@ -11,7 +11,7 @@ import sys
 
 from .config import add_config_arguments, config_arguments
 from .errors import PromptTuneError
-from .options import TaskOptions
+from .options import COLUMN_OPTIONS, TaskOptions
 from .training.config import TrainConfig
 from .runtime import is_main_process
 
@@ -173,8 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--group-column", help="also score every cell per value of this eval column (GROUP:METRIC "
                                           "columns, gap:METRIC, and a plot per group)")
     add_config_arguments(c, TaskOptions, "task and data (TaskOptions' fields; others go in the spec's prompt_options)",
-                         only=("text_column", "text_pair_column", "label_column", "source_column", "target_column",
-                               "template", "verbalizer"))
+                         only=(*COLUMN_OPTIONS, "template", "verbalizer"))
 
     x = commands.add_parser("export", help="write a prompt in another format: --format peft (a PEFT prompt-learning "
                                            "adapter folder); prints what the format leaves out")

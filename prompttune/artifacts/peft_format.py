@@ -89,7 +89,7 @@ def peft_meta(directory: str | os.PathLike) -> dict:
             "base_model": {"name_or_path": config["base_model_name_or_path"]}, "peft": config}
 
 
-def _read_tensor(directory: Path, config: dict) -> torch.Tensor:
+def _read_tensor(directory: Path) -> torch.Tensor:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -120,7 +120,7 @@ def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = N
 
     directory = Path(directory)
     config = read_peft_config(directory)
-    tensor = _read_tensor(directory, config)
+    tensor = _read_tensor(directory)
     if backbone is None:
         backbone = Backbone.from_pretrained(config["base_model_name_or_path"])
         if device is not None:
@@ -136,9 +136,7 @@ def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = N
         if tuple(tensor.shape) != expected or config["num_transformer_submodules"] != 1:
             raise ArtifactError(f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)}; a soft prompt for "
                                 f"{type(backbone.model).__name__} is {(virtual, backbone.hidden_size)}")
-        method = method_class("soft_prompt")(method_class("soft_prompt").Config(num_virtual_tokens=virtual), backbone)
-        with torch.no_grad():
-            method.prompt.copy_(tensor.to(method.prompt.device))
+        state = {"prompt": tensor}
     else:
         from ..core import kv_prefix
 
@@ -148,11 +146,11 @@ def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = N
             raise ArtifactError(f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)} for {config['num_layers']} "
                                 f"layers of token_dim {config['token_dim']}; {type(backbone.model).__name__} has {layers} "
                                 f"layers of {heads} key/value heads of {size} ({(virtual, layers * 2 * heads * size)})")
-        method = method_class("deep_prompt")(method_class("deep_prompt").Config(num_virtual_tokens=virtual), backbone)
         # PEFT: (V, 2L, H, d), keys of layer l at 2l and values at 2l + 1 -> prompttune: (L, 2, H, V, d).
-        prefix = tensor.view(virtual, layers, 2, heads, size).permute(1, 2, 3, 0, 4).contiguous()
-        with torch.no_grad():
-            method.prefix[kv_prefix.SELF].copy_(prefix.to(method.prefix[kv_prefix.SELF].device))
+        state = {f"prefix.{kv_prefix.SELF}": tensor.view(virtual, layers, 2, heads, size).permute(1, 2, 3, 0, 4)}
+    method_cls = method_class(_method(config))
+    method = method_cls(method_cls.Config(num_virtual_tokens=virtual), backbone)
+    method.load_saved_state({k: v.to(backbone.device) for k, v in state.items()}, backbone)
     # New tokens by default: 128, or half of what a model with learned positions has left.
     target = 128 if backbone.max_positions is None else max(1, min(128, (backbone.max_positions - virtual) // 2))
     task_config = GenerationConfig(separator="", max_target_length=target)

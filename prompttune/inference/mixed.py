@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from transformers import StoppingCriteria
+from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ..core.backbone import ENCODER_DECODER, Backbone, ModelInputs
@@ -254,8 +254,6 @@ class PromptSet:
                 for i in chunk:
                     on_prompt(i, lengths[i])
             if on_token is not None or stop_rows is not None:
-                from transformers import StoppingCriteriaList
-
                 expand = int(resolved[names[0]].get("num_return_sequences") or 1)
                 if on_token is not None:
                     extra["streamer"] = _RowStreamer(chunk, expand, on_token, task.eos_id)

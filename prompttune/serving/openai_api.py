@@ -96,6 +96,11 @@ UNSERVED = {
 }
 
 
+def stop_strings(body: _Request) -> list[str]:
+    """`stop` as a list (OpenAI takes one string or several)."""
+    return [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+
+
 def check_served(body: _Request) -> None:
     """A 400 for a parameter this server does not honour, rather than an answer that ignores it."""
     for name, why in UNSERVED.items():
@@ -106,7 +111,7 @@ def check_served(body: _Request) -> None:
     if best_of is not None and best_of != (body.n or 1):
         raise OpenAIError(400, "best_of: only best_of equal to n is served", param="best_of",
                           code="unsupported_parameter")
-    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    stops = stop_strings(body)
     if len(stops) > 4 or any(not s for s in stops):
         raise OpenAIError(400, "stop: up to 4 non-empty strings", param="stop")
 
@@ -137,7 +142,7 @@ def cut_at_stop(sequence: dict, stops: list[str]) -> tuple[str, str]:
 
 
 def completion_response(model: str, sequences: list[list[dict]], body: _Request, chat: bool) -> dict:
-    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    stops = stop_strings(body)
     n = body.n or 1
     choices, prompt_tokens, completion_tokens = [], 0, 0
     for per_prompt in sequences:

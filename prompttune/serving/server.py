@@ -504,7 +504,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, error: OpenAIError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status, headers=getattr(error, "headers", None))
+        return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's own and those its routing raises
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -641,7 +641,6 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             raise OpenAIError(error.status_code, f"model: {error.detail}", param="model", code=code) from None
 
     async def openai_generate(body, sources: list[str], chat: bool) -> dict:
-        openai_api.check_served(body)
         if len(sources) > limits.max_inputs:
             raise OpenAIError(413, f"prompt: {len(sources)} prompts; at most {limits.max_inputs} per request",
                               param="prompt")
@@ -682,7 +681,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         items = [(key, Example(text=text, source=f"prompt {i}"), (stream, i)) for i, text in enumerate(sources)]
         n = body.n or 1
         drawn = options.get("num_return_sequences", 1)  # sequences decoded per prompt (greedy: 1, sent n times)
-        stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        stops = openai_api.stop_strings(body)
         tokenizer = service.backbone.tokenizer
         texts = {(p, q): openai_api.StreamText(tokenizer, stops) for p in range(len(sources)) for q in range(drawn)}
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
@@ -786,6 +785,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         sources = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not sources:
             raise OpenAIError(400, "prompt: at least one prompt", param="prompt")
+        openai_api.check_served(body)
         return await openai_generate(body, sources, chat=False)
 
     async def chat_completions(body) -> dict:

@@ -262,7 +262,7 @@ def eval_groups(spec: SweepSpec, folder: Path) -> dict[str, str]:
 def run_cell(spec_dict: dict, cell_dict: dict, out: str, shared: dict | None = None) -> dict:
     """Train and score one cell (in a worker process); returns its result row. `shared`: the task
     options every cell of the sweep takes (`Task.sweep_options`, read once by `run_sweep`)."""
-    from ..api import interrupted_run, train_prompt
+    from ..api import evaluate_prompt, interrupted_run, train_prompt
     from ..storage import write_json_atomic
     from ..runtime import quiet_libraries
 
@@ -296,17 +296,13 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str, shared: dict | None = N
         metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None)
         groups = {}
         for group, path in eval_groups(spec, root / "data").items():
-            from ..api import evaluate_prompt
-
             scores = evaluate_prompt(str(folder), path, **columns)
             groups.update({f"{group}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "count"})
         if spec.group_column:
-            from ..api import evaluate_prompt
-
             scores = evaluate_prompt(str(folder), eval_path, **columns, group_column=spec.group_column)
+            kept = (*spec.task_class().metrics, "count")
             for value, measured in scores["groups"].items():
-                groups.update({f"{value}:{k}": v for k, v in measured.items()
-                               if k in spec.task_class().metrics or k == "count"})
+                groups.update({f"{value}:{k}": v for k, v in measured.items() if k in kept})
             groups.update({f"gap:{k}": gap["gap"] for k, gap in scores["group_gaps"].items()})
     except Exception as error:  # noqa: BLE001 - a failed cell is reported, the sweep goes on
         from ..storage import write_atomic

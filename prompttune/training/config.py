@@ -81,13 +81,11 @@ class TrainConfig(ConfigBase):
 
     def trackers(self) -> list[str]:
         """`report_to` as a list of tracker names."""
-        if not self.report_to:
-            return []
-        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
+        names = _tracker_names(self.report_to)
         return list(TRACKERS) if names == ["all"] else names
 
     def __post_init__(self):
-        names = [n.strip() for n in (self.report_to or "").split(",") if n.strip()]
+        names = _tracker_names(self.report_to) if isinstance(self.report_to, str) else []
         unknown = sorted(set(names) - set(TRACKERS) - {"all"})
         check(self.report_to is None or (isinstance(self.report_to, str) and names and not unknown), "report_to",
               f"unknown tracker(s) {unknown}; known: {', '.join(TRACKERS)}, or all")
@@ -108,3 +106,7 @@ class TrainConfig(ConfigBase):
               "must be the name of one of the task's metrics")
         check(self.mixed_precision in PRECISIONS, "mixed_precision", f"must be one of {PRECISIONS}")
         check(self.max_batch_tokens is None or self.max_batch_tokens > 0, "max_batch_tokens", "must be positive")
+
+
+def _tracker_names(report_to: str | None) -> list[str]:
+    return [n.strip() for n in (report_to or "").split(",") if n.strip()]

@@ -264,8 +264,9 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     elif output is not None and accelerator.is_main_process:
         checkpoint.remove(output)
     accelerator.wait_for_everyone()
-    tracker_runs = _tracker_runs(accelerator, config) if config.trackers() else {}
+    tracker_runs = {}
     if config.trackers():
+        tracker_runs = _tracker_runs(accelerator, config)
         if dev_metrics:
             accelerator.log({f"best/{k}": v for k, v in dev_metrics.items() if isinstance(v, float)}, step=state["step"])
         accelerator.end_training()
