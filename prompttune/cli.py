@@ -1,6 +1,6 @@
-"""`prompttune train | evaluate | predict | generate | compare | export | inspect | registry | serve`: the command
-line over prompttune.api, prompttune.sweeps.compare, prompttune.analysis.inspection, prompttune.artifacts.registry and
-prompttune.serving.server."""
+"""`prompttune train | evaluate | predict | generate | compare | export | inspect | registry | serve | human-eval`: the
+command line over prompttune.api, prompttune.sweeps.compare, prompttune.analysis.inspection,
+prompttune.artifacts.registry, prompttune.serving.server and prompttune.human_eval."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _train_options(args) -> dict:
 def _generation_options(args) -> dict:
     names = ("max_new_tokens", "num_beams", "top_k", "top_p", "temperature", "num_return_sequences",
              "repetition_penalty", "no_repeat_ngram_size", "length_penalty")
-    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if args.do_sample:
         options["do_sample"] = True
     return options
@@ -71,6 +71,96 @@ def _model_flags(parser, required: bool = False, help_text: str = "local copy of
                                                                 "then the CPU (Accelerate's big-model loading)")
     if device:
         parser.add_argument("--device", help="e.g. cpu or cuda (default: what Accelerate picks)")
+
+
+def _decoding_flags(parser) -> None:
+    parser.add_argument("--max-new-tokens", type=int, help="default: the prompt's max target length")
+    parser.add_argument("--num-beams", type=int, help="beam search width (default: the prompt's, 1 = greedy)")
+    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--repetition-penalty", type=float)
+    parser.add_argument("--no-repeat-ngram-size", type=int)
+    parser.add_argument("--length-penalty", type=float)
+
+
+def _human_eval_parser(commands) -> None:
+    from .human_eval.study import Design
+
+    h = commands.add_parser("human-eval", help="human evaluation of prompts: make a study, serve it to raters, report")
+    actions = h.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="generate every system's outputs on a data sample once and draw each "
+                                               "rater's items: a study folder")
+    create.add_argument("study", help="a new folder, or one without a study (a study is never overwritten)")
+    create.add_argument("--data", required=True, help="the sources (and references): CSV, TSV, JSONL or a datasets folder")
+    create.add_argument("--system", action="append", required=True, metavar="NAME=SOURCE",
+                        help="a system to judge (two or more): NAME=PROMPT_FOLDER (prompttune's or a PEFT adapter), "
+                             "NAME=registry:PROMPT@VERSION, NAME=@bare (the frozen model reading each source as the "
+                             "first prompt's task writes it, without the learned prompt), NAME=@reference (the data's "
+                             "first reference) or NAME=outputs:FILE (JSON lines as `prompttune generate` prints)")
+    create.add_argument("--registry", help="for registry: systems (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
+    add_config_arguments(create, Design, "the study's design (Design's fields)")
+    _columns(create, "source", "target")
+    create.add_argument("--batch-size", type=int, default=16)
+    _decoding_flags(create)
+    _model_flags(create)
+    status = actions.add_parser("status", help="each rater's link and progress")
+    status.add_argument("study")
+    status.add_argument("--host", default="127.0.0.1", help="the host the links name")
+    status.add_argument("--port", type=int, default=8100)
+    serve = actions.add_parser("serve", help="the raters' web page: one item at a time, every judgement committed as "
+                                             "it is given")
+    serve.add_argument("study")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8100)
+    serve.add_argument("--allow-names", action="store_true",
+                       help="raters may start by giving their name instead of their token (a trusted network)")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    report = actions.add_parser("report", help="win/tie/loss with bootstrap intervals, Bradley-Terry strengths, "
+                                               "Likert means, agreement; JSON, CSV and an HTML page with plots")
+    report.add_argument("study")
+    report.add_argument("--out", help="folder for report.json, judgements.csv, outputs.jsonl, report.html and the "
+                                      "plots (default: STUDY/report)")
+    report.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    report.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (Bradley-Terry: at most 200)")
+    report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    report.add_argument("--attach", action="store_true",
+                        help="attach each registry system's result to its version in the registry")
+
+
+def _human_eval_command(args) -> None:
+    from .human_eval.study import Design, Study, create_study, parse_systems
+
+    if args.action == "create":
+        design = Design.from_dict(config_arguments(args, Design))
+        options = _generation_options(args)
+        made = create_study(args.study, args.data, parse_systems(args.system, args.registry), design,
+                            source_column=args.source_column, target_column=args.target_column, model=_model_name(args),
+                            device=args.device, dtype=args.dtype, batch_size=args.batch_size, **options)
+        print(json.dumps(made, indent=2))
+    elif args.action == "status":
+        for rater in Study(args.study).raters():
+            print(json.dumps({**rater, "link": f"http://{args.host}:{args.port}/rate/{rater['token']}"}))
+    elif args.action == "serve":
+        from .human_eval.app import serve_study
+
+        serve_study(args.study, args.host, args.port, args.allow_names, args.log_level,
+                    announce=lambda line: print(line, file=sys.stderr, flush=True))
+    else:
+        from .human_eval.report import analyse, attach, write_report
+
+        if not 0.5 <= args.level < 1:
+            raise PromptTuneError(f"--level {args.level}: a confidence level between 0.5 and 1")
+        if args.resamples < 100:
+            raise PromptTuneError(f"--resamples {args.resamples}: at least 100 for percentile intervals")
+        study = Study(args.study)
+        result = analyse(study, args.level, args.resamples, args.seed)
+        written = write_report(study, args.out or os.path.join(args.study, "report"), result)
+        summary = {"judgements": result["study"]["judgements"], "files": written}
+        if args.attach:
+            summary["attached"] = attach(study, result)
+        print(json.dumps(summary, indent=2))
 
 
 def _model_name(args) -> str | None:
@@ -135,16 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("texts", nargs="*")
     _columns(g, "source")
     g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--max-new-tokens", type=int, help="default: the prompt's max target length")
-    g.add_argument("--num-beams", type=int, help="beam search width (default: the prompt's, 1 = greedy)")
-    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--temperature", type=float)
+    _decoding_flags(g)
     g.add_argument("--num-return-sequences", type=int)
-    g.add_argument("--repetition-penalty", type=float)
-    g.add_argument("--no-repeat-ngram-size", type=int)
-    g.add_argument("--length-penalty", type=float)
     g.add_argument("--seed", type=int, help="seed for sampling")
     _model_flags(g)
 
@@ -213,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: one forward per joined batch)")
     v.add_argument("--device", help="e.g. cpu or cuda")
     v.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+    _human_eval_parser(commands)
 
     r = commands.add_parser("registry", help="versioned prompt registry: push, list, show, pull, alias, delete")
     r.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
@@ -301,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(summary))
         elif args.command == "registry":
             _registry_command(args)
+        elif args.command == "human-eval":
+            _human_eval_command(args)
         elif args.command == "compare":
             from .sweeps.compare import run_sweep, spec_from_args
 

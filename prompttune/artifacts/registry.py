@@ -12,6 +12,8 @@ records what the artifact was made from and for: the base model's fingerprint, t
 sha256, the method, task and training configs, the dev metrics, when it was made and pushed, and its
 lineage (the registered version it was initialised from, when there is one). Aliases
 (`NAME@production`) point at versions and move; `NAME` and `NAME@latest` mean the newest version.
+Evaluations made later (a human-evaluation study's result) are attached to a version beside it,
+never changing what it holds.
 
 Every change happens under one lock file and one SQLite transaction: the files are written to the
 blob store first, the catalog row last, so a version is either fully there or not there at all, and
@@ -73,6 +75,15 @@ CREATE TABLE IF NOT EXISTS aliases (
     alias TEXT NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    recorded TEXT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (name, version, kind, key)
 );
 """
 
@@ -213,7 +224,23 @@ class Registry:
             row = db.execute("SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
             aliases = [r["alias"] for r in db.execute(
                 "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias", (name, version))]
-        return _record(row, aliases)
+            evaluations = [{"kind": r["kind"], "key": r["key"], "recorded": r["recorded"], **json.loads(r["result"])}
+                           for r in db.execute("SELECT * FROM evaluations WHERE name = ? AND version = ? "
+                                               "ORDER BY recorded, kind, key", (name, version))]
+        return {**_record(row, aliases), "evaluations": evaluations}
+
+    def attach(self, spec: str, kind: str, key: str, result: dict) -> dict:
+        """Attach an evaluation made after the push (`kind` says what made it, e.g. human_eval;
+        `key` which one, e.g. a study's id) to a version; attaching the same kind and key again
+        replaces that evaluation, and nothing else about the version changes."""
+        if not isinstance(result, dict):
+            raise RegistryError(f"attach {kind} {key}: the result is a JSON object")
+        payload = json.dumps(result)
+        with self._writing() as db:
+            name, version = self.resolve(spec, db)
+            db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?)",
+                       (name, version, kind, key, _now(), payload))
+        return {"name": name, "version": version, "kind": kind, "key": key}
 
     def list(self, name: str | None = None) -> list[dict]:
         """Without a name: one entry per prompt (its latest version, count, aliases). With one:
@@ -447,6 +474,7 @@ class Registry:
                                                           (name, version))]
                 deleted.append(_record(row, aliases))
                 db.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (name, version))
+                db.execute("DELETE FROM evaluations WHERE name = ? AND version = ?", (name, version))
                 db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, version))
             used = set()
             for r in db.execute("SELECT files FROM versions"):

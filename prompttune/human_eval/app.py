@@ -1,0 +1,122 @@
+"""The raters' web page and its JSON API (FastAPI), over one study.
+
+- `GET /`: where a rater gives their token (or, with `allow_names`, their name);
+- `GET /rate/{token}`: the page, one item at a time, with keyboard shortcuts and progress;
+- `GET /api/{token}/next`: the rater's next item (systems are never named, left and right as drawn);
+- `POST /api/{token}/judgements`: one judgement, committed before the answer is sent; a double
+  submit, a page out of date or a value that does not fit is refused with a message (409 or 422)
+  and changes nothing; an unknown rater is a 404.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from .study import JudgementRefused, Study
+
+PAGE = Path(__file__).with_name("page.html")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class Judgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    study: str = Field(description="the study the page was showing (its id)")
+    task: StrictInt = Field(description="the item the page was showing")
+    preference: Literal["left", "tie", "right"] | None = Field(None, description="a pairwise item's answer")
+    ratings: dict[str, StrictInt] | None = Field(None, description="a rating item's answer: criterion -> 1..scale")
+    seconds: float | None = Field(None, ge=0, description="time the rater spent on the item")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "status": status}}, status_code=status, headers=NO_STORE)
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                        "<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}</style></head>"
+                        f"<body>{body}</body></html>", status_code=status, headers=NO_STORE)
+
+
+def build_app(study: Study, allow_names: bool = False) -> FastAPI:
+    app = FastAPI(title="prompttune human evaluation", docs_url=None, redoc_url=None)
+    asked = "your token" + (" or your name" if allow_names else "")
+    rater_page = PAGE.read_text(encoding="utf-8")
+
+    def rater_of(token: str) -> str | None:
+        return study.rater(token=token)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(422, f"{where or 'body'}: {first.get('msg', 'invalid')}; nothing was recorded")
+
+    @app.get("/healthz")
+    def health() -> dict:
+        return {"status": "ok", "study": study.id}
+
+    @app.get("/", response_class=HTMLResponse)
+    def start() -> HTMLResponse:
+        return _page("Human evaluation", f"<h1>Human evaluation</h1><form action='start' method='get'>"
+                                         f"<label>Give {asked}: <input name='who' id='who' autofocus></label> "
+                                         "<button>Start</button></form>")
+
+    @app.get("/start")
+    def login(who: str = ""):
+        value = who.strip()
+        rater = study.rater(token=value) if value else None
+        token = value
+        if rater is None and allow_names and value:
+            rater = study.rater(name=value)
+            token = next((r["token"] for r in study.raters() if r["name"] == rater), None)
+        if rater is None:
+            return _page("Unknown rater", f"<h1>Unknown rater</h1><p>No rater of this study has the {asked} given. "
+                                          "<a href='.'>Try again</a>.</p>", 404)
+        return RedirectResponse(f"rate/{token}", status_code=303, headers=NO_STORE)
+
+    @app.get("/rate/{token}", response_class=HTMLResponse)
+    def page(token: str) -> HTMLResponse:
+        rater = rater_of(token)
+        if rater is None:
+            return _page("Unknown rater", "<h1>Unknown rater</h1><p>This link does not belong to a rater of this "
+                                          "study. <a href='..'>Start again</a>.</p>", 404)
+        return HTMLResponse(rater_page.replace("{{RATER}}", html.escape(rater)), headers=NO_STORE)
+
+    @app.get("/api/{token}/next")
+    def next_item(token: str):
+        rater = rater_of(token)
+        if rater is None:
+            return _error(404, "no rater of this study has this token")
+        return JSONResponse(study.next_task(rater), headers=NO_STORE)
+
+    @app.post("/api/{token}/judgements")
+    def judge(token: str, judgement: Judgement):
+        rater = rater_of(token)
+        if rater is None:
+            return _error(404, "no rater of this study has this token; nothing was recorded")
+        try:
+            recorded = study.submit(rater, judgement.study, judgement.task, judgement.preference, judgement.ratings,
+                                    judgement.seconds)
+        except JudgementRefused as refused:
+            return _error(refused.status, str(refused))
+        return JSONResponse({**recorded, "next": study.next_task(rater)}, headers=NO_STORE)
+
+    return app
+
+
+def serve_study(folder: str, host: str = "127.0.0.1", port: int = 8100, allow_names: bool = False,
+                log_level: str = "info", announce=print) -> None:
+    import uvicorn
+
+    study = Study(folder)
+    app = build_app(study, allow_names)
+    for rater in study.raters():
+        announce(f"{rater['name']}: http://{host}:{port}/rate/{rater['token']} ({rater['done']} of {rater['tasks']} done)")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
