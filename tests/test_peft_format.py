@@ -120,7 +120,7 @@ def test_adapters_prompttune_cannot_read_are_refused_with_the_reason(model_dirs,
     with pytest.raises(ArtifactError, match=r"task_type 'SEQ_CLS'; prompttune reads PEFT's prompt adapters for "
                                             r"generation, \['CAUSAL_LM', 'SEQ_2_SEQ_LM'\]"):
         load_prompt(variant("cls", task_type="SEQ_CLS"), backbone=backbone)
-    with pytest.raises(ArtifactError, match="a SEQ_2_SEQ_LM PREFIX_TUNING adapter .* PEFT gives the decoder a second"):
+    with pytest.raises(ArtifactError, match="a SEQ_2_SEQ_LM PREFIX_TUNING adapter; PEFT's seq2seq prefix reaches only"):
         load_prompt(variant("s2s-prefix", task_type="SEQ_2_SEQ_LM"), backbone=load("t5"))
     with pytest.raises(ArtifactError, match=r"field 'peft_type' is 'LORA'"):
         load_prompt(variant("lora", peft_type="LORA"), backbone=backbone)
@@ -254,6 +254,10 @@ S2S_KINDS = {
                                                 num_transformer_submodules=1),
     "p_tuning": lambda: PromptEncoderConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL,
                                             encoder_hidden_size=16, num_transformer_submodules=1),
+    # PEFT's default for SEQ_2_SEQ_LM: 2V rows saved, of which its forward and generate read the first V.
+    "prompt_tuning_2": lambda: PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL),
+    "p_tuning_2": lambda: PromptEncoderConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL,
+                                              encoder_hidden_size=16),
 }
 
 

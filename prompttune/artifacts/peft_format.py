@@ -15,9 +15,13 @@ A PEFT adapter folder holds `adapter_config.json` and `adapter_model.safetensors
 Decoder-only models (task type CAUSAL_LM) are read: a soft prompt becomes `soft_prompt`, a prefix
 `deep_prompt`, on the generation task with the source and the continuation joined with nothing
 between them, as PEFT's `generate` continues its input. Encoder-decoders (SEQ_2_SEQ_LM) are read
-where the adapter is a soft prompt on the encoder's input (`num_transformer_submodules` 1). Other
-task types, a second prompt for the decoder and PEFT's seq2seq prefixes are refused with a
-message that says why.
+where the adapter is a soft prompt on the encoder's input. Other
+task types and PEFT's seq2seq prefixes are refused with a message that says why.
+
+A seq2seq soft prompt saved with `num_transformer_submodules` 2 (PEFT's default for SEQ_2_SEQ_LM)
+holds 2V rows, the second V meant for the decoder; PEFT's forward and `generate` for PROMPT_TUNING
+and P_TUNING put only the first V before the encoder's input and never read the rest
+(`PeftModelForSeq2SeqLM.forward`), so prompttune reads those V rows and gives the same outputs.
 """
 
 from __future__ import annotations
@@ -66,11 +70,14 @@ def read_peft_config(directory: str | os.PathLike) -> dict:
     if config.get("task_type") not in TASK_TYPES:
         raise ArtifactError(f"{path}: task_type {config.get('task_type')!r}; prompttune reads PEFT's prompt adapters "
                             f"for generation, {list(TASK_TYPES)} (a classification adapter's head is not read)")
-    if config["task_type"] == "SEQ_2_SEQ_LM" and (kind == "PREFIX_TUNING" or config["num_transformer_submodules"] != 1):
-        raise ArtifactError(f"{path}: a SEQ_2_SEQ_LM {kind} adapter with num_transformer_submodules "
-                            f"{config['num_transformer_submodules']}; prompttune reads an encoder-decoder's soft prompt "
-                            "on the encoder's input (num_transformer_submodules 1): PEFT gives the decoder a second "
-                            "prompt, and its seq2seq prefixes a layout of their own, which prompttune does not read")
+    if config["num_transformer_submodules"] > (2 if config.get("task_type") == "SEQ_2_SEQ_LM" else 1):
+        raise ArtifactError(f"{path}: num_transformer_submodules {config['num_transformer_submodules']} for a "
+                            f"{config.get('task_type')} adapter; PEFT writes 1 (2 for SEQ_2_SEQ_LM)")
+    if config["task_type"] == "SEQ_2_SEQ_LM" and kind == "PREFIX_TUNING":
+        raise ArtifactError(f"{path}: a SEQ_2_SEQ_LM PREFIX_TUNING adapter; PEFT's seq2seq prefix reaches only the "
+                            "decoder's self-attention, each layer reading blocks of a projection repeated twice, while "
+                            "prompttune's encoder-decoder prefix covers the encoder, the decoder and the cross-attention "
+                            "as Li & Liang specify; prompttune reads PEFT's seq2seq soft prompts (PROMPT_TUNING, P_TUNING)")
     if not isinstance(config.get("base_model_name_or_path"), str) or not config["base_model_name_or_path"]:
         raise ArtifactError(f"{path}: field 'base_model_name_or_path' must name the base model")
     return config
@@ -133,10 +140,11 @@ def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = N
     virtual = config["num_virtual_tokens"]
     if config["peft_type"] in ("PROMPT_TUNING", "P_TUNING"):
         expected = (virtual * config["num_transformer_submodules"], backbone.hidden_size)
-        if tuple(tensor.shape) != expected or config["num_transformer_submodules"] != 1:
+        if tuple(tensor.shape) != expected:
             raise ArtifactError(f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)}; a soft prompt for "
-                                f"{type(backbone.model).__name__} is {(virtual, backbone.hidden_size)}")
-        state = {"prompt": tensor}
+                                f"{type(backbone.model).__name__} with num_transformer_submodules "
+                                f"{config['num_transformer_submodules']} is {expected}")
+        state = {"prompt": tensor[:virtual]}  # the rows PEFT's forward reads (see the module's docstring)
     else:
         from ..core import kv_prefix
 
