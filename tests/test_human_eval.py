@@ -274,7 +274,7 @@ def test_double_submits_stale_pages_unknown_raters_and_bad_values_change_nothing
     assert client.post(url, json={**first, "study": "0" * 16}).status_code == 409
     bo_task = client.get(f"/api/{tokens['bo']}/next").json()["task"]
     other = client.post(url, json={"study": state["study"], "task": bo_task["id"], **_answer(bo_task, "ann")})
-    assert other.status_code == 404 and "not one of ann's items" in other.json()["error"]["message"]
+    assert other.status_code == 404 and "not one of ann's tasks" in other.json()["error"]["message"]
     unknown = client.post("/api/not-a-token/judgements", json=first)
     assert unknown.status_code == 404 and "no rater" in unknown.json()["error"]["message"]
     assert client.get("/api/not-a-token/next").status_code == 404

@@ -43,7 +43,7 @@ def _browser():
     assert chromium and driver, "the page tests run Debian's chromium and chromium-driver: run `make browser`"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,640"):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(driver), options=options)
 
@@ -172,7 +172,7 @@ def test_two_raters_judge_a_whole_study_with_the_keyboard(served, browsers, tmp_
             shown = _shown(page)
             if shown["done"]:
                 continue
-            assert shown["progress"] == f"Item {len(given[rater]) + 1} of {totals[rater]}"
+            assert shown["progress"] == f"Task {len(given[rater]) + 1} of {totals[rater]}"
             if shown["kind"] not in shots and rater == raters[0]:
                 _screenshot(page, tmp_path, f"human_eval_{shown['kind']}.png")
                 shots.add(shown["kind"])

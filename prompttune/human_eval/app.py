@@ -1,8 +1,8 @@
 """The raters' web page and its JSON API (FastAPI), over one study.
 
 - `GET /`: where a rater gives their token (or, with `allow_names`, their name);
-- `GET /rate/{token}`: the page, one item at a time, with keyboard shortcuts and progress;
-- `GET /api/{token}/next`: the rater's next item (systems are never named, left and right as drawn);
+- `GET /rate/{token}`: the page, one task at a time, with keyboard shortcuts and progress;
+- `GET /api/{token}/next`: the rater's next task (systems are never named, left and right as drawn);
 - `POST /api/{token}/judgements`: one judgement, committed before the answer is sent; a double
   submit, a page out of date or a value that does not fit is refused with a message (409 or 422)
   and changes nothing; an unknown rater is a 404.
@@ -28,10 +28,10 @@ NO_STORE = {"Cache-Control": "no-store"}
 class Judgement(BaseModel):
     model_config = ConfigDict(extra="forbid")
     study: str = Field(description="the study the page was showing (its id)")
-    task: StrictInt = Field(description="the item the page was showing")
+    task: StrictInt = Field(description="the task the page was showing")
     preference: Literal["left", "tie", "right"] | None = Field(None, description="a pairwise item's answer")
     ratings: dict[str, StrictInt] | None = Field(None, description="a rating item's answer: criterion -> 1..scale")
-    seconds: float | None = Field(None, ge=0, description="time the rater spent on the item")
+    seconds: float | None = Field(None, ge=0, description="time the rater spent on the task")
 
 
 def _error(status: int, message: str) -> JSONResponse:

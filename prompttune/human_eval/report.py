@@ -128,7 +128,7 @@ def _figures(result: dict):
         axis.errorbar(wins, labels, xerr=errors, fmt="none", ecolor="black", capsize=3)
         axis.set_xlim(0, 1)
         axis.set_xlabel(f"share of judgements (first system's wins, with a {result['study']['level']:.0%} interval)")
-        axis.legend(loc="lower right", fontsize=8)
+        axis.legend(ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False)
         figure.tight_layout()
         yield "pairwise", figure
         plt.close(figure)

@@ -467,15 +467,15 @@ class Study:
             try:
                 row = db.execute("SELECT * FROM tasks WHERE id = ?", (task,)).fetchone()
                 if row is None or row["rater"] != rater:
-                    raise JudgementRefused(f"item {task} is not one of {rater}'s items; nothing was recorded", 404)
+                    raise JudgementRefused(f"task {task} is not one of {rater}'s tasks; nothing was recorded", 404)
                 if db.execute("SELECT 1 FROM judgements WHERE task = ?", (task,)).fetchone():
-                    raise JudgementRefused(f"item {task} was already judged (a second submit, or another tab); the "
+                    raise JudgementRefused(f"task {task} was already judged (a second submit, or another tab); the "
                                            "first judgement stands and nothing was changed", 409)
                 current = db.execute(
                     "SELECT id FROM tasks WHERE rater = ? AND NOT EXISTS (SELECT 1 FROM judgements WHERE "
                     "judgements.task = tasks.id) ORDER BY position LIMIT 1", (rater,)).fetchone()
                 if current["id"] != task:
-                    raise JudgementRefused(f"item {task} is not the item {rater} is on (this page is out of date); "
+                    raise JudgementRefused(f"task {task} is not the task {rater} is on (this page is out of date); "
                                            "nothing was recorded: reload to continue", 409)
                 values = self._check_values(row["kind"], preference, ratings)
                 if seconds is not None and not (isinstance(seconds, (int, float)) and 0 <= seconds < 1e7):
@@ -497,13 +497,13 @@ class Study:
     def _values(self, kind: str, preference, ratings) -> dict:
         if kind == "pair":
             if ratings is not None or preference not in PREFERENCES:
-                raise JudgementRefused(f"this item asks which output is better: preference is one of "
+                raise JudgementRefused(f"this task asks which output is better: preference is one of "
                                        f"{', '.join(PREFERENCES)}; got preference={preference!r}"
                                        + (" and ratings" if ratings is not None else ""), 422)
             return {"preference": preference, "ratings": None}
         criteria, scale = self.design.criteria, self.design.scale
         if preference is not None or not isinstance(ratings, dict) or set(ratings) != set(criteria):
-            raise JudgementRefused(f"this item asks for ratings of {', '.join(criteria)}; got "
+            raise JudgementRefused(f"this task asks for ratings of {', '.join(criteria)}; got "
                                    f"{sorted(ratings) if isinstance(ratings, dict) else ratings!r}"
                                    + (" and a preference" if preference is not None else ""), 422)
         for criterion, value in ratings.items():
