@@ -282,17 +282,13 @@ def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text
                          label_column=label_column, source_column=source_column, target_column=target_column)
     groups = _group_values(prompt, data, group_column, len(examples)) if group_column else None
     loaded = _load(prompt, model, device, dtype, device_map)
-    metrics = evaluate(loaded, examples, batch_size)
     if groups is None:
-        return metrics
+        return evaluate(loaded, examples, batch_size)
     from .tasks.metrics import SMALL_GROUP, group_gaps
 
-    per_group = {}
-    for value in sorted(set(groups), key=str):
-        subset = [e for e, g in zip(examples, groups) if g == value]
-        scores = evaluate(loaded, subset, batch_size)
-        per_group[value] = {**{k: v for k, v in scores.items() if isinstance(v, (int, float))}, "count": len(subset),
-                            "small": len(subset) < SMALL_GROUP}
+    metrics, scored = loaded.task.evaluate_groups(loaded, examples, groups, batch_size)  # one pass of the model
+    per_group = {value: {**{k: v for k, v in scores.items() if isinstance(v, (int, float))}, "count": count,
+                         "small": count < SMALL_GROUP} for value, (scores, count) in scored.items()}
     task_cls = type(loaded.task)
     metrics["groups"] = per_group
     metrics["group_gaps"] = group_gaps(per_group, task_cls.metrics, task_cls.higher_is_better)

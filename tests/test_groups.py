@@ -24,10 +24,22 @@ def write(path, rows):
     return path
 
 
-def test_each_group_scores_as_its_rows_alone_and_the_gap_is_named(prompt, model_dirs, tmp_path):
+def _count_calls(monkeypatch, owner, name: str) -> list:
+    calls, original = [], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def test_each_group_scores_as_its_rows_alone_and_the_gap_is_named(prompt, model_dirs, tmp_path, monkeypatch):
     rows = [(t, l, "north" if i % 3 else "south") for i, (t, l) in enumerate(SENTENCES * 3)]
     data = write(tmp_path / "all.csv", rows)
+    passes = _count_calls(monkeypatch, PromptModel, "batched_logits")
     result = evaluate_prompt(str(prompt), str(data), model=str(model_dirs["bert"]), group_column="site")
+    assert len(passes) == 1  # every group is scored from the one pass over all rows
     groups = result["groups"]
     assert set(groups) == {"north", "south"}
     assert sum(g["count"] for g in groups.values()) == result["count"] == len(rows)
@@ -58,8 +70,9 @@ def test_the_command_line_reports_groups_and_refuses_rows_without_one(prompt, mo
     assert "--group-column: scores one prompt" in capsys.readouterr().err
 
 
-def test_generation_metrics_per_group(load, model_dirs, tmp_path):
+def test_generation_metrics_per_group(load, model_dirs, tmp_path, monkeypatch):
     from prompttune.tasks import GenerationConfig
+    from prompttune.tasks.generation import GenerationTask
 
     model = PromptModel.create(load("gpt2"), "soft_prompt", GenerationConfig(max_target_length=3),
                                {"num_virtual_tokens": 2}, seed=0)
@@ -68,7 +81,15 @@ def test_generation_metrics_per_group(load, model_dirs, tmp_path):
             for t, l in SENTENCES]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    passes = _count_calls(monkeypatch, GenerationTask, "generate_texts")
     result = evaluate_prompt(str(saved), str(data), model=str(model_dirs["gpt2"]), group_column="category")
+    assert len(passes) == 1
     assert {g: v["count"] for g, v in result["groups"].items()} == {
         "pos": sum(r["category"] == "pos" for r in rows), "neg": sum(r["category"] == "neg" for r in rows)}
     assert set(result["group_gaps"]) == {"bleu", "chrf", "rouge1", "rouge2", "rougeL"}
+    for name in ("pos", "neg"):
+        alone = tmp_path / f"{name}.jsonl"
+        alone.write_text("".join(json.dumps(r) + "\n" for r in rows if r["category"] == name))
+        scores = evaluate_prompt(str(saved), str(alone), model=str(model_dirs["gpt2"]))
+        for metric in ("bleu", "chrf", "rougeL"):
+            assert result["groups"][name][metric] == pytest.approx(scores[metric]), (name, metric)

@@ -11,7 +11,9 @@ What a task answers:
   `new_config` from the options of a run and its training data, and `sample` for a sweep's
   training-set sizes;
 - its scores: `metrics` (the scalar ones, in report order), `default_metric` (early stopping, the
-  sweep's plots) and `higher_is_better`;
+  sweep's plots) and `higher_is_better`; `scored_outputs` (one pass of the model: what each
+  example's score needs) and `score` (metrics of any subset of them), which `evaluate` and
+  `evaluate_groups` join;
 - its outputs: `predict` for `prompttune predict`, `results` for a mixed batch's rows, and which
   HTTP endpoint serves it (`endpoint`: "classify" reads one forward, "generate" decodes);
 - what methods may ask of it, and nothing more: `init_words` (the words whose embeddings start a
@@ -216,6 +218,31 @@ class Task(nn.Module):
         if getattr(config, "demonstrations", ()):
             out.append(f"{len(config.demonstrations)} demonstrations shown before each {what}")
         return out
+
+    # ---- scores -------------------------------------------------------------------------------
+
+    def scored_outputs(self, model, examples: list, batch_size: int = 64, accelerator=None) -> list:
+        """One pass of `model` over `examples`: one entry per example holding what `score` needs
+        (its prediction and gold answer), in the examples' order (with an accelerator, every
+        process's entries, in the order they were gathered)."""
+        raise NotImplementedError
+
+    def score(self, outputs: list, examples: list) -> dict:
+        """The metrics of `outputs` (entries of `scored_outputs`, any subset) for these examples."""
+        raise NotImplementedError
+
+    def evaluate(self, model, examples: list, batch_size: int = 64, accelerator=None) -> dict:
+        return self.score(self.scored_outputs(model, examples, batch_size, accelerator), examples)
+
+    def evaluate_groups(self, model, examples: list, groups: list[str], batch_size: int = 64) -> tuple[dict, dict]:
+        """The metrics over all examples and for each group value (`groups[i]` is example i's),
+        from one pass of the model: (overall, {value: (metrics, count)})."""
+        outputs = self.scored_outputs(model, examples, batch_size)
+        per_group = {}
+        for value in sorted(set(groups), key=str):
+            chosen = [i for i, g in enumerate(groups) if g == value]
+            per_group[value] = (self.score([outputs[i] for i in chosen], [examples[i] for i in chosen]), len(chosen))
+        return self.score(outputs, examples), per_group
 
     # ---- outputs ------------------------------------------------------------------------------
 

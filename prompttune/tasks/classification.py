@@ -556,9 +556,9 @@ class ClassificationTask(Task):
         """What `loss` averages over: the rows."""
         return int(batch["labels"].numel())
 
-    def evaluate(self, model, examples: list[Example], batch_size: int = 64, accelerator=None) -> dict:
-        """scikit-learn metrics (accuracy, macro P/R/F1, per class, confusion matrix); with an
-        accelerator, evaluation is sharded across processes."""
+    def scored_outputs(self, model, examples: list[Example], batch_size: int = 64, accelerator=None) -> list:
+        """(predicted, gold) label index per example; with an accelerator, evaluation is sharded
+        across processes."""
         predictions, labels = [], []
         for logits, batch in model.batched_logits([self.encode(e) for e in examples], batch_size, accelerator):
             pred, gold = logits.argmax(-1), batch["labels"]
@@ -566,7 +566,13 @@ class ClassificationTask(Task):
                 pred, gold = accelerator.gather_for_metrics((pred, gold))
             predictions.append(pred.cpu())
             labels.append(gold.cpu())
-        return classification_metrics(torch.cat(predictions).tolist(), torch.cat(labels).tolist(), self.config.labels)
+        if not predictions:
+            return []
+        return list(zip(torch.cat(predictions).tolist(), torch.cat(labels).tolist()))
+
+    def score(self, outputs: list, examples: list[Example]) -> dict:
+        """scikit-learn metrics (accuracy, macro P/R/F1, per class, confusion matrix)."""
+        return classification_metrics([p for p, _ in outputs], [g for _, g in outputs], self.config.labels)
 
     # ---- results ------------------------------------------------------------------------------
 

@@ -328,14 +328,25 @@ class GenerationTask(Task):
             out.append({"text": text, "tokens": min(stop, len(row) if end is None else end), "finished": end is not None})
         return out
 
-    def evaluate(self, model, examples: list[Example], batch_size: int = 32, accelerator=None) -> dict:
-        """Generate for every distinct source and score against all its references."""
+    def scored_outputs(self, model, examples: list[Example], batch_size: int = 32, accelerator=None) -> list[str]:
+        """The text generated for each example's source, each distinct source generated once."""
+        grouped = self._with_references(examples)
+        hypotheses = dict(zip((e.text for e in grouped), self.generate_texts(model, grouped, batch_size=batch_size)))
+        return [hypotheses[e.text] for e in examples]
+
+    def score(self, outputs: list[str], examples: list[Example]) -> dict:
+        """BLEU, chrF and ROUGE of each distinct source's text against all its references."""
+        generated = dict(zip((e.text for e in examples), outputs))
+        grouped = self._with_references(examples)
+        return generation_metrics([generated[e.text] for e in grouped], [list(e.targets) for e in grouped])
+
+    @staticmethod
+    def _with_references(examples: list[Example]) -> list[Example]:
         grouped = group_references(examples)
         missing = [e for e in grouped if not e.targets]
         if missing:
             raise DataError(f"{missing[0].source}: no reference text to score against")
-        hypotheses = self.generate_texts(model, grouped, batch_size=batch_size)
-        return generation_metrics(hypotheses, [list(e.targets) for e in grouped])
+        return grouped
 
 
 def _cut(tokenizer, text: str, tokens: int) -> str:

@@ -283,9 +283,9 @@ class TokenClassificationTask(Task):
         score = score.masked_fill(cut, 0.0)
         return tag, score
 
-    def evaluate(self, model, examples: list[TokenExample], batch_size: int = 64, accelerator=None) -> dict:
-        """Entity precision, recall and F1 (seqeval) and word accuracy; with an accelerator,
-        evaluation is sharded across processes."""
+    def scored_outputs(self, model, examples: list[TokenExample], batch_size: int = 64, accelerator=None) -> list:
+        """(gold tags, predicted tags) per example, one per word; with an accelerator, evaluation
+        is sharded across processes."""
         predicted, gold = [], []
         for example in examples:
             if example.tags is None:
@@ -301,7 +301,11 @@ class TokenClassificationTask(Task):
             for row_tags, row_truth in zip(tags.tolist(), truth.tolist()):
                 predicted.append([self.config.labels[t] for t in row_tags if t >= 0])
                 gold.append([self.config.labels[t] for t in row_truth if t >= 0])
-        return tagging_metrics(gold, predicted)
+        return list(zip(gold, predicted))
+
+    def score(self, outputs: list, examples: list[TokenExample]) -> dict:
+        """Entity precision, recall and F1 (seqeval) and word accuracy."""
+        return tagging_metrics([g for g, _ in outputs], [p for _, p in outputs])
 
     def results(self, logits: torch.Tensor, batch: dict, examples: list[TokenExample]) -> list[dict]:
         """Per row: its words, their tags and the entities with character offsets into its text."""
