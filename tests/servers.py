@@ -75,3 +75,34 @@ def running_server(model_dir: Path, registry: Registry, log_path: Path, *flags):
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@contextmanager
+def running_study_server(folder: Path, log_path: Path, *flags):
+    """`prompttune human-eval serve` on a free loopback port: its URL and process, stopped at the end
+    (unless the test killed it)."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "prompttune", "human-eval", "serve", str(folder), "--port",
+                                    str(port), "--log-level", "warning", *map(str, flags)], stdout=log,
+                                   stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    process.kill()
+                    raise RuntimeError(f"the study server did not start:\n{log_path.read_text()}") from None
+                time.sleep(0.2)
+        try:
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)

@@ -4,8 +4,10 @@ statistics checked against cases computed by hand."""
 
 import json
 import math
+import signal
 import sqlite3
 import threading
+import urllib.request
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +23,7 @@ from prompttune.human_eval.report import analyse, attach, write_report
 from prompttune.human_eval.study import (STUDY_FILE, Design, JudgementRefused, Study, StudyError, create_study,
                                          parse_systems)
 from prompttune.tasks import GenerationConfig
+from servers import running_study_server
 
 SOURCES = [f"name[Place {i}], food[{food}], area[{area}]" for i, (food, area) in
            enumerate([("Thai", "riverside"), ("French", "centre"), ("Indian", "riverside"), ("Greek", "centre"),
@@ -438,3 +441,30 @@ def test_the_command_line_makes_serves_and_reports_a_study(tmp_path, files, caps
     assert main(["human-eval", "create", str(tmp_path / "x"), "--data", str(files["data"]), "--system", "a=@reference",
                  "--system", "b=@reference", "--source-column", "mr", "--target-column", "ref", "--scale", "1"]) == 2
     assert "scale: 2 to 9 points" in capsys.readouterr().err
+
+
+def test_a_server_killed_mid_study_loses_no_judgement(tmp_path, files):
+    """Judgements acknowledged before a crash (SIGKILL, no shutdown) are all there when the server
+    comes back, and the rater goes on from the next task."""
+    _make(tmp_path, files, raters=("ann",), items=3)
+    study = Study(tmp_path / "study")
+    token = study.raters()[0]["token"]
+
+    def call(url, path, body=None):
+        request = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    given = []
+    with running_study_server(study.folder, tmp_path / "first.log") as (url, process):
+        for _ in range(4):
+            state = call(url, f"/api/{token}/next")
+            call(url, f"/api/{token}/judgements", {"study": study.id, "task": state["task"]["id"], "preference": "right"})
+            given.append(state["task"]["id"])
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    with running_study_server(study.folder, tmp_path / "second.log") as (url, _):
+        state = call(url, f"/api/{token}/next")
+        assert state["done"] == 4 and state["task"]["id"] not in given
+    assert [j["task"] for j in study.judgements()] == given

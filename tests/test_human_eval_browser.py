@@ -11,10 +11,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +21,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from prompttune.human_eval.study import STUDY_FILE, Design, Study, create_study, parse_systems
-from servers import free_port
+from servers import running_study_server
 
 SOURCES = ["name[The Olive Grove], eatType[pub], food[Italian], area[riverside]",
            "name[Blue Spice], eatType[coffee shop], priceRange[cheap], near[Avalon]",
@@ -70,25 +66,8 @@ def _make_study(folder: Path) -> Path:
 @pytest.fixture
 def served(tmp_path):
     folder = _make_study(tmp_path / "study")
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "prompttune", "human-eval", "serve", str(folder), "--port", str(port),
-                                "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2):
-                break
-        except OSError:
-            assert process.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
-    try:
+    with running_study_server(folder, tmp_path / "serve.log") as (url, _):
         yield url, Study(folder)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture
