@@ -416,6 +416,10 @@ def test_the_result_is_attached_to_the_registry_versions_compared(tmp_path, load
     assert {p["against"]: p["ties"] for p in evaluation["pairwise"]} == {"long": 3, "ref": 3}
     attach(study, result)  # attaching again replaces, never duplicates
     assert len(registry.show("short@1")["evaluations"]) == 1
+    assert registry.show("long@1")["evaluations"][0]["system"] == "long"
+    registry.delete("short", all_versions=True)  # a deleted version's evaluations go with it
+    with sqlite3.connect(registry.catalog) as db:
+        assert db.execute("SELECT COUNT(*) FROM evaluations WHERE name = 'short'").fetchone()[0] == 0
 
 
 def test_the_command_line_makes_serves_and_reports_a_study(tmp_path, files, capsys):
