@@ -8,6 +8,8 @@ import pytest
 
 from prompttune.serving.batcher import MicroBatcher
 
+pytestmark = pytest.mark.same_on_every_transformers  # reaches no transformers code
+
 
 def run(coroutine):
     return asyncio.run(coroutine)

@@ -25,6 +25,10 @@ from prompttune.human_eval.study import (STUDY_FILE, Design, JudgementRefused, S
 from prompttune.tasks import GenerationConfig
 from servers import running_study_server
 
+# Tests that touch no model (statistics, studies made from outputs files, the page's API, reports)
+# reach no code that differs between transformers releases: `make test` runs them once.
+once = pytest.mark.same_on_every_transformers
+
 SOURCES = [f"name[Place {i}], food[{food}], area[{area}]" for i, (food, area) in
            enumerate([("Thai", "riverside"), ("French", "centre"), ("Indian", "riverside"), ("Greek", "centre"),
                        ("Sushi", "riverside"), ("Pizza", "centre"), ("Tapas", "riverside"), ("Curry", "centre"),
@@ -60,6 +64,7 @@ def _make(tmp_path, files, name="study", **design):
 # ---- statistics against hand-computed cases ------------------------------------------------------
 
 
+@once
 def test_cohen_kappa_and_krippendorff_alpha_match_hand_computation():
     # Two raters, four units: they agree on three. Cohen: p_o = 3/4, p_e = 2/4*1/4 + 2/4*3/4 = 1/2,
     # kappa = (3/4 - 1/2) / (1 - 1/2) = 1/2. Krippendorff (nominal): the coincidences give
@@ -75,6 +80,7 @@ def test_cohen_kappa_and_krippendorff_alpha_match_hand_computation():
     assert none["alpha"] is None and "two raters" in none["reason"]
 
 
+@once
 def test_bradley_terry_recovers_consistent_strengths():
     # A beats B 2:1, B beats C 2:1, A beats C 4:1: the maximum-likelihood strengths differ by ln 2
     # exactly (each pair's odds are the ratio of strengths), centred on zero.
@@ -97,6 +103,7 @@ def test_bradley_terry_recovers_consistent_strengths():
     assert tied[0]["strength"] - tied[1]["strength"] == pytest.approx(math.log(3), abs=0.01)
 
 
+@once
 def test_win_rates_count_each_pair_from_one_side_with_item_bootstrap_intervals():
     judgements = [(0, "A", "B", stats.WIN), (1, "B", "A", stats.WIN), (2, "A", "B", stats.TIE), (3, "A", "B", stats.WIN)]
     (row,) = stats.pairwise(judgements, resamples=500)
@@ -114,6 +121,7 @@ def test_win_rates_count_each_pair_from_one_side_with_item_bootstrap_intervals()
     assert one_item["win_rate_interval"] == [0.5, 0.5]
 
 
+@once
 def test_likert_mean_interval_is_students_t():
     # [3, 4, 5]: mean 4, sd 1, half-width t(0.975, 2) / sqrt(3) = 4.302653 / 1.732051 = 2.484138.
     cell = stats.mean_interval([3, 4, 5])
@@ -149,6 +157,7 @@ def test_a_study_of_prompts_stores_each_systems_outputs_generated_once(tmp_path,
     assert {r["name"]: r["tasks"] for r in study.raters()} == {"ann": 40, "bo": 40}
 
 
+@once
 def test_items_are_shared_as_designed_and_drawn_again_identically(tmp_path, files):
     made = _make(tmp_path, files, raters=("a", "b", "c"), per_rater=4, overlap=1, seed=3)
     assert made["items"] == 10 and {r: v["tasks"] for r, v in made["raters"].items()} == {"a": 12, "b": 12, "c": 12}
@@ -166,6 +175,7 @@ def test_items_are_shared_as_designed_and_drawn_again_identically(tmp_path, file
     assert again.execute("SELECT rater, position, kind, item, left_system, right_system FROM tasks ORDER BY id").fetchall() == plan
 
 
+@once
 def test_bad_studies_are_refused_before_anything_is_written(tmp_path, files):
     with pytest.raises(ConfigError, match="need 13 items; the study has 10"):
         _make(tmp_path, files, raters=("a", "b", "c"), per_rater=5, overlap=1)
@@ -195,6 +205,7 @@ def test_bad_studies_are_refused_before_anything_is_written(tmp_path, files):
     assert not any((tmp_path / name).exists() for name in ("s2", "s3"))
 
 
+@once
 def test_a_study_is_never_overwritten(tmp_path, files):
     _make(tmp_path, files)
     before = (tmp_path / "study" / STUDY_FILE).read_bytes()
@@ -217,6 +228,7 @@ def _answer(task: dict, rater: str) -> dict:
     return {"ratings": {c: min(5, 1 + len(task["output"]) % 5) for c in task["criteria"]}}
 
 
+@once
 def test_two_raters_complete_a_study_through_the_api_with_a_reload_midway(tmp_path, files):
     _make(tmp_path, files, mode="both", raters=("ann", "bo"), items=4, criteria=("fluency", "faithfulness"))
     study = Study(tmp_path / "study")
@@ -248,6 +260,7 @@ def test_two_raters_complete_a_study_through_the_api_with_a_reload_midway(tmp_pa
     assert len(judgements) == 48 and len({j["task"] for j in judgements}) == 48
 
 
+@once
 def test_double_submits_stale_pages_unknown_raters_and_bad_values_change_nothing(tmp_path, files):
     _make(tmp_path, files, mode="both", raters=("ann", "bo"), items=3, criteria=("fluency",), scale=4)
     study = Study(tmp_path / "study")
@@ -298,6 +311,7 @@ def test_double_submits_stale_pages_unknown_raters_and_bad_values_change_nothing
     assert rows() == recorded
 
 
+@once
 def test_two_submits_of_one_item_at_once_record_it_once(tmp_path, files):
     _make(tmp_path, files, raters=("ann",), items=2)
     study = Study(tmp_path / "study")
@@ -319,6 +333,7 @@ def test_two_submits_of_one_item_at_once_record_it_once(tmp_path, files):
     assert len(study.judgements()) == 1
 
 
+@once
 def test_the_start_page_finds_a_rater_by_token_or_if_allowed_by_name(tmp_path, files):
     _make(tmp_path, files, raters=("ann", "bo"), items=2)
     study = Study(tmp_path / "study")
@@ -341,6 +356,7 @@ def _judge_all(study: Study, answer) -> None:
             study.submit(rater, study.id, state["task"]["id"], **answer(state["task"], rater))
 
 
+@once
 def test_the_report_counts_what_raters_said_and_their_agreement(tmp_path, files):
     # Pairwise, two raters on every item: ann prefers the longer output ("Reference N one." over
     # "Alpha says N." over "Beta says N."); bo always picks the left one, so agreement with ann is
@@ -377,6 +393,7 @@ def test_the_report_counts_what_raters_said_and_their_agreement(tmp_path, files)
     assert {p.rsplit("/", 1)[1] for p in out["plots"]} == {"pairwise.png", "bradley_terry.png"}
 
 
+@once
 def test_ratings_are_averaged_per_system_and_criterion(tmp_path, files):
     _make(tmp_path, files, mode="rating", raters=("ann", "bo"), items=3, criteria=("fluency", "relevance"))
     study = Study(tmp_path / "study")
@@ -422,6 +439,7 @@ def test_the_result_is_attached_to_the_registry_versions_compared(tmp_path, load
         assert db.execute("SELECT COUNT(*) FROM evaluations WHERE name = 'short'").fetchone()[0] == 0
 
 
+@once
 def test_the_command_line_makes_serves_and_reports_a_study(tmp_path, files, capsys):
     study = tmp_path / "study"
     args = ["human-eval", "create", str(study), "--data", str(files["data"]), "--source-column", "mr",
@@ -447,6 +465,7 @@ def test_the_command_line_makes_serves_and_reports_a_study(tmp_path, files, caps
     assert "scale: 2 to 9 points" in capsys.readouterr().err
 
 
+@once
 def test_a_server_killed_mid_study_loses_no_judgement(tmp_path, files):
     """Judgements acknowledged before a crash (SIGKILL, no shutdown) are all there when the server
     comes back, and the rater goes on from the next task."""

@@ -1,5 +1,5 @@
 """The raters' page, driven in a real headless Chromium (Debian's chromium and chromium-driver,
-installed by `make browser`, through Selenium) against `prompttune human-eval serve` on loopback:
+installed by `make system`, through Selenium) against `prompttune human-eval serve` on loopback:
 two raters judge a whole study with the keyboard, one reloads midway and another works in two tabs,
 and every judgement is in the study exactly once, as given.
 
@@ -23,6 +23,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 from prompttune.human_eval.study import STUDY_FILE, Design, Study, create_study, parse_systems
 from servers import running_study_server
 
+# The page, its server and the study's SQLite file: nothing here differs between transformers releases.
+pytestmark = pytest.mark.same_on_every_transformers
+
 SOURCES = ["name[The Olive Grove], eatType[pub], food[Italian], area[riverside]",
            "name[Blue Spice], eatType[coffee shop], priceRange[cheap], near[Avalon]",
            "name[Zizzi], food[Chinese], customer rating[high], familyFriendly[yes]",
@@ -36,7 +39,7 @@ BETA = ["The Olive Grove is a pub.", "Blue Spice is a coffee shop near Avalon wi
 
 def _browser():
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "the page tests run Debian's chromium and chromium-driver: run `make browser`"
+    assert chromium and driver, "the page tests run Debian's chromium and chromium-driver: run `make system`"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,640"):

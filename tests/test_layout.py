@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from prompttune.tasks import TASKS
+
+pytestmark = pytest.mark.same_on_every_transformers  # reaches no transformers code
 
 PACKAGE = Path(__file__).resolve().parent.parent / "prompttune"
 

@@ -4,6 +4,8 @@ import pytest
 
 from prompttune.tasks.metrics import generation_metrics
 
+pytestmark = pytest.mark.same_on_every_transformers  # reaches no transformers code
+
 
 def test_a_hypothesis_equal_to_any_reference_scores_perfectly():
     hypotheses = ["the cat sat on the mat", "a dog barked at the postman"]
