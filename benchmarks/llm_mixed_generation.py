@@ -104,27 +104,24 @@ def main() -> None:
         with torch.no_grad():
             return prompt_set.generate(rows, batch_size=len(rows), **options)
 
-    def theirs():
+    def peft_generate(batches):
+        """PEFT, set_adapter per prompt, each of `batches` (input ids, attention mask) in one call."""
         out = []
         with torch.no_grad():
             for name in names:
                 peft = holder_of[name]
                 peft.set_adapter(name)
-                generated = peft.generate(input_ids=input_ids, attention_mask=mask, pad_token_id=pad, **options)
-                out += [[t.strip()] for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)]
+                for ids, attention in batches:
+                    generated = peft.generate(input_ids=ids, attention_mask=attention, pad_token_id=pad, **options)
+                    out += [[t.strip()] for t in tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)]
         return out
+
+    def theirs():
+        return peft_generate([(input_ids, mask)])
 
     def theirs_one_by_one():
         """PEFT on each request alone (no padding), for the check that both run the same prompts."""
-        out = []
-        with torch.no_grad():
-            for name in names:
-                peft = holder_of[name]
-                peft.set_adapter(name)
-                for row in encoded:
-                    generated = peft.generate(input_ids=torch.tensor([row]), pad_token_id=pad, **options)
-                    out.append([tokenizer.decode(generated[0, len(row):], skip_special_tokens=True).strip()])
-        return out
+        return peft_generate([(torch.tensor([row]), None) for row in encoded])
 
     mine, batched, alone = ours(), theirs(), theirs_one_by_one()  # the first calls warm up too
     same = sum(a == b for a, b in zip(mine, alone))

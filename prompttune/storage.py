@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -118,6 +119,12 @@ def write_atomic(path: str | os.PathLike, data, mode: int | None = None, prefix:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def utc_timestamp() -> str:
+    """Now, in UTC to the millisecond (2026-11-30T16:13:44.123Z): when a record was written."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 def save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> None:

@@ -34,7 +34,6 @@ import re
 import shutil
 import sqlite3
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from filelock import FileLock, Timeout
 
 from ..errors import PromptTuneError, quoted
 from ..storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic,
-                      sha256_file, write_atomic)
+                      sha256_file, utc_timestamp, write_atomic)
 
 FILES = ("prompt.json", "prompt.safetensors", "training_state.safetensors", "metrics.json")
 REQUIRED = ("prompt.json", "prompt.safetensors")
@@ -239,7 +238,7 @@ class Registry:
         with self._writing() as db:
             name, version = self.resolve(spec, db)
             db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?)",
-                       (name, version, kind, key, _now(), payload))
+                       (name, version, kind, key, utc_timestamp(), payload))
         return {"name": name, "version": version, "kind": kind, "key": key}
 
     def list(self, name: str | None = None) -> list[dict]:
@@ -415,7 +414,7 @@ class Registry:
                                  (name,)).fetchone()["v"]
             size = sum((directory / f).stat().st_size for f in present)
             db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-                name, version, _now(), meta.get("created"), meta["method"], meta["task"], json.dumps(meta["base_model"]),
+                name, version, utc_timestamp(), meta.get("created"), meta["method"], meta["task"], json.dumps(meta["base_model"]),
                 training.get("data_sha256"), json.dumps(config), json.dumps(metrics) if metrics is not None else None,
                 json.dumps(files), digest, parent, size))
             for alias in aliases:
@@ -528,7 +527,3 @@ def _record(row: sqlite3.Row, aliases: list[str]) -> dict:
         "digest": row["digest"], "parent": row["parent"], "bytes": row["bytes"], "aliases": aliases,
     }
 
-
-def _now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"

@@ -49,9 +49,6 @@ def build_app(study: Study, allow_names: bool = False) -> FastAPI:
     asked = "your token" + (" or your name" if allow_names else "")
     rater_page = PAGE.read_text(encoding="utf-8")
 
-    def rater_of(token: str) -> str | None:
-        return study.rater(token=token)
-
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0]
@@ -83,7 +80,7 @@ def build_app(study: Study, allow_names: bool = False) -> FastAPI:
 
     @app.get("/rate/{token}", response_class=HTMLResponse)
     def page(token: str) -> HTMLResponse:
-        rater = rater_of(token)
+        rater = study.rater(token=token)
         if rater is None:
             return _page("Unknown rater", "<h1>Unknown rater</h1><p>This link does not belong to a rater of this "
                                           "study. <a href='..'>Start again</a>.</p>", 404)
@@ -91,14 +88,14 @@ def build_app(study: Study, allow_names: bool = False) -> FastAPI:
 
     @app.get("/api/{token}/next")
     def next_item(token: str):
-        rater = rater_of(token)
+        rater = study.rater(token=token)
         if rater is None:
             return _error(404, "no rater of this study has this token")
         return JSONResponse(study.next_task(rater), headers=NO_STORE)
 
     @app.post("/api/{token}/judgements")
     def judge(token: str, judgement: Judgement):
-        rater = rater_of(token)
+        rater = study.rater(token=token)
         if rater is None:
             return _error(404, "no rater of this study has this token; nothing was recorded")
         try:

@@ -62,9 +62,10 @@ def analyse(study: Study, level: float = 0.95, resamples: int = 2000, seed: int 
     return result
 
 
-def judgement_rows(study: Study) -> list[dict]:
-    """One flat row per judgement, systems named (the export raters never see)."""
-    items = {i["item"]: i for i in study.items()}
+def judgement_rows(study: Study, items: list[dict]) -> list[dict]:
+    """One flat row per judgement, systems named (the export raters never see); `items` as
+    `Study.items` gives them."""
+    items = {i["item"]: i for i in items}
     rows = []
     for j in study.judgements():
         row = {"rater": j["rater"], "item": j["item"], "row": items[j["item"]]["row"], "kind": j["kind"],
@@ -88,7 +89,8 @@ def write_report(study: Study, out: str | os.PathLike, result: dict) -> dict:
     written = {"json": out / "report.json", "csv": out / "judgements.csv", "outputs": out / "outputs.jsonl",
                "html": out / "report.html"}
     write_json_atomic(written["json"], result)
-    rows = judgement_rows(study)
+    items = study.items()
+    rows = judgement_rows(study, items)
     columns = ["rater", "item", "row", "kind", "left", "right", "preference", "winner", *study.design.criteria,
                "given", "seconds"]
     buffer = io.StringIO()
@@ -96,7 +98,7 @@ def write_report(study: Study, out: str | os.PathLike, result: dict) -> dict:
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(written["csv"], buffer.getvalue())
-    write_atomic(written["outputs"], "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in study.items()))
+    write_atomic(written["outputs"], "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
     plots = []
     for name, figure in _figures(result):
         path = out / f"{name}.png"

@@ -23,7 +23,6 @@ import os
 import random
 import secrets
 import sqlite3
-import time
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 from ..config import ConfigBase, check
 from ..errors import ConfigError, DataError, PromptTuneError
 from ..options import comma_list
-from ..storage import fsync_dir, sha256_file
+from ..storage import fsync_dir, sha256_file, utc_timestamp
 
 STUDY_FILE = "study.sqlite"
 MODES = ("pairwise", "rating", "both")
@@ -233,34 +232,34 @@ def generate_outputs(systems: list[System], items: list[Item], model: str | None
     from ..tasks.data import Example
 
     outputs: dict[str, list[str]] = {}
-    prompts = [s for s in systems if s.kind == "prompt"]
     examples = [Example(text=item.source, source=item.row) for item in items]
+
+    def generated(prompt) -> list[str]:
+        torch.manual_seed(seed)
+        return [t.strip() for t in prompt.task.generate_texts(prompt, examples, batch_size=batch_size,
+                                                               num_return_sequences=1, **options)]
+
     shared = None
     first = None  # (task config, base model) of the first prompt: what the bare model reads
-    for system in prompts:
+    for system in (s for s in systems if s.kind == "prompt"):
         meta = prompt_meta(system.path)
         if task_class(meta["task"]).endpoint != "generate":
             raise ConfigError(f"system {system.name}: {system.path} is a {meta['task']} prompt; a study compares "
                               "generated texts")
-        if method_class(meta["method"]).shares_backbone:
-            if shared is None:
-                shared = load_backbone(model or meta["base_model"]["name_or_path"], device=device, dtype=dtype)
-            loaded = load_prompt(system.path, backbone=shared)
+        base = model or meta["base_model"]["name_or_path"]
+        if not method_class(meta["method"]).shares_backbone:
+            backbone = load_backbone(base, device=device, dtype=dtype)
         else:
-            loaded = load_prompt(system.path, backbone=load_backbone(model or meta["base_model"]["name_or_path"],
-                                                                     device=device, dtype=dtype))
-        first = first or (loaded.task.config, model or meta["base_model"]["name_or_path"])
-        torch.manual_seed(seed)
-        outputs[system.name] = [t.strip() for t in loaded.task.generate_texts(
-            loaded, examples, batch_size=batch_size, num_return_sequences=1, **options)]
+            shared = shared if shared is not None else load_backbone(base, device=device, dtype=dtype)
+            backbone = shared
+        loaded = load_prompt(system.path, backbone=backbone)
+        first = first or (loaded.task.config, base)
+        outputs[system.name] = generated(loaded)
     for system in systems:
         if system.kind == "bare":
             if shared is None:  # never the weights a fine-tuned system brought
                 shared = load_backbone(first[1], device=device, dtype=dtype)
-            bare = PromptModel.create(shared, "hard_prompt", first[0])
-            torch.manual_seed(seed)
-            outputs[system.name] = [t.strip() for t in bare.task.generate_texts(bare, examples, batch_size=batch_size,
-                                                                                   num_return_sequences=1, **options)]
+            outputs[system.name] = generated(PromptModel.create(shared, "hard_prompt", first[0]))
         elif system.kind == "reference":
             outputs[system.name] = [item.reference for item in items]
         elif system.kind == "outputs":
@@ -325,7 +324,7 @@ def create_study(folder: str | os.PathLike, data: str, systems: list[System], de
                                seed=design.seed, **generation)
     study_id = secrets.token_hex(8)
     tokens = {rater: secrets.token_urlsafe(12) for rater in design.raters}
-    meta = {"id": study_id, "created": _now(), "data": str(data), "data_sha256": _data_digest(data),
+    meta = {"id": study_id, "created": utc_timestamp(), "data": str(data), "data_sha256": _data_digest(data),
             "columns": columns, "design": design.to_dict(), "generation": generation, "model": model,
             "prompttune": __import__("prompttune").__version__}
     folder.mkdir(parents=True, exist_ok=True)
@@ -358,8 +357,7 @@ def create_study(folder: str | os.PathLike, data: str, systems: list[System], de
             raise StudyError(f"{folder}: a study was made there meanwhile; it is left as it is") from None
         fsync_dir(folder)
     finally:
-        if db is not None:
-            db.close()
+        db.close()  # closing twice is harmless
         staging.unlink(missing_ok=True)
     return {"study": str(folder), "id": study_id, "items": len(items), "systems": [s.name for s in systems],
             "mode": design.mode, "raters": {r: {"token": tokens[r], "tasks": len(plan[r])} for r in design.raters}}
@@ -383,9 +381,10 @@ def _data_digest(data: str) -> str | None:
     return sha256_file(data) if Path(data).is_file() else None
 
 
-def _now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+# A rater's current task: the first of theirs, in their order, not yet judged.
+_CURRENT = ("WHERE tasks.rater = ? AND NOT EXISTS (SELECT 1 FROM judgements WHERE judgements.task = tasks.id) "
+            "ORDER BY tasks.position LIMIT 1")
 
 
 class Study:
@@ -438,10 +437,8 @@ class Study:
             total, done = db.execute(
                 "SELECT COUNT(*), COUNT(judgements.task) FROM tasks LEFT JOIN judgements ON judgements.task = tasks.id "
                 "WHERE tasks.rater = ?", (rater,)).fetchone()
-            row = db.execute(
-                "SELECT tasks.*, items.source FROM tasks JOIN items ON items.id = tasks.item "
-                "WHERE tasks.rater = ? AND NOT EXISTS (SELECT 1 FROM judgements WHERE judgements.task = tasks.id) "
-                "ORDER BY tasks.position LIMIT 1", (rater,)).fetchone()
+            row = db.execute("SELECT tasks.*, items.source FROM tasks JOIN items ON items.id = tasks.item " + _CURRENT,
+                             (rater,)).fetchone()
             out = {"study": self.id, "rater": rater, "total": total, "done": done, "task": None}
             if row is None:
                 return out
@@ -471,44 +468,39 @@ class Study:
                 if db.execute("SELECT 1 FROM judgements WHERE task = ?", (task,)).fetchone():
                     raise JudgementRefused(f"task {task} was already judged (a second submit, or another tab); the "
                                            "first judgement stands and nothing was changed", 409)
-                current = db.execute(
-                    "SELECT id FROM tasks WHERE rater = ? AND NOT EXISTS (SELECT 1 FROM judgements WHERE "
-                    "judgements.task = tasks.id) ORDER BY position LIMIT 1", (rater,)).fetchone()
+                current = db.execute("SELECT tasks.id FROM tasks " + _CURRENT, (rater,)).fetchone()
                 if current["id"] != task:
                     raise JudgementRefused(f"task {task} is not the task {rater} is on (this page is out of date); "
                                            "nothing was recorded: reload to continue", 409)
-                values = self._check_values(row["kind"], preference, ratings)
+                values = self._values(row["kind"], preference, ratings)
                 if seconds is not None and not (isinstance(seconds, (int, float)) and 0 <= seconds < 1e7):
                     raise JudgementRefused(f"seconds: a duration in seconds; got {seconds!r}; nothing was recorded", 422)
                 db.execute("INSERT INTO judgements VALUES (?, ?, ?, ?, ?, ?)",
-                           (task, rater, values["preference"], values["ratings"], _now(), seconds))
+                           (task, rater, values["preference"], values["ratings"], utc_timestamp(), seconds))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return {"recorded": task}
 
-    def _check_values(self, kind: str, preference, ratings) -> dict:
-        try:
-            return self._values(kind, preference, ratings)
-        except JudgementRefused as refused:
-            raise JudgementRefused(f"{refused}; nothing was recorded", refused.status) from None
-
     def _values(self, kind: str, preference, ratings) -> dict:
+        """The judgement's columns, or a 422 when the values do not fit the task."""
         if kind == "pair":
             if ratings is not None or preference not in PREFERENCES:
                 raise JudgementRefused(f"this task asks which output is better: preference is one of "
                                        f"{', '.join(PREFERENCES)}; got preference={preference!r}"
-                                       + (" and ratings" if ratings is not None else ""), 422)
+                                       + (" and ratings" if ratings is not None else "") + "; nothing was recorded", 422)
             return {"preference": preference, "ratings": None}
         criteria, scale = self.design.criteria, self.design.scale
         if preference is not None or not isinstance(ratings, dict) or set(ratings) != set(criteria):
             raise JudgementRefused(f"this task asks for ratings of {', '.join(criteria)}; got "
                                    f"{sorted(ratings) if isinstance(ratings, dict) else ratings!r}"
-                                   + (" and a preference" if preference is not None else ""), 422)
+                                   + (" and a preference" if preference is not None else "") + "; nothing was recorded",
+                                   422)
         for criterion, value in ratings.items():
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= scale:
-                raise JudgementRefused(f"ratings.{criterion}: a whole number from 1 to {scale}; got {value!r}", 422)
+                raise JudgementRefused(f"ratings.{criterion}: a whole number from 1 to {scale}; got {value!r}; nothing "
+                                       "was recorded", 422)
         return {"preference": None, "ratings": json.dumps({c: ratings[c] for c in criteria})}
 
     # ---- what the report reads ------------------------------------------------------------------
