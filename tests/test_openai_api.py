@@ -150,3 +150,26 @@ def test_a_stream_cut_by_a_stop_string_or_left_by_its_client(server, client):
         assert first.startswith("data: {")
     again = client.completions.create(model="rewrite", prompt="a dull plot", max_tokens=5, temperature=0)
     assert again.choices[0].text == expected
+
+
+def test_requests_with_different_options_decode_together_as_they_would_alone(server, client):
+    """Greedy and seeded sampled requests, streamed or not, for two prompts and different lengths,
+    sent at once: each answer is the one it gets alone (sampled draws come from the request's own
+    seed, whatever shares its steps), and they went through the continuous batch's steps."""
+    asks = [dict(model="describe", prompt="the movie was great", max_tokens=6, temperature=0),
+            dict(model="rewrite", prompt="a dull plot", max_tokens=3, temperature=1.2, top_p=0.9, seed=3, n=2),
+            dict(model="describe", prompt="a dull plot", max_tokens=4, temperature=0.7, seed=8),
+            dict(model="rewrite", prompt="i loved it", max_tokens=5, temperature=0, stream=True)]
+
+    def ask(options):
+        if options.get("stream"):
+            return ["".join(c.choices[0].text for c in client.completions.create(**options) if c.choices)]
+        return [c.text for c in client.completions.create(**options).choices]
+
+    alone = [ask(options) for options in asks]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, asks * 2))
+    assert together == alone * 2
+    metrics = httpx.get(server["url"] + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    steps = [line for line in metrics.splitlines() if line.startswith("prompttune_decoding_sequences_count")]
+    assert steps and float(steps[0].split()[-1]) > 0

@@ -13,10 +13,14 @@ error and the others their results.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+log = logging.getLogger("prompttune.serving.batcher")
 
 
 @dataclass
@@ -110,21 +114,59 @@ class MicroBatcher:
                 self.on_batch(len(items), len(batch))
         except Exception as error:  # noqa: BLE001 - isolated below: each request alone
             if len(batch) == 1:
-                _settle(batch[0].future, error=error)
+                settle(batch[0].future, error=error)
                 return
             for request in batch:
                 await self._execute(key, [request])
             return
         start = 0
         for request in batch:
-            _settle(request.future, result=results[start:start + len(request.items)])
+            settle(request.future, result=results[start:start + len(request.items)])
             start += len(request.items)
 
 
-def _settle(future: asyncio.Future, result=None, error: Exception | None = None) -> None:
+def settle(future: asyncio.Future, result=None, error: Exception | None = None) -> None:
     if future.done():
         return
     if error is not None:
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+class StepLoop:
+    """A thread that calls `engine.step()` while `engine.busy`, holding `lock` for each step, and
+    sleeps while there is nothing to do (a continuous batch: requests join between steps, and other
+    work on the same model, such as the micro-batcher's, runs between them too)."""
+
+    def __init__(self, engine, lock: threading.Lock):
+        self.engine, self.lock = engine, lock
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="prompttune-decode", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def submit(self, request) -> None:
+        if self._closed:
+            raise RuntimeError("the server is shutting down")
+        self.engine.submit(request)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            while self.engine.busy and not self._closed:
+                with self.lock:
+                    try:
+                        self.engine.step()
+                    except Exception as error:  # noqa: BLE001 - the running requests fail, the loop goes on
+                        log.exception("a decoding step failed")
+                        self.engine.fail_all(error)

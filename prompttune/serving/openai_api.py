@@ -2,10 +2,12 @@
 as models: `GET /v1/models`, `POST /v1/completions` and `POST /v1/chat/completions`, where `model`
 is `NAME`, `NAME@VERSION` or `NAME@ALIAS`.
 
-Requests go through the server's batcher like `/v1/generate`: completions for different prompts that
-arrive together are decoded in one mixed batch. Sampling follows OpenAI's parameters (`temperature`
-0 is greedy decoding; otherwise sampling with `temperature` and `top_p`; `n` sequences per prompt;
-`seed` seeds the batch it runs in; `stop` cuts a completion at the first of its strings), and each
+Completions for different prompts are decoded together: on a decoder-only model in the continuous
+batch (prompttune/inference/continuous.py), which a request joins at the next decoding step, and on
+an encoder-decoder in the micro-batcher's mixed batches, like `/v1/generate`. Sampling follows
+OpenAI's parameters (`temperature` 0 is greedy decoding; otherwise sampling with `temperature` and
+`top_p`; `n` sequences per prompt; `seed` seeds the request's own draws in the continuous batch, and
+the batch it runs in otherwise; `stop` cuts a completion at the first of its strings), and each
 answer carries `finish_reason` ("stop" at the end-of-sequence token or a stop string, "length" at
 `max_tokens`) and `usage`. A chat completion sends one user message, which the prompt reads as its
 source (a prompt made with `--chat` wraps it in the model's chat template itself). Errors have

@@ -10,6 +10,9 @@
   prompttune/inference/mixed.py): at most `max_batch_size` rows, waiting at most `max_wait_ms` for company. With
   `max_batch_tokens`, the joined rows are run in order of length, in forwards of at most that many
   padded tokens (less padding; on a CPU, where a forward's cost grows with its tokens, faster).
+- On a decoder-only model, the OpenAI endpoints' requests are decoded in a continuous batch
+  (prompttune/inference/continuous.py) that a request joins at the next decoding step, in its own
+  thread (`StepLoop`), taking the model's lock one step at a time.
 - `GET /v1/prompts`, `GET /health`, and `GET /metrics` for Prometheus: requests and latency per
   endpoint and status, rows and requests per batch, and every prompt's predicted labels, so a drift
   in what a prompt predicts shows on a dashboard.
@@ -52,11 +55,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from .. import __version__
 from ..artifacts.artifact import check_base_model
 from ..core.backbone import Backbone
-from .batcher import MicroBatcher
+from .batcher import MicroBatcher, StepLoop, settle
 from . import openai_api
 from .openai_api import OpenAIError
 from ..tasks.data import Example
 from ..errors import ArtifactError, PromptTuneError, quoted
+from ..inference import continuous
 from ..inference.mixed import PromptSet
 from ..artifacts.registry import Registry, RegistryError, StoreDamaged
 from ..storage import StorageError
@@ -280,7 +284,8 @@ class PromptService:
     """Registry versions loaded on demand onto one backbone and run in mixed batches. `run` is
     called from one worker thread at a time (the batcher's)."""
 
-    def __init__(self, backbone: Backbone, registry: Registry, max_loaded: int = 256, max_tokens: int | None = None):
+    def __init__(self, backbone: Backbone, registry: Registry, max_loaded: int = 256, max_tokens: int | None = None,
+                 max_rows: int = 64):
         self.backbone = backbone
         self.max_tokens = max_tokens
         self.registry = registry
@@ -289,6 +294,15 @@ class PromptService:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._fingerprint = backbone.fingerprint()
         self._lock = threading.Lock()
+        # Decoder-only models decode OpenAI requests in a continuous batch: a request joins the
+        # sequences already decoding at their next step.
+        self.decoder = None
+        if continuous.supports(backbone, {}):
+            self.decoder = continuous.ContinuousDecoder(self.prompts, max_rows, prepare=self._ensure_loaded)
+
+    def continuous(self, options: dict) -> bool:
+        """Whether a generation request with these options joins the continuous batch."""
+        return self.decoder is not None and continuous.supports(self.backbone, options)
 
     def resolve(self, spec: str, endpoint: str) -> tuple[str, dict]:
         """(NAME@VERSION, its registry record) for `spec`, checked to be a prompt of a task that
@@ -447,6 +461,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
     batch_requests = Histogram("prompttune_batch_requests", "Requests joined per model forward", registry=metrics,
                                buckets=(1, 2, 4, 8, 16, 32, 64))
+    decoding_rows = Histogram("prompttune_decoding_sequences", "Sequences per step of the continuous batch",
+                              registry=metrics, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
     predictions = Counter("prompttune_predictions_total", "Predicted labels per prompt version", ["prompt", "label"],
                           registry=metrics)
     generated = Counter("prompttune_generated_sequences_total", "Generated sequences per prompt version", ["prompt"],
@@ -463,12 +479,37 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         batch_requests.observe(joined)
 
     batcher = MicroBatcher(lambda key, items: service.run(key, items), limits.max_batch_size, limits.max_wait_ms, on_batch)
+    steps = None
+    if service is not None and service.decoder is not None:
+        service.decoder.on_admit, service.decoder.on_step = on_batch, decoding_rows.observe
+        steps = StepLoop(service.decoder, service._lock)
 
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
+        if steps is not None:
+            steps.start()
         yield
+        if steps is not None:
+            steps.stop()
         await batcher.stop()
+
+    async def decode(options: dict, items: list) -> list:
+        """Rows decoded in the continuous batch (`continuous.Request`), joined at its next step;
+        items as `PromptService.run` takes them, streams included."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        stream = next((rest[0][0] for _, _, *rest in items if rest), None)
+        request = continuous.Request(
+            rows=[(name, example) for name, example, *_ in items], options=options,
+            done=lambda results, error: loop.call_soon_threadsafe(settle, future, results, error),
+            on_prompt=stream.prompt if stream else None, on_token=stream.token if stream else None,
+            # A client that has gone away (its request cancelled, or its stream left) stops decoding.
+            stopped=(lambda: future.cancelled() or stream.stopped) if stream else future.cancelled)
+        steps.submit(request)
+        return await future
 
     app = FastAPI(title="prompttune", version=__version__, lifespan=lifespan,
                   description="Many prompts over one frozen language model: classification, token classification "
@@ -569,6 +610,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     async def submit(key: tuple, items: list):
         try:
+            if key[0] == "openai" and steps is not None and service.continuous(dict(key[1])):
+                return await decode(dict(key[1]), items)
             return await batcher.submit(key, items)
         except CannotLoad as error:
             log.error("cannot load %s", error)
@@ -822,7 +865,8 @@ def serve(model: str, registry: str | None, host: str = "127.0.0.1", port: int =
     from ..api import load_backbone
 
     backbone = load_backbone(model, device=device, dtype=dtype, device_map=device_map)
-    service = PromptService(backbone, Registry(registry), limits.max_loaded, limits.max_batch_tokens)
+    service = PromptService(backbone, Registry(registry), limits.max_loaded, limits.max_batch_tokens,
+                            limits.max_batch_size)
     app = create_app(service, limits, token)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
