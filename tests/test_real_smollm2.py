@@ -87,3 +87,34 @@ def test_loss_and_gradients_computed_once_and_packed_equal_every_padded_row(smol
     smollm2.prompts_once = smollm2.packs_rows = True
     torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(results[True][1], results[False][1], atol=1e-6, rtol=1e-3)
+
+
+def test_a_continuous_batch_decodes_what_each_prompt_decodes_alone(smollm2):
+    """Grouped-query attention, rotary positions and a 30-layer cache: requests for a prefix and a
+    soft prompt join a running batch at different steps and decode the tokens they decode alone."""
+    from prompttune import Example, PromptModel
+    from prompttune.inference.continuous import ContinuousDecoder, Request
+    from prompttune.inference.mixed import PromptSet
+    from prompttune.tasks import GenerationConfig
+
+    torch.manual_seed(0)
+    prompts = PromptSet(smollm2)
+    config = GenerationConfig(max_target_length=10, instruction="Describe the restaurant in one sentence.", chat=True)
+    prompts.add("prefix", PromptModel.create(smollm2, "prefix", config, {"num_virtual_tokens": 5, "hidden_size": 64}))
+    prompts.add("soft", PromptModel.create(smollm2, "soft_prompt", config, {"num_virtual_tokens": 8}))
+    rows = [("prefix", "name[Aromi], eatType[coffee shop], area[city centre]"), ("soft", "name[Alimentum], near[Burger King]"),
+            ("soft", "name[The Eagle], food[French], priceRange[high], familyFriendly[no]")]
+    decoder = ContinuousDecoder(prompts)
+    results = {}
+    for k, (name, source) in enumerate(rows):
+        decoder.submit(Request(rows=[(name, Example(source))], options={"max_new_tokens": 10},
+                               done=lambda got, error, k=k: results.__setitem__(k, (got, error))))
+        decoder.step()
+        decoder.step()
+    while decoder.busy:
+        decoder.step()
+    assert decoder.widest == 3
+    for k, row in enumerate(rows):
+        alone = prompts.generate([row], details=True, max_new_tokens=10)[0][0]
+        got, error = results[k]
+        assert error is None and got[0][0]["text"] == alone["text"] and got[0][0]["tokens"] == alone["tokens"]
