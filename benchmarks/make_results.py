@@ -463,13 +463,20 @@ def llm_serving() -> str:
     if load_test is None:
         parts.append(missing("python benchmarks/openai_load.py"))
     else:
-        a, r = load_test["args"], load_test["summary"]
+        a, runs, ratios = load_test["args"], load_test["runs"], load_test["ratios"]
+
+        def figures(r: dict) -> str:
+            return (f"{r['errors']} errors, {r['requests_per_second']:.2f} requests per second, time to first token p50 "
+                    f"{r['ttft_p50']:.2f} s (p99 {r['ttft_p99']:.2f} s), latency p50 {r['latency_p50']:.2f} s (p99 "
+                    f"{r['latency_p99']:.2f} s)")
+
         parts.append(
             f"\nCommand: `python benchmarks/openai_load.py` (`results/openai_load.md`): the OpenAI endpoint on loopback, "
-            f"{a['clients']} concurrent streaming clients, {r['requests']} completions of {a['new_tokens']} tokens to "
-            f"{a['prompts']} prompts: {r['errors']} errors, {r['requests_per_second']:.2f} requests per second, time to "
-            f"first token p50 {r['ttft_p50']:.2f} s (p99 {r['ttft_p99']:.2f} s), latency p50 {r['latency_p50']:.2f} s "
-            f"(p99 {r['latency_p99']:.2f} s).\n")
+            f"{a['clients']} concurrent streaming clients, {runs['continuous']['requests']} completions of at most "
+            f"{a['new_tokens']} tokens to {a['prompts']} prompts. Continuous batching (the default on decoder-only "
+            f"models): {figures(runs['continuous'])}. Static batching (`--batching static`), the same requests: "
+            f"{figures(runs['static'])}. Continuous batching serves {ratios['requests_per_second']:.2f}x the requests "
+            f"per second with a {ratios['ttft_p50']:.2f}x shorter median time to first token.\n")
     return "".join(parts)
 
 

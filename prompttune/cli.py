@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-batch-tokens", type=int,
                    help="run joined rows in order of length, at most this many padded tokens per forward "
                         "(default: one forward per joined batch)")
+    v.add_argument("--batching", choices=("continuous", "static"), default="continuous",
+                   help="OpenAI requests on a decoder-only model: join the decoding batch at its next step "
+                        "(continuous), or wait for it and decode in batches from start to end (static)")
     v.add_argument("--device", help="e.g. cpu or cuda")
     v.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
@@ -416,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")
             serve(_model_name(args), args.registry, args.host, args.port, args.token,
                   Limits(args.max_batch_size, args.max_wait_ms, args.max_inputs, args.max_chars, args.max_loaded,
-                         args.max_batch_tokens, args.max_body_bytes, args.max_request_tokens),
+                         args.max_batch_tokens, args.max_body_bytes, args.max_request_tokens,
+                         args.batching == "continuous"),
                   args.device, args.log_level, dtype=args.dtype, device_map=args.device_map)
         elif args.command == "evaluate" and args.prompts and args.group_column:
             raise PromptTuneError("--group-column: scores one prompt (--prompt), not an ensemble")

@@ -173,3 +173,17 @@ def test_requests_with_different_options_decode_together_as_they_would_alone(ser
     metrics = httpx.get(server["url"] + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     steps = [line for line in metrics.splitlines() if line.startswith("prompttune_decoding_sequences_count")]
     assert steps and float(steps[0].split()[-1]) > 0
+
+
+def test_static_batching_decodes_in_the_micro_batchers_batches(model_dirs, tmp_path):
+    registry = populated_registry(model_dirs, tmp_path)
+    with running_server(model_dirs["gpt2"], registry, tmp_path / "server.log", *LIMITS, "--batching", "static") as (url, _):
+        client = openai.OpenAI(base_url=url + "/v1", api_key=TOKEN, max_retries=0, timeout=60)
+        answer = client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"],
+                                           max_tokens=5, temperature=0)
+        expected = native({"url": url}, "describe", ["the movie was great", "a dull plot"], max_new_tokens=5)
+        streamed = "".join(c.choices[0].text for c in client.completions.create(
+            model="describe", prompt="a dull plot", max_tokens=5, temperature=0, stream=True) if c.choices)
+        metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert [c.text for c in answer.choices] == [g[0] for g in expected] and streamed.strip() == expected[1][0]
+    assert "prompttune_decoding_sequences_count 0.0" in metrics  # no continuous step ran

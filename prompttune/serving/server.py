@@ -272,6 +272,9 @@ class Limits:
     max_request_tokens: int = 8192
     """Tokens one generation request may decode: inputs x max(num_beams, num_return_sequences) x
     max_new_tokens."""
+    continuous: bool = True
+    """Decode OpenAI requests on a decoder-only model in a continuous batch (False: in the
+    micro-batcher's batches, each decoded from start to end)."""
 
     @property
     def body_bytes(self) -> int:
@@ -480,7 +483,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     batcher = MicroBatcher(lambda key, items: service.run(key, items), limits.max_batch_size, limits.max_wait_ms, on_batch)
     steps = None
-    if service is not None and service.decoder is not None:
+    if service is not None and service.decoder is not None and limits.continuous:
         service.decoder.on_admit, service.decoder.on_step = on_batch, decoding_rows.observe
         steps = StepLoop(service.decoder, service._lock)
 
