@@ -93,8 +93,14 @@ def test_errors_come_in_openais_shape(server, client):
     assert caught.value.body["param"] == "model" and caught.value.body["code"] == "model_not_found"
     with pytest.raises(openai.BadRequestError, match="a classification prompt|use /v1/classify"):
         client.completions.create(model="sentiment", prompt="x", max_tokens=2)
-    with pytest.raises(openai.BadRequestError, match="log-probabilities are not served"):
-        client.completions.create(model="describe", prompt="x", max_tokens=2, logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="an integer from 0 to 5"):
+        client.completions.create(model="describe", prompt="x", max_tokens=2, logprobs=6)
+    with pytest.raises(openai.BadRequestError, match="served without stream"):
+        client.completions.create(model="describe", prompt="x", max_tokens=2, logprobs=1, stream=True)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs: needs logprobs true"):
+        client.chat.completions.create(model="describe", messages=[{"role": "user", "content": "x"}], top_logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="presence_penalty is not served"):
+        client.completions.create(model="describe", prompt="x", max_tokens=2, presence_penalty=0.5)
     with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: colour"):
         client.completions.create(model="describe", prompt="x", max_tokens=2, extra_body={"colour": "red"})
     with pytest.raises(openai.APIStatusError, match="decodes up to 320 tokens") as caught:
@@ -187,3 +193,39 @@ def test_static_batching_decodes_in_the_micro_batchers_batches(model_dirs, tmp_p
         metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert [c.text for c in answer.choices] == [g[0] for g in expected] and streamed.strip() == expected[1][0]
     assert "prompttune_decoding_sequences_count 0.0" in metrics  # no continuous step ran
+
+
+def test_log_probabilities_of_completions_and_chat(server, client):
+    answer = client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"], max_tokens=6,
+                                       temperature=0, logprobs=3)
+    for choice in answer.choices:
+        lp = choice.logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) > 0
+        assert "".join(lp.tokens).strip() == choice.text
+        for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+            ranked = sorted(top.values(), reverse=True)
+            # greedy: the chosen token is the most likely one, listed first among the 3
+            assert logprob <= 0 and len(top) <= 3 and logprob == pytest.approx(ranked[0], abs=1e-5)
+        assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    # the same request alone gives the same log-probabilities
+    alone = client.completions.create(model="describe", prompt="a dull plot", max_tokens=6, temperature=0, logprobs=3)
+    assert alone.choices[0].logprobs.token_logprobs == pytest.approx(answer.choices[1].logprobs.token_logprobs, abs=1e-4)
+    zero = client.completions.create(model="describe", prompt="a dull plot", max_tokens=6, temperature=0, logprobs=0)
+    assert zero.choices[0].logprobs.top_logprobs is None and len(zero.choices[0].logprobs.token_logprobs) > 0
+    # a stop string cuts the tokens with the text
+    words = answer.choices[1].text.split()
+    if len(words) > 1:
+        cut = client.completions.create(model="describe", prompt="a dull plot", max_tokens=6, temperature=0,
+                                        logprobs=1, stop=[" " + words[1]])
+        assert cut.choices[0].text == words[0]
+        assert len(cut.choices[0].logprobs.tokens) < len(answer.choices[1].logprobs.tokens)
+        assert "".join(cut.choices[0].logprobs.tokens).strip().startswith(words[0])
+    chat = client.chat.completions.create(model="describe", messages=[{"role": "user", "content": "a dull plot"}],
+                                          max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+    content = chat.choices[0].logprobs.content
+    assert "".join(c.token for c in content).strip() == chat.choices[0].message.content
+    assert all(c.bytes == list(c.token.encode()) and len(c.top_logprobs) == 2 for c in content)
+    assert [c.logprob for c in content] == pytest.approx(alone.choices[0].logprobs.token_logprobs, abs=1e-4)
+    plain = client.chat.completions.create(model="describe", messages=[{"role": "user", "content": "a dull plot"}],
+                                           max_tokens=6, temperature=0)
+    assert plain.choices[0].logprobs is None

@@ -67,6 +67,10 @@ class Request:
     on_prompt: Callable[[int, int], None] | None = None
     on_token: Callable[[int, int, int, bool], None] | None = None
     stopped: Callable[[], bool] = lambda: False
+    logprobs: int | None = None
+    """With a number k, each sequence also gets `logprobs`: per generated token (token_id,
+    log-probability, the k most likely (token_id, log-probability)), read from the model's own
+    distribution at that step (before temperature and top-p)."""
     results: list = field(default_factory=list)
     open: int = 0  # sequences still decoding
 
@@ -84,6 +88,7 @@ class _Sequence:
     prompt_tokens: int
     position: int  # the position of the next token
     tokens: list[int] = field(default_factory=list)
+    logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
     ended: bool = False  # at its end-of-sequence token
     finished: bool = False  # left the batch (ended, at its limit, or stopped)
 
@@ -271,6 +276,7 @@ class ContinuousDecoder:
         chosen = []
         for j, s in enumerate(sequences):
             row = logits[j:j + 1]
+            scores = row[0].log_softmax(-1) if s.request.logprobs is not None else None
             if s.warpers is None:
                 token = int(row.argmax(-1))
             else:
@@ -283,6 +289,10 @@ class ContinuousDecoder:
                 s.ended = True
             else:
                 s.tokens.append(token)
+                if scores is not None:
+                    top = scores.topk(s.request.logprobs) if s.request.logprobs else None
+                    s.logprobs.append((token, float(scores[token]), [] if top is None else
+                                       list(zip(top.indices.tolist(), top.values.tolist()))))
             if s.request.on_token is not None:
                 s.request.on_token(s.row, s.index, token, end)
             if end or len(s.tokens) >= s.limit:
@@ -318,9 +328,10 @@ class ContinuousDecoder:
     def _finish(self, s: _Sequence) -> None:
         request = s.request
         text = s.task.decode(torch.tensor([s.tokens], dtype=torch.long))[0]
-        request.results[s.row][s.index] = {"text": text, "tokens": len(s.tokens),
-                                           "finished": s.ended,
-                                           "prompt_tokens": s.prompt_tokens}
+        result = {"text": text, "tokens": len(s.tokens), "finished": s.ended, "prompt_tokens": s.prompt_tokens}
+        if request.logprobs is not None:
+            result["token_ids"], result["logprobs"] = list(s.tokens), s.logprobs
+        request.results[s.row][s.index] = result
         request.open -= 1
         if request.open == 0:
             request.done(request.results, None)

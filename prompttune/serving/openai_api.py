@@ -12,7 +12,13 @@ answer carries `finish_reason` ("stop" at the end-of-sequence token or a stop st
 `max_tokens`) and `usage`. A chat completion sends one user message, which the prompt reads as its
 source (a prompt made with `--chat` wraps it in the model's chat template itself). Errors have
 OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and its statuses. What is not
-served (log-probabilities, echo, penalties, logit bias, suffix) is a 400 that names the parameter.
+served (echo, penalties, logit bias, suffix) is a 400 that names the parameter.
+
+Log-probabilities (`logprobs` 0-5 on a completion; `logprobs` and `top_logprobs` 0-20 on a chat
+completion) are served where the continuous batch decodes, without `stream`: each token's
+log-probability under the model's own distribution at its step (before temperature and top-p, as
+vLLM reports them by default), and the most likely alternatives, for the tokens of the text
+returned (a stop string cuts them with it).
 
 With `stream`, the answer is server-sent events, token by token as the batch decodes: OpenAI's
 chunks (`text_completion` or `chat.completion.chunk`), the last of each choice with its
@@ -88,8 +94,6 @@ class ChatRequest(_Request):
 
 
 UNSERVED = {
-    "logprobs": "log-probabilities are not served",
-    "top_logprobs": "log-probabilities are not served",
     "echo": "echo is not served",
     "suffix": "a suffix is not served",
     "logit_bias": "logit bias is not served",
@@ -116,6 +120,60 @@ def check_served(body: _Request) -> None:
     stops = stop_strings(body)
     if len(stops) > 4 or any(not s for s in stops):
         raise OpenAIError(400, "stop: up to 4 non-empty strings", param="stop")
+    top = getattr(body, "top_logprobs", None)
+    if isinstance(body, ChatRequest):
+        if body.logprobs not in (None, True, False):
+            raise OpenAIError(400, "logprobs: true or false in a chat completion", param="logprobs")
+        if top is not None and (isinstance(top, bool) or not 0 <= top <= 20):
+            raise OpenAIError(400, "top_logprobs: an integer from 0 to 20", param="top_logprobs")
+        if top and not body.logprobs:
+            raise OpenAIError(400, "top_logprobs: needs logprobs true", param="top_logprobs")
+    elif body.logprobs is not None and (isinstance(body.logprobs, bool) or not 0 <= body.logprobs <= 5):
+        raise OpenAIError(400, "logprobs: an integer from 0 to 5 in a completion", param="logprobs")
+    if body.stream and requested_logprobs(body) is not None:
+        raise OpenAIError(400, "logprobs: served without stream", param="logprobs", code="unsupported_parameter")
+
+
+def requested_logprobs(body: _Request) -> int | None:
+    """How many most likely tokens to list at each position (0: only the chosen token's
+    log-probability), or None where the request asks for no log-probabilities."""
+    if isinstance(body, ChatRequest):
+        return (body.top_logprobs or 0) if body.logprobs else None
+    return None if body.logprobs is None else int(body.logprobs)
+
+
+def choice_logprobs(sequence: dict, text: str, tokenizer, top: int, chat: bool) -> dict:
+    """OpenAI's `logprobs` of one choice, for the tokens of its (possibly stop-cut) text: for a
+    completion `tokens`, `token_logprobs`, `top_logprobs` and `text_offset` (into the completion);
+    for a chat completion `content`, one entry per token with its bytes and its top alternatives.
+    A token's text is what it adds after the token before it (its leading space included, which
+    decoding a token alone loses with some tokenizers)."""
+    ids, entries = sequence["token_ids"], sequence["logprobs"]
+
+    def piece(previous: int | None, token: int) -> str:
+        if previous is None:
+            return tokenizer.decode([token])
+        return tokenizer.decode([previous, token])[len(tokenizer.decode([previous])):]
+
+    pieces = [piece(ids[i - 1] if i else None, token) for i, token in enumerate(ids)]
+    lead = len(pieces[0]) - len(pieces[0].lstrip()) if pieces else 0  # the answer's text is stripped
+    offsets, at = [], -lead
+    for p in pieces:
+        offsets.append(max(at, 0))
+        at += len(p)
+    kept = len(ids) if text == sequence["text"] else sum(1 for o in offsets if o < len(text))
+    rows = []
+    for i in range(kept):
+        token, logprob, alternatives = entries[i]
+        previous = ids[i - 1] if i else None
+        rows.append((pieces[i], logprob, [(piece(previous, t), lp) for t, lp in alternatives]))
+    if chat:
+        def entry(token: str, logprob: float) -> dict:
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+        return {"content": [{**entry(t, lp), "top_logprobs": [entry(a, alp) for a, alp in alts]} for t, lp, alts in rows],
+                "refusal": None}
+    return {"tokens": [t for t, _, _ in rows], "token_logprobs": [lp for _, lp, _ in rows],
+            "top_logprobs": None if not top else [dict(alts) for _, _, alts in rows], "text_offset": offsets[:kept]}
 
 
 def generation_options(body: _Request) -> dict:
@@ -143,8 +201,9 @@ def cut_at_stop(sequence: dict, stops: list[str]) -> tuple[str, str]:
     return text, "stop" if sequence["finished"] else "length"
 
 
-def completion_response(model: str, sequences: list[list[dict]], body: _Request, chat: bool) -> dict:
+def completion_response(model: str, sequences: list[list[dict]], body: _Request, chat: bool, tokenizer=None) -> dict:
     stops = stop_strings(body)
+    top = requested_logprobs(body)
     n = body.n or 1
     choices, prompt_tokens, completion_tokens = [], 0, 0
     for per_prompt in sequences:
@@ -154,11 +213,12 @@ def completion_response(model: str, sequences: list[list[dict]], body: _Request,
             text, reason = cut_at_stop(sequence, stops)
             completion_tokens += sequence["tokens"]
             index = len(choices)
+            logprobs = None if top is None else choice_logprobs(sequence, text, tokenizer, top, chat)
             if chat:
-                choices.append({"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                                "finish_reason": reason})
+                choices.append({"index": index, "message": {"role": "assistant", "content": text},
+                                "logprobs": logprobs, "finish_reason": reason})
             else:
-                choices.append({"index": index, "text": text, "logprobs": None, "finish_reason": reason})
+                choices.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason})
     return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion", "created": int(time.time()), "model": model,
             "choices": choices, "system_fingerprint": None,

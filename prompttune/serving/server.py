@@ -207,7 +207,7 @@ class Usage(BaseModel):
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: dict | None = None
     finish_reason: str
 
 
@@ -229,7 +229,7 @@ class AssistantMessage(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: dict | None = None
     finish_reason: str
 
 
@@ -497,7 +497,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             steps.stop()
         await batcher.stop()
 
-    async def decode(options: dict, items: list) -> list:
+    async def decode(options: dict, items: list, logprobs: int | None = None) -> list:
         """Rows decoded in the continuous batch (`continuous.Request`), joined at its next step;
         items as `PromptService.run` takes them, streams included."""
         import asyncio
@@ -506,7 +506,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         future = loop.create_future()
         stream = next((rest[0][0] for _, _, *rest in items if rest), None)
         request = continuous.Request(
-            rows=[(name, example) for name, example, *_ in items], options=options,
+            rows=[(name, example) for name, example, *_ in items], options=options, logprobs=logprobs,
             done=lambda results, error: loop.call_soon_threadsafe(settle, future, results, error),
             on_prompt=stream.prompt if stream else None, on_token=stream.token if stream else None,
             # A client that has gone away (its request cancelled, or its stream left) stops decoding.
@@ -613,8 +613,11 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     async def submit(key: tuple, items: list):
         try:
-            if key[0] == "openai" and steps is not None and service.continuous(dict(key[1])):
-                return await decode(dict(key[1]), items)
+            if key[0] == "openai" and steps is not None:
+                options = dict(key[1])
+                logprobs = options.pop("logprobs", None)
+                if service.continuous(options):
+                    return await decode(options, items, logprobs)
             return await batcher.submit(key, items)
         except CannotLoad as error:
             log.error("cannot load %s", error)
@@ -707,6 +710,12 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             check_generation_options({k: v for k, v in options.items() if k != "seed"}, config)
         except PromptTuneError as error:
             raise OpenAIError(400, str(error)) from None
+        top = openai_api.requested_logprobs(body)
+        if top is not None:
+            if not (steps is not None and service.continuous(options)):
+                raise OpenAIError(400, "logprobs: served on decoder-only models with continuous batching (the "
+                                       "server's --batching continuous)", param="logprobs", code="unsupported_parameter")
+            options = {**options, "logprobs": top}
         batch_key = ("openai", tuple(sorted(options.items())))
         if body.stream:
             return stream_completion(key, sources, body, batch_key, options, chat)
@@ -716,7 +725,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         except HTTPException as error:
             raise OpenAIError(error.status_code, str(error.detail)) from None
         generated.labels(key).inc(sum(len(s) for s in sequences))
-        return openai_api.completion_response(key, sequences, body, chat)
+        return openai_api.completion_response(key, sequences, body, chat, service.backbone.tokenizer)
 
     def stream_completion(key: str, sources: list[str], body, batch_key: tuple, options: dict, chat: bool):
         """Server-sent events: each choice's text as its tokens are decoded, then its finish reason."""
