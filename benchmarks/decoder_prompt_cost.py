@@ -4,7 +4,7 @@ Training steps (forward, backward, AdamW) of a 20-token soft prompt classifying 
 through the LM head, batch 16, timed in alternation in one process on the same batches:
 
 - prompttune as it runs on a decoder: the prompt computed once per batch and attached to the rows
-  as a prefix, the rows packed into one sequence of their real tokens (P + the rows' tokens),
+  as a prefix, the rows packed into sequences of the batch's width (P + the packed positions),
 - the prompt computed once, the rows padded (`Backbone.packs_rows = False`: P + B*T tokens),
 - the prompt read in every padded row (`prompts_once` off too: B*(P+T) tokens, the path before),
 - PEFT's `PromptTuningConfig` (CAUSAL_LM) on the same model, its loss on the label word, the usual
@@ -101,7 +101,16 @@ def setups(args):
     def padded(rows):
         return len(rows) * max(len(r["input_ids"]) for r in rows)
 
-    tokens = {PACKED: sum(args.tokens + sum(len(x["input_ids"]) for x in r) for r in ours_rows) / len(batches),
+    def packed(rows):  # the positions the packed sequences hold (the padded batch where packing would not pay)
+        from prompttune.core.backbone import PACKED_SHARE
+        from prompttune.core.batching import pack_rows
+
+        lengths = [len(r["input_ids"]) for r in rows]
+        home, start, count = pack_rows(lengths, max(lengths))
+        width = max(s + n for s, n in zip(start, lengths))
+        return count * width if count * width <= PACKED_SHARE * padded(rows) else padded(rows)
+
+    tokens = {PACKED: sum(args.tokens + packed(r) for r in ours_rows) / len(batches),
               ONCE: sum(args.tokens + padded(r) for r in ours_rows) / len(batches),
               EVERY_ROW: sum(len(r) * args.tokens + padded(r) for r in ours_rows) / len(batches),
               PEFT: sum(e["input_ids"].shape[0] * (e["input_ids"].shape[1] + args.tokens)

@@ -48,7 +48,8 @@ def attention_inputs(model, run) -> list[tuple[int, int]]:
     model.backbone.prefix_layout()  # measured by a forward of its own, before counting
     lengths = []
     hook = model.backbone.attention_sites[0][2].register_forward_hook(
-        lambda module, args, kwargs, out: lengths.append(tuple(kwargs["hidden_states"].shape[:2])), with_kwargs=True)
+        lambda module, args, kwargs, out: lengths.append(tuple(kwargs.get("hidden_states", args[0] if args else None)
+                                                              .shape[:2])), with_kwargs=True)
     try:
         with torch.no_grad():
             run()
@@ -57,8 +58,17 @@ def attention_inputs(model, run) -> list[tuple[int, int]]:
     return lengths
 
 
+# One long row beside the short ones: packing puts short rows together into sequences of its width.
+LONG = ("a long and winding review of a film that goes on and on", "0")
+
+
 def examples():
-    return [Example(t, label=l, source=f"row {i}") for i, (t, l) in enumerate(SENTENCES)]
+    return [Example(t, label=l, source=f"row {i}") for i, (t, l) in enumerate(SENTENCES + [LONG])]
+
+
+def packed_sequences(model, batch) -> int:
+    """How many sequences the rows of `batch` run in (packed: fewer than its rows)."""
+    return attention_inputs(model, lambda: model(batch))[-1][0]
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -140,8 +150,9 @@ def test_packed_rows_equal_the_padded_batch(load, family, method, task, side):
     config = GenerationConfig(max_target_length=6) if task == "generation" else task_config()
     options = {"soft_prompt": {"num_virtual_tokens": 4}, "prefix": {"num_virtual_tokens": 3, "hidden_size": 8}}.get(method, {})
     model = PromptModel.create(backbone, method, config, options)
-    rows = [Example(t, label=l, targets=(t.split()[-1] + " film",)) for t, l in SENTENCES]
+    rows = [Example(t, label=l, targets=(t.split()[-1] + " film",)) for t, l in SENTENCES + [LONG]]
     batch = model.task.collate(model.task.training_features(rows))
+    assert packed_sequences(model, batch) < len(rows)  # packing runs
 
     def run(m):
         m.zero_grad(set_to_none=True)
@@ -165,11 +176,14 @@ def test_packed_rows_equal_the_padded_batch(load, family, method, task, side):
         torch.testing.assert_close(grads[key], grads_padded[key], atol=1e-6, rtol=1e-4)
 
 
-def test_packed_rows_compute_only_their_real_tokens(load):
+def test_packed_rows_run_in_fewer_sequences_than_the_padded_batch(load):
     model = make(load("llama", padding_side="left"), "soft_prompt")
-    batch = model.task.collate([model.task.encode(e) for e in examples()])
+    texts = ["a long and winding review of a film that goes on and on", "good", "bad", "a fine film", "so dull", "wow"]
+    batch = model.task.collate([model.task.encode(Example(t, label="0")) for t in texts])
     lengths = attention_inputs(model, lambda: both_layouts(model, lambda m: m(batch)))
     rows, length = batch["input_ids"].shape
-    real = int(batch["attention_mask"].sum())
-    assert real < rows * length  # the batch has padding
-    assert lengths == [(1, 5), (1, real), (1, 5), (rows, length)]
+    sizes = batch["attention_mask"].sum(1).tolist()
+    assert sizes == [16, 4, 4, 6, 5, 4] and length == 16
+    # Longest first, each into the first sequence with room: [16], [6, 5, 4], [4, 4]: 3 sequences of
+    # the batch's width instead of 6 rows.
+    assert lengths == [(1, 5), (3, length), (1, 5), (rows, length)]

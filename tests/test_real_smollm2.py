@@ -50,7 +50,9 @@ def test_a_prompt_computed_once_equals_it_read_in_every_row(smollm2):
     from prompttune.tasks import GenerationConfig
 
     torch.manual_seed(0)
-    texts = [Example("A gripping, funny film."), Example("Two dull hours."), Example("Not bad at all, if a little long.")]
+    # One long row and short ones, so that packing puts the short rows into one sequence.
+    texts = [Example("Not bad at all, if a little long and at times rather slow in its middle hour, with a fine cast."),
+             Example("Two dull hours."), Example("Gripping."), Example("Dull.")]
     classify = PromptModel.create(smollm2, "soft_prompt", ClassificationConfig(
         labels=("negative", "positive"), template="Review: {text} All in all, it was", verbalizer=(("bad",), ("good",))),
         {"num_virtual_tokens": 10, "init": "sample_vocab"})
@@ -73,8 +75,9 @@ def test_loss_and_gradients_computed_once_and_packed_equal_every_padded_row(smol
     model = PromptModel.create(smollm2, "soft_prompt", ClassificationConfig(
         labels=("negative", "positive"), template="Review: {text} All in all, it was", verbalizer=(("bad",), ("good",))),
         {"num_virtual_tokens": 10, "init": "sample_vocab"})
-    rows = [Example("A gripping, funny film.", label="positive"), Example("Two dull hours.", label="negative"),
-            Example("Not bad at all, if a little long and at times rather slow.", label="positive")]
+    rows = [Example("Gripping.", label="positive"), Example("Two dull hours.", label="negative"),
+            Example("Not bad at all, if a little long and at times rather slow in its middle hour, with a fine cast.",
+                    label="positive"), Example("Dull.", label="negative")]
     batch = model.task.collate([model.task.encode(e) for e in rows])
     results = {}
     for fast in (True, False):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import kv_prefix
+from .batching import pack_rows
 from ..errors import ConfigError, ModelError
 from .kv_prefix import PREFIX_KWARG, Prefix
 from .sources import resolve_model
@@ -76,6 +77,7 @@ class Backbone(nn.Module):
         self._accepts_position_ids = "position_ids" in accepted
         self._accepts_token_types = "token_type_ids" in accepted
         self._readout_positions: torch.Tensor | None = None
+        self._readout_packed = False
         if self.has_lm_head:
             # Only the readout position goes through the (vocabulary-sized) output projection:
             # full (B, T, V) logits would dominate memory for a 30k-50k vocabulary.
@@ -93,8 +95,8 @@ class Backbone(nn.Module):
         # once per batch and attaches them to the rows as a prefix (`prompt_states`); off, every
         # row reads them again (the same outputs, B times the work).
         self.prompts_once = self.kind == DECODER
-        # A causal decoder runs a batch's rows as one packed sequence of their real tokens (no
-        # padding), each row attending to the shared prefix and to itself (`_forward_packed`); off,
+        # A causal decoder runs a batch's rows packed into fewer sequences of their real tokens
+        # (little padding), each row attending to the shared prefix and to itself (`_forward_packed`); off,
         # the padded batch runs as it is (the same outputs, the padding's work besides).
         self.packs_rows = self.kind == DECODER and self._accepts_position_ids and \
             getattr(self.config, "_attn_implementation", None) in ("sdpa", "eager")
@@ -334,6 +336,9 @@ class Backbone(nn.Module):
     def forward(self, inputs: ModelInputs) -> BackboneOutput:
         if self._packable(inputs):
             return self._forward_packed(inputs)
+        return self._forward_padded(inputs)
+
+    def _forward_padded(self, inputs: ModelInputs) -> BackboneOutput:
         batch_size, length = inputs.inputs_embeds.shape[:2]
         mask = inputs.attention_mask
         kwargs = {"inputs_embeds": inputs.inputs_embeds}
@@ -391,42 +396,60 @@ class Backbone(nn.Module):
                 and inputs.token_type_ids is None and (self.has_lm_head or not inputs.full_logits))
 
     def _forward_packed(self, inputs: ModelInputs) -> BackboneOutput:
-        """A causal decoder's batch run as one sequence of every row's real tokens: each token
+        """A causal decoder's batch run as packed sequences of every row's real tokens: rows are put
+        whole, longest first, into the fewest sequences as long as the batch is wide (first fit), so
+        there is less padding than in the batch and attention stays within a sequence. Each token
         attends to the prefix and to the tokens of its own row up to itself (a block-diagonal causal
-        mask), with the positions it has in its own row. The work is that of the tokens, not of the
-        padded batch; the outputs, given back in the batch's shape, equal the padded forward's."""
+        mask), with the positions it has in its own row; the outputs, given back in the batch's shape,
+        equal the padded forward's."""
         embeds, mask = inputs.inputs_embeds, inputs.attention_mask.bool()
         batch_size, length = mask.shape
+        device = embeds.device
         before = inputs.prefix.length if inputs.prefix is not None else 0
+        lengths = mask.sum(1).tolist()
+        home, start, count = pack_rows(lengths, length)
+        width = max(start[r] + lengths[r] for r in range(batch_size))
+        if count * width > PACKED_SHARE * batch_size * length:
+            return self._forward_padded(inputs)
         rows, columns = mask.nonzero(as_tuple=True)  # every row's tokens, row after row
-        total = rows.numel()
-        where = torch.zeros(batch_size, length, dtype=torch.long, device=embeds.device)  # (B, T) -> packed position
-        where[rows, columns] = torch.arange(total, device=embeds.device)
-        positions = (before + (mask.long().cumsum(-1) - 1)[rows, columns]).unsqueeze(0)  # (1, N)
-        order = torch.arange(total, device=embeds.device)
-        allowed = (rows.unsqueeze(1) == rows.unsqueeze(0)) & (order.unsqueeze(1) >= order.unsqueeze(0))  # (N, N)
-        allowed = torch.cat([allowed.new_ones(total, before), allowed], dim=1)
-        additive = torch.zeros(1, 1, total, before + total, dtype=embeds.dtype, device=embeds.device)
-        additive = additive.masked_fill(~allowed, torch.finfo(embeds.dtype).min)
-        kwargs = {"inputs_embeds": embeds[rows, columns].unsqueeze(0), "attention_mask": additive,
-                  "position_ids": positions, "use_cache": False}
+        rank = (mask.long().cumsum(-1) - 1)[rows, columns]  # each token's place in its row
+        slot = (torch.tensor(home, device=device)[rows] * width + torch.tensor(start, device=device)[rows] + rank)
+        where = torch.zeros(batch_size, length, dtype=torch.long, device=device)  # (B, T) -> packed slot
+        where[rows, columns] = slot
+        owner = torch.full((count * width,), -1, dtype=torch.long, device=device)
+        owner[slot] = rows
+        owner = owner.view(count, width)
+        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+        allowed = (owner.unsqueeze(2) == owner.unsqueeze(1)) & causal  # (S, W, W); filler attends to filler
+        allowed = torch.cat([allowed.new_ones(count, width, before), allowed], dim=2)
+        additive = torch.zeros(count, 1, width, before + width, dtype=embeds.dtype, device=device)
+        additive = additive.masked_fill(~allowed.unsqueeze(1), torch.finfo(embeds.dtype).min)
+        positions = torch.zeros(count * width, dtype=torch.long, device=device)
+        positions[slot] = before + rank
+        packed = embeds.new_zeros(count * width, embeds.shape[-1]).index_copy(0, slot, embeds[rows, columns])
+        kwargs = {"inputs_embeds": packed.view(count, width, -1), "attention_mask": additive,
+                  "position_ids": positions.view(count, width), "use_cache": False}
         if inputs.prefix is not None:
             caches = kv_prefix.training_caches(inputs.prefix)
             kwargs[PREFIX_KWARG] = caches
             kwargs[self._cache_argument] = caches[kv_prefix.SELF]
+        flat = where.view(-1)
+
+        def unpack(states: torch.Tensor) -> torch.Tensor:  # (S, W, X) -> (B, T, X); padding holds some token
+            return states.reshape(count * width, -1).index_select(0, flat).view(batch_size, length, -1)
+
         readout = None if inputs.full_logits or inputs.readout_index is None else \
-            where[torch.arange(batch_size, device=embeds.device), inputs.readout_index]
+            where[torch.arange(batch_size, device=device), inputs.readout_index]
         if not self.has_lm_head:
-            hidden = self.model(**kwargs).last_hidden_state
-            return BackboneOutput(hidden=hidden[0][where], readout_logits=None)
-        self._readout_positions = readout
+            return BackboneOutput(hidden=unpack(self.model(**kwargs).last_hidden_state), readout_logits=None)
+        self._readout_positions, self._readout_packed = readout, True
         try:
             out = self.model(**kwargs, output_hidden_states=True)
         finally:
-            self._readout_positions = None
-        hidden = out.hidden_states[-1][0][where]  # (B, T, D); padding positions hold some row's token
+            self._readout_positions, self._readout_packed = None, False
+        hidden = unpack(out.hidden_states[-1])
         if inputs.full_logits:
-            return BackboneOutput(hidden=hidden, readout_logits=None, logits=out.logits[0][where])
+            return BackboneOutput(hidden=hidden, readout_logits=None, logits=unpack(out.logits))
         logits = out.logits[:, 0] if readout is not None else None
         return BackboneOutput(hidden=hidden, readout_logits=logits)
 
@@ -486,12 +509,17 @@ class Backbone(nn.Module):
         positions = self._readout_positions
         if positions is None:
             return None
-        hidden = args[0]  # (B, T, D), or (1, N, D) for packed rows
-        if hidden.shape[0] == 1 and positions.shape[0] > 1:
-            hidden = hidden.expand(positions.shape[0], -1, -1)
+        hidden = args[0]  # (B, T, D), or (S, W, D) for packed rows, read at their slots
+        if self._readout_packed:
+            hidden = hidden.reshape(1, -1, hidden.shape[-1]).expand(positions.shape[0], -1, -1)
         index = positions.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return (hidden.gather(1, index),) + tuple(args[1:])  # (B, 1, D)
 
+
+#: Rows run packed only where the packed sequences hold at most this share of the padded batch's
+#: positions: packing has its own cost (building the block mask, gathering the outputs back), which a
+#: batch of rows of like length does not repay.
+PACKED_SHARE = 0.8
 
 # Names of the cross-attention modules in the decoders of encoder-decoder families (T5, BART and
 # its relatives, BERT-style decoders).

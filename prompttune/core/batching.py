@@ -18,3 +18,18 @@ def length_groups(indices: list[int], lengths: list[int], max_rows: int, max_tok
     if current:
         groups.append(current)
     return groups
+
+
+def pack_rows(lengths: list[int], width: int) -> tuple[list[int], list[int], int]:
+    """Whole rows of `lengths` put into sequences at most `width` long, longest first, each into
+    the first sequence with room (first fit decreasing): (each row's sequence, where it starts in
+    it, how many sequences)."""
+    room: list[int] = []
+    home, start = [0] * len(lengths), [0] * len(lengths)
+    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+        k = next((k for k, free in enumerate(room) if lengths[row] <= free), len(room))
+        if k == len(room):
+            room.append(width)
+        home[row], start[row] = k, width - room[k]
+        room[k] -= lengths[row]
+    return home, start, len(room)
