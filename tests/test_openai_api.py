@@ -110,6 +110,8 @@ def test_errors_come_in_openais_shape(server, client):
         client.completions.create(model="describe", prompt=["x"] * 5, max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.completions.create(model="describe", prompt="x", max_tokens=0)
+    with pytest.raises(openai.BadRequestError, match="exceed the model's 128 positions"):  # refused, not decoded
+        client.completions.create(model="describe", prompt="the movie was great " * 30, max_tokens=64)
     wrong = openai.OpenAI(base_url=server["url"] + "/v1", api_key="not-the-token", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="missing or wrong bearer token"):
         wrong.models.list()
