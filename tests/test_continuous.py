@@ -172,3 +172,33 @@ def test_what_a_continuous_batch_decodes(load):
     assert not supports(load("t5"), {"max_new_tokens": 4})
     with pytest.raises(ConfigError, match="decoder-only"):
         ContinuousDecoder(PromptSet(load("bart")))
+
+
+def test_a_step_loop_serves_requests_from_other_threads_and_shutting_down_fails_the_rest(load):
+    import threading
+
+    from prompttune.serving.batcher import StepLoop
+
+    prompts = _prompt_set(load("gpt2"))
+    decoder = ContinuousDecoder(prompts)
+    loop = StepLoop(decoder, threading.Lock())
+    loop.start()
+    finished = threading.Event()
+    served = Collect()
+    request = served.request([("soft2", SOURCES[0]), ("prefix3", SOURCES[1])], max_new_tokens=4)
+    request.done = lambda results, error: (served.done(results, error), finished.set())
+    loop.submit(request)
+    assert finished.wait(60) and served.error is None
+    assert [r[0]["text"] for r in served.results] == [
+        r[0]["text"] for r in prompts.generate([("soft2", SOURCES[0]), ("prefix3", SOURCES[1])], details=True,
+                                               max_new_tokens=4)]
+    loop.stop()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        loop.submit(Collect().request([("soft2", SOURCES[0])], max_new_tokens=4))
+    # What is running or waiting when the server stops fails with a reason, rather than hanging.
+    running, waiting = Collect(), Collect()
+    decoder.submit(running.request([("soft2", SOURCES[0])], max_new_tokens=8))
+    decoder.step()
+    decoder.submit(waiting.request([("deep1", SOURCES[2])], max_new_tokens=8))
+    decoder.fail_all(RuntimeError("the server is shutting down"), waiting=True)
+    assert "shutting down" in str(running.error) and "shutting down" in str(waiting.error) and not decoder.busy

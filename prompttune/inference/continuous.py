@@ -336,10 +336,15 @@ class ContinuousDecoder:
         if request.open == 0:
             request.done(request.results, None)
 
-    def fail_all(self, error: Exception) -> None:
-        """Every running request fails with `error` and the batch is emptied (waiting requests stay)."""
+    def fail_all(self, error: Exception, waiting: bool = False) -> None:
+        """Every running request (and with `waiting` every waiting one) fails with `error`; the
+        batch is emptied."""
         requests = {id(s.request): s.request for s in self.sequences}
         self.sequences, self.cache, self.mask, self.next_tokens = [], None, None, None
+        if waiting:
+            with self._lock:
+                requests.update((id(r), r) for r in self.waiting)
+                self.waiting.clear()
         for request in requests.values():
             request.done(None, error)
 

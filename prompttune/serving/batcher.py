@@ -149,9 +149,12 @@ class StepLoop:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop after the step in progress; requests still running or waiting fail."""
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=30)
+        with self.lock:
+            self.engine.fail_all(RuntimeError("the server is shutting down"), waiting=True)
 
     def submit(self, request) -> None:
         if self._closed:
