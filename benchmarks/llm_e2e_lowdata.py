@@ -10,6 +10,8 @@ METHOD): a killed sweep continues where it stopped, finished cells are not redon
     python benchmarks/llm_e2e_lowdata.py                       # every cell (hours on 2 CPU cores)
     python benchmarks/llm_e2e_lowdata.py --sizes 50 --seeds 0  # some cells
     python benchmarks/llm_e2e_lowdata.py --report              # table and plot from finished cells
+    .venv-oldest/bin/python benchmarks/llm_e2e_lowdata.py --methods peft_prompt_tuning,peft_prefix_tuning
+                                                               # PEFT's counterparts, the same cells
 
 Every size trains for the same number of steps of the same batch size (more epochs over a smaller
 set), the setting of Li & Liang's low-data experiments, which fix the budget, not the epochs.
@@ -27,6 +29,13 @@ import llm_e2e
 from common import RESULTS, environment, write_results
 
 METHODS = ("prefix", "prefix_text", "soft_prompt", "full_finetune")
+# PEFT's counterparts of the soft prompt and prefix tuning at the same budget, run on request with the
+# oldest supported transformers (`.venv-oldest/bin/python benchmarks/llm_e2e_lowdata.py --methods
+# peft_prompt_tuning,peft_prefix_tuning`): seeds tell whether one method's lead over another is noise.
+PEFT_METHODS = ("peft_prompt_tuning", "peft_prefix_tuning")
+PAIRS = (("prefix", "full_finetune", "prefix tuning", "fine-tuning"),
+         ("soft_prompt", "peft_prompt_tuning", "the soft prompt", "PEFT's prompt tuning"),
+         ("prefix", "peft_prefix_tuning", "prefix tuning", "PEFT's prefix tuning"))
 SIZES = (50, 100, 200, 500)
 SEEDS = (0, 1, 2)
 METRICS = ("bleu", "rougeL", "meteor", "cider")
@@ -56,7 +65,7 @@ def run_cell(args, size: int, seed: int, method: str) -> dict:
 def finished(args) -> dict:
     """{method: {size: [row per seed]}} of the cells done with this setting."""
     out = {}
-    for method in METHODS:
+    for method in METHODS + PEFT_METHODS:
         for size in SIZES:
             for seed in SEEDS:
                 done = BASE / f"n{size}_s{seed}" / method / "result.json"
@@ -94,12 +103,16 @@ def markdown(args, stats: dict) -> str:
             cell = sizes[size]
             lines.append(f"| {method} | {size} | {cell['bleu']['seeds']} | "
                          + " | ".join(f"{cell[m]['mean']:.2f} ± {cell[m]['sd']:.2f}" for m in METRICS) + " |")
-    lines += ["", "Prefix tuning against full fine-tuning (BLEU, mean over seeds):", ""]
-    for size in SIZES:
-        if all(size in stats.get(m, {}) for m in ("prefix", "full_finetune")):
-            a, b = stats["prefix"][size]["bleu"]["mean"], stats["full_finetune"][size]["bleu"]["mean"]
-            lines.append(f"- {size} pairs: prefix {a:.2f}, full_finetune {b:.2f}: prefix tuning "
-                         f"{'beats' if a > b else 'does not beat'} fine-tuning ({a - b:+.2f})")
+    for a_name, b_name, a_words, b_words in PAIRS:
+        sizes = [size for size in SIZES if all(size in stats.get(m, {}) for m in (a_name, b_name))]
+        if not sizes:
+            continue
+        lines += ["", f"{a_words[0].upper() + a_words[1:]} against {b_words} (BLEU, mean ± sd over seeds):", ""]
+        for size in sizes:
+            a, b = stats[a_name][size]["bleu"], stats[b_name][size]["bleu"]
+            lines.append(f"- {size} pairs: {a_name} {a['mean']:.2f} ± {a['sd']:.2f}, {b_name} {b['mean']:.2f} ± "
+                         f"{b['sd']:.2f}: {a_words} {'beats' if a['mean'] > b['mean'] else 'does not beat'} {b_words} "
+                         f"({a['mean'] - b['mean']:+.2f})")
     return "\n".join(lines) + "\n"
 
 
@@ -147,9 +160,9 @@ def main() -> None:
 
     quiet_libraries()
     methods = args.methods.split(",")
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(METHODS + PEFT_METHODS))
     if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS + PEFT_METHODS)}")
     if not args.report:
         # Seed by seed, so that every size and method has a first seed before any has a third.
         for seed in (int(s) for s in args.seeds.split(",")):
