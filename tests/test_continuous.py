@@ -202,3 +202,26 @@ def test_a_step_loop_serves_requests_from_other_threads_and_shutting_down_fails_
     decoder.submit(waiting.request([("deep1", SOURCES[2])], max_new_tokens=8))
     decoder.fail_all(RuntimeError("the server is shutting down"), waiting=True)
     assert "shutting down" in str(running.error) and "shutting down" in str(waiting.error) and not decoder.busy
+
+
+def test_a_half_precision_model_decodes_with_float32_prompts(model_dirs):
+    """A bfloat16 model (float32 prompt parameters, attached in the model's type) decodes in the
+    continuous batch, with finite log-probabilities."""
+    from prompttune import Backbone
+
+    backbone = Backbone.from_pretrained(str(model_dirs["llama"]), dtype="bfloat16")
+    prompts = PromptSet(backbone)
+    for name, (method, options) in (("prefix3", PROMPTS["prefix3"]), ("soft2", PROMPTS["soft2"])):
+        prompts.add(name, PromptModel.create(backbone, method, GenerationConfig(max_target_length=6), dict(options)))
+    decoder = ContinuousDecoder(prompts)
+    first, second = Collect(), Collect()
+    decoder.submit(first.request([("prefix3", SOURCES[0])], max_new_tokens=6))
+    decoder.step()
+    request = second.request([("soft2", SOURCES[1])], max_new_tokens=6)
+    request.logprobs = 2
+    decoder.submit(request)
+    _drain(decoder)
+    assert first.error is None and second.error is None and first.results[0][0]["tokens"] > 0
+    logprobs = second.results[0][0]["logprobs"]
+    assert len(logprobs) == second.results[0][0]["tokens"]
+    assert all(torch.isfinite(torch.tensor(lp)) and lp <= 0 and len(top) == 2 for _, lp, top in logprobs)

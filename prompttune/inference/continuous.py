@@ -226,8 +226,9 @@ class ContinuousDecoder:
         # Sampled rows with several draws: the row's cache is repeated once per draw.
         draws = [int(o.get("num_return_sequences") or 1) if o.get("do_sample") else 1 for o in resolved]
         repeat = torch.tensor(draws, device=logits.device)
-        layers = [(layer.keys.repeat_interleave(repeat, 0), layer.values.repeat_interleave(repeat, 0))
-                  for layer in cache.layers]
+        # (each layer where it lives: a model spread over devices keeps its cache layers on theirs)
+        layers = [(layer.keys.repeat_interleave(repeat.to(layer.keys.device), 0),
+                   layer.values.repeat_interleave(repeat.to(layer.values.device), 0)) for layer in cache.layers]
         mask = mask.repeat_interleave(repeat, 0)
         logits = logits.repeat_interleave(repeat, 0)
         new = []
@@ -321,7 +322,8 @@ class ContinuousDecoder:
         mask = self.mask[index]
         first = int(mask.any(0).nonzero()[0])  # leading columns no remaining sequence reads
         self.mask = mask[:, first:]
-        self.cache = _cache([(layer.keys[index, :, first:], layer.values[index, :, first:]) for layer in self.cache.layers])
+        self.cache = _cache([(layer.keys[index.to(layer.keys.device), :, first:],
+                              layer.values[index.to(layer.values.device), :, first:]) for layer in self.cache.layers])
         self.next_tokens = self.next_tokens[index]
         self.sequences = [self.sequences[j] for j in keep]
 
