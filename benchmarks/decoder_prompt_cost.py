@@ -102,13 +102,10 @@ def setups(args):
         return len(rows) * max(len(r["input_ids"]) for r in rows)
 
     def packed(rows):  # the positions the packed sequences hold (the padded batch where packing would not pay)
-        from prompttune.core.backbone import PACKED_SHARE
-        from prompttune.core.batching import pack_rows
+        from prompttune.core.batching import packed_layout
 
-        lengths = [len(r["input_ids"]) for r in rows]
-        home, start, count = pack_rows(lengths, max(lengths))
-        width = max(s + n for s, n in zip(start, lengths))
-        return count * width if count * width <= PACKED_SHARE * padded(rows) else padded(rows)
+        layout = packed_layout([len(r["input_ids"]) for r in rows])
+        return padded(rows) if layout is None else layout[2] * layout[3]
 
     tokens = {PACKED: sum(args.tokens + packed(r) for r in ours_rows) / len(batches),
               ONCE: sum(args.tokens + padded(r) for r in ours_rows) / len(batches),

@@ -5,19 +5,14 @@ at their end; seeded sampling does not depend on what else is in the batch; stop
 import pytest
 import torch
 
+from test_mixed import GENERATORS as PROMPTS  # soft prompts, a prefix, a deep prompt, P-tuning
+
 from prompttune import Example, PromptModel
 from prompttune.errors import ConfigError
 from prompttune.inference.continuous import ContinuousDecoder, Request, supports
 from prompttune.inference.mixed import PromptSet
 from prompttune.tasks import GenerationConfig
 
-PROMPTS = {
-    "soft2": ("soft_prompt", {"num_virtual_tokens": 2}),
-    "soft5": ("soft_prompt", {"num_virtual_tokens": 5}),
-    "prefix3": ("prefix", {"num_virtual_tokens": 3, "hidden_size": 16}),
-    "deep1": ("deep_prompt", {"num_virtual_tokens": 1}),
-    "ptuning3": ("p_tuning", {"num_virtual_tokens": 3}),
-}
 SOURCES = ["the movie was great", "a terrible film that i saw", "dull", "the best film of the year", "i loved it"]
 
 

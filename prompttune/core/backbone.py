@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import kv_prefix
-from .batching import pack_rows
+from .batching import packed_layout
 from ..errors import ConfigError, ModelError
 from .kv_prefix import PREFIX_KWARG, Prefix
 from .sources import resolve_model
@@ -406,11 +406,10 @@ class Backbone(nn.Module):
         batch_size, length = mask.shape
         device = embeds.device
         before = inputs.prefix.length if inputs.prefix is not None else 0
-        lengths = mask.sum(1).tolist()
-        home, start, count = pack_rows(lengths, length)
-        width = max(start[r] + lengths[r] for r in range(batch_size))
-        if count * width > PACKED_SHARE * batch_size * length:
+        layout = packed_layout(mask.sum(1).tolist())
+        if layout is None:
             return self._forward_padded(inputs)
+        home, start, count, width = layout
         rows, columns = mask.nonzero(as_tuple=True)  # every row's tokens, row after row
         rank = (mask.long().cumsum(-1) - 1)[rows, columns]  # each token's place in its row
         slot = (torch.tensor(home, device=device)[rows] * width + torch.tensor(start, device=device)[rows] + rank)
@@ -515,11 +514,6 @@ class Backbone(nn.Module):
         index = positions.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return (hidden.gather(1, index),) + tuple(args[1:])  # (B, 1, D)
 
-
-#: Rows run packed only where the packed sequences hold at most this share of the padded batch's
-#: positions: packing has its own cost (building the block mask, gathering the outputs back), which a
-#: batch of rows of like length does not repay.
-PACKED_SHARE = 0.8
 
 # Names of the cross-attention modules in the decoders of encoder-decoder families (T5, BART and
 # its relatives, BERT-style decoders).

@@ -20,6 +20,24 @@ def length_groups(indices: list[int], lengths: list[int], max_rows: int, max_tok
     return groups
 
 
+#: Rows run packed only where the packed sequences hold at most this share of the padded batch's
+#: positions: packing has its own cost (building the block mask, gathering the outputs back), which a
+#: batch of rows of like length does not repay.
+PACKED_SHARE = 0.8
+
+
+def packed_layout(lengths: list[int]) -> tuple[list[int], list[int], int, int] | None:
+    """How a padded batch of rows of `lengths` runs packed into sequences as wide as the batch
+    (`pack_rows`): (each row's sequence, where it starts in it, how many sequences, their width),
+    or None where packing would not save the share of positions it needs to pay for itself."""
+    length = max(lengths)
+    home, start, count = pack_rows(lengths, length)
+    width = max(s + n for s, n in zip(start, lengths))
+    if count * width > PACKED_SHARE * len(lengths) * length:
+        return None
+    return home, start, count, width
+
+
 def pack_rows(lengths: list[int], width: int) -> tuple[list[int], list[int], int]:
     """Whole rows of `lengths` put into sequences at most `width` long, longest first, each into
     the first sequence with room (first fit decreasing): (each row's sequence, where it starts in

@@ -224,7 +224,7 @@ class ContinuousDecoder:
                                 logits_to_keep=1, **{backbone._cache_argument: cache})
         logits = output.logits[:, -1]
         # Sampled rows with several draws: the row's cache is repeated once per draw.
-        draws = [int(o.get("num_return_sequences") or 1) if o.get("do_sample") else 1 for o in resolved]
+        draws = [_draws(o) for o in resolved]
         repeat = torch.tensor(draws, device=logits.device)
         # (each layer where it lives: a model spread over devices keeps its cache layers on theirs)
         layers = [(layer.keys.repeat_interleave(repeat.to(layer.keys.device), 0),

@@ -150,12 +150,15 @@ def choice_logprobs(sequence: dict, text: str, tokenizer, top: int, chat: bool) 
     decoding a token alone loses with some tokenizers)."""
     ids, entries = sequence["token_ids"], sequence["logprobs"]
 
-    def piece(previous: int | None, token: int) -> str:
-        if previous is None:
-            return tokenizer.decode([token])
-        return tokenizer.decode([previous, token])[len(tokenizer.decode([previous])):]
+    def pieces_after(i: int, tokens: list[int]) -> list[str]:
+        """The text each of `tokens` adds at position i, after the token before it."""
+        if i == 0:
+            return [tokenizer.decode([t]) for t in tokens]
+        previous = ids[i - 1]
+        skip = len(tokenizer.decode([previous]))
+        return [tokenizer.decode([previous, t])[skip:] for t in tokens]
 
-    pieces = [piece(ids[i - 1] if i else None, token) for i, token in enumerate(ids)]
+    pieces = [pieces_after(i, [token])[0] for i, token in enumerate(ids)]
     lead = len(pieces[0]) - len(pieces[0].lstrip()) if pieces else 0  # the answer's text is stripped
     offsets, at = [], -lead
     for p in pieces:
@@ -164,9 +167,9 @@ def choice_logprobs(sequence: dict, text: str, tokenizer, top: int, chat: bool) 
     kept = len(ids) if text == sequence["text"] else sum(1 for o in offsets if o < len(text))
     rows = []
     for i in range(kept):
-        token, logprob, alternatives = entries[i]
-        previous = ids[i - 1] if i else None
-        rows.append((pieces[i], logprob, [(piece(previous, t), lp) for t, lp in alternatives]))
+        _, logprob, alternatives = entries[i]
+        texts = pieces_after(i, [t for t, _ in alternatives])
+        rows.append((pieces[i], logprob, [(text, lp) for text, (_, lp) in zip(texts, alternatives)]))
     if chat:
         def entry(token: str, logprob: float) -> dict:
             return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
