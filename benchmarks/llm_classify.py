@@ -8,7 +8,7 @@ They differ in what trains, with the same budget (a seeded training subset, the 
 same batch size, in the order prompttune's loop draws them):
 
 - no training: the instruction zero-shot, and k-shot (k demonstrations drawn from the training
-  subset with the seed, as earlier chat turns);
+  subset with the seed, as earlier chat turns), each also with contextual calibration;
 - prompttune: `soft_prompt` (20 tokens), `prefix` (10 tokens, MLP), `deep_prompt` (10 tokens), and
   `full_finetune`, each with its default learning rate, on top of the zero-shot prompt;
 - PEFT: `PromptTuningConfig` and `PrefixTuningConfig` (with projection) on the same token ids
@@ -58,7 +58,9 @@ DATASETS = {
 OURS = {"soft_prompt": {"num_virtual_tokens": 20}, "prefix": {"num_virtual_tokens": 10, "hidden_size": 512},
         "deep_prompt": {"num_virtual_tokens": 10}, "full_finetune": {}}
 PEFT = {"peft_prompt_tuning": "soft_prompt", "peft_prefix_tuning": "prefix"}
-SHOTS = ("zero_shot", "k_shot")
+# The instruction prompts as they are and with contextual calibration (Zhao et al. 2021: label
+# probabilities divided by those of content-free inputs).
+SHOTS = ("zero_shot", "k_shot", "zero_shot_calibrated", "k_shot_calibrated")
 METHODS = (*SHOTS, *OURS, *PEFT)
 
 
@@ -106,7 +108,8 @@ def run_ours(method: str, dataset: str, args, train: Path, dev: Path, out: Path)
         options = task_options(dataset)
         if method in SHOTS:
             train_prompt(model=args.model, method="hard_prompt", train=str(train), output=str(out), seed=args.seed,
-                         shots=DATASETS[dataset]["shots"] if method == "k_shot" else 0, progress=False, **options)
+                         shots=DATASETS[dataset]["shots"] if method.startswith("k_shot") else 0,
+                         calibrate=method.endswith("_calibrated"), progress=False, **options)
         else:
             train_prompt(model=args.model, method=method, train=str(train), output=str(out), method_options=OURS[method],
                          max_steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=False,

@@ -66,6 +66,7 @@ class PromptModel(nn.Module):
         model = cls(backbone, prompt, task, fingerprint)
         if model.position_problem:
             raise ConfigError(model.position_problem)
+        task.measure(model)
         return model
 
     def with_prompt(self, method: PromptMethod, task) -> "PromptModel":

@@ -56,6 +56,12 @@ class TaskOptions(ConfigBase):
     """Show this many training examples before each input (k-shot), drawn with the seed:
     classification balances them over the labels; generation shows sources with their first
     reference (as earlier chat turns with --chat)."""
+    calibrate: bool = field(default=False, metadata=_task())
+    """Classification with a prompt that trains nothing (instructions, templates, k-shot):
+    contextual calibration (Zhao et al., ICML 2021). Each label's probability is divided by the one
+    the prompt gives content-free inputs ("N/A", the empty text), measured when the prompt is made,
+    which takes out the prompt's own lean towards a label (its last demonstration's, a frequent
+    word's)."""
     max_length: int = field(default=256, metadata=_task())
     """Input tokens kept (generation: of the source)."""
     max_target_length: int = field(default=128, metadata=_task())

@@ -131,7 +131,7 @@ def test_task_options_come_from_one_dataclass_on_the_command_line_in_python_and_
     task_settings, train_options = _split_options({**given, "lr": 0.1, "max_steps": 3})
     assert task_settings == TaskOptions(labels=("neg", "pos"), shots=2, chat=True, readout="head")
     assert train_options == {"lr": 0.1, "max_steps": 3}
-    assert set(task_settings.task_options()) == {"labels", "verbalizer", "template", "instruction", "chat", "shots",
+    assert set(task_settings.task_options()) == {"labels", "verbalizer", "template", "instruction", "chat", "shots", "calibrate",
                                                  "max_length", "max_target_length", "num_beams"}
     assert task_settings.columns() == {"text": None, "text_pair": None, "label": None, "source": None, "target": None}
 

@@ -155,3 +155,44 @@ def test_k_shot_generation_shows_distinct_training_pairs_as_chat_turns_and_never
     # (the tiny tokenizer has no newline: the words, in order, are what can be read back)
     assert backbone.tokenizer.decode(plain.task.encode(Example("i loved it"))["input_ids"], skip_special_tokens=True) \
         == "awful plot bad film i loved it"
+
+
+def test_calibration_takes_out_the_prompts_lean_for_content_free_inputs(load):
+    """Zhao et al.'s contextual calibration: the content-free inputs' mean label probabilities come
+    out uniform, every input's label scores move by the same vector, and the prompt keeps it."""
+    backbone = load("gpt2")
+    demos = (("the best film", None, "1"), ("a terrible film", None, "0"))
+    plain = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, demonstrations=demos))
+    calibrated = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, demonstrations=demos,
+                                                                    calibrate=True))
+    content_free = [Example("N/A"), Example("")]
+    lean = plain.predict_proba(content_free).mean(0)
+    assert abs(float(lean[0] - lean[1])) > 1e-3  # the tiny model leans one way
+    assert calibrated.task.config.calibration == pytest.approx(tuple(lean.log().tolist()), abs=1e-6)
+    # Probabilities averaged over the content-free inputs, then calibrated: equal for every label.
+    fixed = (lean.log() - torch.tensor(calibrated.task.config.calibration)).softmax(-1)
+    torch.testing.assert_close(fixed, torch.full((2,), 0.5))
+    # Every input's label scores move by the same vector: its log-probabilities less the lean's.
+    texts = [Example(t) for t, _ in SENTENCES[:6]]
+    before, after = plain.predict_proba(texts).log(), calibrated.predict_proba(texts).log()
+    torch.testing.assert_close(after, (before - lean.log()).log_softmax(-1), atol=1e-5, rtol=0)
+
+
+def test_calibration_round_trips_and_is_refused_where_it_has_no_meaning(load, tmp_path):
+    backbone = load("gpt2")
+    calibrated = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, calibrate=True))
+    loaded = load_prompt(save_prompt(calibrated, tmp_path / "p"), backbone=backbone)
+    assert loaded.task.config.calibration == calibrated.task.config.calibration
+    assert any(line.startswith("contextual calibration") for line in loaded.task.beyond_the_prompt())
+    texts = [Example(t) for t, _ in SENTENCES[:4]]
+    torch.testing.assert_close(loaded.predict_proba(texts), calibrated.predict_proba(texts), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="--calibrate: contextual calibration is for prompts that train nothing"):
+        PromptModel.create(backbone, "soft_prompt", config(calibrate=True), {"num_virtual_tokens": 2})
+    with pytest.raises(ConfigError, match="--calibrate: needs label words read from the LM head"):
+        PromptModel.create(backbone, "hard_prompt", config(calibrate=True), readout="similarity")
+    with pytest.raises(ConfigError, match="calibration: is measured only for a prompt made with calibrate"):
+        config(calibration=(0.0, 0.0))
+    with pytest.raises(ConfigError, match="--calibrate: not an option of the generation task"):
+        from prompttune.tasks import task_class
+
+        task_class("generation").check_options({"calibrate": True})

@@ -16,6 +16,7 @@ Three readouts:
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from dataclasses import dataclass, replace
@@ -76,6 +77,12 @@ class ClassificationConfig(ConfigBase):
     demonstrations: tuple[tuple[str, str | None, str], ...] = ()
     """(text, text_pair, label) examples shown before the input with their label word filled in
     (k-shot in-context learning; as earlier user and assistant turns with `chat`)."""
+    calibrate: bool = False
+    """Contextual calibration: label scores less those of content-free inputs (a prompt that
+    trains nothing, read by its verbalizer)."""
+    calibration: tuple[float, ...] | None = None
+    """With `calibrate`: the label log-probabilities the prompt gives content-free inputs, measured
+    when the prompt is made and subtracted from every input's label scores."""
 
     def __post_init__(self):
         check(len(self.labels) >= 2, "labels", f"need at least two labels, got {list(self.labels)}")
@@ -102,6 +109,12 @@ class ClassificationConfig(ConfigBase):
             check(len(demo) == 3 and isinstance(demo[0], str) and demo[2] in self.labels, "demonstrations",
                   f"each is (text, text_pair, label) with a label from {list(self.labels)}, got {demo!r}")
             check((demo[1] is not None) == self.pair, "demonstrations", "need a text pair exactly when the data has one")
+        check(isinstance(self.calibrate, bool), "calibrate", "must be true or false")
+        if self.calibration is not None:
+            check(self.calibrate, "calibration", "is measured only for a prompt made with calibrate")
+            check(len(self.calibration) == len(self.labels)
+                  and all(isinstance(x, float) and math.isfinite(x) for x in self.calibration), "calibration",
+                  f"must be {len(self.labels)} finite log-probabilities, one per label")
 
     def words(self) -> tuple[tuple[str, ...], ...]:
         return self.verbalizer if self.verbalizer is not None else tuple((label,) for label in self.labels)
@@ -178,7 +191,7 @@ class ClassificationTask(Task):
     endpoint = "classify"
     result_type = ClassificationResult
     ensembles = True
-    options = ("labels", "verbalizer", "template", "max_length", "instruction", "chat", "shots")
+    options = ("labels", "verbalizer", "template", "max_length", "instruction", "chat", "shots", "calibrate")
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -209,7 +222,7 @@ class ClassificationTask(Task):
                                     max_length=options.get("max_length", 256),
                                     pair=any(e.text_pair is not None for e in train_examples),
                                     instruction=options.get("instruction"), chat=bool(options.get("chat")),
-                                    demonstrations=demonstrations)
+                                    demonstrations=demonstrations, calibrate=bool(options.get("calibrate")))
 
     @classmethod
     def sample(cls, records: list[dict], size: int, rng, columns: dict) -> list[dict]:
@@ -269,6 +282,7 @@ class ClassificationTask(Task):
         self.decoder_start = int(backbone.decoder_start_ids(1)[0, 0]) if self.kind == ENCODER_DECODER else None
         self.mask_id = self.tokenizer.convert_tokens_to_ids(self.mask_text) if self.mask_text else None
         self.wrap_prefix, self.wrap_suffix = self._wrap(backbone)
+        self._set_calibration()
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -309,7 +323,34 @@ class ClassificationTask(Task):
                   prompt_slots: int = 0) -> ClassificationConfig:
         """A new prompt's config: the readout chosen for this method and backbone, and the trigger
         slots the method asks for."""
-        return config.replace(readout=resolve_readout(method, backbone, readout), prompt_slots=prompt_slots)
+        config = config.replace(readout=resolve_readout(method, backbone, readout), prompt_slots=prompt_slots)
+        if config.calibrate:
+            if method.trains or prompt_slots:
+                raise ConfigError(f"--calibrate: contextual calibration is for prompts that train nothing (hard_prompt); "
+                                  f"--method {method.name} learns its own label balance from the training data")
+            if config.readout != "verbalizer":
+                raise ConfigError(f"--calibrate: needs label words read from the LM head (readout verbalizer), "
+                                  f"not readout {config.readout}")
+        return config
+
+    @torch.no_grad()
+    def measure(self, model) -> None:
+        """With `calibrate`: the label log-probabilities `model` (this task's new prompt) gives
+        content-free inputs, their probabilities averaged (Zhao et al.'s "N/A" and the empty text;
+        not their "[MASK]", which a masked LM would read as the label's place), kept in the config."""
+        if not self.config.calibrate or self.config.calibration is not None:
+            return
+        contents = ["N/A", ""]
+        examples = [Example(text=c, text_pair=c if self.config.pair else None, source=f"content-free input {c!r}")
+                    for c in contents]
+        rows = torch.cat([logits.float().softmax(-1).cpu() for logits, _ in
+                          model.batched_logits([self.encode(e) for e in examples], len(examples))])
+        self.config = self.config.replace(calibration=tuple(float(x) for x in rows.mean(0).log()))
+        self._set_calibration()
+
+    def _set_calibration(self) -> None:
+        values = self.config.calibration
+        self.register_buffer("calibration", None if values is None else torch.tensor(values), persistent=False)
 
     def init_words(self) -> dict[str, tuple[str, ...]]:
         return dict(zip(self.config.labels, self.config.words()))
@@ -336,6 +377,10 @@ class ClassificationTask(Task):
             words = {label: list(words) for label, words in zip(config.labels, config.words())}
             out.append(f"the label words {words}, read as the next token's scores (the labels in order "
                        f"{list(config.labels)})")
+        if config.calibration is not None:
+            lean = {label: round(math.exp(x), 4) for label, x in zip(config.labels, config.calibration)}
+            out.append(f"contextual calibration: each label's probability divided by its probability for content-free "
+                       f"inputs, {lean}")
         return out + self.wording_left_out(config, "input", "the label read at the assistant's first token")
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
@@ -543,7 +588,8 @@ class ClassificationTask(Task):
             log_probs = output.readout_logits.float().log_softmax(-1)[:, self.word_ids]  # (B, W)
             # Per label: log of the summed probabilities of its words.
             columns = [torch.logsumexp(log_probs[:, self.word_owner == c], dim=-1) for c in range(len(self.config.labels))]
-            return torch.stack(columns, dim=-1)  # (B, C)
+            scores = torch.stack(columns, dim=-1)  # (B, C)
+            return scores if self.calibration is None else scores - self.calibration.to(scores.device)
         pooled = self.pool(output.hidden, batch["pool_mask"] if "pool_mask" in batch else attention_mask)
         if self.config.readout == "head":
             return self.head(pooled.to(self.head.weight.dtype))
