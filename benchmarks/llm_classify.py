@@ -8,7 +8,8 @@ They differ in what trains, with the same budget (a seeded training subset, the 
 same batch size, in the order prompttune's loop draws them):
 
 - no training: the instruction zero-shot, and k-shot (k demonstrations drawn from the training
-  subset with the seed, as earlier chat turns), each also with contextual calibration;
+  subset with the seed, as earlier chat turns), each also calibrated (content-free inputs, Zhao et
+  al. 2021; random in-domain words, Fei et al. 2023);
 - prompttune: `soft_prompt` (20 tokens), `prefix` (10 tokens, MLP), `deep_prompt` (10 tokens), and
   `full_finetune`, each with its default learning rate, on top of the zero-shot prompt;
 - PEFT: `PromptTuningConfig` and `PrefixTuningConfig` (with projection) on the same token ids
@@ -58,9 +59,10 @@ DATASETS = {
 OURS = {"soft_prompt": {"num_virtual_tokens": 20}, "prefix": {"num_virtual_tokens": 10, "hidden_size": 512},
         "deep_prompt": {"num_virtual_tokens": 10}, "full_finetune": {}}
 PEFT = {"peft_prompt_tuning": "soft_prompt", "peft_prefix_tuning": "prefix"}
-# The instruction prompts as they are and with contextual calibration (Zhao et al. 2021: label
-# probabilities divided by those of content-free inputs).
-SHOTS = ("zero_shot", "k_shot", "zero_shot_calibrated", "k_shot_calibrated")
+# The instruction prompts as they are and calibrated (`--calibrate`: label probabilities divided by
+# those of inputs without content): content_free (Zhao et al. 2021), domain (Fei et al. 2023).
+CALIBRATED = {f"{shots}_{kind}": kind for shots in ("zero_shot", "k_shot") for kind in ("content_free", "domain")}
+SHOTS = ("zero_shot", "k_shot", *CALIBRATED)
 METHODS = (*SHOTS, *OURS, *PEFT)
 
 
@@ -109,7 +111,7 @@ def run_ours(method: str, dataset: str, args, train: Path, dev: Path, out: Path)
         if method in SHOTS:
             train_prompt(model=args.model, method="hard_prompt", train=str(train), output=str(out), seed=args.seed,
                          shots=DATASETS[dataset]["shots"] if method.startswith("k_shot") else 0,
-                         calibrate=method.endswith("_calibrated"), progress=False, **options)
+                         calibrate=CALIBRATED.get(method), progress=False, **options)
         else:
             train_prompt(model=args.model, method=method, train=str(train), output=str(out), method_options=OURS[method],
                          max_steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=False,

@@ -414,11 +414,24 @@ def llm_classify() -> str:
     text = (f"Command: `python benchmarks/llm_classify.py` (`results/llm_classify.md`). Frozen {LLM}; the chat template "
             "with an instruction, the label word read as the answer's first token, for every contender. Training: "
             f"{a['train_size']:,} rows drawn with seed {a['seed']}, {a['steps']} steps of {a['batch_size']}; PEFT on "
-            "prompttune's token ids with the same objective. Evaluation: SST-2's dev set, TREC's test set.\n\n")
+            "prompttune's token ids with the same objective. prompttune's soft prompt starts from the label words' "
+            "embeddings (its default initialisation, Lester et al.'s class labels), PEFT's prompt tuning from sampled "
+            "vocabulary rows. The `_content_free` and `_domain` rows are the same prompts "
+            "calibrated (`--calibrate`: label probabilities divided by those the prompt gives “N/A” and the empty text, "
+            "or 20 texts of random training words). Evaluation: "
+            "SST-2's dev set, TREC's test set.\n\n")
     for dataset, methods in rows.items():
         body = [[m, num(r["accuracy"], 4), num(r["f1_macro"], 4), count(r["trainable_parameters"])]
                 for m, r in methods.items()]
         text += f"{dataset.upper()}:\n\n" + table(["method", "accuracy", "macro F1", "trainable"], body) + "\n\n"
+        pairs = [(ours, theirs) for ours, theirs in (("soft_prompt", "peft_prompt_tuning"), ("prefix", "peft_prefix_tuning"),
+                                                     ("zero_shot_content_free", "zero_shot"),
+                                                     ("zero_shot_domain", "zero_shot"), ("k_shot_content_free", "k_shot"),
+                                                     ("k_shot_domain", "k_shot"))
+                 if ours in methods and theirs in methods]
+        if pairs:
+            text += "; ".join(f"{a} {methods[a]['accuracy']:.4f} against {b} {methods[b]['accuracy']:.4f} "
+                              f"({methods[a]['accuracy'] - methods[b]['accuracy']:+.4f})" for a, b in pairs) + ".\n\n"
     return text
 
 

@@ -94,7 +94,7 @@ def train_prompt(
     torch.manual_seed(train_config.seed)
     backbone = load_backbone(model, head=task_settings.head, device=device, dtype=dtype, device_map=device_map)
     prompt = PromptModel.create(backbone, method, task_config, method_options, readout=task_settings.readout,
-                                seed=train_config.seed)
+                                seed=train_config.seed, examples=train_examples)
     if init_from is not None:
         start = load_prompt(init_from, backbone=backbone, with_training_state=True)
         if start.method.name != method or start.method.config != prompt.method.config:

@@ -47,9 +47,11 @@ class PromptModel(nn.Module):
 
     @classmethod
     def create(cls, backbone: Backbone, method: str, task_config, method_options: dict | None = None,
-               readout: str = "auto", seed: int | None = None) -> "PromptModel":
+               readout: str = "auto", seed: int | None = None, examples: list | None = None) -> "PromptModel":
         """A new, initialised prompt for `backbone`: the method's parameters and the task's head are
-        drawn from a generator seeded with `seed` (None: a seed drawn from torch's global generator)."""
+        drawn from a generator seeded with `seed` (None: a seed drawn from torch's global generator).
+        `examples`, the training data, are what a task may measure the new prompt on (a domain
+        calibration's words)."""
         method_cls = method_class(method)
         method_config = method_cls.Config.from_dict(method_options or {}, where=f"--method {method}")
         task_cls = task_class(task_config)
@@ -66,7 +68,7 @@ class PromptModel(nn.Module):
         model = cls(backbone, prompt, task, fingerprint)
         if model.position_problem:
             raise ConfigError(model.position_problem)
-        task.measure(model)
+        task.measure(model, examples, seed)
         return model
 
     def with_prompt(self, method: PromptMethod, task) -> "PromptModel":

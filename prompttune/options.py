@@ -12,6 +12,7 @@ from .config import ConfigBase, check
 
 READOUTS = ("auto", "verbalizer", "head", "similarity")
 HEADS = ("auto", "lm", "none")
+CALIBRATIONS = ("content_free", "domain")
 
 
 def comma_list(value: str) -> tuple[str, ...]:
@@ -56,12 +57,13 @@ class TaskOptions(ConfigBase):
     """Show this many training examples before each input (k-shot), drawn with the seed:
     classification balances them over the labels; generation shows sources with their first
     reference (as earlier chat turns with --chat)."""
-    calibrate: bool = field(default=False, metadata=_task())
-    """Classification with a prompt that trains nothing (instructions, templates, k-shot):
-    contextual calibration (Zhao et al., ICML 2021). Each label's probability is divided by the one
-    the prompt gives content-free inputs ("N/A", the empty text), measured when the prompt is made,
-    which takes out the prompt's own lean towards a label (its last demonstration's, a frequent
-    word's)."""
+    calibrate: str | None = field(default=None, metadata=_task(choices=CALIBRATIONS))
+    """Classification with a prompt that trains nothing (instructions, templates, k-shot): divide
+    each label's probability by the one the prompt gives inputs that carry no content, measured when
+    the prompt is made, to take out the prompt's own lean towards a label. content_free: "N/A" and
+    the empty text (Zhao et al., "Calibrate Before Use", ICML 2021); domain: 20 texts of random
+    words from the training data, each of its mean length (Fei et al., "Mitigating Label Biases for
+    In-context Learning", ACL 2023), which also takes out a lean that in-domain words bring."""
     max_length: int = field(default=256, metadata=_task())
     """Input tokens kept (generation: of the source)."""
     max_target_length: int = field(default=128, metadata=_task())
@@ -83,6 +85,7 @@ class TaskOptions(ConfigBase):
               "must be a string or a mapping of labels to words")
         check(self.readout in READOUTS, "readout", f"must be one of {READOUTS}")
         check(self.head in HEADS, "head", f"must be one of {HEADS}")
+        check(self.calibrate is None or self.calibrate in CALIBRATIONS, "calibrate", f"must be one of {CALIBRATIONS}")
         check(isinstance(self.shots, int) and self.shots >= 0, "shots", "must be a whole number, 0 or more")
         for name in ("max_length", "max_target_length", "num_beams"):
             value = getattr(self, name)

@@ -148,7 +148,7 @@ def test_task_options_come_from_one_dataclass_on_the_command_line_in_python_and_
     own = set(SweepSpec.__dataclass_fields__)
     for f in dataclasses.fields(TaskOptions):
         if f.name not in own:  # every TaskOptions field the spec does not hold itself is a prompt option
-            value = {"labels": ["a", "b"], "chat": True, "readout": "head", "head": "none"}.get(
+            value = {"labels": ["a", "b"], "chat": True, "readout": "head", "head": "none", "calibrate": "domain"}.get(
                 f.name, f.default if f.default is not None else "x")
             assert SweepSpec.from_dict({**base, "prompt_options": {f.name: value}}, "spec").prompt_options == {f.name: value}
     with pytest.raises(ConfigError, match="spec, field 'prompt_options': max_length: must be a positive"):

@@ -10,6 +10,7 @@ import torch
 from conftest import SENTENCES
 from prompttune import ConfigError, Example, PromptModel, load_prompt, save_prompt
 from prompttune.api import train_prompt
+from prompttune.tasks.classification import domain_probes
 from prompttune.tasks.data import pick_demonstrations
 from prompttune.tasks import ClassificationConfig, GenerationConfig
 
@@ -164,7 +165,7 @@ def test_calibration_takes_out_the_prompts_lean_for_content_free_inputs(load):
     demos = (("the best film", None, "1"), ("a terrible film", None, "0"))
     plain = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, demonstrations=demos))
     calibrated = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, demonstrations=demos,
-                                                                    calibrate=True))
+                                                                    calibrate="content_free"))
     content_free = [Example("N/A"), Example("")]
     lean = plain.predict_proba(content_free).mean(0)
     assert abs(float(lean[0] - lean[1])) > 1e-3  # the tiny model leans one way
@@ -180,19 +181,58 @@ def test_calibration_takes_out_the_prompts_lean_for_content_free_inputs(load):
 
 def test_calibration_round_trips_and_is_refused_where_it_has_no_meaning(load, tmp_path):
     backbone = load("gpt2")
-    calibrated = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, calibrate=True))
+    calibrated = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, calibrate="content_free"))
     loaded = load_prompt(save_prompt(calibrated, tmp_path / "p"), backbone=backbone)
     assert loaded.task.config.calibration == calibrated.task.config.calibration
-    assert any(line.startswith("contextual calibration") for line in loaded.task.beyond_the_prompt())
+    assert any(line.startswith("calibration (content_free)") for line in loaded.task.beyond_the_prompt())
     texts = [Example(t) for t, _ in SENTENCES[:4]]
     torch.testing.assert_close(loaded.predict_proba(texts), calibrated.predict_proba(texts), rtol=0, atol=0)
     with pytest.raises(ConfigError, match="--calibrate: contextual calibration is for prompts that train nothing"):
-        PromptModel.create(backbone, "soft_prompt", config(calibrate=True), {"num_virtual_tokens": 2})
+        PromptModel.create(backbone, "soft_prompt", config(calibrate="domain"), {"num_virtual_tokens": 2})
     with pytest.raises(ConfigError, match="--calibrate: needs label words read from the LM head"):
-        PromptModel.create(backbone, "hard_prompt", config(calibrate=True), readout="similarity")
+        PromptModel.create(backbone, "hard_prompt", config(calibrate="content_free"), readout="similarity")
     with pytest.raises(ConfigError, match="calibration: is measured only for a prompt made with calibrate"):
         config(calibration=(0.0, 0.0))
+    with pytest.raises(ConfigError, match="calibrate: must be one of"):
+        config(calibrate="yes")
+    with pytest.raises(ConfigError, match="--calibrate domain: draws its texts from the training data's words"):
+        PromptModel.create(backbone, "hard_prompt", config(calibrate="domain"))
     with pytest.raises(ConfigError, match="--calibrate: not an option of the generation task"):
         from prompttune.tasks import task_class
 
-        task_class("generation").check_options({"calibrate": True})
+        task_class("generation").check_options({"calibrate": "domain"})
+
+
+def test_domain_calibration_draws_seeded_texts_of_training_words_at_their_mean_length(load, data, tmp_path):
+    examples = [Example(t, label=l) for t, l in SENTENCES]
+    words = {w for t, _ in SENTENCES for w in t.split()}
+    mean = round(sum(len(t.split()) for t, _ in SENTENCES) / len(SENTENCES))
+    probes = domain_probes(examples, pair=False, seed=3)
+    assert len(probes) == 20 and len({p.text for p in probes}) > 1
+    assert all(len(p.text.split()) == mean and set(p.text.split()) <= words for p in probes)
+    assert [p.text for p in domain_probes(examples, pair=False, seed=3)] == [p.text for p in probes]
+    assert [p.text for p in domain_probes(examples, pair=False, seed=4)] != [p.text for p in probes]
+    # What the prompt keeps is the mean of its label probabilities over those texts.
+    backbone = load("gpt2")
+    demos = (("the best film", None, "1"), ("a terrible film", None, "0"))
+    plain = PromptModel.create(backbone, "hard_prompt", config(demonstrations=demos))
+    model = PromptModel.create(backbone, "hard_prompt", config(demonstrations=demos, calibrate="domain"),
+                               seed=3, examples=examples)
+    assert model.task.config.calibration == pytest.approx(tuple(plain.predict_proba(probes).mean(0).log().tolist()),
+                                                          abs=1e-6)
+
+
+def test_train_prompt_calibrates_on_its_training_file_with_its_seed(model_dirs, load, data, tmp_path):
+    common = dict(model=str(model_dirs["gpt2"]), method="hard_prompt", train=str(data), eval=str(data),
+                  template="review , {text} it was {mask} .", verbalizer="0:bad,1:good", shots=2, calibrate="domain",
+                  progress=False)
+    metrics = train_prompt(output=str(tmp_path / "a"), seed=5, **common)
+    saved = json.loads((tmp_path / "a" / "prompt.json").read_text())["task_config"]
+    assert saved["calibrate"] == "domain" and len(saved["calibration"]) == 2
+    examples = [Example(t, label=l) for t, l in SENTENCES]
+    again = PromptModel.create(load("gpt2"), "hard_prompt", ClassificationConfig.from_dict(
+        {**saved, "calibration": None}), seed=5, examples=examples)
+    assert list(again.task.config.calibration) == pytest.approx(saved["calibration"], abs=1e-6)
+    other = train_prompt(output=str(tmp_path / "b"), seed=6, **common)
+    assert json.loads((tmp_path / "b" / "prompt.json").read_text())["task_config"]["calibration"] != saved["calibration"]
+    assert metrics["dev_metrics"]["count"] == other["dev_metrics"]["count"] == len(SENTENCES)

@@ -20,7 +20,7 @@ CLASSIFIERS = {
     "deep4": ("deep_prompt", {"num_virtual_tokens": 4}, {}),
     "ptuning4": ("p_tuning", {"num_virtual_tokens": 4}, {}),
     "hard": ("hard_prompt", {}, {"template": "{text} , it was {mask}"}),
-    "calibrated": ("hard_prompt", {}, {"template": "{text} so {mask}", "calibrate": True}),
+    "calibrated": ("hard_prompt", {}, {"template": "{text} so {mask}", "calibrate": "content_free"}),
     "probe": ("linear_probe", {}, {}),
 }
 GENERATORS = {

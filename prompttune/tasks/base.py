@@ -171,8 +171,9 @@ class Task(nn.Module):
     def initialize(self, backbone: Backbone) -> None:
         """Compute what a new prompt's task needs from the backbone."""
 
-    def measure(self, model) -> None:
-        """Compute what a new prompt's task needs from the whole prompt (`model`), once made."""
+    def measure(self, model, examples: list | None = None, seed: int | None = None) -> None:
+        """Compute what a new prompt's task needs from the whole prompt (`model`), once made, and
+        the training `examples` where given."""
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut inputs to the `available` positions the model has left after the prompt; a problem

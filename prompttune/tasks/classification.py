@@ -17,7 +17,9 @@ Three readouts:
 from __future__ import annotations
 
 import math
+import random
 import re
+import statistics
 import string
 from dataclasses import dataclass, replace
 
@@ -31,6 +33,7 @@ from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, Backbon
 from ..config import ConfigBase, check
 from .data import Columns, Example, label_set, load_examples, pick_demonstrations
 from ..errors import ConfigError, DataError
+from ..options import CALIBRATIONS
 from .metrics import classification_metrics
 from ..core.vocabulary import first_plain_token
 from .base import Task, register
@@ -77,12 +80,12 @@ class ClassificationConfig(ConfigBase):
     demonstrations: tuple[tuple[str, str | None, str], ...] = ()
     """(text, text_pair, label) examples shown before the input with their label word filled in
     (k-shot in-context learning; as earlier user and assistant turns with `chat`)."""
-    calibrate: bool = False
-    """Contextual calibration: label scores less those of content-free inputs (a prompt that
-    trains nothing, read by its verbalizer)."""
+    calibrate: str | None = None
+    """content_free | domain: label scores less those of inputs without content (a prompt that
+    trains nothing, read by its verbalizer; see `TaskOptions.calibrate`)."""
     calibration: tuple[float, ...] | None = None
-    """With `calibrate`: the label log-probabilities the prompt gives content-free inputs, measured
-    when the prompt is made and subtracted from every input's label scores."""
+    """With `calibrate`: the label log-probabilities the prompt gives inputs without content,
+    measured when the prompt is made and subtracted from every input's label scores."""
 
     def __post_init__(self):
         check(len(self.labels) >= 2, "labels", f"need at least two labels, got {list(self.labels)}")
@@ -109,7 +112,7 @@ class ClassificationConfig(ConfigBase):
             check(len(demo) == 3 and isinstance(demo[0], str) and demo[2] in self.labels, "demonstrations",
                   f"each is (text, text_pair, label) with a label from {list(self.labels)}, got {demo!r}")
             check((demo[1] is not None) == self.pair, "demonstrations", "need a text pair exactly when the data has one")
-        check(isinstance(self.calibrate, bool), "calibrate", "must be true or false")
+        check(self.calibrate is None or self.calibrate in CALIBRATIONS, "calibrate", f"must be one of {CALIBRATIONS}")
         if self.calibration is not None:
             check(self.calibrate, "calibration", "is measured only for a prompt made with calibrate")
             check(len(self.calibration) == len(self.labels)
@@ -222,7 +225,7 @@ class ClassificationTask(Task):
                                     max_length=options.get("max_length", 256),
                                     pair=any(e.text_pair is not None for e in train_examples),
                                     instruction=options.get("instruction"), chat=bool(options.get("chat")),
-                                    demonstrations=demonstrations, calibrate=bool(options.get("calibrate")))
+                                    demonstrations=demonstrations, calibrate=options.get("calibrate"))
 
     @classmethod
     def sample(cls, records: list[dict], size: int, rng, columns: dict) -> list[dict]:
@@ -334,17 +337,21 @@ class ClassificationTask(Task):
         return config
 
     @torch.no_grad()
-    def measure(self, model) -> None:
+    def measure(self, model, examples: list[Example] | None = None, seed: int | None = None) -> None:
         """With `calibrate`: the label log-probabilities `model` (this task's new prompt) gives
-        content-free inputs, their probabilities averaged (Zhao et al.'s "N/A" and the empty text;
-        not their "[MASK]", which a masked LM would read as the label's place), kept in the config."""
-        if not self.config.calibrate or self.config.calibration is not None:
+        inputs without content, their probabilities averaged, kept in the config. content_free:
+        Zhao et al.'s "N/A" and the empty text (not their "[MASK]", which a masked LM would read as
+        the label's place); domain: texts of random words from `examples` (the training data)."""
+        kind = self.config.calibrate
+        if kind is None or self.config.calibration is not None:
             return
-        contents = ["N/A", ""]
-        examples = [Example(text=c, text_pair=c if self.config.pair else None, source=f"content-free input {c!r}")
-                    for c in contents]
+        if kind == "content_free":
+            probes = [Example(text=c, text_pair=c if self.config.pair else None, source=f"content-free input {c!r}")
+                      for c in ("N/A", "")]
+        else:
+            probes = domain_probes(examples, self.config.pair, seed)
         rows = torch.cat([logits.float().softmax(-1).cpu() for logits, _ in
-                          model.batched_logits([self.encode(e) for e in examples], len(examples))])
+                          model.batched_logits([self.encode(e) for e in probes], len(probes))])
         self.config = self.config.replace(calibration=tuple(float(x) for x in rows.mean(0).log()))
         self._set_calibration()
 
@@ -379,8 +386,8 @@ class ClassificationTask(Task):
                        f"{list(config.labels)})")
         if config.calibration is not None:
             lean = {label: round(math.exp(x), 4) for label, x in zip(config.labels, config.calibration)}
-            out.append(f"contextual calibration: each label's probability divided by its probability for content-free "
-                       f"inputs, {lean}")
+            out.append(f"calibration ({config.calibrate}): each label's probability divided by its probability for "
+                       f"inputs without content, {lean}")
         return out + self.wording_left_out(config, "input", "the label read at the assistant's first token")
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
@@ -649,6 +656,27 @@ class ClassificationTask(Task):
     @classmethod
     def predicted_labels(cls, result: dict) -> list[str]:
         return [result["label"]]
+
+
+DOMAIN_PROBES = 20  # Fei et al.'s number of random in-domain texts
+
+
+def domain_probes(examples: list[Example] | None, pair: bool, seed: int | None) -> list[Example]:
+    """Fei et al.'s domain-context inputs: texts of words drawn at random (with the seed) from the
+    training texts, each as long as their mean, a text pair from the second texts' own words."""
+    if not examples:
+        raise ConfigError("--calibrate domain: draws its texts from the training data's words; no training data given")
+    rng = random.Random(0 if seed is None else seed)
+    fields = [[e.text for e in examples]] + ([[e.text_pair or "" for e in examples]] if pair else [])
+    pools = [[w for t in texts for w in t.split()] for texts in fields]
+    if not all(pools):
+        raise ConfigError("--calibrate domain: the training texts have no words to draw from")
+    lengths = [max(1, round(statistics.mean(len(t.split()) for t in texts))) for texts in fields]
+    probes = []
+    for i in range(DOMAIN_PROBES):
+        texts = [" ".join(rng.choices(pool, k=n)) for pool, n in zip(pools, lengths)]
+        probes.append(Example(text=texts[0], text_pair=texts[1] if pair else None, source=f"domain probe {i + 1}"))
+    return probes
 
 
 def _span(template: str, name: str, values: dict, offset: int = 0) -> tuple[int, int]:
