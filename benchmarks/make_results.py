@@ -402,7 +402,9 @@ def llm_samsum() -> str:
     if "prefix" in rows and "full_finetune" in rows:
         gap = rows["full_finetune"]["rougeL"] - rows["prefix"]["rougeL"]
         text += (f"\nTarget, prefix ROUGE-L within 2 points of full fine-tuning: {'met' if gap <= 2 else 'not met'} "
-                 f"({gap:+.2f} points).\n")
+                 f"({gap:+.2f} points), after {a['steps'] * a['batch_size'] / a['train_size']:.1f} passes over the "
+                 "training dialogues. For scale: Li & Liang report 35.05 (prefix) against 37.25 (fine-tuning) "
+                 "ROUGE-L on XSUM, with BART-large trained for epochs.\n")
     return text
 
 
