@@ -356,8 +356,10 @@ class ClassificationTask(Task):
         self._set_calibration()
 
     def _set_calibration(self) -> None:
+        """The config's calibration as a tensor beside the label word ids (only a verbalizer has one)."""
         values = self.config.calibration
-        self.register_buffer("calibration", None if values is None else torch.tensor(values), persistent=False)
+        self.register_buffer("calibration", None if values is None else torch.tensor(values, device=self.word_ids.device),
+                             persistent=False)
 
     def init_words(self) -> dict[str, tuple[str, ...]]:
         return dict(zip(self.config.labels, self.config.words()))
@@ -596,7 +598,7 @@ class ClassificationTask(Task):
             # Per label: log of the summed probabilities of its words.
             columns = [torch.logsumexp(log_probs[:, self.word_owner == c], dim=-1) for c in range(len(self.config.labels))]
             scores = torch.stack(columns, dim=-1)  # (B, C)
-            return scores if self.calibration is None else scores - self.calibration.to(scores.device)
+            return scores if self.calibration is None else scores - self.calibration
         pooled = self.pool(output.hidden, batch["pool_mask"] if "pool_mask" in batch else attention_mask)
         if self.config.readout == "head":
             return self.head(pooled.to(self.head.weight.dtype))
