@@ -35,6 +35,7 @@ METHODS = ("prefix", "prefix_text", "soft_prompt", "full_finetune")
 PEFT_METHODS = ("peft_prompt_tuning", "peft_prefix_tuning")
 PAIRS = (("prefix", "full_finetune", "prefix tuning", "fine-tuning"),
          ("soft_prompt", "peft_prompt_tuning", "the soft prompt", "PEFT's prompt tuning"),
+         ("prefix_text", "prefix", "prefix tuning initialised from words", "its random initialisation"),
          ("prefix", "peft_prefix_tuning", "prefix tuning", "PEFT's prefix tuning"))
 SIZES = (50, 100, 200, 500)
 SEEDS = (0, 1, 2)
@@ -63,7 +64,7 @@ def run_cell(args, size: int, seed: int, method: str) -> dict:
 
 
 def finished(args) -> dict:
-    """{method: {size: [row per seed]}} of the cells done with this setting."""
+    """{method: {size: {seed: row}}} of the cells done with this setting."""
     out = {}
     for method in METHODS + PEFT_METHODS:
         for size in SIZES:
@@ -72,15 +73,52 @@ def finished(args) -> dict:
                 if done.is_file():
                     saved = json.loads(done.read_text())
                     if saved["setting"] == setting_of(cell_args(args, size, seed)):
-                        out.setdefault(method, {}).setdefault(size, []).append(saved["row"])
+                        out.setdefault(method, {}).setdefault(size, {})[seed] = saved["row"]
     return out
 
 
 def summary(cells: dict) -> dict:
-    return {method: {size: {m: {"mean": statistics.fmean(r["scores"]["greedy"][m] for r in rows),
-                                "sd": statistics.stdev([r["scores"]["greedy"][m] for r in rows]) if len(rows) > 1 else 0.0,
-                                "seeds": len(rows)} for m in METRICS}
-                     for size, rows in sizes.items()} for method, sizes in cells.items()}
+    """Mean and sample standard deviation over the finished seeds, per method, size and metric."""
+    out = {}
+    for method, sizes in cells.items():
+        for size, seeds in sizes.items():
+            values = {m: [row["scores"]["greedy"][m] for row in seeds.values()] for m in METRICS}
+            out.setdefault(method, {})[size] = {
+                m: {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0, "seeds": len(v),
+                    "by_seed": {str(seed): row["scores"]["greedy"][m] for seed, row in seeds.items()}}
+                for m, v in values.items()}
+    return out
+
+
+def comparisons(stats: dict) -> list[dict]:
+    """BLEU of each pair of methods per size, over the seeds both finished. The seed draws the training
+    pairs, so two methods' runs with one seed saw the same data: besides the means, count the seeds on
+    which the first is ahead."""
+    out = []
+    for a_name, b_name, a_words, b_words in PAIRS:
+        for size in SIZES:
+            if not all(size in stats.get(m, {}) for m in (a_name, b_name)):
+                continue
+            a, b = stats[a_name][size]["bleu"]["by_seed"], stats[b_name][size]["bleu"]["by_seed"]
+            shared = sorted(set(a) & set(b))
+            if not shared:
+                continue
+            a_scores, b_scores = [a[s] for s in shared], [b[s] for s in shared]
+            spread = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
+            out.append({"a": a_name, "b": b_name, "a_words": a_words, "b_words": b_words, "size": size,
+                        "seeds": len(shared), "a_mean": statistics.fmean(a_scores), "a_sd": spread(a_scores),
+                        "b_mean": statistics.fmean(b_scores), "b_sd": spread(b_scores),
+                        "difference": statistics.fmean(a_scores) - statistics.fmean(b_scores),
+                        "a_ahead_on": sum(x > y for x, y in zip(a_scores, b_scores))})
+            out[-1]["line"] = comparison_line(out[-1])
+    return out
+
+
+def comparison_line(c: dict) -> str:
+    return (f"{c['size']} pairs, {c['seeds']} seed{'s' if c['seeds'] > 1 else ''}: {c['a']} {c['a_mean']:.2f} ± "
+            f"{c['a_sd']:.2f}, {c['b']} {c['b_mean']:.2f} ± {c['b_sd']:.2f}: {c['a_words']} "
+            f"{'beats' if c['difference'] > 0 else 'does not beat'} {c['b_words']} ({c['difference']:+.2f} BLEU; "
+            f"ahead on {c['a_ahead_on']} of {c['seeds']})")
 
 
 def markdown(args, stats: dict) -> str:
@@ -103,16 +141,13 @@ def markdown(args, stats: dict) -> str:
             cell = sizes[size]
             lines.append(f"| {method} | {size} | {cell['bleu']['seeds']} | "
                          + " | ".join(f"{cell[m]['mean']:.2f} ± {cell[m]['sd']:.2f}" for m in METRICS) + " |")
-    for a_name, b_name, a_words, b_words in PAIRS:
-        sizes = [size for size in SIZES if all(size in stats.get(m, {}) for m in (a_name, b_name))]
-        if not sizes:
-            continue
-        lines += ["", f"{a_words[0].upper() + a_words[1:]} against {b_words} (BLEU, mean ± sd over seeds):", ""]
-        for size in sizes:
-            a, b = stats[a_name][size]["bleu"], stats[b_name][size]["bleu"]
-            lines.append(f"- {size} pairs: {a_name} {a['mean']:.2f} ± {a['sd']:.2f}, {b_name} {b['mean']:.2f} ± "
-                         f"{b['sd']:.2f}: {a_words} {'beats' if a['mean'] > b['mean'] else 'does not beat'} {b_words} "
-                         f"({a['mean'] - b['mean']:+.2f})")
+    previous = None
+    for c in comparisons(stats):
+        if (c["a"], c["b"]) != previous:
+            previous = (c["a"], c["b"])
+            lines += ["", f"{c['a_words'][0].upper() + c['a_words'][1:]} against {c['b_words']} (BLEU, mean ± sd over "
+                      "the seeds both finished; a seed's runs share their training pairs):", ""]
+        lines.append("- " + c["line"])
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +209,8 @@ def main() -> None:
     if stats:
         plot(stats, RESULTS / "llm_e2e_lowdata.png")
         write_results("llm_e2e_lowdata", {"setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
-                                          "environment": environment(), "summary": stats},
+                                          "environment": environment(), "summary": stats,
+                                          "comparisons": comparisons(stats)},
                       markdown(args, stats))
 
 
