@@ -166,6 +166,7 @@ def plot(stats: dict, path: Path) -> None:
         sds = [sizes[x]["bleu"]["sd"] for x in xs]
         axis.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=method)
     axis.set_xscale("log")
+    axis.minorticks_off()
     axis.set_xticks(list(SIZES), [str(s) for s in SIZES])
     axis.set_xlabel("E2E training pairs")
     axis.set_ylabel("BLEU (dev, greedy)")
