@@ -77,6 +77,11 @@ def finished(args) -> dict:
     return out
 
 
+def spread(values: list[float]) -> float:
+    """Sample standard deviation; 0 for a single seed."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def summary(cells: dict) -> dict:
     """Mean and sample standard deviation over the finished seeds, per method, size and metric."""
     out = {}
@@ -84,7 +89,7 @@ def summary(cells: dict) -> dict:
         for size, seeds in sizes.items():
             values = {m: [row["scores"]["greedy"][m] for row in seeds.values()] for m in METRICS}
             out.setdefault(method, {})[size] = {
-                m: {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0, "seeds": len(v),
+                m: {"mean": statistics.fmean(v), "sd": spread(v), "seeds": len(v),
                     "by_seed": {str(seed): row["scores"]["greedy"][m] for seed, row in seeds.items()}}
                 for m, v in values.items()}
     return out
@@ -104,7 +109,6 @@ def comparisons(stats: dict) -> list[dict]:
             if not shared:
                 continue
             a_scores, b_scores = [a[s] for s in shared], [b[s] for s in shared]
-            spread = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
             out.append({"a": a_name, "b": b_name, "a_words": a_words, "b_words": b_words, "size": size,
                         "seeds": len(shared), "a_mean": statistics.fmean(a_scores), "a_sd": spread(a_scores),
                         "b_mean": statistics.fmean(b_scores), "b_sd": spread(b_scores),
