@@ -114,8 +114,14 @@ def comparisons(stats: dict) -> list[dict]:
                         "b_mean": statistics.fmean(b_scores), "b_sd": spread(b_scores),
                         "difference": statistics.fmean(a_scores) - statistics.fmean(b_scores),
                         "a_ahead_on": sum(x > y for x, y in zip(a_scores, b_scores))})
+            out[-1]["heading"] = comparison_heading(out[-1])
             out[-1]["line"] = comparison_line(out[-1])
     return out
+
+
+def comparison_heading(c: dict) -> str:
+    return (f"{c['a_words'][0].upper() + c['a_words'][1:]} against {c['b_words']} (BLEU, mean ± sd over the seeds "
+            "both finished; a seed's runs share their training pairs, so seeds are compared pairwise):")
 
 
 def comparison_line(c: dict) -> str:
@@ -149,8 +155,7 @@ def markdown(args, stats: dict) -> str:
     for c in comparisons(stats):
         if (c["a"], c["b"]) != previous:
             previous = (c["a"], c["b"])
-            lines += ["", f"{c['a_words'][0].upper() + c['a_words'][1:]} against {c['b_words']} (BLEU, mean ± sd over "
-                      "the seeds both finished; a seed's runs share their training pairs):", ""]
+            lines += ["", c["heading"], ""]
         lines.append("- " + c["line"])
     return "\n".join(lines) + "\n"
 
@@ -168,7 +173,8 @@ def plot(stats: dict, path: Path) -> None:
         xs = sorted(sizes)
         means = [sizes[x]["bleu"]["mean"] for x in xs]
         sds = [sizes[x]["bleu"]["sd"] for x in xs]
-        axis.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=method)
+        axis.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=method,
+                      linestyle="--" if method in PEFT_METHODS else "-")
     axis.set_xscale("log")
     axis.minorticks_off()
     axis.set_xticks(list(SIZES), [str(s) for s in SIZES])

@@ -383,8 +383,7 @@ def llm_lowdata() -> str:
     for c in data.get("comparisons", []):
         if (c["a"], c["b"]) != previous:
             previous = (c["a"], c["b"])
-            text += (f"\n{c['a_words'][0].upper() + c['a_words'][1:]} against {c['b_words']} (BLEU, over the seeds "
-                     "both finished; a seed's runs share their training pairs, so seeds are compared pairwise):\n\n")
+            text += f"\n{c['heading']}\n\n"
         text += f"- {c['line']}\n"
     if (RESULTS / "llm_e2e_lowdata.png").is_file():
         text += "\n![BLEU against training-set size](results/llm_e2e_lowdata.png)\n"
