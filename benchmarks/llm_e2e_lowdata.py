@@ -37,6 +37,9 @@ PAIRS = (("prefix", "full_finetune", "prefix tuning", "fine-tuning"),
          ("soft_prompt", "peft_prompt_tuning", "the soft prompt", "PEFT's prompt tuning"),
          ("prefix_text", "prefix", "prefix tuning initialised from words", "its random initialisation"),
          ("prefix", "peft_prefix_tuning", "prefix tuning", "PEFT's prefix tuning"))
+# PEFT's counterparts share their method's colour, dashed.
+COLOURS = {"prefix": "C0", "peft_prefix_tuning": "C0", "soft_prompt": "C2", "peft_prompt_tuning": "C2",
+           "prefix_text": "C1", "full_finetune": "C3"}
 SIZES = (50, 100, 200, 500)
 SEEDS = (0, 1, 2)
 METRICS = ("bleu", "rougeL", "meteor", "cider")
@@ -95,6 +98,15 @@ def summary(cells: dict) -> dict:
     return out
 
 
+def versions(cells: dict) -> str:
+    """Which transformers each method's cells ran on (PEFT's run on the oldest supported one)."""
+    by_version = {}
+    for method, sizes in cells.items():
+        for version in sorted({row["transformers"] for seeds in sizes.values() for row in seeds.values()}):
+            by_version.setdefault(version, []).append(method)
+    return "; ".join(f"{', '.join(methods)} on transformers {version}" for version, methods in sorted(by_version.items()))
+
+
 def comparisons(stats: dict) -> list[dict]:
     """BLEU of each pair of methods per size, over the seeds both finished. The seed draws the training
     pairs, so two methods' runs with one seed saw the same data: besides the means, count the seeds on
@@ -131,7 +143,7 @@ def comparison_line(c: dict) -> str:
             f"ahead on {c['a_ahead_on']} of {c['seeds']})")
 
 
-def markdown(args, stats: dict) -> str:
+def markdown(args, stats: dict, ran_on: str) -> str:
     lines = [
         "# Low-data E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
         "",
@@ -139,9 +151,11 @@ def markdown(args, stats: dict) -> str:
         f"{args.batch_size} pairs whatever the size, each method's default learning rate; greedy decoding of "
         f"{args.dev_size} dev meaning representations (the same for every cell) against all their references. "
         "prefix_text is prefix tuning initialised from the activations of \"table-to-text:\". Mean ± standard "
-        "deviation over the seeds finished (the count is given). 2 CPU cores.",
+        f"deviation over the seeds finished (the count is given). 2 CPU cores; {ran_on}.",
         "",
-        "Command: `python benchmarks/llm_e2e_lowdata.py`; plot `results/llm_e2e_lowdata.png`.",
+        "Command: `python benchmarks/llm_e2e_lowdata.py`; PEFT's rows `python benchmarks/llm_e2e_lowdata.py --methods "
+        "peft_prompt_tuning,peft_prefix_tuning` under the oldest supported transformers; plot "
+        "`results/llm_e2e_lowdata.png`.",
         "",
         "| method | training pairs | seeds | " + " | ".join(NAMES[m] for m in METRICS) + " |",
         "|---" * (len(METRICS) + 3) + "|",
@@ -168,20 +182,21 @@ def plot(stats: dict, path: Path) -> None:
 
     from prompttune.storage import save_figure
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = plt.subplots(figsize=(8, 4))
     for method, sizes in stats.items():
         xs = sorted(sizes)
         means = [sizes[x]["bleu"]["mean"] for x in xs]
         sds = [sizes[x]["bleu"]["sd"] for x in xs]
-        axis.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=method,
-                      linestyle="--" if method in PEFT_METHODS else "-")
+        peft = method in PEFT_METHODS
+        axis.errorbar(xs, means, yerr=sds, capsize=3, label=method, color=COLOURS.get(method),
+                      marker="s" if peft else "o", linestyle="--" if peft else "-")
     axis.set_xscale("log")
     axis.minorticks_off()
     axis.set_xticks(list(SIZES), [str(s) for s in SIZES])
     axis.set_xlabel("E2E training pairs")
     axis.set_ylabel("BLEU (dev, greedy)")
     axis.set_title("Low-data E2E, SmolLM2-135M-Instruct (mean ± sd over seeds)")
-    axis.legend()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)
@@ -216,13 +231,14 @@ def main() -> None:
                 for method in methods:
                     row = run_cell(args, size, seed, method)
                     print(f"n={size} seed={seed} {method}: BLEU {row['scores']['greedy']['bleu']:.2f}", flush=True)
-    stats = summary(finished(args))
+    cells = finished(args)
+    stats = summary(cells)
     if stats:
         plot(stats, RESULTS / "llm_e2e_lowdata.png")
         write_results("llm_e2e_lowdata", {"setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
                                           "environment": environment(), "summary": stats,
-                                          "comparisons": comparisons(stats)},
-                      markdown(args, stats))
+                                          "comparisons": comparisons(stats), "ran_on": versions(cells)},
+                      markdown(args, stats, versions(cells)))
 
 
 if __name__ == "__main__":

@@ -368,10 +368,12 @@ def llm_lowdata() -> str:
     if data is None:
         return missing("python benchmarks/llm_e2e_lowdata.py")
     a, stats = data["setting"], data["summary"]
-    text = (f"Command: `python benchmarks/llm_e2e_lowdata.py` (`results/llm_e2e_lowdata.md`). Frozen {LLM}; each cell a "
+    text = (f"Command: `python benchmarks/llm_e2e_lowdata.py` (`results/llm_e2e_lowdata.md`; PEFT's rows with `--methods "
+            f"peft_prompt_tuning,peft_prefix_tuning`). Frozen {LLM}; each cell a "
             f"random subset of that many E2E training pairs (drawn with the seed), {a['steps']} steps of "
             f"{a['batch_size']} pairs whatever the size; greedy decoding of the same {a['dev_size']} dev meaning "
-            "representations. Mean ± standard deviation over the seeds finished (their number is given).\n\n")
+            "representations. Mean ± standard deviation over the seeds finished (their number is given). "
+            f"Cells ran with {data['ran_on']}.\n\n")
     body = []
     for method, sizes in stats.items():
         for n in sorted(sizes, key=int):
