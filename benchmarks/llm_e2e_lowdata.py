@@ -143,7 +143,7 @@ def comparison_line(c: dict) -> str:
             f"ahead on {c['a_ahead_on']} of {c['seeds']})")
 
 
-def markdown(args, stats: dict, ran_on: str) -> str:
+def markdown(args, stats: dict, pairs: list[dict], ran_on: str) -> str:
     lines = [
         "# Low-data E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
         "",
@@ -166,7 +166,7 @@ def markdown(args, stats: dict, ran_on: str) -> str:
             lines.append(f"| {method} | {size} | {cell['bleu']['seeds']} | "
                          + " | ".join(f"{cell[m]['mean']:.2f} ± {cell[m]['sd']:.2f}" for m in METRICS) + " |")
     previous = None
-    for c in comparisons(stats):
+    for c in pairs:
         if (c["a"], c["b"]) != previous:
             previous = (c["a"], c["b"])
             lines += ["", c["heading"], ""]
@@ -234,11 +234,12 @@ def main() -> None:
     cells = finished(args)
     stats = summary(cells)
     if stats:
+        pairs, ran_on = comparisons(stats), versions(cells)
         plot(stats, RESULTS / "llm_e2e_lowdata.png")
         write_results("llm_e2e_lowdata", {"setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
                                           "environment": environment(), "summary": stats,
-                                          "comparisons": comparisons(stats), "ran_on": versions(cells)},
-                      markdown(args, stats, versions(cells)))
+                                          "comparisons": pairs, "ran_on": ran_on},
+                      markdown(args, stats, pairs, ran_on))
 
 
 if __name__ == "__main__":
