@@ -52,9 +52,33 @@ def environment() -> dict:
 
 
 def write_results(name: str, payload: dict, markdown: str) -> None:
+    from prompttune.storage import write_atomic
+
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown)
+    write_atomic(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
+    write_atomic(RESULTS / f"{name}.md", markdown)
+
+
+def finished_rows(name: str, work: Path, methods, setting: dict) -> dict:
+    """method -> result row of every method finished with `setting`, in the order of `methods`: its
+    run folder's result where it has one, otherwise the row already published in
+    results/NAME.json for the same setting. Run folders are scratch (not in git), so a report
+    written after running one more method keeps the rows of the methods run before."""
+    published = {}
+    path = RESULTS / f"{name}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("setting") == setting:
+            published = saved.get("rows", {})
+    rows = {}
+    for method in methods:
+        done = work / method / "result.json"
+        saved = json.loads(done.read_text()) if done.is_file() else None
+        if saved is not None and saved["setting"] == setting:
+            rows[method] = saved["row"]
+        elif method in published:
+            rows[method] = published[method]
+    return rows
 
 
 # ---- baselines trained the way prompttune trains ---------------------------------------------------

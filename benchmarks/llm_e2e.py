@@ -39,8 +39,8 @@ from pathlib import Path
 
 import torch
 
-from common import (RESULTS, SHARED, environment, finish_run, finished_run, optimiser_step, prompttune_order,
-                    write_results)
+from common import (RESULTS, SHARED, environment, finish_run, finished_rows, finished_run, optimiser_step,
+                    prompttune_order, write_results)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_e2e"
 MODEL = "smollm2-135m-instruct"
@@ -444,13 +444,7 @@ def main() -> None:
             row = run(method, args, train, dev, setting)
             print(f"{method}: greedy BLEU {row['scores']['greedy']['bleu']:.2f}, beam BLEU "
                   f"{row['scores']['beam5']['bleu']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
-    rows = {}
-    for method in METHODS:
-        done = WORK / method / "result.json"
-        if done.is_file():
-            saved = json.loads(done.read_text())
-            if saved["setting"] == setting:
-                rows[method] = saved["row"]
+    rows = finished_rows(args.name, WORK, METHODS, setting)
     if rows and not args.no_write:
         plot_params(rows, RESULTS / f"{args.name}_params.png")
         write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},

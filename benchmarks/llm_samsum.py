@@ -24,13 +24,17 @@ import random
 import time
 from pathlib import Path
 
-from common import SHARED, environment, finish_run, finished_run, write_results
+from common import SHARED, environment, finish_run, finished_rows, finished_run, write_results
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_samsum"
 MODEL = "smollm2-135m-instruct"
 INSTRUCTION = "Summarise the dialogue in one or two sentences, in the third person."
-OURS = {"prefix": {"num_virtual_tokens": 10, "hidden_size": 512}, "soft_prompt": {"num_virtual_tokens": 20},
-        "full_finetune": {}}
+# Each trained row: the prompttune method and its options. `prefix` has the prefix length Li & Liang
+# chose for table-to-text (10); `prefix_200` the one they found best for summarisation (200).
+OURS = {"prefix": ("prefix", {"num_virtual_tokens": 10, "hidden_size": 512}),
+        "prefix_200": ("prefix", {"num_virtual_tokens": 200, "hidden_size": 512}),
+        "soft_prompt": ("soft_prompt", {"num_virtual_tokens": 20}),
+        "full_finetune": ("full_finetune", {})}
 METHODS = ("zero_shot", *OURS)
 
 
@@ -94,7 +98,8 @@ def run(method: str, args, train: Path, test: Path, setting: dict) -> dict:
         if method == "zero_shot":
             train_prompt(method="hard_prompt", chat=True, instruction=INSTRUCTION, **common)
         else:
-            train_prompt(method=method, method_options=OURS[method], max_steps=args.steps, batch_size=args.batch_size,
+            kind, options = OURS[method]
+            train_prompt(method=kind, method_options=options, max_steps=args.steps, batch_size=args.batch_size,
                          checkpoint_every=args.checkpoint_every, resume=interrupted_run(out) is not None, **common)
     metrics = json.loads((out / "metrics.json").read_text())
     tests = group_references(load_generation_examples(str(test), "dialogue", "summary"))
@@ -116,6 +121,14 @@ def run(method: str, args, train: Path, test: Path, setting: dict) -> dict:
     return finish_run(out, setting, row)
 
 
+def describe(method: str) -> str:
+    kind, options = OURS[method]
+    if kind == "full_finetune":
+        return "every weight trained"
+    words = ([kind] if kind != method else []) + [f"{options['num_virtual_tokens']} virtual tokens"]
+    return ", ".join(words + ([f"MLP {options['hidden_size']}"] if "hidden_size" in options else []))
+
+
 def markdown(setting: dict, rows: dict, policy: dict) -> str:
     lines = [
         "# SAMSum dialogue summarisation on SmolLM2-135M-Instruct",
@@ -134,7 +147,11 @@ def markdown(setting: dict, rows: dict, policy: dict) -> str:
         f"(max_target_length {setting['max_target_length']}, the longest summary "
         f"{max(policy['train']['longest_summary'], policy['test']['longest_summary'])} tokens).",
         "",
+        "Methods: " + "; ".join(f"{m} ({describe(m)})" for m in rows if m in OURS) + ".",
+        "",
         "Command: `python benchmarks/llm_samsum.py`.",
+        "",
+        "Train s is wall-clock time, not always on quiet cores; `llm_cost.md` compares what a step costs.",
         "",
         "| method | ROUGE-1 | ROUGE-2 | ROUGE-L | trainable params | artifact bytes | train s |",
         "|---|---|---|---|---|---|---|",
@@ -142,10 +159,14 @@ def markdown(setting: dict, rows: dict, policy: dict) -> str:
     for method, row in rows.items():
         lines.append(f"| {method} | {row['rouge1']:.2f} | {row['rouge2']:.2f} | {row['rougeL']:.2f} | "
                      f"{row['trainable_parameters']:,} | {row['artifact_bytes']:,} | {row['train_seconds']:.0f} |")
-    if "prefix" in rows and "full_finetune" in rows:
-        gap = rows["full_finetune"]["rougeL"] - rows["prefix"]["rougeL"]
-        lines += ["", f"Target, prefix ROUGE-L within 2 points of full fine-tuning: {'met' if gap <= 2 else 'NOT met'} "
-                      f"(prefix {rows['prefix']['rougeL']:.2f}, full_finetune {rows['full_finetune']['rougeL']:.2f})."]
+    prefixes = [m for m in rows if OURS.get(m, ("",))[0] == "prefix"]
+    if prefixes and "full_finetune" in rows:
+        lines += ["", "Target, prefix ROUGE-L within 2 points of full fine-tuning "
+                      f"({rows['full_finetune']['rougeL']:.2f}):"]
+        for method in prefixes:
+            gap = rows["full_finetune"]["rougeL"] - rows[method]["rougeL"]
+            lines.append(f"- {method} ({OURS[method][1]['num_virtual_tokens']} tokens): "
+                         f"{'met' if gap <= 2 else 'NOT met'}, {rows[method]['rougeL']:.2f} ({-gap:+.2f})")
     lines += ["", "Samples (first test dialogues):"]
     for method, row in rows.items():
         lines.append(f"- {method}: " + " / ".join(f"“{' '.join(s.split())}”" for s in row["samples"]))
@@ -186,11 +207,7 @@ def main() -> None:
         for method in methods:
             row = run(method, args, train, test, setting)
             print(f"{method}: ROUGE-1/2/L {row['rouge1']:.2f} / {row['rouge2']:.2f} / {row['rougeL']:.2f}", flush=True)
-    rows = {}
-    for method in METHODS:
-        done = WORK / method / "result.json"
-        if done.is_file() and json.loads(done.read_text())["setting"] == setting:
-            rows[method] = json.loads(done.read_text())["row"]
+    rows = finished_rows(args.name, WORK, METHODS, setting)
     if rows:
         write_results(args.name, {"setting": setting, "truncation": policy, "environment": environment(), "rows": rows},
                       markdown(setting, rows, policy))
