@@ -325,8 +325,10 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
 # ---- report ----------------------------------------------------------------------------------------
 
 
-def markdown(setting: dict, rows: dict) -> str:
+def markdown(setting: dict, rows: dict, name: str = "llm_e2e") -> str:
     metrics = ("bleu", "nist", "meteor", "rougeL", "cider", "chrf")
+    options = ((f" --seed {setting['seed']}" if setting["seed"] else "")
+               + (f" --name {name}" if name != "llm_e2e" else ""))
     lines = [
         "# E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
         "",
@@ -335,12 +337,12 @@ def markdown(setting: dict, rows: dict) -> str:
         f"{setting['seed']}, {setting['steps']} steps of {setting['batch_size']} pairs (each method's default learning "
         f"rate; PEFT's with that of the prompttune method it matches), source cut at {setting['max_source_length']} "
         f"tokens, target at {setting['max_target_length']}. Scores: {setting['dev_size']} dev meaning representations "
-        f"drawn with seed {setting['seed']}, against all their references; at most {setting['max_target_length']} new "
-        "tokens. BLEU, chrF (sacrebleu), ROUGE-L (rouge-score, F1 x100), NIST, METEOR (x100), CIDEr "
-        "(`prompttune.tasks.metrics.e2e_metrics`). 2 CPU cores.",
+        "drawn with seed 0 (whatever the training seed), against all their references; at most "
+        f"{setting['max_target_length']} new tokens. BLEU, chrF (sacrebleu), ROUGE-L (rouge-score, F1 x100), NIST, "
+        "METEOR (x100), CIDEr (`prompttune.tasks.metrics.e2e_metrics`). 2 CPU cores.",
         "",
-        "Command: `python benchmarks/llm_e2e.py` (PEFT's rows with `.venv-oldest/bin/python`, transformers 5.23; "
-        "the table is rewritten from every finished method by each invocation).",
+        f"Command: `python benchmarks/llm_e2e.py{options}` (PEFT's rows with `.venv-oldest/bin/python`, transformers "
+        "5.23; the table is rewritten from every finished method by each invocation).",
         "",
     ]
     for name in DECODINGS:
@@ -448,7 +450,7 @@ def main() -> None:
     if rows and not args.no_write:
         plot_params(rows, RESULTS / f"{args.name}_params.png")
         write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
-                      markdown(setting, rows))
+                      markdown(setting, rows, args.name))
 
 
 if __name__ == "__main__":
