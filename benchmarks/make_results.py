@@ -330,8 +330,9 @@ E2E_TARGETS = [("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1 BL
 
 def llm_e2e_draws(first: dict) -> str:
     """The E2E comparison on other draws of the training pairs (results/llm_e2e_seed*.json: the same
-    setting but the seed), beside the first: BLEU of the methods finished on every draw, and each
-    target's mean margin over the draws with the number of draws on which it is met."""
+    setting but the seed), beside the first: BLEU by seed of the methods run on another draw too
+    (mean over the seeds run, their number given), and each target's mean margin over the draws
+    that have both its methods, with the number on which it is met."""
     draws = [first]
     for path in sorted(RESULTS.glob("llm_e2e_seed*.json")):
         data = json.loads(path.read_text())
@@ -341,33 +342,38 @@ def llm_e2e_draws(first: dict) -> str:
     if len(draws) < 2:
         return ""
     seeds = [d["setting"]["seed"] for d in draws]
-    methods = [m for m in first["rows"] if all(m in d["rows"] for d in draws)]
+    methods = [m for m in first["rows"] if any(m in d["rows"] for d in draws[1:])]
 
     def bleu(draw, method, decoding):
-        return draw["rows"][method]["scores"][decoding]["bleu"]
+        row = draw["rows"].get(method)
+        return row["scores"][decoding]["bleu"] if row is not None else None
 
-    text = (f"\nThe same comparison on other draws of the {first['setting']['train_size']:,} training pairs (seeds "
-            f"{', '.join(map(str, seeds[1:]))}: other pairs in another order, the same dev meaning representations), "
-            "for the methods the targets compare: "
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return f"{statistics.mean(values):.2f} ({len(values)})"
+
+    text = (f"\nThe same comparison on other draws of the {first['setting']['train_size']:,} training pairs "
+            f"({'seed' if len(seeds) == 2 else 'seeds'} {', '.join(map(str, seeds[1:]))}: other pairs in another "
+            "order, the same dev meaning representations), for the methods the targets compare: "
             + ", ".join(f"`python benchmarks/llm_e2e.py --seed {s} --name llm_e2e_seed{s}` (`results/llm_e2e_seed{s}.md`)"
                         for s in seeds[1:])
-            + "; PEFT's rows with the oldest transformers. BLEU by seed:\n\n")
+            + "; PEFT's rows with the oldest transformers. BLEU by seed, and the mean over the seeds run (how many):\n\n")
     header = ["method"] + [f"{name} seed {seed}" for name in ("greedy", "beam") for seed in seeds] + \
              ["greedy mean", "beam mean"]
     body = []
     for method in methods:
         greedy = [bleu(d, method, "greedy") for d in draws]
         beam = [bleu(d, method, "beam5") for d in draws]
-        body.append([method, *(num(x, 2) for x in greedy + beam), num(statistics.mean(greedy), 2),
-                     num(statistics.mean(beam), 2)])
-    text += table(header, body) + "\n\nTargets over the draws (mean margin over the target's bound; draws on which it is met):\n"
+        body.append([method, *(num(x, 2) for x in greedy + beam), mean(greedy), mean(beam)])
+    text += table(header, body) + "\n\nTargets over the draws (mean margin over the target's bound; draws met of those run):\n"
     for ours, theirs, margin, label in E2E_TARGETS:
-        if ours not in methods or theirs not in methods:
+        both = [d for d in draws if ours in d["rows"] and theirs in d["rows"]]
+        if len(both) < 2:
             continue
         parts = []
         for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
-            margins = [bleu(d, ours, decoding) - bleu(d, theirs, decoding) - margin for d in draws]
-            parts.append(f"{name} {statistics.mean(margins):+.2f} ({sum(m >= 0 for m in margins)} of {len(draws)})")
+            margins = [bleu(d, ours, decoding) - bleu(d, theirs, decoding) - margin for d in both]
+            parts.append(f"{name} {statistics.mean(margins):+.2f} ({sum(m >= 0 for m in margins)} of {len(both)})")
         text += f"- {label}: " + "; ".join(parts) + "\n"
     return text
 
