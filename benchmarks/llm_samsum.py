@@ -121,15 +121,18 @@ def run(method: str, args, train: Path, test: Path, setting: dict) -> dict:
     return finish_run(out, setting, row)
 
 
-def describe(method: str) -> str:
+def describe(method: str) -> dict:
+    """What a trained row is, as the report and RESULTS.md state it: its prompttune method and, in
+    words, its options."""
     kind, options = OURS[method]
     if kind == "full_finetune":
-        return "every weight trained"
+        return {"method": kind, "options": "every weight trained"}
     words = ([kind] if kind != method else []) + [f"{options['num_virtual_tokens']} virtual tokens"]
-    return ", ".join(words + ([f"MLP {options['hidden_size']}"] if "hidden_size" in options else []))
+    words += [f"MLP {options['hidden_size']}"] if "hidden_size" in options else []
+    return {"method": kind, "options": ", ".join(words)}
 
 
-def markdown(setting: dict, rows: dict, policy: dict) -> str:
+def markdown(setting: dict, rows: dict, policy: dict, methods: dict) -> str:
     lines = [
         "# SAMSum dialogue summarisation on SmolLM2-135M-Instruct",
         "",
@@ -147,7 +150,7 @@ def markdown(setting: dict, rows: dict, policy: dict) -> str:
         f"(max_target_length {setting['max_target_length']}, the longest summary "
         f"{max(policy['train']['longest_summary'], policy['test']['longest_summary'])} tokens).",
         "",
-        "Methods: " + "; ".join(f"{m} ({describe(m)})" for m in rows if m in OURS) + ".",
+        "Methods: " + "; ".join(f"{m} ({d['options']})" for m, d in methods.items()) + ".",
         "",
         "Command: `python benchmarks/llm_samsum.py`.",
         "",
@@ -159,13 +162,13 @@ def markdown(setting: dict, rows: dict, policy: dict) -> str:
     for method, row in rows.items():
         lines.append(f"| {method} | {row['rouge1']:.2f} | {row['rouge2']:.2f} | {row['rougeL']:.2f} | "
                      f"{row['trainable_parameters']:,} | {row['artifact_bytes']:,} | {row['train_seconds']:.0f} |")
-    prefixes = [m for m in rows if OURS.get(m, ("",))[0] == "prefix"]
+    prefixes = [m for m, d in methods.items() if d["method"] == "prefix"]
     if prefixes and "full_finetune" in rows:
         lines += ["", "Target, prefix ROUGE-L within 2 points of full fine-tuning "
                       f"({rows['full_finetune']['rougeL']:.2f}):"]
         for method in prefixes:
             gap = rows["full_finetune"]["rougeL"] - rows[method]["rougeL"]
-            lines.append(f"- {method} ({OURS[method][1]['num_virtual_tokens']} tokens): "
+            lines.append(f"- {method}: "
                          f"{'met' if gap <= 2 else 'NOT met'}, {rows[method]['rougeL']:.2f} ({-gap:+.2f})")
     lines += ["", "Samples (first test dialogues):"]
     for method, row in rows.items():
@@ -209,8 +212,10 @@ def main() -> None:
             print(f"{method}: ROUGE-1/2/L {row['rouge1']:.2f} / {row['rouge2']:.2f} / {row['rougeL']:.2f}", flush=True)
     rows = finished_rows(args.name, WORK, METHODS, setting)
     if rows:
-        write_results(args.name, {"setting": setting, "truncation": policy, "environment": environment(), "rows": rows},
-                      markdown(setting, rows, policy))
+        methods = {m: describe(m) for m in rows if m in OURS}
+        write_results(args.name, {"setting": setting, "truncation": policy, "environment": environment(),
+                                  "methods": methods, "rows": rows},
+                      markdown(setting, rows, policy, methods))
 
 
 if __name__ == "__main__":

@@ -328,6 +328,12 @@ E2E_TARGETS = [("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1 BL
                ("soft_prompt", "peft_prompt_tuning", 0.0, "soft_prompt >= PEFT's prompt tuning")]
 
 
+def e2e_bleu(rows: dict, method: str, decoding: str) -> float | None:
+    """A method's BLEU with one decoding, None where it was not run."""
+    scores = rows[method]["scores"] if method in rows else {}
+    return scores[decoding]["bleu"] if decoding in scores else None
+
+
 def llm_e2e_draws(first: dict) -> str:
     """The E2E comparison on other draws of the training pairs (results/llm_e2e_seed*.json: the same
     setting but the seed), beside the first: BLEU by seed of the methods run on another draw too
@@ -344,10 +350,6 @@ def llm_e2e_draws(first: dict) -> str:
     seeds = [d["setting"]["seed"] for d in draws]
     methods = [m for m in first["rows"] if any(m in d["rows"] for d in draws[1:])]
 
-    def bleu(draw, method, decoding):
-        row = draw["rows"].get(method)
-        return row["scores"][decoding]["bleu"] if row is not None else None
-
     def mean(values):
         values = [v for v in values if v is not None]
         return f"{statistics.mean(values):.2f} ({len(values)})"
@@ -362,8 +364,8 @@ def llm_e2e_draws(first: dict) -> str:
              ["greedy mean", "beam mean"]
     body = []
     for method in methods:
-        greedy = [bleu(d, method, "greedy") for d in draws]
-        beam = [bleu(d, method, "beam5") for d in draws]
+        greedy = [e2e_bleu(d["rows"], method, "greedy") for d in draws]
+        beam = [e2e_bleu(d["rows"], method, "beam5") for d in draws]
         body.append([method, *(num(x, 2) for x in greedy + beam), mean(greedy), mean(beam)])
     text += table(header, body) + "\n\nTargets over the draws (mean margin over the target's bound; draws met of those run):\n"
     for ours, theirs, margin, label in E2E_TARGETS:
@@ -372,7 +374,8 @@ def llm_e2e_draws(first: dict) -> str:
             continue
         parts = []
         for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
-            margins = [bleu(d, ours, decoding) - bleu(d, theirs, decoding) - margin for d in both]
+            margins = [e2e_bleu(d["rows"], ours, decoding) - e2e_bleu(d["rows"], theirs, decoding) - margin
+                       for d in both]
             parts.append(f"{name} {statistics.mean(margins):+.2f} ({sum(m >= 0 for m in margins)} of {len(both)})")
         text += f"- {label}: " + "; ".join(parts) + "\n"
     return text
@@ -399,14 +402,11 @@ def llm_e2e() -> str:
                 for m, r in rows.items() if decoding in r["scores"]]
         text += f"{title}:\n\n" + table(["method", *(names[k] for k in metrics), "trainable", "artifact"], body) + "\n\n"
 
-    def bleu(method, decoding):
-        return rows[method]["scores"][decoding]["bleu"] if method in rows and decoding in rows[method]["scores"] else None
-
     lines = ["Targets (BLEU, greedy and with beam search):"]
     for ours, theirs, margin, label in E2E_TARGETS:
         parts = []
         for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
-            x, y = bleu(ours, decoding), bleu(theirs, decoding)
+            x, y = e2e_bleu(rows, ours, decoding), e2e_bleu(rows, theirs, decoding)
             if x is not None and y is not None:
                 parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
         lines.append(f"- {label}: " + ("; ".join(parts) if parts else "not measured yet"))
@@ -460,10 +460,10 @@ def llm_samsum() -> str:
     body = [[m, num(r["rouge1"], 2), num(r["rouge2"], 2), num(r["rougeL"], 2), count(r["trainable_parameters"])]
             for m, r in rows.items()]
     text += table(["method", "ROUGE-1", "ROUGE-2", "ROUGE-L", "trainable"], body) + "\n"
-    if "prefix_200" in rows:
-        text += ("\nprefix has 10 virtual tokens (Li & Liang's length for table-to-text), prefix_200 has 200 (the length "
-                 "they found best for summarisation); both train the same MLP of width 512.\n")
-    prefixes = [m for m in rows if m == "prefix" or m.startswith("prefix_")]
+    methods = data.get("methods", {})
+    if methods:
+        text += "\nMethods: " + "; ".join(f"{m} ({d['options']})" for m, d in methods.items()) + ".\n"
+    prefixes = [m for m, d in methods.items() if d["method"] == "prefix"]
     if prefixes and "full_finetune" in rows:
         gaps = [(m, rows[m]["rougeL"] - rows["full_finetune"]["rougeL"]) for m in prefixes]
         text += ("\nTarget, prefix ROUGE-L within 2 points of full fine-tuning: "
