@@ -20,10 +20,45 @@ def test_unknown_method(load):
     ({"num_virtual_tokens": 0}, "num_virtual_tokens: must be a positive integer"),
     ({"init": "zeros"}, "init: must be one of"),
     ({"init": "text"}, "init_text: init=text needs a non-empty init_text"),
+    ({"common_tokens": 0}, "common_tokens: must be a positive integer or null, got 0"),
+    ({"common_tokens": True}, "common_tokens: must be a positive integer or null, got True"),
+    ({"common_tokens": "5000"}, "common_tokens: must be a positive integer or null, got '5000'"),
 ])
 def test_soft_prompt_config_checks(load, options, message):
     with pytest.raises(ConfigError, match=message):
         PromptModel.create(load("bert"), "soft_prompt", task_config(), options)
+
+
+@pytest.mark.parametrize("init", ["sample_vocab", "class_labels"])
+def test_common_tokens_draws_the_start_from_the_first_ids_of_the_vocabulary(load, init):
+    """Lester et al.'s sampled vocabulary: each sampled row is the embedding of one of the first N
+    token ids, never a special token; without the option, draws reach past them."""
+    import torch
+
+    backbone = load("bert")
+    weight = backbone.input_embeddings.weight.detach()
+    special = set(backbone.tokenizer.all_special_ids)
+
+    def start_ids(**options):
+        model = PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 40, "init": init, **options},
+                                   seed=1)
+        rows = model.method.prompt.detach()
+        if init == "class_labels":
+            rows = rows[len(model.task.init_words()):]  # the label words' rows come first
+        return [int((weight - row).abs().sum(-1).argmin()) for row in rows]
+
+    first = weight.shape[0] // 3
+    common = start_ids(common_tokens=first)
+    assert all(i < first and i not in special for i in common)
+    assert len(set(common)) > 5
+    assert max(start_ids()) >= first
+
+
+def test_common_tokens_that_are_all_special_are_refused(load):
+    backbone = load("bert")  # ids 0-4 are [PAD] [UNK] [CLS] [SEP] [MASK]
+    assert set(range(5)) <= set(backbone.tokenizer.all_special_ids)
+    with pytest.raises(ConfigError, match="common_tokens: the first 5 token ids are all special tokens"):
+        PromptModel.create(backbone, "soft_prompt", task_config(), {"init": "sample_vocab", "common_tokens": 5})
 
 
 def test_template_checks(load):

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from ..core.backbone import Backbone, word_for_tokenizer
-from ..config import ConfigBase
+from ..config import ConfigBase, check
 from ..core.parts import PromptParts
+from ..errors import ConfigError
 from .base import PromptMethod, check_prompt_config, register
 
 INITS = ("random", "sample_vocab", "text", "class_labels")
@@ -30,9 +31,17 @@ class SoftPromptConfig(ConfigBase):
     the remaining tokens sampled from the vocabulary)."""
     init_text: str | None = None
     """The text for init=text."""
+    common_tokens: int | None = None
+    """init=sample_vocab (and class_labels' remaining rows): draw from the first N token ids only.
+    SentencePiece vocabularies and BPE merges are ordered from the most common token down, so these
+    are the N most common tokens, as Lester et al. sample from T5's 5,000 most common (Section 3.2);
+    None: the whole vocabulary, as PEFT's SAMPLE_VOCAB does."""
 
     def __post_init__(self):
         check_prompt_config(self, INITS)
+        check(self.common_tokens is None or (isinstance(self.common_tokens, int) and not isinstance(self.common_tokens, bool)
+                                             and self.common_tokens > 0),
+              "common_tokens", f"must be a positive integer or null, got {self.common_tokens!r}")
 
 
 @register
@@ -68,7 +77,7 @@ def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task, gener
         mean, std = weight.mean(0).cpu(), weight.std(0).cpu()
         return (mean + std * torch.randn(n, weight.shape[1], generator=generator)).to(weight.device)
     if config.init == "sample_vocab":
-        return weight[sample_token_ids(backbone, n, generator)]
+        return weight[sample_token_ids(backbone, n, generator, config.common_tokens)]
     if config.init == "text":
         ids = backbone.tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
         repeated = (ids * (n // max(len(ids), 1) + 1))[:n]
@@ -82,15 +91,17 @@ def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task, gener
                 rows.append(weight[torch.tensor(ids, device=weight.device)].mean(0))
     rows = rows[:n]
     if len(rows) < n:
-        rows.extend(weight[sample_token_ids(backbone, n - len(rows), generator)])
+        rows.extend(weight[sample_token_ids(backbone, n - len(rows), generator, config.common_tokens)])
     return torch.stack(rows)
 
 
-def sample_token_ids(backbone: Backbone, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniform draws from the vocabulary, special tokens excluded."""
+def sample_token_ids(backbone: Backbone, count: int, generator: torch.Generator, first: int | None = None) -> torch.Tensor:
+    """Uniform draws from the vocabulary (its first `first` ids where given), special tokens excluded."""
     vocab_size = backbone.input_embeddings.weight.shape[0]
     special = set(backbone.tokenizer.all_special_ids)
-    allowed = torch.tensor([i for i in range(vocab_size) if i not in special])
+    allowed = torch.tensor([i for i in range(min(vocab_size, first or vocab_size)) if i not in special])
+    if len(allowed) == 0:
+        raise ConfigError(f"common_tokens: the first {first} token ids are all special tokens; give a larger number")
     picks = torch.randint(len(allowed), (count,), generator=generator)
     return allowed[picks].to(backbone.device)
 
