@@ -315,3 +315,46 @@ def test_an_encoder_decoder_soft_prompt_goes_both_ways(family, kind, model_dirs,
     assert json.loads((tmp_path / "again" / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
     again = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]), tmp_path / "again").eval()
     torch.testing.assert_close(peft_logits(again), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_soft_prompt_trains_as_peft_prompt_tuning_does(family, model_dirs, load):
+    """Started from the same prompt, prompttune's training loop and PEFT's prompt tuning (its own
+    forward and loss, trained with AdamW at prompttune's learning rate, linear schedule and clipping)
+    end at the same prompt: the loss over the target tokens, its gradient and the update are PEFT's,
+    so any difference between the two methods' results comes from where the prompt starts."""
+    from transformers import get_scheduler
+
+    from prompttune import Example, PromptModel, TrainConfig, train
+    from prompttune.methods import method_class
+    from prompttune.tasks import GenerationConfig
+
+    examples = [Example(f"{a} {b}", targets=(f"a {b} that is {a}",), source=f"row {i}")
+                for i, (a, b) in enumerate([(a, b) for a in ("red", "blue", "green") for b in ("cat", "dog", "house")], 1)]
+    ours = PromptModel.create(load(family), "soft_prompt", GenerationConfig(max_source_length=16, max_target_length=8),
+                              {"num_virtual_tokens": VIRTUAL, "init": "sample_vocab"}, seed=0)
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dirs[family])
+    theirs = get_peft_model(base, KINDS["prompt_tuning"]())
+    prompt = theirs.prompt_encoder["default"].embedding.weight
+    with torch.no_grad():
+        prompt.copy_(ours.method.prompt)
+    start = prompt.detach().clone()
+    steps, config = 5, TrainConfig(max_steps=5, batch_size=len(examples), seed=0, progress=False)
+    train(ours, examples, config=config)
+
+    # PEFT's side: the whole set as one batch each step (so no order to match), prompttune's encoding.
+    batch = ours.task.collate(ours.task.training_features(examples))
+    optimizer = torch.optim.AdamW([prompt], lr=method_class("soft_prompt").default_lr, weight_decay=config.weight_decay)
+    schedule = get_scheduler("linear", optimizer, num_warmup_steps=int(config.warmup_ratio * steps), num_training_steps=steps)
+    theirs.train()
+    base.eval()
+    for _ in range(steps):
+        theirs(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_([prompt], config.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    moved = (prompt.detach() - start).norm()
+    assert moved > 1e-3  # both trained
+    torch.testing.assert_close(ours.method.prompt.detach(), prompt.detach(), rtol=0, atol=1e-5 * float(moved))
