@@ -7,7 +7,10 @@ meaning representations against all their references, greedy and with beam searc
 
 - prompttune: `prefix` (Li & Liang: 10 tokens, MLP of width 512), `deep_prompt` (the same prefix
   without the MLP), `soft_prompt` (20 tokens), `p_tuning` (20 tokens, its LSTM encoder),
-  `full_finetune`; each method's default learning rate;
+  `full_finetune`; each method's default learning rate; and two soft prompts that start elsewhere:
+  `soft_prompt_common` from the 5,000 most common tokens (Lester et al.'s sampled vocabulary) and
+  `soft_prompt_peft_start` from the very prompt `peft_prompt_tuning` starts from (PEFT's draw for the
+  seed), to tell where a prompt starts from how it is trained;
 - PEFT: `PrefixTuningConfig` with and without projection and `PromptTuningConfig`, each trained by a
   loop with the batches, optimiser, learning rate and schedule of the prompttune method it matches;
 - no training: the instruct model's chat template with an instruction, zero-shot and 3-shot.
@@ -52,11 +55,22 @@ OURS = {
     "prefix_text": {"num_virtual_tokens": 10, "hidden_size": 512, "init": "text", "init_text": "table-to-text:"},
     "deep_prompt": {"num_virtual_tokens": 10},
     "soft_prompt": {"num_virtual_tokens": 20},
+    # Lester et al.'s sampled-vocabulary start: rows of the 5,000 most common tokens, not of any token.
+    "soft_prompt_common": {"num_virtual_tokens": 20, "init": "sample_vocab", "common_tokens": 5000},
+    # Started from the very prompt peft_prompt_tuning starts from (PEFT's draw with the same seed).
+    "soft_prompt_peft_start": {"num_virtual_tokens": 20},
     "p_tuning": {"num_virtual_tokens": 20},
     "full_finetune": {},
 }
+# Rows that train a prompttune method under another name, with the options above.
+VARIANT_OF = {"prefix_text": "prefix", "soft_prompt_common": "soft_prompt", "soft_prompt_peft_start": "soft_prompt"}
 # Each PEFT method and the prompttune method whose learning rate and schedule it trains with.
 PEFT = {"peft_prefix_tuning": "prefix", "peft_prefix_tuning_noproj": "deep_prompt", "peft_prompt_tuning": "soft_prompt"}
+# PEFT's prompt tuning puts its virtual tokens before a row's left padding and drops position ids,
+# so in a padded batch a row's tokens sit at other positions than in training and its output changes
+# (prompttune places them after the padding). PEFT's rows are scored decoded one MR at a time, which
+# PEFT gets right; decoded in padded batches of --eval-batch-size too, reported beside.
+PEFT_DECODING = "one MR at a time"
 SHOTS = {"zero_shot": 0, "three_shot": 3}
 METHODS = (*OURS, *PEFT, *SHOTS)
 DECODINGS = {"greedy": 1, "beam5": 5}
@@ -111,11 +125,31 @@ def train_ours(method: str, args, train: Path, out: Path) -> dict:
         return train_prompt(model=args.model, method="hard_prompt", task="generation", train=str(train),
                             output=str(out), source_column="mr", target_column="ref", chat=True,
                             instruction=INSTRUCTION, shots=SHOTS[method], seed=args.seed, progress=False, **options)
-    return train_prompt(model=args.model, method=method.removesuffix("_text"), task="generation", train=str(train),
+    start = peft_start_prompt(args, out.parent / "peft_start", options) if method == "soft_prompt_peft_start" else None
+    return train_prompt(model=args.model, method=VARIANT_OF.get(method, method), task="generation", train=str(train),
                         output=str(out), source_column="mr", target_column="ref", method_options=OURS[method],
-                        max_steps=args.steps,
+                        init_from=start, max_steps=args.steps,
                         batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         progress=False, resume=interrupted_run(out) is not None, **options)
+
+
+def peft_start_prompt(args, folder: Path, options: dict) -> str:
+    """PEFT's prompt tuning's starting prompt for `args.seed` (the draw `train_peft` starts from),
+    saved as a prompttune soft prompt in `folder` for `init_from`."""
+    from prompttune import PromptModel, load_prompt, save_prompt
+    from prompttune.api import load_backbone
+    from prompttune.core.sources import resolve_model
+    from prompttune.tasks import GenerationConfig
+
+    if not (folder / "prompt.json").is_file():
+        _, peft = peft_start("peft_prompt_tuning", resolve_model(args.model)[0], args.seed)
+        config = GenerationConfig(max_source_length=options["max_length"], max_target_length=options["max_target_length"])
+        model = PromptModel.create(load_backbone(args.model), "soft_prompt", config, OURS["soft_prompt_peft_start"])
+        with torch.no_grad():
+            model.method.prompt.copy_(peft.prompt_encoder["default"].embedding.weight)
+        save_prompt(model, folder)
+    load_prompt(str(folder))  # checked before a run starts from it
+    return str(folder)
 
 
 def default_lr(method: str) -> float:
@@ -138,6 +172,12 @@ def peft_model(kind: str, path: str):
         config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
                                     prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
     return base, get_peft_model(base, config)
+
+
+def peft_start(kind: str, path: str, seed: int):
+    """The base model and PEFT's model of `kind` as `seed` initialises it."""
+    torch.manual_seed(seed)
+    return peft_model(kind, path)
 
 
 def save_loop(folder: Path, params: list, optimizer, step: int, seconds: float) -> None:
@@ -200,9 +240,8 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
     path, _ = resolve_model(args.model)
-    torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    base, model = peft_model(kind, path)
+    base, model = peft_start(kind, path, args.seed)
     encode = peft_encoder(tokenizer, args)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -250,8 +289,10 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
 # ---- decoding and scores ---------------------------------------------------------------------
 
 
-def decode(method: str, args, dev: list, out: Path, beams: int) -> list[str]:
-    """One hypothesis per dev MR (the first `max_target_length` new tokens at most)."""
+def decode(method: str, args, dev: list, out: Path, beams: int, batch_size: int | None = None) -> list[str]:
+    """One hypothesis per dev MR (the first `max_target_length` new tokens at most), `batch_size`
+    MRs at a time (default `--eval-batch-size`)."""
+    batch_size = batch_size or args.eval_batch_size
     if method in PEFT:
         from transformers import AutoTokenizer
 
@@ -270,8 +311,8 @@ def decode(method: str, args, dev: list, out: Path, beams: int) -> list[str]:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         texts = []
         with torch.no_grad():
-            for begin in range(0, len(dev), args.eval_batch_size):
-                prompts = [encode(e.text)[0] for e in dev[begin:begin + args.eval_batch_size]]
+            for begin in range(0, len(dev), batch_size):
+                prompts = [encode(e.text)[0] for e in dev[begin:begin + batch_size]]
                 width = max(len(p) for p in prompts)
                 input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -283,7 +324,7 @@ def decode(method: str, args, dev: list, out: Path, beams: int) -> list[str]:
     from prompttune import load_prompt
 
     model = load_prompt(str(out))
-    return model.task.generate_texts(model, dev, batch_size=args.eval_batch_size, num_beams=beams,
+    return model.task.generate_texts(model, dev, batch_size=batch_size, num_beams=beams,
                                      max_new_tokens=args.max_target_length)
 
 
@@ -304,22 +345,54 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
     row = {"train_seconds": trained["training"]["seconds"], "steps": trained["training"]["steps"],
            "trainable_parameters": trained["parameters"]["trainable"], "artifact_bytes": trained["artifact_bytes"],
            "transformers": trained.get("transformers", transformers.__version__), "scores": {}, "samples": {}}
+    if method == "soft_prompt_peft_start":
+        row["apart_from_peft"] = apart_from_peft(out)
+    def hypotheses(name: str, beams: int, batch_size: int | None = None, suffix: str = "") -> list[str]:
+        cached = out / f"hypotheses_{name}{suffix}.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        start = time.perf_counter()
+        texts = decode(method, args, dev, out, beams, batch_size)
+        row[f"decode_seconds_{name}{suffix}"] = round(time.perf_counter() - start, 1)
+        write_json_atomic(cached, texts)
+        return texts
+
+    def scores(texts: list[str]) -> dict:
+        found = generation_metrics(texts, references)
+        found.update(e2e_metrics(texts, references))
+        return {k: round(v, 4) for k, v in found.items() if k not in ("count", "references_per_source")}
+
+    if method in PEFT:
+        row["decoded"] = PEFT_DECODING
+        row["scores_padded_batches"] = {}
+        row["padded_batch_size"] = args.eval_batch_size
     for name, beams in DECODINGS.items():
         if name not in getattr(args, "decodings", DECODINGS):
             continue
-        cached = out / f"hypotheses_{name}.json"
-        if cached.is_file():
-            hypotheses = json.loads(cached.read_text())
-        else:
-            start = time.perf_counter()
-            hypotheses = decode(method, args, dev, out, beams)
-            row[f"decode_seconds_{name}"] = round(time.perf_counter() - start, 1)
-            write_json_atomic(cached, hypotheses)
-        scores = generation_metrics(hypotheses, references)
-        scores.update(e2e_metrics(hypotheses, references))
-        row["scores"][name] = {k: round(v, 4) for k, v in scores.items() if k not in ("count", "references_per_source")}
-        row["samples"][name] = hypotheses[:3]
+        texts = hypotheses(name, beams, 1 if method in PEFT else None)
+        row["scores"][name] = scores(texts)
+        row["samples"][name] = texts[:3]
+        if method in PEFT:
+            batched = hypotheses(name, beams, suffix="_batched")
+            row["scores_padded_batches"][name] = scores(batched) | {
+                "outputs_changed": sum(a != b for a, b in zip(texts, batched))}
     return finish_run(out, setting, row)
+
+
+def apart_from_peft(out: Path) -> dict | None:
+    """How far the prompt trained from PEFT's start ends from the prompt PEFT trained from it: the
+    distance between the two, and as a share of how far training moved PEFT's (None before the
+    peft_prompt_tuning row has trained)."""
+    from safetensors.torch import load_file
+
+    adapter = out.parent / "peft_prompt_tuning" / "adapter" / "adapter_model.safetensors"
+    if not adapter.is_file():
+        return None
+    theirs = load_file(str(adapter))["prompt_embeddings"]
+    ours = load_file(str(out / "prompt.safetensors"))["method.prompt"]
+    start = load_file(str(out.parent / "peft_start" / "prompt.safetensors"))["method.prompt"]
+    apart = float((ours - theirs).norm())
+    return {"distance": round(apart, 6), "share_of_training_move": round(apart / float((theirs - start).norm()), 6)}
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -357,6 +430,21 @@ def markdown(setting: dict, rows: dict, name: str = "llm_e2e") -> str:
                          f"| {row['transformers']} |")
         lines.append("")
     lines += targets(rows)
+    padded = [(m, r) for m, r in rows.items() if r.get("scores_padded_batches")]
+    if padded:
+        lines += ["", f"## PEFT's rows decoded in padded batches of {padded[0][1]['padded_batch_size']}", "",
+                  "PEFT's rows above are decoded one MR at a time; in a padded batch PEFT's prompt tuning places its "
+                  "virtual tokens before a row's padding and drops position ids, which changes its outputs:", "",
+                  "| method | decoding | BLEU one at a time | BLEU in padded batches | outputs changed |", "|---|---|---|---|---|"]
+        for method, row in padded:
+            for decoding, batched in row["scores_padded_batches"].items():
+                lines.append(f"| {method} | {decoding} | {row['scores'][decoding]['bleu']:.2f} | {batched['bleu']:.2f} | "
+                             f"{batched['outputs_changed']} of {setting['dev_size']} |")
+    apart = rows.get("soft_prompt_peft_start", {}).get("apart_from_peft")
+    if apart:
+        lines += ["", f"soft_prompt_peft_start trained from the prompt peft_prompt_tuning starts from; the two trained prompts "
+                      f"end {apart['distance']:.4f} apart, {100 * apart['share_of_training_move']:.4f}% of the distance "
+                      "PEFT's training moved its prompt."]
     lines += ["", "Samples (greedy, first dev MRs):"]
     for method, row in rows.items():
         lines.append(f"- {method}: " + " / ".join(f"“{s}”" for s in row["samples"]["greedy"]))

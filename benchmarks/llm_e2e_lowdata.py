@@ -107,6 +107,15 @@ def versions(cells: dict) -> str:
     return "; ".join(f"{', '.join(methods)} on transformers {version}" for version, methods in sorted(by_version.items()))
 
 
+def peft_decoding(cells: dict, args) -> str | None:
+    """How PEFT's cells were decoded: one MR at a time (`llm_e2e.PEFT_DECODING`), or, cells scored
+    before that, in padded batches of --eval-batch-size."""
+    found = {row.get("decoded", f"in padded batches of {args.eval_batch_size}")
+             for method, sizes in cells.items() if method in PEFT_METHODS
+             for seeds in sizes.values() for row in seeds.values()}
+    return "; ".join(sorted(found)) or None
+
+
 def comparisons(stats: dict) -> list[dict]:
     """BLEU of each pair of methods per size, over the seeds both finished. The seed draws the training
     pairs, so two methods' runs with one seed saw the same data: besides the means, count the seeds on
@@ -143,7 +152,7 @@ def comparison_line(c: dict) -> str:
             f"ahead on {c['a_ahead_on']} of {c['seeds']})")
 
 
-def markdown(args, stats: dict, pairs: list[dict], ran_on: str) -> str:
+def markdown(args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | None = None) -> str:
     lines = [
         "# Low-data E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
         "",
@@ -151,7 +160,8 @@ def markdown(args, stats: dict, pairs: list[dict], ran_on: str) -> str:
         f"{args.batch_size} pairs whatever the size, each method's default learning rate; greedy decoding of "
         f"{args.dev_size} dev meaning representations (the same for every cell) against all their references. "
         "prefix_text is prefix tuning initialised from the activations of \"table-to-text:\". Mean ± standard "
-        f"deviation over the seeds finished (the count is given). 2 CPU cores; {ran_on}.",
+        f"deviation over the seeds finished (the count is given). 2 CPU cores; {ran_on}."
+        + (f" PEFT's cells decoded {decoded}." if decoded else ""),
         "",
         "Command: `python benchmarks/llm_e2e_lowdata.py`; PEFT's rows `python benchmarks/llm_e2e_lowdata.py --methods "
         "peft_prompt_tuning,peft_prefix_tuning` under the oldest supported transformers; plot "
@@ -234,12 +244,12 @@ def main() -> None:
     cells = finished(args)
     stats = summary(cells)
     if stats:
-        pairs, ran_on = comparisons(stats), versions(cells)
+        pairs, ran_on, decoded = comparisons(stats), versions(cells), peft_decoding(cells, args)
         plot(stats, RESULTS / "llm_e2e_lowdata.png")
         write_results("llm_e2e_lowdata", {"setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
                                           "environment": environment(), "summary": stats,
-                                          "comparisons": pairs, "ran_on": ran_on},
-                      markdown(args, stats, pairs, ran_on))
+                                          "comparisons": pairs, "ran_on": ran_on, "peft_decoding": decoded},
+                      markdown(args, stats, pairs, ran_on, decoded))
 
 
 if __name__ == "__main__":

@@ -356,7 +356,7 @@ def llm_e2e_draws(first: dict) -> str:
 
     text = (f"\nThe same comparison on other draws of the {first['setting']['train_size']:,} training pairs "
             f"({'seed' if len(seeds) == 2 else 'seeds'} {', '.join(map(str, seeds[1:]))}: other pairs in another "
-            "order, the same dev meaning representations), for the methods the targets compare: "
+            "order, the same dev meaning representations), for the methods run on more than one draw: "
             + ", ".join(f"`python benchmarks/llm_e2e.py --seed {s} --name llm_e2e_seed{s}` (`results/llm_e2e_seed{s}.md`)"
                         for s in seeds[1:])
             + "; PEFT's rows with the oldest transformers. BLEU by seed, and the mean over the seeds run (how many):\n\n")
@@ -378,7 +378,54 @@ def llm_e2e_draws(first: dict) -> str:
                        for d in both]
             parts.append(f"{name} {statistics.mean(margins):+.2f} ({sum(m >= 0 for m in margins)} of {len(both)})")
         text += f"- {label}: " + "; ".join(parts) + "\n"
-    return text
+    return text + llm_e2e_same_start(draws) + llm_e2e_padded_peft(draws)
+
+
+def llm_e2e_same_start(draws: list[dict]) -> str:
+    """The soft prompt trained from the prompt PEFT's prompt tuning starts from (row
+    soft_prompt_peft_start), beside PEFT's row of the same draw: their BLEU and how far apart the
+    two trained prompts end."""
+    lines = []
+    for d in draws:
+        row, peft = d["rows"].get("soft_prompt_peft_start"), d["rows"].get("peft_prompt_tuning")
+        if row is None or peft is None or not row.get("apart_from_peft"):
+            continue
+        apart = row["apart_from_peft"]
+        scores = "; ".join(f"{name} {e2e_bleu(d['rows'], 'soft_prompt_peft_start', decoding):.2f} against "
+                           f"{e2e_bleu(d['rows'], 'peft_prompt_tuning', decoding):.2f}"
+                           for decoding, name in (("greedy", "greedy"), ("beam5", "beam")))
+        lines.append(f"- seed {d['setting']['seed']}: BLEU {scores}; the two trained prompts end {apart['distance']:.3f} "
+                     f"apart, {100 * apart['share_of_training_move']:.2f}% of the distance PEFT's training moved its prompt "
+                     f"(PEFT's row trained on transformers {peft['transformers']}, this one on {row['transformers']})")
+    if not lines:
+        return ""
+    return ("\nThe soft prompt and PEFT's prompt tuning started from the same prompt (PEFT's own draw for the seed; "
+            "row `soft_prompt_peft_start`, `--methods soft_prompt_peft_start`):\n" + "\n".join(lines) + "\n")
+
+
+def llm_e2e_padded_peft(draws: list[dict]) -> str:
+    """PEFT's rows decoded in padded batches beside one MR at a time (how they are scored), by draw."""
+    body = []
+    for d in draws:
+        for method, row in d["rows"].items():
+            for decoding, batched in (row.get("scores_padded_batches") or {}).items():
+                body.append([method, str(d["setting"]["seed"]), decoding, num(row["scores"][decoding]["bleu"], 2),
+                             num(batched["bleu"], 2), f"{batched['outputs_changed']} of {d['setting']['dev_size']}"])
+    if not body:
+        return ""
+    sizes = sorted({row["padded_batch_size"] for d in draws for row in d["rows"].values() if "padded_batch_size" in row})
+    earlier = [f"{m} (seed {d['setting']['seed']})" for d in draws for m, row in d["rows"].items()
+               if m.startswith("peft_") and "decoded" not in row]
+    return ("\nPEFT's rows are scored decoded one meaning representation at a time. In a padded batch PEFT's prompt "
+            "tuning places its virtual tokens before a row's left padding and drops position ids (\"Position ids are not "
+            "supported for parameter efficient tuning\"), so the row's tokens sit at other positions than in training "
+            "and its outputs change; its prefix tuning keeps them. prompttune places virtual tokens after the padding and "
+            "counts positions from the attention mask, so its outputs do not depend on the batch. PEFT's rows decoded "
+            f"in padded batches of {', '.join(map(str, sizes))}:\n\n"
+            + table(["method", "seed", "decoding", "BLEU one at a time", "BLEU in padded batches", "outputs changed"],
+                    body) + "\n"
+            + (f"\n{', '.join(earlier)}: decoded in padded batches, scored before PEFT's rows were decoded one at a "
+               "time; prefix tuning's outputs do not change with the padding (above).\n" if earlier else ""))
 
 
 def llm_e2e() -> str:
@@ -416,6 +463,19 @@ def llm_e2e() -> str:
     return text
 
 
+def lowdata_peft_decoding(data: dict) -> str:
+    """How the low-data table's PEFT cells were decoded (files written before it was recorded: in
+    padded batches of --eval-batch-size)."""
+    if not any(m.startswith("peft_") for m in data["summary"]):
+        return ""
+    how = data.get("peft_decoding") or f"in padded batches of {data['setting']['eval_batch_size']}"
+    text = f" PEFT's cells were decoded {how}"
+    if "padded" in how:
+        text += (", which changes PEFT's outputs (see PEFT's rows decoded in padded batches above); they are not yet "
+                 "decoded again one at a time")
+    return text + "."
+
+
 def llm_lowdata() -> str:
     data = load("llm_e2e_lowdata")
     if data is None:
@@ -426,7 +486,7 @@ def llm_lowdata() -> str:
             f"random subset of that many E2E training pairs (drawn with the seed), {a['steps']} steps of "
             f"{a['batch_size']} pairs whatever the size; greedy decoding of the same {a['dev_size']} dev meaning "
             "representations. Mean ± standard deviation over the seeds finished (their number is given). "
-            f"Cells ran with {data['ran_on']}.\n\n")
+            f"Cells ran with {data['ran_on']}." + lowdata_peft_decoding(data) + "\n\n")
     body = []
     for method, sizes in stats.items():
         for n in sorted(sizes, key=int):
