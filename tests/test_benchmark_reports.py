@@ -48,3 +48,54 @@ def test_results_are_written_whole(common):
     assert json.loads((common.RESULTS / "bench.json").read_text()) == {"rows": {}}
     assert (common.RESULTS / "bench.md").read_text() == "# table\n"
     assert sorted(p.name for p in common.RESULTS.iterdir()) == ["bench.json", "bench.md"]
+
+
+@pytest.fixture
+def make_results():
+    spec = importlib.util.spec_from_file_location("bench_make_results", ROOT / "benchmarks" / "make_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _e2e_row(greedy: float, beam: float, **extra) -> dict:
+    return {"scores": {"greedy": {"bleu": greedy}, "beam5": {"bleu": beam}}, "transformers": "5.24.0", **extra}
+
+
+def test_peft_rows_decoded_in_padded_batches_are_shown_beside_one_at_a_time(make_results):
+    """Each PEFT row's BLEU both ways with the outputs that changed; rows scored before PEFT was
+    decoded one at a time are named as decoded in padded batches."""
+    padded = {"greedy": {"bleu": 51.71, "outputs_changed": 38}, "beam5": {"bleu": 56.08, "outputs_changed": 37}}
+    draws = [{"setting": {"seed": 0, "dev_size": 50},
+              "rows": {"soft_prompt": _e2e_row(48.0, 56.0), "peft_prefix_tuning_noproj": _e2e_row(55.2, 58.0)}},
+             {"setting": {"seed": 1, "dev_size": 50},
+              "rows": {"peft_prompt_tuning": _e2e_row(54.57, 56.14, decoded="one MR at a time",
+                                                      scores_padded_batches=padded, padded_batch_size=25)}}]
+    text = make_results.llm_e2e_padded_peft(draws)
+    assert "PEFT's rows decoded in padded batches of 25" in text
+    assert "| peft_prompt_tuning | 1 | greedy | 54.57 | 51.71 | 38 of 50 |" in text
+    assert "| peft_prompt_tuning | 1 | beam5 | 56.14 | 56.08 | 37 of 50 |" in text
+    assert "peft_prefix_tuning_noproj (seed 0): decoded in padded batches" in text
+    assert "soft_prompt" not in text
+    assert make_results.llm_e2e_padded_peft(draws[:1]) == ""  # no PEFT row decoded both ways: nothing to show
+
+
+def test_the_same_start_rows_are_compared_with_peft_on_their_own_draw(make_results):
+    apart = {"distance": 0.004, "share_of_training_move": 0.000396}
+    draws = [{"setting": {"seed": 0}, "rows": {"peft_prompt_tuning": _e2e_row(51.3, 56.5)}},
+             {"setting": {"seed": 2}, "rows": {"peft_prompt_tuning": _e2e_row(52.46, 62.12, transformers="5.23.0"),
+                                               "soft_prompt_peft_start": _e2e_row(52.46, 62.12, apart_from_peft=apart)}}]
+    text = make_results.llm_e2e_same_start(draws)
+    assert "- seed 2: BLEU greedy 52.46 against 52.46; beam 62.12 against 62.12; the two trained prompts end 0.004 " \
+           "apart, 0.04% of the distance" in text
+    assert "PEFT's row trained on transformers 5.23.0, this one on 5.24.0" in text
+    assert "seed 0" not in text
+    assert make_results.llm_e2e_same_start(draws[:1]) == ""
+
+
+def test_the_low_data_report_says_how_peft_cells_were_decoded(make_results):
+    older = {"setting": {"eval_batch_size": 25}, "summary": {"prefix": {}, "peft_prompt_tuning": {}}}
+    assert "PEFT's cells were decoded in padded batches of 25, which changes" in make_results.lowdata_peft_decoding(older)
+    newer = dict(older, peft_decoding="one MR at a time")
+    assert make_results.lowdata_peft_decoding(newer) == " PEFT's cells were decoded one MR at a time."
+    assert make_results.lowdata_peft_decoding({"setting": {}, "summary": {"prefix": {}}}) == ""
