@@ -36,6 +36,7 @@ OURS = {"prefix": ("prefix", {"num_virtual_tokens": 10, "hidden_size": 512}),
         "soft_prompt": ("soft_prompt", {"num_virtual_tokens": 20}),
         "full_finetune": ("full_finetune", {})}
 METHODS = ("zero_shot", *OURS)
+STEPS = 150  # the default budget: 1.2 passes over 1,000 dialogues in batches of 8
 
 
 def write_subsets(train_size: int, test_size: int, seed: int) -> tuple[Path, Path]:
@@ -132,7 +133,9 @@ def describe(method: str) -> dict:
     return {"method": kind, "options": ", ".join(words)}
 
 
-def markdown(setting: dict, rows: dict, policy: dict, methods: dict) -> str:
+def markdown(setting: dict, rows: dict, policy: dict, methods: dict, name: str = "llm_samsum") -> str:
+    options = ((f" --steps {setting['steps']}" if setting["steps"] != STEPS else "")
+               + (f" --name {name}" if name != "llm_samsum" else ""))
     lines = [
         "# SAMSum dialogue summarisation on SmolLM2-135M-Instruct",
         "",
@@ -152,7 +155,7 @@ def markdown(setting: dict, rows: dict, policy: dict, methods: dict) -> str:
         "",
         "Methods: " + "; ".join(f"{m} ({d['options']})" for m, d in methods.items()) + ".",
         "",
-        "Command: `python benchmarks/llm_samsum.py`.",
+        f"Command: `python benchmarks/llm_samsum.py{options}`.",
         "",
         "Train s is wall-clock time, not always on quiet cores; `llm_cost.md` compares what a step costs.",
         "",
@@ -181,7 +184,7 @@ def main() -> None:
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--train-size", type=int, default=1000)
     parser.add_argument("--test-size", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval-batch-size", type=int, default=20)
     parser.add_argument("--max-source-length", type=int, default=384)
@@ -215,7 +218,7 @@ def main() -> None:
         methods = {m: describe(m) for m in rows if m in OURS}
         write_results(args.name, {"setting": setting, "truncation": policy, "environment": environment(),
                                   "methods": methods, "rows": rows},
-                      markdown(setting, rows, policy, methods))
+                      markdown(setting, rows, policy, methods, args.name))
 
 
 if __name__ == "__main__":

@@ -531,6 +531,44 @@ def llm_samsum() -> str:
                  + f", after {a['steps'] * a['batch_size'] / a['train_size']:.1f} passes over the "
                  "training dialogues. For scale: Li & Liang report 35.05 (prefix) against 37.25 (fine-tuning) "
                  "ROUGE-L on XSUM, with BART-large trained for epochs.\n")
+    return text + llm_samsum_budgets(data)
+
+
+def llm_samsum_budgets(first: dict) -> str:
+    """SAMSum with other step budgets (results/llm_samsum_*.json: the same setting but the steps),
+    beside the first: each method's ROUGE-L by budget, and the prefix target at each budget that
+    has both a prefix row and fine-tuning."""
+    def same(setting):
+        return {k: v for k, v in setting.items() if k != "steps"} == \
+            {k: v for k, v in first["setting"].items() if k != "steps"}
+
+    runs = [("llm_samsum", first)]
+    for path in sorted(RESULTS.glob("llm_samsum_*.json")):
+        data = json.loads(path.read_text())
+        if same(data["setting"]) and data["setting"]["steps"] != first["setting"]["steps"]:
+            runs.append((path.stem, data))
+    if len(runs) < 2:
+        return ""
+    runs.sort(key=lambda run: run[1]["setting"]["steps"])
+    a = first["setting"]
+    methods = [m for m in first["rows"] if any(m in d["rows"] for _, d in runs if d is not first)]
+    passes = [d["setting"]["steps"] * a["batch_size"] / a["train_size"] for _, d in runs]
+    header = ["method"] + [f"{d['setting']['steps']} steps ({p:.1f} passes)" for (_, d), p in zip(runs, passes)]
+    body = [[m] + [num(d["rows"][m]["rougeL"], 2) if m in d["rows"] else "-" for _, d in runs] for m in methods]
+    text = ("\nOther budgets, the rest alike: "
+            + ", ".join(f"`python benchmarks/llm_samsum.py --steps {d['setting']['steps']} --name {name}` "
+                        f"(`results/{name}.md`)" for name, d in runs if d is not first)
+            + ". ROUGE-L by budget:\n\n" + table(header, body) + "\n")
+    lines = []
+    for _, d in runs:
+        rows = d["rows"]
+        prefixes = [m for m, info in d.get("methods", {}).items() if info["method"] == "prefix" and m in rows]
+        if prefixes and "full_finetune" in rows:
+            gaps = [(m, rows[m]["rougeL"] - rows["full_finetune"]["rougeL"]) for m in prefixes]
+            lines.append(f"- {d['setting']['steps']} steps: " + "; ".join(
+                f"{m} {'met' if gap >= -2 else 'not met'} ({gap:+.2f} points)" for m, gap in gaps))
+    if lines:
+        text += "\nTarget, prefix ROUGE-L within 2 points of full fine-tuning, by budget:\n" + "\n".join(lines) + "\n"
     return text
 
 

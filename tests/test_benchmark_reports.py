@@ -99,3 +99,27 @@ def test_the_low_data_report_says_how_peft_cells_were_decoded(make_results):
     newer = dict(older, peft_decoding="one MR at a time")
     assert make_results.lowdata_peft_decoding(newer) == " PEFT's cells were decoded one MR at a time."
     assert make_results.lowdata_peft_decoding({"setting": {}, "summary": {"prefix": {}}}) == ""
+
+
+def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_path, monkeypatch):
+    """Results of the same setting but the steps join the SAMSum section by budget, with the target
+    at each budget that has a prefix and fine-tuning; another setting stays out."""
+    monkeypatch.setattr(make_results, "RESULTS", tmp_path)
+    setting = {"train_size": 1000, "batch_size": 8, "seed": 0, "steps": 150}
+    prefix = {"prefix": {"method": "prefix", "options": {}}, "full_finetune": {"method": "full_finetune", "options": {}}}
+
+    def result(steps, rows, **changes):
+        return {"setting": setting | {"steps": steps} | changes, "methods": prefix,
+                "rows": {m: {"rougeL": v} for m, v in rows.items()}}
+
+    first = result(150, {"zero_shot": 16.93, "prefix": 31.72, "full_finetune": 35.79})
+    assert make_results.llm_samsum_budgets(first) == ""
+    (tmp_path / "llm_samsum_375.json").write_text(json.dumps(result(375, {"prefix": 34.5, "full_finetune": 36.0})))
+    (tmp_path / "llm_samsum_other.json").write_text(json.dumps(result(375, {"prefix": 99.0}, seed=1)))
+    text = make_results.llm_samsum_budgets(first)
+    assert "`python benchmarks/llm_samsum.py --steps 375 --name llm_samsum_375`" in text
+    assert "| method | 150 steps (1.2 passes) | 375 steps (3.0 passes) |" in text
+    assert "| prefix | 31.72 | 34.50 |" in text and "| full_finetune | 35.79 | 36.00 |" in text
+    assert "zero_shot" not in text and "99.00" not in text
+    assert "- 150 steps: prefix not met (-4.07 points)" in text
+    assert "- 375 steps: prefix met (-1.50 points)" in text
