@@ -347,6 +347,7 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
            "transformers": trained.get("transformers", transformers.__version__), "scores": {}, "samples": {}}
     if method == "soft_prompt_peft_start":
         row["apart_from_peft"] = apart_from_peft(out)
+
     def hypotheses(name: str, beams: int, batch_size: int | None = None, suffix: str = "") -> list[str]:
         cached = out / f"hypotheses_{name}{suffix}.json"
         if cached.is_file():
