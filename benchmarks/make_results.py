@@ -378,7 +378,7 @@ def llm_e2e_draws(first: dict) -> str:
                        for d in both]
             parts.append(f"{name} {statistics.mean(margins):+.2f} ({sum(m >= 0 for m in margins)} of {len(both)})")
         text += f"- {label}: " + "; ".join(parts) + "\n"
-    return text + llm_e2e_same_start(draws) + llm_e2e_padded_peft(draws)
+    return text + llm_e2e_same_start(draws) + llm_prompt_starts(draws) + llm_e2e_padded_peft(draws)
 
 
 def llm_e2e_same_start(draws: list[dict]) -> str:
@@ -401,6 +401,37 @@ def llm_e2e_same_start(draws: list[dict]) -> str:
         return ""
     return ("\nThe soft prompt and PEFT's prompt tuning started from the same prompt (PEFT's own draw for the seed; "
             "row `soft_prompt_peft_start`, `--methods soft_prompt_peft_start`):\n" + "\n".join(lines) + "\n")
+
+
+def llm_prompt_starts(draws: list[dict]) -> str:
+    """Whether prompttune's and PEFT's random starting prompts differ as draws go
+    (results/llm_prompt_starts.json), and the starts of the E2E rows' seeds beside their BLEU."""
+    data = load("llm_prompt_starts")
+    if data is None:
+        return ""
+    s, by_seed = data["summary"], {d["seed"]: d for d in data["draws"]}
+    rows = []
+    for d in draws:
+        seed, rows_of = d["setting"]["seed"], d["rows"]
+        if seed in by_seed and "soft_prompt" in rows_of and "peft_prompt_tuning" in rows_of:
+            start = by_seed[seed]
+            rows.append(f"seed {seed}: starting loss {start['prompttune']['loss']:.3f} against {start['peft']['loss']:.3f}, "
+                        f"greedy BLEU {e2e_bleu(rows_of, 'soft_prompt', 'greedy'):.2f} against "
+                        f"{e2e_bleu(rows_of, 'peft_prompt_tuning', 'greedy'):.2f}")
+    a = data["setting"]
+    ours, theirs = s["prompttune_loss"], s["peft_loss"]
+    gap = ours["mean"] - theirs["mean"]
+    error = ((ours["sd"] ** 2 + theirs["sd"] ** 2) / a["draws"]) ** 0.5
+    same = abs(gap) < 2 * error
+    return (f"\nWhere each library's random start lands, over seeds 0 to {a['draws'] - 1} "
+            f"(`python benchmarks/llm_prompt_starts.py`, `results/llm_prompt_starts.md`): the loss of the same forward "
+            f"pass on {a['pairs']} training pairs is {ours['mean']:.3f} (sd {ours['sd']:.3f}) from prompttune's starting "
+            f"prompts and {theirs['mean']:.3f} (sd {theirs['sd']:.3f}) from PEFT's, {gap:+.3f} ({abs(gap) / error:.1f} "
+            f"standard errors); their rows' mean norm {s['prompttune_row_norm']['mean']:.3f} and "
+            f"{s['peft_row_norm']['mean']:.3f}. "
+            + ("The two ways of drawing do not differ here: which draw a seed gives, not how it is drawn, sets the gap "
+               "between the trained rows" if same else "The two ways of drawing differ")
+            + (" (prompttune against PEFT, " + "; ".join(rows) + ")" if rows else "") + ".\n")
 
 
 def llm_e2e_padded_peft(draws: list[dict]) -> str:

@@ -93,6 +93,33 @@ def test_the_same_start_rows_are_compared_with_peft_on_their_own_draw(make_resul
     assert make_results.llm_e2e_same_start(draws[:1]) == ""
 
 
+def test_starting_prompts_are_compared_across_draws_and_beside_the_rows_of_their_seeds(make_results, tmp_path,
+                                                                                        monkeypatch):
+    """The conclusion follows the numbers: draws whose losses agree within two standard errors are
+    called the same, others are not."""
+    monkeypatch.setattr(make_results, "RESULTS", tmp_path)
+    draws = [{"setting": {"seed": 0}, "rows": {"soft_prompt": _e2e_row(48.26, 56.77),
+                                               "peft_prompt_tuning": _e2e_row(51.3, 56.52)}}]
+    assert make_results.llm_prompt_starts(draws) == ""  # not measured: nothing to show
+
+    def write(ours, theirs):
+        starts = [{"seed": i, "prompttune": {"loss": a, "row_norm": 3.2}, "peft": {"loss": b, "row_norm": 3.1}}
+                  for i, (a, b) in enumerate(zip(ours, theirs))]
+        summary = {f"{lib}_{key}": {"mean": sum(d[lib][key] for d in starts) / len(starts), "sd": sd}
+                   for lib in ("prompttune", "peft") for key, sd in (("loss", 0.05), ("row_norm", 0.1))}
+        (tmp_path / "llm_prompt_starts.json").write_text(json.dumps(
+            {"setting": {"draws": len(starts), "pairs": 32}, "draws": starts, "summary": summary}))
+
+    write([3.80, 3.70, 3.75, 3.75], [3.71, 3.79, 3.74, 3.76])
+    text = make_results.llm_prompt_starts(draws)
+    assert "seeds 0 to 3" in text and "+0.000 (0.0 standard errors)" in text
+    assert "do not differ here" in text
+    assert "seed 0: starting loss 3.800 against 3.710, greedy BLEU 48.26 against 51.30" in text
+    write([3.90, 3.95, 3.92, 3.93], [3.70, 3.72, 3.71, 3.69])
+    text = make_results.llm_prompt_starts(draws)
+    assert "The two ways of drawing differ" in text and "do not differ" not in text
+
+
 def test_the_low_data_report_says_how_peft_cells_were_decoded(make_results):
     older = {"setting": {"eval_batch_size": 25}, "summary": {"prefix": {}, "peft_prompt_tuning": {}}}
     assert "PEFT's cells were decoded in padded batches of 25, which changes" in make_results.lowdata_peft_decoding(older)
