@@ -5,7 +5,8 @@ on the same dev meaning representations whatever the seed. Means and spreads per
 of BLEU against training-set size with the seeds' spread (the paper's low-data figure).
 
 Each cell is a `benchmarks/llm_e2e.py` run of its own (benchmarks/runs/llm_e2e_lowdata/nSIZE_sSEED/
-METHOD): a killed sweep continues where it stopped, finished cells are not redone.
+METHOD): a killed sweep continues where it stopped, finished cells are not redone. The results file
+keeps every cell's scores, so a report written after running some cells keeps the others as published.
 
     python benchmarks/llm_e2e_lowdata.py                       # every cell (hours on 2 CPU cores)
     python benchmarks/llm_e2e_lowdata.py --sizes 50 --seeds 0  # some cells
@@ -66,17 +67,53 @@ def run_cell(args, size: int, seed: int, method: str) -> dict:
     return llm_e2e.run(method, cell, train, dev, setting_of(cell))
 
 
+# Arguments that choose which cells an invocation runs, or how often it checkpoints: not part of the
+# setting the cells' results depend on.
+NOT_SETTING = ("sizes", "seeds", "methods", "report", "checkpoint_every")
+
+
+def results_setting(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in NOT_SETTING}
+
+
+def compact(row: dict) -> dict:
+    """What the report reads of a cell's row (kept in the results file as the cell)."""
+    out = {"scores": {"greedy": {m: row["scores"]["greedy"][m] for m in METRICS}}, "transformers": row["transformers"]}
+    if "decoded" in row:
+        out["decoded"] = row["decoded"]
+    return out
+
+
+def published(args) -> dict:
+    """{method: {size: {seed: cell}}} of results/llm_e2e_lowdata.json where its setting is this one.
+    Run folders are scratch (not in git): a report written after running some cells keeps the cells
+    published before."""
+    path = RESULTS / "llm_e2e_lowdata.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    if results_setting(saved["setting"]) != results_setting(vars(args)):
+        return {}
+    return {method: {int(size): {int(seed): cell for seed, cell in seeds.items()} for size, seeds in sizes.items()}
+            for method, sizes in saved.get("cells", {}).items()}
+
+
 def finished(args) -> dict:
-    """{method: {size: {seed: row}}} of the cells done with this setting."""
+    """{method: {size: {seed: cell}}} of the cells done with this setting: from its run folder where
+    there is one, otherwise as published."""
+    before = published(args)
     out = {}
     for method in METHODS + PEFT_METHODS:
         for size in SIZES:
             for seed in SEEDS:
                 done = BASE / f"n{size}_s{seed}" / method / "result.json"
-                if done.is_file():
-                    saved = json.loads(done.read_text())
-                    if saved["setting"] == setting_of(cell_args(args, size, seed)):
-                        out.setdefault(method, {}).setdefault(size, {})[seed] = saved["row"]
+                saved = json.loads(done.read_text()) if done.is_file() else None
+                if saved is not None and saved["setting"] == setting_of(cell_args(args, size, seed)):
+                    cell = compact(saved["row"])
+                else:
+                    cell = before.get(method, {}).get(size, {}).get(seed)
+                if cell is not None:
+                    out.setdefault(method, {}).setdefault(size, {})[seed] = cell
     return out
 
 
@@ -248,7 +285,8 @@ def main() -> None:
         plot(stats, RESULTS / "llm_e2e_lowdata.png")
         write_results("llm_e2e_lowdata", {"setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
                                           "environment": environment(), "summary": stats,
-                                          "comparisons": pairs, "ran_on": ran_on, "peft_decoding": decoded},
+                                          "comparisons": pairs, "ran_on": ran_on, "peft_decoding": decoded,
+                                          "cells": cells},
                       markdown(args, stats, pairs, ran_on, decoded))
 
 

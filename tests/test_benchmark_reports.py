@@ -150,3 +150,55 @@ def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_pat
     assert "zero_shot" not in text and "99.00" not in text
     assert "- 150 steps: prefix not met (-4.07 points)" in text
     assert "- 375 steps: prefix met (-1.50 points)" in text
+
+
+@pytest.fixture
+def lowdata(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import importlib
+
+    module = importlib.import_module("llm_e2e_lowdata")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(importlib.import_module("common"), "RESULTS", tmp_path / "results")  # write_results
+    monkeypatch.setattr(module, "BASE", tmp_path / "runs")
+    (tmp_path / "results").mkdir()
+    return module
+
+
+def test_a_low_data_report_after_some_cells_keeps_the_cells_published_before(lowdata, tmp_path):
+    """Run folders are scratch: rerunning PEFT's cells alone must not drop the other methods' cells
+    from the published results, and a cell run again replaces its published scores."""
+    import argparse
+
+    args = argparse.Namespace(model="smollm2", sizes="50", seeds="0,1", methods="prefix", dev_size=50, steps=100,
+                              batch_size=8, eval_batch_size=25, max_source_length=64, max_target_length=64,
+                              checkpoint_every=20, report=True)
+
+    def row(bleu, **extra):
+        return {"scores": {"greedy": {m: bleu for m in lowdata.METRICS}, "beam5": {"bleu": 0.0}},
+                "transformers": "5.24.0", "trainable_parameters": 1, **extra}
+
+    def finish(method, seed, bleu, **extra):
+        folder = tmp_path / "runs" / f"n50_s{seed}" / method
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "result.json").write_text(json.dumps(
+            {"setting": lowdata.setting_of(lowdata.cell_args(args, 50, seed)), "row": row(bleu, **extra)}))
+
+    for seed, bleu in ((0, 40.0), (1, 42.0)):
+        finish("prefix", seed, bleu)
+        finish("peft_prompt_tuning", seed, 30.0)
+    cells = lowdata.finished(args)
+    lowdata.write_results("llm_e2e_lowdata", {"setting": vars(args), "cells": cells}, "# table\n")
+    assert (tmp_path / "results" / "llm_e2e_lowdata.json").is_file()
+    for done in (tmp_path / "runs").rglob("result.json"):
+        done.unlink()  # the run folders' results go; the results file stays
+    finish("peft_prompt_tuning", 0, 35.0, decoded="one MR at a time")
+    rerun = argparse.Namespace(**(vars(args) | {"methods": "peft_prompt_tuning", "seeds": "0"}))
+    cells = lowdata.finished(rerun)
+    assert cells["prefix"][50] == {0: lowdata.compact(row(40.0)), 1: lowdata.compact(row(42.0))}
+    assert cells["peft_prompt_tuning"][50][0]["scores"]["greedy"]["bleu"] == 35.0
+    assert cells["peft_prompt_tuning"][50][0]["decoded"] == "one MR at a time"
+    assert cells["peft_prompt_tuning"][50][1]["scores"]["greedy"]["bleu"] == 30.0
+    assert lowdata.peft_decoding(cells, rerun) == "in padded batches of 25; one MR at a time"
+    other = argparse.Namespace(**(vars(args) | {"steps": 200}))
+    assert lowdata.finished(other) == {}  # published for another setting: not taken
