@@ -230,6 +230,14 @@ def peft_encoder(tokenizer, args):
     return encode
 
 
+def padded_pairs(rows: list, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`peft_encoder` pairs as one batch padded on the right: input ids, attention mask, labels."""
+    width = max(len(ids) for ids, _ in rows)
+    return (torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
+            torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
+            torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]))
+
+
 def train_peft(kind: str, args, train: Path, out: Path) -> dict:
     from transformers import AutoTokenizer, get_scheduler
 
@@ -263,11 +271,7 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
         if step < done:
             continue
         start = time.perf_counter()
-        rows = [features[i] for i in chosen]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+        input_ids, mask, labels = padded_pairs([features[i] for i in chosen], pad)
         optimiser_step(model(input_ids=input_ids, attention_mask=mask, labels=labels).loss, params, optimizer,
                        scheduler, defaults.max_grad_norm)
         seconds += time.perf_counter() - start

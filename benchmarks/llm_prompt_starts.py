@@ -22,17 +22,7 @@ import statistics
 import torch
 
 from common import environment, write_results
-from llm_e2e import MODEL, OURS, peft_encoder, peft_start, prompttune_order, write_subsets
-
-
-def batches(features: list, pad: int, size: int):
-    """`features` as padded batches of `size` rows (input ids, attention mask, labels)."""
-    for at in range(0, len(features), size):
-        rows = features[at:at + size]
-        width = max(len(ids) for ids, _ in rows)
-        yield (torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
-               torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
-               torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]))
+from llm_e2e import MODEL, OURS, padded_pairs, peft_encoder, peft_start, prompttune_order, write_subsets
 
 
 def main() -> None:
@@ -68,12 +58,13 @@ def main() -> None:
     _, scorer = peft_start("peft_prompt_tuning", path, 0)
     scorer.eval()
     slot = scorer.prompt_encoder["default"].embedding.weight
+    batches = [padded_pairs(chosen[at:at + 8], pad) for at in range(0, len(chosen), 8)]
 
     @torch.no_grad()
     def score(prompt: torch.Tensor) -> dict:
         slot.copy_(prompt)
         losses = [(scorer(input_ids=ids, attention_mask=mask, labels=labels).loss.item(), int((labels != -100).sum()))
-                  for ids, mask, labels in batches(chosen, pad, 8)]
+                  for ids, mask, labels in batches]
         loss = sum(value * n for value, n in losses) / sum(n for _, n in losses)
         return {"loss": round(loss, 5), "row_norm": round(prompt.norm(dim=1).mean().item(), 5)}
 

@@ -328,6 +328,11 @@ E2E_TARGETS = [("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1 BL
                ("soft_prompt", "peft_prompt_tuning", 0.0, "soft_prompt >= PEFT's prompt tuning")]
 
 
+def alike(setting: dict, other: dict, but: str) -> bool:
+    """Whether two benchmark settings are the same but for the one key `but`."""
+    return {k: v for k, v in setting.items() if k != but} == {k: v for k, v in other.items() if k != but}
+
+
 def e2e_bleu(rows: dict, method: str, decoding: str) -> float | None:
     """A method's BLEU with one decoding, None where it was not run."""
     scores = rows[method]["scores"] if method in rows else {}
@@ -342,8 +347,7 @@ def llm_e2e_draws(first: dict) -> str:
     draws = [first]
     for path in sorted(RESULTS.glob("llm_e2e_seed*.json")):
         data = json.loads(path.read_text())
-        if {k: v for k, v in data["setting"].items() if k != "seed"} == \
-                {k: v for k, v in first["setting"].items() if k != "seed"}:
+        if alike(data["setting"], first["setting"], but="seed"):
             draws.append(data)
     if len(draws) < 2:
         return ""
@@ -556,7 +560,8 @@ def llm_samsum() -> str:
         text += "\nMethods: " + "; ".join(f"{m} ({d['options']})" for m, d in methods.items()) + ".\n"
     gaps = samsum_prefix_gaps(data)
     if gaps:
-        text += ("\nTarget, prefix ROUGE-L within 2 points of full fine-tuning: " + gaps + f", after {a['steps'] * a['batch_size'] / a['train_size']:.1f} passes over the "
+        passes = a["steps"] * a["batch_size"] / a["train_size"]
+        text += (f"\nTarget, prefix ROUGE-L within 2 points of full fine-tuning: {gaps}, after {passes:.1f} passes over the "
                  "training dialogues. For scale: Li & Liang report 35.05 (prefix) against 37.25 (fine-tuning) "
                  "ROUGE-L on XSUM, with BART-large trained for epochs.\n")
     return text + llm_samsum_budgets(data)
@@ -577,14 +582,10 @@ def llm_samsum_budgets(first: dict) -> str:
     """SAMSum with other step budgets (results/llm_samsum_*.json: the same setting but the steps),
     beside the first: each method's ROUGE-L by budget, and the prefix target at each budget that
     has both a prefix row and fine-tuning."""
-    def same(setting):
-        return {k: v for k, v in setting.items() if k != "steps"} == \
-            {k: v for k, v in first["setting"].items() if k != "steps"}
-
     runs = [("llm_samsum", first)]
     for path in sorted(RESULTS.glob("llm_samsum_*.json")):
         data = json.loads(path.read_text())
-        if same(data["setting"]) and data["setting"]["steps"] != first["setting"]["steps"]:
+        if alike(data["setting"], first["setting"], but="steps") and data["setting"]["steps"] != first["setting"]["steps"]:
             runs.append((path.stem, data))
     if len(runs) < 2:
         return ""
