@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,6 +35,9 @@ METHODS = ("prefix", "prefix_text", "soft_prompt", "full_finetune")
 # oldest supported transformers (`.venv-oldest/bin/python benchmarks/llm_e2e_lowdata.py --methods
 # peft_prompt_tuning,peft_prefix_tuning`): seeds tell whether one method's lead over another is noise.
 PEFT_METHODS = ("peft_prompt_tuning", "peft_prefix_tuning")
+# Whether decoding in padded batches changes a PEFT method's outputs (llm_e2e.py scores both ways on
+# each E2E draw: prompt tuning's move on 31-39 of 50 MRs, prefix tuning's on none).
+PADDING_CHANGES = {"peft_prompt_tuning": True, "peft_prefix_tuning": False}
 PAIRS = (("prefix", "full_finetune", "prefix tuning", "fine-tuning"),
          ("soft_prompt", "peft_prompt_tuning", "the soft prompt", "PEFT's prompt tuning"),
          ("prefix_text", "prefix", "prefix tuning initialised from words", "its random initialisation"),
@@ -81,6 +85,9 @@ def compact(row: dict) -> dict:
     out = {"scores": {"greedy": {m: row["scores"]["greedy"][m] for m in METRICS}}, "transformers": row["transformers"]}
     if "decoded" in row:
         out["decoded"] = row["decoded"]
+    batched = (row.get("scores_padded_batches") or {}).get("greedy")
+    if batched:
+        out["padded_batches"] = {"bleu": batched["bleu"], "outputs_changed": batched["outputs_changed"]}
     return out
 
 
@@ -145,12 +152,51 @@ def versions(cells: dict) -> str:
 
 
 def peft_decoding(cells: dict, args) -> str | None:
-    """How PEFT's cells were decoded: one MR at a time (`llm_e2e.PEFT_DECODING`), or, cells scored
-    before that, in padded batches of --eval-batch-size."""
-    found = {row.get("decoded", f"in padded batches of {args.eval_batch_size}")
-             for method, sizes in cells.items() if method in PEFT_METHODS
-             for seeds in sizes.values() for row in seeds.values()}
-    return "; ".join(sorted(found)) or None
+    """How each PEFT method's cells were decoded, as sentences for the report: one MR at a time
+    (`llm_e2e.PEFT_DECODING`), or, cells scored before that, in padded batches of --eval-batch-size,
+    with what the padding does to that method's outputs (`PADDING_CHANGES`)."""
+    padded = f"in padded batches of {args.eval_batch_size}"
+    sentences = []
+    for method in PEFT_METHODS:
+        found = Counter(row.get("decoded", padded) for seeds in cells.get(method, {}).values() for row in seeds.values())
+        if not found:
+            continue
+        total = sum(found.values())
+        ways = [how + (f" ({n} of {total} cells)" if len(found) > 1 else "") for how, n in sorted(found.items())]
+        sentence = f"{method}'s cells were decoded {' and '.join(ways)}"
+        if padded in found:
+            sentence += (", which changes its outputs (they are not yet decoded again one at a time)"
+                         if PADDING_CHANGES[method] else ", which leaves its outputs as they are")
+        sentences.append(sentence + ".")
+    return " ".join(sentences) or None
+
+
+def padding_effect(cells: dict, args) -> list[dict]:
+    """For each PEFT method whose cells were decoded both ways: BLEU one MR at a time (how they are
+    scored) against in padded batches of --eval-batch-size, over the cells, and how many of the
+    dev outputs the padding changed."""
+    out = []
+    for method in PEFT_METHODS:
+        both = [row for seeds in cells.get(method, {}).values() for row in seeds.values() if "padded_batches" in row]
+        if not both:
+            continue
+        alone = [row["scores"]["greedy"]["bleu"] for row in both]
+        padded = [row["padded_batches"]["bleu"] for row in both]
+        moves = [b - a for a, b in zip(alone, padded)]
+        changed = [row["padded_batches"]["outputs_changed"] for row in both]
+        out.append({"method": method, "cells": len(both), "batch_size": args.eval_batch_size,
+                    "one_at_a_time": statistics.fmean(alone), "padded": statistics.fmean(padded),
+                    "lowest_move": min(moves), "highest_move": max(moves), "fewest_changed": min(changed),
+                    "most_changed": max(changed), "dev_size": args.dev_size})
+        out[-1]["line"] = padding_line(out[-1])
+    return out
+
+
+def padding_line(e: dict) -> str:
+    return (f"{e['method']}, decoded in padded batches of {e['batch_size']} instead of one MR at a time: BLEU "
+            f"{e['padded']:.2f} against {e['one_at_a_time']:.2f} on average over {e['cells']} cells, moving "
+            f"{e['lowest_move']:+.2f} to {e['highest_move']:+.2f} by cell, with {e['fewest_changed']} to "
+            f"{e['most_changed']} of {e['dev_size']} outputs changed.")
 
 
 def comparisons(stats: dict) -> list[dict]:
@@ -189,7 +235,8 @@ def comparison_line(c: dict) -> str:
             f"ahead on {c['a_ahead_on']} of {c['seeds']})")
 
 
-def markdown(args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | None = None) -> str:
+def markdown(args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | None = None,
+             padding: list[dict] = ()) -> str:
     lines = [
         "# Low-data E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
         "",
@@ -198,7 +245,7 @@ def markdown(args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | N
         f"{args.dev_size} dev meaning representations (the same for every cell) against all their references. "
         "prefix_text is prefix tuning initialised from the activations of \"table-to-text:\". Mean ± standard "
         f"deviation over the seeds finished (the count is given). 2 CPU cores; {ran_on}."
-        + (f" PEFT's cells decoded {decoded}." if decoded else ""),
+        + (f" {decoded}" if decoded else ""),
         "",
         "Command: `python benchmarks/llm_e2e_lowdata.py`; PEFT's rows `python benchmarks/llm_e2e_lowdata.py --methods "
         "peft_prompt_tuning,peft_prefix_tuning` under the oldest supported transformers; plot "
@@ -218,6 +265,8 @@ def markdown(args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | N
             previous = (c["a"], c["b"])
             lines += ["", c["heading"], ""]
         lines.append("- " + c["line"])
+    if padding:
+        lines += ["", *(e["line"] for e in padding)]
     return "\n".join(lines) + "\n"
 
 
@@ -282,12 +331,14 @@ def main() -> None:
     stats = summary(cells)
     if stats:
         pairs, ran_on, decoded = comparisons(stats), versions(cells), peft_decoding(cells, args)
+        padding = padding_effect(cells, args)
         plot(stats, RESULTS / "llm_e2e_lowdata.png")
         write_results("llm_e2e_lowdata", {"setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
                                           "environment": environment(), "summary": stats,
                                           "comparisons": pairs, "ran_on": ran_on, "peft_decoding": decoded,
+                                          "padding_effect": padding,
                                           "cells": cells},
-                      markdown(args, stats, pairs, ran_on, decoded))
+                      markdown(args, stats, pairs, ran_on, decoded, padding))
 
 
 if __name__ == "__main__":

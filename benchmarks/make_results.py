@@ -371,7 +371,7 @@ def llm_e2e_draws(first: dict) -> str:
         greedy = [e2e_bleu(d["rows"], method, "greedy") for d in draws]
         beam = [e2e_bleu(d["rows"], method, "beam5") for d in draws]
         body.append([method, *(num(x, 2) for x in greedy + beam), mean(greedy), mean(beam)])
-    text += table(header, body) + "\n\nTargets over the draws (mean margin over the target's bound; draws met of those run):\n"
+    text += table(header, body) + "\n\nTargets over the draws (mean margin over the target's bound ± its standard error over the draws; draws met of those run):\n"
     for ours, theirs, margin, label in E2E_TARGETS:
         both = [d for d in draws if ours in d["rows"] and theirs in d["rows"]]
         if len(both) < 2:
@@ -380,7 +380,8 @@ def llm_e2e_draws(first: dict) -> str:
         for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
             margins = [e2e_bleu(d["rows"], ours, decoding) - e2e_bleu(d["rows"], theirs, decoding) - margin
                        for d in both]
-            parts.append(f"{name} {statistics.mean(margins):+.2f} ({sum(m >= 0 for m in margins)} of {len(both)})")
+            error = statistics.stdev(margins) / len(margins) ** 0.5
+            parts.append(f"{name} {statistics.mean(margins):+.2f} ± {error:.2f} ({sum(m >= 0 for m in margins)} of {len(both)})")
         text += f"- {label}: " + "; ".join(parts) + "\n"
     return text + llm_e2e_same_start(draws) + llm_prompt_starts(draws) + llm_e2e_padded_peft(draws)
 
@@ -499,16 +500,16 @@ def llm_e2e() -> str:
 
 
 def lowdata_peft_decoding(data: dict) -> str:
-    """How the low-data table's PEFT cells were decoded (files written before it was recorded: in
-    padded batches of --eval-batch-size)."""
+    """How the low-data table's PEFT cells were decoded, as the report words it (files written before
+    it was recorded: all in padded batches of --eval-batch-size)."""
     if not any(m.startswith("peft_") for m in data["summary"]):
         return ""
-    how = data.get("peft_decoding") or f"in padded batches of {data['setting']['eval_batch_size']}"
-    text = f" PEFT's cells were decoded {how}"
+    how = data.get("peft_decoding") or (f"PEFT's cells were decoded in padded batches of "
+                                        f"{data['setting']['eval_batch_size']}, which changes PEFT's prompt tuning's "
+                                        "outputs (they are not yet decoded again one at a time).")
     if "padded" in how:
-        text += (", which changes PEFT's outputs (see PEFT's rows decoded in padded batches above); they are not yet "
-                 "decoded again one at a time")
-    return text + "."
+        how += " The E2E table of PEFT's rows decoded in padded batches, above, shows what the padding does to each."
+    return " " + how
 
 
 def llm_lowdata() -> str:
@@ -535,6 +536,8 @@ def llm_lowdata() -> str:
             previous = (c["a"], c["b"])
             text += f"\n{c['heading']}\n\n"
         text += f"- {c['line']}\n"
+    for effect in data.get("padding_effect", []):
+        text += f"\n{effect['line']}\n"
     if (RESULTS / "llm_e2e_lowdata.png").is_file():
         text += "\n![BLEU against training-set size](results/llm_e2e_lowdata.png)\n"
     return text

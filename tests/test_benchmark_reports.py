@@ -123,9 +123,31 @@ def test_starting_prompts_are_compared_across_draws_and_beside_the_rows_of_their
 def test_the_low_data_report_says_how_peft_cells_were_decoded(make_results):
     older = {"setting": {"eval_batch_size": 25}, "summary": {"prefix": {}, "peft_prompt_tuning": {}}}
     assert "PEFT's cells were decoded in padded batches of 25, which changes" in make_results.lowdata_peft_decoding(older)
-    newer = dict(older, peft_decoding="one MR at a time")
-    assert make_results.lowdata_peft_decoding(newer) == " PEFT's cells were decoded one MR at a time."
+    newer = dict(older, peft_decoding="peft_prompt_tuning's cells were decoded one MR at a time.")
+    assert make_results.lowdata_peft_decoding(newer) == " peft_prompt_tuning's cells were decoded one MR at a time."
     assert make_results.lowdata_peft_decoding({"setting": {}, "summary": {"prefix": {}}}) == ""
+
+
+def test_e2e_targets_over_draws_give_the_mean_margin_its_standard_error_and_the_draws_met(make_results, tmp_path,
+                                                                                         monkeypatch):
+    """Other draws of the same setting join the first; a target's margin is averaged over the draws
+    that ran both its methods, with the standard error of that mean; another setting stays out."""
+    monkeypatch.setattr(make_results, "RESULTS", tmp_path)
+    setting = {"train_size": 2000, "steps": 200, "seed": 0}
+
+    def draw(seed, soft, peft, **changes):
+        return {"setting": setting | {"seed": seed} | changes,
+                "rows": {"soft_prompt": _e2e_row(soft, soft), "peft_prompt_tuning": _e2e_row(peft, peft)}}
+
+    first = draw(0, 48.0, 51.0)
+    assert make_results.llm_e2e_draws(first) == ""  # one draw: nothing to add
+    (tmp_path / "llm_e2e_seed1.json").write_text(json.dumps(draw(1, 50.0, 51.0)))
+    (tmp_path / "llm_e2e_seed2.json").write_text(json.dumps(draw(2, 53.0, 51.0)))
+    (tmp_path / "llm_e2e_seed3.json").write_text(json.dumps(draw(3, 10.0, 90.0, steps=400)))
+    text = make_results.llm_e2e_draws(first)
+    assert "seeds 1, 2" in text and "llm_e2e_seed3" not in text
+    # margins -3, -1, +2: mean -0.67, standard deviation 2.52, standard error 2.52 / sqrt(3) = 1.45
+    assert "- soft_prompt >= PEFT's prompt tuning: greedy -0.67 ± 1.45 (1 of 3); beam -0.67 ± 1.45 (1 of 3)" in text
 
 
 def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_path, monkeypatch):
@@ -199,6 +221,35 @@ def test_a_low_data_report_after_some_cells_keeps_the_cells_published_before(low
     assert cells["peft_prompt_tuning"][50][0]["scores"]["greedy"]["bleu"] == 35.0
     assert cells["peft_prompt_tuning"][50][0]["decoded"] == "one MR at a time"
     assert cells["peft_prompt_tuning"][50][1]["scores"]["greedy"]["bleu"] == 30.0
-    assert lowdata.peft_decoding(cells, rerun) == "in padded batches of 25; one MR at a time"
+    assert lowdata.peft_decoding(cells, rerun) == (
+        "peft_prompt_tuning's cells were decoded in padded batches of 25 (1 of 2 cells) and one MR at a time (1 of 2 "
+        "cells), which changes its outputs (they are not yet decoded again one at a time).")
+    cells["peft_prefix_tuning"] = {50: {0: lowdata.compact(row(50.0))}}
+    cells["peft_prompt_tuning"][50][1]["decoded"] = "one MR at a time"
+    assert lowdata.peft_decoding(cells, rerun) == (
+        "peft_prompt_tuning's cells were decoded one MR at a time. peft_prefix_tuning's cells were decoded in padded "
+        "batches of 25, which leaves its outputs as they are.")
     other = argparse.Namespace(**(vars(args) | {"steps": 200}))
     assert lowdata.finished(other) == {}  # published for another setting: not taken
+
+
+def test_the_low_data_report_shows_what_padded_batches_do_to_peft_cells_decoded_both_ways(lowdata):
+    import argparse
+
+    args = argparse.Namespace(eval_batch_size=25, dev_size=50)
+
+    def cell(alone, padded=None, changed=0):
+        row = {"scores": {"greedy": {m: alone for m in lowdata.METRICS}}, "transformers": "5.23.0",
+               "decoded": "one MR at a time"}
+        if padded is not None:
+            row["scores_padded_batches"] = {"greedy": {"bleu": padded, "outputs_changed": changed}}
+        return lowdata.compact(row)
+
+    cells = {"peft_prompt_tuning": {50: {0: cell(40.0, 38.0, 31), 1: cell(44.0, 45.0, 40)}, 100: {0: cell(50.0)}},
+             "prefix": {50: {0: cell(41.0, 0.0, 50)}}}
+    (effect,) = lowdata.padding_effect(cells, args)  # prompttune's cells are not PEFT's: not shown
+    assert (effect["method"], effect["cells"]) == ("peft_prompt_tuning", 2)  # the cell decoded one way only: out
+    assert effect["line"] == ("peft_prompt_tuning, decoded in padded batches of 25 instead of one MR at a time: BLEU "
+                              "41.50 against 42.00 on average over 2 cells, moving -2.00 to +1.00 by cell, with 31 to "
+                              "40 of 50 outputs changed.")
+    assert lowdata.padding_effect({"peft_prompt_tuning": {100: {0: cell(50.0)}}}, args) == []
