@@ -220,6 +220,17 @@ def comparisons(stats: dict) -> list[dict]:
                         "a_ahead_on": sum(x > y for x, y in zip(a_scores, b_scores))})
             out[-1]["heading"] = comparison_heading(out[-1])
             out[-1]["line"] = comparison_line(out[-1])
+            out[-1]["by_cell"] = [x - y for x, y in zip(a_scores, b_scores)]
+        sizes = [c for c in out if (c["a"], c["b"]) == (a_name, b_name)]
+        if len(sizes) > 1:  # every cell of every size, each a paired draw of its own
+            gaps = [gap for c in sizes for gap in c["by_cell"]]
+            out.append({"a": a_name, "b": b_name, "a_words": a_words, "b_words": b_words, "size": "all",
+                        "cells": len(gaps), "difference": statistics.fmean(gaps),
+                        "standard_error": spread(gaps) / len(gaps) ** 0.5, "a_ahead_on": sum(g > 0 for g in gaps),
+                        "heading": sizes[0]["heading"]})
+            out[-1]["line"] = (f"every size, {len(gaps)} cells: {a_words} {out[-1]['difference']:+.2f} BLEU on average "
+                               f"± {out[-1]['standard_error']:.2f} (standard error over the cells); ahead on "
+                               f"{out[-1]['a_ahead_on']} of {len(gaps)}")
     return out
 
 

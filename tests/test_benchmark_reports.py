@@ -253,3 +253,19 @@ def test_the_low_data_report_shows_what_padded_batches_do_to_peft_cells_decoded_
                               "41.50 against 42.00 on average over 2 cells, moving -2.00 to +1.00 by cell, with 31 to "
                               "40 of 50 outputs changed.")
     assert lowdata.padding_effect({"peft_prompt_tuning": {100: {0: cell(50.0)}}}, args) == []
+
+
+def test_low_data_comparisons_pool_every_cell_of_every_size_after_the_sizes(lowdata):
+    def stats(by_size):
+        return {size: {"bleu": {"by_seed": dict(enumerate(scores))}} for size, scores in by_size.items()}
+
+    found = lowdata.comparisons({"soft_prompt": stats({50: [40.0, 44.0], 100: [50.0, 45.0]}),
+                                 "peft_prompt_tuning": stats({50: [41.0, 43.0], 100: [47.0, 48.0]})})
+    assert [c["size"] for c in found] == [50, 100, "all"]
+    pooled = found[-1]
+    # gaps -1, +1, +3, -3: mean 0, sample sd 2.58, standard error 1.29
+    assert (pooled["cells"], pooled["a_ahead_on"]) == (4, 2)
+    assert pooled["line"] == ("every size, 4 cells: the soft prompt +0.00 BLEU on average ± 1.29 (standard error over "
+                              "the cells); ahead on 2 of 4")
+    one_size = lowdata.comparisons({"soft_prompt": stats({50: [40.0]}), "peft_prompt_tuning": stats({50: [41.0]})})
+    assert [c["size"] for c in one_size] == [50]
