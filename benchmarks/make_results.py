@@ -434,9 +434,10 @@ def llm_prompt_starts(draws: list[dict]) -> str:
             f"prompts and {theirs['mean']:.3f} (sd {theirs['sd']:.3f}) from PEFT's, {gap:+.3f} ({abs(gap) / error:.1f} "
             f"standard errors); their rows' mean norm {s['prompttune_row_norm']['mean']:.3f} and "
             f"{s['peft_row_norm']['mean']:.3f}. "
-            + ("The two ways of drawing do not differ here: which draw a seed gives, not how it is drawn, sets the gap "
-               "between the trained rows" if same else "The two ways of drawing differ")
-            + (" (prompttune against PEFT, " + "; ".join(rows) + ")" if rows else "") + ".\n")
+            + ("By the loss before training the two ways of drawing do not differ here" if same
+               else "By the loss before training the two ways of drawing differ")
+            + ("; a start's loss does not tell how it trains (prompttune against PEFT, " + "; ".join(rows) + ")"
+               if rows else "") + ".\n")
 
 
 def llm_e2e_padded_peft(draws: list[dict]) -> str:

@@ -117,7 +117,7 @@ def test_starting_prompts_are_compared_across_draws_and_beside_the_rows_of_their
     assert "seed 0: starting loss 3.800 against 3.710, greedy BLEU 48.26 against 51.30" in text
     write([3.90, 3.95, 3.92, 3.93], [3.70, 3.72, 3.71, 3.69])
     text = make_results.llm_prompt_starts(draws)
-    assert "The two ways of drawing differ" in text and "do not differ" not in text
+    assert "the two ways of drawing differ" in text and "do not differ" not in text
 
 
 def test_the_low_data_report_says_how_peft_cells_were_decoded(make_results):
