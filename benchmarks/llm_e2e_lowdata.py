@@ -221,16 +221,14 @@ def comparisons(stats: dict) -> list[dict]:
             out[-1]["heading"] = comparison_heading(out[-1])
             out[-1]["line"] = comparison_line(out[-1])
             out[-1]["by_cell"] = [x - y for x, y in zip(a_scores, b_scores)]
-        sizes = [c for c in out if (c["a"], c["b"]) == (a_name, b_name)]
-        if len(sizes) > 1:  # every cell of every size, each a paired draw of its own
-            gaps = [gap for c in sizes for gap in c["by_cell"]]
+        per_size = [c for c in out if (c["a"], c["b"]) == (a_name, b_name)]
+        if len(per_size) > 1:  # every cell of every size, each a paired draw of its own
+            gaps = [gap for c in per_size for gap in c["by_cell"]]
             out.append({"a": a_name, "b": b_name, "a_words": a_words, "b_words": b_words, "size": "all",
                         "cells": len(gaps), "difference": statistics.fmean(gaps),
                         "standard_error": spread(gaps) / len(gaps) ** 0.5, "a_ahead_on": sum(g > 0 for g in gaps),
-                        "heading": sizes[0]["heading"]})
-            out[-1]["line"] = (f"every size, {len(gaps)} cells: {a_words} {out[-1]['difference']:+.2f} BLEU on average "
-                               f"± {out[-1]['standard_error']:.2f} (standard error over the cells); ahead on "
-                               f"{out[-1]['a_ahead_on']} of {len(gaps)}")
+                        "heading": per_size[0]["heading"]})
+            out[-1]["line"] = pooled_line(out[-1])
     return out
 
 
@@ -244,6 +242,11 @@ def comparison_line(c: dict) -> str:
             f"{c['a_sd']:.2f}, {c['b']} {c['b_mean']:.2f} ± {c['b_sd']:.2f}: {c['a_words']} "
             f"{'beats' if c['difference'] > 0 else 'does not beat'} {c['b_words']} ({c['difference']:+.2f} BLEU; "
             f"ahead on {c['a_ahead_on']} of {c['seeds']})")
+
+
+def pooled_line(c: dict) -> str:
+    return (f"every size, {c['cells']} cells: {c['a_words']} {c['difference']:+.2f} BLEU on average ± "
+            f"{c['standard_error']:.2f} (standard error over the cells); ahead on {c['a_ahead_on']} of {c['cells']}")
 
 
 def markdown(args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | None = None,
