@@ -335,7 +335,6 @@ def decode(method: str, args, dev: list, out: Path, beams: int, batch_size: int 
 def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
     from prompttune.storage import write_json_atomic
     from prompttune.tasks.data import group_references, load_generation_examples
-    from prompttune.tasks.metrics import e2e_metrics, generation_metrics
 
     out = WORK / method
     finished = finished_run(out, setting)
@@ -363,9 +362,7 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
         return texts
 
     def scores(texts: list[str]) -> dict:
-        found = generation_metrics(texts, references)
-        found.update(e2e_metrics(texts, references))
-        return {k: round(v, 4) for k, v in found.items() if k not in ("count", "references_per_source")}
+        return e2e_scores(texts, references)
 
     if method in PEFT:
         row["decoded"] = PEFT_DECODING
@@ -382,6 +379,15 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
             row["scores_padded_batches"][name] = scores(batched) | {
                 "outputs_changed": sum(a != b for a, b in zip(texts, batched))}
     return finish_run(out, setting, row)
+
+
+def e2e_scores(texts: list[str], references: list[list[str]]) -> dict:
+    """BLEU, chrF, ROUGE and the E2E challenge's NIST, METEOR and CIDEr of `texts` against all their references."""
+    from prompttune.tasks.metrics import e2e_metrics, generation_metrics
+
+    found = generation_metrics(texts, references)
+    found.update(e2e_metrics(texts, references))
+    return {k: round(v, 4) for k, v in found.items() if k not in ("count", "references_per_source")}
 
 
 def apart_from_peft(out: Path) -> dict | None:

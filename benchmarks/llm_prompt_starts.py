@@ -1,6 +1,6 @@
 """Where a soft prompt starts: prompttune's draws against PEFT's, on SmolLM2-135M-Instruct.
 
-    python benchmarks/llm_prompt_starts.py [--draws 16] [--pairs 32]
+    python benchmarks/llm_prompt_starts.py [--draws 16] [--pairs 32] [--train K]
 
 Both libraries start a 20-token prompt from rows of the embedding matrix drawn at random (prompttune's
 `soft_prompt` default on a generation task, PEFT's `PromptTuningInit.SAMPLE_VOCAB`), seeded by the
@@ -11,18 +11,35 @@ each library's starting prompt as `llm_e2e.py` makes it (prompttune's `PromptMod
 seed, PEFT's `get_peft_model` after `torch.manual_seed(seed)`), scored by the loss of the same
 forward pass (PEFT's model with the prompt copied in) on the first `--pairs` E2E training pairs
 `llm_e2e.py` trains on first, and by the mean norm of its rows. Seeds 0, 1 and 2 are the starts of
-the E2E rows. Results: benchmarks/results/llm_prompt_starts.{json,md}.
+the E2E rows.
+
+`--train K` then trains a soft prompt from each library's starts for seeds 0 .. K-1, every one of
+them the same way (prompttune's loop, `init_from` the start): the 2,000 pairs and the order of
+`llm_e2e.py`'s seed-0 run, 200 steps of 8, scored greedy and with beam search on its 50 dev meaning
+representations. The training data stay fixed and only the start changes, so the spread of BLEU over
+starts is what a draw of the start alone does, and the two libraries' starts are compared on more
+draws than the E2E rows give. Runs are kept in benchmarks/runs/llm_prompt_starts (a killed run
+resumes from its last checkpoint; finished ones are not redone) and the results are rewritten after
+each. Results: benchmarks/results/llm_prompt_starts.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from common import environment, write_results
-from llm_e2e import MODEL, OURS, padded_pairs, peft_encoder, peft_start, prompttune_order, write_subsets
+from common import RESULTS, environment, finish_run, finished_run, write_results
+from llm_e2e import MODEL, OURS, decode, padded_pairs, peft_encoder, peft_start, prompttune_order, write_subsets
+
+WORK = Path(__file__).resolve().parent / "runs" / "llm_prompt_starts"
+LIBRARIES = ("prompttune", "peft")
+# The E2E setting of llm_e2e.py's seed-0 rows, which every trained start shares.
+TRAINING = {"train_size": 2000, "dev_size": 50, "steps": 200, "batch_size": 8, "data_seed": 0}
 
 
 def main() -> None:
@@ -32,6 +49,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32, help="training pairs the starting loss is measured on")
     parser.add_argument("--max-source-length", type=int, default=64)
     parser.add_argument("--max-target-length", type=int, default=64)
+    parser.add_argument("--train", type=int, default=0, metavar="K",
+                        help="also train a soft prompt from each library's starts for seeds 0 .. K-1")
+    parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
     args = parser.parse_args()
     from transformers import AutoTokenizer
@@ -70,26 +90,129 @@ def main() -> None:
 
     draws = []
     for seed in range(args.draws):
-        ours = PromptModel.create(backbone, "soft_prompt", config, OURS["soft_prompt"], seed=seed).method.prompt.detach()
-        _, peft = peft_start("peft_prompt_tuning", path, seed)
-        draws.append({"seed": seed, "prompttune": score(ours.clone()),
-                      "peft": score(peft.prompt_encoder["default"].embedding.weight.detach().clone())})
+        ours = starting_prompt("prompttune", seed, backbone, config, path)
+        peft = starting_prompt("peft", seed, backbone, config, path)
+        draws.append({"seed": seed, "prompttune": score(ours), "peft": score(peft)})
         print(f"seed {seed}: loss prompttune {draws[-1]['prompttune']['loss']:.4f}, PEFT {draws[-1]['peft']['loss']:.4f}",
               flush=True)
     summary = {}
-    for library in ("prompttune", "peft"):
+    for library in LIBRARIES:
         for key in ("loss", "row_norm"):
             values = [d[library][key] for d in draws]
             summary[f"{library}_{key}"] = {"mean": round(statistics.mean(values), 5),
                                            "sd": round(statistics.stdev(values), 5) if len(values) > 1 else None}
     setting = {"model": args.model, "draws": args.draws, "pairs": args.pairs, "num_virtual_tokens": 20,
                "max_source_length": args.max_source_length, "max_target_length": args.max_target_length}
-    if not args.no_write:
-        write_results("llm_prompt_starts", {"setting": setting, "environment": environment(), "draws": draws,
-                                            "summary": summary}, markdown(setting, draws, summary))
+    training = TRAINING | {"model": args.model, "max_source_length": args.max_source_length,
+                           "max_target_length": args.max_target_length}
+
+    def publish() -> None:
+        if args.no_write:
+            return
+        trained = trained_starts(training)
+        payload = {"setting": setting, "environment": environment(), "draws": draws, "summary": summary}
+        if trained:
+            payload |= {"training": training, "trained": trained, "trained_summary": trained_summary(trained)}
+        write_results("llm_prompt_starts", payload, markdown(payload))
+
+    publish()
+    for seed in range(args.train):
+        for library in LIBRARIES:
+            row = train_from_start(library, seed, args, training, backbone, config, path)
+            print(f"{library} start {seed}: greedy BLEU {row['scores']['greedy']['bleu']:.2f}, "
+                  f"beam BLEU {row['scores']['beam5']['bleu']:.2f}", flush=True)
+            publish()
 
 
-def markdown(setting: dict, draws: list, summary: dict) -> str:
+def starting_prompt(library: str, seed: int, backbone, config, path: str) -> torch.Tensor:
+    """The 20 rows `library` starts a prompt from for `seed`: prompttune's `PromptModel.create` with
+    the seed, PEFT's `get_peft_model` after `torch.manual_seed(seed)` (as llm_e2e.py makes them)."""
+    from prompttune import PromptModel
+
+    if library == "prompttune":
+        return PromptModel.create(backbone, "soft_prompt", config, OURS["soft_prompt"], seed=seed).method.prompt.detach().clone()
+    _, peft = peft_start("peft_prompt_tuning", path, seed)
+    return peft.prompt_encoder["default"].embedding.weight.detach().clone()
+
+
+def train_from_start(library: str, seed: int, args, training: dict, backbone, config, path: str) -> dict:
+    """A soft prompt trained by prompttune's loop from `library`'s start for `seed`, on llm_e2e.py's
+    seed-0 pairs in their order, and its scores (resumes; a finished run is read back)."""
+    from prompttune import PromptModel, load_prompt, save_prompt
+    from prompttune.api import interrupted_run, train_prompt
+    from prompttune.tasks.data import group_references, load_generation_examples
+
+    from llm_e2e import DECODINGS, e2e_scores
+
+    out = WORK / f"{library}_start{seed}"
+    run_setting = training | {"start": library, "start_seed": seed}
+    finished = finished_run(out, run_setting)
+    if finished is not None:
+        return finished
+    start = out / "start"
+    if not (start / "prompt.json").is_file():
+        model = PromptModel.create(backbone, "soft_prompt", config, OURS["soft_prompt"])
+        with torch.no_grad():
+            model.method.prompt.copy_(starting_prompt(library, seed, backbone, config, path))
+        save_prompt(model, start)
+    load_prompt(str(start))  # checked before a run starts from it
+    train, dev_path = write_subsets(training["train_size"], training["dev_size"], training["data_seed"])
+    trained = train_prompt(model=args.model, method="soft_prompt", task="generation", train=str(train),
+                           output=str(out / "prompt"), source_column="mr", target_column="ref",
+                           method_options=OURS["soft_prompt"], init_from=str(start), max_steps=training["steps"],
+                           batch_size=training["batch_size"], seed=training["data_seed"],
+                           checkpoint_every=args.checkpoint_every, progress=False,
+                           resume=interrupted_run(out / "prompt") is not None,
+                           max_length=training["max_source_length"], max_target_length=training["max_target_length"])
+    dev = group_references(load_generation_examples(str(dev_path), "mr", "ref"))
+    references = [list(e.targets) for e in dev]
+    decoding = SimpleNamespace(model=args.model, max_target_length=training["max_target_length"], eval_batch_size=25)
+    row = {"start": library, "seed": seed, "train_seconds": trained["training"]["seconds"], "scores": {}}
+    for name, beams in DECODINGS.items():
+        texts = decode("soft_prompt", decoding, dev, out / "prompt", beams)
+        row["scores"][name] = e2e_scores(texts, references)
+    return finish_run(out, run_setting, row)
+
+
+def trained_starts(training: dict) -> list[dict]:
+    """Every trained start finished with `training`, from its run folder or, where that is gone,
+    as published in results/llm_prompt_starts.json for the same training: by seed, prompttune first."""
+    found = {}
+    published = RESULTS / "llm_prompt_starts.json"
+    if published.is_file():
+        data = json.loads(published.read_text())
+        if data.get("training") == training:
+            found = {(r["start"], r["seed"]): r for r in data.get("trained", [])}
+    for done in sorted(WORK.glob("*_start*/result.json")):
+        saved = json.loads(done.read_text())
+        setting = saved["setting"]
+        if {k: v for k, v in setting.items() if k not in ("start", "start_seed")} == training:
+            found[(setting["start"], setting["start_seed"])] = saved["row"]
+    return [found[key] for key in sorted(found, key=lambda k: (k[1], LIBRARIES.index(k[0])))]
+
+
+def trained_summary(trained: list[dict]) -> dict:
+    """BLEU by library over its trained starts (mean, sd, count), and over the seeds trained from both
+    libraries' starts: prompttune's minus PEFT's, its mean and standard error, and how often ahead."""
+    summary = {}
+    for name in ("greedy", "beam5"):
+        by = {lib: {r["seed"]: r["scores"][name]["bleu"] for r in trained if r["start"] == lib} for lib in LIBRARIES}
+        entry = {}
+        for lib, values in by.items():
+            scores = list(values.values())
+            entry[lib] = {"mean": round(statistics.mean(scores), 4) if scores else None,
+                          "sd": round(statistics.stdev(scores), 4) if len(scores) > 1 else None, "count": len(scores)}
+        both = sorted(set(by["prompttune"]) & set(by["peft"]))
+        gaps = [by["prompttune"][s] - by["peft"][s] for s in both]
+        entry["paired"] = {"seeds": both, "mean_gap": round(statistics.mean(gaps), 4) if gaps else None,
+                           "standard_error": round(statistics.stdev(gaps) / len(gaps) ** 0.5, 4) if len(gaps) > 1 else None,
+                           "prompttune_ahead": sum(g > 0 for g in gaps)}
+        summary[name] = entry
+    return summary
+
+
+def markdown(payload: dict) -> str:
+    setting, draws, s = payload["setting"], payload["draws"], payload["summary"]
     lines = ["# Where a soft prompt starts: prompttune's draws against PEFT's", "",
              f"Command: `python benchmarks/llm_prompt_starts.py --draws {setting['draws']} --pairs {setting['pairs']}`. "
              f"{setting['num_virtual_tokens']} embedding rows drawn at random by each library for seeds 0 to "
@@ -99,12 +222,44 @@ def markdown(setting: dict, draws: list, summary: dict) -> str:
     for d in draws:
         lines.append(f"| {d['seed']} | {d['prompttune']['loss']:.4f} | {d['peft']['loss']:.4f} | "
                      f"{d['prompttune']['row_norm']:.3f} | {d['peft']['row_norm']:.3f} |")
-    s = summary
     lines += ["", f"Mean (sd): loss prompttune {s['prompttune_loss']['mean']:.4f} ({s['prompttune_loss']['sd']:.4f}), "
               f"PEFT {s['peft_loss']['mean']:.4f} ({s['peft_loss']['sd']:.4f}); row norm prompttune "
               f"{s['prompttune_row_norm']['mean']:.3f} ({s['prompttune_row_norm']['sd']:.3f}), PEFT "
               f"{s['peft_row_norm']['mean']:.3f} ({s['peft_row_norm']['sd']:.3f})."]
+    if payload.get("trained"):
+        t, summary = payload["training"], payload["trained_summary"]
+        losses = {d["seed"]: d for d in draws}
+        lines += ["", "## Trained from each start", "",
+                  "Command: `python benchmarks/llm_prompt_starts.py --train K` (starts of seeds 0 to K-1). A soft prompt "
+                  "trained by prompttune's loop from each start, on the "
+                  f"{t['train_size']:,} E2E pairs of `llm_e2e.py`'s seed-{t['data_seed']} run in its order "
+                  f"({t['steps']} steps of {t['batch_size']}), scored on its {t['dev_size']} dev meaning representations "
+                  "against all their references; the starting loss is the one above.", "",
+                  "| seed | start | starting loss | BLEU greedy | BLEU beam | chrF greedy | training seconds |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in payload["trained"]:
+            loss = losses.get(r["seed"], {}).get(r["start"], {}).get("loss")
+            lines.append(f"| {r['seed']} | {r['start']} | {'-' if loss is None else f'{loss:.4f}'} | "
+                         f"{r['scores']['greedy']['bleu']:.2f} | {r['scores']['beam5']['bleu']:.2f} | "
+                         f"{r['scores']['greedy']['chrf']:.2f} | {r['train_seconds']:.0f} |")
+        lines += ["", "BLEU by start, mean ± sd over the starts trained (how many):", "",
+                  "| start | greedy | beam |", "|---|---|---|"]
+        lines += [f"| {lib} | {_spread(summary['greedy'][lib])} | {_spread(summary['beam5'][lib])} |" for lib in LIBRARIES]
+        for name, label in (("greedy", "Greedy"), ("beam5", "Beam search")):
+            p = summary[name]["paired"]
+            if p["seeds"]:
+                error = f" ± {p['standard_error']:.2f} (standard error)" if p["standard_error"] is not None else ""
+                lines += ["", f"{label}, prompttune's start against PEFT's of the same seed (seeds "
+                          f"{', '.join(map(str, p['seeds']))}): {p['mean_gap']:+.2f}{error} BLEU, "
+                          f"prompttune's ahead on {p['prompttune_ahead']} of {len(p['seeds'])}."]
     return "\n".join(lines) + "\n"
+
+
+def _spread(entry: dict) -> str:
+    if not entry["count"]:
+        return "-"
+    sd = f" ± {entry['sd']:.2f}" if entry["sd"] is not None else ""
+    return f"{entry['mean']:.2f}{sd} ({entry['count']})"
 
 
 if __name__ == "__main__":

@@ -437,7 +437,38 @@ def llm_prompt_starts(draws: list[dict]) -> str:
             + ("By the loss before training the two ways of drawing do not differ here" if same
                else "By the loss before training the two ways of drawing differ")
             + ("; a start's loss does not tell how it trains (prompttune against PEFT, " + "; ".join(rows) + ")"
-               if rows else "") + ".\n")
+               if rows else "") + ".\n" + trained_starts(data))
+
+
+def trained_starts(data: dict) -> str:
+    """Soft prompts trained from each library's starts on one fixed draw of the data
+    (`llm_prompt_starts.py --train K`): BLEU by library and the gap seed by seed."""
+    summary = data.get("trained_summary")
+    if not summary:
+        return ""
+    t = data["training"]
+    parts = []
+    for name, label in (("greedy", "greedy"), ("beam5", "with beam search")):
+        entry, paired = summary[name], summary[name]["paired"]
+        ours, theirs = entry["prompttune"], entry["peft"]
+        text = (f"{label}, {ours['mean']:.2f} (sd {ours['sd'] or 0:.2f}, {ours['count']} starts) from prompttune's "
+                f"starts and {theirs['mean']:.2f} (sd {theirs['sd'] or 0:.2f}, {theirs['count']}) from PEFT's")
+        if paired["standard_error"] is not None:
+            text += (f"; seed by seed prompttune's {paired['mean_gap']:+.2f} ± {paired['standard_error']:.2f} "
+                     f"(standard error), ahead on {paired['prompttune_ahead']} of {len(paired['seeds'])}")
+        parts.append(text)
+    greedy = summary["greedy"]["paired"]
+    verdict = ""
+    if greedy["standard_error"] is not None:
+        apart = abs(greedy["mean_gap"]) >= 2 * greedy["standard_error"]
+        verdict = (" Greedily, prompttune's starts train to " + ("lower" if greedy["mean_gap"] < 0 else "higher")
+                   + " BLEU than PEFT's by more than two standard errors." if apart else
+                   " Greedily the two libraries' starts are within two standard errors of each other; the BLEU a start "
+                   f"trains to varies by {summary['greedy']['prompttune']['sd']:.2f} and "
+                   f"{summary['greedy']['peft']['sd']:.2f} (sd) from one draw to the next with the data held fixed.")
+    return (f"\nTrained from those starts with the data held fixed (`python benchmarks/llm_prompt_starts.py --train K`: "
+            f"prompttune's loop, `init_from` each start, the {t['train_size']:,} pairs of the seed-{t['data_seed']} rows in "
+            f"their order, {t['steps']} steps of {t['batch_size']}), BLEU is " + "; ".join(parts) + "." + verdict + "\n")
 
 
 def llm_e2e_padded_peft(draws: list[dict]) -> str:

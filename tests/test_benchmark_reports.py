@@ -269,3 +269,88 @@ def test_low_data_comparisons_pool_every_cell_of_every_size_after_the_sizes(lowd
                               "the cells); ahead on 2 of 4")
     one_size = lowdata.comparisons({"soft_prompt": stats({50: [40.0]}), "peft_prompt_tuning": stats({50: [41.0]})})
     assert [c["size"] for c in one_size] == [50]
+
+
+@pytest.fixture
+def starts(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import importlib
+
+    module = importlib.import_module("llm_prompt_starts")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module, "WORK", tmp_path / "runs")
+    (tmp_path / "results").mkdir()
+    return module
+
+
+def _trained(library: str, seed: int, greedy: float, beam: float) -> dict:
+    return {"start": library, "seed": seed, "train_seconds": 500.0,
+            "scores": {"greedy": {"bleu": greedy, "chrf": 50.0}, "beam5": {"bleu": beam, "chrf": 55.0}}}
+
+
+def test_starts_trained_here_join_those_published_for_the_same_training(starts, tmp_path):
+    """Run folders are scratch: a report after one more start keeps the starts published before, a
+    start trained again replaces its published row, and a run of another training is not taken."""
+    training = dict(starts.TRAINING, model="m", max_source_length=64, max_target_length=64)
+    (tmp_path / "results" / "llm_prompt_starts.json").write_text(json.dumps(
+        {"training": training, "trained": [_trained("prompttune", 0, 48.0, 56.0), _trained("peft", 0, 51.0, 56.5)]}))
+
+    def finish(library, seed, row, setting=training):
+        folder = tmp_path / "runs" / f"{library}_start{seed}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(
+            {"setting": setting | {"start": library, "start_seed": seed}, "row": row}))
+
+    finish("peft", 1, _trained("peft", 1, 50.0, 57.0))
+    finish("prompttune", 1, _trained("prompttune", 1, 52.0, 58.0))
+    finish("peft", 0, _trained("peft", 0, 49.0, 55.0))  # trained again: replaces the published row
+    finish("prompttune", 2, _trained("prompttune", 2, 1.0, 1.0), dict(training, steps=2))  # another training
+    rows = starts.trained_starts(training)
+    assert [(r["start"], r["seed"]) for r in rows] == [("prompttune", 0), ("peft", 0), ("prompttune", 1), ("peft", 1)]
+    assert rows[1]["scores"]["greedy"]["bleu"] == 49.0
+
+
+def test_trained_starts_are_compared_seed_by_seed_over_the_seeds_both_trained(starts):
+    rows = [_trained("prompttune", 0, 48.0, 56.0), _trained("peft", 0, 51.0, 56.0),
+            _trained("prompttune", 1, 52.0, 60.0), _trained("peft", 1, 50.0, 57.0),
+            _trained("prompttune", 2, 47.0, 55.0)]  # its PEFT twin not trained yet: out of the paired gap
+    summary = starts.trained_summary(rows)
+    greedy = summary["greedy"]
+    assert greedy["prompttune"]["count"] == 3 and greedy["prompttune"]["mean"] == pytest.approx(49.0)
+    assert greedy["peft"]["mean"] == pytest.approx(50.5) and greedy["peft"]["sd"] == pytest.approx(0.7071, abs=1e-4)
+    assert greedy["paired"]["seeds"] == [0, 1]
+    assert greedy["paired"]["mean_gap"] == pytest.approx(-0.5)  # (-3 + 2) / 2
+    assert greedy["paired"]["standard_error"] == pytest.approx(2.5)  # sd 3.5355 over sqrt(2)
+    assert greedy["paired"]["prompttune_ahead"] == 1
+    assert summary["beam5"]["paired"]["mean_gap"] == pytest.approx(1.5)
+    payload = {"setting": {"draws": 3, "pairs": 32, "num_virtual_tokens": 20},
+               "draws": [{"seed": 0, "prompttune": {"loss": 3.97, "row_norm": 3.2}, "peft": {"loss": 3.84, "row_norm": 3.1}}],
+               "summary": {f"{lib}_{key}": {"mean": 3.0, "sd": 0.1} for lib in starts.LIBRARIES
+                           for key in ("loss", "row_norm")},
+               "training": starts.TRAINING, "trained": rows, "trained_summary": summary}
+    text = starts.markdown(payload)
+    assert "| 0 | peft | 3.8400 | 51.00 | 56.00 | 50.00 | 500 |" in text
+    assert "| 2 | prompttune | - | 47.00 | 55.00 |" in text  # no starting loss measured for seed 2
+    assert "| prompttune | 49.00 ± 2.65 (3) | 57.00 ± 2.65 (3) |" in text
+    assert "Greedy, prompttune's start against PEFT's of the same seed (seeds 0, 1): -0.50 ± 2.50 (standard error) BLEU" in text
+
+
+def test_the_published_starts_section_says_how_trained_starts_compare(make_results):
+    def summary(gaps, ours_sd=2.0):
+        paired = {"seeds": list(range(len(gaps))), "mean_gap": sum(gaps) / len(gaps),
+                  "standard_error": (sum((g - sum(gaps) / len(gaps)) ** 2 for g in gaps) / (len(gaps) - 1)
+                                     / len(gaps)) ** 0.5, "prompttune_ahead": sum(g > 0 for g in gaps)}
+        entry = {"prompttune": {"mean": 49.0, "sd": ours_sd, "count": len(gaps)},
+                 "peft": {"mean": 50.0, "sd": 2.5, "count": len(gaps)}, "paired": paired}
+        return {"training": {"train_size": 2000, "data_seed": 0, "steps": 200, "batch_size": 8},
+                "trained_summary": {"greedy": entry, "beam5": entry}}
+
+    assert make_results.trained_starts({}) == ""
+    level = make_results.trained_starts(summary([-2.0, 1.0, -1.0, 0.0]))
+    assert "the 2,000 pairs of the seed-0 rows in their order, 200 steps of 8" in level
+    assert "greedy, 49.00 (sd 2.00, 4 starts) from prompttune's starts and 50.00 (sd 2.50, 4) from PEFT's" in level
+    assert "seed by seed prompttune's -0.50 ± 0.65 (standard error), ahead on 1 of 4" in level
+    assert "within two standard errors" in level and "varies by 2.00 and 2.50" in level
+    behind = make_results.trained_starts(summary([-5.0, -4.0, -6.0, -5.0]))
+    assert "prompttune's starts train to lower BLEU than PEFT's by more than two standard errors" in behind
+    assert "within two standard errors" not in behind
