@@ -437,22 +437,33 @@ def llm_prompt_starts(draws: list[dict]) -> str:
             + ("By the loss before training the two ways of drawing do not differ here" if same
                else "By the loss before training the two ways of drawing differ")
             + ("; a start's loss does not tell how it trains (prompttune against PEFT, " + "; ".join(rows) + ")"
-               if rows else "") + ".\n" + trained_starts(data))
+               if rows else "") + ".\n" + trained_starts(data, draws))
 
 
-def trained_starts(data: dict) -> str:
+def trained_starts(data: dict, draws: list[dict] = ()) -> str:
     """Soft prompts trained from each library's starts on one fixed draw of the data
-    (`llm_prompt_starts.py --train K`): BLEU by library and the gap seed by seed."""
+    (`llm_prompt_starts.py --train K`): BLEU by library and the gap seed by seed; and the starts of
+    the E2E rows of that draw beside those rows, trained again."""
     summary = data.get("trained_summary")
     if not summary:
         return ""
     t = data["training"]
+    again = ""
+    rows_of = next((d["rows"] for d in draws if d["setting"]["seed"] == t["data_seed"]), {})
+    pairs = [(r, rows_of.get(name)) for r in data["trained"] if r["seed"] == t["data_seed"]
+             for library, name in (("prompttune", "soft_prompt"), ("peft", "peft_prompt_tuning")) if r["start"] == library]
+    pairs = [(r, row) for r, row in pairs if row is not None]
+    if pairs:
+        again = (f" The seed-{t['data_seed']} starts are those of the E2E rows of draw {t['data_seed']}; trained again here, "
+                 + ", ".join(f"{r['start']}'s scores {r['scores']['greedy']['bleu']:.2f} greedy and "
+                             f"{r['scores']['beam5']['bleu']:.2f} beam (its E2E row, trained in an earlier session, "
+                             f"{e2e_bleu({'row': row}, 'row', 'greedy'):.2f} and {e2e_bleu({'row': row}, 'row', 'beam5'):.2f})"
+                             for r, row in pairs) + ".")
     parts = []
     for name, label in (("greedy", "greedy"), ("beam5", "with beam search")):
         entry, paired = summary[name], summary[name]["paired"]
         ours, theirs = entry["prompttune"], entry["peft"]
-        text = (f"{label}, {ours['mean']:.2f} (sd {ours['sd'] or 0:.2f}, {ours['count']} starts) from prompttune's "
-                f"starts and {theirs['mean']:.2f} (sd {theirs['sd'] or 0:.2f}, {theirs['count']}) from PEFT's")
+        text = f"{label}, {start_spread(ours)} from prompttune's starts and {start_spread(theirs)} from PEFT's"
         if paired["standard_error"] is not None:
             text += (f"; seed by seed prompttune's {paired['mean_gap']:+.2f} ± {paired['standard_error']:.2f} "
                      f"(standard error), ahead on {paired['prompttune_ahead']} of {len(paired['seeds'])}")
@@ -468,7 +479,16 @@ def trained_starts(data: dict) -> str:
                    f"{summary['greedy']['peft']['sd']:.2f} (sd) from one draw to the next with the data held fixed.")
     return (f"\nTrained from those starts with the data held fixed (`python benchmarks/llm_prompt_starts.py --train K`: "
             f"prompttune's loop, `init_from` each start, the {t['train_size']:,} pairs of the seed-{t['data_seed']} rows in "
-            f"their order, {t['steps']} steps of {t['batch_size']}), BLEU is " + "; ".join(parts) + "." + verdict + "\n")
+            f"their order, {t['steps']} steps of {t['batch_size']}), BLEU is " + "; ".join(parts) + "." + verdict + again
+            + "\n")
+
+
+def start_spread(entry: dict) -> str:
+    """Mean BLEU over the starts trained, its sd where there are two or more, and their number."""
+    if not entry["count"]:
+        return "none yet"
+    sd = f"sd {entry['sd']:.2f}, " if entry["sd"] is not None else ""
+    return f"{entry['mean']:.2f} ({sd}{entry['count']} start{'s' if entry['count'] > 1 else ''})"
 
 
 def llm_e2e_padded_peft(draws: list[dict]) -> str:

@@ -342,15 +342,34 @@ def test_the_published_starts_section_says_how_trained_starts_compare(make_resul
                                      / len(gaps)) ** 0.5, "prompttune_ahead": sum(g > 0 for g in gaps)}
         entry = {"prompttune": {"mean": 49.0, "sd": ours_sd, "count": len(gaps)},
                  "peft": {"mean": 50.0, "sd": 2.5, "count": len(gaps)}, "paired": paired}
-        return {"training": {"train_size": 2000, "data_seed": 0, "steps": 200, "batch_size": 8},
+        return {"training": {"train_size": 2000, "data_seed": 0, "steps": 200, "batch_size": 8}, "trained": [],
                 "trained_summary": {"greedy": entry, "beam5": entry}}
 
     assert make_results.trained_starts({}) == ""
     level = make_results.trained_starts(summary([-2.0, 1.0, -1.0, 0.0]))
     assert "the 2,000 pairs of the seed-0 rows in their order, 200 steps of 8" in level
-    assert "greedy, 49.00 (sd 2.00, 4 starts) from prompttune's starts and 50.00 (sd 2.50, 4) from PEFT's" in level
+    assert "greedy, 49.00 (sd 2.00, 4 starts) from prompttune's starts and 50.00 (sd 2.50, 4 starts) from PEFT's" in level
     assert "seed by seed prompttune's -0.50 ± 0.65 (standard error), ahead on 1 of 4" in level
     assert "within two standard errors" in level and "varies by 2.00 and 2.50" in level
     behind = make_results.trained_starts(summary([-5.0, -4.0, -6.0, -5.0]))
     assert "prompttune's starts train to lower BLEU than PEFT's by more than two standard errors" in behind
     assert "within two standard errors" not in behind
+    # The seed-0 starts beside the E2E rows of the same draw, which started from them.
+    data = summary([-2.0, 1.0, -1.0, 0.0]) | {"trained": [
+        {"start": "prompttune", "seed": 0, "scores": {"greedy": {"bleu": 48.9}, "beam5": {"bleu": 55.84}}},
+        {"start": "peft", "seed": 0, "scores": {"greedy": {"bleu": 51.0}, "beam5": {"bleu": 57.0}}},
+        {"start": "peft", "seed": 1, "scores": {"greedy": {"bleu": 40.0}, "beam5": {"bleu": 41.0}}}]}
+    draws = [{"setting": {"seed": 1}, "rows": {"soft_prompt": _e2e_row(10.0, 11.0)}},
+             {"setting": {"seed": 0}, "rows": {"soft_prompt": _e2e_row(48.26, 56.77),
+                                               "peft_prompt_tuning": _e2e_row(51.3, 56.52)}}]
+    text = make_results.trained_starts(data, draws)
+    assert ("trained again here, prompttune's scores 48.90 greedy and 55.84 beam (its E2E row, trained in an earlier "
+            "session, 48.26 and 56.77), peft's scores 51.00 greedy and 57.00 beam (its E2E row, trained in an earlier "
+            "session, 51.30 and 56.52).") in text
+    assert "40.00" not in text and "10.00" not in text  # other draws' rows are not this draw's
+
+
+def test_a_library_with_fewer_trained_starts_is_shown_as_it_stands(make_results):
+    assert make_results.start_spread({"mean": None, "sd": None, "count": 0}) == "none yet"
+    assert make_results.start_spread({"mean": 48.9, "sd": None, "count": 1}) == "48.90 (1 start)"
+    assert make_results.start_spread({"mean": 49.0, "sd": 1.5, "count": 2}) == "49.00 (sd 1.50, 2 starts)"
