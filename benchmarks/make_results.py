@@ -461,23 +461,22 @@ def trained_starts(data: dict, draws: list[dict] = ()) -> str:
                              for r, row in pairs) + ".")
     parts = []
     for name, label in (("greedy", "greedy"), ("beam5", "with beam search")):
-        entry, paired = summary[name], summary[name]["paired"]
-        ours, theirs = entry["prompttune"], entry["peft"]
-        text = f"{label}, {start_spread(ours)} from prompttune's starts and {start_spread(theirs)} from PEFT's"
-        if paired["standard_error"] is not None:
-            text += (f"; seed by seed prompttune's {paired['mean_gap']:+.2f} ± {paired['standard_error']:.2f} "
-                     f"(standard error), ahead on {paired['prompttune_ahead']} of {len(paired['seeds'])}")
+        entry, difference = summary[name], summary[name].get("difference")
+        text = f"{label}, {start_spread(entry['prompttune'])} from prompttune's starts and {start_spread(entry['peft'])} from PEFT's"
+        if difference:
+            text += f", {difference['mean_gap']:+.2f} ± {difference['standard_error']:.2f} (standard error)"
         parts.append(text)
-    greedy = summary["greedy"]["paired"]
+    greedy = summary["greedy"].get("difference")
     verdict = ""
-    if greedy["standard_error"] is not None:
+    if greedy:
         apart = abs(greedy["mean_gap"]) >= 2 * greedy["standard_error"]
         verdict = (" Greedily, prompttune's starts train to " + ("lower" if greedy["mean_gap"] < 0 else "higher")
                    + " BLEU than PEFT's by more than two standard errors." if apart else
                    " Greedily the two libraries' starts are within two standard errors of each other; the BLEU a start "
                    f"trains to varies by {summary['greedy']['prompttune']['sd']:.2f} and "
                    f"{summary['greedy']['peft']['sd']:.2f} (sd) from one draw to the next with the data held fixed.")
-    return (f"\nTrained from those starts with the data held fixed (`python benchmarks/llm_prompt_starts.py --train K`: "
+    starts = max((r["seed"] for r in data["trained"]), default=-1) + 1
+    return (f"\nTrained from those starts with the data held fixed (`python benchmarks/llm_prompt_starts.py --train {starts}`: "
             f"prompttune's loop, `init_from` each start, the {t['train_size']:,} pairs of the seed-{t['data_seed']} rows in "
             f"their order, {t['steps']} steps of {t['batch_size']}), BLEU is " + "; ".join(parts) + "." + verdict + again
             + "\n")

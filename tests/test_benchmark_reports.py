@@ -310,19 +310,19 @@ def test_starts_trained_here_join_those_published_for_the_same_training(starts, 
     assert rows[1]["scores"]["greedy"]["bleu"] == 49.0
 
 
-def test_trained_starts_are_compared_seed_by_seed_over_the_seeds_both_trained(starts):
+def test_trained_starts_are_compared_as_two_groups_of_independent_draws(starts):
     rows = [_trained("prompttune", 0, 48.0, 56.0), _trained("peft", 0, 51.0, 56.0),
             _trained("prompttune", 1, 52.0, 60.0), _trained("peft", 1, 50.0, 57.0),
-            _trained("prompttune", 2, 47.0, 55.0)]  # its PEFT twin not trained yet: out of the paired gap
+            _trained("prompttune", 2, 47.0, 55.0)]  # its PEFT twin not trained yet: the groups differ in size
     summary = starts.trained_summary(rows)
     greedy = summary["greedy"]
     assert greedy["prompttune"]["count"] == 3 and greedy["prompttune"]["mean"] == pytest.approx(49.0)
+    assert greedy["prompttune"]["sd"] == pytest.approx(7 ** 0.5, abs=1e-4)
     assert greedy["peft"]["mean"] == pytest.approx(50.5) and greedy["peft"]["sd"] == pytest.approx(0.7071, abs=1e-4)
-    assert greedy["paired"]["seeds"] == [0, 1]
-    assert greedy["paired"]["mean_gap"] == pytest.approx(-0.5)  # (-3 + 2) / 2
-    assert greedy["paired"]["standard_error"] == pytest.approx(2.5)  # sd 3.5355 over sqrt(2)
-    assert greedy["paired"]["prompttune_ahead"] == 1
-    assert summary["beam5"]["paired"]["mean_gap"] == pytest.approx(1.5)
+    assert greedy["difference"]["mean_gap"] == pytest.approx(-1.5)
+    assert greedy["difference"]["standard_error"] == pytest.approx((7 / 3 + 0.5 / 2) ** 0.5, abs=1e-4)
+    assert summary["beam5"]["difference"]["mean_gap"] == pytest.approx(0.5)
+    assert "difference" not in starts.trained_summary(rows[:3])["greedy"]  # one PEFT start: no spread to compare
     payload = {"setting": {"draws": 3, "pairs": 32, "num_virtual_tokens": 20},
                "draws": [{"seed": 0, "prompttune": {"loss": 3.97, "row_norm": 3.2}, "peft": {"loss": 3.84, "row_norm": 3.1}}],
                "summary": {f"{lib}_{key}": {"mean": 3.0, "sd": 0.1} for lib in starts.LIBRARIES
@@ -332,30 +332,27 @@ def test_trained_starts_are_compared_seed_by_seed_over_the_seeds_both_trained(st
     assert "| 0 | peft | 3.8400 | 51.00 | 56.00 | 50.00 | 500 |" in text
     assert "| 2 | prompttune | - | 47.00 | 55.00 |" in text  # no starting loss measured for seed 2
     assert "| prompttune | 49.00 ± 2.65 (3) | 57.00 ± 2.65 (3) |" in text
-    assert "Greedy, prompttune's start against PEFT's of the same seed (seeds 0, 1): -0.50 ± 2.50 (standard error) BLEU" in text
+    assert "Greedy, prompttune's starts against PEFT's: -1.50 ± 1.61 BLEU (difference of the means" in text
 
 
 def test_the_published_starts_section_says_how_trained_starts_compare(make_results):
-    def summary(gaps, ours_sd=2.0):
-        paired = {"seeds": list(range(len(gaps))), "mean_gap": sum(gaps) / len(gaps),
-                  "standard_error": (sum((g - sum(gaps) / len(gaps)) ** 2 for g in gaps) / (len(gaps) - 1)
-                                     / len(gaps)) ** 0.5, "prompttune_ahead": sum(g > 0 for g in gaps)}
-        entry = {"prompttune": {"mean": 49.0, "sd": ours_sd, "count": len(gaps)},
-                 "peft": {"mean": 50.0, "sd": 2.5, "count": len(gaps)}, "paired": paired}
+    def summary(gap, error):
+        entry = {"prompttune": {"mean": 50.0 + gap, "sd": 4.0, "count": 6}, "peft": {"mean": 50.0, "sd": 2.0, "count": 6},
+                 "difference": {"mean_gap": gap, "standard_error": error}}
         return {"training": {"train_size": 2000, "data_seed": 0, "steps": 200, "batch_size": 8}, "trained": [],
                 "trained_summary": {"greedy": entry, "beam5": entry}}
 
     assert make_results.trained_starts({}) == ""
-    level = make_results.trained_starts(summary([-2.0, 1.0, -1.0, 0.0]))
-    assert "the 2,000 pairs of the seed-0 rows in their order, 200 steps of 8" in level
-    assert "greedy, 49.00 (sd 2.00, 4 starts) from prompttune's starts and 50.00 (sd 2.50, 4 starts) from PEFT's" in level
-    assert "seed by seed prompttune's -0.50 ± 0.65 (standard error), ahead on 1 of 4" in level
-    assert "within two standard errors" in level and "varies by 2.00 and 2.50" in level
-    behind = make_results.trained_starts(summary([-5.0, -4.0, -6.0, -5.0]))
+    level = make_results.trained_starts(summary(-0.75, 1.8))
+    assert "the 2,000 pairs of the seed-0 rows in their order, 200 steps of 8" in level and "--train 0" in level
+    assert ("greedy, 49.25 (sd 4.00, 6 starts) from prompttune's starts and 50.00 (sd 2.00, 6 starts) from PEFT's, "
+            "-0.75 ± 1.80 (standard error)") in level
+    assert "within two standard errors" in level and "varies by 4.00 and 2.00" in level
+    behind = make_results.trained_starts(summary(-4.0, 1.8))
     assert "prompttune's starts train to lower BLEU than PEFT's by more than two standard errors" in behind
     assert "within two standard errors" not in behind
     # The seed-0 starts beside the E2E rows of the same draw, which started from them.
-    data = summary([-2.0, 1.0, -1.0, 0.0]) | {"trained": [
+    data = summary(-0.75, 1.8) | {"trained": [
         {"start": "prompttune", "seed": 0, "scores": {"greedy": {"bleu": 48.9}, "beam5": {"bleu": 55.84}}},
         {"start": "peft", "seed": 0, "scores": {"greedy": {"bleu": 51.0}, "beam5": {"bleu": 57.0}}},
         {"start": "peft", "seed": 1, "scores": {"greedy": {"bleu": 40.0}, "beam5": {"bleu": 41.0}}}]}
@@ -363,6 +360,7 @@ def test_the_published_starts_section_says_how_trained_starts_compare(make_resul
              {"setting": {"seed": 0}, "rows": {"soft_prompt": _e2e_row(48.26, 56.77),
                                                "peft_prompt_tuning": _e2e_row(51.3, 56.52)}}]
     text = make_results.trained_starts(data, draws)
+    assert "`python benchmarks/llm_prompt_starts.py --train 2`" in text
     assert ("trained again here, prompttune's scores 48.90 greedy and 55.84 beam (its E2E row, trained in an earlier "
             "session, 48.26 and 56.77), peft's scores 51.00 greedy and 57.00 beam (its E2E row, trained in an earlier "
             "session, 51.30 and 56.52).") in text
