@@ -34,7 +34,8 @@ from types import SimpleNamespace
 import torch
 
 from common import RESULTS, environment, finish_run, finished_run, write_results
-from llm_e2e import MODEL, OURS, decode, padded_pairs, peft_encoder, peft_start, prompttune_order, write_subsets
+from llm_e2e import (DECODINGS, MODEL, OURS, decode, e2e_scores, padded_pairs, peft_encoder, peft_start, prompttune_order,
+                     write_subsets)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_prompt_starts"
 LIBRARIES = ("prompttune", "peft")
@@ -142,8 +143,6 @@ def train_from_start(library: str, seed: int, args, training: dict, backbone, co
     from prompttune.api import interrupted_run, train_prompt
     from prompttune.tasks.data import group_references, load_generation_examples
 
-    from llm_e2e import DECODINGS, e2e_scores
-
     out = WORK / f"{library}_start{seed}"
     run_setting = training | {"start": library, "start_seed": seed}
     finished = finished_run(out, run_setting)
@@ -230,8 +229,7 @@ def markdown(payload: dict) -> str:
         losses = {d["seed"]: d for d in draws}
         lines += ["", "## Trained from each start", "",
                   f"Command: `python benchmarks/llm_prompt_starts.py --train {max(r['seed'] for r in payload['trained']) + 1}`. "
-                  "A soft prompt "
-                  "trained by prompttune's loop from each start, on the "
+                  "A soft prompt trained by prompttune's loop from each start, on the "
                   f"{t['train_size']:,} E2E pairs of `llm_e2e.py`'s seed-{t['data_seed']} run in its order "
                   f"({t['steps']} steps of {t['batch_size']}), scored on its {t['dev_size']} dev meaning representations "
                   "against all their references; the starting loss is the one above.", "",

@@ -442,8 +442,8 @@ def llm_prompt_starts(draws: list[dict]) -> str:
 
 def trained_starts(data: dict, draws: list[dict] = ()) -> str:
     """Soft prompts trained from each library's starts on one fixed draw of the data
-    (`llm_prompt_starts.py --train K`): BLEU by library and the gap seed by seed; and the starts of
-    the E2E rows of that draw beside those rows, trained again."""
+    (`llm_prompt_starts.py --train K`): BLEU by library and the difference of the means; and the
+    starts of the E2E rows of that draw beside those rows, trained again."""
     summary = data.get("trained_summary")
     if not summary:
         return ""
@@ -457,7 +457,7 @@ def trained_starts(data: dict, draws: list[dict] = ()) -> str:
         again = (f" The seed-{t['data_seed']} starts are those of the E2E rows of draw {t['data_seed']}; trained again here, "
                  + ", ".join(f"{r['start']}'s scores {r['scores']['greedy']['bleu']:.2f} greedy and "
                              f"{r['scores']['beam5']['bleu']:.2f} beam (its E2E row, trained in an earlier session, "
-                             f"{e2e_bleu({'row': row}, 'row', 'greedy'):.2f} and {e2e_bleu({'row': row}, 'row', 'beam5'):.2f})"
+                             f"{row['scores']['greedy']['bleu']:.2f} and {row['scores']['beam5']['bleu']:.2f})"
                              for r, row in pairs) + ".")
     parts = []
     for name, label in (("greedy", "greedy"), ("beam5", "with beam search")):
