@@ -181,7 +181,9 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
     """PEFT's prefix tuning (10 tokens, projection of width 512) or prompt tuning (20 tokens, sampled
     vocabulary, as prompttune's soft prompt starts on a task without labels) with the same data,
     batches, optimiser, learning rate and schedule as the prompttune method it is measured against;
-    decoded greedily with PEFT's `generate`."""
+    decoded greedily with PEFT's `generate`, one source at a time: in a left-padded batch PEFT's
+    prompt tuning puts its virtual tokens before the padding and drops position ids, so a row's
+    tokens sit at other positions than in training. Padded batches of 32 are scored too, beside."""
     from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
@@ -232,19 +234,29 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
         step += 1
     seconds = time.perf_counter() - start
     model.eval()
-    tokenizer.padding_side = "left"
-    hypotheses = []
-    with torch.no_grad():
-        for begin in range(0, len(dev), 32):
-            prompts = [encode(e.text)[0] for e in dev[begin:begin + 32]]
-            width = max(len(p) for p in prompts)
-            input_ids = torch.tensor([[eos] * (width - len(p)) + p for p in prompts])
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-            generated = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=64, do_sample=False,
-                                       pad_token_id=eos, eos_token_id=eos)
-            hypotheses.extend(t.strip() for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+    prompts = [encode(e.text)[0] for e in dev]
+
+    def decode(batch_size: int) -> list[str]:
+        texts = []
+        with torch.no_grad():
+            for begin in range(0, len(prompts), batch_size):
+                chunk = prompts[begin:begin + batch_size]
+                width = max(len(p) for p in chunk)
+                input_ids = torch.tensor([[eos] * (width - len(p)) + p for p in chunk])
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+                generated = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=64,
+                                           do_sample=False, pad_token_id=eos, eos_token_id=eos)
+                texts.extend(t.strip() for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+        return texts
+
+    references = [list(e.targets) for e in dev]
+    hypotheses = decode(1)
+    batched = decode(32)
     model.save_pretrained(out)
-    return {"scores": generation_metrics(hypotheses, [list(e.targets) for e in dev]), "train_seconds": seconds,
+    return {"scores": generation_metrics(hypotheses, references), "decoded": "one source at a time",
+            "scores_padded_batches": generation_metrics(batched, references) | {
+                "batch_size": 32, "outputs_changed": sum(a != b for a, b in zip(hypotheses, batched))},
+            "train_seconds": seconds,
             "steps": step, "trainable_parameters": sum(p.numel() for p in params),
             "artifact_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
             "lr": lr_for(kind, args), "samples": hypotheses[:3]}
@@ -404,6 +416,14 @@ def render(args, model_path, pretraining, rows, overhead) -> str:
             lines += ["", f"{anchor} vs {peft_name}: BLEU {ours['scores']['bleu']:.2f} vs {peft['scores']['bleu']:.2f}; "
                           f"seconds per step {ours['seconds_per_step']:.3f} vs {peft['seconds_per_step']:.3f} "
                           f"(ratio {ours['seconds_per_step'] / peft['seconds_per_step']:.2f})."]
+    padded = [(m, r) for m, r in rows.items() if "error" not in r and r.get("scores_padded_batches")]
+    if padded:
+        lines += ["", "PEFT's rows are decoded one source at a time. Decoded in left-padded batches instead (PEFT's prompt "
+                      "tuning puts its virtual tokens before the padding and drops position ids):", ""]
+        for method, r in padded:
+            b = r["scores_padded_batches"]
+            lines.append(f"- {method}: BLEU {r['scores']['bleu']:.2f} one at a time, {b['bleu']:.2f} in batches of "
+                         f"{b['batch_size']}; {b['outputs_changed']} of {args.dev_size} outputs changed")
     if overhead:
         lines += ["", f"Generation cost: {overhead['sources']} sources, exactly {overhead['new_tokens']} new tokens each, "
                       f"greedy, best of {overhead['repeats']} interleaved repeats, one process.", "",

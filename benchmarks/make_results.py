@@ -784,6 +784,14 @@ def e2e_methods() -> str:
                          f"({a['scores']['bleu'] - b['scores']['bleu']:+.2f}); time per step "
                          f"{a['seconds_per_step'] / b['seconds_per_step']:.2f}x")
     text += "\n".join(lines) + "\n"
+    padded = [(key, run) for key, run in runs.items() if "error" not in run and run.get("scores_padded_batches")]
+    if padded:
+        text += ("\nPEFT's rows are decoded one meaning representation at a time; decoded in left-padded batches, "
+                 "PEFT's prompt tuning puts its virtual tokens before the padding and drops position ids (section 1):\n")
+        for key, run in padded:
+            b = run["scores_padded_batches"]
+            text += (f"- {labels.get(key, key)}: BLEU {run['scores']['bleu']:.2f} one at a time, {b['bleu']:.2f} in "
+                     f"batches of {b['batch_size']}; {b['outputs_changed']} of {args['dev_size']} outputs changed\n")
     return text
 
 

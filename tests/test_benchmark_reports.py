@@ -174,6 +174,27 @@ def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_pat
     assert "- 375 steps: prefix met (-1.50 points)" in text
 
 
+
+def test_the_small_decoder_section_shows_peft_rows_decoded_both_ways(make_results, tmp_path, monkeypatch):
+    """The 2.6 M decoder's PEFT rows are scored one source at a time; what padded batches give is
+    shown beside, for the rows that carry it."""
+    monkeypatch.setattr(make_results, "RESULTS", tmp_path)
+    run = {"scores": {"bleu": 25.0, "chrf": 35.0, "rougeL": 37.0}, "trainable_parameters": 3840,
+           "artifact_bytes": 21000, "seconds_per_step": 0.2}
+    data = {"args": {"train_size": 2000, "steps": 400, "batch_size": 16, "dev_size": 100, "methods": "x"},
+            "pretraining": {"config": {"n_layer": 4, "n_embd": 192, "vocab_size": 4096}, "parameters": 2615424,
+                            "texts": 60163, "steps": 800, "seconds": 733.0},
+            "runs": {"soft_prompt": run,
+                     "peft_prompt_tuning": run | {"scores_padded_batches": {"bleu": 21.5, "batch_size": 32,
+                                                                            "outputs_changed": 71}}}}
+    (tmp_path / "e2e_generation.json").write_text(json.dumps(data))
+    text = make_results.e2e_methods()
+    assert ("- PEFT `PromptTuningConfig` (20 tokens, sample_vocab): BLEU 25.00 one at a time, 21.50 in batches of 32; "
+            "71 of 100 outputs changed") in text
+    del data["runs"]["peft_prompt_tuning"]["scores_padded_batches"]
+    (tmp_path / "e2e_generation.json").write_text(json.dumps(data))
+    assert "padded" not in make_results.e2e_methods()
+
 @pytest.fixture
 def lowdata(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
