@@ -456,7 +456,7 @@ def trained_starts(data: dict, draws: list[dict] = ()) -> str:
     if pairs:
         again = (f" The seed-{t['data_seed']} starts are those of the E2E rows of draw {t['data_seed']}; trained again here, "
                  + ", ".join(f"{r['start']}'s scores {r['scores']['greedy']['bleu']:.2f} greedy and "
-                             f"{r['scores']['beam5']['bleu']:.2f} beam (its E2E row, trained in an earlier session, "
+                             f"{r['scores']['beam5']['bleu']:.2f} beam (its E2E row, trained by llm_e2e.py, "
                              f"{row['scores']['greedy']['bleu']:.2f} and {row['scores']['beam5']['bleu']:.2f})"
                              for r, row in pairs) + ".")
     parts = []

@@ -382,9 +382,9 @@ def test_the_published_starts_section_says_how_trained_starts_compare(make_resul
                                                "peft_prompt_tuning": _e2e_row(51.3, 56.52)}}]
     text = make_results.trained_starts(data, draws)
     assert "`python benchmarks/llm_prompt_starts.py --train 2`" in text
-    assert ("trained again here, prompttune's scores 48.90 greedy and 55.84 beam (its E2E row, trained in an earlier "
-            "session, 48.26 and 56.77), peft's scores 51.00 greedy and 57.00 beam (its E2E row, trained in an earlier "
-            "session, 51.30 and 56.52).") in text
+    assert ("trained again here, prompttune's scores 48.90 greedy and 55.84 beam (its E2E row, trained by llm_e2e.py, "
+            "48.26 and 56.77), peft's scores 51.00 greedy and 57.00 beam (its E2E row, trained by llm_e2e.py, "
+            "51.30 and 56.52).") in text
     assert "40.00" not in text and "10.00" not in text  # other draws' rows are not this draw's
 
 
