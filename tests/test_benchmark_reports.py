@@ -174,7 +174,6 @@ def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_pat
     assert "- 375 steps: prefix met (-1.50 points)" in text
 
 
-
 def test_the_small_decoder_section_shows_peft_rows_decoded_both_ways(make_results, tmp_path, monkeypatch):
     """The 2.6 M decoder's PEFT rows are scored one source at a time; what padded batches give is
     shown beside, for the rows that carry it."""
@@ -194,6 +193,7 @@ def test_the_small_decoder_section_shows_peft_rows_decoded_both_ways(make_result
     del data["runs"]["peft_prompt_tuning"]["scores_padded_batches"]
     (tmp_path / "e2e_generation.json").write_text(json.dumps(data))
     assert "padded" not in make_results.e2e_methods()
+
 
 @pytest.fixture
 def lowdata(tmp_path, monkeypatch):
