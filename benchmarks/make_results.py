@@ -515,6 +515,44 @@ def llm_e2e_padded_peft(draws: list[dict]) -> str:
                "time; prefix tuning's outputs do not change with the padding (above).\n" if earlier else ""))
 
 
+def llm_e2e_budgets(first: dict) -> str:
+    """The E2E comparison with other step budgets (results/llm_e2e_*.json: the same setting but the
+    steps), beside the first: BLEU by budget of the methods run with another budget too, and each
+    target at each budget that has both its methods."""
+    runs = [("llm_e2e", first)]
+    for path in sorted(RESULTS.glob("llm_e2e_*.json")):
+        data = json.loads(path.read_text())
+        if alike(data["setting"], first["setting"], but="steps") and data["setting"]["steps"] != first["setting"]["steps"]:
+            runs.append((path.stem, data))
+    if len(runs) < 2:
+        return ""
+    runs.sort(key=lambda run: run[1]["setting"]["steps"])
+    a = first["setting"]
+    methods = [m for m in first["rows"] if any(m in d["rows"] for _, d in runs if d is not first)]
+    passes = {name: d["setting"]["steps"] * a["batch_size"] / a["train_size"] for name, d in runs}
+    header = ["method"] + [f"{decoding} {d['setting']['steps']} steps ({passes[name]:.1f} passes)"
+                           for decoding in ("greedy", "beam") for name, d in runs]
+    body = [[m] + [num(e2e_bleu(d["rows"], m, decoding), 2) for decoding in ("greedy", "beam5") for _, d in runs]
+            for m in methods]
+    text = (f"\nLonger training, the rest alike (draw {a['seed']}: the {a['steps']}-step runs' batches, then more in the "
+            "same sequence; each method's learning rate decays over its whole budget): "
+            + ", ".join(f"`python benchmarks/llm_e2e.py --steps {d['setting']['steps']} --name {name}` "
+                        f"(`results/{name}.md`)" for name, d in runs if d is not first)
+            + ("; PEFT's rows with the oldest transformers" if any(m.startswith("peft_") for m in methods) else "")
+            + ". BLEU by budget:\n\n" + table(header, body) + "\n")
+    lines = []
+    for ours, theirs, margin, label in E2E_TARGETS:
+        for _, d in runs:
+            if d is first or ours not in d["rows"] or theirs not in d["rows"]:
+                continue
+            parts = []
+            for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
+                x, y = e2e_bleu(d["rows"], ours, decoding), e2e_bleu(d["rows"], theirs, decoding)
+                parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
+            lines.append(f"- {label}, {d['setting']['steps']} steps: " + "; ".join(parts))
+    return text + ("\nTargets by budget:\n" + "\n".join(lines) + "\n" if lines else "")
+
+
 def llm_e2e() -> str:
     data = load("llm_e2e")
     if data is None:
@@ -544,7 +582,7 @@ def llm_e2e() -> str:
             if x is not None and y is not None:
                 parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
         lines.append(f"- {label}: " + ("; ".join(parts) if parts else "not measured yet"))
-    text += "\n".join(lines) + "\n" + llm_e2e_draws(data)
+    text += "\n".join(lines) + "\n" + llm_e2e_draws(data) + llm_e2e_budgets(data)
     if (RESULTS / "llm_e2e_params.png").is_file():
         text += "\n![BLEU against trainable parameters](results/llm_e2e_params.png)\n"
     return text

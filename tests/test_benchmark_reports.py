@@ -174,6 +174,33 @@ def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_pat
     assert "- 375 steps: prefix met (-1.50 points)" in text
 
 
+def test_e2e_at_other_budgets_is_shown_beside_the_first_with_each_target(make_results, tmp_path, monkeypatch):
+    """Results of the same setting but the steps join the E2E section by budget; each target is
+    judged at a longer budget that ran both its methods; other draws and settings stay out."""
+    monkeypatch.setattr(make_results, "RESULTS", tmp_path)
+    setting = {"train_size": 2000, "batch_size": 8, "seed": 0, "steps": 200}
+
+    def result(steps, rows, **changes):
+        return {"setting": setting | {"steps": steps} | changes,
+                "rows": {m: _e2e_row(*v) for m, v in rows.items()}}
+
+    first = result(200, {"prefix": (61.33, 67.41), "full_finetune": (65.55, 66.81), "zero_shot": (16.76, 17.38)})
+    assert make_results.llm_e2e_budgets(first) == ""
+    (tmp_path / "llm_e2e_500.json").write_text(json.dumps(result(500, {"prefix": (64.9, 68.0),
+                                                                       "full_finetune": (65.5, 67.0)})))
+    (tmp_path / "llm_e2e_seed1.json").write_text(json.dumps(result(200, {"prefix": (99.0, 99.0)}, seed=1)))
+    (tmp_path / "llm_e2e_other.json").write_text(json.dumps(result(500, {"prefix": (98.0, 98.0)}, train_size=500)))
+    text = make_results.llm_e2e_budgets(first)
+    assert "`python benchmarks/llm_e2e.py --steps 500 --name llm_e2e_500`" in text
+    assert ("| method | greedy 200 steps (0.8 passes) | greedy 500 steps (2.0 passes) | beam 200 steps (0.8 passes) "
+            "| beam 500 steps (2.0 passes) |") in text
+    assert "| prefix | 61.33 | 64.90 | 67.41 | 68.00 |" in text
+    assert "zero_shot" not in text and "99.00" not in text and "98.00" not in text
+    assert ("- prefix >= full_finetune - 1 BLEU, 500 steps: greedy met (prefix 64.90, full_finetune 65.50); "
+            "beam met (prefix 68.00, full_finetune 67.00)") in text
+    assert "PEFT" not in text
+
+
 def test_the_small_decoder_section_shows_peft_rows_decoded_both_ways(make_results, tmp_path, monkeypatch):
     """The 2.6 M decoder's PEFT rows are scored one source at a time; what padded batches give is
     shown beside, for the rows that carry it."""
