@@ -411,8 +411,9 @@ def apart_from_peft(out: Path) -> dict | None:
 
 def markdown(setting: dict, rows: dict, name: str = "llm_e2e") -> str:
     metrics = ("bleu", "nist", "meteor", "rougeL", "cider", "chrf")
-    options = ((f" --seed {setting['seed']}" if setting["seed"] else "")
-               + (f" --name {name}" if name != "llm_e2e" else ""))
+    defaults = vars(parser().parse_args([]))
+    options = "".join(f" --{key.replace('_', '-')} {value}" for key, value in setting.items()
+                      if value != defaults[key]) + (f" --name {name}" if name != "llm_e2e" else "")
     lines = [
         "# E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
         "",
@@ -508,7 +509,7 @@ def plot_params(rows: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--train-size", type=int, default=2000, help="E2E training pairs")
@@ -525,7 +526,11 @@ def main() -> None:
     parser.add_argument("--name", default="llm_e2e",
                         help="runs in benchmarks/runs/NAME, results in benchmarks/results/NAME.{json,md}")
     parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     global WORK
     WORK = WORK.parent / args.name
     from prompttune.runtime import quiet_libraries

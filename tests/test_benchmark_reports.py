@@ -419,3 +419,16 @@ def test_a_library_with_fewer_trained_starts_is_shown_as_it_stands(make_results)
     assert make_results.start_spread({"mean": None, "sd": None, "count": 0}) == "none yet"
     assert make_results.start_spread({"mean": 48.9, "sd": None, "count": 1}) == "48.90 (1 start)"
     assert make_results.start_spread({"mean": 49.0, "sd": 1.5, "count": 2}) == "49.00 (sd 1.50, 2 starts)"
+
+
+def test_an_e2e_report_names_every_option_that_differs_from_the_defaults(monkeypatch):
+    """The command a results file gives reproduces its setting: the steps, seed and sizes that differ."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import importlib
+
+    module = importlib.import_module("llm_e2e")
+    setting = {"model": module.MODEL, "train_size": 2000, "dev_size": 50, "steps": 200, "batch_size": 8,
+               "max_source_length": 64, "max_target_length": 64, "seed": 0}
+    assert "Command: `python benchmarks/llm_e2e.py` (" in module.markdown(setting, {})
+    longer = module.markdown(setting | {"steps": 500, "seed": 1, "train_size": 500}, {}, "llm_e2e_500")
+    assert "Command: `python benchmarks/llm_e2e.py --train-size 500 --steps 500 --seed 1 --name llm_e2e_500` (" in longer
