@@ -333,6 +333,17 @@ def alike(setting: dict, other: dict, but: str) -> bool:
     return {k: v for k, v in setting.items() if k != but} == {k: v for k, v in other.items() if k != but}
 
 
+def budget_runs(name: str, first: dict) -> list[tuple[str, dict]]:
+    """`first` (results/NAME.json) and the results/NAME_*.json of the same setting but the steps,
+    as (file stem, results) by budget."""
+    runs = [(name, first)]
+    for path in sorted(RESULTS.glob(f"{name}_*.json")):
+        data = json.loads(path.read_text())
+        if alike(data["setting"], first["setting"], but="steps") and data["setting"]["steps"] != first["setting"]["steps"]:
+            runs.append((path.stem, data))
+    return sorted(runs, key=lambda run: run[1]["setting"]["steps"])
+
+
 def e2e_bleu(rows: dict, method: str, decoding: str) -> float | None:
     """A method's BLEU with one decoding, None where it was not run."""
     scores = rows[method]["scores"] if method in rows else {}
@@ -519,14 +530,9 @@ def llm_e2e_budgets(first: dict) -> str:
     """The E2E comparison with other step budgets (results/llm_e2e_*.json: the same setting but the
     steps), beside the first: BLEU by budget of the methods run with another budget too, and each
     target at each budget that has both its methods."""
-    runs = [("llm_e2e", first)]
-    for path in sorted(RESULTS.glob("llm_e2e_*.json")):
-        data = json.loads(path.read_text())
-        if alike(data["setting"], first["setting"], but="steps") and data["setting"]["steps"] != first["setting"]["steps"]:
-            runs.append((path.stem, data))
+    runs = budget_runs("llm_e2e", first)
     if len(runs) < 2:
         return ""
-    runs.sort(key=lambda run: run[1]["setting"]["steps"])
     a = first["setting"]
     methods = [m for m in first["rows"] if any(m in d["rows"] for _, d in runs if d is not first)]
     passes = {name: d["setting"]["steps"] * a["batch_size"] / a["train_size"] for name, d in runs}
@@ -674,14 +680,9 @@ def llm_samsum_budgets(first: dict) -> str:
     """SAMSum with other step budgets (results/llm_samsum_*.json: the same setting but the steps),
     beside the first: each method's ROUGE-L by budget, and the prefix target at each budget that
     has both a prefix row and fine-tuning."""
-    runs = [("llm_samsum", first)]
-    for path in sorted(RESULTS.glob("llm_samsum_*.json")):
-        data = json.loads(path.read_text())
-        if alike(data["setting"], first["setting"], but="steps") and data["setting"]["steps"] != first["setting"]["steps"]:
-            runs.append((path.stem, data))
+    runs = budget_runs("llm_samsum", first)
     if len(runs) < 2:
         return ""
-    runs.sort(key=lambda run: run[1]["setting"]["steps"])
     a = first["setting"]
     methods = [m for m in first["rows"] if any(m in d["rows"] for _, d in runs if d is not first)]
     passes = [d["setting"]["steps"] * a["batch_size"] / a["train_size"] for _, d in runs]
