@@ -350,31 +350,27 @@ def e2e_bleu(rows: dict, method: str, decoding: str) -> float | None:
     return scores[decoding]["bleu"] if decoding in scores else None
 
 
-def llm_e2e_draws(first: dict) -> str:
-    """The E2E comparison on other draws of the training pairs (results/llm_e2e_seed*.json: the same
-    setting but the seed), beside the first: BLEU by seed of the methods run on another draw too
-    (mean over the seeds run, their number given), and each target's mean margin over the draws
-    that have both its methods, with the number on which it is met."""
+def e2e_draws(name: str, first: dict) -> list[dict]:
+    """`first` (results/NAME.json) and the results/NAME_seed*.json of the same setting but the seed."""
     draws = [first]
-    for path in sorted(RESULTS.glob("llm_e2e_seed*.json")):
+    for path in sorted(RESULTS.glob(f"{name}_seed*.json")):
         data = json.loads(path.read_text())
         if alike(data["setting"], first["setting"], but="seed"):
             draws.append(data)
-    if len(draws) < 2:
-        return ""
+    return draws
+
+
+def e2e_draws_table(draws: list[dict]) -> str:
+    """BLEU by seed of the methods run on more than one draw (mean over the seeds run, their number
+    given), and each target's mean margin over the draws that have both its methods, with its
+    standard error and the number of draws on which it is met."""
     seeds = [d["setting"]["seed"] for d in draws]
-    methods = [m for m in first["rows"] if any(m in d["rows"] for d in draws[1:])]
+    methods = [m for m in draws[0]["rows"] if any(m in d["rows"] for d in draws[1:])]
 
     def mean(values):
         values = [v for v in values if v is not None]
         return f"{statistics.mean(values):.2f} ({len(values)})"
 
-    text = (f"\nThe same comparison on other draws of the {first['setting']['train_size']:,} training pairs "
-            f"({'seed' if len(seeds) == 2 else 'seeds'} {', '.join(map(str, seeds[1:]))}: other pairs in another "
-            "order, the same dev meaning representations), for the methods run on more than one draw: "
-            + ", ".join(f"`python benchmarks/llm_e2e.py --seed {s} --name llm_e2e_seed{s}` (`results/llm_e2e_seed{s}.md`)"
-                        for s in seeds[1:])
-            + "; PEFT's rows with the oldest transformers. BLEU by seed, and the mean over the seeds run (how many):\n\n")
     header = ["method"] + [f"{name} seed {seed}" for name in ("greedy", "beam") for seed in seeds] + \
              ["greedy mean", "beam mean"]
     body = []
@@ -382,7 +378,7 @@ def llm_e2e_draws(first: dict) -> str:
         greedy = [e2e_bleu(d["rows"], method, "greedy") for d in draws]
         beam = [e2e_bleu(d["rows"], method, "beam5") for d in draws]
         body.append([method, *(num(x, 2) for x in greedy + beam), mean(greedy), mean(beam)])
-    text += table(header, body) + "\n\nTargets over the draws (mean margin over the target's bound ± its standard error over the draws; draws met of those run):\n"
+    lines = []
     for ours, theirs, margin, label in E2E_TARGETS:
         both = [d for d in draws if ours in d["rows"] and theirs in d["rows"]]
         if len(both) < 2:
@@ -393,7 +389,33 @@ def llm_e2e_draws(first: dict) -> str:
                        for d in both]
             error = statistics.stdev(margins) / len(margins) ** 0.5
             parts.append(f"{name} {statistics.mean(margins):+.2f} ± {error:.2f} ({sum(m >= 0 for m in margins)} of {len(both)})")
-        text += f"- {label}: " + "; ".join(parts) + "\n"
+        lines.append(f"- {label}: " + "; ".join(parts))
+    return (table(header, body) + "\n" + ("\nTargets over the draws (mean margin over the target's bound ± its "
+                                         "standard error over the draws; draws met of those run):\n"
+                                         + "\n".join(lines) + "\n" if lines else ""))
+
+
+def seed_commands(name: str, draws: list[dict]) -> str:
+    """The commands that ran the other draws of results/NAME.json."""
+    first = draws[0]["setting"]
+    steps = f" --steps {first['steps']}" if first["steps"] != 200 else ""
+    return ", ".join(f"`python benchmarks/llm_e2e.py --seed {s}{steps} --name {name}_seed{s}` (`results/{name}_seed{s}.md`)"
+                     for s in (d["setting"]["seed"] for d in draws[1:]))
+
+
+def llm_e2e_draws(first: dict) -> str:
+    """The E2E comparison on other draws of the training pairs (results/llm_e2e_seed*.json: the same
+    setting but the seed), beside the first, with each target over the draws."""
+    draws = e2e_draws("llm_e2e", first)
+    if len(draws) < 2:
+        return ""
+    seeds = [d["setting"]["seed"] for d in draws]
+    text = (f"\nThe same comparison on other draws of the {first['setting']['train_size']:,} training pairs "
+            f"({'seed' if len(seeds) == 2 else 'seeds'} {', '.join(map(str, seeds[1:]))}: other pairs in another "
+            "order, the same dev meaning representations), for the methods run on more than one draw: "
+            + seed_commands("llm_e2e", draws)
+            + "; PEFT's rows with the oldest transformers. BLEU by seed, and the mean over the seeds run (how many):\n\n")
+    text += e2e_draws_table(draws)
     return text + llm_e2e_same_start(draws) + llm_prompt_starts(draws) + llm_e2e_padded_peft(draws)
 
 
@@ -556,7 +578,16 @@ def llm_e2e_budgets(first: dict) -> str:
                 x, y = e2e_bleu(d["rows"], ours, decoding), e2e_bleu(d["rows"], theirs, decoding)
                 parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
             lines.append(f"- {label}, {d['setting']['steps']} steps: " + "; ".join(parts))
-    return text + ("\nTargets by budget:\n" + "\n".join(lines) + "\n" if lines else "")
+    text += "\nTargets by budget:\n" + "\n".join(lines) + "\n" if lines else ""
+    for name, d in runs:
+        draws = e2e_draws(name, d) if d is not first else []
+        if len(draws) < 2:
+            continue
+        seeds = [x["setting"]["seed"] for x in draws[1:]]
+        text += (f"\nAt {d['setting']['steps']} steps on other draws ({'seed' if len(seeds) == 1 else 'seeds'} "
+                 f"{', '.join(map(str, seeds))}, as in the 200-step comparison above): " + seed_commands(name, draws)
+                 + ". BLEU by seed, and the mean over the seeds run (how many):\n\n" + e2e_draws_table(draws))
+    return text
 
 
 def llm_e2e() -> str:

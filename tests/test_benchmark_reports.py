@@ -201,6 +201,32 @@ def test_e2e_at_other_budgets_is_shown_beside_the_first_with_each_target(make_re
     assert "PEFT" not in text
 
 
+def test_e2e_at_a_longer_budget_on_other_draws_gives_each_target_over_those_draws(make_results, tmp_path,
+                                                                                  monkeypatch):
+    """Draws of a longer budget (NAME_seedN.json beside NAME.json) are shown by seed under that budget,
+    with each target's margin over them; draws of another budget or setting stay out."""
+    monkeypatch.setattr(make_results, "RESULTS", tmp_path)
+    setting = {"train_size": 2000, "batch_size": 8, "seed": 0, "steps": 200}
+
+    def result(steps, seed, soft, peft, **changes):
+        return {"setting": setting | {"steps": steps, "seed": seed} | changes,
+                "rows": {"soft_prompt": _e2e_row(soft, soft + 1), "peft_prompt_tuning": _e2e_row(peft, peft)}}
+
+    first = result(200, 0, 48.0, 51.0)
+    (tmp_path / "llm_e2e_500.json").write_text(json.dumps(result(500, 0, 56.0, 55.0)))
+    assert "other draws" not in make_results.llm_e2e_budgets(first)
+    (tmp_path / "llm_e2e_500_seed1.json").write_text(json.dumps(result(500, 1, 54.0, 56.0)))
+    (tmp_path / "llm_e2e_500_seed2.json").write_text(json.dumps(result(500, 2, 99.0, 10.0, train_size=500)))
+    (tmp_path / "llm_e2e_seed1.json").write_text(json.dumps(result(200, 1, 97.0, 10.0)))
+    text = make_results.llm_e2e_budgets(first)
+    assert "At 500 steps on other draws (seed 1, " in text
+    assert "`python benchmarks/llm_e2e.py --seed 1 --steps 500 --name llm_e2e_500_seed1`" in text
+    assert "| soft_prompt | 56.00 | 54.00 | 57.00 | 55.00 | 55.00 (2) | 56.00 (2) |" in text
+    # margins +1 and -2: mean -0.50, standard deviation 2.12, standard error 1.50
+    assert "- soft_prompt >= PEFT's prompt tuning: greedy -0.50 ± 1.50 (1 of 2); beam +0.50 ± 1.50 (1 of 2)" in text
+    assert "99.00" not in text and "97.00" not in text
+
+
 def test_the_small_decoder_section_shows_peft_rows_decoded_both_ways(make_results, tmp_path, monkeypatch):
     """The 2.6 M decoder's PEFT rows are scored one source at a time; what padded batches give is
     shown beside, for the rows that carry it."""
