@@ -619,7 +619,14 @@ def llm_e2e() -> str:
             if x is not None and y is not None:
                 parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
         lines.append(f"- {label}: " + ("; ".join(parts) if parts else "not measured yet"))
-    text += "\n".join(lines) + "\n" + llm_e2e_draws(data) + llm_e2e_budgets(data)
+    text += "\n".join(lines) + "\n"
+    if "prefix" in rows and "peft_prefix_tuning" in rows:
+        text += (f"\nprefix and peft_prefix_tuning are the same reparameterisation (virtual-token embeddings through an MLP "
+                 "of 512 hidden units to every layer's keys and values) but for the embeddings' width: under grouped-query "
+                 "attention PEFT makes it the keys' and values' width (3 heads of 64, 192) and prompttune the model's "
+                 f"(576), hence {count(rows['peft_prefix_tuning']['trainable_parameters'])} against "
+                 f"{count(rows['prefix']['trainable_parameters'])} trainable parameters.\n")
+    text += llm_e2e_draws(data) + llm_e2e_budgets(data)
     if (RESULTS / "llm_e2e_params.png").is_file():
         text += "\n![BLEU against trainable parameters](results/llm_e2e_params.png)\n"
     return text
