@@ -350,6 +350,16 @@ def e2e_bleu(rows: dict, method: str, decoding: str) -> float | None:
     return scores[decoding]["bleu"] if decoding in scores else None
 
 
+def e2e_target(rows: dict, ours: str, theirs: str, margin: float) -> list[str]:
+    """A target judged on one run, greedily and with beam search where both its methods were decoded so."""
+    parts = []
+    for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
+        x, y = e2e_bleu(rows, ours, decoding), e2e_bleu(rows, theirs, decoding)
+        if x is not None and y is not None:
+            parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
+    return parts
+
+
 def e2e_draws(name: str, first: dict) -> list[dict]:
     """`first` (results/NAME.json) and the results/NAME_seed*.json of the same setting but the seed."""
     draws = [first]
@@ -395,11 +405,9 @@ def e2e_draws_table(draws: list[dict]) -> str:
                                          + "\n".join(lines) + "\n" if lines else ""))
 
 
-def seed_commands(name: str, draws: list[dict]) -> str:
-    """The commands that ran the other draws of results/NAME.json."""
-    first = draws[0]["setting"]
-    steps = f" --steps {first['steps']}" if first["steps"] != 200 else ""
-    return ", ".join(f"`python benchmarks/llm_e2e.py --seed {s}{steps} --name {name}_seed{s}` (`results/{name}_seed{s}.md`)"
+def seed_commands(name: str, draws: list[dict], options: str = "") -> str:
+    """The commands that ran the other draws of results/NAME.json (NAME's own options given)."""
+    return ", ".join(f"`python benchmarks/llm_e2e.py --seed {s}{options} --name {name}_seed{s}` (`results/{name}_seed{s}.md`)"
                      for s in (d["setting"]["seed"] for d in draws[1:]))
 
 
@@ -573,11 +581,7 @@ def llm_e2e_budgets(first: dict) -> str:
         for _, d in runs:
             if d is first or ours not in d["rows"] or theirs not in d["rows"]:
                 continue
-            parts = []
-            for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
-                x, y = e2e_bleu(d["rows"], ours, decoding), e2e_bleu(d["rows"], theirs, decoding)
-                parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
-            lines.append(f"- {label}, {d['setting']['steps']} steps: " + "; ".join(parts))
+            lines.append(f"- {label}, {d['setting']['steps']} steps: " + "; ".join(e2e_target(d["rows"], ours, theirs, margin)))
     text += "\nTargets by budget:\n" + "\n".join(lines) + "\n" if lines else ""
     for name, d in runs:
         draws = e2e_draws(name, d) if d is not first else []
@@ -585,7 +589,8 @@ def llm_e2e_budgets(first: dict) -> str:
             continue
         seeds = [x["setting"]["seed"] for x in draws[1:]]
         text += (f"\nAt {d['setting']['steps']} steps on other draws ({'seed' if len(seeds) == 1 else 'seeds'} "
-                 f"{', '.join(map(str, seeds))}, as in the 200-step comparison above): " + seed_commands(name, draws)
+                 f"{', '.join(map(str, seeds))}, as in the {a['steps']}-step comparison above): "
+                 + seed_commands(name, draws, f" --steps {d['setting']['steps']}")
                  + ". BLEU by seed, and the mean over the seeds run (how many):\n\n" + e2e_draws_table(draws))
     return text
 
@@ -613,11 +618,7 @@ def llm_e2e() -> str:
 
     lines = ["Targets (BLEU, greedy and with beam search):"]
     for ours, theirs, margin, label in E2E_TARGETS:
-        parts = []
-        for decoding, name in (("greedy", "greedy"), ("beam5", "beam")):
-            x, y = e2e_bleu(rows, ours, decoding), e2e_bleu(rows, theirs, decoding)
-            if x is not None and y is not None:
-                parts.append(f"{name} {'met' if x >= y + margin else 'not met'} ({ours} {x:.2f}, {theirs} {y:.2f})")
+        parts = e2e_target(rows, ours, theirs, margin)
         lines.append(f"- {label}: " + ("; ".join(parts) if parts else "not measured yet"))
     text += "\n".join(lines) + "\n"
     if "prefix" in rows and "peft_prefix_tuning" in rows:
