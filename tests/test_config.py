@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from conftest import task_config
 from prompttune import ConfigError, PromptModel
@@ -27,6 +28,31 @@ def test_unknown_method(load):
 def test_soft_prompt_config_checks(load, options, message):
     with pytest.raises(ConfigError, match=message):
         PromptModel.create(load("bert"), "soft_prompt", task_config(), options)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"embedding_size": 0}, "embedding_size: must be a positive integer or null, got 0"),
+    ({"embedding_size": True}, "embedding_size: must be a positive integer or null, got True"),
+    ({"embedding_size": "16"}, "embedding_size: must be a positive integer or null, got '16'"),
+])
+def test_prefix_config_checks(load, options, message):
+    with pytest.raises(ConfigError, match=message):
+        PromptModel.create(load("llama"), "prefix", task_config(), options)
+
+
+def test_the_prefix_embedding_takes_the_width_asked_for_and_the_artifact_keeps_it(load, tmp_path):
+    from prompttune import load_prompt, save_prompt
+
+    backbone = load("llama")
+    default = PromptModel.create(backbone, "prefix", task_config(), {"num_virtual_tokens": 3, "hidden_size": 8})
+    narrow = PromptModel.create(backbone, "prefix", task_config(),
+                                {"num_virtual_tokens": 3, "hidden_size": 8, "embedding_size": 5}, seed=1)
+    assert default.method.embedding.shape == (3, backbone.hidden_size)
+    assert narrow.method.embedding.shape == (3, 5) and narrow.method.mlp[0].in_features == 5
+    save_prompt(narrow, tmp_path / "narrow")
+    again = load_prompt(str(tmp_path / "narrow"), backbone=backbone, with_training_state=True)
+    assert again.method.config.embedding_size == 5
+    torch.testing.assert_close(again.method.embedding, narrow.method.embedding)
 
 
 @pytest.mark.parametrize("init", ["sample_vocab", "class_labels"])

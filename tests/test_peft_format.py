@@ -358,3 +358,62 @@ def test_a_soft_prompt_trains_as_peft_prompt_tuning_does(family, model_dirs, loa
     moved = (prompt.detach() - start).norm()
     assert moved > 1e-3  # both trained
     torch.testing.assert_close(ours.method.prompt.detach(), prompt.detach(), rtol=0, atol=1e-5 * float(moved))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_prefix_tuning_trains_as_peft_prefix_tuning_does(family, model_dirs, load):
+    """Given PEFT's shape (`embedding_size` the keys' and values' width, which grouped-query
+    attention makes half the tiny Llama's) and PEFT's starting weights, prompttune's prefix tuning
+    and PEFT's (its prefix encoder and its layout of the keys and values, trained with AdamW at
+    prompttune's learning rate, linear schedule and clipping) end at the same embedding and MLP:
+    the two differ only in where they start and how wide the embedding is."""
+    from transformers import get_scheduler
+
+    from prompttune import Example, PromptModel, TrainConfig, train
+    from prompttune.methods import method_class
+    from prompttune.tasks import GenerationConfig
+
+    examples = [Example(f"{a} {b}", targets=(f"a {b} that is {a}",), source=f"row {i}")
+                for i, (a, b) in enumerate([(a, b) for a in ("red", "blue", "green") for b in ("cat", "dog", "house")], 1)]
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dirs[family])
+    theirs = get_peft_model(base, KINDS["prefix_tuning_projection"]())
+    encoder = theirs.prompt_encoder["default"]
+    width = encoder.embedding.weight.shape[1]
+    config = base.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    assert width == heads * config.hidden_size // config.num_attention_heads  # PEFT's keys' and values' width
+    ours = PromptModel.create(load(family), "prefix", GenerationConfig(max_source_length=16, max_target_length=8),
+                              {"num_virtual_tokens": VIRTUAL, "hidden_size": 16, "embedding_size": width}, seed=0)
+    theirs_params = [encoder.embedding.weight, *encoder.transform[0].parameters(), *encoder.transform[2].parameters()]
+    ours_params = [ours.method.embedding, *ours.method.mlp[0].parameters(), *ours.method.mlp[2].parameters()]
+    assert sum(p.numel() for p in ours.method.parameters() if p.requires_grad) == sum(p.numel() for p in theirs_params)
+    with torch.no_grad():
+        for mine, peft_param in zip(ours_params, theirs_params):
+            mine.copy_(peft_param)
+    start = [p.detach().clone() for p in theirs_params]
+    steps, train_config = 5, TrainConfig(max_steps=5, batch_size=len(examples), seed=0, progress=False)
+    train(ours, examples, config=train_config)
+
+    # PEFT's side: its prompt (`get_prompt`: the encoder's output laid out as every layer's keys and
+    # values) through the base model, the whole set as one batch each step, prompttune's encoding.
+    batch = ours.task.collate(ours.task.training_features(examples))
+    rows = batch["input_ids"].shape[0]
+    mask = torch.cat([torch.ones(rows, VIRTUAL, dtype=batch["attention_mask"].dtype), batch["attention_mask"]], dim=1)
+    optimizer = torch.optim.AdamW(theirs_params, lr=method_class("prefix").default_lr, weight_decay=train_config.weight_decay)
+    schedule = get_scheduler("linear", optimizer, num_warmup_steps=int(train_config.warmup_ratio * steps),
+                             num_training_steps=steps)
+    theirs.train()
+    base.eval()
+    for _ in range(steps):
+        prompt = theirs.get_prompt(rows)
+        base(input_ids=batch["input_ids"], attention_mask=mask, labels=batch["labels"],
+             **{cache_argument(base.forward) or "past_key_values": prompt}).loss.backward()
+        torch.nn.utils.clip_grad_norm_(theirs_params, train_config.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    moved = torch.cat([(p.detach() - s).flatten() for p, s in zip(theirs_params, start)]).norm()
+    assert moved > 1e-3  # both trained
+    for mine, peft_param in zip(ours_params, theirs_params):
+        torch.testing.assert_close(mine.detach(), peft_param.detach(), rtol=0, atol=1e-5 * float(moved))

@@ -6,7 +6,8 @@ a decoder-only model; the encoder's self-attention, the decoder's self-attention
 cross-attention for an encoder-decoder (the paper's section 4.1); the self-attention of an encoder.
 
 Training goes through the paper's reparameterisation: a small embedding (P x D) passed through an
-MLP (D -> hidden -> every layer's keys and values). Optimising the prefix directly was unstable in
+MLP (D -> hidden -> every layer's keys and values); D is the model's width unless `embedding_size`
+says otherwise (PEFT's is the keys' and values' width). Optimising the prefix directly was unstable in
 the paper. The MLP exists only for training: the artifact stores the computed per-layer prefix,
 which is all inference needs, and, in a separate file, the embedding and the MLP, so training can
 continue from a saved prompt.
@@ -45,10 +46,17 @@ class PrefixConfig(ConfigBase):
     """The text for init=text, repeated or cut to P tokens (e.g. "table-to-text:" or "summarize")."""
     hidden_size: int = 512
     """Width of the reparameterisation MLP's hidden layer (Li & Liang: 512 for table-to-text)."""
+    embedding_size: int | None = None
+    """Width of the P embeddings the MLP reads; None: the model's hidden size (Li & Liang's GPT-2).
+    PEFT's prefix tuning makes it the keys' and values' width, which grouped-query attention makes
+    smaller (SmolLM2-135M: 3 key/value heads of 64, so 192 against 576)."""
 
     def __post_init__(self):
         check_prompt_config(self, INITS)
         check(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size", "must be a positive integer")
+        check(self.embedding_size is None or (isinstance(self.embedding_size, int) and not isinstance(self.embedding_size, bool)
+                                              and self.embedding_size > 0),
+              "embedding_size", f"must be a positive integer or null, got {self.embedding_size!r}")
 
 
 class KeyValuePrefix(PromptMethod):
@@ -121,7 +129,7 @@ class PrefixTuning(Reparameterised, KeyValuePrefix):
     def __init__(self, config: PrefixConfig, backbone: Backbone):
         super().__init__(config, backbone)
         device = backbone.device
-        width = backbone.hidden_size
+        width = config.embedding_size or backbone.hidden_size
         self.embedding = nn.Parameter(torch.zeros(config.num_virtual_tokens, width, device=device))
         self.mlp = nn.Sequential(nn.Linear(width, config.hidden_size), nn.Tanh(),
                                  nn.Linear(config.hidden_size, self.total)).to(device)
