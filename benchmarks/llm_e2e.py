@@ -10,7 +10,10 @@ meaning representations against all their references, greedy and with beam searc
   `full_finetune`; each method's default learning rate; and two soft prompts that start elsewhere:
   `soft_prompt_common` from the 5,000 most common tokens (Lester et al.'s sampled vocabulary) and
   `soft_prompt_peft_start` from the very prompt `peft_prompt_tuning` starts from (PEFT's draw for the
-  seed), to tell where a prompt starts from how it is trained;
+  seed), to tell where a prompt starts from how it is trained; `prefix_peft_start` likewise: prefix
+  tuning in PEFT's shape (its embedding as wide as the keys and values) from the very embedding and
+  MLP `peft_prefix_tuning` starts from, and `prefix_peft_start_nudged` from that start with every
+  weight changed by about one part in a million, to tell how far a run's own sensitivity moves it;
 - PEFT: `PrefixTuningConfig` with and without projection and `PromptTuningConfig`, each trained by a
   loop with the batches, optimiser, learning rate and schedule of the prompttune method it matches;
 - no training: the instruct model's chat template with an instruction, zero-shot and 3-shot.
@@ -59,11 +62,21 @@ OURS = {
     "soft_prompt_common": {"num_virtual_tokens": 20, "init": "sample_vocab", "common_tokens": 5000},
     # Started from the very prompt peft_prompt_tuning starts from (PEFT's draw with the same seed).
     "soft_prompt_peft_start": {"num_virtual_tokens": 20},
+    # PEFT's prefix tuning's start (embedding and MLP) and shape: `embedding_size` is taken from it.
+    "prefix_peft_start": {"num_virtual_tokens": 10, "hidden_size": 512},
+    "prefix_peft_start_nudged": {"num_virtual_tokens": 10, "hidden_size": 512},
     "p_tuning": {"num_virtual_tokens": 20},
     "full_finetune": {},
 }
 # Rows that train a prompttune method under another name, with the options above.
-VARIANT_OF = {"prefix_text": "prefix", "soft_prompt_common": "soft_prompt", "soft_prompt_peft_start": "soft_prompt"}
+VARIANT_OF = {"prefix_text": "prefix", "soft_prompt_common": "soft_prompt", "soft_prompt_peft_start": "soft_prompt",
+              "prefix_peft_start": "prefix", "prefix_peft_start_nudged": "prefix"}
+# Rows started from a PEFT row's starting weights: the PEFT row, and the folder its start is saved in.
+PEFT_STARTS = {"soft_prompt_peft_start": ("peft_prompt_tuning", "peft_start"),
+               "prefix_peft_start": ("peft_prefix_tuning", "peft_prefix_start"),
+               "prefix_peft_start_nudged": ("peft_prefix_tuning", "peft_prefix_start_nudged")}
+# A nudged start: every weight times 1 + NUDGE * N(0, 1), drawn with the seed.
+NUDGE = 1e-6
 # Each PEFT method and the prompttune method whose learning rate and schedule it trains with.
 PEFT = {"peft_prefix_tuning": "prefix", "peft_prefix_tuning_noproj": "deep_prompt", "peft_prompt_tuning": "soft_prompt"}
 # PEFT's prompt tuning puts its virtual tokens before a row's left padding and drops position ids,
@@ -125,31 +138,51 @@ def train_ours(method: str, args, train: Path, out: Path) -> dict:
         return train_prompt(model=args.model, method="hard_prompt", task="generation", train=str(train),
                             output=str(out), source_column="mr", target_column="ref", chat=True,
                             instruction=INSTRUCTION, shots=SHOTS[method], seed=args.seed, progress=False, **options)
-    start = peft_start_prompt(args, out.parent / "peft_start", options) if method == "soft_prompt_peft_start" else None
+    start, method_options = None, OURS[method]
+    if method in PEFT_STARTS:
+        start, method_options = peft_start_prompt(method, args, out.parent / PEFT_STARTS[method][1], options)
     return train_prompt(model=args.model, method=VARIANT_OF.get(method, method), task="generation", train=str(train),
-                        output=str(out), source_column="mr", target_column="ref", method_options=OURS[method],
+                        output=str(out), source_column="mr", target_column="ref", method_options=method_options,
                         init_from=start, max_steps=args.steps,
                         batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         progress=False, resume=interrupted_run(out) is not None, **options)
 
 
-def peft_start_prompt(args, folder: Path, options: dict) -> str:
-    """PEFT's prompt tuning's starting prompt for `args.seed` (the draw `train_peft` starts from),
-    saved as a prompttune soft prompt in `folder` for `init_from`."""
+def peft_start_prompt(method: str, args, folder: Path, options: dict) -> tuple[str, dict]:
+    """The weights the PEFT row of `method` starts from for `args.seed` (the draw `train_peft`
+    starts from), saved as a prompttune prompt in `folder` for `init_from`; and the method options
+    that prompt was made with. A soft prompt copies PEFT's prompt; prefix tuning takes PEFT's
+    embedding width and copies its embedding and MLP (PEFT lays the MLP's output out as prompttune
+    does: per virtual token, layer by layer, keys then values, head by head)."""
     from prompttune import PromptModel, load_prompt, save_prompt
     from prompttune.api import load_backbone
     from prompttune.core.sources import resolve_model
     from prompttune.tasks import GenerationConfig
 
     if not (folder / "prompt.json").is_file():
-        _, peft = peft_start("peft_prompt_tuning", resolve_model(args.model)[0], args.seed)
+        _, peft = peft_start(PEFT_STARTS[method][0], resolve_model(args.model)[0], args.seed)
+        encoder = peft.prompt_encoder["default"]
         config = GenerationConfig(max_source_length=options["max_length"], max_target_length=options["max_target_length"])
-        model = PromptModel.create(load_backbone(args.model), "soft_prompt", config, OURS["soft_prompt_peft_start"])
+        method_options = dict(OURS[method])
+        if VARIANT_OF[method] == "prefix":
+            method_options["embedding_size"] = encoder.embedding.weight.shape[1]
+        model = PromptModel.create(load_backbone(args.model), VARIANT_OF[method], config, method_options)
         with torch.no_grad():
-            model.method.prompt.copy_(peft.prompt_encoder["default"].embedding.weight)
+            if VARIANT_OF[method] == "prefix":
+                pairs = [(model.method.embedding, encoder.embedding.weight)]
+                pairs += [(ours, theirs) for i in (0, 2) for ours, theirs in
+                          zip(model.method.mlp[i].parameters(), encoder.transform[i].parameters(), strict=True)]
+            else:
+                pairs = [(model.method.prompt, encoder.embedding.weight)]
+            noise = torch.Generator().manual_seed(args.seed)
+            for ours, theirs in pairs:
+                ours.copy_(theirs)
+                if method.endswith("_nudged"):
+                    ours.mul_(1 + NUDGE * torch.randn(ours.shape, generator=noise))
         save_prompt(model, folder)
-    load_prompt(str(folder))  # checked before a run starts from it
-    return str(folder)
+    start = load_prompt(str(folder))  # checked before a run starts from it
+    return str(folder), {key: value for key, value in start.method.config.to_dict().items() if key in
+                         set(OURS[method]) | {"embedding_size"}}
 
 
 def default_lr(method: str) -> float:
@@ -348,8 +381,8 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
     row = {"train_seconds": trained["training"]["seconds"], "steps": trained["training"]["steps"],
            "trainable_parameters": trained["parameters"]["trainable"], "artifact_bytes": trained["artifact_bytes"],
            "transformers": trained.get("transformers", transformers.__version__), "scores": {}, "samples": {}}
-    if method == "soft_prompt_peft_start":
-        row["apart_from_peft"] = apart_from_peft(out)
+    if method in PEFT_STARTS:
+        row["apart_from_peft"] = apart_from_peft(method, out)
 
     def hypotheses(name: str, beams: int, batch_size: int | None = None, suffix: str = "") -> list[str]:
         cached = out / f"hypotheses_{name}{suffix}.json"
@@ -390,20 +423,36 @@ def e2e_scores(texts: list[str], references: list[list[str]]) -> dict:
     return {k: round(v, 4) for k, v in found.items() if k not in ("count", "references_per_source")}
 
 
-def apart_from_peft(out: Path) -> dict | None:
+def apart_from_peft(method: str, out: Path) -> dict | None:
     """How far the prompt trained from PEFT's start ends from the prompt PEFT trained from it: the
-    distance between the two, and as a share of how far training moved PEFT's (None before the
-    peft_prompt_tuning row has trained)."""
+    distance between the two, and as a share of how far training moved PEFT's (None before the PEFT
+    row has trained); for a nudged start, the same from the run started without the nudge too. Prefixes are compared as what inference reads: every layer's keys and values,
+    in the (virtual tokens, layers x 2 x heads x head size) layout PEFT saves."""
     from safetensors.torch import load_file
 
-    adapter = out.parent / "peft_prompt_tuning" / "adapter" / "adapter_model.safetensors"
+    peft_row, start_folder = PEFT_STARTS[method]
+    adapter = out.parent / peft_row / "adapter" / "adapter_model.safetensors"
     if not adapter.is_file():
         return None
+
+    def saved(folder: Path) -> torch.Tensor:
+        tensors = load_file(str(folder / "prompt.safetensors"))
+        if "method.prompt" in tensors:
+            return tensors["method.prompt"]
+        (prefix,) = tensors.values()  # (layers, 2, heads, virtual tokens, head size): a decoder's one site
+        return prefix.permute(3, 0, 1, 2, 4).reshape(prefix.shape[3], -1)
+
     theirs = load_file(str(adapter))["prompt_embeddings"]
-    ours = load_file(str(out / "prompt.safetensors"))["method.prompt"]
-    start = load_file(str(out.parent / "peft_start" / "prompt.safetensors"))["method.prompt"]
+    ours, start = saved(out), saved(out.parent / start_folder)
+    moved = float((theirs - start).norm())
     apart = float((ours - theirs).norm())
-    return {"distance": round(apart, 6), "share_of_training_move": round(apart / float((theirs - start).norm()), 6)}
+    found = {"distance": round(apart, 6), "share_of_training_move": round(apart / moved, 6)}
+    unnudged = out.parent / method.removesuffix("_nudged")
+    if method.endswith("_nudged") and (unnudged / "prompt.safetensors").is_file():
+        # How far the nudge alone moves the trained prompt: from the run started without it.
+        apart = float((ours - saved(unnudged)).norm())
+        found["from_unnudged"] = {"distance": round(apart, 6), "share_of_training_move": round(apart / moved, 6)}
+    return found
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -452,11 +501,20 @@ def markdown(setting: dict, rows: dict, name: str = "llm_e2e") -> str:
             for decoding, batched in row["scores_padded_batches"].items():
                 lines.append(f"| {method} | {decoding} | {row['scores'][decoding]['bleu']:.2f} | {batched['bleu']:.2f} | "
                              f"{batched['outputs_changed']} of {setting['dev_size']} |")
-    apart = rows.get("soft_prompt_peft_start", {}).get("apart_from_peft")
-    if apart:
-        lines += ["", f"soft_prompt_peft_start trained from the prompt peft_prompt_tuning starts from; the two trained prompts "
-                      f"end {apart['distance']:.4f} apart, {100 * apart['share_of_training_move']:.4f}% of the distance "
-                      "PEFT's training moved its prompt."]
+    for method, (peft_row, _) in PEFT_STARTS.items():
+        if method.endswith("_nudged"):
+            continue
+        apart = rows.get(method, {}).get("apart_from_peft")
+        if apart:
+            lines += ["", f"{method} trained from the weights {peft_row} starts from; the two trained prompts "
+                          f"end {apart['distance']:.4f} apart, {100 * apart['share_of_training_move']:.4f}% of the distance "
+                          "PEFT's training moved its prompt."]
+        nudged = rows.get(f"{method}_nudged", {}).get("apart_from_peft")
+        if nudged:
+            lines += ["", f"{method}_nudged trained from that start with every weight times 1 + {NUDGE:g} x N(0, 1); its "
+                          f"trained prompt ends {100 * nudged['share_of_training_move']:.4f}% of that distance from "
+                          f"{peft_row}'s" + (f" and {100 * nudged['from_unnudged']['share_of_training_move']:.4f}% from "
+                                             f"{method}'s" if "from_unnudged" in nudged else "") + "."]
     lines += ["", "Samples (greedy, first dev MRs):"]
     for method, row in rows.items():
         lines.append(f"- {method}: " + " / ".join(f"“{s}”" for s in row["samples"]["greedy"]))

@@ -427,26 +427,48 @@ def llm_e2e_draws(first: dict) -> str:
     return text + llm_e2e_same_start(draws) + llm_prompt_starts(draws) + llm_e2e_padded_peft(draws)
 
 
-def llm_e2e_same_start(draws: list[dict]) -> str:
-    """The soft prompt trained from the prompt PEFT's prompt tuning starts from (row
-    soft_prompt_peft_start), beside PEFT's row of the same draw: their BLEU and how far apart the
-    two trained prompts end."""
-    lines = []
-    for d in draws:
-        row, peft = d["rows"].get("soft_prompt_peft_start"), d["rows"].get("peft_prompt_tuning")
-        if row is None or peft is None or not row.get("apart_from_peft"):
-            continue
-        apart = row["apart_from_peft"]
-        scores = "; ".join(f"{name} {e2e_bleu(d['rows'], 'soft_prompt_peft_start', decoding):.2f} against "
-                           f"{e2e_bleu(d['rows'], 'peft_prompt_tuning', decoding):.2f}"
-                           for decoding, name in (("greedy", "greedy"), ("beam5", "beam")))
-        lines.append(f"- seed {d['setting']['seed']}: BLEU {scores}; the two trained prompts end {apart['distance']:.3f} "
-                     f"apart, {100 * apart['share_of_training_move']:.2f}% of the distance PEFT's training moved its prompt "
-                     f"(PEFT's row trained on transformers {peft['transformers']}, this one on {row['transformers']})")
-    if not lines:
-        return ""
-    return ("\nThe soft prompt and PEFT's prompt tuning started from the same prompt (PEFT's own draw for the seed; "
-            "row `soft_prompt_peft_start`, `--methods soft_prompt_peft_start`):\n" + "\n".join(lines) + "\n")
+SAME_STARTS = (
+    ("soft_prompt_peft_start", "peft_prompt_tuning",
+     "The soft prompt and PEFT's prompt tuning started from the same prompt (PEFT's own draw for the seed; "
+     "row `soft_prompt_peft_start`, `--methods soft_prompt_peft_start`)"),
+    ("prefix_peft_start", "peft_prefix_tuning",
+     "Prefix tuning in PEFT's shape (`--option embedding_size=192`, the keys' and values' width) started from the "
+     "embedding and MLP PEFT's prefix tuning starts from (PEFT's own draw for the seed; row `prefix_peft_start`, "
+     "`--methods prefix_peft_start`), the two trained prompts compared as the keys and values inference reads"),
+)
+
+
+def llm_e2e_same_start(draws: list[dict], options: str = "") -> str:
+    """Each prompttune method trained from the weights its PEFT equivalent starts from (rows
+    soft_prompt_peft_start, prefix_peft_start), beside PEFT's row of the same draw: their BLEU and
+    how far apart the two trained prompts end."""
+    text = ""
+    for method, peft_row, title in SAME_STARTS:
+        lines = []
+        for d in draws:
+            row, peft = d["rows"].get(method), d["rows"].get(peft_row)
+            if row is None or peft is None or not row.get("apart_from_peft"):
+                continue
+            apart = row["apart_from_peft"]
+            scores = "; ".join(f"{name} {e2e_bleu(d['rows'], method, decoding):.2f} against "
+                               f"{e2e_bleu(d['rows'], peft_row, decoding):.2f}"
+                               for decoding, name in (("greedy", "greedy"), ("beam5", "beam")))
+            lines.append(f"- seed {d['setting']['seed']}: BLEU {scores}; the two trained prompts end "
+                         f"{apart['distance']:.3f} apart, {100 * apart['share_of_training_move']:.2f}% of the distance "
+                         f"PEFT's training moved its prompt (PEFT's row trained on transformers {peft['transformers']}, "
+                         f"this one on {row['transformers']})")
+            nudged = d["rows"].get(f"{method}_nudged")
+            if nudged and nudged.get("apart_from_peft", {}).get("from_unnudged"):
+                apart = nudged["apart_from_peft"]
+                scores = "; ".join(f"{name} {e2e_bleu(d['rows'], f'{method}_nudged', decoding):.2f}"
+                                   for decoding, name in (("greedy", "greedy"), ("beam5", "beam")))
+                lines.append(f"- seed {d['setting']['seed']}, the same start nudged (every weight times 1 + 1e-6 x "
+                             f"N(0, 1); row `{method}_nudged`): BLEU {scores}; its trained prompt ends "
+                             f"{100 * apart['from_unnudged']['share_of_training_move']:.2f}% of that distance from the "
+                             f"run started without the nudge and {100 * apart['share_of_training_move']:.2f}% from PEFT's")
+        if lines:
+            text += f"\n{title}{options}:\n" + "\n".join(lines) + "\n"
+    return text
 
 
 def llm_prompt_starts(draws: list[dict]) -> str:
@@ -591,7 +613,8 @@ def llm_e2e_budgets(first: dict) -> str:
         text += (f"\nAt {d['setting']['steps']} steps on other draws ({'seed' if len(seeds) == 1 else 'seeds'} "
                  f"{', '.join(map(str, seeds))}, as in the {a['steps']}-step comparison above): "
                  + seed_commands(name, draws, f" --steps {d['setting']['steps']}")
-                 + ". BLEU by seed, and the mean over the seeds run (how many):\n\n" + e2e_draws_table(draws))
+                 + ". BLEU by seed, and the mean over the seeds run (how many):\n\n" + e2e_draws_table(draws)
+                 + llm_e2e_same_start(draws, f", {d['setting']['steps']} steps"))
     return text
 
 

@@ -91,6 +91,26 @@ def test_the_same_start_rows_are_compared_with_peft_on_their_own_draw(make_resul
     assert "PEFT's row trained on transformers 5.23.0, this one on 5.24.0" in text
     assert "seed 0" not in text
     assert make_results.llm_e2e_same_start(draws[:1]) == ""
+    assert "prefix_peft_start" not in text  # no prefix row started from PEFT's weights: no paragraph for it
+
+
+def test_prefix_tuning_from_peft_start_gets_its_own_paragraph_with_the_budget(make_results):
+    apart = {"distance": 0.5, "share_of_training_move": 0.0123}
+    draws = [{"setting": {"seed": 0}, "rows": {}},
+             {"setting": {"seed": 3}, "rows": {"peft_prefix_tuning": _e2e_row(64.63, 66.08, transformers="5.23.0"),
+                                               "prefix_peft_start": _e2e_row(64.1, 66.2, apart_from_peft=apart)}}]
+    text = make_results.llm_e2e_same_start(draws, ", 500 steps")
+    assert "`--methods prefix_peft_start`), the two trained prompts compared as the keys and values inference " \
+           "reads, 500 steps:\n- seed 3: BLEU greedy 64.10 against 64.63; beam 66.20 against 66.08; the two trained " \
+           "prompts end 0.500 apart, 1.23% of the distance" in text
+    assert "soft_prompt_peft_start" not in text
+    assert "nudged" not in text
+    draws[1]["rows"]["prefix_peft_start_nudged"] = _e2e_row(63.5, 65.0, apart_from_peft={
+        "distance": 0.45, "share_of_training_move": 0.011, "from_unnudged": {"distance": 0.4, "share_of_training_move": 0.0098}})
+    text = make_results.llm_e2e_same_start(draws, ", 500 steps")
+    assert "- seed 3, the same start nudged (every weight times 1 + 1e-6 x N(0, 1); row `prefix_peft_start_nudged`): " \
+           "BLEU greedy 63.50; beam 65.00; its trained prompt ends 0.98% of that distance from the run started without " \
+           "the nudge and 1.10% from PEFT's" in text
 
 
 def test_starting_prompts_are_compared_across_draws_and_beside_the_rows_of_their_seeds(make_results, tmp_path,
