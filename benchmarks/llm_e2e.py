@@ -12,8 +12,9 @@ meaning representations against all their references, greedy and with beam searc
   `soft_prompt_peft_start` from the very prompt `peft_prompt_tuning` starts from (PEFT's draw for the
   seed), to tell where a prompt starts from how it is trained; `prefix_peft_start` likewise: prefix
   tuning in PEFT's shape (its embedding as wide as the keys and values) from the very embedding and
-  MLP `peft_prefix_tuning` starts from, and `prefix_peft_start_nudged` from that start with every
-  weight changed by about one part in a million, to tell how far a run's own sensitivity moves it;
+  MLP `peft_prefix_tuning` starts from, and `prefix_peft_start_nudged` (`_nudged2`, `_nudged3`: other
+  draws of the nudge) from that start with every weight changed by about one part in a million, to
+  tell how far a run's own sensitivity moves it;
 - PEFT: `PrefixTuningConfig` with and without projection and `PromptTuningConfig`, each trained by a
   loop with the batches, optimiser, learning rate and schedule of the prompttune method it matches;
 - no training: the instruct model's chat template with an instruction, zero-shot and 3-shot.
@@ -64,19 +65,22 @@ OURS = {
     "soft_prompt_peft_start": {"num_virtual_tokens": 20},
     # PEFT's prefix tuning's start (embedding and MLP) and shape: `embedding_size` is taken from it.
     "prefix_peft_start": {"num_virtual_tokens": 10, "hidden_size": 512},
-    "prefix_peft_start_nudged": {"num_virtual_tokens": 10, "hidden_size": 512},
+    **{f"prefix_peft_start_nudged{n}": {"num_virtual_tokens": 10, "hidden_size": 512} for n in ("", "2", "3")},
     "p_tuning": {"num_virtual_tokens": 20},
     "full_finetune": {},
 }
 # Rows that train a prompttune method under another name, with the options above.
 VARIANT_OF = {"prefix_text": "prefix", "soft_prompt_common": "soft_prompt", "soft_prompt_peft_start": "soft_prompt",
-              "prefix_peft_start": "prefix", "prefix_peft_start_nudged": "prefix"}
+              "prefix_peft_start": "prefix", **{f"prefix_peft_start_nudged{n}": "prefix" for n in ("", "2", "3")}}
 # Rows started from a PEFT row's starting weights: the PEFT row, and the folder its start is saved in.
 PEFT_STARTS = {"soft_prompt_peft_start": ("peft_prompt_tuning", "peft_start"),
                "prefix_peft_start": ("peft_prefix_tuning", "peft_prefix_start"),
-               "prefix_peft_start_nudged": ("peft_prefix_tuning", "peft_prefix_start_nudged")}
-# A nudged start: every weight times 1 + NUDGE * N(0, 1), drawn with the seed.
+               **{f"prefix_peft_start_nudged{n}": ("peft_prefix_tuning", f"peft_prefix_start_nudged{n}")
+                  for n in ("", "2", "3")}}
+# Nudged starts: every weight times 1 + NUDGE * N(0, 1), the noise drawn with the seed and the draw's
+# number; each nudged row -> (the row started without the nudge, the draw).
 NUDGE = 1e-6
+NUDGED = {f"prefix_peft_start_nudged{n}": ("prefix_peft_start", draw) for draw, n in enumerate(("", "2", "3"))}
 # Each PEFT method and the prompttune method whose learning rate and schedule it trains with.
 PEFT = {"peft_prefix_tuning": "prefix", "peft_prefix_tuning_noproj": "deep_prompt", "peft_prompt_tuning": "soft_prompt"}
 # PEFT's prompt tuning puts its virtual tokens before a row's left padding and drops position ids,
@@ -174,10 +178,10 @@ def peft_start_prompt(method: str, args, folder: Path, options: dict) -> tuple[s
                           zip(model.method.mlp[i].parameters(), encoder.transform[i].parameters(), strict=True)]
             else:
                 pairs = [(model.method.prompt, encoder.embedding.weight)]
-            noise = torch.Generator().manual_seed(args.seed)
+            noise = torch.Generator().manual_seed(args.seed + 100003 * NUDGED[method][1] if method in NUDGED else 0)
             for ours, theirs in pairs:
                 ours.copy_(theirs)
-                if method.endswith("_nudged"):
+                if method in NUDGED:
                     ours.mul_(1 + NUDGE * torch.randn(ours.shape, generator=noise))
         save_prompt(model, folder)
     start = load_prompt(str(folder))  # checked before a run starts from it
@@ -426,8 +430,9 @@ def e2e_scores(texts: list[str], references: list[list[str]]) -> dict:
 def apart_from_peft(method: str, out: Path) -> dict | None:
     """How far the prompt trained from PEFT's start ends from the prompt PEFT trained from it: the
     distance between the two, and as a share of how far training moved PEFT's (None before the PEFT
-    row has trained); for a nudged start, the same from the run started without the nudge too. Prefixes are compared as what inference reads: every layer's keys and values,
-    in the (virtual tokens, layers x 2 x heads x head size) layout PEFT saves."""
+    row has trained); for a nudged start, the same from the run started without the nudge too.
+    Prefixes are compared as what inference reads: every layer's keys and values, in the (virtual
+    tokens, layers x 2 x heads x head size) layout PEFT saves."""
     from safetensors.torch import load_file
 
     peft_row, start_folder = PEFT_STARTS[method]
@@ -447,8 +452,8 @@ def apart_from_peft(method: str, out: Path) -> dict | None:
     moved = float((theirs - start).norm())
     apart = float((ours - theirs).norm())
     found = {"distance": round(apart, 6), "share_of_training_move": round(apart / moved, 6)}
-    unnudged = out.parent / method.removesuffix("_nudged")
-    if method.endswith("_nudged") and (unnudged / "prompt.safetensors").is_file():
+    unnudged = out.parent / NUDGED[method][0] if method in NUDGED else None
+    if unnudged is not None and (unnudged / "prompt.safetensors").is_file():
         # How far the nudge alone moves the trained prompt: from the run started without it.
         apart = float((ours - saved(unnudged)).norm())
         found["from_unnudged"] = {"distance": round(apart, 6), "share_of_training_move": round(apart / moved, 6)}
@@ -502,19 +507,20 @@ def markdown(setting: dict, rows: dict, name: str = "llm_e2e") -> str:
                 lines.append(f"| {method} | {decoding} | {row['scores'][decoding]['bleu']:.2f} | {batched['bleu']:.2f} | "
                              f"{batched['outputs_changed']} of {setting['dev_size']} |")
     for method, (peft_row, _) in PEFT_STARTS.items():
-        if method.endswith("_nudged"):
+        if method in NUDGED:
             continue
         apart = rows.get(method, {}).get("apart_from_peft")
         if apart:
             lines += ["", f"{method} trained from the weights {peft_row} starts from; the two trained prompts "
                           f"end {apart['distance']:.4f} apart, {100 * apart['share_of_training_move']:.4f}% of the distance "
                           "PEFT's training moved its prompt."]
-        nudged = rows.get(f"{method}_nudged", {}).get("apart_from_peft")
-        if nudged:
-            lines += ["", f"{method}_nudged trained from that start with every weight times 1 + {NUDGE:g} x N(0, 1); its "
-                          f"trained prompt ends {100 * nudged['share_of_training_move']:.4f}% of that distance from "
-                          f"{peft_row}'s" + (f" and {100 * nudged['from_unnudged']['share_of_training_move']:.4f}% from "
-                                             f"{method}'s" if "from_unnudged" in nudged else "") + "."]
+        for name in (n for n, (unnudged, _) in NUDGED.items() if unnudged == method):
+            nudged = rows.get(name, {}).get("apart_from_peft")
+            if nudged:
+                lines += ["", f"{name} trained from that start with every weight times 1 + {NUDGE:g} x N(0, 1); its "
+                              f"trained prompt ends {100 * nudged['share_of_training_move']:.4f}% of that distance from "
+                              f"{peft_row}'s" + (f" and {100 * nudged['from_unnudged']['share_of_training_move']:.4f}% "
+                                                 f"from {method}'s" if "from_unnudged" in nudged else "") + "."]
     lines += ["", "Samples (greedy, first dev MRs):"]
     for method, row in rows.items():
         lines.append(f"- {method}: " + " / ".join(f"“{s}”" for s in row["samples"]["greedy"]))

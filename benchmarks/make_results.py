@@ -457,15 +457,24 @@ def llm_e2e_same_start(draws: list[dict], options: str = "") -> str:
                          f"{apart['distance']:.3f} apart, {100 * apart['share_of_training_move']:.2f}% of the distance "
                          f"PEFT's training moved its prompt (PEFT's row trained on transformers {peft['transformers']}, "
                          f"this one on {row['transformers']})")
-            nudged = d["rows"].get(f"{method}_nudged")
-            if nudged and nudged.get("apart_from_peft", {}).get("from_unnudged"):
-                apart = nudged["apart_from_peft"]
-                scores = "; ".join(f"{name} {e2e_bleu(d['rows'], f'{method}_nudged', decoding):.2f}"
-                                   for decoding, name in (("greedy", "greedy"), ("beam5", "beam")))
+            nudged = [name for name in (f"{method}_nudged{n}" for n in ("", "2", "3"))
+                      if d["rows"].get(name, {}).get("apart_from_peft", {}).get("from_unnudged")]
+            for name in nudged:
+                apart = d["rows"][name]["apart_from_peft"]
+                scores = "; ".join(f"{label} {e2e_bleu(d['rows'], name, decoding):.2f}"
+                                   for decoding, label in (("greedy", "greedy"), ("beam5", "beam")))
                 lines.append(f"- seed {d['setting']['seed']}, the same start nudged (every weight times 1 + 1e-6 x "
-                             f"N(0, 1); row `{method}_nudged`): BLEU {scores}; its trained prompt ends "
+                             f"N(0, 1), a draw of its own; row `{name}`): BLEU {scores}; its trained prompt ends "
                              f"{100 * apart['from_unnudged']['share_of_training_move']:.2f}% of that distance from the "
                              f"run started without the nudge and {100 * apart['share_of_training_move']:.2f}% from PEFT's")
+            if len(nudged) >= 2:
+                parts = []
+                for decoding, label in (("greedy", "greedy"), ("beam5", "beam")):
+                    values = [e2e_bleu(d["rows"], name, decoding) for name in (method, *nudged)]
+                    parts.append(f"{label} {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} "
+                                 f"({min(values):.2f} to {max(values):.2f})")
+                lines.append(f"- seed {d['setting']['seed']}, the {1 + len(nudged)} runs from that start (mean ± sd, "
+                             "range): BLEU " + "; ".join(parts))
         if lines:
             text += f"\n{title}{options}:\n" + "\n".join(lines) + "\n"
     return text

@@ -108,9 +108,15 @@ def test_prefix_tuning_from_peft_start_gets_its_own_paragraph_with_the_budget(ma
     draws[1]["rows"]["prefix_peft_start_nudged"] = _e2e_row(63.5, 65.0, apart_from_peft={
         "distance": 0.45, "share_of_training_move": 0.011, "from_unnudged": {"distance": 0.4, "share_of_training_move": 0.0098}})
     text = make_results.llm_e2e_same_start(draws, ", 500 steps")
-    assert "- seed 3, the same start nudged (every weight times 1 + 1e-6 x N(0, 1); row `prefix_peft_start_nudged`): " \
-           "BLEU greedy 63.50; beam 65.00; its trained prompt ends 0.98% of that distance from the run started without " \
-           "the nudge and 1.10% from PEFT's" in text
+    assert "- seed 3, the same start nudged (every weight times 1 + 1e-6 x N(0, 1), a draw of its own; row " \
+           "`prefix_peft_start_nudged`): BLEU greedy 63.50; beam 65.00; its trained prompt ends 0.98% of that distance " \
+           "from the run started without the nudge and 1.10% from PEFT's" in text
+    assert "runs from that start" not in text  # one nudge: no spread to give
+    draws[1]["rows"]["prefix_peft_start_nudged2"] = _e2e_row(64.7, 65.6, apart_from_peft={
+        "distance": 0.45, "share_of_training_move": 0.011, "from_unnudged": {"distance": 0.4, "share_of_training_move": 0.0098}})
+    text = make_results.llm_e2e_same_start(draws, ", 500 steps")
+    assert "- seed 3, the 3 runs from that start (mean ± sd, range): BLEU greedy 64.10 ± 0.60 (63.50 to 64.70); " \
+           "beam 65.60 ± 0.60 (65.00 to 66.20)" in text
 
 
 def test_starting_prompts_are_compared_across_draws_and_beside_the_rows_of_their_seeds(make_results, tmp_path,
