@@ -65,22 +65,25 @@ OURS = {
     "soft_prompt_peft_start": {"num_virtual_tokens": 20},
     # PEFT's prefix tuning's start (embedding and MLP) and shape: `embedding_size` is taken from it.
     "prefix_peft_start": {"num_virtual_tokens": 10, "hidden_size": 512},
-    **{f"prefix_peft_start_nudged{n}": {"num_virtual_tokens": 10, "hidden_size": 512} for n in ("", "2", "3")},
     "p_tuning": {"num_virtual_tokens": 20},
     "full_finetune": {},
 }
 # Rows that train a prompttune method under another name, with the options above.
 VARIANT_OF = {"prefix_text": "prefix", "soft_prompt_common": "soft_prompt", "soft_prompt_peft_start": "soft_prompt",
-              "prefix_peft_start": "prefix", **{f"prefix_peft_start_nudged{n}": "prefix" for n in ("", "2", "3")}}
+              "prefix_peft_start": "prefix"}
 # Rows started from a PEFT row's starting weights: the PEFT row, and the folder its start is saved in.
 PEFT_STARTS = {"soft_prompt_peft_start": ("peft_prompt_tuning", "peft_start"),
-               "prefix_peft_start": ("peft_prefix_tuning", "peft_prefix_start"),
-               **{f"prefix_peft_start_nudged{n}": ("peft_prefix_tuning", f"peft_prefix_start_nudged{n}")
-                  for n in ("", "2", "3")}}
+               "prefix_peft_start": ("peft_prefix_tuning", "peft_prefix_start")}
 # Nudged starts: every weight times 1 + NUDGE * N(0, 1), the noise drawn with the seed and the draw's
-# number; each nudged row -> (the row started without the nudge, the draw).
+# number; each nudged row -> (the row started without the nudge, the draw). A nudged row is otherwise
+# that row: its options, its method and its PEFT row.
 NUDGE = 1e-6
 NUDGED = {f"prefix_peft_start_nudged{n}": ("prefix_peft_start", draw) for draw, n in enumerate(("", "2", "3"))}
+OURS = {name: options for row, options in OURS.items()
+        for name in (row, *(n for n, (unnudged, _) in NUDGED.items() if unnudged == row))}
+for _nudged, (_row, _) in NUDGED.items():
+    VARIANT_OF[_nudged] = VARIANT_OF[_row]
+    PEFT_STARTS[_nudged] = (PEFT_STARTS[_row][0], f"{PEFT_STARTS[_row][1]}_{_nudged.rsplit('_', 1)[1]}")
 # Each PEFT method and the prompttune method whose learning rate and schedule it trains with.
 PEFT = {"peft_prefix_tuning": "prefix", "peft_prefix_tuning_noproj": "deep_prompt", "peft_prompt_tuning": "soft_prompt"}
 # PEFT's prompt tuning puts its virtual tokens before a row's left padding and drops position ids,

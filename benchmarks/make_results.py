@@ -457,8 +457,8 @@ def llm_e2e_same_start(draws: list[dict], options: str = "") -> str:
                          f"{apart['distance']:.3f} apart, {100 * apart['share_of_training_move']:.2f}% of the distance "
                          f"PEFT's training moved its prompt (PEFT's row trained on transformers {peft['transformers']}, "
                          f"this one on {row['transformers']})")
-            nudged = [name for name in (f"{method}_nudged{n}" for n in ("", "2", "3"))
-                      if d["rows"].get(name, {}).get("apart_from_peft", {}).get("from_unnudged")]
+            nudged = [name for name, other in d["rows"].items() if name.startswith(f"{method}_nudged")
+                      and other.get("apart_from_peft", {}).get("from_unnudged")]
             for name in nudged:
                 apart = d["rows"][name]["apart_from_peft"]
                 scores = "; ".join(f"{label} {e2e_bleu(d['rows'], name, decoding):.2f}"

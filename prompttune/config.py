@@ -45,6 +45,12 @@ def check(condition: bool, field: str, message: str) -> None:
         raise ConfigError(f"{field}: {message}")
 
 
+def check_optional_count(value, field: str) -> None:
+    """A field that is a positive integer or None (not a bool, which Python counts as an int)."""
+    check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0),
+          field, f"must be a positive integer or null, got {value!r}")
+
+
 # ---- the command line, derived from a config's fields -----------------------------------------------
 
 def field_docs(cls) -> dict[str, str]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..core.backbone import Backbone
-from ..config import ConfigBase, check
+from ..config import ConfigBase, check, check_optional_count
 from ..core.parts import PromptParts
 from ..core.seeding import reset_parameters
 from .base import PromptMethod, Reparameterised, check_prompt_config, register
@@ -54,9 +54,7 @@ class PrefixConfig(ConfigBase):
     def __post_init__(self):
         check_prompt_config(self, INITS)
         check(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size", "must be a positive integer")
-        check(self.embedding_size is None or (isinstance(self.embedding_size, int) and not isinstance(self.embedding_size, bool)
-                                              and self.embedding_size > 0),
-              "embedding_size", f"must be a positive integer or null, got {self.embedding_size!r}")
+        check_optional_count(self.embedding_size, "embedding_size")
 
 
 class KeyValuePrefix(PromptMethod):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..core.backbone import Backbone, word_for_tokenizer
-from ..config import ConfigBase, check
+from ..config import ConfigBase, check, check_optional_count
 from ..core.parts import PromptParts
 from ..errors import ConfigError
 from .base import PromptMethod, check_prompt_config, register
@@ -39,9 +39,7 @@ class SoftPromptConfig(ConfigBase):
 
     def __post_init__(self):
         check_prompt_config(self, INITS)
-        check(self.common_tokens is None or (isinstance(self.common_tokens, int) and not isinstance(self.common_tokens, bool)
-                                             and self.common_tokens > 0),
-              "common_tokens", f"must be a positive integer or null, got {self.common_tokens!r}")
+        check_optional_count(self.common_tokens, "common_tokens")
 
 
 @register
