@@ -660,9 +660,99 @@ def llm_e2e() -> str:
                  f"(576), hence {count(rows['peft_prefix_tuning']['trainable_parameters'])} against "
                  f"{count(rows['prefix']['trainable_parameters'])} trainable parameters.\n")
     text += llm_e2e_draws(data) + llm_e2e_budgets(data)
-    if (RESULTS / "llm_e2e_params.png").is_file():
-        text += "\n![BLEU against trainable parameters](results/llm_e2e_params.png)\n"
+    if (RESULTS / PARAMS_PLOT).is_file():
+        text += (f"\nBLEU against trainable parameters, the mean over the draws run at each budget with the standard "
+                 f"deviation over them (the number of draws in the legend; `python benchmarks/make_results.py` draws it "
+                 f"from the files above):\n\n![BLEU against trainable parameters](results/{PARAMS_PLOT})\n")
     return text
+
+
+PARAMS_PLOT = "llm_e2e_draws_params.png"
+
+
+def e2e_budget_draws(first: dict) -> dict[int, list[dict]]:
+    """The E2E draws of each step budget: {steps: [results of each draw]}, the first budget's first."""
+    out = {first["setting"]["steps"]: e2e_draws("llm_e2e", first)}
+    for name, data in budget_runs("llm_e2e", first):
+        out.setdefault(data["setting"]["steps"], e2e_draws(name, data))
+    return out
+
+
+def e2e_param_points(draws: list[dict], decoding: str) -> dict[str, dict]:
+    """Each method's trainable parameters and BLEU with `decoding` over the draws that ran it: mean,
+    standard deviation (0 for one draw) and number of draws. Rows that only analyse a start
+    (`*_peft_start*`) are left out: they are not methods a user picks."""
+    points = {}
+    for method in dict.fromkeys(m for d in draws for m in d["rows"]):
+        if "_peft_start" in method:
+            continue
+        rows = [d["rows"][method] for d in draws if method in d["rows"] and decoding in d["rows"][method]["scores"]]
+        if not rows:
+            continue
+        values = [r["scores"][decoding]["bleu"] for r in rows]
+        points[method] = {"parameters": rows[0]["trainable_parameters"], "mean": statistics.mean(values),
+                          "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "draws": len(values)}
+    return points
+
+
+def plot_e2e_params(budgets: dict[int, list[dict]], path: Path) -> None:
+    """BLEU against trainable parameters (log scale), a row of panels per step budget and greedy
+    beside beam search: each trained method's mean over the draws with its standard deviation as a
+    bar, prompttune's methods as circles and PEFT's as squares of a lighter shade of the same
+    colour, on one BLEU scale. The untrained prompts score far below the trained ones and are
+    written in the panels instead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from prompttune.storage import save_figure
+
+    palette = plt.get_cmap("tab20").colors
+    shades = {"prefix": 0, "peft_prefix_tuning": 1, "deep_prompt": 2, "peft_prefix_tuning_noproj": 3,
+              "soft_prompt": 4, "peft_prompt_tuning": 5, "full_finetune": 6, "p_tuning": 8, "soft_prompt_common": 10}
+    decodings = (("greedy", "greedy"), ("beam5", "beam search, 5 beams"))
+    figure, axes = plt.subplots(len(budgets), 2, figsize=(10, 3.4 * len(budgets) + 1.2), sharex=True, sharey=True,
+                             squeeze=False)
+    handles = {}
+    for row, (steps, draws) in enumerate(budgets.items()):
+        for axis, (decoding, title) in zip(axes[row], decodings):
+            points = e2e_param_points(draws, decoding)
+            untrained = []
+            for method, point in points.items():
+                if not point["parameters"]:
+                    untrained.append(f"{method} {point['mean']:.1f}")
+                    continue
+                color = palette[shades.get(method, 14) % len(palette)]
+                marker = "s" if method.startswith("peft") else "o"
+                axis.errorbar(point["parameters"], point["mean"], yerr=point["sd"] or None, fmt=marker, color=color,
+                              markersize=7, capsize=3)
+                handles.setdefault(method, Line2D([], [], marker=marker, color=color, linestyle=""))
+                axis.annotate(str(point["draws"]), (point["parameters"], point["mean"]), textcoords="offset points",
+                              xytext=(6, -3), fontsize=7, color=color)
+            if untrained:
+                axis.text(0.02, 0.97, "trained nothing: " + ", ".join(untrained), transform=axis.transAxes,
+                          fontsize=7, color="dimgrey", verticalalignment="top")
+            axis.set_xscale("log")
+            axis.set_title(f"{steps} steps of 8, {title}", fontsize=10)
+            axis.grid(alpha=0.3)
+        axes[row][0].set_ylabel("BLEU (50 dev MRs)")
+    for axis in axes[-1]:
+        axis.set_xlabel("trainable parameters")
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=5, fontsize=8, frameon=False)
+    figure.suptitle("E2E on frozen SmolLM2-135M-Instruct: mean BLEU ± sd over draws of the 2,000 training pairs "
+                    "(the number beside a point: its draws)", fontsize=10)
+    figure.tight_layout(rect=(0, 0.07, 1, 0.97))
+    save_figure(figure, path)
+    plt.close(figure)
+
+
+def write_plots() -> None:
+    """The figures drawn from several results files (each benchmark draws its own)."""
+    data = load("llm_e2e")
+    if data is not None:
+        plot_e2e_params(e2e_budget_draws(data), RESULTS / PARAMS_PLOT)
 
 
 def lowdata_peft_decoding(data: dict) -> str:
@@ -1131,7 +1221,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare RESULTS.md with what the results files give")
     args = parser.parse_args()
-    text = render() if args.check else (collect_sweeps(), render())[1]
+    text = render() if args.check else (collect_sweeps(), write_plots(), render())[2]
     if args.check:
         if not OUT.is_file() or OUT.read_text() != text:
             sys.exit(f"{OUT} is out of date: run python benchmarks/make_results.py")

@@ -176,6 +176,66 @@ def test_e2e_targets_over_draws_give_the_mean_margin_its_standard_error_and_the_
     assert "- soft_prompt >= PEFT's prompt tuning: greedy -0.67 ± 1.45 (1 of 3); beam -0.67 ± 1.45 (1 of 3)" in text
 
 
+def test_bleu_against_parameters_is_averaged_over_the_draws_that_ran_each_method(make_results):
+    """A point per method: its mean and standard deviation over the draws that ran it, how many they
+    were, and its trainable parameters; a draw without the method or the decoding does not count,
+    and the rows that analyse a start are not methods."""
+    def draw(rows):
+        return {"setting": {"seed": 0}, "rows": rows}
+
+    draws = [draw({"prefix": _e2e_row(60.0, 66.0, trainable_parameters=6_000_000),
+                   "zero_shot": _e2e_row(16.0, 17.0, trainable_parameters=0),
+                   "prefix_peft_start": _e2e_row(1.0, 1.0, trainable_parameters=6_000_000)}),
+             draw({"prefix": _e2e_row(64.0, 67.0, trainable_parameters=6_000_000)}),
+             draw({"prefix": {"scores": {"greedy": {"bleu": 62.0}}, "trainable_parameters": 6_000_000}})]
+    greedy = make_results.e2e_param_points(draws, "greedy")
+    assert set(greedy) == {"prefix", "zero_shot"}
+    assert greedy["prefix"] == {"parameters": 6_000_000, "mean": 62.0, "sd": 2.0, "draws": 3}
+    assert greedy["zero_shot"] == {"parameters": 0, "mean": 16.0, "sd": 0.0, "draws": 1}
+    beam = make_results.e2e_param_points(draws, "beam5")["prefix"]
+    assert (beam["mean"], beam["draws"]) == (66.5, 2) and beam["sd"] == pytest.approx(0.7071, abs=1e-4)
+
+
+def test_the_parameters_plot_has_a_row_of_panels_per_budget(make_results, tmp_path, monkeypatch):
+    """Every budget gets its greedy and beam panels, each method its point with the seed spread as
+    an error bar; the figure is written whole as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def draw(seed, bleu):
+        return {"setting": {"seed": seed}, "rows": {
+            "prefix": _e2e_row(bleu, bleu + 2, trainable_parameters=6_000_000),
+            "peft_prompt_tuning": _e2e_row(bleu - 8, bleu - 6, trainable_parameters=11_520),
+            "zero_shot": _e2e_row(16.0, 17.0, trainable_parameters=0)}}
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at
+    path = tmp_path / "params.png"
+    make_results.plot_e2e_params({200: [draw(0, 60.0), draw(1, 62.0)], 500: [draw(0, 64.0)]}, path)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    (figure,) = figures
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles == ["200 steps of 8, greedy", "200 steps of 8, beam search, 5 beams",
+                      "500 steps of 8, greedy", "500 steps of 8, beam search, 5 beams"]
+    greedy_200 = figure.axes[0]
+    points = sorted(tuple(line.get_xydata()[0]) for line in greedy_200.lines if line.get_marker() in ("o", "s"))
+    assert points == [(11_520, 53.0), (6_000_000, 61.0)]
+    assert any("zero_shot 16.0" in text.get_text() for text in greedy_200.texts)
+
+    def bars(axis):  # each point's error bar as (x, low, high); none for a single draw
+        found = []
+        for container in axis.containers:
+            for collection in container.lines[2]:
+                (low, high), = [sorted(y for _, y in segment) for segment in collection.get_segments()]
+                found.append((container.lines[0].get_xydata()[0][0], round(low, 3), round(high, 3)))
+        return sorted(found)
+
+    assert bars(greedy_200) == [(11_520, 51.586, 54.414), (6_000_000, 59.586, 62.414)]  # sd 1.414 over 2 draws
+    assert bars(figure.axes[2]) == []
+
+
 def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_path, monkeypatch):
     """Results of the same setting but the steps join the SAMSum section by budget, with the target
     at each budget that has a prefix and fine-tuning; another setting stays out."""
