@@ -6,6 +6,7 @@ subsets are written to a scratch folder.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import platform
@@ -96,6 +97,28 @@ def prompttune_order(count: int, batch_size: int, seed: int, steps: int):
             yield order[first:first + batch_size]
             step += 1
         epoch += 1
+
+
+def run_device() -> str:
+    """Where a benchmark's rows train and decode: the GPU when there is one, as prompttune's loop
+    chooses; PEFT's hand-written loops follow it."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_setting() -> dict:
+    """What a run's setting adds for the device: nothing on a CPU (the published runs'), the device
+    elsewhere, so that a report never mixes rows trained on a CPU in float32 with rows trained on a
+    GPU under bf16 autocast."""
+    device = run_device()
+    return {} if device == "cpu" else {"device": device}
+
+
+def training_precision(device: str):
+    """The autocast PEFT's loops train under: what prompttune's loop takes on `device` (its
+    `mixed_precision="auto"`: bf16 on a GPU that has it, float32 elsewhere)."""
+    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def optimiser_step(loss, params, optimizer, scheduler, max_grad_norm: float | None) -> None:

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-from common import SHARED, environment, finish_run, finished_run, optimiser_step, prompttune_order, write_results
+from common import (SHARED, device_setting, environment, finish_run, finished_run, optimiser_step, prompttune_order,
+                    run_device, training_precision, write_results)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_classify"
 MODEL = "smollm2-135m-instruct"
@@ -117,7 +118,7 @@ def run_ours(method: str, dataset: str, args, train: Path, dev: Path, out: Path)
                          max_steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=False,
                          checkpoint_every=args.checkpoint_every, resume=interrupted_run(out) is not None, **options)
     metrics = json.loads((out / "metrics.json").read_text())
-    scores = evaluate_prompt(str(out), str(dev), batch_size=args.eval_batch_size)
+    scores = evaluate_prompt(str(out), str(dev), batch_size=args.eval_batch_size, device=run_device())
     return {"accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "train_seconds": metrics["training"]["seconds"],
             "steps": metrics["training"]["steps"], "trainable_parameters": metrics["parameters"]["trainable"],
             "artifact_bytes": metrics["artifact_bytes"]}
@@ -162,16 +163,20 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
         peft_config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True,
                                          encoder_hidden_size=512)
         shift = 0
-    model = get_peft_model(base, peft_config)
+    model = get_peft_model(base, peft_config)  # drawn on the CPU, the same start wherever it trains
+    device = run_device()
+    model.to(device)
+    word_ids, word_owner = word_ids.to(device), word_owner.to(device)
     pad = task.tokenizer.pad_token_id if task.tokenizer.pad_token_id is not None else task.tokenizer.eos_token_id
 
     def scores(rows):
         width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in rows])
-        mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows])
+        ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in rows], device=device)
+        mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows],
+                            device=device)
         logits = model(input_ids=ids, attention_mask=mask).logits
-        at = torch.tensor([r["readout_index"] for r in rows]) + shift
-        log_probs = logits[torch.arange(len(rows)), at].float().log_softmax(-1)[:, word_ids]
+        at = torch.tensor([r["readout_index"] for r in rows], device=device) + shift
+        log_probs = logits[torch.arange(len(rows), device=device), at].float().log_softmax(-1)[:, word_ids]
         return torch.stack([torch.logsumexp(log_probs[:, word_owner == c], -1) for c in range(labels_count)], -1)
 
     defaults = TrainConfig()
@@ -195,9 +200,10 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
             continue
         start = time.perf_counter()
         rows = [encode[i] for i in chosen]
-        target = torch.tensor([label_of[train_examples[i].label] for i in chosen])
-        optimiser_step(torch.nn.functional.cross_entropy(scores(rows), target), params, optimizer, scheduler,
-                       defaults.max_grad_norm)
+        target = torch.tensor([label_of[train_examples[i].label] for i in chosen], device=device)
+        with training_precision(device):
+            loss = torch.nn.functional.cross_entropy(scores(rows), target)
+        optimiser_step(loss, params, optimizer, scheduler, defaults.max_grad_norm)
         seconds += time.perf_counter() - start
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
             save_loop(out / "loop", params, optimizer, step + 1, seconds)
@@ -280,7 +286,8 @@ def main() -> None:
     from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
-    setting = {k: getattr(args, k) for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed")}
+    setting = {k: getattr(args, k) for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed")} \
+        | device_setting()
     datasets, methods = args.datasets.split(","), args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS)) + sorted(set(datasets) - set(DATASETS))
     if unknown:

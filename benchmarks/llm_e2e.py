@@ -31,7 +31,9 @@ own state every `--checkpoint-every` steps), and finished decodings and scores a
         # renamed to `cache`; the oldest supported transformers (5.23) still takes it
 
 At the default budget a step of 8 pairs takes seconds on 2 CPU cores: a method trains in a quarter
-of an hour or so, fine-tuning longer.
+of an hour or so, fine-tuning longer. On a machine with a GPU every row trains and decodes there, as
+prompttune's loop chooses: PEFT's loop too, under the same bf16 autocast, so that the rows stay
+comparable; such runs are kept apart from those on a CPU (their setting names the device).
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ from pathlib import Path
 
 import torch
 
-from common import (RESULTS, SHARED, environment, finish_run, finished_rows, finished_run, optimiser_step,
-                    prompttune_order, write_results)
+from common import (RESULTS, SHARED, device_setting, environment, finish_run, finished_rows, finished_run,
+                    optimiser_step, prompttune_order, run_device, training_precision, write_results)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_e2e"
 MODEL = "smollm2-135m-instruct"
@@ -227,10 +229,11 @@ def save_loop(folder: Path, params: list, optimizer, step: int, seconds: float) 
 
     from prompttune.storage import write_atomic, write_json_atomic
 
-    tensors = {f"param.{i}": p.detach().contiguous() for i, p in enumerate(params)}
+    tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
     for i, p in enumerate(params):
         for key, value in optimizer.state.get(p, {}).items():
-            tensors[f"adam.{i}.{key}"] = value.detach().reshape(-1).contiguous() if key == "step" else value.contiguous()
+            value = value.detach().cpu()
+            tensors[f"adam.{i}.{key}"] = value.reshape(-1).contiguous() if key == "step" else value.contiguous()
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "state.safetensors", save(tensors))
     write_json_atomic(folder / "state.json", {"step": step, "seconds": seconds, "tensors": len(tensors)})
@@ -248,9 +251,11 @@ def load_loop(folder: Path, params: list, optimizer) -> tuple[int, float]:
     with torch.no_grad():
         for i, p in enumerate(params):
             p.copy_(tensors[f"param.{i}"])
-            state = {key.split(".", 2)[2]: value for key, value in tensors.items() if key.startswith(f"adam.{i}.")}
+            # AdamW keeps its moments beside the parameter and its step count on the CPU.
+            state = {key.split(".", 2)[2]: value.to(p.device) for key, value in tensors.items()
+                     if key.startswith(f"adam.{i}.")}
             if state:
-                state["step"] = state["step"].reshape(())
+                state["step"] = state["step"].reshape(()).cpu()
                 optimizer.state[p] = state
     return meta["step"], meta["seconds"]
 
@@ -289,7 +294,9 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
         return json.loads((out / "summary.json").read_text())
     path, _ = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    base, model = peft_start(kind, path, args.seed)
+    base, model = peft_start(kind, path, args.seed)  # drawn on the CPU, the same start wherever it trains
+    device = run_device()
+    model.to(device)
     encode = peft_encoder(tokenizer, args)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -311,9 +318,10 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
         if step < done:
             continue
         start = time.perf_counter()
-        input_ids, mask, labels = padded_pairs([features[i] for i in chosen], pad)
-        optimiser_step(model(input_ids=input_ids, attention_mask=mask, labels=labels).loss, params, optimizer,
-                       scheduler, defaults.max_grad_norm)
+        input_ids, mask, labels = (t.to(device) for t in padded_pairs([features[i] for i in chosen], pad))
+        with training_precision(device):
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimiser_step(loss, params, optimizer, scheduler, defaults.max_grad_norm)
         seconds += time.perf_counter() - start
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
             save_loop(state, params, optimizer, step + 1, seconds)
@@ -349,7 +357,7 @@ def decode(method: str, args, dev: list, out: Path, beams: int, batch_size: int 
 
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
                                           str(out / "adapter"))
-        model.eval()
+        model.to(run_device()).eval()
         encode = peft_encoder(tokenizer, args)
         eos = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -360,14 +368,15 @@ def decode(method: str, args, dev: list, out: Path, beams: int, batch_size: int 
                 width = max(len(p) for p in prompts)
                 input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-                generated = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
+                generated = model.generate(input_ids=input_ids.to(model.device),
+                                           attention_mask=mask.to(model.device), do_sample=False,
                                            max_new_tokens=args.max_target_length, num_beams=beams,
                                            pad_token_id=pad, eos_token_id=eos)
                 texts.extend(t.strip() for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
         return texts
     from prompttune import load_prompt
 
-    model = load_prompt(str(out))
+    model = load_prompt(str(out), device=run_device())
     return model.task.generate_texts(model, dev, batch_size=batch_size, num_beams=beams,
                                      max_new_tokens=args.max_target_length)
 
@@ -605,7 +614,7 @@ def main() -> None:
     quiet_libraries()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     setting = {k: getattr(args, k) for k in ("model", "train_size", "dev_size", "steps", "batch_size",
-                                             "max_source_length", "max_target_length", "seed")}
+                                             "max_source_length", "max_target_length", "seed")} | device_setting()
     methods = args.methods.split(",") if args.methods else list(METHODS)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:

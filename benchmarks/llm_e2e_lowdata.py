@@ -61,7 +61,7 @@ def cell_args(args, size: int, seed: int) -> SimpleNamespace:
 
 def setting_of(cell: SimpleNamespace) -> dict:
     return {k: getattr(cell, k) for k in ("model", "train_size", "dev_size", "steps", "batch_size",
-                                          "max_source_length", "max_target_length", "seed")}
+                                          "max_source_length", "max_target_length", "seed")} | llm_e2e.device_setting()
 
 
 def run_cell(args, size: int, seed: int, method: str) -> dict:

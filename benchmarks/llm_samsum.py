@@ -24,7 +24,7 @@ import random
 import time
 from pathlib import Path
 
-from common import SHARED, environment, finish_run, finished_rows, finished_run, write_results
+from common import SHARED, device_setting, environment, finish_run, finished_rows, finished_run, run_device, write_results
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_samsum"
 MODEL = "smollm2-135m-instruct"
@@ -108,7 +108,7 @@ def run(method: str, args, train: Path, test: Path, setting: dict) -> dict:
     if cached.is_file():
         hypotheses = json.loads(cached.read_text())
     else:
-        model = load_prompt(str(out))
+        model = load_prompt(str(out), device=run_device())
         start = time.perf_counter()
         hypotheses = model.task.generate_texts(model, tests, batch_size=args.eval_batch_size,
                                                max_new_tokens=args.max_new_tokens)
@@ -202,7 +202,8 @@ def main() -> None:
 
     quiet_libraries()
     setting = {k: getattr(args, k) for k in ("model", "train_size", "test_size", "steps", "batch_size",
-                                             "max_source_length", "max_target_length", "max_new_tokens", "seed")}
+                                             "max_source_length", "max_target_length", "max_new_tokens", "seed")} \
+        | device_setting()
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
