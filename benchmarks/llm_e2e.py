@@ -558,7 +558,9 @@ def targets(rows: dict) -> list[str]:
 
 
 def plot_params(rows: dict, path: Path) -> None:
-    """Greedy BLEU against trainable parameters (log scale); the untrained prompts as lines."""
+    """This run's BLEU against trainable parameters (log scale), greedy beside beam search: prompttune's
+    methods as circles, PEFT's as squares, named in the legend; the untrained prompts, far below, are
+    written in the panels. `make_results.py` draws the same over every draw and budget."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -566,21 +568,32 @@ def plot_params(rows: dict, path: Path) -> None:
 
     from prompttune.storage import save_figure
 
-    figure, axis = plt.subplots(figsize=(6.5, 4))
-    for method, row in rows.items():
-        bleu = row["scores"]["greedy"]["bleu"]
-        if row["trainable_parameters"]:
-            axis.scatter(row["trainable_parameters"], bleu, marker="s" if method.startswith("peft") else "o")
-            axis.annotate(method, (row["trainable_parameters"], bleu), textcoords="offset points", xytext=(4, 4),
-                          fontsize=8)
-        else:
-            axis.axhline(bleu, linestyle=":", color="grey")
-            axis.annotate(method, (1e3, bleu), textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey")
-    axis.set_xscale("log")
-    axis.set_xlabel("trainable parameters")
-    axis.set_ylabel("BLEU (dev, greedy)")
-    axis.set_title("E2E on SmolLM2-135M-Instruct: quality against size")
-    figure.tight_layout()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    colours = {}
+    for axis, decoding in zip(axes, DECODINGS):
+        untrained = []
+        for method, row in rows.items():
+            if decoding not in row["scores"]:
+                continue
+            bleu = row["scores"][decoding]["bleu"]
+            if not row["trainable_parameters"]:
+                untrained.append(f"{method} {bleu:.1f}")
+                continue
+            colour = colours.setdefault(method, f"C{len(colours) % 10}")
+            axis.scatter(row["trainable_parameters"], bleu, color=colour, label=method if axis is axes[0] else None,
+                         marker="s" if method.startswith("peft") else "o")
+        if untrained:
+            axis.text(0.02, 0.97, "trained nothing: " + ", ".join(untrained), transform=axis.transAxes, fontsize=7,
+                      color="dimgrey", verticalalignment="top")
+        axis.set_xscale("log")
+        axis.set_xlabel("trainable parameters")
+        axis.set_title(f"{'greedy' if DECODINGS[decoding] == 1 else f'beam search, {DECODINGS[decoding]} beams'}",
+                       fontsize=10)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("BLEU (dev)")
+    figure.legend(loc="lower center", ncol=5, fontsize=8, frameon=False)
+    figure.suptitle("E2E on SmolLM2-135M-Instruct: BLEU against trainable parameters (one run each)", fontsize=10)
+    figure.tight_layout(rect=(0, 0.12, 1, 0.97))
     save_figure(figure, path)
     plt.close(figure)
 
