@@ -557,45 +557,13 @@ def targets(rows: dict) -> list[str]:
     return out
 
 
-def plot_params(rows: dict, path: Path) -> None:
-    """This run's BLEU against trainable parameters (log scale), greedy beside beam search: prompttune's
-    methods as circles, PEFT's as squares, named in the legend; the untrained prompts, far below, are
-    written in the panels. `make_results.py` draws the same over every draw and budget."""
-    import matplotlib
+def plot_params(setting: dict, rows: dict, path: Path) -> None:
+    """This run's BLEU against trainable parameters, greedy beside beam search, as `make_results.py`
+    draws it over every draw and budget."""
+    from make_results import plot_e2e_params
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prompttune.storage import save_figure
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    colours = {}
-    for axis, decoding in zip(axes, DECODINGS):
-        untrained = []
-        for method, row in rows.items():
-            if decoding not in row["scores"]:
-                continue
-            bleu = row["scores"][decoding]["bleu"]
-            if not row["trainable_parameters"]:
-                untrained.append(f"{method} {bleu:.1f}")
-                continue
-            colour = colours.setdefault(method, f"C{len(colours) % 10}")
-            axis.scatter(row["trainable_parameters"], bleu, color=colour, label=method if axis is axes[0] else None,
-                         marker="s" if method.startswith("peft") else "o")
-        if untrained:
-            axis.text(0.02, 0.97, "trained nothing: " + ", ".join(untrained), transform=axis.transAxes, fontsize=7,
-                      color="dimgrey", verticalalignment="top")
-        axis.set_xscale("log")
-        axis.set_xlabel("trainable parameters")
-        axis.set_title(f"{'greedy' if DECODINGS[decoding] == 1 else f'beam search, {DECODINGS[decoding]} beams'}",
-                       fontsize=10)
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("BLEU (dev)")
-    figure.legend(loc="lower center", ncol=5, fontsize=8, frameon=False)
-    figure.suptitle("E2E on SmolLM2-135M-Instruct: BLEU against trainable parameters (one run each)", fontsize=10)
-    figure.tight_layout(rect=(0, 0.12, 1, 0.97))
-    save_figure(figure, path)
-    plt.close(figure)
+    plot_e2e_params({setting["steps"]: [{"setting": setting, "rows": rows}]}, path, label_draws=False,
+                    title="E2E on frozen SmolLM2-135M-Instruct: BLEU against trainable parameters (one run each)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -641,7 +609,7 @@ def main() -> None:
                   f"{row['scores']['beam5']['bleu']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
     rows = finished_rows(args.name, WORK, METHODS, setting)
     if rows and not args.no_write:
-        plot_params(rows, RESULTS / f"{args.name}_params.png")
+        plot_params(setting, rows, RESULTS / f"{args.name}_params.png")
         write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
                       markdown(setting, rows, args.name))
 

@@ -662,7 +662,7 @@ def llm_e2e() -> str:
     text += llm_e2e_draws(data) + llm_e2e_budgets(data)
     if (RESULTS / PARAMS_PLOT).is_file():
         text += (f"\nBLEU against trainable parameters, the mean over the draws run at each budget with the standard "
-                 f"deviation over them (the number of draws in the legend; `python benchmarks/make_results.py` draws it "
+                 f"deviation over them (the number beside a point: its draws; `python benchmarks/make_results.py` draws it "
                  f"from the files above):\n\n![BLEU against trainable parameters](results/{PARAMS_PLOT})\n")
     return text
 
@@ -672,10 +672,7 @@ PARAMS_PLOT = "llm_e2e_draws_params.png"
 
 def e2e_budget_draws(first: dict) -> dict[int, list[dict]]:
     """The E2E draws of each step budget: {steps: [results of each draw]}, the first budget's first."""
-    out = {first["setting"]["steps"]: e2e_draws("llm_e2e", first)}
-    for name, data in budget_runs("llm_e2e", first):
-        out.setdefault(data["setting"]["steps"], e2e_draws(name, data))
-    return out
+    return {data["setting"]["steps"]: e2e_draws(name, data) for name, data in budget_runs("llm_e2e", first)}
 
 
 def e2e_param_points(draws: list[dict], decoding: str) -> dict[str, dict]:
@@ -695,12 +692,14 @@ def e2e_param_points(draws: list[dict], decoding: str) -> dict[str, dict]:
     return points
 
 
-def plot_e2e_params(budgets: dict[int, list[dict]], path: Path) -> None:
+def plot_e2e_params(budgets: dict[int, list[dict]], path: Path, title: str | None = None,
+                    label_draws: bool = True) -> None:
     """BLEU against trainable parameters (log scale), a row of panels per step budget and greedy
     beside beam search: each trained method's mean over the draws with its standard deviation as a
-    bar, prompttune's methods as circles and PEFT's as squares of a lighter shade of the same
-    colour, on one BLEU scale. The untrained prompts score far below the trained ones and are
-    written in the panels instead."""
+    bar (and, with `label_draws`, the number of draws beside it), prompttune's methods as circles
+    and PEFT's as squares of a lighter shade of the same colour, on one BLEU scale. The untrained
+    prompts score far below the trained ones and are written in the panels instead. `llm_e2e.py`
+    draws one run's plot with it, as a single draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -713,11 +712,11 @@ def plot_e2e_params(budgets: dict[int, list[dict]], path: Path) -> None:
     shades = {"prefix": 0, "peft_prefix_tuning": 1, "deep_prompt": 2, "peft_prefix_tuning_noproj": 3,
               "soft_prompt": 4, "peft_prompt_tuning": 5, "full_finetune": 6, "p_tuning": 8, "soft_prompt_common": 10}
     decodings = (("greedy", "greedy"), ("beam5", "beam search, 5 beams"))
-    figure, axes = plt.subplots(len(budgets), 2, figsize=(10, 3.4 * len(budgets) + 1.2), sharex=True, sharey=True,
-                             squeeze=False)
+    height = 3.4 * len(budgets) + 1.2
+    figure, axes = plt.subplots(len(budgets), 2, figsize=(10, height), sharex=True, sharey=True, squeeze=False)
     handles = {}
     for row, (steps, draws) in enumerate(budgets.items()):
-        for axis, (decoding, title) in zip(axes[row], decodings):
+        for axis, (decoding, decoded) in zip(axes[row], decodings):
             points = e2e_param_points(draws, decoding)
             untrained = []
             for method, point in points.items():
@@ -729,21 +728,24 @@ def plot_e2e_params(budgets: dict[int, list[dict]], path: Path) -> None:
                 axis.errorbar(point["parameters"], point["mean"], yerr=point["sd"] or None, fmt=marker, color=color,
                               markersize=7, capsize=3)
                 handles.setdefault(method, Line2D([], [], marker=marker, color=color, linestyle=""))
-                axis.annotate(str(point["draws"]), (point["parameters"], point["mean"]), textcoords="offset points",
-                              xytext=(6, -3), fontsize=7, color=color)
+                if label_draws:
+                    axis.annotate(str(point["draws"]), (point["parameters"], point["mean"]),
+                                  textcoords="offset points", xytext=(6, -3), fontsize=7, color=color)
             if untrained:
                 axis.text(0.02, 0.97, "trained nothing: " + ", ".join(untrained), transform=axis.transAxes,
                           fontsize=7, color="dimgrey", verticalalignment="top")
             axis.set_xscale("log")
-            axis.set_title(f"{steps} steps of 8, {title}", fontsize=10)
+            axis.set_title(f"{steps} steps of 8, {decoded}", fontsize=10)
             axis.grid(alpha=0.3)
-        axes[row][0].set_ylabel("BLEU (50 dev MRs)")
+        axes[row][0].set_ylabel(f"BLEU ({draws[0]['setting'].get('dev_size', 'dev')} dev MRs)")
     for axis in axes[-1]:
         axis.set_xlabel("trainable parameters")
     figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=5, fontsize=8, frameon=False)
-    figure.suptitle("E2E on frozen SmolLM2-135M-Instruct: mean BLEU ± sd over draws of the 2,000 training pairs "
-                    "(the number beside a point: its draws)", fontsize=10)
-    figure.tight_layout(rect=(0, 0.07, 1, 0.97))
+    first = next(iter(budgets.values()))[0]["setting"]
+    figure.suptitle(title or ("E2E on frozen SmolLM2-135M-Instruct: mean BLEU ± sd over draws of the "
+                              f"{first.get('train_size', 0):,} training pairs (the number beside a point: its draws)"),
+                    fontsize=10)
+    figure.tight_layout(rect=(0, 0.65 / height, 1, 0.97))  # the legend below, in 0.65 inches
     save_figure(figure, path)
     plt.close(figure)
 
