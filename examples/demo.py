@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=500)
     parser.add_argument("--dev-sources", type=int, default=20, help="development meaning representations scored")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--output", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--output", type=Path, default=Path("runs/demo"),
+                        help="the demo's own folder: each run replaces the prompts it trained there before")
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, generate, train_prompt
@@ -75,7 +76,8 @@ def main() -> None:
     train, dev = subsets(args.data, args.train_size, args.dev_sources, work)
     with open(dev, newline="", encoding="utf-8") as handle:
         examples = list(dict.fromkeys(r["mr"] for r in csv.DictReader(handle)))[:SHOWN]
-    common = dict(model="smollm2-135m-instruct", task="generation", train=str(train), eval=str(dev), source_column="mr",
+    # force: the prompts of an earlier run of the demo in --output are replaced.
+    common = dict(force=True, model="smollm2-135m-instruct", task="generation", train=str(train), eval=str(dev), source_column="mr",
                   target_column="ref", max_target_length=48, progress=False)
     print(f"model: SmolLM2-135M-Instruct, frozen (Q4_1 GGUF, sha256 {SMOLLM2_SHA256[:12]}... verified)")
     print(f"data:  E2E, {args.train_size} training pairs; scored on {args.dev_sources} development meaning "

@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="folder with train.tsv and dev.tsv (e.g. ../shared/data/sst2)")
     parser.add_argument("--train-size", type=int, default=2000, help="training sentences taken from --data")
     parser.add_argument("--steps", type=int, help="training steps (default: 150, or 300 with --data)")
-    parser.add_argument("--output", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--output", type=Path, default=Path("runs/demo"),
+                        help="the demo's own folder: each run replaces the prompts it trained there before")
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, predict, train_prompt
@@ -68,7 +69,8 @@ def main() -> None:
     labels = label_set(load_examples(str(train), Columns(text=column)))
     negative, positive = labels if labels == ("0", "1") else ("negative", "positive")
     steps = args.steps or (300 if args.data else 150)
-    common = dict(model="all-MiniLM-L6-v2", train=str(train), eval=str(dev), text_column=column)
+    # force: the prompts of an earlier run of the demo in --output are replaced.
+    common = dict(force=True, model="all-MiniLM-L6-v2", train=str(train), eval=str(dev), text_column=column)
     print(f"model: all-MiniLM-L6-v2 (frozen; weights sha256 {MINILM_SHA256[:12]}… verified)")
     print(f"data:  {train} ({sum(1 for _ in open(train)) - 1} sentences) -> dev {dev}\n")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .training import checkpoint
-from .artifacts.artifact import META, METRICS, TENSORS, load_prompt, prompt_meta, stage_prompt
+from .artifacts.artifact import ARTIFACT_FILES, META, METRICS, TENSORS, load_prompt, prompt_meta, stage_prompt
 from .core.backbone import Backbone
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
 from .tasks.data import Example
@@ -52,6 +52,7 @@ def train_prompt(
     init_from: str | None = None,
     resume: bool = False,
     restart: bool = False,
+    force: bool = False,
     device: str | None = None,
     dtype: str | None = None,
     device_map: str | None = None,
@@ -63,7 +64,9 @@ def train_prompt(
 
     While it runs, its arguments, log and checkpoints are in `output/.prompttune/run/`. An
     interrupted run is continued with `resume=True`, or discarded with `restart=True`; a new run
-    refuses to start over one that has a checkpoint unless told which.
+    refuses to start over one that has a checkpoint unless told which. A folder that already holds
+    a prompt or a run's records (the files named above, a user's own or an earlier run's) is
+    refused before training starts, unless `force`: then those are replaced when it ends.
 
     `task` is a registered task: "classification" (text, text_pair and label columns),
     "generation" (source and target columns; `max_length` bounds the source) or
@@ -84,6 +87,7 @@ def train_prompt(
     output_dir = Path(output)
     run_dir = output_dir / PRIVATE / RUN
     _check_run(output_dir, run_dir, args, resume, restart)
+    _check_output(output_dir, force or resume)
     train_config = TrainConfig.from_dict(train_options, where="training options")
     task_cls = task_class(task)
     columns = task_cls.resolve_columns(task_settings.columns())
@@ -241,6 +245,14 @@ def _check_run(output_dir: Path, run_dir: Path, args: dict, resume: bool, restar
     if changed:
         raise ConfigError(f"--resume: arguments differ from the interrupted run in {changed}; "
                           f"resume with the same arguments (see {run_dir / RUN_ARGS})")
+
+
+def _check_output(output_dir: Path, force: bool) -> None:
+    """Refuse to write over a prompt or run records the folder holds, unless told to."""
+    present = [name for name in ARTIFACT_FILES if (output_dir / name).is_file()]
+    if present and not force:
+        raise ConfigError(f"--output {output_dir}: already holds {', '.join(present)}; choose a new or empty folder, "
+                          "or pass --force to replace them when training ends (other files there stay)")
 
 
 def _same_argument(key: str, before: dict, now: dict) -> bool:

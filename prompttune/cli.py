@@ -116,6 +116,8 @@ def _human_eval_parser(commands) -> None:
     serve.add_argument("--port", type=int, default=8100)
     serve.add_argument("--allow-names", action="store_true",
                        help="raters may start by giving their name instead of their token (a trusted network)")
+    serve.add_argument("--body-timeout", type=float, default=10.0,
+                       help="seconds a request's body may take to arrive; then 408")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     report = actions.add_parser("report", help="win/tie/loss with bootstrap intervals, Bradley-Terry strengths, "
                                                "Likert means, agreement; JSON, CSV and an HTML page with plots")
@@ -146,7 +148,7 @@ def _human_eval_command(args) -> None:
         from .human_eval.app import serve_study
 
         serve_study(args.study, args.host, args.port, args.allow_names, args.log_level,
-                    announce=lambda line: print(line, file=sys.stderr, flush=True))
+                    announce=lambda line: print(line, file=sys.stderr, flush=True), body_timeout=args.body_timeout)
     else:
         from .human_eval.report import analyse, attach, write_report
 
@@ -201,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run interrupted in --output")
     t.add_argument("--restart", action="store_true",
                    help="discard the run interrupted in --output (its checkpoint) and start again")
+    t.add_argument("--force", action="store_true",
+                   help="--output already holds a prompt or a run's records: replace them when training ends")
 
     e = commands.add_parser("evaluate", help="print a saved prompt's metrics on labelled data as JSON")
     _prompt_or_ensemble(e)
@@ -288,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-body-bytes", type=int,
                    help="largest request body, refused with 413 before it is read "
                         "(default: room for --max-inputs pairs of --max-chars escaped characters)")
+    v.add_argument("--body-timeout", type=float, default=10.0,
+                   help="seconds a request's body may take to arrive; then 408 (a client that declares more than it sends)")
     v.add_argument("--max-request-tokens", type=int, default=8192,
                    help="tokens one generation request may decode: inputs x beams or sequences x new tokens")
     v.add_argument("--max-batch-tokens", type=int,
@@ -346,6 +352,10 @@ def _registry_command(args) -> None:
         print(json.dumps(registry.show(args.spec), indent=2))
     elif args.action == "pull":
         print(registry.pull(args.spec, args.destination, force=args.force))
+        kept = registry.kept_records(args.destination) if args.force else []
+        if kept:
+            print(f"kept {', '.join(kept)} in {args.destination}: they describe the prompt that was there before, "
+                  f"not {args.spec}", file=sys.stderr)
     elif args.action == "alias":
         print(json.dumps(registry.set_alias(args.spec, args.alias)))
     elif args.action == "unalias":
@@ -376,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics = api.train_prompt(
                 model=_model_name(args), method=args.method, task=args.task, train=args.train, eval=args.eval,
                 output=args.output, init_from=args.init_from, method_options=_method_options(args), resume=args.resume,
-                restart=args.restart, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                restart=args.restart, force=args.force, device=args.device, dtype=args.dtype, device_map=args.device_map,
                 **config_arguments(args, TaskOptions), **_train_options(args))
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:
@@ -418,9 +428,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_inputs > args.max_batch_size:
                 raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")
             serve(_model_name(args), args.registry, args.host, args.port, args.token,
-                  Limits(args.max_batch_size, args.max_wait_ms, args.max_inputs, args.max_chars, args.max_loaded,
-                         args.max_batch_tokens, args.max_body_bytes, args.max_request_tokens,
-                         args.batching == "continuous"),
+                  Limits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_inputs=args.max_inputs,
+                         max_chars=args.max_chars, max_loaded=args.max_loaded, max_batch_tokens=args.max_batch_tokens,
+                         max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens,
+                         body_timeout_s=args.body_timeout, continuous=args.batching == "continuous"),
                   args.device, args.log_level, dtype=args.dtype, device_map=args.device_map)
         elif args.command == "evaluate" and args.prompts and args.group_column:
             raise PromptTuneError("--group-column: scores one prompt (--prompt), not an ensemble")

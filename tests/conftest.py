@@ -1,5 +1,8 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,40 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The tests write only under temporary folders: prompttune's cache (GGUF files dequantised) and
+# default registry are the session's own, not the user's (~/.cache/prompttune, ~/.prompttune).
+# Subprocesses the tests start inherit them.
+_SCRATCH = tempfile.mkdtemp(prefix="prompttune-tests-")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+os.environ["PROMPTTUNE_CACHE"] = os.path.join(_SCRATCH, "cache")
+os.environ["PROMPTTUNE_REGISTRY"] = os.path.join(_SCRATCH, "registry")
+USER_FOLDERS = (Path.home() / ".cache" / "prompttune", Path.home() / ".prompttune")
+
+
+def _snapshot(folders) -> dict:
+    """Every path under the user's prompttune folders, with its size and time of change."""
+    seen = {}
+    for folder in folders:
+        for path in [folder, *(folder.rglob("*") if folder.is_dir() else [])]:
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            seen[str(path)] = (info.st_size, info.st_mtime_ns)
+    return seen
+
+
+_BEFORE = _snapshot(USER_FOLDERS)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A test run that wrote into the user's own prompttune folders fails, naming what changed."""
+    after = _snapshot(USER_FOLDERS)
+    changed = sorted(p for p in set(_BEFORE) | set(after) if _BEFORE.get(p) != after.get(p))
+    if changed:
+        sys.stderr.write("\nthe tests changed the user's own prompttune folders: " + ", ".join(changed[:10]) + "\n")
+        session.exitstatus = 1
 
 import tiny  # noqa: E402
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -52,7 +54,11 @@ def is_peft_adapter(directory: str | os.PathLike) -> bool:
 
 
 def read_peft_config(directory: str | os.PathLike) -> dict:
-    """`adapter_config.json`, checked for what reading the adapter needs."""
+    """`adapter_config.json`, checked for what reading the adapter needs (an export that was
+    killed while it put its files in place is finished first)."""
+    from ..storage import recover
+
+    recover(directory)
     path = Path(directory) / PEFT_CONFIG
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -186,7 +192,6 @@ def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: 
 
     from ..core import kv_prefix
     from ..errors import ConfigError
-    from ..storage import write_atomic
     from .artifact import load_prompt, prompt_meta
 
     source, output = Path(prompt), Path(output)
@@ -240,7 +245,35 @@ def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: 
     if output.is_dir() and any(output.iterdir()) and not force:
         raise ConfigError(f"{where}: {output} is not empty; choose a new folder, or pass --force to replace the adapter "
                           "files there (other files stay)")
-    for name in (PEFT_WEIGHTS, PEFT_CONFIG):  # the config last: it marks the adapter complete
-        write_atomic(output / name, files[name])
+    _write_adapter(output, files)
     return {"written": str(output), "peft_type": config["peft_type"], "num_virtual_tokens": config["num_virtual_tokens"],
             "left_out": left_out}
+
+
+def _write_adapter(output: Path, files: dict[str, bytes | str]) -> None:
+    """The adapter's two files, all at once or not at all. A folder that holds nothing else (or
+    nothing, or is new) is written beside and swapped in whole, so PEFT itself never reads one file
+    of one prompt beside the other of another; in a folder with other files, the two are replaced
+    in one transaction (prompttune finishes one a kill interrupted whenever it next reads the
+    folder, PEFT export included)."""
+    from ..storage import Transaction, make_dir_like_user, remove_stale, replace_dir_atomic, write_atomic
+
+    ours = {PEFT_CONFIG, PEFT_WEIGHTS}
+    if not output.is_dir() or {p.name for p in output.iterdir()} <= ours:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{output.name}.export-"
+        remove_stale(output.parent, prefix)
+        staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f"{prefix}{os.getpid()}-"))
+        try:
+            for name in (PEFT_WEIGHTS, PEFT_CONFIG):
+                write_atomic(staging / name, files[name])
+            make_dir_like_user(staging)
+            replace_dir_atomic(staging, output)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return
+    with Transaction(output, last=(PEFT_CONFIG,)) as tx:  # the config last: it marks the adapter complete
+        for name in (PEFT_WEIGHTS, PEFT_CONFIG):
+            payload = files[name]
+            tx.path(name).write_bytes(payload.encode("utf-8") if isinstance(payload, str) else payload)

@@ -45,6 +45,7 @@ from ..storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, re
 
 FILES = ("prompt.json", "prompt.safetensors", "training_state.safetensors", "metrics.json")
 REQUIRED = ("prompt.json", "prompt.safetensors")
+RUN_RECORDS = ("train_args.json", "log.jsonl")  # a training run's records: never stored, never touched by a pull
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VERSION = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and within SQLite's integers
 LATEST = "latest"
@@ -91,6 +92,10 @@ class RegistryError(PromptTuneError):
     """A registry operation that cannot be done: what was asked and why."""
 
 
+class BadSpec(RegistryError):
+    """A prompt named in a way no prompt can be (not a name, version or alias): the request's fault."""
+
+
 class StoreDamaged(RegistryError):
     """A stored file does not match its sha256: the registry, not the request, is at fault."""
 
@@ -102,14 +107,14 @@ def default_root() -> Path:
 def parse_spec(spec: str) -> tuple[str, str]:
     """"NAME", "NAME@3", "NAME@production", "NAME@latest" -> (name, version or alias)."""
     if not isinstance(spec, str):
-        raise RegistryError(f"{spec!r}: a prompt is named by a string")
+        raise BadSpec(f"{spec!r}: a prompt is named by a string")
     name, _, ref = spec.partition("@")
     if not NAME.fullmatch(name):
-        raise RegistryError(f"{quoted(spec)}: a prompt name is 1-128 letters, digits, '.', '_' and '-' "
+        raise BadSpec(f"{quoted(spec)}: a prompt name is 1-128 letters, digits, '.', '_' and '-' "
                             "(starting with a letter or digit)")
     ref = ref or LATEST
     if not VERSION.fullmatch(ref) and not NAME.fullmatch(ref):
-        raise RegistryError(f"{quoted(spec)}: after '@' comes a version number (up to 18 digits) or an alias")
+        raise BadSpec(f"{quoted(spec)}: after '@' comes a version number (up to 18 digits) or an alias")
     return name, ref
 
 
@@ -327,7 +332,8 @@ class Registry:
         """Write the version's files into `destination`: a new folder (made all at once by one
         rename) or an empty one (filled in one commit). A folder that holds other files is refused,
         unless `force`: then the artifact's own files there are replaced (and those the version
-        lacks removed) in one commit, and every other file is kept."""
+        lacks removed) in one commit, and every other file is kept (`train_args.json` and `log.jsonl`
+        included: see `kept_records`)."""
         record = self.show(spec)
         destination = Path(os.path.abspath(destination))
         where = f"registry pull: {destination}"
@@ -361,9 +367,13 @@ class Registry:
                     self._copy_verified(record, name, tx.path(name))
                 else:
                     tx.remove(name)
-            for name in ("train_args.json", "log.jsonl"):
-                tx.remove(name)  # they described the artifact being replaced
         return destination
+
+    @staticmethod
+    def kept_records(destination: str | os.PathLike) -> list[str]:
+        """The run records (`train_args.json`, `log.jsonl`) in a folder a pull wrote into: a pull
+        never touches them, though they describe the prompt that was there before."""
+        return [name for name in RUN_RECORDS if (Path(destination) / name).is_file()]
 
     # ---- changing -----------------------------------------------------------------------------
 

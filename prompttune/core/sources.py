@@ -8,7 +8,7 @@
 - A GGUF file (`PATH.gguf`, or a folder and `gguf_file`) is dequantised by transformers' GGUF loader
   once and written as a safetensors folder into the cache (`$PROMPTTUNE_CACHE`, default
   `~/.cache/prompttune`), keyed by the GGUF's sha256 and made by one atomic rename; later loads read
-  the cache, checked against the sha256 it records. The fingerprint of a model loaded from a GGUF
+  the cache, each of its files (weights, config, tokenizer) checked against the sha256 it records. The fingerprint of a model loaded from a GGUF
   file, or from its cache folder, names the GGUF's sha256: a prompt trained on one loads on the
   other, and is refused on another quantisation of the same model.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
-from ..storage import fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic, sha256_file
+from ..storage import file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic, sha256_file
 
 SOURCE = "prompttune-source.json"  # in a cache folder: which GGUF file it was made from
 SOURCE_FORMAT = "prompttune.gguf-cache"
@@ -140,10 +140,18 @@ def _read_source(folder: Path) -> dict | None:
 
 
 def _verify_cache(folder: Path, source: dict) -> None:
-    weights = source.get("weights")
-    if not isinstance(weights, dict) or not weights:
-        raise ModelError(f"{folder / SOURCE}: lists no weight files")
-    for filename, digest in weights.items():
+    """Every file of the cache folder (weights, config, tokenizer) is the one it was made with: a
+    config edited by hand would load another model."""
+    files = source.get("files")
+    if not isinstance(files, dict) or not any(name.endswith(".safetensors") for name in files):
+        raise ModelError(f"{folder / SOURCE}: does not list the folder's files with their sha256 (made by an older "
+                         f"prompttune, or damaged): delete {folder} and it is made again from the GGUF file")
+    present = sorted(p.name for p in folder.iterdir() if p.name != SOURCE)
+    extra = [name for name in present if name not in files]
+    if extra:
+        raise ModelError(f"{folder}: holds {', '.join(extra)}, which {SOURCE} does not list; the cache is changed: "
+                         f"delete {folder} and it is made again from the GGUF file")
+    for filename, digest in files.items():
         if not (folder / filename).is_file() or sha256_file(folder / filename) != digest:
             raise ModelError(f"{folder / filename}: missing or not the file {SOURCE} records (sha256); the cache is "
                              f"damaged: delete {folder} and it is made again from the GGUF file")
@@ -172,9 +180,12 @@ def converted_gguf(gguf: Path, digest: str) -> Path:
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{digest}.tmp-{os.getpid()}-"))
     try:
         _dequantise(gguf, staging)
-        weights = {p.name: sha256_file(p) for p in sorted(staging.glob("*.safetensors"))}
+        files = {}
+        for path in sorted(staging.iterdir()):
+            os.chmod(path, file_mode())  # some writers make their files 0600
+            files[path.name] = sha256_file(path)
         (staging / SOURCE).write_text(json.dumps({"format": SOURCE_FORMAT, "gguf_file": gguf.name, "gguf_sha256": digest,
-                                                  "weights": weights}, indent=2) + "\n", encoding="utf-8")
+                                                  "files": files}, indent=2) + "\n", encoding="utf-8")
         make_dir_like_user(staging)
         if target.exists() and _cache_intact(target, digest):  # another process made it meanwhile
             shutil.rmtree(staging, ignore_errors=True)

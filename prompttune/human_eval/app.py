@@ -10,44 +10,99 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import logging
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from ..serving.gate import RequestGate
 from .study import JudgementRefused, Study
 
 PAGE = Path(__file__).with_name("page.html")
 NO_STORE = {"Cache-Control": "no-store"}
+MAX_BODY_BYTES = 64 * 1024  # a judgement is a few hundred bytes
+BODY_TIMEOUT_S = 10.0
+SQLITE_INT = 2**63 - 1
+Count = Annotated[StrictInt, Field(ge=0, le=SQLITE_INT)]
+PAGE_STYLE = "body{font-family:sans-serif;max-width:40em;margin:3em auto}"
 
 
 class Judgement(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    study: str = Field(description="the study the page was showing (its id)")
-    task: StrictInt = Field(description="the task the page was showing")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    study: str = Field(max_length=200, description="the study the page was showing (its id)")
+    task: Count = Field(description="the task the page was showing")
     preference: Literal["left", "tie", "right"] | None = Field(None, description="a pairwise item's answer")
-    ratings: dict[str, StrictInt] | None = Field(None, description="a rating item's answer: criterion -> 1..scale")
-    seconds: float | None = Field(None, ge=0, description="time the rater spent on the task")
+    ratings: dict[Annotated[str, Field(max_length=200)], Annotated[StrictInt, Field(ge=-SQLITE_INT, le=SQLITE_INT)]] | None = \
+        Field(None, max_length=64, description="a rating item's answer: criterion -> 1..scale")
+    seconds: float | None = Field(None, ge=0, le=10**9, description="time the rater spent on the task")
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "status": status}}, status_code=status, headers=NO_STORE)
+    return JSONResponse(_error_body("", status, message), status_code=status, headers=NO_STORE)
+
+
+def _error_body(path: str, status: int, message: str) -> dict:
+    return {"error": {"message": message, "status": status}}
+
+
+def _inline_hashes(page: str, tag: str) -> str:
+    """CSP sources allowing exactly the inline <tag> blocks of `page`."""
+    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)
+    return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks)
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                        "<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}</style></head>"
-                        f"<body>{body}</body></html>", status_code=status, headers=NO_STORE)
+                        f"<style>{PAGE_STYLE}</style></head><body>{body}</body></html>", status_code=status,
+                        headers=NO_STORE)
 
 
-def build_app(study: Study, allow_names: bool = False) -> FastAPI:
+def security_headers(rater_page: str) -> dict:
+    """What every answer of the raters' app carries: its pages run only their own inline script and
+    styles and talk only to this server, are never framed, and send no Referer (the rater's token is
+    in the page's address)."""
+    styles = _inline_hashes(rater_page, "style") + " " + _inline_hashes(f"<style>{PAGE_STYLE}</style>", "style")
+    policy = (f"default-src 'none'; script-src {_inline_hashes(rater_page, 'script')}; style-src {styles}; "
+              "connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+    return {"Content-Security-Policy": policy, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff"}
+
+
+class RedactTokens(logging.Filter):
+    """The access log without raters' tokens: `/rate/TOKEN` and `/api/TOKEN/...` are logged with
+    the token replaced by `***` (whoever reads the log does not get to rate as someone else)."""
+
+    PATTERN = re.compile(r"^(/rate/|/api/)[^/?]+|([?&]who=)[^&]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            args = list(record.args)
+            args[2] = self.PATTERN.sub(lambda m: (m.group(1) or m.group(2)) + "***", args[2])
+            record.args = tuple(args)
+        return True
+
+
+def build_app(study: Study, allow_names: bool = False, body_timeout: float = BODY_TIMEOUT_S) -> FastAPI:
     app = FastAPI(title="prompttune human evaluation", docs_url=None, redoc_url=None)
     asked = "your token" + (" or your name" if allow_names else "")
     rater_page = PAGE.read_text(encoding="utf-8")
+    headers = security_headers(rater_page)
+    app.add_middleware(RequestGate, max_bytes=MAX_BODY_BYTES, body_timeout=body_timeout, error_body=_error_body,
+                       size_hint="")
+
+    @app.middleware("http")
+    async def secured(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -109,11 +164,12 @@ def build_app(study: Study, allow_names: bool = False) -> FastAPI:
 
 
 def serve_study(folder: str, host: str = "127.0.0.1", port: int = 8100, allow_names: bool = False,
-                log_level: str = "info", announce=print) -> None:
+                log_level: str = "info", announce=print, body_timeout: float = BODY_TIMEOUT_S) -> None:
     import uvicorn
 
     study = Study(folder)
-    app = build_app(study, allow_names)
+    app = build_app(study, allow_names, body_timeout)
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     for rater in study.raters():
         announce(f"{rater['name']}: http://{host}:{port}/rate/{rater['token']} ({rater['done']} of {rater['tasks']} done)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class OpenAIError(Exception):
@@ -54,16 +55,22 @@ class OpenAIError(Exception):
 
 OPENAI_PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions")
 
+STOP_STRINGS, STOP_CHARS = 4, 500
+StopText = Annotated[str, StringConstraints(min_length=1, max_length=STOP_CHARS)]
+
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Strict: a number is a JSON number ("5" and true are not 5), as OpenAI's API reads it.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     model: str = Field(max_length=300, description="NAME, NAME@VERSION or NAME@ALIAS in the registry")
     max_tokens: int | None = Field(16, ge=1, le=1024)
     temperature: float | None = Field(1.0, ge=0, le=2)
     top_p: float | None = Field(1.0, gt=0, le=1)
     n: int | None = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = Field(None, description="up to 4 strings; a completion ends before the first")
+    stop: StopText | Annotated[list[StopText], Field(max_length=STOP_STRINGS)] | None = Field(
+        None, description=f"up to {STOP_STRINGS} strings of 1 to {STOP_CHARS} characters; a completion ends before "
+                          "the first of them to appear")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool | None = False
     stream_options: dict | None = None
@@ -71,7 +78,22 @@ class _Request(BaseModel):
     presence_penalty: float | None = 0.0
     frequency_penalty: float | None = 0.0
     logit_bias: dict | None = None
-    user: str | None = None
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _bounded_stop(cls, value):
+        """Stop strings bounded in count and length, with one message (not one per branch of the union)."""
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list):
+            if len(items) > STOP_STRINGS:
+                raise PydanticCustomError("stop_strings", "{count} strings; at most {most}",
+                                          {"count": len(items), "most": STOP_STRINGS})
+            for i, stop in enumerate(items):
+                if isinstance(stop, str) and not 1 <= len(stop) <= STOP_CHARS:
+                    raise PydanticCustomError("stop_length", "string {i} has {length} characters; each is 1 to {most}",
+                                              {"i": i, "length": len(stop), "most": STOP_CHARS})
+        return value
 
 
 class CompletionRequest(_Request):
@@ -117,9 +139,6 @@ def check_served(body: _Request) -> None:
     if best_of is not None and best_of != (body.n or 1):
         raise OpenAIError(400, "best_of: only best_of equal to n is served", param="best_of",
                           code="unsupported_parameter")
-    stops = stop_strings(body)
-    if len(stops) > 4 or any(not s for s in stops):
-        raise OpenAIError(400, "stop: up to 4 non-empty strings", param="stop")
     top = getattr(body, "top_logprobs", None)
     if isinstance(body, ChatRequest):
         if body.logprobs not in (None, True, False):
@@ -193,15 +212,6 @@ def generation_options(body: _Request) -> dict:
     if body.seed is not None:
         options["seed"] = body.seed
     return options
-
-
-def cut_at_stop(sequence: dict, stops: list[str]) -> tuple[str, str]:
-    """(text, finish_reason) of one generated sequence, cut before the first stop string."""
-    text = sequence["text"]
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    if cut >= 0:
-        return text[:cut], "stop"
-    return text, "stop" if sequence["finished"] else "length"
 
 
 def completion_response(model: str, sequences: list[list[dict]], body: _Request, chat: bool, tokenizer=None) -> dict:
@@ -284,16 +294,82 @@ class TokenStream:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, (prompt, -1, tokens, False))
 
 
-def held_back(text: str, stops: list[str]) -> int:
-    """How many characters at the end of `text` could begin a stop string (not sent yet)."""
-    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+class StopScanner:
+    """The first stop string in a text read as it grows, and how many characters at its end could
+    begin one: each character is looked at once per stop string (Knuth-Morris-Pratt), so the cost
+    is the text's length times the number of stop strings, however long the stop strings are.
+
+    A completion is cut before the stop string that ends first in its text (of two that end at the
+    same character, the longer)."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = list(stops)
+        self.tables = [self._failure(s) for s in self.stops]
+        self._reset()
+
+    @staticmethod
+    def _failure(stop: str) -> list[int]:
+        table, k = [0] * len(stop), 0
+        for i in range(1, len(stop)):
+            while k and stop[i] != stop[k]:
+                k = table[k - 1]
+            if stop[i] == stop[k]:
+                k += 1
+            table[i] = k
+        return table
+
+    def _reset(self) -> None:
+        self.text = ""
+        self.states = [0] * len(self.stops)  # per stop: how much of it the text ends with
+        self.cut: int | None = None  # where the text is cut, once a stop string has been read
+
+    def feed(self, text: str) -> None:
+        """Read `text`, the whole text so far (usually what was read before and more)."""
+        if self.cut is not None and text.startswith(self.text):
+            return
+        if not text.startswith(self.text):  # the end of the text was decoded anew: read it again
+            self._reset()
+        for position in range(len(self.text), len(text)):
+            char = text[position]
+            ended = None
+            for i, stop in enumerate(self.stops):
+                k, table = self.states[i], self.tables[i]
+                while k and char != stop[k]:
+                    k = table[k - 1]
+                if char == stop[k]:
+                    k += 1
+                if k == len(stop):
+                    if ended is None or len(stop) > len(self.stops[ended]):
+                        ended = i
+                    k = table[k - 1]
+                self.states[i] = k
+            if ended is not None:
+                self.text = text[:position + 1]
+                self.cut = position + 1 - len(self.stops[ended])
+                return
+        self.text = text
+
+    @property
+    def held(self) -> int:
+        """How many characters at the end of the text read could begin a stop string."""
+        return max(self.states, default=0)
+
+
+def cut_at_stop(sequence: dict, stops: list[str]) -> tuple[str, str]:
+    """(text, finish_reason) of one generated sequence, cut before its first stop string."""
+    text = sequence["text"]
+    scanner = StopScanner(stops)
+    scanner.feed(text)
+    if scanner.cut is not None:
+        return text[:scanner.cut], "stop"
+    return text, "stop" if sequence["finished"] else "length"
 
 
 class StreamText:
     """A streamed sequence's text: what to send as tokens arrive, cut before a stop string."""
 
     def __init__(self, tokenizer, stops: list[str]):
-        self.tokenizer, self.stops = tokenizer, stops
+        self.tokenizer, self.scanner = tokenizer, StopScanner(stops)
         self.ids: list[int] = []
         self.sent = 0
         self.done = False
@@ -311,13 +387,15 @@ class StreamText:
 
     def _flush(self, final: bool) -> str:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
-        cut = min((text.find(s) for s in self.stops if s in text), default=-1)
-        if cut >= 0:
-            text, self.done, self.reason, final = text[:cut], True, "stop", True
+        # A character split across tokens decodes as U+FFFD until its last token comes.
+        complete = text if final else text.rstrip("\ufffd")
+        self.scanner.feed(complete)
+        if self.scanner.cut is not None:
+            text, self.done, self.reason, final = complete[:self.scanner.cut], True, "stop", True
         if not final:
-            if text.endswith("\ufffd"):  # a character split across tokens
+            if len(complete) < len(text):
                 return ""
-            text = text[:len(text) - held_back(text, self.stops)]
+            text = text[:len(text) - self.scanner.held]
         new, self.sent = text[self.sent:], max(self.sent, len(text))
         return new
 

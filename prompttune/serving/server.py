@@ -56,13 +56,14 @@ from .. import __version__
 from ..artifacts.artifact import check_base_model
 from ..core.backbone import Backbone
 from .batcher import MicroBatcher, StepLoop, settle
+from .gate import RequestGate
 from . import openai_api
 from .openai_api import OpenAIError
 from ..tasks.data import Example
 from ..errors import ArtifactError, PromptTuneError, quoted
 from ..inference import continuous
 from ..inference.mixed import PromptSet
-from ..artifacts.registry import Registry, RegistryError, StoreDamaged
+from ..artifacts.registry import BadSpec, Registry, RegistryError, StoreDamaged
 from ..storage import StorageError
 from ..tasks import task_class
 from ..tasks.generation import check_generation_options
@@ -79,7 +80,8 @@ PromptName = Annotated[str, StringConstraints(max_length=300), Field(
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", regex_engine="python-re", allow_inf_nan=False)
+    # Strict: a number is a JSON number and a flag a JSON boolean ("5" is not 5, 1 is not true).
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re", allow_inf_nan=False, strict=True)
 
 
 class TooLarge(Exception):
@@ -272,6 +274,8 @@ class Limits:
     max_request_tokens: int = 8192
     """Tokens one generation request may decode: inputs x max(num_beams, num_return_sequences) x
     max_new_tokens."""
+    body_timeout_s: float = 10.0
+    """Seconds a request's body may take to arrive (from the start of the request); then 408."""
     continuous: bool = True
     """Decode OpenAI requests on a decoder-only model in a continuous batch (False: in the
     micro-batcher's batches, each decoded from start to end)."""
@@ -381,54 +385,11 @@ class CannotLoad(PromptTuneError):
 
 # ---- the app --------------------------------------------------------------------------------------
 
-class BodyLimit:
-    """ASGI middleware: a request body over `max_bytes` is answered 413 from its Content-Length,
-    before any of it is read, or as soon as that many bytes of a chunked body have arrived. The body
-    is read here (at most `max_bytes`) and handed on whole."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                return await _answer(send, 400, "Content-Length is not a number")
-            if int(declared) > self.max_bytes:
-                return await _answer(send, 413, f"request body of {int(declared)} bytes; at most {self.max_bytes} "
-                                                "(the server's --max-body-bytes)")
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                return await _answer(send, 413, f"request body over {self.max_bytes} bytes "
-                                                "(the server's --max-body-bytes)")
-            if not message.get("more_body", False):
-                break
-        delivered = False
-
-        async def replay():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()  # later calls wait for the client to disconnect, as usual
-
-        await self.app(scope, replay, send)
-
-
-async def _answer(send, status: int, detail: str) -> None:
-    payload = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": payload})
+def _error_body(path: str, status: int, message: str) -> dict:
+    """A refusal of the request gate, in the shape of the endpoint's other errors."""
+    if path in openai_api.OPENAI_PATHS:
+        return OpenAIError(status, message).body()
+    return {"detail": message}
 
 
 UNION_BRANCHES = ("constrained-str", "str", "TextPair")
@@ -520,7 +481,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                               "generation prompts also as models of an OpenAI-compatible API (/v1/models, "
                               "/v1/completions, /v1/chat/completions).")
     bearer = HTTPBearer(auto_error=False, description="Needed when the server was started with a token")
-    app.add_middleware(BodyLimit, max_bytes=limits.body_bytes)
+    app.add_middleware(RequestGate, max_bytes=limits.body_bytes, body_timeout=limits.body_timeout_s, token=token,
+                       error_body=_error_body, malformed_status=lambda path: 400 if path in openai_api.OPENAI_PATHS else 422)
 
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if token is None:
@@ -563,7 +525,11 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             first = (error.errors() or [{}])[0]
             loc = [str(part) for part in first.get("loc", ()) if part != "body"]
             param = loc[0] if loc else None
-            if first.get("type") == "extra_forbidden":
+            if first.get("type") == "json_invalid":  # its location is a character of the body, not a field
+                at = loc[0] if loc else "?"
+                reason = (first.get("ctx") or {}).get("error", "invalid JSON")
+                message, param = f"body: not valid JSON at character {at} ({reason})", None
+            elif first.get("type") == "extra_forbidden":
                 message = f"Unrecognized request argument supplied: {param}"
             else:
                 message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid')}"
@@ -600,6 +566,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             log.error("cannot serve %s: %s", quoted(spec), error)
             raise HTTPException(500, f"{quoted(spec)}: the registry's stored files for this prompt are damaged; "
                                      "the server log has the details") from None
+        except BadSpec as error:
+            raise HTTPException(400, str(error)) from None
         except RegistryError as error:
             raise HTTPException(404, public(error)) from None
         except WrongTask as error:
@@ -725,7 +693,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         except HTTPException as error:
             raise OpenAIError(error.status_code, str(error.detail)) from None
         generated.labels(key).inc(sum(len(s) for s in sequences))
-        return openai_api.completion_response(key, sequences, body, chat, service.backbone.tokenizer)
+        return await run_in_threadpool(openai_api.completion_response, key, sequences, body, chat,
+                                       service.backbone.tokenizer)
 
     def stream_completion(key: str, sources: list[str], body, batch_key: tuple, options: dict, chat: bool):
         """Server-sent events: each choice's text as its tokens are decoded, then its finish reason."""
@@ -787,6 +756,23 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                 out.append(event([], {"prompt_tokens": given, "completion_tokens": used, "total_tokens": given + used}))
             return out + ["data: [DONE]\n\n"]
 
+        def drain() -> list[tuple]:
+            """The tokens waiting in the queue."""
+            waiting = []
+            while not stream.queue.empty():
+                waiting.append(stream.queue.get_nowait())
+            return waiting
+
+        def taken(tokens: list[tuple]) -> list[str]:
+            """The events for decoded tokens: their text is decoded and searched for stop strings in a
+            worker thread, never on the event loop that answers every other request."""
+            lines = []
+            for prompt, sequence, token, end in tokens:
+                text = take(prompt, sequence, token, end)
+                if text:
+                    lines.append(event(choices_for(prompt, sequence, text, None)))
+            return lines
+
         async def events():
             batch = asyncio.ensure_future(submit(batch_key, items))
             # The batch may end after this stream has: its outcome is read, not left unobserved.
@@ -802,18 +788,13 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                     if getter not in done:
                         getter.cancel()
                         break
-                    prompt, sequence, token, end = getter.result()
-                    text = take(prompt, sequence, token, end)
-                    if text:
-                        yield event(choices_for(prompt, sequence, text, None))
+                    for line in await run_in_threadpool(taken, [getter.result(), *drain()]):
+                        yield line
                 # Every sequence has ended (end of sequence, stop string, max_tokens): the answer is
                 # complete without waiting for the rest of its batch, whose decoding of it stops.
                 stream.stopped = True
-                while not stream.queue.empty():  # tokens handed over as the batch ended
-                    prompt, sequence, token, end = stream.queue.get_nowait()
-                    text = take(prompt, sequence, token, end)
-                    if text:
-                        yield event(choices_for(prompt, sequence, text, None))
+                for line in await run_in_threadpool(taken, drain()):  # tokens handed over as the batch ended
+                    yield line
                 if not all(t.done for t in texts.values()) and batch.done():
                     try:
                         batch.result()
@@ -822,7 +803,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                         completed = True
                         return
                 generated.labels(key).inc(len(texts))
-                for line in finals():
+                for line in await run_in_threadpool(finals):
                     yield line
                 completed = True
             finally:

@@ -293,7 +293,8 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str, shared: dict | None = N
                       task=spec.task, method_options=options, template=spec.template, verbalizer=spec.verbalizer,
                       **columns, **{**(shared or {}), **spec.prompt_options})
         # A cell killed after a checkpoint continues from it (same arguments: the same cell).
-        metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None)
+        # The cell's folder is the sweep's own: a cell run again replaces what it held.
+        metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None, force=True)
         groups = {}
         for group, path in eval_groups(spec, root / "data").items():
             scores = evaluate_prompt(str(folder), path, **columns)
