@@ -106,6 +106,13 @@ def pull(args):
     registry.pull(args["spec"], args["destination"], force=args.get("force", False))
 
 
+def export(args):
+    from prompttune.artifacts.peft_format import export_peft
+
+    arm()
+    export_peft(args["prompt"], args["output"], force=args.get("force", False))
+
+
 def compare(args):
     from prompttune.cli import build_parser
     from prompttune.sweeps.compare import run_sweep, spec_from_args
@@ -137,6 +144,6 @@ if __name__ == "__main__":
         KILL_AT_STEP = int(rest[rest.index("--kill-at-step") + 1])
     if "--kill-after-cells" in rest:
         KILL_AFTER_CELLS = int(rest[rest.index("--kill-after-cells") + 1])
-    {"save": save, "train": train, "push": push, "pull": pull, "compare": compare}[operation](payload)
+    {"save": save, "train": train, "push": push, "pull": pull, "export": export, "compare": compare}[operation](payload)
     for event in EVENTS:
         print(json.dumps(event))

@@ -130,7 +130,7 @@ def test_training_killed_resumes_to_the_uninterrupted_result(model_dirs, data, t
     before = snapshot(folder)
     capsys.readouterr()
 
-    assert_killed(crash("train", {"argv": train_argv(model_dirs, data, folder, "--restart")}, *kill))
+    assert_killed(crash("train", {"argv": train_argv(model_dirs, data, folder, "--restart", "--force")}, *kill))
     assert_user_files(folder)
     if kill[0] != "--kill-on" or "commit" not in kill[1]:
         assert snapshot(folder) == before, "the earlier artifact changed before the new run had finished"
@@ -196,6 +196,47 @@ def test_a_pull_killed_midway_changes_nothing_a_user_had(model_dirs, tmp_path):
     load_prompt(mine, backbone=backbone)
     assert {name: sha256_file(mine / name) for name in record["files"]} == record["files"]
     assert not (mine / PRIVATE).exists()
+
+
+def test_an_export_killed_at_any_moment_leaves_one_whole_adapter(model_dirs, tmp_path):
+    """Two prompts of one shape (the same config, other weights): an export of the second over the
+    first, killed before each of its changes to the file system in turn, leaves the first adapter
+    or the second, never the config of one beside the weights of the other; a folder with a user's
+    files keeps them."""
+    from prompttune.artifacts.peft_format import PEFT_CONFIG, PEFT_WEIGHTS, export_peft, read_peft_config
+
+    backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))
+    prompts = {}
+    for name, tokens in (("a", 3), ("b", 3)):
+        torch.manual_seed(len(prompts))
+        model = PromptModel.create(backbone, "soft_prompt", task_config(template="{text} so {mask}"),
+                                   {"num_virtual_tokens": tokens})
+        prompts[name] = save_prompt(model, tmp_path / name)
+        export_peft(prompts[name], tmp_path / f"{name}-adapter", backbone=backbone)
+    whole = {name: {f: (tmp_path / f"{name}-adapter" / f).read_bytes() for f in (PEFT_CONFIG, PEFT_WEIGHTS)}
+             for name in prompts}
+    assert whole["a"][PEFT_CONFIG] == whole["b"][PEFT_CONFIG] and whole["a"][PEFT_WEIGHTS] != whole["b"][PEFT_WEIGHTS]
+    for with_user_files in (False, True):
+        for kill_at in range(1, 40):
+            out = tmp_path / f"out-{with_user_files}-{kill_at}"
+            export_peft(prompts["a"], out, backbone=backbone)
+            if with_user_files:
+                (out / "notes.txt").write_text("my notes")
+            result = crash("export", {"prompt": str(prompts["b"]), "output": str(out), "force": True},
+                           "--kill-at", kill_at)
+            if with_user_files:
+                read_peft_config(out)  # what prompttune reads of it, once a kill is recovered from
+                assert (out / "notes.txt").read_text() == "my notes"
+            found = {f: (out / f).read_bytes() for f in (PEFT_CONFIG, PEFT_WEIGHTS)}
+            assert found in (whole["a"], whole["b"]), f"killed at change {kill_at}: a mixed adapter"
+            assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.export-")] or \
+                result.returncode != 0  # a finished export leaves no staging folder
+            if result.returncode == 0:  # the export ran to its end before the kill point came
+                assert found == whole["b"]
+                break
+            assert_killed(result)
+        else:
+            pytest.fail("the export never finished")
 
 
 # ---- tampered files: one line each, nothing loaded ----------------------------------------------

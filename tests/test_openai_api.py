@@ -47,7 +47,12 @@ def test_a_greedy_completion_is_the_prompts_own_generation_with_finish_reason_an
     expected = native(server, "describe", ["the movie was great", "a dull plot"], max_new_tokens=5)
     assert [c.text for c in answer.choices] == [g[0] for g in expected]
     assert answer.model == "describe@1" and answer.object == "text_completion"
-    assert all(c.finish_reason in ("stop", "length") for c in answer.choices)
+    for source in ("the movie was great", "a dull plot"):
+        # "length" exactly when max_tokens were decoded (the end-of-sequence token is not counted)
+        one = client.completions.create(model="describe", prompt=source, max_tokens=5, temperature=0)
+        assert one.choices[0].finish_reason == ("length" if one.usage.completion_tokens == 5 else "stop")
+    short = client.completions.create(model="describe", prompt="the movie was great", max_tokens=1, temperature=0)
+    assert short.choices[0].finish_reason == ("length" if short.usage.completion_tokens == 1 else "stop")
     assert answer.usage.completion_tokens <= 2 * 5 and answer.usage.prompt_tokens > 0
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
     # n copies of the one greedy sequence; a stop string cuts it
@@ -124,13 +129,14 @@ def test_a_streamed_completion_arrives_token_by_token_and_matches_the_answer(ser
     texts = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
     assert len(texts) >= 2 and "".join(texts).strip() == expected  # more than one piece: token by token
     finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert finals in (["stop"], ["length"])
+    whole = client.completions.create(model="describe", prompt="the movie was great", max_tokens=5, temperature=0)
+    assert finals == [whole.choices[0].finish_reason] == ["length" if whole.usage.completion_tokens == 5 else "stop"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 5
     chat = list(client.chat.completions.create(model="describe", messages=[{"role": "user", "content": "the movie was great"}],
                                                max_tokens=5, temperature=0, stream=True))
     assert chat[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chat).strip() == expected
-    assert chat[-1].choices[0].finish_reason in ("stop", "length")
+    assert chat[-1].choices[0].finish_reason == whole.choices[0].finish_reason
     # Two prompts and n copies stream under their own choice indices.
     many = list(client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"], max_tokens=5,
                                           temperature=0, n=2, stream=True))

@@ -353,3 +353,115 @@ def test_the_gguf_cache_checks_its_config_as_well_as_its_weights(tmp_path, monke
     with pytest.raises(ModelError, match="holds extra.json"):
         resolve_model(again)
     assert sha256_file(gguf)  # the GGUF file itself is untouched
+
+
+# ---- schema fuzzing, with text that is not Unicode and integers past every range -------------------
+
+def _hostile_values():
+    from hypothesis import strategies as st
+
+    lone = st.characters(categories=["Cs"])  # surrogate code points: json.dumps writes them as \udXXX
+    text = st.builds(lambda a, s, b: a + s + b, st.text(max_size=5), lone, st.text(max_size=5))
+    huge = st.one_of(st.integers(min_value=2**63), st.integers(max_value=-(2**63) - 1))
+    return st.one_of(text, huge, st.lists(text, min_size=1, max_size=3))
+
+
+def test_the_server_refuses_generated_hostile_values_with_4xx(server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    bodies = {"/v1/classify": {"prompt": "sentiment", "inputs": ["x"]},
+              "/v1/generate": {"prompt": "describe", "inputs": ["x"], "max_new_tokens": 2},
+              "/v1/completions": {"model": "describe", "prompt": "x", "max_tokens": 2},
+              "/v1/chat/completions": {"model": "describe", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}}
+
+    @given(path=st.sampled_from(sorted(bodies)), field=st.sampled_from(["prompt", "inputs", "model", "max_tokens", "n",
+                                                                        "seed", "stop", "max_new_tokens", "messages"]),
+           value=_hostile_values())
+    @settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    def run(path, field, value):
+        body = {**bodies[path], field: value}
+        response = httpx.post(server["url"] + path, headers=JSON, content=json.dumps(body).encode(), timeout=30)
+        assert 400 <= response.status_code < 500, (path, field, value, response.status_code, response.text)
+
+    run()
+    assert healthy(server["url"]) and "Traceback" not in server["log"].read_text()
+
+
+def test_the_raters_app_gives_no_server_error_to_generated_requests(tmp_path):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from schemathesis import GenerationMode
+    from schemathesis.checks import negative_data_rejection, not_a_server_error
+    from schemathesis.config import SchemathesisConfig
+
+    from test_human_eval import _data, _outputs
+
+    from prompttune.human_eval.app import build_app
+    from prompttune.human_eval.study import Design, Study, create_study, parse_systems
+
+    files = {"alpha": _outputs(tmp_path, "alpha", lambda i: f"Alpha {i}."),
+             "beta": _outputs(tmp_path, "beta", lambda i: f"Beta {i}.")}
+    systems = parse_systems([f"alpha=outputs:{files['alpha']}", f"beta=outputs:{files['beta']}"])
+    create_study(tmp_path / "study", str(_data(tmp_path)), systems, Design(raters=("ann",), items=3, mode="both"),
+                 source_column="mr", target_column="ref")
+    study = Study(tmp_path / "study")
+    token = study.raters()[0]["token"]
+    config = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
+        "expected-statuses": [400, 404, 409, 413, 422]}}})
+    schema = schemathesis.openapi.from_dict(build_app(study).openapi(), config=config)
+    real = st.sampled_from([None, token])
+
+    def with_token(pair):
+        case, chosen = pair
+        if chosen is not None and case.path_parameters and "token" in case.path_parameters:
+            case.path_parameters["token"] = chosen
+        return case
+
+    seen = {}
+    with running_study_server(study.folder, tmp_path / "study.log") as (url, _):
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            posts = operation.method.upper() == "POST"
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if posts else (GenerationMode.POSITIVE,):
+                checks = [not_a_server_error] + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
+                strategy = st.tuples(operation.as_strategy(generation_mode=mode), real).map(with_token)
+
+                @given(case=strategy)
+                @settings(max_examples=40 if posts else 10, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=list(HealthCheck))
+                def run(case):
+                    response = case.call_and_validate(base_url=url, checks=checks)
+                    seen.setdefault((operation.label, mode.value), set()).add(response.status_code)
+
+                run()
+
+            if posts:  # and values no schema forbids in its own terms: surrogates, integers past SQLite's
+                @given(field=st.sampled_from(["study", "task", "ratings", "preference", "seconds"]),
+                       value=_hostile_values())
+                @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=list(HealthCheck))
+                def hostile(field, value):
+                    state = httpx.get(f"{url}/api/{token}/next", timeout=30).json()
+                    task = (state.get("task") or {}).get("id", 1)
+                    body = {"study": study.id, "task": task, "preference": "left", field: value}
+                    response = httpx.post(f"{url}/api/{token}/judgements", content=json.dumps(body).encode(),
+                                          headers={"Content-Type": "application/json"}, timeout=30)
+                    assert 400 <= response.status_code < 500, (field, value, response.status_code, response.text)
+
+                hostile()
+        log = (tmp_path / "study.log").read_text()
+    assert "Traceback" not in log and "Internal Server Error" not in log
+    assert any(200 in statuses for (label, _), statuses in seen.items() if "next" in label), seen
+
+
+def test_every_promise_names_a_test():
+    import re
+
+    page = (Path(__file__).parent.parent / "docs" / "promises.md").read_text()
+    named = re.findall(r"tests/(\w+\.py)::(\w+)", page)
+    assert len(named) >= 25
+    for filename, name in named:
+        source = (Path(__file__).parent / filename).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"docs/promises.md names {filename}::{name}, which is not there"

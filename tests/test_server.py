@@ -208,7 +208,8 @@ def test_requests_that_arrive_together_share_one_forward(server, tmp_path):
 
 
 def test_the_committed_openapi_schema_matches_the_server(server):
-    served = httpx.get(server["url"] + "/openapi.json").json()
+    assert httpx.get(server["url"] + "/openapi.json").status_code == 401  # behind the server's token
+    served = httpx.get(server["url"] + "/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     committed = json.loads((Path(__file__).parent.parent / "docs" / "openapi.json").read_text())
     assert served == committed, "docs/openapi.json is stale: python -m prompttune.serving.server > docs/openapi.json"
     assert set(served["paths"]) == {"/v1/classify", "/v1/generate", "/v1/prompts", "/health", "/metrics", "/v1/models",

@@ -5,8 +5,6 @@ to crash the model, and requests generated from the committed OpenAPI schema by 
 
 import json
 import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -38,7 +36,7 @@ def post(server, path, body, **kwargs):
     return httpx.post(server["url"] + path, json=body, headers=AUTH, timeout=60, **kwargs)
 
 
-def test_an_oversized_body_is_refused_unread_and_health_stays_fast(server):
+def test_an_oversized_body_is_refused_unread(server):
     host, port = server["url"].removeprefix("http://").split(":")
     # Declared too large: answered from the headers, before any byte of the body is sent.
     with socket.create_connection((host, int(port)), timeout=10) as raw:
@@ -50,34 +48,7 @@ def test_an_oversized_body_is_refused_unread_and_health_stays_fast(server):
         answer = answer.decode()
     assert answer.startswith("HTTP/1.1 413") and "--max-body-bytes" in answer, answer
 
-    # Streamed without a length (chunked), 25 MB as fast as the client can: cut off at the limit,
-    # while /health keeps answering.
-    outcome = {}
-
-    def flood():
-        def chunks():
-            yield b'{"prompt": "sentiment", "inputs": ["'
-            for _ in range(400):
-                yield b"a" * 65536
-            yield b'"]}'
-        try:
-            outcome["status"] = httpx.post(server["url"] + "/v1/classify", content=chunks(), headers=AUTH,
-                                           timeout=60).status_code
-        except httpx.TransportError as error:  # the server may close the connection mid-upload
-            outcome["status"] = type(error).__name__
-
-    attacker = threading.Thread(target=flood)
-    latencies = []
-    with httpx.Client(base_url=server["url"], timeout=10) as health:
-        attacker.start()
-        while attacker.is_alive() or len(latencies) < 5:
-            start = time.perf_counter()
-            assert health.get("/health").status_code == 200
-            latencies.append(time.perf_counter() - start)
-            time.sleep(0.02)
-    attacker.join()
-    assert outcome["status"] in (413, "WriteError", "RemoteProtocolError", "ReadError"), outcome
-    assert max(latencies) < 1.0, f"/health took up to {max(latencies):.2f} s during the upload"
+    # A chunked body cut off at the limit while /health answers: tests/test_promises.py.
 
 
 def test_counts_are_checked_before_inputs_are_validated(server):
@@ -103,7 +74,7 @@ def test_generation_work_is_bounded_by_a_token_budget(server):
 def test_errors_quote_little_and_name_no_server_path(server):
     long_name = "a" * 250
     response = post(server, "/v1/classify", {"prompt": long_name, "inputs": ["x"]})
-    assert response.status_code == 404 and len(response.json()["detail"]) < 200, response.text
+    assert response.status_code == 400 and len(response.json()["detail"]) < 200, response.text
     huge = "b" * 60000  # over the field's 300 characters, within the body limit
     response = post(server, "/v1/classify", {"prompt": huge, "inputs": ["x"]})
     assert response.status_code == 422 and len(response.content) < 2000, len(response.content)
@@ -127,8 +98,8 @@ def test_errors_quote_little_and_name_no_server_path(server):
     ("/v1/generate", {"prompt": "describe", "inputs": ["x"], "max_new_tokens": 1000, "num_beams": 1}, 400,
      "exceed the model's 128 positions"),
     ("/v1/classify", {"prompt": "sentiment@99999999999999999999", "inputs": ["x"]}, 404, "has no alias"),
-    ("/v1/classify", {"prompt": "sentiment@²", "inputs": ["x"]}, 404, "after '@' comes a version number"),
-    ("/v1/classify", {"prompt": "sentiment\n", "inputs": ["x"]}, 404, "a prompt name is"),
+    ("/v1/classify", {"prompt": "sentiment@²", "inputs": ["x"]}, 400, "after '@' comes a version number"),
+    ("/v1/classify", {"prompt": "sentiment\n", "inputs": ["x"]}, 400, "a prompt name is"),
 ], ids=["more-sequences-than-beams", "greedy-with-sequences", "beam-sampling-with-more-sequences", "tiny-temperature", "past-the-positions",
         "version-overflow", "non-ascii-digit", "trailing-newline"])
 def test_inputs_that_crashed_the_server_get_4xx(server, path, body, status, message):

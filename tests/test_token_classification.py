@@ -166,7 +166,9 @@ def test_every_method_learns_tags_and_saves_and_loads(load, family, method, tmp_
     after = float(model.loss(batch).detach())
     assert after < before * 0.7, (before, after)
     scores = model.task.evaluate(model, data)
-    assert scores["accuracy"] > 0.5
+    tags = [t for e in data for t in e.tags]
+    every_tag_o = tags.count("O") / len(tags)  # what predicting O for every word scores
+    assert scores["accuracy"] > every_tag_o, (scores, every_tag_o)
     if not model.method.shares_backbone:
         return  # full fine-tuning saves the whole model: covered by the artifact tests
     folder = save_prompt(model, tmp_path / "p")

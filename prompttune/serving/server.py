@@ -389,6 +389,8 @@ def _error_body(path: str, status: int, message: str) -> dict:
     """A refusal of the request gate, in the shape of the endpoint's other errors."""
     if path in openai_api.OPENAI_PATHS:
         return OpenAIError(status, message).body()
+    if status == 422:  # the shape of FastAPI's own validation errors, as the schema declares them
+        return {"detail": [{"loc": ["body"], "msg": message, "type": "value_error"}]}
     return {"detail": message}
 
 
@@ -433,6 +435,11 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                         registry=metrics)
     loaded = Gauge("prompttune_loaded_prompts", "Prompt versions loaded onto the model", registry=metrics)
     loaded.set_function(lambda: service.loaded if service is not None else 0)
+    active = Gauge("prompttune_decoding_sequences_active", "Sequences in the continuous batch now, and requests "
+                   "waiting to join it", ["state"], registry=metrics)
+    decoder = service.decoder if service is not None else None
+    active.labels("decoding").set_function(lambda: len(decoder.sequences) if decoder is not None else 0)
+    active.labels("waiting").set_function(lambda: len(decoder.waiting) if decoder is not None else 0)
 
     # This server's limits, checked on the raw request before its inputs are validated.
     classify_request = type("ClassifyRequest", (ClassifyRequest,), {"limits": limits, "__module__": __name__})
