@@ -1,10 +1,11 @@
 """A soak and load test of `prompttune serve` on loopback: SmolLM2-135M-Instruct with four prompts in
-its registry (two soft prompts, two prefixes), decoded in the continuous batch, and `--clients`
+its registry (two soft prompts, two prefixes, over its chat template and an instruction), decoded
+in the continuous batch, and `--clients`
 streaming clients for `--minutes`, each drawing what it sends next with the run's seed:
 
 - a good request (eight in ten): a streamed completion of at most `--new-tokens` tokens to one of the
   prompts, read to its `data: [DONE]`;
-- a client that leaves (one in ten): the same request, closed after its second event;
+- a client that leaves (one in ten): the same request, closed after the first piece of text;
 - a hostile request (one in ten), one of four kinds, each with the refusal it must get: four stop
   strings of 250,000 characters (400), `n` of a million (400), a lone surrogate in the prompt (400),
   and a body that declares 1,000 bytes and sends 10 (408 after the server's `--body-timeout`).
@@ -12,7 +13,7 @@ streaming clients for `--minutes`, each drawing what it sends next with the run'
 Reported: requests served, outcomes by kind (the target: no error on a good request, every hostile
 one refused as it should be), p50/p99 latency of good requests in the first and the last minute
 (target: the last within 1.2x the first), the server's resident memory over time (target: no growth
-beyond 5% after the first two minutes), and the sequences left in the continuous batch once every
+beyond 5% after the warm-up, the first two minutes of ten), and the sequences left in the continuous batch once every
 client has gone (target: none). Loopback only; the run stops by itself.
 
     python benchmarks/soak.py                  # 10 minutes, 16 clients (about 12 minutes in all)
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 
 from common import environment, write_results
-from openai_load import make_registry, percentile
+from openai_load import percentile
 
 TOKEN = "soak-test"
 SOURCES = ["name[The Eagle], eatType[coffee shop], food[French], area[riverside]",
@@ -47,24 +48,48 @@ HOSTILE = ("long_stops", "huge_n", "lone_surrogate", "slow_body")
 EXPECTED = {"long_stops": 400, "huge_n": 400, "lone_surrogate": 400, "slow_body": 408}
 
 
+def make_registry(model: str, root: Path) -> list[str]:
+    """Two soft prompts and two prefixes over the instruct model's chat template and an instruction,
+    so that answers run to a sentence or more rather than ending at once."""
+    from prompttune import Backbone, PromptModel, Registry, save_prompt
+    from prompttune.tasks import GenerationConfig
+
+    backbone = Backbone.from_pretrained(model)
+    registry = Registry(root / "registry")
+    config = GenerationConfig(max_target_length=64, chat=True,
+                              instruction="Describe this restaurant to a visitor in two or three sentences.")
+    names = []
+    for i, (method, options) in enumerate([("soft_prompt", {"num_virtual_tokens": 20}), ("prefix", {"num_virtual_tokens": 10}),
+                                           ("soft_prompt", {"num_virtual_tokens": 10}), ("prefix", {"num_virtual_tokens": 5})]):
+        name = f"p{i}-{method}"
+        registry.push(save_prompt(PromptModel.create(backbone, method, config, options, seed=i), root / name), name)
+        names.append(name)
+    return names
+
+
 async def good(client, name: str, source: str, new_tokens: int, leave: bool) -> dict:
-    body = {"model": name, "prompt": source, "max_tokens": new_tokens, "temperature": 0, "stream": True}
+    body = {"model": name, "prompt": source, "max_tokens": new_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
     start = time.perf_counter()
-    events, reason = 0, None
+    events, reason, tokens = 0, None, None
     async with client.stream("POST", "/v1/completions", json=body) as response:
         if response.status_code != 200:
             return {"status": response.status_code, "error": (await response.aread()).decode()[:200]}
         async for line in response.aiter_lines():
             if line == "data: [DONE]":
                 return {"status": 200, "done": True, "reason": reason, "latency": time.perf_counter() - start,
-                        "events": events}
+                        "events": events, "tokens": tokens}
             if line.startswith("data: {"):
                 chunk = json.loads(line[6:])
                 if "error" in chunk:
                     return {"status": 200, "error": chunk["error"]["message"][:200]}
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+                if not chunk["choices"]:
+                    continue
                 events += 1
-                reason = (chunk["choices"][0] if chunk["choices"] else {}).get("finish_reason") or reason
-                if leave and events >= 2:
+                reason = chunk["choices"][0].get("finish_reason") or reason
+                if leave:  # gone after the first piece of text
                     return {"status": 200, "left": True}
     return {"status": 200, "error": "the stream ended without data: [DONE]"}
 
@@ -144,7 +169,7 @@ def judge(records: list, start: float, minutes: float) -> dict:
         if kind == "good":
             ok = record.get("done") and record.get("reason") in ("stop", "length") and "error" not in record
         elif kind == "leave":
-            ok = bool(record.get("left"))
+            ok = bool(record.get("left")) or (record.get("done") and "error" not in record)
         else:
             ok = record.get("status") == EXPECTED[kind]
         outcome = "as expected" if ok else (record.get("error") or f"status {record.get('status')}")
@@ -174,7 +199,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="prompttune-soak-"))
-    names = make_registry(args.model, root, 4)
+    names = make_registry(args.model, root)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -210,7 +235,8 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
     judged = judge(records, start, args.minutes)
-    warm = [rss for t, rss in memory if t >= 120] or [rss for _, rss in memory]
+    warmup = min(120.0, args.minutes * 60 / 5)  # two minutes of a 10-minute run
+    warm = [rss for t, rss in memory if t >= warmup] or [rss for _, rss in memory]
     growth = (max(warm) - warm[0]) / warm[0]
     first, last = judged["first_minute"], judged["last_minute"]
     ratio = {q: last[q] / first[q] for q in ("p50", "p99")} if first.get("requests") and last.get("requests") else None
@@ -222,7 +248,7 @@ def main() -> None:
     targets = {"no error on a good request": good_errors == 0,
                "every hostile request refused as it should be": hostile_wrong == 0,
                "last minute's p50 and p99 within 1.2x the first's": ratio is not None and max(ratio.values()) <= 1.2,
-               "resident memory grows at most 5% after two minutes": growth <= 0.05,
+               "resident memory grows at most 5% after the warm-up": growth <= 0.05,
                "no sequence left in the batch": left.get("decoding", 1) == 0 and left.get("waiting", 1) == 0,
                "no traceback in the server log": tracebacks == 0}
     payload = {"setting": {**vars(args), "environment": environment()}, "requests": len(records), "seconds": seconds,
@@ -236,13 +262,18 @@ def main() -> None:
     for kind, outcomes in sorted(judged["by_kind"].items()):
         for outcome, n in sorted(outcomes.items()):
             lines.append(f"| {kind} | {outcome} | {n} |")
-    lines += ["", "| good requests | served | p50 latency (s) | p99 latency (s) |", "|---|---|---|---|"]
+    served = [r for r in records if r["kind"] == "good" and r.get("tokens") is not None]
+    mean_tokens = sum(r["tokens"] for r in served) / max(len(served), 1)
+    payload["mean_tokens_per_good_request"] = mean_tokens
+    lines += ["", f"A good request decoded {mean_tokens:.1f} tokens on average (at most {args.new_tokens}); a leaving "
+                  "client closed its stream after the first piece of text, or had its whole answer first.", "",
+              "| good requests | served | p50 latency (s) | p99 latency (s) |", "|---|---|---|---|"]
     for title, w in (("first minute", first), ("last minute", last)):
         lines.append(f"| {title} | {w.get('requests', 0)} | {w.get('p50', float('nan')):.2f} | {w.get('p99', float('nan')):.2f} |")
     if ratio:
         lines.append(f"\nLast minute against the first: p50 x{ratio['p50']:.2f}, p99 x{ratio['p99']:.2f}.")
     mb = [rss / 2**20 for _, rss in memory]
-    lines += [f"\nServer resident memory: {mb[0]:.0f} MB at the start, {warm[0] / 2**20:.0f} MB after two minutes, "
+    lines += [f"\nServer resident memory: {mb[0]:.0f} MB at the start, {warm[0] / 2**20:.0f} MB after {warmup:.0f} s of warm-up, "
               f"{max(warm) / 2**20:.0f} MB at most after that ({growth:+.1%}), {mb[-1]:.0f} MB at the end "
               f"({len(memory)} samples, every 5 s).",
               f"Sequences in the continuous batch once every client had gone: {left.get('decoding')} decoding, "
