@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from ..serving.gate import RequestGate
+from ..gate import RequestGate
 from .study import JudgementRefused, Study
 
 PAGE = Path(__file__).with_name("page.html")

@@ -7,7 +7,8 @@ batch (prompttune/inference/continuous.py), which a request joins at the next de
 an encoder-decoder in the micro-batcher's mixed batches, like `/v1/generate`. Sampling follows
 OpenAI's parameters (`temperature` 0 is greedy decoding; otherwise sampling with `temperature` and
 `top_p`; `n` sequences per prompt; `seed` seeds the request's own draws in the continuous batch, and
-the batch it runs in otherwise; `stop` cuts a completion at the first of its strings), and each
+the batch it runs in otherwise; `stop` cuts a completion before the first to appear of up to 4
+strings of at most 500 characters, each character read once per string), and each
 answer carries `finish_reason` ("stop" at the end-of-sequence token or a stop string, "length" at
 `max_tokens`) and `usage`. A chat completion sends one user message, which the prompt reads as its
 source (a prompt made with `--chat` wraps it in the model's chat template itself). Errors have

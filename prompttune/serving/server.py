@@ -16,12 +16,15 @@
 - `GET /v1/prompts`, `GET /health`, and `GET /metrics` for Prometheus: requests and latency per
   endpoint and status, rows and requests per batch, and every prompt's predicted labels, so a drift
   in what a prompt predicts shows on a dashboard.
-- Work per request is bounded before anything is parsed or run: a body larger than `max_body_bytes`
-  is refused from its Content-Length (or as soon as that many bytes have arrived), the number and
-  length of inputs are checked before the inputs are validated, and a generation request may decode
-  at most `max_request_tokens` tokens (inputs x beams or sequences x new tokens).
-- Bad requests get a 4xx status and a message: unknown prompt or version (404), a prompt of the wrong
-  task or made for another base model (400/409), too many, too long or too costly inputs (413),
+- Work per request is bounded before anything is parsed or run (prompttune/gate.py): the
+  bearer token is checked before the body is read; a body larger than `max_body_bytes` is refused
+  from its Content-Length (or as soon as that many bytes have arrived), one slower than
+  `body_timeout_s` gets a 408, one that is not Unicode text a 400/422; the number and length of
+  inputs are checked before the inputs are validated, and a generation request may decode at most
+  `max_request_tokens` tokens (inputs x beams or sequences x new tokens). Nothing a request sends is
+  decoded or scanned on the event loop that answers the others (see docs/promises.md).
+- Bad requests get a 4xx status and a message: unknown prompt or version (404), a name no prompt can
+  have (400), a prompt of the wrong task or made for another base model (400/409), too many, too long or too costly inputs (413),
   malformed JSON or fields (422), a missing or wrong bearer token (401). Messages quote at most a
   short prefix of what was sent, and never name the server's files. A prompt whose stored files are
   damaged gets a 500 that says so (the server log has the details); the server and the requests
@@ -56,7 +59,7 @@ from .. import __version__
 from ..artifacts.artifact import check_base_model
 from ..core.backbone import Backbone
 from .batcher import MicroBatcher, StepLoop, settle
-from .gate import RequestGate
+from ..gate import RequestGate
 from . import openai_api
 from .openai_api import OpenAIError
 from ..tasks.data import Example
