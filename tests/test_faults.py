@@ -199,23 +199,26 @@ def test_a_pull_killed_midway_changes_nothing_a_user_had(model_dirs, tmp_path):
 
 
 def test_an_export_killed_at_any_moment_leaves_one_whole_adapter(model_dirs, tmp_path):
-    """Two prompts of one shape (the same config, other weights): an export of the second over the
-    first, killed before each of its changes to the file system in turn, leaves the first adapter
+    """Two prompts of one shape (other weights, and configs that name other base models): an export
+    of the second over the first, killed before each of its changes to the file system in turn, leaves the first adapter
     or the second, never the config of one beside the weights of the other; a folder with a user's
     files keeps them."""
     from prompttune.artifacts.peft_format import PEFT_CONFIG, PEFT_WEIGHTS, export_peft, read_peft_config
 
-    backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))
+    # The same model in two folders: adapters of one shape whose configs name different base models.
+    shutil.copytree(model_dirs["gpt2"], tmp_path / "gpt2-copy")
     prompts = {}
-    for name, tokens in (("a", 3), ("b", 3)):
+    for name, folder in (("a", model_dirs["gpt2"]), ("b", tmp_path / "gpt2-copy")):
+        backbone = Backbone.from_pretrained(str(folder))
         torch.manual_seed(len(prompts))
         model = PromptModel.create(backbone, "soft_prompt", task_config(template="{text} so {mask}"),
-                                   {"num_virtual_tokens": tokens})
+                                   {"num_virtual_tokens": 3})
         prompts[name] = save_prompt(model, tmp_path / name)
         export_peft(prompts[name], tmp_path / f"{name}-adapter", backbone=backbone)
     whole = {name: {f: (tmp_path / f"{name}-adapter" / f).read_bytes() for f in (PEFT_CONFIG, PEFT_WEIGHTS)}
              for name in prompts}
-    assert whole["a"][PEFT_CONFIG] == whole["b"][PEFT_CONFIG] and whole["a"][PEFT_WEIGHTS] != whole["b"][PEFT_WEIGHTS]
+    assert whole["a"][PEFT_CONFIG] != whole["b"][PEFT_CONFIG] and whole["a"][PEFT_WEIGHTS] != whole["b"][PEFT_WEIGHTS]
+    backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))
     for with_user_files in (False, True):
         for kill_at in range(1, 40):
             out = tmp_path / f"out-{with_user_files}-{kill_at}"
