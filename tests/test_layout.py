@@ -52,6 +52,41 @@ def test_nothing_outside_tasks_compares_a_task_or_metric_name():
     assert not found, found
 
 
+def _task_attributes_used_outside_tasks() -> dict[str, list[str]]:
+    """Every attribute read on a task outside tasks/: on `x.task`, a variable named `task` or
+    `task_cls`, or `task_class(...)`, with where."""
+    def is_task(node) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "task"
+                or isinstance(node, ast.Name) and node.id in ("task", "task_cls")
+                or isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "task_class")
+
+    used = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.is_relative_to(PACKAGE / "tasks"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and is_task(node.value):
+                used.setdefault(node.attr, []).append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    return used
+
+
+def test_what_code_outside_tasks_asks_of_a_task_is_declared_on_the_base():
+    """The task contract is explicit: every method or attribute read on a task outside tasks/ is
+    declared on `Task` (with a docstring, for methods of its own) or comes from torch's Module."""
+    from torch import nn
+
+    from prompttune.tasks.base import Task
+
+    used = _task_attributes_used_outside_tasks()
+    assert {"encode", "collate", "loss", "generate_texts", "endpoint"} <= set(used)  # the scan finds the calls
+    declared = {name for cls in Task.__mro__ for name in getattr(cls, "__annotations__", {})}
+    undeclared = {name: where for name, where in used.items() if not hasattr(Task, name) and name not in declared}
+    assert not undeclared, f"read on a task outside tasks/ but not declared on Task: {undeclared}"
+    undocumented = [name for name in used if callable(getattr(Task, name, None)) and not hasattr(nn.Module, name)
+                    and not (getattr(Task, name).__doc__ or "").strip()]
+    assert not undocumented, f"Task methods without a docstring: {undocumented}"
+
+
 def test_help_and_version_do_not_import_torch():
     code = ("import sys\nfrom prompttune.cli import main\n"
             "for argv in (['--help'], ['--version'], ['train', '--help']):\n"

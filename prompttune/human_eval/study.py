@@ -444,12 +444,12 @@ class Study:
                 return out
             text = lambda system: db.execute("SELECT text FROM outputs WHERE item = ? AND system = ?",  # noqa: E731
                                              (row["item"], system)).fetchone()["text"]
-            task = {"id": row["id"], "kind": row["kind"], "source": row["source"]}
+            shown = {"id": row["id"], "kind": row["kind"], "source": row["source"]}
             if row["kind"] == "pair":
-                task.update(left=text(row["left_system"]), right=text(row["right_system"]))
+                shown.update(left=text(row["left_system"]), right=text(row["right_system"]))
             else:
-                task.update(output=text(row["left_system"]), criteria=list(self.design.criteria), scale=self.design.scale)
-            out["task"] = task
+                shown.update(output=text(row["left_system"]), criteria=list(self.design.criteria), scale=self.design.scale)
+            out["task"] = shown
             return out
 
     def submit(self, rater: str, study: str, task: int, preference: str | None = None,

@@ -14,8 +14,11 @@ What a task answers:
   sweep's plots) and `higher_is_better`; `scored_outputs` (one pass of the model: what each
   example's score needs) and `score` (metrics of any subset of them), which `evaluate` and
   `evaluate_groups` join;
-- its outputs: `predict` for `prompttune predict`, `results` for a mixed batch's rows, and which
-  HTTP endpoint serves it (`endpoint`: "classify" reads one forward, "generate" decodes);
+- its tensors: `encode` and `training_features` (examples to features), `collate` (features to a
+  batch), `model_inputs`, `logits`, `loss` and `loss_units` (a batch through the model);
+- its outputs: `predict` for `prompttune predict`, `results` for a mixed batch's rows, which HTTP
+  endpoint serves it (`endpoint`: "classify" reads one forward, "generate" decodes) and, for tasks
+  that generate, `generation_options`, `generate_texts`, `decode` and `decode_details`;
 - what methods may ask of it, and nothing more: `init_words` (the words whose embeddings start a
   prompt), `template_with_prompt` (a searched prompt written into its template) and `trigger_slot`.
 """
@@ -72,15 +75,21 @@ class Task(nn.Module):
     ensembles: ClassVar[bool] = False
     #: Which `TASK_OPTIONS` the task takes (the others must keep their "not given" value).
     options: ClassVar[tuple[str, ...]] = ()
+    #: The prompt's task settings (an instance of `Config`).
+    config: ConfigBase
+    #: Tasks served by "generate": the end-of-sequence token that ends a generated sequence.
+    eos_id: int | None = None
 
     # ---- scores -------------------------------------------------------------------------------
 
     @classmethod
     def higher_is_better(cls, metric: str) -> bool:
+        """Whether a larger value of `metric` is better (early stopping, a sweep's best cell)."""
         return True
 
     @classmethod
     def check_metric(cls, metric: str | None) -> str:
+        """`metric`, or the task's default where None, checked to be one of its metrics."""
         metric = metric or cls.default_metric
         if metric not in cls.metrics:
             raise ConfigError(f"metric: {metric!r} is not a {cls.name} metric; use one of {list(cls.metrics)}")
@@ -123,6 +132,7 @@ class Task(nn.Module):
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
+        """Refuse task options given to a task that does not take them."""
         given = sorted(k for k, v in options.items() if k in TASK_OPTIONS and k not in cls.options
                        and v != TASK_OPTIONS[k])
         if given:
@@ -181,7 +191,43 @@ class Task(nn.Module):
         return None
 
     def state_to_save(self) -> dict:
+        """The task's tensors an artifact stores (a trained head, label prototypes)."""
         return {k: v.detach() for k, v in self.state_dict().items()}
+
+    # ---- data -> tensors ----------------------------------------------------------------------
+
+    def encode(self, example) -> dict:
+        """One example as a feature: its token ids and what the task reads back (for a generation
+        task, the source alone: what is generated from)."""
+        raise NotImplementedError
+
+    def training_features(self, examples: list) -> list[dict]:
+        """The features one pass of training reads (a generation task: one per reference)."""
+        return [self.encode(e) for e in examples]
+
+    def collate(self, features: list[dict], with_labels: bool = True, for_generation: bool = False) -> dict:
+        """Features padded into a batch of tensors (left-padded where they are generated from)."""
+        raise NotImplementedError
+
+    # ---- model inputs and outputs -------------------------------------------------------------
+
+    def model_inputs(self, batch: dict, embeds):
+        """The `ModelInputs` of a batch whose input embeddings (the prompt's included) are `embeds`."""
+        raise NotImplementedError
+
+    def logits(self, output, inputs, batch: dict):
+        """What the task scores from the backbone's output: label scores (B, C), per-word tag scores
+        or per-position vocabulary logits."""
+        raise NotImplementedError
+
+    def loss(self, logits, batch: dict):
+        """The training loss of a batch from its `logits` (a mean over `loss_units`)."""
+        raise NotImplementedError
+
+    def loss_units(self, batch: dict) -> int:
+        """How many things `loss` averages over in a batch (rows, words, target tokens), so that
+        accumulated and sharded batches are weighted as one."""
+        raise NotImplementedError
 
     # ---- what methods may ask -----------------------------------------------------------------
 
@@ -236,6 +282,7 @@ class Task(nn.Module):
         raise NotImplementedError
 
     def evaluate(self, model, examples: list, batch_size: int = 64, accelerator=None) -> dict:
+        """The metrics of `model` on `examples` (one pass)."""
         return self.score(self.scored_outputs(model, examples, batch_size, accelerator), examples)
 
     def evaluate_groups(self, model, examples: list, groups: list[str], batch_size: int = 64) -> tuple[dict, dict]:
@@ -262,3 +309,26 @@ class Task(nn.Module):
     def predicted_labels(cls, result: dict) -> list[str]:
         """The labels a result predicts, counted by the server's metrics."""
         return []
+
+    # ---- generation (tasks served by "generate") ---------------------------------------------
+
+    def _does_not_generate(self):
+        return ConfigError(f"a {self.name} prompt does not generate text; use `prompttune {self.endpoint}` for it")
+
+    def generation_options(self, **options) -> dict:
+        """transformers' decoding options for this prompt: `options` checked, the prompt's own
+        defaults (beams, length) filled in."""
+        raise self._does_not_generate()
+
+    def generate_texts(self, model, examples: list, batch_size: int = 32, **options) -> list[str]:
+        """Generated text for each example's source under `model`, in order."""
+        raise self._does_not_generate()
+
+    def decode(self, ids) -> list[str]:
+        """Generated token ids (B, T) as texts."""
+        raise self._does_not_generate()
+
+    def decode_details(self, ids) -> list[dict]:
+        """Per generated sequence: its text, how many tokens it generated and whether it reached
+        the end-of-sequence token."""
+        raise self._does_not_generate()

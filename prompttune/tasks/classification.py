@@ -517,9 +517,6 @@ class ClassificationTask(Task):
             return [self.decoder_start, self.mask_id], 1
         return [self.decoder_start] + ids[:-1], ids.index(self.mask_id)  # BART: the input, shifted right
 
-    def training_features(self, examples: list[Example]) -> list[dict]:
-        return [self.encode(e) for e in examples]
-
     def collate(self, features: list[dict], with_labels: bool = True, for_generation: bool = False,
                 pad_to: int | None = None) -> dict:
         """Dynamic padding to the longest row (or `pad_to`); the padding side follows the tokenizer,
