@@ -97,3 +97,27 @@ def test_a_prompt_trained_in_float32_loads_onto_the_model_in_bfloat16(saved, mod
     # What the float32 model gives, to bf16's precision (8 bits of mantissa).
     torch.testing.assert_close(probabilities, load_prompt(path).predict_proba(texts), atol=2e-2, rtol=0)
     assert not torch.equal(probabilities, load_prompt(path).predict_proba(texts))  # it really ran in bf16
+
+
+def test_the_base_models_fingerprint_is_computed_once_while_the_model_stays_as_it_is(model_dirs, tmp_path,
+                                                                                      monkeypatch):
+    """Training and saving a prompt reads the vocabulary's fingerprint once; an embedding changed
+    in place is fingerprinted again."""
+    from prompttune.api import train_prompt
+    from prompttune.core import backbone as module
+
+    calls = []
+    real = module.tokenizer_fingerprint
+    monkeypatch.setattr(module, "tokenizer_fingerprint", lambda tokenizer: calls.append(1) or real(tokenizer))
+    data = tmp_path / "train.tsv"
+    data.write_text("text\tlabel\nthe movie was great\t1\na terrible film\t0\n")
+    train_prompt(model=str(model_dirs["bert"]), method="soft_prompt", train=str(data), output=str(tmp_path / "out"),
+                 method_options={"num_virtual_tokens": 2}, template="{text} it was {mask} .",
+                 verbalizer={"0": ["bad"], "1": ["good"]}, max_steps=1, progress=False)
+    assert len(calls) == 1
+    backbone = module.Backbone.from_pretrained(str(model_dirs["bert"]))
+    first = backbone.fingerprint()
+    assert backbone.fingerprint() == first and len(calls) == 2
+    with torch.no_grad():
+        backbone.input_embeddings.weight.mul_(2.0)
+    assert backbone.fingerprint()["embedding_sha256"] != first["embedding_sha256"] and len(calls) == 3

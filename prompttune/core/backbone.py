@@ -280,7 +280,20 @@ class Backbone(nn.Module):
         self.gradient_checkpointing = enabled
 
     def fingerprint(self) -> dict:
-        """What identifies this base model, recorded in artifacts and checked when they load."""
+        """What identifies this base model, recorded in artifacts and checked when they load.
+        Computed once and kept while the input embeddings and the tokenizer stay as they are (a
+        change to the embeddings in place, as full fine-tuning makes, is seen by its version)."""
+        weight = self.input_embeddings.weight
+        tokenizer = self.tokenizer
+        key = (self.name_or_path, self.weights_sha256, weight.data_ptr(), weight._version, tuple(weight.shape), len(tokenizer),
+               tuple(sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items())))
+        cached = getattr(self, "_fingerprint", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self._compute_fingerprint())
+            self._fingerprint = cached
+        return dict(cached[1])
+
+    def _compute_fingerprint(self) -> dict:
         config = self.config
         embedding = self.input_embeddings.weight.detach()
         return {
