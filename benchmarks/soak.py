@@ -59,8 +59,9 @@ def make_registry(model: str, root: Path) -> list[str]:
     config = GenerationConfig(max_target_length=64, chat=True,
                               instruction="Describe this restaurant to a visitor in two or three sentences.")
     names = []
-    for i, (method, options) in enumerate([("soft_prompt", {"num_virtual_tokens": 20}), ("prefix", {"num_virtual_tokens": 10}),
-                                           ("soft_prompt", {"num_virtual_tokens": 10}), ("prefix", {"num_virtual_tokens": 5})]):
+    made = [("soft_prompt", {"num_virtual_tokens": 20}), ("prefix", {"num_virtual_tokens": 10}),
+            ("soft_prompt", {"num_virtual_tokens": 10}), ("prefix", {"num_virtual_tokens": 5})]
+    for i, (method, options) in enumerate(made):
         name = f"p{i}-{method}"
         registry.push(save_prompt(PromptModel.create(backbone, method, config, options, seed=i), root / name), name)
         names.append(name)

@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body, refused with 413 before it is read "
                         "(default: room for --max-inputs pairs of --max-chars escaped characters)")
     v.add_argument("--body-timeout", type=float, default=10.0,
-                   help="seconds a request's body may take to arrive; then 408 (a client that declares more than it sends)")
+                   help="seconds a request's body may take to arrive; then 408 (a client that declares more "
+                        "than it sends)")
     v.add_argument("--max-request-tokens", type=int, default=8192,
                    help="tokens one generation request may decode: inputs x beams or sequences x new tokens")
     v.add_argument("--max-batch-tokens", type=int,
@@ -386,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics = api.train_prompt(
                 model=_model_name(args), method=args.method, task=args.task, train=args.train, eval=args.eval,
                 output=args.output, init_from=args.init_from, method_options=_method_options(args), resume=args.resume,
-                restart=args.restart, force=args.force, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                restart=args.restart, force=args.force, device=args.device, dtype=args.dtype,
+                device_map=args.device_map,
                 **config_arguments(args, TaskOptions), **_train_options(args))
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:

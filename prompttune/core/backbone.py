@@ -285,7 +285,8 @@ class Backbone(nn.Module):
         change to the embeddings in place, as full fine-tuning makes, is seen by its version)."""
         weight = self.input_embeddings.weight
         tokenizer = self.tokenizer
-        key = (self.name_or_path, self.weights_sha256, weight.data_ptr(), weight._version, tuple(weight.shape), len(tokenizer),
+        key = (self.name_or_path, self.weights_sha256, weight.data_ptr(), weight._version, tuple(weight.shape),
+               len(tokenizer),
                tuple(sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items())))
         cached = getattr(self, "_fingerprint", None)
         if cached is None or cached[0] != key:

@@ -8,9 +8,10 @@
 - A GGUF file (`PATH.gguf`, or a folder and `gguf_file`) is dequantised by transformers' GGUF loader
   once and written as a safetensors folder into the cache (`$PROMPTTUNE_CACHE`, default
   `~/.cache/prompttune`), keyed by the GGUF's sha256 and made by one atomic rename; later loads read
-  the cache, each of its files (weights, config, tokenizer) checked against the sha256 it records. The fingerprint of a model loaded from a GGUF
-  file, or from its cache folder, names the GGUF's sha256: a prompt trained on one loads on the
-  other, and is refused on another quantisation of the same model.
+  the cache, each of its files (weights, config, tokenizer) checked against the sha256 it records.
+  The fingerprint of a model loaded from a GGUF file, or from its cache folder, names the GGUF's
+  sha256: a prompt trained on one loads on the other, and is refused on another quantisation of the
+  same model.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ MAX_BODY_BYTES = 64 * 1024  # a judgement is a few hundred bytes
 BODY_TIMEOUT_S = 10.0
 SQLITE_INT = 2**63 - 1
 Count = Annotated[StrictInt, Field(ge=0, le=SQLITE_INT)]
+Rating = Annotated[StrictInt, Field(ge=-SQLITE_INT, le=SQLITE_INT)]
 PAGE_STYLE = "body{font-family:sans-serif;max-width:40em;margin:3em auto}"
 
 
@@ -40,8 +41,8 @@ class Judgement(BaseModel):
     study: str = Field(max_length=200, description="the study the page was showing (its id)")
     task: Count = Field(description="the task the page was showing")
     preference: Literal["left", "tie", "right"] | None = Field(None, description="a pairwise item's answer")
-    ratings: dict[Annotated[str, Field(max_length=200)], Annotated[StrictInt, Field(ge=-SQLITE_INT, le=SQLITE_INT)]] | None = \
-        Field(None, max_length=64, description="a rating item's answer: criterion -> 1..scale")
+    ratings: dict[Annotated[str, Field(max_length=200)], Rating] | None = Field(
+        None, max_length=64, description="a rating item's answer: criterion -> 1..scale")
     seconds: float | None = Field(None, ge=0, le=10**9, description="time the rater spent on the task")
 
 

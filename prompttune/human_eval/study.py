@@ -448,7 +448,8 @@ class Study:
             if row["kind"] == "pair":
                 shown.update(left=text(row["left_system"]), right=text(row["right_system"]))
             else:
-                shown.update(output=text(row["left_system"]), criteria=list(self.design.criteria), scale=self.design.scale)
+                shown.update(output=text(row["left_system"]), criteria=list(self.design.criteria),
+                             scale=self.design.scale)
             out["task"] = shown
             return out
 

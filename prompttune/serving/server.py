@@ -24,11 +24,11 @@
   `max_request_tokens` tokens (inputs x beams or sequences x new tokens). Nothing a request sends is
   decoded or scanned on the event loop that answers the others (see docs/promises.md).
 - Bad requests get a 4xx status and a message: unknown prompt or version (404), a name no prompt can
-  have (400), a prompt of the wrong task or made for another base model (400/409), too many, too long or too costly inputs (413),
-  malformed JSON or fields (422), a missing or wrong bearer token (401). Messages quote at most a
-  short prefix of what was sent, and never name the server's files. A prompt whose stored files are
-  damaged gets a 500 that says so (the server log has the details); the server and the requests
-  batched with it carry on.
+  have (400), a prompt of the wrong task or made for another base model (400/409), too many, too
+  long or too costly inputs (413), malformed JSON or fields (422), a missing or wrong bearer token
+  (401). Messages quote at most a short prefix of what was sent, and never name the server's files.
+  A prompt whose stored files are damaged gets a 500 that says so (the server log has the details);
+  the server and the requests batched with it carry on.
 """
 
 from __future__ import annotations
@@ -492,7 +492,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
                               "/v1/completions, /v1/chat/completions).")
     bearer = HTTPBearer(auto_error=False, description="Needed when the server was started with a token")
     app.add_middleware(RequestGate, max_bytes=limits.body_bytes, body_timeout=limits.body_timeout_s, token=token,
-                       error_body=_error_body, malformed_status=lambda path: 400 if path in openai_api.OPENAI_PATHS else 422)
+                       error_body=_error_body,
+                       malformed_status=lambda path: 400 if path in openai_api.OPENAI_PATHS else 422)
 
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if token is None:
