@@ -43,7 +43,8 @@ def pytest_sessionfinish(session, exitstatus):
     after = _snapshot(USER_FOLDERS)
     changed = sorted(p for p in set(_BEFORE) | set(after) if _BEFORE.get(p) != after.get(p))
     if changed:
-        sys.stderr.write("\nthe tests changed the user's own prompttune folders: " + ", ".join(changed[:10]) + "\n")
+        sys.stderr.write("\nthe user's own prompttune folders changed during the tests (a test wrote there, or another "
+                         "prompttune run did meanwhile): " + ", ".join(changed[:10]) + "\n")
         session.exitstatus = 1
 
 import tiny  # noqa: E402
