@@ -51,12 +51,17 @@ def lone_surrogate(body: bytes) -> int | None:
     return pending[0] if pending is not None else None
 
 
-def text_problem(body: bytes) -> str | None:
-    """Why `body` is not JSON text (not UTF-8, or a lone surrogate), or None."""
+def utf8_problem(body: bytes) -> str | None:
+    """Why `body` is not UTF-8, or None."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as error:
         return f"request body: byte {error.start} is not UTF-8 ({error.reason}); JSON is sent as UTF-8"
+    return None
+
+
+def surrogate_problem(body: bytes) -> str | None:
+    """Where `body` holds half a surrogate pair, or None."""
     at = lone_surrogate(body)
     if at is not None:
         escape = body[at:at + 6].decode("ascii")
@@ -125,9 +130,11 @@ class RequestGate:
             if not message.get("more_body", False):
                 break
         body = bytes(body)
-        # A candidate surrogate escape means a scan of every escape: in a worker thread, so that a
-        # body of millions of escapes holds no other request.
-        problem = text_problem(body) if _SURROGATE.search(body) is None else await asyncio.to_thread(text_problem, body)
+        problem = utf8_problem(body)
+        if problem is None and _SURROGATE.search(body) is not None:
+            # A candidate surrogate escape means a scan of every escape: in a worker thread, so that
+            # a body of millions of escapes holds no other request.
+            problem = await asyncio.to_thread(surrogate_problem, body)
         if problem is not None:
             return await self._answer(send, path, self.malformed_status(path), problem)
         delivered = False

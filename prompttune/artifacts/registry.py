@@ -45,7 +45,6 @@ from ..storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, re
 
 FILES = ("prompt.json", "prompt.safetensors", "training_state.safetensors", "metrics.json")
 REQUIRED = ("prompt.json", "prompt.safetensors")
-RUN_RECORDS = ("train_args.json", "log.jsonl")  # a training run's records: never stored, never touched by a pull
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VERSION = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and within SQLite's integers
 LATEST = "latest"
@@ -373,7 +372,9 @@ class Registry:
     def kept_records(destination: str | os.PathLike) -> list[str]:
         """The run records (`train_args.json`, `log.jsonl`) in a folder a pull wrote into: a pull
         never touches them, though they describe the prompt that was there before."""
-        return [name for name in RUN_RECORDS if (Path(destination) / name).is_file()]
+        from .artifact import RUN_RECORDS
+
+        return [name for name in RUN_RECORDS if name not in FILES and (Path(destination) / name).is_file()]
 
     # ---- changing -----------------------------------------------------------------------------
 
