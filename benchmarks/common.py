@@ -34,8 +34,7 @@ def sst2_subset(work: Path, train_size: int, seed: int = 0) -> tuple[Path, Path]
     train = work / f"sst2_train_{train_size}_seed{seed}.tsv"
     with open(train, "w", encoding="utf-8") as handle:
         handle.write("sentence\tlabel\n")
-        for row in rows[:train_size]:
-            handle.write(f"{row['sentence'].strip()}\t{row['label']}\n")
+        handle.writelines(f"{row['sentence'].strip()}\t{row['label']}\n" for row in rows[:train_size])
     return train, SHARED / "sst2" / "dev.tsv"
 
 
@@ -48,8 +47,13 @@ def add_budget_arguments(parser) -> None:
 
 
 def environment() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-            "machine": platform.machine(), "python": platform.python_version()}
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
 
 
 def write_results(name: str, payload: dict, markdown: str) -> None:
@@ -84,6 +88,7 @@ def finished_rows(name: str, work: Path, methods, setting: dict) -> dict:
 
 # ---- baselines trained the way prompttune trains ---------------------------------------------------
 
+
 def prompttune_order(count: int, batch_size: int, seed: int, steps: int):
     """`steps` batches of row indices, in the order prompttune's training loop draws them (a
     permutation per epoch seeded by seed and epoch): what the PEFT baselines train on, so both see
@@ -94,7 +99,7 @@ def prompttune_order(count: int, batch_size: int, seed: int, steps: int):
         for first in range(0, len(order), batch_size):
             if step >= steps:
                 return
-            yield order[first:first + batch_size]
+            yield order[first : first + batch_size]
             step += 1
         epoch += 1
 
@@ -132,6 +137,7 @@ def optimiser_step(loss, params, optimizer, scheduler, max_grad_norm: float | No
 
 
 # ---- runs that resume, and memory of one step ------------------------------------------------------
+
 
 def finished_run(out: Path, setting: dict) -> dict | None:
     """The result row of the run kept in `out` if it finished with `setting`; otherwise None, with
@@ -197,4 +203,4 @@ def step_peak_memory(step) -> float:
     step(1)
     done.set()
     sampler.join()
-    return (max(peak[0], resident()) - before) / 2 ** 20
+    return (max(peak[0], resident()) - before) / 2**20

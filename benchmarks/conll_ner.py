@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, environment, optimiser_step, prompttune_order, write_results  # noqa: E402
+from common import SHARED, environment, optimiser_step, prompttune_order, write_results
 
 WORK = Path(__file__).resolve().parent / "runs" / "conll_ner"
 OURS = ("deep_prompt", "prefix", "soft_prompt", "p_tuning", "linear_probe", "full_finetune")
@@ -72,14 +72,32 @@ def run_ours(method: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     if method == "prefix":
         options["hidden_size"] = PREFIX_HIDDEN
     train_options = {"lr": args.lr} if args.lr is not None and "num_virtual_tokens" in options else {}
-    metrics = train_prompt(model=args.model, method=method, task="token_classification", train=str(data["train"]),
-                           eval=str(data["dev"]), output=str(out), labels=tags, method_options=options,
-                           max_steps=args.steps, batch_size=args.batch_size, eval_every=args.steps, seed=args.seed,
-                           progress=False, resume=interrupted_run(out) is not None, **train_options)
+    metrics = train_prompt(
+        model=args.model,
+        method=method,
+        task="token_classification",
+        train=str(data["train"]),
+        eval=str(data["dev"]),
+        output=str(out),
+        labels=tags,
+        method_options=options,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        eval_every=args.steps,
+        seed=args.seed,
+        progress=False,
+        resume=interrupted_run(out) is not None,
+        **train_options,
+    )
     test = evaluate_prompt(str(out), str(data["test"]))
-    return {"dev": _scores(metrics["dev_metrics"]), "test": _scores(test), "train_seconds": metrics["training"]["seconds"],
-            "steps": metrics["training"]["steps"], "trainable_parameters": metrics["parameters"]["trainable"],
-            "artifact_bytes": metrics["artifact_bytes"]}
+    return {
+        "dev": _scores(metrics["dev_metrics"]),
+        "test": _scores(test),
+        "train_seconds": metrics["training"]["seconds"],
+        "steps": metrics["training"]["steps"],
+        "trainable_parameters": metrics["parameters"]["trainable"],
+        "artifact_bytes": metrics["artifact_bytes"],
+    }
 
 
 def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
@@ -94,7 +112,11 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     from prompttune import Backbone, TrainConfig
     from prompttune.core.sources import resolve_model
     from prompttune.methods import method_class
-    from prompttune.tasks.token_classification import TokenClassificationConfig, TokenClassificationTask, tagging_metrics
+    from prompttune.tasks.token_classification import (
+        TokenClassificationConfig,
+        TokenClassificationTask,
+        tagging_metrics,
+    )
 
     torch.manual_seed(args.seed)
     path, _ = resolve_model(args.model)
@@ -106,17 +128,27 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     if kind == "peft_prefix_tuning":
         config = PrefixTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=args.virtual_tokens)
     else:
-        config = PromptTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=args.virtual_tokens,
-                                    prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, tokenizer_name_or_path=path)
+        config = PromptTuningConfig(
+            task_type=TaskType.TOKEN_CLS,
+            num_virtual_tokens=args.virtual_tokens,
+            prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB,
+            tokenizer_name_or_path=path,
+        )
     model = get_peft_model(base, config)
     ours = method_class(PEFT[kind])
     prompt_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in n]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" not in n]
-    optimizer = torch.optim.AdamW([{"params": prompt_params, "lr": args.lr or ours.default_lr},
-                                   {"params": head_params, "lr": ours.default_head_lr}], weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": prompt_params, "lr": args.lr or ours.default_lr},
+            {"params": head_params, "lr": ours.default_head_lr},
+        ],
+        weight_decay=0.0,
+    )
     defaults = TrainConfig()
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps),
-                              num_training_steps=args.steps)
+    scheduler = get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps), num_training_steps=args.steps
+    )
     features = {split: [task.encode(e) for e in rows] for split, rows in examples.items()}
     virtual = args.virtual_tokens if kind == "peft_prompt_tuning" else 0
 
@@ -130,8 +162,13 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     start = time.perf_counter()
     for rows in prompttune_order(len(features["train"]), args.batch_size, args.seed, args.steps):
         batch = task.collate([features["train"][i] for i in rows])
-        optimiser_step(task.loss(logits_of(batch), batch), prompt_params + head_params, optimizer, scheduler,
-                       defaults.max_grad_norm)
+        optimiser_step(
+            task.loss(logits_of(batch), batch),
+            prompt_params + head_params,
+            optimizer,
+            scheduler,
+            defaults.max_grad_norm,
+        )
         step += 1
     seconds = time.perf_counter() - start
     model.eval()
@@ -140,7 +177,7 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
         for split in ("dev", "test"):
             gold, predicted = [], []
             for first in range(0, len(features[split]), 64):
-                batch = task.collate(features[split][first:first + 64])
+                batch = task.collate(features[split][first : first + 64])
                 predicted_ids, _ = task._word_scores(logits_of(batch), batch)
                 for row_pred, row_gold in zip(predicted_ids.tolist(), batch["word_labels"].tolist()):
                     predicted.append([tags[t] for t, g in zip(row_pred, row_gold) if g >= 0])
@@ -148,9 +185,13 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
             scores[split] = _scores(tagging_metrics(gold, predicted))
     out = WORK / kind
     model.save_pretrained(out)
-    return {**scores, "train_seconds": round(seconds, 3), "steps": step,
-            "trainable_parameters": sum(p.numel() for p in prompt_params + head_params),
-            "artifact_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
+    return {
+        **scores,
+        "train_seconds": round(seconds, 3),
+        "steps": step,
+        "trainable_parameters": sum(p.numel() for p in prompt_params + head_params),
+        "artifact_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
+    }
 
 
 def _scores(metrics: dict) -> dict:
@@ -165,13 +206,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--virtual-tokens", type=int, default=VIRTUAL_TOKENS,
-                        help="prompt length of the prompt methods (P-tuning v2 finds sequence labelling prefers long ones)")
-    parser.add_argument("--lr", type=float, help="learning rate of prompttune's prompt methods (default: each method's)")
+    parser.add_argument(
+        "--virtual-tokens",
+        type=int,
+        default=VIRTUAL_TOKENS,
+        help="prompt length of the prompt methods (P-tuning v2 finds sequence labelling prefers long ones)",
+    )
+    parser.add_argument(
+        "--lr", type=float, help="learning rate of prompttune's prompt methods (default: each method's)"
+    )
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(METHODS)}")
     parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
-    parser.add_argument("--name", default="conll_ner",
-                        help="results name: benchmarks/results/NAME.{json,md}, runs in benchmarks/runs/NAME")
+    parser.add_argument(
+        "--name",
+        default="conll_ner",
+        help="results name: benchmarks/results/NAME.{json,md}, runs in benchmarks/runs/NAME",
+    )
     args = parser.parse_args()
     global WORK
     WORK = WORK.parent / args.name
@@ -184,8 +234,10 @@ def main() -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
-    setting = {k: getattr(args, k) for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed",
-                                           "virtual_tokens", "lr")}
+    setting = {
+        k: getattr(args, k)
+        for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed", "virtual_tokens", "lr")
+    }
     WORK.mkdir(parents=True, exist_ok=True)
     data = subsets(args.train_size, args.eval_size, args.seed)
     tags = all_tags()
@@ -204,8 +256,10 @@ def main() -> None:
         row["transformers"] = transformers.__version__
         rows[method] = row
         done.write_text(json.dumps({"setting": setting, "row": row}, indent=2) + "\n")
-        print(f"{method}: dev F1 {row['dev']['f1']:.4f}, test F1 {row['test']['f1']:.4f}, "
-              f"{row['train_seconds']:.0f} s", flush=True)
+        print(
+            f"{method}: dev F1 {row['dev']['f1']:.4f}, test F1 {row['test']['f1']:.4f}, {row['train_seconds']:.0f} s",
+            flush=True,
+        )
     if args.no_write:
         return
     # Every method finished with this setting, whichever invocation ran it, in the table's order.
@@ -216,8 +270,9 @@ def main() -> None:
             if same_setting(saved, setting):
                 rows[method] = saved["row"]
     rows = {m: rows[m] for m in METHODS if m in rows}
-    write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
-                  markdown(setting, rows, args.name))
+    write_results(
+        args.name, {"setting": setting, "environment": environment(), "rows": rows}, markdown(setting, rows, args.name)
+    )
 
 
 def same_setting(saved: dict, setting: dict) -> bool:
@@ -238,33 +293,50 @@ def markdown(setting: dict, rows: dict, name: str = "conll_ner") -> str:
         f"{setting['steps']} steps of {setting['batch_size']} sentences; {setting['virtual_tokens']} virtual tokens; "
         f"seed {setting['seed']}; 2 CPU cores).",
         "",
-        "Entity-level F1, precision and recall by seqeval (conlleval's counting); word accuracy. Training seconds "
-        "were measured while other jobs shared the two cores at times: they are not a speed comparison "
-        "(`benchmarks/prefix_step_time.py` is one).",
+        (
+            "Entity-level F1, precision and recall by seqeval (conlleval's counting); word accuracy. Training seconds "
+            "were measured while other jobs shared the two cores at times: they are not a speed comparison "
+            "(`benchmarks/prefix_step_time.py` is one)."
+        ),
         "",
-        "| method | dev F1 | test F1 | test precision | test recall | test word accuracy | trainable parameters "
-        "| artifact bytes | train s | transformers |",
+        (
+            "| method | dev F1 | test F1 | test precision | test recall | test word accuracy | trainable parameters "
+            "| artifact bytes | train s | transformers |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, row in rows.items():
-        lines.append(f"| {method} | {row['dev']['f1']:.4f} | {row['test']['f1']:.4f} | {row['test']['precision']:.4f} | "
-                     f"{row['test']['recall']:.4f} | {row['test']['accuracy']:.4f} | {row['trainable_parameters']:,} | "
-                     f"{row['artifact_bytes']:,} | {row['train_seconds']:.0f} | {row.get('transformers', '-')} |")
+        lines.append(
+            f"| {method} | {row['dev']['f1']:.4f} | {row['test']['f1']:.4f} | {row['test']['precision']:.4f} | "
+            f"{row['test']['recall']:.4f} | {row['test']['accuracy']:.4f} | {row['trainable_parameters']:,} | "
+            f"{row['artifact_bytes']:,} | {row['train_seconds']:.0f} | {row.get('transformers', '-')} |"
+        )
     if "deep_prompt" in rows and "full_finetune" in rows:
         gap = rows["full_finetune"]["test"]["f1"] - rows["deep_prompt"]["test"]["f1"]
         verdict = "met" if gap <= 0.02 else "not met"
-        lines += ["", f"Target, deep_prompt within 2 F1 points of full fine-tuning on test: {verdict} "
-                      f"(deep_prompt {rows['deep_prompt']['test']['f1']:.4f}, full_finetune "
-                      f"{rows['full_finetune']['test']['f1']:.4f}, gap {100 * gap:+.1f} points)."]
+        lines += [
+            "",
+            (
+                f"Target, deep_prompt within 2 F1 points of full fine-tuning on test: {verdict} "
+                f"(deep_prompt {rows['deep_prompt']['test']['f1']:.4f}, full_finetune "
+                f"{rows['full_finetune']['test']['f1']:.4f}, gap {100 * gap:+.1f} points)."
+            ),
+        ]
     for peft, ours in PEFT.items():
         if peft in rows and ours in rows:
-            lines.append(f"- {ours} {rows[ours]['test']['f1']:.4f} vs PEFT's {peft} {rows[peft]['test']['f1']:.4f} "
-                         "test F1.")
+            lines.append(
+                f"- {ours} {rows[ours]['test']['f1']:.4f} vs PEFT's {peft} {rows[peft]['test']['f1']:.4f} test F1."
+            )
     if any(m in rows for m in PEFT):
-        lines += ["", "PEFT 0.21's prefix tuning looks for a `past_key_values` argument, which transformers 5.24 renamed "
-                      "`cache` on BERT: PEFT's rows were run with transformers 5.23 (`.venv-oldest/bin/python "
-                      "benchmarks/conll_ner.py --methods peft_prefix_tuning,peft_prompt_tuning`), prompttune's with the "
-                      "version their row names."]
+        lines += [
+            "",
+            (
+                "PEFT 0.21's prefix tuning looks for a `past_key_values` argument, which transformers 5.24 renamed "
+                "`cache` on BERT: PEFT's rows were run with transformers 5.23 (`.venv-oldest/bin/python "
+                "benchmarks/conll_ner.py --methods peft_prefix_tuning,peft_prompt_tuning`), prompttune's with the "
+                "version their row names."
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 

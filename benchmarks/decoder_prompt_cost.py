@@ -31,7 +31,6 @@ import sys
 import time
 
 import torch
-
 from common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
 
 TEMPLATE = "Review: {text} All in all, it was {mask}"
@@ -51,13 +50,18 @@ def setups(args):
     from prompttune.core.sources import resolve_model
     from prompttune.training.loop import _loss
 
-    examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[: args.batch_size * args.batches]
-    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
+    examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[
+        : args.batch_size * args.batches
+    ]
+    batches = [examples[i : i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
     backbone = Backbone.from_pretrained(args.model)
     torch.manual_seed(0)
-    ours = PromptModel.create(backbone, "soft_prompt", ClassificationConfig(
-        labels=("0", "1"), template=TEMPLATE, verbalizer=(("terrible",), ("great",))),
-        {"num_virtual_tokens": args.tokens, "init": "sample_vocab"})
+    ours = PromptModel.create(
+        backbone,
+        "soft_prompt",
+        ClassificationConfig(labels=("0", "1"), template=TEMPLATE, verbalizer=(("terrible",), ("great",))),
+        {"num_virtual_tokens": args.tokens, "init": "sample_vocab"},
+    )
     ours_opt = torch.optim.AdamW(ours.parameter_groups(3e-2, 1e-3))
     ours.train()
     ours_rows = [[ours.task.encode(e) for e in b] for b in batches]
@@ -71,6 +75,7 @@ def setups(args):
             loss.backward()
             ours_opt.step()
             ours_opt.zero_grad(set_to_none=True)
+
         return step
 
     path, _ = resolve_model(args.model)
@@ -95,8 +100,12 @@ def setups(args):
         peft_opt.step()
         peft_opt.zero_grad(set_to_none=True)
 
-    steps = {PACKED: ours_step(True, True), ONCE: ours_step(True, False), EVERY_ROW: ours_step(False, False),
-             PEFT: peft_step}
+    steps = {
+        PACKED: ours_step(True, True),
+        ONCE: ours_step(True, False),
+        EVERY_ROW: ours_step(False, False),
+        PEFT: peft_step,
+    }
 
     def padded(rows):
         return len(rows) * max(len(r["input_ids"]) for r in rows)
@@ -107,11 +116,13 @@ def setups(args):
         layout = packed_layout([len(r["input_ids"]) for r in rows])
         return padded(rows) if layout is None else layout[2] * layout[3]
 
-    tokens = {PACKED: sum(args.tokens + packed(r) for r in ours_rows) / len(batches),
-              ONCE: sum(args.tokens + padded(r) for r in ours_rows) / len(batches),
-              EVERY_ROW: sum(len(r) * args.tokens + padded(r) for r in ours_rows) / len(batches),
-              PEFT: sum(e["input_ids"].shape[0] * (e["input_ids"].shape[1] + args.tokens)
-                        for e, _ in peft_batches) / len(batches)}
+    tokens = {
+        PACKED: sum(args.tokens + packed(r) for r in ours_rows) / len(batches),
+        ONCE: sum(args.tokens + padded(r) for r in ours_rows) / len(batches),
+        EVERY_ROW: sum(len(r) * args.tokens + padded(r) for r in ours_rows) / len(batches),
+        PEFT: sum(e["input_ids"].shape[0] * (e["input_ids"].shape[1] + args.tokens) for e, _ in peft_batches)
+        / len(batches),
+    }
     return steps, tokens, ours, backbone
 
 
@@ -122,7 +133,7 @@ def step_times(args) -> dict:
     if args.rounds % args.batches:
         raise SystemExit(f"--rounds {args.rounds}: a multiple of --batches {args.batches}, so every batch counts alike")
     for i in range(args.rounds + 1):
-        order = names[i % len(names):] + names[: i % len(names)]  # who goes first rotates
+        order = names[i % len(names) :] + names[: i % len(names)]  # who goes first rotates
         for name in order:
             start = time.perf_counter()
             steps[name](i)
@@ -130,15 +141,37 @@ def step_times(args) -> dict:
                 times[name].append(time.perf_counter() - start)
         print(f"round {i}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names if times[n]), flush=True)
     # Every batch comes round equally often, so the mean over rounds is the mean over the batches.
-    return {name: {"mean_seconds": statistics.mean(t), "median_seconds": statistics.median(t), "seconds": t,
-                   "tokens_per_step": tokens[name]} for name, t in times.items()}
+    return {
+        name: {
+            "mean_seconds": statistics.mean(t),
+            "median_seconds": statistics.median(t),
+            "seconds": t,
+            "tokens_per_step": tokens[name],
+        }
+        for name, t in times.items()
+    }
 
 
 def peak_memory(args, name: str) -> float:
     """MB a training step adds to the process's peak memory, measured in a process of its own."""
-    return peak_memory_in_child([sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size",
-                                 str(args.batch_size), "--tokens", str(args.tokens), "--batches", str(args.batches),
-                                 "--threads", str(args.threads)])
+    return peak_memory_in_child(
+        [
+            sys.executable,
+            __file__,
+            "--memory-of",
+            name,
+            "--model",
+            args.model,
+            "--batch-size",
+            str(args.batch_size),
+            "--tokens",
+            str(args.tokens),
+            "--batches",
+            str(args.batches),
+            "--threads",
+            str(args.threads),
+        ]
+    )
 
 
 def one_step_memory(args) -> float:
@@ -152,8 +185,12 @@ def generation_times(args) -> dict:
 
     _, _, _, backbone = setups(args)
     torch.manual_seed(0)
-    prompt = PromptModel.create(backbone, "soft_prompt", GenerationConfig(max_target_length=33),
-                                {"num_virtual_tokens": args.tokens, "init": "sample_vocab"})
+    prompt = PromptModel.create(
+        backbone,
+        "soft_prompt",
+        GenerationConfig(max_target_length=33),
+        {"num_virtual_tokens": args.tokens, "init": "sample_vocab"},
+    )
     bare = PromptModel.create(backbone, "hard_prompt", GenerationConfig(max_target_length=33))
     sources = [Example("name[The Eagle], eatType[coffee shop], food[Japanese], priceRange[less than £20]")] * 4
 
@@ -200,26 +237,45 @@ def main() -> None:
         training[name]["peak_memory_mb"] = peak_memory(args, name)
     generation = generation_times(args)
     peft = training[PEFT]["mean_seconds"]
-    lines = ["# A soft prompt on a real decoder: prompttune against PEFT", "",
-             f"Frozen `{args.model}` (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float32), a {args.tokens}-token soft "
-             f"prompt classifying SST-2 sentences through the LM head, batches of {args.batch_size}; forward + backward + "
-             f"AdamW, {args.rounds} rounds in one process over {args.batches} batches (each {args.rounds // args.batches} "
-             "times), rotating which goes first; mean seconds per step; "
-             f"{args.threads} CPU threads. Peak memory: the most resident memory a training step adds, sampled in a "
-             "process of its own.", "", "Command: `python benchmarks/decoder_prompt_cost.py`", "",
-             "| | tokens per step | s / step | vs PEFT | peak memory of a step (MB) |", "|---|---|---|---|---|"]
+    lines = [
+        "# A soft prompt on a real decoder: prompttune against PEFT",
+        "",
+        (
+            f"Frozen `{args.model}` (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float32), a {args.tokens}-token soft "
+            f"prompt classifying SST-2 sentences through the LM head, batches of {args.batch_size}; forward + backward + "
+            f"AdamW, {args.rounds} rounds in one process over {args.batches} batches (each {args.rounds // args.batches} "
+            "times), rotating which goes first; mean seconds per step; "
+            f"{args.threads} CPU threads. Peak memory: the most resident memory a training step adds, sampled in a "
+            "process of its own."
+        ),
+        "",
+        "Command: `python benchmarks/decoder_prompt_cost.py`",
+        "",
+        "| | tokens per step | s / step | vs PEFT | peak memory of a step (MB) |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in training.items():
-        lines.append(f"| {name} | {r['tokens_per_step']:.0f} | {r['mean_seconds']:.3f} | "
-                     f"{r['mean_seconds'] / peft:.2f}x | {r['peak_memory_mb']:.0f} |")
+        lines.append(
+            f"| {name} | {r['tokens_per_step']:.0f} | {r['mean_seconds']:.3f} | "
+            f"{r['mean_seconds'] / peft:.2f}x | {r['peak_memory_mb']:.0f} |"
+        )
     g = generation["per_token_seconds"]
-    lines += ["", f"Generation, greedy, 4 rows, seconds per new token (33 new tokens less 1, over 32), median of "
-                  f"{args.generation_rounds} alternating rounds: soft prompt {g['soft prompt']:.4f}, bare model "
-                  f"{g['bare model']:.4f}: {generation['ratio']:.3f}x."]
+    lines += [
+        "",
+        (
+            f"Generation, greedy, 4 rows, seconds per new token (33 new tokens less 1, over 32), median of "
+            f"{args.generation_rounds} alternating rounds: soft prompt {g['soft prompt']:.4f}, bare model "
+            f"{g['bare model']:.4f}: {generation['ratio']:.3f}x."
+        ),
+    ]
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     if not args.no_write:
-        write_results("decoder_prompt_cost", {"args": vars(args), "environment": environment(), "training": training,
-                                              "generation": generation}, markdown)
+        write_results(
+            "decoder_prompt_cost",
+            {"args": vars(args), "environment": environment(), "training": training, "generation": generation},
+            markdown,
+        )
 
 
 if __name__ == "__main__":

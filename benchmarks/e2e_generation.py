@@ -33,10 +33,10 @@ import json
 import random
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-
 from common import RESULTS, SHARED, environment, optimiser_step, prompttune_order, write_results
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -100,21 +100,30 @@ def pretrain(folder: Path, args) -> dict:
     random.Random(0).shuffle(texts)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=args.vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
-                                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     eos = tokenizer.eos_token_id
     stream = []
     for ids in tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"]:
         stream.extend(ids + [eos])
     block = args.block_size
     blocks = torch.tensor(stream[: len(stream) // block * block]).view(-1, block)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=args.width, n_layer=args.layers,
-                        n_head=args.heads, bos_token_id=eos, eos_token_id=eos)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=args.width,
+        n_layer=args.layers,
+        n_head=args.heads,
+        bos_token_id=eos,
+        eos_token_id=eos,
+    )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.pretrain_lr, weight_decay=0.01)
-    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=args.pretrain_steps // 20,
-                              num_training_steps=args.pretrain_steps)
+    scheduler = get_scheduler(
+        "cosine", optimizer, num_warmup_steps=args.pretrain_steps // 20, num_training_steps=args.pretrain_steps
+    )
     model.train()
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -134,9 +143,17 @@ def pretrain(folder: Path, args) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    info = {"texts": len(texts), "tokens": len(stream), "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": args.pretrain_steps, "batch": args.pretrain_batch, "block": block, "seconds": round(seconds, 1),
-            "final_loss": sum(losses[-100:]) / min(100, len(losses)), "config": config.to_diff_dict()}
+    info = {
+        "texts": len(texts),
+        "tokens": len(stream),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": args.pretrain_steps,
+        "batch": args.pretrain_batch,
+        "block": block,
+        "seconds": round(seconds, 1),
+        "final_loss": sum(losses[-100:]) / min(100, len(losses)),
+        "config": config.to_diff_dict(),
+    }
     (folder / "pretraining.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -147,24 +164,33 @@ def pretrain(folder: Path, args) -> dict:
 def run_prompttune(method: str, args, model_path: str, train_path: Path, dev_path: Path, out: Path) -> dict:
     from prompttune import Backbone, PromptModel, TrainConfig, evaluate, save_prompt, train
     from prompttune.api import artifact_bytes
-    from prompttune.tasks.data import load_generation_examples
     from prompttune.tasks import GenerationConfig
+    from prompttune.tasks.data import load_generation_examples
 
     train_examples = load_generation_examples(str(train_path), "mr", "ref")
     dev_examples = load_generation_examples(str(dev_path), "mr", "ref")
     torch.manual_seed(args.seed)
     backbone = Backbone.from_pretrained(model_path)
-    options = {"prefix": {"num_virtual_tokens": 10, "hidden_size": 512}, "soft_prompt": {"num_virtual_tokens": 20}}.get(method, {})
+    options = {"prefix": {"num_virtual_tokens": 10, "hidden_size": 512}, "soft_prompt": {"num_virtual_tokens": 20}}.get(
+        method, {}
+    )
     task = GenerationConfig(max_source_length=96, max_target_length=64)
     model = PromptModel.create(backbone, method, task, options)
-    config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr_for(method, args), seed=args.seed,
-                         progress=False)
+    config = TrainConfig(
+        max_steps=args.steps, batch_size=args.batch_size, lr=lr_for(method, args), seed=args.seed, progress=False
+    )
     result = train(model, train_examples, None, config)
     scores = evaluate(model, dev_examples, batch_size=32)
     save_prompt(model, out)
-    return {"scores": scores, "train_seconds": result.seconds, "steps": result.steps,
-            "trainable_parameters": model.count_parameters()["trainable"], "artifact_bytes": artifact_bytes(out),
-            "lr": config.lr, "samples": model.task.generate_texts(model, dev_examples[:3])}
+    return {
+        "scores": scores,
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "trainable_parameters": model.count_parameters()["trainable"],
+        "artifact_bytes": artifact_bytes(out),
+        "lr": config.lr,
+        "samples": model.task.generate_texts(model, dev_examples[:3]),
+    }
 
 
 def lr_for(method: str, args) -> float:
@@ -198,11 +224,13 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
     tokenizer.pad_token = tokenizer.eos_token
     base = AutoModelForCausalLM.from_pretrained(model_path)
     if kind == "peft_prefix_tuning":
-        config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True,
-                                    encoder_hidden_size=512)
+        config = PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True, encoder_hidden_size=512
+        )
     else:
-        config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
-                                    prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
+        config = PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20, prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB
+        )
     model = get_peft_model(base, config)
     eos = tokenizer.eos_token_id
 
@@ -217,8 +245,9 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
     defaults = TrainConfig()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr_for(kind, args), weight_decay=0.0)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps),
-                              num_training_steps=args.steps)
+    scheduler = get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps), num_training_steps=args.steps
+    )
     model.train()
     base.eval()
     step = 0
@@ -229,8 +258,13 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
         input_ids = torch.tensor([ids + [eos] * (width - len(ids)) for ids, _ in rows])
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-        optimiser_step(model(input_ids=input_ids, attention_mask=mask, labels=labels).loss, params, optimizer, scheduler,
-                       defaults.max_grad_norm)
+        optimiser_step(
+            model(input_ids=input_ids, attention_mask=mask, labels=labels).loss,
+            params,
+            optimizer,
+            scheduler,
+            defaults.max_grad_norm,
+        )
         step += 1
     seconds = time.perf_counter() - start
     model.eval()
@@ -240,12 +274,18 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
         texts = []
         with torch.no_grad():
             for begin in range(0, len(prompts), batch_size):
-                chunk = prompts[begin:begin + batch_size]
+                chunk = prompts[begin : begin + batch_size]
                 width = max(len(p) for p in chunk)
                 input_ids = torch.tensor([[eos] * (width - len(p)) + p for p in chunk])
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
-                generated = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=64,
-                                           do_sample=False, pad_token_id=eos, eos_token_id=eos)
+                generated = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=64,
+                    do_sample=False,
+                    pad_token_id=eos,
+                    eos_token_id=eos,
+                )
                 texts.extend(t.strip() for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
         return texts
 
@@ -253,13 +293,18 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
     hypotheses = decode(1)
     batched = decode(32)
     model.save_pretrained(out)
-    return {"scores": generation_metrics(hypotheses, references), "decoded": "one source at a time",
-            "scores_padded_batches": generation_metrics(batched, references) | {
-                "batch_size": 32, "outputs_changed": sum(a != b for a, b in zip(hypotheses, batched))},
-            "train_seconds": seconds,
-            "steps": step, "trainable_parameters": sum(p.numel() for p in params),
-            "artifact_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
-            "lr": lr_for(kind, args), "samples": hypotheses[:3]}
+    return {
+        "scores": generation_metrics(hypotheses, references),
+        "decoded": "one source at a time",
+        "scores_padded_batches": generation_metrics(batched, references)
+        | {"batch_size": 32, "outputs_changed": sum(a != b for a, b in zip(hypotheses, batched))},
+        "train_seconds": seconds,
+        "steps": step,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "artifact_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
+        "lr": lr_for(kind, args),
+        "samples": hypotheses[:3],
+    }
 
 
 def generation_overhead(args, model_path: str, dev_path: Path, prompts: dict) -> dict:
@@ -283,7 +328,7 @@ def generation_overhead(args, model_path: str, dev_path: Path, prompts: dict) ->
 
     runs = {"bare model": bare}
     for name, model in loaded.items():
-        runs[name] = (lambda m: lambda: m.generate(batch, **options))(model)
+        runs[name] = partial(model.generate, batch, **options)
     timings = {name: [] for name in runs}
     with torch.no_grad():
         for fn in runs.values():
@@ -298,7 +343,11 @@ def generation_overhead(args, model_path: str, dev_path: Path, prompts: dict) ->
     base = min(timings["bare model"])
     for name, values in timings.items():
         best = min(values)
-        result[name] = {"seconds": best, "ms_per_token": 1000 * best / (new_tokens * len(dev)), "ratio_to_bare": best / base}
+        result[name] = {
+            "seconds": best,
+            "ms_per_token": 1000 * best / (new_tokens * len(dev)),
+            "ratio_to_bare": best / base,
+        }
     return {"sources": len(dev), "new_tokens": new_tokens, "repeats": args.overhead_repeats, "runs": result}
 
 
@@ -307,9 +356,13 @@ def generation_overhead(args, model_path: str, dev_path: Path, prompts: dict) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a local model folder; default: pretrain the small decoder (cached in benchmarks/.cache)")
+    parser.add_argument(
+        "--model", help="a local model folder; default: pretrain the small decoder (cached in benchmarks/.cache)"
+    )
     parser.add_argument("--train-size", type=int, default=2000, help="E2E training pairs")
-    parser.add_argument("--dev-size", type=int, default=100, help="E2E dev meaning representations (all their references)")
+    parser.add_argument(
+        "--dev-size", type=int, default=100, help="E2E dev meaning representations (all their references)"
+    )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--prefix-lr", type=float, help="default: the prefix method's default")
@@ -329,11 +382,17 @@ def main() -> None:
     parser.add_argument("--overhead-repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the rows (and generation timings) of the methods not run this time from the last results file")
-    parser.add_argument("--pretrain-only", action="store_true",
-                        help="only build (or find) the pretrained decoder in benchmarks/.cache, which the E2E and WebNLG "
-                             "sweeps in benchmarks/sweeps use")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows (and generation timings) of the methods not run this time from the last results file",
+    )
+    parser.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="only build (or find) the pretrained decoder in benchmarks/.cache, which the E2E and WebNLG "
+        "sweeps in benchmarks/sweeps use",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from prompttune.runtime import quiet_libraries
@@ -372,62 +431,111 @@ def main() -> None:
     previous = RESULTS / "e2e_generation.json"
     if args.merge and previous.is_file():
         earlier = json.loads(previous.read_text())
-        rows = {m: rows[m] if m in rows else {**earlier["runs"][m], "earlier_run": True}
-                for m in METHODS if m in rows or m in earlier["runs"]}
+        rows = {
+            m: rows[m] if m in rows else {**earlier["runs"][m], "earlier_run": True}
+            for m in METHODS
+            if m in rows or m in earlier["runs"]
+        }
         if overhead is None and earlier.get("generation_overhead"):
             overhead = {**earlier["generation_overhead"], "earlier_run": True}
     markdown = render(args, model_path, pretraining, rows, overhead)
     print(markdown)
     if not args.no_write:
-        write_results("e2e_generation", {"args": vars(args), "environment": environment(), "pretraining": pretraining,
-                                         "runs": rows, "generation_overhead": overhead}, markdown)
+        write_results(
+            "e2e_generation",
+            {
+                "args": vars(args),
+                "environment": environment(),
+                "pretraining": pretraining,
+                "runs": rows,
+                "generation_overhead": overhead,
+            },
+            markdown,
+        )
 
 
 def render(args, model_path, pretraining, rows, overhead) -> str:
     lines = ["# Table-to-text on E2E: prefix tuning, soft prompt, full fine-tuning, PEFT prefix and prompt tuning", ""]
     if pretraining:
-        lines += [f"Frozen model: a GPT-2-style decoder ({pretraining['config'].get('n_layer')} layers, width "
-                  f"{pretraining['config'].get('n_embd')}, {pretraining['parameters']:,} parameters, byte-level BPE of "
-                  f"{args.vocab_size} tokens) pretrained here as a plain language model on {pretraining['texts']:,} reference texts "
-                  f"of the E2E and WebNLG 2017 training sets ({pretraining['tokens']:,} tokens; {pretraining['steps']} steps of "
-                  f"{pretraining['batch']} x {pretraining['block']} tokens, {pretraining['seconds'] / 60:.1f} minutes on the CPU; "
-                  f"final training loss {pretraining['final_loss']:.2f}).", ""]
+        lines += [
+            (
+                f"Frozen model: a GPT-2-style decoder ({pretraining['config'].get('n_layer')} layers, width "
+                f"{pretraining['config'].get('n_embd')}, {pretraining['parameters']:,} parameters, byte-level BPE of "
+                f"{args.vocab_size} tokens) pretrained here as a plain language model on {pretraining['texts']:,} reference texts "
+                f"of the E2E and WebNLG 2017 training sets ({pretraining['tokens']:,} tokens; {pretraining['steps']} steps of "
+                f"{pretraining['batch']} x {pretraining['block']} tokens, {pretraining['seconds'] / 60:.1f} minutes on the CPU; "
+                f"final training loss {pretraining['final_loss']:.2f})."
+            ),
+            "",
+        ]
     else:
         lines += [f"Frozen model: `{model_path}`.", ""]
-    lines += [f"Training: {args.train_size} E2E training pairs (seed {args.seed}), {args.steps} steps of batch {args.batch_size}, "
-              f"AdamW with linear decay; learning rates (each method's default unless given): prefix and PEFT prefix "
-              f"{lr_for('prefix', args)}, soft prompt and PEFT prompt tuning {lr_for('soft_prompt', args)}, full fine-tuning "
-              f"{lr_for('full_finetune', args)}. Scores: greedy decoding of the first {args.dev_size} E2E dev meaning "
-              "representations against all their references (sacrebleu BLEU and chrF, rouge-score ROUGE-L F1).", "",
-              "Command: `python benchmarks/e2e_generation.py`"
-              + (f" (this run: `--methods {args.methods} --merge`; rows marked earlier come from the previous full run)"
-                 if args.merge else ""), "",
-              "| method | BLEU | chrF | ROUGE-L | trainable params | artifact bytes | s / step |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        (
+            f"Training: {args.train_size} E2E training pairs (seed {args.seed}), {args.steps} steps of batch {args.batch_size}, "
+            f"AdamW with linear decay; learning rates (each method's default unless given): prefix and PEFT prefix "
+            f"{lr_for('prefix', args)}, soft prompt and PEFT prompt tuning {lr_for('soft_prompt', args)}, full fine-tuning "
+            f"{lr_for('full_finetune', args)}. Scores: greedy decoding of the first {args.dev_size} E2E dev meaning "
+            "representations against all their references (sacrebleu BLEU and chrF, rouge-score ROUGE-L F1)."
+        ),
+        "",
+        "Command: `python benchmarks/e2e_generation.py`"
+        + (
+            f" (this run: `--methods {args.methods} --merge`; rows marked earlier come from the previous full run)"
+            if args.merge
+            else ""
+        ),
+        "",
+        "| method | BLEU | chrF | ROUGE-L | trainable params | artifact bytes | s / step |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for method, r in rows.items():
         if "error" in r:
             lines.append(f"| {method} | failed: {r['error']} | | | | | |")
             continue
         s = r["scores"]
-        lines.append(f"| {method}{' (earlier run)' if r.get('earlier_run') else ''} | {s['bleu']:.2f} | {s['chrf']:.2f} | {s['rougeL']:.2f} | {r['trainable_parameters']:,} | "
-                     f"{r['artifact_bytes']:,} | {r['seconds_per_step']:.3f} |")
+        lines.append(
+            f"| {method}{' (earlier run)' if r.get('earlier_run') else ''} | {s['bleu']:.2f} | {s['chrf']:.2f} | {s['rougeL']:.2f} | {r['trainable_parameters']:,} | "
+            f"{r['artifact_bytes']:,} | {r['seconds_per_step']:.3f} |"
+        )
     for peft_name, anchor in PEFT_ANCHORS.items():
         ours, peft = rows.get(anchor), rows.get(peft_name)
         if ours and peft and "error" not in ours and "error" not in peft:
-            lines += ["", f"{anchor} vs {peft_name}: BLEU {ours['scores']['bleu']:.2f} vs {peft['scores']['bleu']:.2f}; "
-                          f"seconds per step {ours['seconds_per_step']:.3f} vs {peft['seconds_per_step']:.3f} "
-                          f"(ratio {ours['seconds_per_step'] / peft['seconds_per_step']:.2f})."]
+            lines += [
+                "",
+                (
+                    f"{anchor} vs {peft_name}: BLEU {ours['scores']['bleu']:.2f} vs {peft['scores']['bleu']:.2f}; "
+                    f"seconds per step {ours['seconds_per_step']:.3f} vs {peft['seconds_per_step']:.3f} "
+                    f"(ratio {ours['seconds_per_step'] / peft['seconds_per_step']:.2f})."
+                ),
+            ]
     padded = [(m, r) for m, r in rows.items() if "error" not in r and r.get("scores_padded_batches")]
     if padded:
-        lines += ["", "PEFT's rows are decoded one source at a time. Decoded in left-padded batches instead (PEFT's prompt "
-                      "tuning puts its virtual tokens before the padding and drops position ids):", ""]
+        lines += [
+            "",
+            (
+                "PEFT's rows are decoded one source at a time. Decoded in left-padded batches instead (PEFT's prompt "
+                "tuning puts its virtual tokens before the padding and drops position ids):"
+            ),
+            "",
+        ]
         for method, r in padded:
             b = r["scores_padded_batches"]
-            lines.append(f"- {method}: BLEU {r['scores']['bleu']:.2f} one at a time, {b['bleu']:.2f} in batches of "
-                         f"{b['batch_size']}; {b['outputs_changed']} of {args.dev_size} outputs changed")
+            lines.append(
+                f"- {method}: BLEU {r['scores']['bleu']:.2f} one at a time, {b['bleu']:.2f} in batches of "
+                f"{b['batch_size']}; {b['outputs_changed']} of {args.dev_size} outputs changed"
+            )
     if overhead:
-        lines += ["", f"Generation cost: {overhead['sources']} sources, exactly {overhead['new_tokens']} new tokens each, "
-                      f"greedy, best of {overhead['repeats']} interleaved repeats, one process.", "",
-                  "| prompt | seconds | ms per token | vs bare model |", "|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                f"Generation cost: {overhead['sources']} sources, exactly {overhead['new_tokens']} new tokens each, "
+                f"greedy, best of {overhead['repeats']} interleaved repeats, one process."
+            ),
+            "",
+            "| prompt | seconds | ms per token | vs bare model |",
+            "|---|---|---|---|",
+        ]
         for name, r in overhead["runs"].items():
             lines.append(f"| {name} | {r['seconds']:.3f} | {r['ms_per_token']:.3f} | {r['ratio_to_bare']:.3f}x |")
     lines += ["", "Samples (first dev sources):"]

@@ -38,27 +38,51 @@ import time
 from pathlib import Path
 
 import torch
-
-from common import (SHARED, device_setting, environment, finish_run, finished_run, optimiser_step, prompttune_order,
-                    run_device, training_precision, write_results)
+from common import (
+    SHARED,
+    device_setting,
+    environment,
+    finish_run,
+    finished_run,
+    optimiser_step,
+    prompttune_order,
+    run_device,
+    training_precision,
+    write_results,
+)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_classify"
 MODEL = "smollm2-135m-instruct"
 DATASETS = {
     "sst2": dict(
-        train="sst2/train.tsv", eval="sst2/dev.tsv", text_column="sentence", label_column="label",
+        train="sst2/train.tsv",
+        eval="sst2/dev.tsv",
+        text_column="sentence",
+        label_column="label",
         instruction="Classify the sentiment of the movie review. Answer with one word: positive or negative.",
-        template="Review: {text}", verbalizer="0:negative|Negative,1:positive|Positive", shots=4),
+        template="Review: {text}",
+        verbalizer="0:negative|Negative,1:positive|Positive",
+        shots=4,
+    ),
     "trec": dict(
-        train="trec/train.tsv", eval="trec/test.tsv", text_column="text", label_column="coarse_label",
+        train="trec/train.tsv",
+        eval="trec/test.tsv",
+        text_column="text",
+        label_column="coarse_label",
         instruction="Classify the question by the kind of answer it asks for. Answer with one word: description, "
-                    "entity, abbreviation, person, location or number.",
+        "entity, abbreviation, person, location or number.",
         template="Question: {text}",
         verbalizer="DESC:description|Description,ENTY:entity|Entity,ABBR:abbreviation|Abbreviation,"
-                   "HUM:person|Person,LOC:location|Location,NUM:number|Number", shots=6),
+        "HUM:person|Person,LOC:location|Location,NUM:number|Number",
+        shots=6,
+    ),
 }
-OURS = {"soft_prompt": {"num_virtual_tokens": 20}, "prefix": {"num_virtual_tokens": 10, "hidden_size": 512},
-        "deep_prompt": {"num_virtual_tokens": 10}, "full_finetune": {}}
+OURS = {
+    "soft_prompt": {"num_virtual_tokens": 20},
+    "prefix": {"num_virtual_tokens": 10, "hidden_size": 512},
+    "deep_prompt": {"num_virtual_tokens": 10},
+    "full_finetune": {},
+}
 PEFT = {"peft_prompt_tuning": "soft_prompt", "peft_prefix_tuning": "prefix"}
 # The instruction prompts as they are and calibrated (`--calibrate`: label probabilities divided by
 # those of inputs without content): content_free (Zhao et al. 2021), domain (Fei et al. 2023).
@@ -89,8 +113,9 @@ def subset(dataset: str, train_size: int, eval_size: int | None, seed: int) -> t
         path = WORK / dataset / "data" / f"{split}_{size or 'all'}_seed{seed}.tsv"
         if not path.is_file():
             text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=fields, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\",
-                                    lineterminator="\n")
+            writer = csv.DictWriter(
+                text, fieldnames=fields, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n"
+            )
             writer.writeheader()
             writer.writerows(rows)
             write_atomic(path, text.getvalue())
@@ -100,8 +125,15 @@ def subset(dataset: str, train_size: int, eval_size: int | None, seed: int) -> t
 
 def task_options(dataset: str) -> dict:
     spec = DATASETS[dataset]
-    return dict(text_column=spec["text_column"], label_column=spec["label_column"], instruction=spec["instruction"],
-                template=spec["template"], verbalizer=spec["verbalizer"], chat=True, readout="verbalizer")
+    return dict(
+        text_column=spec["text_column"],
+        label_column=spec["label_column"],
+        instruction=spec["instruction"],
+        template=spec["template"],
+        verbalizer=spec["verbalizer"],
+        chat=True,
+        readout="verbalizer",
+    )
 
 
 def run_ours(method: str, dataset: str, args, train: Path, dev: Path, out: Path) -> dict:
@@ -110,27 +142,51 @@ def run_ours(method: str, dataset: str, args, train: Path, dev: Path, out: Path)
     if not (out / "metrics.json").is_file():
         options = task_options(dataset)
         if method in SHOTS:
-            train_prompt(model=args.model, method="hard_prompt", train=str(train), output=str(out), seed=args.seed,
-                         shots=DATASETS[dataset]["shots"] if method.startswith("k_shot") else 0,
-                         calibrate=CALIBRATED.get(method), progress=False, **options)
+            train_prompt(
+                model=args.model,
+                method="hard_prompt",
+                train=str(train),
+                output=str(out),
+                seed=args.seed,
+                shots=DATASETS[dataset]["shots"] if method.startswith("k_shot") else 0,
+                calibrate=CALIBRATED.get(method),
+                progress=False,
+                **options,
+            )
         else:
-            train_prompt(model=args.model, method=method, train=str(train), output=str(out), method_options=OURS[method],
-                         max_steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=False,
-                         checkpoint_every=args.checkpoint_every, resume=interrupted_run(out) is not None, **options)
+            train_prompt(
+                model=args.model,
+                method=method,
+                train=str(train),
+                output=str(out),
+                method_options=OURS[method],
+                max_steps=args.steps,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                progress=False,
+                checkpoint_every=args.checkpoint_every,
+                resume=interrupted_run(out) is not None,
+                **options,
+            )
     metrics = json.loads((out / "metrics.json").read_text())
     scores = evaluate_prompt(str(out), str(dev), batch_size=args.eval_batch_size, device=run_device())
-    return {"accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "train_seconds": metrics["training"]["seconds"],
-            "steps": metrics["training"]["steps"], "trainable_parameters": metrics["parameters"]["trainable"],
-            "artifact_bytes": metrics["artifact_bytes"]}
+    return {
+        "accuracy": scores["accuracy"],
+        "f1_macro": scores["f1_macro"],
+        "train_seconds": metrics["training"]["seconds"],
+        "steps": metrics["training"]["steps"],
+        "trainable_parameters": metrics["parameters"]["trainable"],
+        "artifact_bytes": metrics["artifact_bytes"],
+    }
 
 
 def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -> dict:
     """PEFT on prompttune's token ids with prompttune's objective (see the module's docstring)."""
     import transformers
+    from llm_e2e import load_loop, save_loop
     from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM, get_scheduler
 
-    from llm_e2e import load_loop, save_loop
     from prompttune import Backbone, Columns, PromptModel, TrainConfig, load_examples
     from prompttune.core.sources import resolve_model
     from prompttune.methods import method_class
@@ -144,7 +200,8 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
     backbone = Backbone.from_pretrained(args.model)
     options = task_options(dataset)
     config = task_class("classification").new_config(
-        {k: options[k] for k in ("instruction", "template", "verbalizer", "chat")}, train_examples, None, args.seed)
+        {k: options[k] for k in ("instruction", "template", "verbalizer", "chat")}, train_examples, None, args.seed
+    )
     task = PromptModel.create(backbone, "hard_prompt", config, readout="verbalizer").task  # prompttune's encoding
     encode = [task.encode(e) for e in train_examples]
     dev_encoded = [task.encode(e) for e in dev_examples]
@@ -156,12 +213,14 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
     path, _ = resolve_model(args.model)
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if kind == "peft_prompt_tuning":
-        peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
-                                         prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
+        peft_config = PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20, prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB
+        )
         shift = 20  # PEFT's prompt tuning returns logits at its virtual positions too, before the row's
     else:
-        peft_config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True,
-                                         encoder_hidden_size=512)
+        peft_config = PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True, encoder_hidden_size=512
+        )
         shift = 0
     model = get_peft_model(base, peft_config)  # drawn on the CPU, the same start wherever it trains
     device = run_device()
@@ -172,8 +231,9 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
     def scores(rows):
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in rows], device=device)
-        mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows],
-                            device=device)
+        mask = torch.tensor(
+            [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows], device=device
+        )
         logits = model(input_ids=ids, attention_mask=mask).logits
         at = torch.tensor([r["readout_index"] for r in rows], device=device) + shift
         log_probs = logits[torch.arange(len(rows), device=device), at].float().log_softmax(-1)[:, word_ids]
@@ -183,8 +243,9 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
     params = [p for p in model.parameters() if p.requires_grad]
     lr = method_class(PEFT[kind]).default_lr
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps),
-                              num_training_steps=args.steps)
+    scheduler = get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps), num_training_steps=args.steps
+    )
     done, seconds = load_loop(out / "loop", params, optimizer)
     import warnings
 
@@ -211,14 +272,19 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
     predictions = []
     with torch.no_grad():
         for begin in range(0, len(dev_encoded), args.eval_batch_size):
-            predictions += scores(dev_encoded[begin:begin + args.eval_batch_size]).argmax(-1).tolist()
+            predictions += scores(dev_encoded[begin : begin + args.eval_batch_size]).argmax(-1).tolist()
     gold = [label_of[e.label] for e in dev_examples]
     metrics = classification_metrics(predictions, gold, config.labels)
     model.save_pretrained(out / "adapter")
-    row = {"accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"], "train_seconds": round(seconds, 3),
-           "steps": args.steps, "trainable_parameters": sum(p.numel() for p in params),
-           "artifact_bytes": sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file()),
-           "transformers": transformers.__version__}
+    row = {
+        "accuracy": metrics["accuracy"],
+        "f1_macro": metrics["f1_macro"],
+        "train_seconds": round(seconds, 3),
+        "steps": args.steps,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "artifact_bytes": sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file()),
+        "transformers": transformers.__version__,
+    }
     write_json_atomic(out / "summary.json", row)
     return row
 
@@ -246,22 +312,30 @@ def markdown(setting: dict, rows: dict) -> str:
     lines = [
         "# Classification through the LM head of SmolLM2-135M-Instruct: SST-2 and TREC",
         "",
-        f"Frozen SmolLM2-135M-Instruct (the Q4_1 GGUF file dequantised to float32); the chat template with an "
-        f"instruction, the label word read as the answer's first token. Training: {setting['train_size']} rows drawn "
-        f"with seed {setting['seed']}, {setting['steps']} steps of {setting['batch_size']} rows, each method's default "
-        "learning rate (PEFT's with that of the prompttune method it matches). Evaluation: SST-2's dev set and TREC's "
-        f"test set ({evaluated}). "
-        "2 CPU cores.",
+        (
+            f"Frozen SmolLM2-135M-Instruct (the Q4_1 GGUF file dequantised to float32); the chat template with an "
+            f"instruction, the label word read as the answer's first token. Training: {setting['train_size']} rows drawn "
+            f"with seed {setting['seed']}, {setting['steps']} steps of {setting['batch_size']} rows, each method's default "
+            "learning rate (PEFT's with that of the prompttune method it matches). Evaluation: SST-2's dev set and TREC's "
+            f"test set ({evaluated}). "
+            "2 CPU cores."
+        ),
         "",
         "Command: `python benchmarks/llm_classify.py` (PEFT's rows with `.venv-oldest/bin/python`, transformers 5.23).",
         "",
     ]
     for dataset, methods in rows.items():
-        lines += [f"## {dataset.upper()}", "", "| method | accuracy | macro F1 | trainable params | artifact bytes | "
-                  "train s | transformers |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {dataset.upper()}",
+            "",
+            ("| method | accuracy | macro F1 | trainable params | artifact bytes | train s | transformers |"),
+            "|---|---|---|---|---|---|---|",
+        ]
         for method, row in methods.items():
-            lines.append(f"| {method} | {row['accuracy']:.4f} | {row['f1_macro']:.4f} | {row['trainable_parameters']:,} | "
-                         f"{row['artifact_bytes']:,} | {row['train_seconds']:.0f} | {row['transformers']} |")
+            lines.append(
+                f"| {method} | {row['accuracy']:.4f} | {row['f1_macro']:.4f} | {row['trainable_parameters']:,} | "
+                f"{row['artifact_bytes']:,} | {row['train_seconds']:.0f} | {row['transformers']} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -286,8 +360,9 @@ def main() -> None:
     from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
-    setting = {k: getattr(args, k) for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed")} \
-        | device_setting()
+    setting = {
+        k: getattr(args, k) for k in ("model", "train_size", "eval_size", "steps", "batch_size", "seed")
+    } | device_setting()
     datasets, methods = args.datasets.split(","), args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS)) + sorted(set(datasets) - set(DATASETS))
     if unknown:
@@ -306,8 +381,9 @@ def main() -> None:
                 if saved["setting"] == setting:
                     rows.setdefault(dataset, {})[method] = saved["row"]
     if rows:
-        write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
-                      markdown(setting, rows))
+        write_results(
+            args.name, {"setting": setting, "environment": environment(), "rows": rows}, markdown(setting, rows)
+        )
 
 
 if __name__ == "__main__":

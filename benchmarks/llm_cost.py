@@ -31,13 +31,20 @@ import sys
 import time
 
 import torch
-
 from common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
 
-PAIRS = {"prefix": "peft_prefix_tuning", "deep_prompt": "peft_prefix_tuning_noproj",
-         "soft_prompt": "peft_prompt_tuning", "p_tuning": "peft_p_tuning"}
-OPTIONS = {"prefix": {"num_virtual_tokens": 10, "hidden_size": 512}, "deep_prompt": {"num_virtual_tokens": 10},
-           "soft_prompt": {"num_virtual_tokens": 20}, "p_tuning": {"num_virtual_tokens": 20}}
+PAIRS = {
+    "prefix": "peft_prefix_tuning",
+    "deep_prompt": "peft_prefix_tuning_noproj",
+    "soft_prompt": "peft_prompt_tuning",
+    "p_tuning": "peft_p_tuning",
+}
+OPTIONS = {
+    "prefix": {"num_virtual_tokens": 10, "hidden_size": 512},
+    "deep_prompt": {"num_virtual_tokens": 10},
+    "soft_prompt": {"num_virtual_tokens": 20},
+    "p_tuning": {"num_virtual_tokens": 20},
+}
 CONTENDERS = tuple(name for pair in PAIRS.items() for name in pair)
 
 
@@ -52,6 +59,7 @@ def e2e_pairs(count: int) -> list[tuple[str, str]]:
 
 def setups(args, only: str | None = None) -> dict:
     """Each contender's training step on batch i (only one of them, in a memory measurement)."""
+    from llm_e2e import peft_model
     from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -61,8 +69,6 @@ def setups(args, only: str | None = None) -> dict:
     from prompttune.tasks import GenerationConfig
     from prompttune.training.loop import _loss
 
-    from llm_e2e import peft_model
-
     pairs = e2e_pairs(args.batch_size * args.batches)
     examples = [Example(mr, targets=(ref,)) for mr, ref in pairs]
     backbone = Backbone.from_pretrained(args.model)
@@ -70,22 +76,25 @@ def setups(args, only: str | None = None) -> dict:
     steps = {}
     torch.manual_seed(0)
     encoder = None
-    for ours in PAIRS:
-        if only not in (None, ours) and PAIRS[ours] != only:
+    for ours, theirs in PAIRS.items():
+        if only not in (None, ours) and theirs != only:
             continue
         model = PromptModel.create(backbone, ours, config, OPTIONS[ours], seed=0)
         encoder = model.task
         if only in (None, ours):
             optimizer = torch.optim.AdamW(model.parameter_groups(method_class(ours).default_lr, 1e-3))
             model.train()
-            rows = [[model.task.encode(e, e.targets[0]) for e in examples[i:i + args.batch_size]]
-                    for i in range(0, len(examples), args.batch_size)]
+            rows = [
+                [model.task.encode(e, e.targets[0]) for e in examples[i : i + args.batch_size]]
+                for i in range(0, len(examples), args.batch_size)
+            ]
 
             def step(i, model=model, optimizer=optimizer, rows=rows):
                 loss, _ = _loss(model, model.task, rows[i % len(rows)], TrainConfig(), backbone.device)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+
             steps[ours] = step
     # PEFT reads the same token ids prompttune's generation task makes (source EOS target EOS, the
     # loss on the target), padded on the right.
@@ -93,7 +102,7 @@ def setups(args, only: str | None = None) -> dict:
     features = [encoder.encode(e, e.targets[0]) for e in examples]
     batches = []
     for i in range(0, len(features), args.batch_size):
-        collated = encoder.collate(features[i:i + args.batch_size])
+        collated = encoder.collate(features[i : i + args.batch_size])
         batches.append(collated)
     path, _ = resolve_model(args.model)
     for ours, kind in PAIRS.items():
@@ -101,21 +110,30 @@ def setups(args, only: str | None = None) -> dict:
             continue
         if kind == "peft_p_tuning":
             base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-            model = get_peft_model(base, PromptEncoderConfig(
-                task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
-                encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM))
+            model = get_peft_model(
+                base,
+                PromptEncoderConfig(
+                    task_type=TaskType.CAUSAL_LM,
+                    num_virtual_tokens=20,
+                    encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM,
+                ),
+            )
         else:  # the configurations the E2E comparison trains
             base, model = peft_model(kind, path)
         model.train()
         base.eval()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                      lr=method_class(ours).default_lr)
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=method_class(ours).default_lr
+        )
 
         def step(i, model=model, optimizer=optimizer):
             batch = batches[i % len(batches)]
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.backward()
+            model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+            ).loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
         steps[kind] = step
     return {"steps": steps, "backbone": backbone, "examples": examples}
 
@@ -125,7 +143,7 @@ def step_times(args) -> dict:
     names = list(steps)
     times = {name: [] for name in names}
     for i in range(args.rounds + 1):
-        order = names[i % len(names):] + names[: i % len(names)]
+        order = names[i % len(names) :] + names[: i % len(names)]
         for name in order:
             start = time.perf_counter()
             steps[name](i)
@@ -133,14 +151,30 @@ def step_times(args) -> dict:
                 times[name].append(time.perf_counter() - start)
         if i:
             print(f"round {i}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
-    return {name: {"mean_seconds": statistics.mean(t), "median_seconds": statistics.median(t), "seconds": t}
-            for name, t in times.items()}
+    return {
+        name: {"mean_seconds": statistics.mean(t), "median_seconds": statistics.median(t), "seconds": t}
+        for name, t in times.items()
+    }
 
 
 def peak_memory(args, name: str) -> float:
     """MB a training step of `name` adds to the process's peak memory, in a process of its own."""
-    return peak_memory_in_child([sys.executable, __file__, "--memory-of", name, "--model", args.model, "--batch-size",
-                                 str(args.batch_size), "--batches", str(args.batches), "--threads", str(args.threads)])
+    return peak_memory_in_child(
+        [
+            sys.executable,
+            __file__,
+            "--memory-of",
+            name,
+            "--model",
+            args.model,
+            "--batch-size",
+            str(args.batch_size),
+            "--batches",
+            str(args.batches),
+            "--threads",
+            str(args.threads),
+        ]
+    )
 
 
 def one_step_memory(args) -> float:
@@ -153,9 +187,11 @@ def generation_times(args) -> dict:
 
     backbone = Backbone.from_pretrained(args.model)
     config = GenerationConfig(max_source_length=64, max_target_length=33)
-    models = {"bare model": PromptModel.create(backbone, "hard_prompt", config),
-              "prefix": PromptModel.create(backbone, "prefix", config, OPTIONS["prefix"], seed=0),
-              "soft prompt": PromptModel.create(backbone, "soft_prompt", config, OPTIONS["soft_prompt"], seed=0)}
+    models = {
+        "bare model": PromptModel.create(backbone, "hard_prompt", config),
+        "prefix": PromptModel.create(backbone, "prefix", config, OPTIONS["prefix"], seed=0),
+        "soft prompt": PromptModel.create(backbone, "soft_prompt", config, OPTIONS["soft_prompt"], seed=0),
+    }
     from prompttune import Example
 
     sources = [Example(mr) for mr, _ in e2e_pairs(args.batch_size)]
@@ -168,13 +204,16 @@ def generation_times(args) -> dict:
     runs = {name: [] for name in models}
     names = list(models)
     for i in range(args.generation_rounds + 1):
-        for name in names[i % len(names):] + names[: i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             per_token = (seconds(models[name], 33) - seconds(models[name], 1)) / 32
             if i >= 1:
                 runs[name].append(per_token)
     medians = {k: statistics.median(v) for k, v in runs.items()}
-    return {"per_token_seconds": medians, "ratio_to_bare": {k: v / medians["bare model"] for k, v in medians.items()},
-            "rounds": runs}
+    return {
+        "per_token_seconds": medians,
+        "ratio_to_bare": {k: v / medians["bare model"] for k, v in medians.items()},
+        "rounds": runs,
+    }
 
 
 def main() -> None:
@@ -203,29 +242,48 @@ def main() -> None:
     generation = generation_times(args)
     import transformers
 
-    lines = ["# What each prompt method costs on SmolLM2-135M-Instruct, against PEFT", "",
-             f"E2E pairs (source cut at 64 tokens, target at 64), batches of {args.batch_size}; forward + backward + "
-             f"AdamW, {args.rounds} rounds over {args.batches} batches in one process, rotating which goes first; mean "
-             f"seconds per step. Peak memory: the most resident memory a training step adds, in a process of its own. "
-             f"{args.threads} CPU threads, transformers {transformers.__version__}.", "",
-             "Command: `.venv-oldest/bin/python benchmarks/llm_cost.py`", "",
-             "| prompttune | s / step | peak MB | PEFT | s / step | peak MB | time ratio | memory ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# What each prompt method costs on SmolLM2-135M-Instruct, against PEFT",
+        "",
+        (
+            f"E2E pairs (source cut at 64 tokens, target at 64), batches of {args.batch_size}; forward + backward + "
+            f"AdamW, {args.rounds} rounds over {args.batches} batches in one process, rotating which goes first; mean "
+            f"seconds per step. Peak memory: the most resident memory a training step adds, in a process of its own. "
+            f"{args.threads} CPU threads, transformers {transformers.__version__}."
+        ),
+        "",
+        "Command: `.venv-oldest/bin/python benchmarks/llm_cost.py`",
+        "",
+        "| prompttune | s / step | peak MB | PEFT | s / step | peak MB | time ratio | memory ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for ours, theirs in PAIRS.items():
         a, b = training[ours], training[theirs]
-        lines.append(f"| {ours} | {a['mean_seconds']:.3f} | {a['peak_memory_mb']:.0f} | {theirs} | "
-                     f"{b['mean_seconds']:.3f} | {b['peak_memory_mb']:.0f} | {a['mean_seconds'] / b['mean_seconds']:.2f}x | "
-                     f"{a['peak_memory_mb'] / max(b['peak_memory_mb'], 1e-9):.2f}x |")
+        lines.append(
+            f"| {ours} | {a['mean_seconds']:.3f} | {a['peak_memory_mb']:.0f} | {theirs} | "
+            f"{b['mean_seconds']:.3f} | {b['peak_memory_mb']:.0f} | {a['mean_seconds'] / b['mean_seconds']:.2f}x | "
+            f"{a['peak_memory_mb'] / max(b['peak_memory_mb'], 1e-9):.2f}x |"
+        )
     g = generation["per_token_seconds"]
-    lines += ["", f"Generation, greedy, {args.batch_size} E2E sources, seconds per new token (33 new tokens less 1, over "
-                  f"32), median of {args.generation_rounds} rotating rounds:", "",
-              "| | s / token | vs bare model |", "|---|---|---|"]
+    lines += [
+        "",
+        (
+            f"Generation, greedy, {args.batch_size} E2E sources, seconds per new token (33 new tokens less 1, over "
+            f"32), median of {args.generation_rounds} rotating rounds:"
+        ),
+        "",
+        "| | s / token | vs bare model |",
+        "|---|---|---|",
+    ]
     lines += [f"| {name} | {g[name]:.4f} | {generation['ratio_to_bare'][name]:.3f}x |" for name in g]
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     if not args.no_write:
-        write_results("llm_cost", {"args": vars(args), "environment": environment(), "training": training,
-                                   "generation": generation}, markdown)
+        write_results(
+            "llm_cost",
+            {"args": vars(args), "environment": environment(), "training": training, "generation": generation},
+            markdown,
+        )
 
 
 if __name__ == "__main__":

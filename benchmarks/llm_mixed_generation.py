@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import SHARED, environment, write_results
 
 
@@ -69,8 +68,9 @@ def main() -> None:
     prompt_set = PromptSet(backbone)
     names = []
     for i in range(args.prompts):
-        method, options = (("soft_prompt", {"num_virtual_tokens": 20}) if i % 2 == 0 else
-                           ("deep_prompt", {"num_virtual_tokens": 10}))
+        method, options = (
+            ("soft_prompt", {"num_virtual_tokens": 20}) if i % 2 == 0 else ("deep_prompt", {"num_virtual_tokens": 10})
+        )
         name = f"{method}_{i}"
         model = PromptModel.create(backbone, method, config, options, seed=i)
         save_prompt(model, work / name)
@@ -113,7 +113,10 @@ def main() -> None:
                 peft.set_adapter(name)
                 for ids, attention in batches:
                     generated = peft.generate(input_ids=ids, attention_mask=attention, pad_token_id=pad, **options)
-                    out += [[t.strip()] for t in tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)]
+                    out += [
+                        [t.strip()]
+                        for t in tokenizer.batch_decode(generated[:, ids.shape[1] :], skip_special_tokens=True)
+                    ]
         return out
 
     def theirs():
@@ -137,28 +140,52 @@ def main() -> None:
     ratio = best["peft"] / best["prompttune"]
     import transformers
 
-    markdown = "\n".join([
-        "# Generation with many prompts on SmolLM2-135M-Instruct: mixed batches against PEFT's set_adapter", "",
-        f"{args.prompts} prompts (half 20-token soft prompts, half 10-token prefixes), {args.per_prompt} E2E sources each, "
-        f"exactly {args.new_tokens} new tokens per request, greedy; {tokens} new tokens in all. prompttune: one mixed "
-        "batch; PEFT: the same prompts exported as adapters (one PeftModel per adapter type, as PEFT cannot mix "
-        "types in one, over the same base model), one `generate` per prompt after "
-        f"`set_adapter`. Best of {args.repeats} alternating repeats in one process, {args.threads} CPU threads, "
-        f"transformers {transformers.__version__}.", "",
-        "Command: `.venv-oldest/bin/python benchmarks/llm_mixed_generation.py`", "",
-        "| | seconds | new tokens / s |", "|---|---|---|",
-        f"| prompttune, one mixed batch | {best['prompttune']:.2f} | {tokens / best['prompttune']:.1f} |",
-        f"| PEFT, set_adapter per prompt | {best['peft']:.2f} | {tokens / best['peft']:.1f} |", "",
-        f"Throughput ratio prompttune / PEFT: {ratio:.2f}x (target: 3x or more).", "",
-        f"The same prompts: prompttune's mixed batch gives the text PEFT gives for each request run alone for "
-        f"{same} of {len(rows)} requests. PEFT's own batches give another text for {padded_differs} of them: in a "
-        "batch, PEFT ignores position ids, so a row padded on the left is read at shifted positions.", ""])
+    markdown = "\n".join(
+        [
+            "# Generation with many prompts on SmolLM2-135M-Instruct: mixed batches against PEFT's set_adapter",
+            "",
+            (
+                f"{args.prompts} prompts (half 20-token soft prompts, half 10-token prefixes), {args.per_prompt} E2E sources each, "
+                f"exactly {args.new_tokens} new tokens per request, greedy; {tokens} new tokens in all. prompttune: one mixed "
+                "batch; PEFT: the same prompts exported as adapters (one PeftModel per adapter type, as PEFT cannot mix "
+                "types in one, over the same base model), one `generate` per prompt after "
+                f"`set_adapter`. Best of {args.repeats} alternating repeats in one process, {args.threads} CPU threads, "
+                f"transformers {transformers.__version__}."
+            ),
+            "",
+            "Command: `.venv-oldest/bin/python benchmarks/llm_mixed_generation.py`",
+            "",
+            "| | seconds | new tokens / s |",
+            "|---|---|---|",
+            f"| prompttune, one mixed batch | {best['prompttune']:.2f} | {tokens / best['prompttune']:.1f} |",
+            f"| PEFT, set_adapter per prompt | {best['peft']:.2f} | {tokens / best['peft']:.1f} |",
+            "",
+            f"Throughput ratio prompttune / PEFT: {ratio:.2f}x (target: 3x or more).",
+            "",
+            (
+                f"The same prompts: prompttune's mixed batch gives the text PEFT gives for each request run alone for "
+                f"{same} of {len(rows)} requests. PEFT's own batches give another text for {padded_differs} of them: in a "
+                "batch, PEFT ignores position ids, so a row padded on the left is read at shifted positions."
+            ),
+            "",
+        ]
+    )
     print(markdown)
     if not args.no_write:
-        write_results("llm_mixed_generation", {"args": vars(args), "environment": environment(), "seconds": times,
-                                               "tokens": tokens, "ratio": ratio, "same_as_peft_alone": same,
-                                               "peft_batched_differs_from_alone": padded_differs,
-                                               "requests": len(rows)}, markdown)
+        write_results(
+            "llm_mixed_generation",
+            {
+                "args": vars(args),
+                "environment": environment(),
+                "seconds": times,
+                "tokens": tokens,
+                "ratio": ratio,
+                "same_as_peft_alone": same,
+                "peft_batched_differs_from_alone": padded_differs,
+                "requests": len(rows),
+            },
+            markdown,
+        )
 
 
 if __name__ == "__main__":

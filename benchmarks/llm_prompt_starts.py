@@ -32,10 +32,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-
 from common import RESULTS, environment, finish_run, finished_run, write_results
-from llm_e2e import (DECODINGS, MODEL, OURS, decode, e2e_scores, padded_pairs, peft_encoder, peft_start, prompttune_order,
-                     write_subsets)
+from llm_e2e import (
+    DECODINGS,
+    MODEL,
+    OURS,
+    decode,
+    e2e_scores,
+    padded_pairs,
+    peft_encoder,
+    peft_start,
+    prompttune_order,
+    write_subsets,
+)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_prompt_starts"
 LIBRARIES = ("prompttune", "peft")
@@ -50,14 +59,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32, help="training pairs the starting loss is measured on")
     parser.add_argument("--max-source-length", type=int, default=64)
     parser.add_argument("--max-target-length", type=int, default=64)
-    parser.add_argument("--train", type=int, default=0, metavar="K",
-                        help="also train a soft prompt from each library's starts for seeds 0 .. K-1")
+    parser.add_argument(
+        "--train",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also train a soft prompt from each library's starts for seeds 0 .. K-1",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="run, but leave benchmarks/results as it is")
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
-    from prompttune import PromptModel
     from prompttune.api import load_backbone
     from prompttune.core.sources import resolve_model
     from prompttune.runtime import quiet_libraries
@@ -71,7 +84,7 @@ def main() -> None:
     encode = peft_encoder(tokenizer, args)
     features = [encode(e.text, t) for e in load_generation_examples(str(train), "mr", "ref") for t in e.targets]
     # The pairs of the first steps of the seed-0 run, in its order.
-    order = [i for batch in prompttune_order(len(features), 8, 0, -(-args.pairs // 8)) for i in batch][:args.pairs]
+    order = [i for batch in prompttune_order(len(features), 8, 0, -(-args.pairs // 8)) for i in batch][: args.pairs]
     chosen = [features[i] for i in order]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     backbone = load_backbone(args.model)
@@ -79,13 +92,15 @@ def main() -> None:
     _, scorer = peft_start("peft_prompt_tuning", path, 0)
     scorer.eval()
     slot = scorer.prompt_encoder["default"].embedding.weight
-    batches = [padded_pairs(chosen[at:at + 8], pad) for at in range(0, len(chosen), 8)]
+    batches = [padded_pairs(chosen[at : at + 8], pad) for at in range(0, len(chosen), 8)]
 
     @torch.no_grad()
     def score(prompt: torch.Tensor) -> dict:
         slot.copy_(prompt)
-        losses = [(scorer(input_ids=ids, attention_mask=mask, labels=labels).loss.item(), int((labels != -100).sum()))
-                  for ids, mask, labels in batches]
+        losses = [
+            (scorer(input_ids=ids, attention_mask=mask, labels=labels).loss.item(), int((labels != -100).sum()))
+            for ids, mask, labels in batches
+        ]
         loss = sum(value * n for value, n in losses) / sum(n for _, n in losses)
         return {"loss": round(loss, 5), "row_norm": round(prompt.norm(dim=1).mean().item(), 5)}
 
@@ -94,18 +109,31 @@ def main() -> None:
         ours = starting_prompt("prompttune", seed, backbone, config, path)
         peft = starting_prompt("peft", seed, backbone, config, path)
         draws.append({"seed": seed, "prompttune": score(ours), "peft": score(peft)})
-        print(f"seed {seed}: loss prompttune {draws[-1]['prompttune']['loss']:.4f}, PEFT {draws[-1]['peft']['loss']:.4f}",
-              flush=True)
+        print(
+            f"seed {seed}: loss prompttune {draws[-1]['prompttune']['loss']:.4f}, PEFT {draws[-1]['peft']['loss']:.4f}",
+            flush=True,
+        )
     summary = {}
     for library in LIBRARIES:
         for key in ("loss", "row_norm"):
             values = [d[library][key] for d in draws]
-            summary[f"{library}_{key}"] = {"mean": round(statistics.mean(values), 5),
-                                           "sd": round(statistics.stdev(values), 5) if len(values) > 1 else None}
-    setting = {"model": args.model, "draws": args.draws, "pairs": args.pairs, "num_virtual_tokens": 20,
-               "max_source_length": args.max_source_length, "max_target_length": args.max_target_length}
-    training = TRAINING | {"model": args.model, "max_source_length": args.max_source_length,
-                           "max_target_length": args.max_target_length}
+            summary[f"{library}_{key}"] = {
+                "mean": round(statistics.mean(values), 5),
+                "sd": round(statistics.stdev(values), 5) if len(values) > 1 else None,
+            }
+    setting = {
+        "model": args.model,
+        "draws": args.draws,
+        "pairs": args.pairs,
+        "num_virtual_tokens": 20,
+        "max_source_length": args.max_source_length,
+        "max_target_length": args.max_target_length,
+    }
+    training = TRAINING | {
+        "model": args.model,
+        "max_source_length": args.max_source_length,
+        "max_target_length": args.max_target_length,
+    }
 
     def publish() -> None:
         if args.no_write:
@@ -120,8 +148,11 @@ def main() -> None:
     for seed in range(args.train):
         for library in LIBRARIES:
             row = train_from_start(library, seed, args, training, backbone, config, path)
-            print(f"{library} start {seed}: greedy BLEU {row['scores']['greedy']['bleu']:.2f}, "
-                  f"beam BLEU {row['scores']['beam5']['bleu']:.2f}", flush=True)
+            print(
+                f"{library} start {seed}: greedy BLEU {row['scores']['greedy']['bleu']:.2f}, "
+                f"beam BLEU {row['scores']['beam5']['bleu']:.2f}",
+                flush=True,
+            )
             publish()
 
 
@@ -131,7 +162,11 @@ def starting_prompt(library: str, seed: int, backbone, config, path: str) -> tor
     from prompttune import PromptModel
 
     if library == "prompttune":
-        return PromptModel.create(backbone, "soft_prompt", config, OURS["soft_prompt"], seed=seed).method.prompt.detach().clone()
+        return (
+            PromptModel.create(backbone, "soft_prompt", config, OURS["soft_prompt"], seed=seed)
+            .method.prompt.detach()
+            .clone()
+        )
     _, peft = peft_start("peft_prompt_tuning", path, seed)
     return peft.prompt_encoder["default"].embedding.weight.detach().clone()
 
@@ -156,13 +191,25 @@ def train_from_start(library: str, seed: int, args, training: dict, backbone, co
         save_prompt(model, start)
     load_prompt(str(start))  # checked before a run starts from it
     train, dev_path = write_subsets(training["train_size"], training["dev_size"], training["data_seed"])
-    trained = train_prompt(model=args.model, method="soft_prompt", task="generation", train=str(train),
-                           output=str(out / "prompt"), source_column="mr", target_column="ref",
-                           method_options=OURS["soft_prompt"], init_from=str(start), max_steps=training["steps"],
-                           batch_size=training["batch_size"], seed=training["data_seed"],
-                           checkpoint_every=args.checkpoint_every, progress=False,
-                           resume=interrupted_run(out / "prompt") is not None,
-                           max_length=training["max_source_length"], max_target_length=training["max_target_length"])
+    trained = train_prompt(
+        model=args.model,
+        method="soft_prompt",
+        task="generation",
+        train=str(train),
+        output=str(out / "prompt"),
+        source_column="mr",
+        target_column="ref",
+        method_options=OURS["soft_prompt"],
+        init_from=str(start),
+        max_steps=training["steps"],
+        batch_size=training["batch_size"],
+        seed=training["data_seed"],
+        checkpoint_every=args.checkpoint_every,
+        progress=False,
+        resume=interrupted_run(out / "prompt") is not None,
+        max_length=training["max_source_length"],
+        max_target_length=training["max_target_length"],
+    )
     dev = group_references(load_generation_examples(str(dev_path), "mr", "ref"))
     references = [list(e.targets) for e in dev]
     decoding = SimpleNamespace(model=args.model, max_target_length=training["max_target_length"], eval_batch_size=25)
@@ -199,55 +246,96 @@ def trained_summary(trained: list[dict]) -> dict:
         entry = {}
         for lib in LIBRARIES:
             scores = [r["scores"][name]["bleu"] for r in trained if r["start"] == lib]
-            entry[lib] = {"mean": round(statistics.mean(scores), 4) if scores else None,
-                          "sd": round(statistics.stdev(scores), 4) if len(scores) > 1 else None, "count": len(scores)}
+            entry[lib] = {
+                "mean": round(statistics.mean(scores), 4) if scores else None,
+                "sd": round(statistics.stdev(scores), 4) if len(scores) > 1 else None,
+                "count": len(scores),
+            }
         ours, theirs = entry["prompttune"], entry["peft"]
         if ours["sd"] is not None and theirs["sd"] is not None:
             error = (ours["sd"] ** 2 / ours["count"] + theirs["sd"] ** 2 / theirs["count"]) ** 0.5
-            entry["difference"] = {"mean_gap": round(ours["mean"] - theirs["mean"], 4), "standard_error": round(error, 4)}
+            entry["difference"] = {
+                "mean_gap": round(ours["mean"] - theirs["mean"], 4),
+                "standard_error": round(error, 4),
+            }
         summary[name] = entry
     return summary
 
 
 def markdown(payload: dict) -> str:
     setting, draws, s = payload["setting"], payload["draws"], payload["summary"]
-    lines = ["# Where a soft prompt starts: prompttune's draws against PEFT's", "",
-             f"Command: `python benchmarks/llm_prompt_starts.py --draws {setting['draws']} --pairs {setting['pairs']}`. "
-             f"{setting['num_virtual_tokens']} embedding rows drawn at random by each library for seeds 0 to "
-             f"{setting['draws'] - 1}; loss of the same forward pass on the first {setting['pairs']} E2E training pairs "
-             "of the seed-0 run, and the rows' mean norm.", "",
-             "| seed | loss prompttune | loss PEFT | row norm prompttune | row norm PEFT |", "|---|---|---|---|---|"]
+    lines = [
+        "# Where a soft prompt starts: prompttune's draws against PEFT's",
+        "",
+        (
+            f"Command: `python benchmarks/llm_prompt_starts.py --draws {setting['draws']} --pairs {setting['pairs']}`. "
+            f"{setting['num_virtual_tokens']} embedding rows drawn at random by each library for seeds 0 to "
+            f"{setting['draws'] - 1}; loss of the same forward pass on the first {setting['pairs']} E2E training pairs "
+            "of the seed-0 run, and the rows' mean norm."
+        ),
+        "",
+        "| seed | loss prompttune | loss PEFT | row norm prompttune | row norm PEFT |",
+        "|---|---|---|---|---|",
+    ]
     for d in draws:
-        lines.append(f"| {d['seed']} | {d['prompttune']['loss']:.4f} | {d['peft']['loss']:.4f} | "
-                     f"{d['prompttune']['row_norm']:.3f} | {d['peft']['row_norm']:.3f} |")
-    lines += ["", f"Mean (sd): loss prompttune {s['prompttune_loss']['mean']:.4f} ({s['prompttune_loss']['sd']:.4f}), "
-              f"PEFT {s['peft_loss']['mean']:.4f} ({s['peft_loss']['sd']:.4f}); row norm prompttune "
-              f"{s['prompttune_row_norm']['mean']:.3f} ({s['prompttune_row_norm']['sd']:.3f}), PEFT "
-              f"{s['peft_row_norm']['mean']:.3f} ({s['peft_row_norm']['sd']:.3f})."]
+        lines.append(
+            f"| {d['seed']} | {d['prompttune']['loss']:.4f} | {d['peft']['loss']:.4f} | "
+            f"{d['prompttune']['row_norm']:.3f} | {d['peft']['row_norm']:.3f} |"
+        )
+    lines += [
+        "",
+        (
+            f"Mean (sd): loss prompttune {s['prompttune_loss']['mean']:.4f} ({s['prompttune_loss']['sd']:.4f}), "
+            f"PEFT {s['peft_loss']['mean']:.4f} ({s['peft_loss']['sd']:.4f}); row norm prompttune "
+            f"{s['prompttune_row_norm']['mean']:.3f} ({s['prompttune_row_norm']['sd']:.3f}), PEFT "
+            f"{s['peft_row_norm']['mean']:.3f} ({s['peft_row_norm']['sd']:.3f})."
+        ),
+    ]
     if payload.get("trained"):
         t, summary = payload["training"], payload["trained_summary"]
         losses = {d["seed"]: d for d in draws}
-        lines += ["", "## Trained from each start", "",
-                  f"Command: `python benchmarks/llm_prompt_starts.py --train {max(r['seed'] for r in payload['trained']) + 1}`. "
-                  "A soft prompt trained by prompttune's loop from each start, on the "
-                  f"{t['train_size']:,} E2E pairs of `llm_e2e.py`'s seed-{t['data_seed']} run in its order "
-                  f"({t['steps']} steps of {t['batch_size']}), scored on its {t['dev_size']} dev meaning representations "
-                  "against all their references; the starting loss is the one above.", "",
-                  "| seed | start | starting loss | BLEU greedy | BLEU beam | chrF greedy | training seconds |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Trained from each start",
+            "",
+            (
+                f"Command: `python benchmarks/llm_prompt_starts.py --train {max(r['seed'] for r in payload['trained']) + 1}`. "
+                "A soft prompt trained by prompttune's loop from each start, on the "
+                f"{t['train_size']:,} E2E pairs of `llm_e2e.py`'s seed-{t['data_seed']} run in its order "
+                f"({t['steps']} steps of {t['batch_size']}), scored on its {t['dev_size']} dev meaning representations "
+                "against all their references; the starting loss is the one above."
+            ),
+            "",
+            "| seed | start | starting loss | BLEU greedy | BLEU beam | chrF greedy | training seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in payload["trained"]:
             loss = losses.get(r["seed"], {}).get(r["start"], {}).get("loss")
-            lines.append(f"| {r['seed']} | {r['start']} | {'-' if loss is None else f'{loss:.4f}'} | "
-                         f"{r['scores']['greedy']['bleu']:.2f} | {r['scores']['beam5']['bleu']:.2f} | "
-                         f"{r['scores']['greedy']['chrf']:.2f} | {r['train_seconds']:.0f} |")
-        lines += ["", "BLEU by start, mean ± sd over the starts trained (how many):", "",
-                  "| start | greedy | beam |", "|---|---|---|"]
-        lines += [f"| {lib} | {_spread(summary['greedy'][lib])} | {_spread(summary['beam5'][lib])} |" for lib in LIBRARIES]
+            lines.append(
+                f"| {r['seed']} | {r['start']} | {'-' if loss is None else f'{loss:.4f}'} | "
+                f"{r['scores']['greedy']['bleu']:.2f} | {r['scores']['beam5']['bleu']:.2f} | "
+                f"{r['scores']['greedy']['chrf']:.2f} | {r['train_seconds']:.0f} |"
+            )
+        lines += [
+            "",
+            "BLEU by start, mean ± sd over the starts trained (how many):",
+            "",
+            "| start | greedy | beam |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {lib} | {_spread(summary['greedy'][lib])} | {_spread(summary['beam5'][lib])} |" for lib in LIBRARIES
+        ]
         for name, label in (("greedy", "Greedy"), ("beam5", "Beam search")):
             d = summary[name].get("difference")
             if d:
-                lines += ["", f"{label}, prompttune's starts against PEFT's: {d['mean_gap']:+.2f} ± "
-                          f"{d['standard_error']:.2f} BLEU (difference of the means ± its standard error)."]
+                lines += [
+                    "",
+                    (
+                        f"{label}, prompttune's starts against PEFT's: {d['mean_gap']:+.2f} ± "
+                        f"{d['standard_error']:.2f} BLEU (difference of the means ± its standard error)."
+                    ),
+                ]
     return "\n".join(lines) + "\n"
 
 

@@ -24,17 +24,28 @@ import random
 import time
 from pathlib import Path
 
-from common import SHARED, device_setting, environment, finish_run, finished_rows, finished_run, run_device, write_results
+from common import (
+    SHARED,
+    device_setting,
+    environment,
+    finish_run,
+    finished_rows,
+    finished_run,
+    run_device,
+    write_results,
+)
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_samsum"
 MODEL = "smollm2-135m-instruct"
 INSTRUCTION = "Summarise the dialogue in one or two sentences, in the third person."
 # Each trained row: the prompttune method and its options. `prefix` has the prefix length Li & Liang
 # chose for table-to-text (10); `prefix_200` the one they found best for summarisation (200).
-OURS = {"prefix": ("prefix", {"num_virtual_tokens": 10, "hidden_size": 512}),
-        "prefix_200": ("prefix", {"num_virtual_tokens": 200, "hidden_size": 512}),
-        "soft_prompt": ("soft_prompt", {"num_virtual_tokens": 20}),
-        "full_finetune": ("full_finetune", {})}
+OURS = {
+    "prefix": ("prefix", {"num_virtual_tokens": 10, "hidden_size": 512}),
+    "prefix_200": ("prefix", {"num_virtual_tokens": 200, "hidden_size": 512}),
+    "soft_prompt": ("soft_prompt", {"num_virtual_tokens": 20}),
+    "full_finetune": ("full_finetune", {}),
+}
 METHODS = ("zero_shot", *OURS)
 STEPS = 150  # the default budget: 1.2 passes over 1,000 dialogues in batches of 8
 
@@ -52,8 +63,13 @@ def write_subsets(train_size: int, test_size: int, seed: int) -> tuple[Path, Pat
         chosen = random.Random(seed).sample(rows, min(size, len(rows)))
         path = WORK / "data" / f"{split}_{size}_seed{seed}.jsonl"
         if not path.is_file():
-            write_atomic(path, "".join(json.dumps({"dialogue": r["dialogue"], "summary": r["summary"]},
-                                                  ensure_ascii=False) + "\n" for r in chosen))
+            write_atomic(
+                path,
+                "".join(
+                    json.dumps({"dialogue": r["dialogue"], "summary": r["summary"]}, ensure_ascii=False) + "\n"
+                    for r in chosen
+                ),
+            )
         paths.append(path)
     return paths[0], paths[1]
 
@@ -70,12 +86,18 @@ def lengths(args, train: Path, test: Path) -> dict:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         dialogues = [len(tokenizer(r["dialogue"], add_special_tokens=False)["input_ids"]) for r in rows]
         summaries = [len(tokenizer(" " + r["summary"], add_special_tokens=False)["input_ids"]) for r in rows]
-        out[name] = {"dialogues": len(rows), "dialogues_cut": sum(d > args.max_source_length for d in dialogues),
-                     "longest_dialogue": max(dialogues), "longest_summary": max(summaries)}
+        out[name] = {
+            "dialogues": len(rows),
+            "dialogues_cut": sum(d > args.max_source_length for d in dialogues),
+            "longest_dialogue": max(dialogues),
+            "longest_summary": max(summaries),
+        }
     longest = max(v["longest_summary"] for v in out.values())
     if longest >= args.max_target_length:
-        raise SystemExit(f"--max-target-length {args.max_target_length}: a summary has {longest} tokens; the target "
-                         "must stay whole (raise it)")
+        raise SystemExit(
+            f"--max-target-length {args.max_target_length}: a summary has {longest} tokens; the target "
+            "must stay whole (raise it)"
+        )
     return out
 
 
@@ -92,16 +114,32 @@ def run(method: str, args, train: Path, test: Path, setting: dict) -> dict:
     finished = finished_run(out, setting)
     if finished is not None:
         return finished
-    common = dict(model=args.model, task="generation", train=str(train), output=str(out), source_column="dialogue",
-                  target_column="summary", max_length=args.max_source_length,
-                  max_target_length=args.max_target_length, seed=args.seed, progress=False)
+    common = dict(
+        model=args.model,
+        task="generation",
+        train=str(train),
+        output=str(out),
+        source_column="dialogue",
+        target_column="summary",
+        max_length=args.max_source_length,
+        max_target_length=args.max_target_length,
+        seed=args.seed,
+        progress=False,
+    )
     if not (out / "metrics.json").is_file():
         if method == "zero_shot":
             train_prompt(method="hard_prompt", chat=True, instruction=INSTRUCTION, **common)
         else:
             kind, options = OURS[method]
-            train_prompt(method=kind, method_options=options, max_steps=args.steps, batch_size=args.batch_size,
-                         checkpoint_every=args.checkpoint_every, resume=interrupted_run(out) is not None, **common)
+            train_prompt(
+                method=kind,
+                method_options=options,
+                max_steps=args.steps,
+                batch_size=args.batch_size,
+                checkpoint_every=args.checkpoint_every,
+                resume=interrupted_run(out) is not None,
+                **common,
+            )
     metrics = json.loads((out / "metrics.json").read_text())
     tests = group_references(load_generation_examples(str(test), "dialogue", "summary"))
     cached = out / "hypotheses.json"
@@ -110,15 +148,21 @@ def run(method: str, args, train: Path, test: Path, setting: dict) -> dict:
     else:
         model = load_prompt(str(out), device=run_device())
         start = time.perf_counter()
-        hypotheses = model.task.generate_texts(model, tests, batch_size=args.eval_batch_size,
-                                               max_new_tokens=args.max_new_tokens)
+        hypotheses = model.task.generate_texts(
+            model, tests, batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens
+        )
         metrics["decode_seconds"] = round(time.perf_counter() - start, 1)
         write_json_atomic(cached, hypotheses)
     scores = generation_metrics(hypotheses, [list(e.targets) for e in tests])
-    row = {**{k: round(scores[k], 4) for k in ("rouge1", "rouge2", "rougeL")},
-           "train_seconds": metrics["training"]["seconds"], "steps": metrics["training"]["steps"],
-           "trainable_parameters": metrics["parameters"]["trainable"], "artifact_bytes": metrics["artifact_bytes"],
-           "transformers": transformers.__version__, "samples": hypotheses[:3]}
+    row = {
+        **{k: round(scores[k], 4) for k in ("rouge1", "rouge2", "rougeL")},
+        "train_seconds": metrics["training"]["seconds"],
+        "steps": metrics["training"]["steps"],
+        "trainable_parameters": metrics["parameters"]["trainable"],
+        "artifact_bytes": metrics["artifact_bytes"],
+        "transformers": transformers.__version__,
+        "samples": hypotheses[:3],
+    }
     return finish_run(out, setting, row)
 
 
@@ -134,24 +178,29 @@ def describe(method: str) -> dict:
 
 
 def markdown(setting: dict, rows: dict, policy: dict, methods: dict, name: str = "llm_samsum") -> str:
-    options = ((f" --steps {setting['steps']}" if setting["steps"] != STEPS else "")
-               + (f" --name {name}" if name != "llm_samsum" else ""))
+    options = (f" --steps {setting['steps']}" if setting["steps"] != STEPS else "") + (
+        f" --name {name}" if name != "llm_samsum" else ""
+    )
     lines = [
         "# SAMSum dialogue summarisation on SmolLM2-135M-Instruct",
         "",
-        f"Frozen SmolLM2-135M-Instruct (the Q4_1 GGUF file dequantised to float32). Training: {setting['train_size']} "
-        f"SAMSum training dialogues drawn with seed {setting['seed']}, {setting['steps']} steps of "
-        f"{setting['batch_size']} dialogues, each method's default learning rate; zero_shot is the chat template with "
-        f"the instruction \"{INSTRUCTION}\". Test: {setting['test_size']} test dialogues drawn with seed "
-        f"{setting['seed']}, greedy decoding of at most {setting['max_new_tokens']} tokens, ROUGE F1 x100 (rouge-score, "
-        "stemmed). 2 CPU cores. SAMSum is CC BY-NC-ND 4.0: used for this benchmark only.",
+        (
+            f"Frozen SmolLM2-135M-Instruct (the Q4_1 GGUF file dequantised to float32). Training: {setting['train_size']} "
+            f"SAMSum training dialogues drawn with seed {setting['seed']}, {setting['steps']} steps of "
+            f"{setting['batch_size']} dialogues, each method's default learning rate; zero_shot is the chat template with "
+            f'the instruction "{INSTRUCTION}". Test: {setting["test_size"]} test dialogues drawn with seed '
+            f"{setting['seed']}, greedy decoding of at most {setting['max_new_tokens']} tokens, ROUGE F1 x100 (rouge-score, "
+            "stemmed). 2 CPU cores. SAMSum is CC BY-NC-ND 4.0: used for this benchmark only."
+        ),
         "",
-        f"Truncation: dialogues cut at {setting['max_source_length']} tokens "
-        f"({policy['train']['dialogues_cut']} of {policy['train']['dialogues']} training and "
-        f"{policy['test']['dialogues_cut']} of {policy['test']['dialogues']} test dialogues were longer; the longest has "
-        f"{max(policy['train']['longest_dialogue'], policy['test']['longest_dialogue'])}); targets kept whole "
-        f"(max_target_length {setting['max_target_length']}, the longest summary "
-        f"{max(policy['train']['longest_summary'], policy['test']['longest_summary'])} tokens).",
+        (
+            f"Truncation: dialogues cut at {setting['max_source_length']} tokens "
+            f"({policy['train']['dialogues_cut']} of {policy['train']['dialogues']} training and "
+            f"{policy['test']['dialogues_cut']} of {policy['test']['dialogues']} test dialogues were longer; the longest has "
+            f"{max(policy['train']['longest_dialogue'], policy['test']['longest_dialogue'])}); targets kept whole "
+            f"(max_target_length {setting['max_target_length']}, the longest summary "
+            f"{max(policy['train']['longest_summary'], policy['test']['longest_summary'])} tokens)."
+        ),
         "",
         "Methods: " + "; ".join(f"{m} ({d['options']})" for m, d in methods.items()) + ".",
         "",
@@ -163,16 +212,19 @@ def markdown(setting: dict, rows: dict, policy: dict, methods: dict, name: str =
         "|---|---|---|---|---|---|---|",
     ]
     for method, row in rows.items():
-        lines.append(f"| {method} | {row['rouge1']:.2f} | {row['rouge2']:.2f} | {row['rougeL']:.2f} | "
-                     f"{row['trainable_parameters']:,} | {row['artifact_bytes']:,} | {row['train_seconds']:.0f} |")
+        lines.append(
+            f"| {method} | {row['rouge1']:.2f} | {row['rouge2']:.2f} | {row['rougeL']:.2f} | "
+            f"{row['trainable_parameters']:,} | {row['artifact_bytes']:,} | {row['train_seconds']:.0f} |"
+        )
     prefixes = [m for m, d in methods.items() if d["method"] == "prefix"]
     if prefixes and "full_finetune" in rows:
-        lines += ["", "Target, prefix ROUGE-L within 2 points of full fine-tuning "
-                      f"({rows['full_finetune']['rougeL']:.2f}):"]
+        lines += [
+            "",
+            (f"Target, prefix ROUGE-L within 2 points of full fine-tuning ({rows['full_finetune']['rougeL']:.2f}):"),
+        ]
         for method in prefixes:
             gap = rows["full_finetune"]["rougeL"] - rows[method]["rougeL"]
-            lines.append(f"- {method}: "
-                         f"{'met' if gap <= 2 else 'NOT met'}, {rows[method]['rougeL']:.2f} ({-gap:+.2f})")
+            lines.append(f"- {method}: {'met' if gap <= 2 else 'NOT met'}, {rows[method]['rougeL']:.2f} ({-gap:+.2f})")
     lines += ["", "Samples (first test dialogues):"]
     for method, row in rows.items():
         lines.append(f"- {method}: " + " / ".join(f"“{' '.join(s.split())}”" for s in row["samples"]))
@@ -201,9 +253,20 @@ def main() -> None:
     from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
-    setting = {k: getattr(args, k) for k in ("model", "train_size", "test_size", "steps", "batch_size",
-                                             "max_source_length", "max_target_length", "max_new_tokens", "seed")} \
-        | device_setting()
+    setting = {
+        k: getattr(args, k)
+        for k in (
+            "model",
+            "train_size",
+            "test_size",
+            "steps",
+            "batch_size",
+            "max_source_length",
+            "max_target_length",
+            "max_new_tokens",
+            "seed",
+        )
+    } | device_setting()
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -217,9 +280,11 @@ def main() -> None:
     rows = finished_rows(args.name, WORK, METHODS, setting)
     if rows:
         methods = {m: describe(m) for m in rows if m in OURS}
-        write_results(args.name, {"setting": setting, "truncation": policy, "environment": environment(),
-                                  "methods": methods, "rows": rows},
-                      markdown(setting, rows, policy, methods, args.name))
+        write_results(
+            args.name,
+            {"setting": setting, "truncation": policy, "environment": environment(), "methods": methods, "rows": rows},
+            markdown(setting, rows, policy, methods, args.name),
+        )
 
 
 if __name__ == "__main__":

@@ -78,38 +78,74 @@ def main() -> None:
             continue
         options = {"init": init} if init else {}
         start = time.perf_counter()
-        metrics = train_prompt(model=args.model, method=method, train=str(train), eval=str(dev), text_column="sentence",
-                               output=str(work / f"{method}-{optimizer}-{lr}-{head_lr}-{init}"), method_options=options,
-                               max_steps=args.steps, batch_size=args.batch_size, lr=lr, head_lr=head_lr,
-                               optimizer=optimizer, eval_every=100, progress=False)
-        row = {"method": method, "optimizer": optimizer, "lr": lr, "head_lr": head_lr, "init": init,
-               "dev_accuracy": metrics["dev_metrics"]["accuracy"], "best_step": metrics["training"]["best_step"],
-               "seconds": round(time.perf_counter() - start, 1)}
+        metrics = train_prompt(
+            model=args.model,
+            method=method,
+            train=str(train),
+            eval=str(dev),
+            text_column="sentence",
+            output=str(work / f"{method}-{optimizer}-{lr}-{head_lr}-{init}"),
+            method_options=options,
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            lr=lr,
+            head_lr=head_lr,
+            optimizer=optimizer,
+            eval_every=100,
+            progress=False,
+        )
+        row = {
+            "method": method,
+            "optimizer": optimizer,
+            "lr": lr,
+            "head_lr": head_lr,
+            "init": init,
+            "dev_accuracy": metrics["dev_metrics"]["accuracy"],
+            "best_step": metrics["training"]["best_step"],
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.only or args.missing:
         # Keep the measured rows this run did not redo, in RUNS order.
         redone = {(r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]) for r in rows}
-        kept = [r for r in saved if (r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]) not in redone
-                and not (args.only and r["method"] == args.only)]
+        kept = [
+            r
+            for r in saved
+            if (r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]) not in redone
+            and not (args.only and r["method"] == args.only)
+        ]
         order = {run: i for i, run in enumerate(RUNS)}
-        rows = sorted(kept + rows, key=lambda r: order.get((r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]), len(order)))
+        rows = sorted(
+            kept + rows,
+            key=lambda r: order.get((r["method"], r["optimizer"], r["lr"], r["head_lr"], r["init"]), len(order)),
+        )
     payload = {"args": {**vars(args), "only": None, "missing": False}, "environment": environment(), "runs": rows}
     write_results("lr_sweep", payload, render(payload))
 
 
 def render(payload: dict) -> str:
     args, rows = payload["args"], payload["runs"]
-    lines = ["# Learning-rate and initialisation sweep", "",
-             f"Frozen `{args['model']}`, {args['train_size']} SST-2 training sentences (seed 0), {args['steps']} steps of "
-             f"batch {args['batch_size']}, accuracy on the 872-sentence SST-2 dev set (best of the evaluations every 100 "
-             "steps). Seconds are wall time with other work sharing the machine: use them to see costs roughly, and "
-             "`sst2_methods.md` for timings.", "",
-             "Command: `python benchmarks/lr_sweep.py` (`--render` rewrites this file from lr_sweep.json)", "",
-             "| method | optimizer | lr | head lr | init | dev accuracy | best step | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Learning-rate and initialisation sweep",
+        "",
+        (
+            f"Frozen `{args['model']}`, {args['train_size']} SST-2 training sentences (seed 0), {args['steps']} steps of "
+            f"batch {args['batch_size']}, accuracy on the 872-sentence SST-2 dev set (best of the evaluations every 100 "
+            "steps). Seconds are wall time with other work sharing the machine: use them to see costs roughly, and "
+            "`sst2_methods.md` for timings."
+        ),
+        "",
+        "Command: `python benchmarks/lr_sweep.py` (`--render` rewrites this file from lr_sweep.json)",
+        "",
+        "| method | optimizer | lr | head lr | init | dev accuracy | best step | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['optimizer']} | {r['lr'] or '-'} | {r['head_lr']} | {r['init'] or '-'} | "
-                     f"{r['dev_accuracy']:.4f} | {r['best_step']} | {r['seconds']} |")
+        lines.append(
+            f"| {r['method']} | {r['optimizer']} | {r['lr'] or '-'} | {r['head_lr']} | {r['init'] or '-'} | "
+            f"{r['dev_accuracy']:.4f} | {r['best_step']} | {r['seconds']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

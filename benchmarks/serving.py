@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import SHARED, environment, write_results
 
 TASKS = 8
@@ -71,26 +70,27 @@ def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
 
     results = {}
     for window in args.windows:
-        def ours_mixed():
+
+        def ours_mixed(window=window):
             for start in range(0, len(rows), window):
-                prompts.logits(rows[start:start + window], batch_size=window)
+                prompts.logits(rows[start : start + window], batch_size=window)
 
-        def ours_single():
+        def ours_single(window=window):
             for start in range(0, len(single), window):
-                prompts.logits(single[start:start + window], batch_size=window)
+                prompts.logits(single[start : start + window], batch_size=window)
 
-        def ours_mixed_by_length():
+        def ours_mixed_by_length(window=window):
             for start in range(0, len(rows), window):
-                prompts.logits(rows[start:start + window], batch_size=window, max_tokens=args.max_batch_tokens)
+                prompts.logits(rows[start : start + window], batch_size=window, max_tokens=args.max_batch_tokens)
 
-        def ours_single_by_length():
+        def ours_single_by_length(window=window):
             for start in range(0, len(single), window):
-                prompts.logits(single[start:start + window], batch_size=window, max_tokens=args.max_batch_tokens)
+                prompts.logits(single[start : start + window], batch_size=window, max_tokens=args.max_batch_tokens)
 
         @torch.no_grad()
-        def peft_per_task():
+        def peft_per_task(window=window):
             for start in range(0, len(rows), window):
-                chunk = rows[start:start + window]
+                chunk = rows[start : start + window]
                 for name in names:
                     batch = [t for n, t in chunk if n == name]
                     if not batch:
@@ -99,9 +99,13 @@ def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
                     encoded = tokenizer(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
                     peft(**encoded).logits.argmax(-1)
 
-        runs = {"prompttune_mixed": ours_mixed, "prompttune_single_prompt": ours_single,
-                "prompttune_mixed_by_length": ours_mixed_by_length, "prompttune_single_prompt_by_length": ours_single_by_length,
-                "peft_set_adapter": peft_per_task}
+        runs = {
+            "prompttune_mixed": ours_mixed,
+            "prompttune_single_prompt": ours_single,
+            "prompttune_mixed_by_length": ours_mixed_by_length,
+            "prompttune_single_prompt_by_length": ours_single_by_length,
+            "peft_set_adapter": peft_per_task,
+        }
         times = {k: [] for k in runs}
         order = list(runs)
         for round_number in range(args.rounds + 1):
@@ -114,7 +118,8 @@ def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
         results[window] = {
             "rows_per_second": rate,
             "mixed_vs_single": rate["prompttune_mixed"] / rate["prompttune_single_prompt"],
-            "mixed_vs_single_by_length": rate["prompttune_mixed_by_length"] / rate["prompttune_single_prompt_by_length"],
+            "mixed_vs_single_by_length": rate["prompttune_mixed_by_length"]
+            / rate["prompttune_single_prompt_by_length"],
             "mixed_vs_peft": rate["prompttune_mixed"] / rate["peft_set_adapter"],
             "mixed_by_length_vs_peft": rate["prompttune_mixed_by_length"] / rate["peft_set_adapter"],
         }
@@ -130,10 +135,29 @@ def load_test(args, registry_root: Path) -> dict:
         port = s.getsockname()[1]
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     process = subprocess.Popen(
-        [sys.executable, "-m", "prompttune", "serve", "--model", args.model, "--registry", str(registry_root),
-         "--port", str(port), "--max-batch-size", "64", "--max-wait-ms", str(args.max_wait_ms),
-         "--max-batch-tokens", str(args.max_batch_tokens), "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "prompttune",
+            "serve",
+            "--model",
+            args.model,
+            "--registry",
+            str(registry_root),
+            "--port",
+            str(port),
+            "--max-batch-size",
+            "64",
+            "--max-wait-ms",
+            str(args.max_wait_ms),
+            "--max-batch-tokens",
+            str(args.max_batch_tokens),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         try:
@@ -160,7 +184,7 @@ def load_test(args, registry_root: Path) -> dict:
                         elapsed = time.perf_counter() - start
                         with lock:
                             latencies.append(elapsed)
-                    except Exception as error:  # noqa: BLE001 - counted, reported
+                    except Exception as error:
                         with lock:
                             errors.append(repr(error))
 
@@ -173,19 +197,29 @@ def load_test(args, registry_root: Path) -> dict:
         wall = time.perf_counter() - start
         with Client(url) as c:
             metrics = c.metrics()
-        batch_sizes = [line for line in metrics.splitlines() if line.startswith(("prompttune_batch_rows_sum",
-                                                                                 "prompttune_batch_rows_count"))]
+        batch_sizes = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith(("prompttune_batch_rows_sum", "prompttune_batch_rows_count"))
+        ]
         values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in batch_sizes}
         ordered = sorted(latencies)
 
         def pct(p):
-            return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else None
+            return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else None
 
         return {
-            "clients": args.clients, "requests": args.clients * args.requests_per_client, "completed": len(latencies),
-            "errors": len(errors), "error_examples": errors[:3], "seconds": wall,
-            "requests_per_second": len(latencies) / wall, "p50_ms": pct(50) * 1000, "p99_ms": pct(99) * 1000,
-            "mean_rows_per_forward": values["prompttune_batch_rows_sum"] / max(values["prompttune_batch_rows_count"], 1),
+            "clients": args.clients,
+            "requests": args.clients * args.requests_per_client,
+            "completed": len(latencies),
+            "errors": len(errors),
+            "error_examples": errors[:3],
+            "seconds": wall,
+            "requests_per_second": len(latencies) / wall,
+            "p50_ms": pct(50) * 1000,
+            "p99_ms": pct(99) * 1000,
+            "mean_rows_per_forward": values["prompttune_batch_rows_sum"]
+            / max(values["prompttune_batch_rows_count"], 1),
             "max_wait_ms": args.max_wait_ms,
         }
     finally:
@@ -203,8 +237,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests-per-client", type=int, default=40)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
-    parser.add_argument("--max-batch-tokens", type=int, default=1024,
-                        help="padded tokens per forward for the by-length runs and the server (best of 256-2048 here)")
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=1024,
+        help="padded tokens per forward for the by-length runs and the server (best of 256-2048 here)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -212,8 +250,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from prompttune import Backbone, ClassificationConfig, PromptModel, save_prompt
-    from prompttune.runtime import quiet_libraries
     from prompttune.artifacts.registry import Registry
+    from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-serving-"))
@@ -222,8 +260,12 @@ def main() -> None:
     prompt_dirs = {}
     for i in range(TASKS):
         torch.manual_seed(i)
-        model = PromptModel.create(backbone, "soft_prompt", ClassificationConfig(labels=("0", "1")),
-                                   {"num_virtual_tokens": args.tokens, "init": "sample_vocab"})
+        model = PromptModel.create(
+            backbone,
+            "soft_prompt",
+            ClassificationConfig(labels=("0", "1")),
+            {"num_virtual_tokens": args.tokens, "init": "sample_vocab"},
+        )
         prompt_dirs[f"task{i}"] = save_prompt(model, work / f"task{i}")
         registry.push(prompt_dirs[f"task{i}"], f"task{i}")
 
@@ -232,39 +274,68 @@ def main() -> None:
     load = load_test(args, work / "registry")
     print(load, flush=True)
 
-    lines = ["# Serving many prompts on one frozen model", "",
-             f"Frozen `{args.model}`, {TASKS} soft prompts of {args.tokens} tokens with their heads (untrained: "
-             f"throughput does not depend on the values), {args.rows} SST-2 dev sentences as requests assigned to the "
-             f"tasks in turn, {args.threads} CPU threads. Command: `python benchmarks/serving.py`", "",
-             "## Throughput by window (rows served together), median of "
-             f"{args.rounds} interleaved rounds", "",
-             "Rows per second; \"one forward\" runs each window as one batch, \"by length\" runs its rows in order of "
-             f"length in forwards of at most {args.max_batch_tokens} padded tokens. PEFT runs one batch per task in each "
-             "window (a window of W rows holds W/8 rows per task).", "",
-             "| window | mixed, one forward | single prompt, one forward | mixed, by length | single prompt, by length | "
-             "PEFT set_adapter per task | mixed / single | mixed / single, by length | mixed / PEFT | mixed by length / PEFT |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Serving many prompts on one frozen model",
+        "",
+        (
+            f"Frozen `{args.model}`, {TASKS} soft prompts of {args.tokens} tokens with their heads (untrained: "
+            f"throughput does not depend on the values), {args.rows} SST-2 dev sentences as requests assigned to the "
+            f"tasks in turn, {args.threads} CPU threads. Command: `python benchmarks/serving.py`"
+        ),
+        "",
+        (f"## Throughput by window (rows served together), median of {args.rounds} interleaved rounds"),
+        "",
+        (
+            'Rows per second; "one forward" runs each window as one batch, "by length" runs its rows in order of '
+            f"length in forwards of at most {args.max_batch_tokens} padded tokens. PEFT runs one batch per task in each "
+            "window (a window of W rows holds W/8 rows per task)."
+        ),
+        "",
+        (
+            "| window | mixed, one forward | single prompt, one forward | mixed, by length | single prompt, by length | "
+            "PEFT set_adapter per task | mixed / single | mixed / single, by length | mixed / PEFT | mixed by length / PEFT |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for window, r in speed.items():
         rate = r["rows_per_second"]
-        lines.append(f"| {window} | {rate['prompttune_mixed']:.1f} | {rate['prompttune_single_prompt']:.1f} | "
-                     f"{rate['prompttune_mixed_by_length']:.1f} | {rate['prompttune_single_prompt_by_length']:.1f} | "
-                     f"{rate['peft_set_adapter']:.1f} | {r['mixed_vs_single']:.3f} | {r['mixed_vs_single_by_length']:.3f} | "
-                     f"{r['mixed_vs_peft']:.2f}x | {r['mixed_by_length_vs_peft']:.2f}x |")
-    lines += ["",
-              f"## Load test: `prompttune serve`, {load['clients']} concurrent clients on loopback", "",
-              "| requests | completed | errors | seconds | requests/s | p50 latency | p99 latency | mean rows per forward |",
-              "|---|---|---|---|---|---|---|---|",
-              f"| {load['requests']} | {load['completed']} | {load['errors']} | {load['seconds']:.1f} | "
-              f"{load['requests_per_second']:.1f} | {load['p50_ms']:.0f} ms | {load['p99_ms']:.0f} ms | "
-              f"{load['mean_rows_per_forward']:.1f} |", "",
-              f"Each client sends {args.requests_per_client} requests of 1-4 sentences for a random one of the {TASKS} "
-              f"prompts, one after another; the server joins what arrives within {args.max_wait_ms:g} ms and runs it by "
-              f"length (`--max-batch-tokens {args.max_batch_tokens}`)."]
+        lines.append(
+            f"| {window} | {rate['prompttune_mixed']:.1f} | {rate['prompttune_single_prompt']:.1f} | "
+            f"{rate['prompttune_mixed_by_length']:.1f} | {rate['prompttune_single_prompt_by_length']:.1f} | "
+            f"{rate['peft_set_adapter']:.1f} | {r['mixed_vs_single']:.3f} | {r['mixed_vs_single_by_length']:.3f} | "
+            f"{r['mixed_vs_peft']:.2f}x | {r['mixed_by_length_vs_peft']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"## Load test: `prompttune serve`, {load['clients']} concurrent clients on loopback",
+        "",
+        "| requests | completed | errors | seconds | requests/s | p50 latency | p99 latency | mean rows per forward |",
+        "|---|---|---|---|---|---|---|---|",
+        (
+            f"| {load['requests']} | {load['completed']} | {load['errors']} | {load['seconds']:.1f} | "
+            f"{load['requests_per_second']:.1f} | {load['p50_ms']:.0f} ms | {load['p99_ms']:.0f} ms | "
+            f"{load['mean_rows_per_forward']:.1f} |"
+        ),
+        "",
+        (
+            f"Each client sends {args.requests_per_client} requests of 1-4 sentences for a random one of the {TASKS} "
+            f"prompts, one after another; the server joins what arrives within {args.max_wait_ms:g} ms and runs it by "
+            f"length (`--max-batch-tokens {args.max_batch_tokens}`)."
+        ),
+    ]
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     if not args.no_write:
-        write_results("serving", {"args": vars(args), "environment": environment(),
-                                  "throughput": {str(k): v for k, v in speed.items()}, "load_test": load}, markdown)
+        write_results(
+            "serving",
+            {
+                "args": vars(args),
+                "environment": environment(),
+                "throughput": {str(k): v for k, v in speed.items()},
+                "load_test": load,
+            },
+            markdown,
+        )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,12 @@ from common import environment, write_results
 from openai_load import percentile
 
 TOKEN = "soak-test"
-SOURCES = ["name[The Eagle], eatType[coffee shop], food[French], area[riverside]",
-           "name[The Mill], eatType[pub], food[Italian], priceRange[cheap]",
-           "name[Zizzi], eatType[restaurant], customer rating[5 out of 5], familyFriendly[yes]",
-           "name[Aromi], food[Japanese], area[city centre], near[The Rice Boat]"]
+SOURCES = [
+    "name[The Eagle], eatType[coffee shop], food[French], area[riverside]",
+    "name[The Mill], eatType[pub], food[Italian], priceRange[cheap]",
+    "name[Zizzi], eatType[restaurant], customer rating[5 out of 5], familyFriendly[yes]",
+    "name[Aromi], food[Japanese], area[city centre], near[The Rice Boat]",
+]
 HOSTILE = ("long_stops", "huge_n", "lone_surrogate", "slow_body")
 EXPECTED = {"long_stops": 400, "huge_n": 400, "lone_surrogate": 400, "slow_body": 408}
 
@@ -56,11 +58,16 @@ def make_registry(model: str, root: Path) -> list[str]:
 
     backbone = Backbone.from_pretrained(model)
     registry = Registry(root / "registry")
-    config = GenerationConfig(max_target_length=64, chat=True,
-                              instruction="Describe this restaurant to a visitor in two or three sentences.")
+    config = GenerationConfig(
+        max_target_length=64, chat=True, instruction="Describe this restaurant to a visitor in two or three sentences."
+    )
     names = []
-    made = [("soft_prompt", {"num_virtual_tokens": 20}), ("prefix", {"num_virtual_tokens": 10}),
-            ("soft_prompt", {"num_virtual_tokens": 10}), ("prefix", {"num_virtual_tokens": 5})]
+    made = [
+        ("soft_prompt", {"num_virtual_tokens": 20}),
+        ("prefix", {"num_virtual_tokens": 10}),
+        ("soft_prompt", {"num_virtual_tokens": 10}),
+        ("prefix", {"num_virtual_tokens": 5}),
+    ]
     for i, (method, options) in enumerate(made):
         name = f"p{i}-{method}"
         registry.push(save_prompt(PromptModel.create(backbone, method, config, options, seed=i), root / name), name)
@@ -69,8 +76,14 @@ def make_registry(model: str, root: Path) -> list[str]:
 
 
 async def good(client, name: str, source: str, new_tokens: int, leave: bool) -> dict:
-    body = {"model": name, "prompt": source, "max_tokens": new_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": name,
+        "prompt": source,
+        "max_tokens": new_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     start = time.perf_counter()
     events, reason, tokens = 0, None, None
     async with client.stream("POST", "/v1/completions", json=body) as response:
@@ -78,8 +91,14 @@ async def good(client, name: str, source: str, new_tokens: int, leave: bool) -> 
             return {"status": response.status_code, "error": (await response.aread()).decode()[:200]}
         async for line in response.aiter_lines():
             if line == "data: [DONE]":
-                return {"status": 200, "done": True, "reason": reason, "latency": time.perf_counter() - start,
-                        "events": events, "tokens": tokens}
+                return {
+                    "status": 200,
+                    "done": True,
+                    "reason": reason,
+                    "latency": time.perf_counter() - start,
+                    "events": events,
+                    "tokens": tokens,
+                }
             if line.startswith("data: {"):
                 chunk = json.loads(line[6:])
                 if "error" in chunk:
@@ -99,8 +118,10 @@ async def slow_body(url: str) -> dict:
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"model\": ")
+        writer.write(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"model": '
+        )
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 120)
         return {"status": int(status_line.split()[1]) if status_line else None}
@@ -112,8 +133,9 @@ async def hostile(client, url: str, name: str, kind: str) -> dict:
     if kind == "slow_body":
         return await slow_body(url)
     if kind == "long_stops":
-        body = json.dumps({"model": name, "prompt": SOURCES[0], "stream": True,
-                           "stop": [c * 250_000 for c in "wxyz"]}).encode()
+        body = json.dumps(
+            {"model": name, "prompt": SOURCES[0], "stream": True, "stop": [c * 250_000 for c in "wxyz"]}
+        ).encode()
     elif kind == "huge_n":
         body = json.dumps({"model": name, "prompt": SOURCES[0], "n": 1_000_000, "stream": True}).encode()
     else:
@@ -139,7 +161,7 @@ async def client_loop(index: int, url: str, names: list[str], args, end: float, 
                     outcome = await hostile(client, url, name, kind)
                 else:
                     outcome = await good(client, name, source, args.new_tokens, leave=kind == "leave")
-            except Exception as error:  # noqa: BLE001 - every failure is counted by kind, not raised
+            except Exception as error:
                 outcome = {"error": f"{type(error).__name__}: {error}"[:200]}
             records.append({"client": index, "kind": kind, "started": started, **outcome})
             r += 1
@@ -205,10 +227,29 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(root / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "prompttune", "serve", "--model", args.model, "--registry",
-                               str(root / "registry"), "--port", str(port), "--token", TOKEN, "--log-level", "warning",
-                               "--body-timeout", str(args.body_timeout)],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PROMPTTUNE_TOKEN": ""})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prompttune",
+            "serve",
+            "--model",
+            args.model,
+            "--registry",
+            str(root / "registry"),
+            "--port",
+            str(port),
+            "--token",
+            TOKEN,
+            "--log-level",
+            "warning",
+            "--body-timeout",
+            str(args.body_timeout),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PROMPTTUNE_TOKEN": ""},
+    )
     url = f"http://127.0.0.1:{port}"
     records, memory = [], []
     stop = threading.Event()
@@ -242,44 +283,81 @@ def main() -> None:
     first, last = judged["first_minute"], judged["last_minute"]
     ratio = {q: last[q] / first[q] for q in ("p50", "p99")} if first.get("requests") and last.get("requests") else None
     good_errors = sum(n for outcome, n in judged["by_kind"].get("good", {}).items() if outcome != "as expected")
-    hostile_wrong = sum(n for kind in HOSTILE for outcome, n in judged["by_kind"].get(kind, {}).items()
-                        if outcome != "as expected")
+    hostile_wrong = sum(
+        n for kind in HOSTILE for outcome, n in judged["by_kind"].get(kind, {}).items() if outcome != "as expected"
+    )
     log.close()
     tracebacks = (root / "server.log").read_text().count("Traceback")
-    targets = {"no error on a good request": good_errors == 0,
-               "every hostile request refused as it should be": hostile_wrong == 0,
-               "last minute's p50 and p99 within 1.2x the first's": ratio is not None and max(ratio.values()) <= 1.2,
-               "resident memory grows at most 5% after the warm-up": growth <= 0.05,
-               "no sequence left in the batch": left.get("decoding", 1) == 0 and left.get("waiting", 1) == 0,
-               "no traceback in the server log": tracebacks == 0}
-    payload = {"setting": {**vars(args), "environment": environment()}, "requests": len(records), "seconds": seconds,
-               **judged, "latency_ratio_last_to_first": ratio, "memory_mb": [(round(t), rss / 2**20) for t, rss in memory],
-               "memory_growth_after_warmup": growth, "left_in_batch": left, "server_tracebacks": tracebacks,
-               "targets": targets}
-    lines = [f"# Soak: {args.clients} streaming clients for {args.minutes:g} minutes on {args.model}", "",
-             f"`python benchmarks/soak.py --clients {args.clients} --minutes {args.minutes:g} --name {args.name}`"
-             f" (loopback; {environment()['threads']} CPU threads)", "",
-             f"{len(records)} requests in {seconds:.0f} s.", "", "| kind | outcome | requests |", "|---|---|---|"]
+    targets = {
+        "no error on a good request": good_errors == 0,
+        "every hostile request refused as it should be": hostile_wrong == 0,
+        "last minute's p50 and p99 within 1.2x the first's": ratio is not None and max(ratio.values()) <= 1.2,
+        "resident memory grows at most 5% after the warm-up": growth <= 0.05,
+        "no sequence left in the batch": left.get("decoding", 1) == 0 and left.get("waiting", 1) == 0,
+        "no traceback in the server log": tracebacks == 0,
+    }
+    payload = {
+        "setting": {**vars(args), "environment": environment()},
+        "requests": len(records),
+        "seconds": seconds,
+        **judged,
+        "latency_ratio_last_to_first": ratio,
+        "memory_mb": [(round(t), rss / 2**20) for t, rss in memory],
+        "memory_growth_after_warmup": growth,
+        "left_in_batch": left,
+        "server_tracebacks": tracebacks,
+        "targets": targets,
+    }
+    lines = [
+        f"# Soak: {args.clients} streaming clients for {args.minutes:g} minutes on {args.model}",
+        "",
+        (
+            f"`python benchmarks/soak.py --clients {args.clients} --minutes {args.minutes:g} --name {args.name}`"
+            f" (loopback; {environment()['threads']} CPU threads)"
+        ),
+        "",
+        f"{len(records)} requests in {seconds:.0f} s.",
+        "",
+        "| kind | outcome | requests |",
+        "|---|---|---|",
+    ]
     for kind, outcomes in sorted(judged["by_kind"].items()):
         for outcome, n in sorted(outcomes.items()):
             lines.append(f"| {kind} | {outcome} | {n} |")
     served = [r for r in records if r["kind"] == "good" and r.get("tokens") is not None]
     mean_tokens = sum(r["tokens"] for r in served) / max(len(served), 1)
     payload["mean_tokens_per_good_request"] = mean_tokens
-    lines += ["", f"A good request decoded {mean_tokens:.1f} tokens on average (at most {args.new_tokens}); a leaving "
-                  "client closed its stream after the first piece of text, or had its whole answer first.", "",
-              "| good requests | served | p50 latency (s) | p99 latency (s) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        (
+            f"A good request decoded {mean_tokens:.1f} tokens on average (at most {args.new_tokens}); a leaving "
+            "client closed its stream after the first piece of text, or had its whole answer first."
+        ),
+        "",
+        "| good requests | served | p50 latency (s) | p99 latency (s) |",
+        "|---|---|---|---|",
+    ]
     for title, w in (("first minute", first), ("last minute", last)):
-        lines.append(f"| {title} | {w.get('requests', 0)} | {w.get('p50', float('nan')):.2f} | {w.get('p99', float('nan')):.2f} |")
+        lines.append(
+            f"| {title} | {w.get('requests', 0)} | {w.get('p50', float('nan')):.2f} | {w.get('p99', float('nan')):.2f} |"
+        )
     if ratio:
         lines.append(f"\nLast minute against the first: p50 x{ratio['p50']:.2f}, p99 x{ratio['p99']:.2f}.")
     mb = [rss / 2**20 for _, rss in memory]
-    lines += [f"\nServer resident memory: {mb[0]:.0f} MB at the start, {warm[0] / 2**20:.0f} MB after {warmup:.0f} s of warm-up, "
-              f"{max(warm) / 2**20:.0f} MB at most after that ({growth:+.1%}), {mb[-1]:.0f} MB at the end "
-              f"({len(memory)} samples, every 5 s).",
-              f"Sequences in the continuous batch once every client had gone: {left.get('decoding')} decoding, "
-              f"{left.get('waiting')} waiting. Tracebacks in the server log: {tracebacks}.", "", "| target | met |",
-              "|---|---|"]
+    lines += [
+        (
+            f"\nServer resident memory: {mb[0]:.0f} MB at the start, {warm[0] / 2**20:.0f} MB after {warmup:.0f} s of warm-up, "
+            f"{max(warm) / 2**20:.0f} MB at most after that ({growth:+.1%}), {mb[-1]:.0f} MB at the end "
+            f"({len(memory)} samples, every 5 s)."
+        ),
+        (
+            f"Sequences in the continuous batch once every client had gone: {left.get('decoding')} decoding, "
+            f"{left.get('waiting')} waiting. Tracebacks in the server log: {tracebacks}."
+        ),
+        "",
+        "| target | met |",
+        "|---|---|",
+    ]
     lines += [f"| {target} | {'yes' if met else 'no'} |" for target, met in targets.items()]
     write_results(args.name, payload, "\n".join(lines) + "\n")
     print("\n".join(lines))

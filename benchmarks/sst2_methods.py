@@ -34,18 +34,43 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (RESULTS, ZERO_SHOT_TEMPLATE, add_budget_arguments, environment, optimiser_step, prompttune_order,  # noqa: E402
-                    sst2_subset, write_results)
+from common import (
+    RESULTS,
+    ZERO_SHOT_TEMPLATE,
+    add_budget_arguments,
+    environment,
+    optimiser_step,
+    prompttune_order,
+    sst2_subset,
+    write_results,
+)
 
 # NAME or NAME:INIT (a soft prompt with another initialisation).
 SETS = {
-    "methods": ("hard_prompt", "soft_prompt", "soft_prompt:sample_vocab", "peft_prompt_tuning", "linear_probe", "full_finetune"),
-    "prefix": ("soft_prompt", "deep_prompt", "peft_prefix_tuning", "prefix", "peft_prefix_tuning_projection", "p_tuning",
-               "full_finetune"),
+    "methods": (
+        "hard_prompt",
+        "soft_prompt",
+        "soft_prompt:sample_vocab",
+        "peft_prompt_tuning",
+        "linear_probe",
+        "full_finetune",
+    ),
+    "prefix": (
+        "soft_prompt",
+        "deep_prompt",
+        "peft_prefix_tuning",
+        "prefix",
+        "peft_prefix_tuning_projection",
+        "p_tuning",
+        "full_finetune",
+    ),
 }
 # Each PEFT row and the prompttune method it is measured against.
-PEFT_ANCHORS = {"soft_prompt": "peft_prompt_tuning", "deep_prompt": "peft_prefix_tuning",
-                "prefix": "peft_prefix_tuning_projection"}
+PEFT_ANCHORS = {
+    "soft_prompt": "peft_prompt_tuning",
+    "deep_prompt": "peft_prefix_tuning",
+    "prefix": "peft_prefix_tuning_projection",
+}
 PREFIX_TOKENS = 20  # deep_prompt, prefix and PEFT's prefix tuning
 PREFIX_HIDDEN = 512  # the MLP of prefix and of PEFT's prefix_projection
 
@@ -67,7 +92,17 @@ def dir_bytes(path: Path) -> int:
 def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out: str) -> dict:
     import torch
 
-    from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, evaluate, load_examples, save_prompt, train
+    from prompttune import (
+        Backbone,
+        ClassificationConfig,
+        Columns,
+        PromptModel,
+        TrainConfig,
+        evaluate,
+        load_examples,
+        save_prompt,
+        train,
+    )
     from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
@@ -85,7 +120,9 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
     if init:
         options["init"] = init
     if method == "hard_prompt":  # zero-shot: label descriptions "It was terrible." / "It was great."
-        task = ClassificationConfig(labels=("0", "1"), template=ZERO_SHOT_TEMPLATE, verbalizer=(("terrible",), ("great",)))
+        task = ClassificationConfig(
+            labels=("0", "1"), template=ZERO_SHOT_TEMPLATE, verbalizer=(("terrible",), ("great",))
+        )
     else:  # SST-2's labels are 0/1; naming them lets the class_labels init embed real words.
         task = ClassificationConfig(labels=("0", "1"), verbalizer=(("negative",), ("positive",)))
     model = PromptModel.create(backbone, method, task, options)
@@ -96,10 +133,16 @@ def run_prompttune(method: str, args: dict, train_path: str, dev_path: str, out:
         seconds, steps = result.seconds, result.steps
     dev = evaluate(model, dev_examples)
     save_prompt(model, out)
-    return {"dev_accuracy": dev["accuracy"], "dev_f1_macro": dev["f1_macro"], "train_seconds": seconds,
-            "steps": steps, "trainable_parameters": model.count_parameters()["trainable"],
-            "method_config": model.method.config.to_dict(),
-            "artifact_bytes": dir_bytes(Path(out)), "rss_after_load_mb": loaded}
+    return {
+        "dev_accuracy": dev["accuracy"],
+        "dev_f1_macro": dev["f1_macro"],
+        "train_seconds": seconds,
+        "steps": steps,
+        "trainable_parameters": model.count_parameters()["trainable"],
+        "method_config": model.method.config.to_dict(),
+        "artifact_bytes": dir_bytes(Path(out)),
+        "rss_after_load_mb": loaded,
+    }
 
 
 def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) -> dict:
@@ -112,8 +155,8 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
 
     from prompttune import Columns, TrainConfig, load_examples
     from prompttune.core.sources import resolve_model
-    from prompttune.runtime import quiet_libraries
     from prompttune.methods import method_class
+    from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
     columns = Columns(text="sentence")
@@ -124,26 +167,40 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     loaded = rss_mb()
     if kind == "peft_prompt_tuning":
-        peft_config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=args["num_virtual_tokens"],
-                                         prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, tokenizer_name_or_path=path)
+        peft_config = PromptTuningConfig(
+            task_type=TaskType.SEQ_CLS,
+            num_virtual_tokens=args["num_virtual_tokens"],
+            prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB,
+            tokenizer_name_or_path=path,
+        )
     else:
         projection = kind == "peft_prefix_tuning_projection"
-        peft_config = PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=PREFIX_TOKENS,
-                                         prefix_projection=projection, encoder_hidden_size=PREFIX_HIDDEN)
+        peft_config = PrefixTuningConfig(
+            task_type=TaskType.SEQ_CLS,
+            num_virtual_tokens=PREFIX_TOKENS,
+            prefix_projection=projection,
+            encoder_hidden_size=PREFIX_HIDDEN,
+        )
     ours = method_class({v: k for k, v in PEFT_ANCHORS.items()}[kind])
     model = get_peft_model(base, peft_config)
     defaults = TrainConfig()
     prompt_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in n]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" not in n]
-    optimizer = torch.optim.AdamW([{"params": prompt_params, "lr": ours.default_lr},
-                                   {"params": head_params, "lr": ours.default_head_lr}], weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [{"params": prompt_params, "lr": ours.default_lr}, {"params": head_params, "lr": ours.default_head_lr}],
+        weight_decay=0.0,
+    )
     steps = args["steps"]
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * steps), num_training_steps=steps)
+    scheduler = get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * steps), num_training_steps=steps
+    )
 
     def batches(examples, size, order):
         for start in range(0, len(order), size):
             rows = [examples[i] for i in order[start : start + size]]
-            encoded = tokenizer([e.text for e in rows], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            encoded = tokenizer(
+                [e.text for e in rows], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
             yield encoded, torch.tensor([int(e.label) for e in rows])
 
     model.train()
@@ -152,8 +209,13 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
     start = time.perf_counter()
     for rows in prompttune_order(len(train_examples), args["batch_size"], args["seed"], steps):
         [(encoded, labels)] = batches(train_examples, len(rows), rows)
-        optimiser_step(model(**encoded, labels=labels).loss, prompt_params + head_params, optimizer, scheduler,
-                       defaults.max_grad_norm)
+        optimiser_step(
+            model(**encoded, labels=labels).loss,
+            prompt_params + head_params,
+            optimizer,
+            scheduler,
+            defaults.max_grad_norm,
+        )
         step += 1
     seconds = time.perf_counter() - start
     model.eval()
@@ -163,8 +225,15 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
             correct += int((model(**encoded).logits.argmax(-1) == labels).sum())
     model.save_pretrained(out)
     trainable = sum(p.numel() for p in prompt_params + head_params)
-    return {"dev_accuracy": correct / len(dev_examples), "dev_f1_macro": None, "train_seconds": seconds, "steps": step,
-            "trainable_parameters": trainable, "artifact_bytes": dir_bytes(Path(out)), "rss_after_load_mb": loaded}
+    return {
+        "dev_accuracy": correct / len(dev_examples),
+        "dev_f1_macro": None,
+        "train_seconds": seconds,
+        "steps": step,
+        "trainable_parameters": trainable,
+        "artifact_bytes": dir_bytes(Path(out)),
+        "rss_after_load_mb": loaded,
+    }
 
 
 def child(method: str, args: dict, train_path: str, dev_path: str, out: str, queue) -> None:
@@ -189,10 +258,15 @@ def main() -> None:
     parser.add_argument("--num-virtual-tokens", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", choices=sorted(SETS), default="methods", help="which comparison to run (and its results name)")
+    parser.add_argument(
+        "--set", choices=sorted(SETS), default="methods", help="which comparison to run (and its results name)"
+    )
     parser.add_argument("--methods", help="comma-separated subset of the set's methods")
-    parser.add_argument("--merge", action="store_true",
-                        help="with --methods: keep the other methods' rows from the set's results file, marked as an earlier run")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --methods: keep the other methods' rows from the set's results file, marked as an earlier run",
+    )
     parser.add_argument("--no-write", action="store_true", help="print the results without writing benchmarks/results")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prompttune-bench-"))
@@ -202,9 +276,12 @@ def main() -> None:
     weights_bytes = Path(resolve_model(args.model)[0], "model.safetensors").stat().st_size
     context = mp.get_context("spawn")
     rows = {}
-    for method in (args.methods.split(",") if args.methods else SETS[args.set]):
+    for method in args.methods.split(",") if args.methods else SETS[args.set]:
         queue = context.Queue()
-        process = context.Process(target=child, args=(method, vars(args), str(train_path), str(dev_path), str(work / method.replace(":", "-")), queue))
+        process = context.Process(
+            target=child,
+            args=(method, vars(args), str(train_path), str(dev_path), str(work / method.replace(":", "-")), queue),
+        )
         process.start()
         row = queue.get()
         process.join()
@@ -218,18 +295,34 @@ def main() -> None:
     name = "sst2_methods" if args.set == "methods" else f"sst2_{args.set}"
     if args.merge and (RESULTS / f"{name}.json").is_file():
         earlier = json.loads((RESULTS / f"{name}.json").read_text())["runs"]
-        rows = {m: rows[m] if m in rows else {**earlier[m], "earlier_run": True} for m in SETS[args.set] if m in rows or m in earlier}
-    flags = (f" --set {args.set}" if args.set != "methods" else "") + (f" --steps {args.steps}" if args.steps != 300 else "")
-    lines = ["# prompttune vs PEFT on frozen MiniLM + SST-2", "",
-             f"Frozen `{args.model}` ({weights_bytes / 2**20:.1f} MiB of weights); {args.train_size} SST-2 training sentences "
-             f"(seed {args.seed}); {args.steps} steps of batch {args.batch_size}; accuracy on the 872 SST-2 dev sentences; "
-             f"{args.threads} CPU threads; each method in its own process. Training time excludes evaluation. "
-             f"Each PEFT row is trained with the learning rates of the prompttune method it is compared with.", "",
-             f"Command: `python benchmarks/sst2_methods.py{flags}`"
-             + (f" (this run: `--methods {args.methods} --merge`; rows marked earlier come from the previous full run)"
-                if args.merge and args.methods else ""), "",
-             "| method | dev accuracy | trainable params | artifact bytes | artifact / model | s / step | vs PEFT time | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
+        rows = {
+            m: rows[m] if m in rows else {**earlier[m], "earlier_run": True}
+            for m in SETS[args.set]
+            if m in rows or m in earlier
+        }
+    flags = (f" --set {args.set}" if args.set != "methods" else "") + (
+        f" --steps {args.steps}" if args.steps != 300 else ""
+    )
+    lines = [
+        "# prompttune vs PEFT on frozen MiniLM + SST-2",
+        "",
+        (
+            f"Frozen `{args.model}` ({weights_bytes / 2**20:.1f} MiB of weights); {args.train_size} SST-2 training sentences "
+            f"(seed {args.seed}); {args.steps} steps of batch {args.batch_size}; accuracy on the 872 SST-2 dev sentences; "
+            f"{args.threads} CPU threads; each method in its own process. Training time excludes evaluation. "
+            f"Each PEFT row is trained with the learning rates of the prompttune method it is compared with."
+        ),
+        "",
+        f"Command: `python benchmarks/sst2_methods.py{flags}`"
+        + (
+            f" (this run: `--methods {args.methods} --merge`; rows marked earlier come from the previous full run)"
+            if args.merge and args.methods
+            else ""
+        ),
+        "",
+        "| method | dev accuracy | trainable params | artifact bytes | artifact / model | s / step | vs PEFT time | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     ok = {m: r for m, r in rows.items() if "error" not in r}
     for method, r in rows.items():
         label = method
@@ -243,33 +336,47 @@ def main() -> None:
         per_step = r["seconds_per_step"]
         anchor = ok.get(PEFT_ANCHORS.get(method, ""))
         ratio = f"{per_step / anchor['seconds_per_step']:.2f}x" if per_step and anchor else "-"
-        lines.append(f"| {label} | {r['dev_accuracy']:.4f} | {r['trainable_parameters']:,} | {r['artifact_bytes']:,} | "
-                     f"1/{1 / r['artifact_fraction_of_model']:,.0f} | {f'{per_step:.3f}' if per_step else '-'} | {ratio} | "
-                     f"{r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {label} | {r['dev_accuracy']:.4f} | {r['trainable_parameters']:,} | {r['artifact_bytes']:,} | "
+            f"1/{1 / r['artifact_fraction_of_model']:,.0f} | {f'{per_step:.3f}' if per_step else '-'} | {ratio} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
     targets = []
     for method, peft in PEFT_ANCHORS.items():
         ours, anchor = ok.get(method), ok.get(peft)
         if ours and anchor:
-            targets += [f"- {method} at least as accurate as PEFT's {peft}: {ours['dev_accuracy']:.4f} vs "
-                        f"{anchor['dev_accuracy']:.4f} ({'met' if ours['dev_accuracy'] >= anchor['dev_accuracy'] else 'NOT met'})",
-                        f"- {method} no slower per step than {peft}: {ours['seconds_per_step']:.3f} s vs "
-                        f"{anchor['seconds_per_step']:.3f} s, ratio {ours['seconds_per_step'] / anchor['seconds_per_step']:.2f} "
-                        f"({'met' if ours['seconds_per_step'] <= anchor['seconds_per_step'] else 'NOT met'})"]
+            targets += [
+                (
+                    f"- {method} at least as accurate as PEFT's {peft}: {ours['dev_accuracy']:.4f} vs "
+                    f"{anchor['dev_accuracy']:.4f} ({'met' if ours['dev_accuracy'] >= anchor['dev_accuracy'] else 'NOT met'})"
+                ),
+                (
+                    f"- {method} no slower per step than {peft}: {ours['seconds_per_step']:.3f} s vs "
+                    f"{anchor['seconds_per_step']:.3f} s, ratio {ours['seconds_per_step'] / anchor['seconds_per_step']:.2f} "
+                    f"({'met' if ours['seconds_per_step'] <= anchor['seconds_per_step'] else 'NOT met'})"
+                ),
+            ]
     same_init = ok.get("soft_prompt:sample_vocab")
     if same_init:
         targets.append(f"- soft prompt with PEFT's initialisation (sample_vocab): {same_init['dev_accuracy']:.4f}")
     soft, full = ok.get("soft_prompt"), ok.get("full_finetune")
     for method in ("deep_prompt", "prefix"):
         if method in ok and soft:
-            targets.append(f"- {method} beats soft_prompt at the same steps: {ok[method]['dev_accuracy']:.4f} vs "
-                           f"{soft['dev_accuracy']:.4f} ({'met' if ok[method]['dev_accuracy'] > soft['dev_accuracy'] else 'NOT met'})")
+            targets.append(
+                f"- {method} beats soft_prompt at the same steps: {ok[method]['dev_accuracy']:.4f} vs "
+                f"{soft['dev_accuracy']:.4f} ({'met' if ok[method]['dev_accuracy'] > soft['dev_accuracy'] else 'NOT met'})"
+            )
         if method in ok and full:
             gap = 100 * (full["dev_accuracy"] - ok[method]["dev_accuracy"])
-            targets.append(f"- {method} within 2 points of full_finetune: gap {gap:.2f} points "
-                           f"({'met' if gap <= 2 else 'NOT met'})")
+            targets.append(
+                f"- {method} within 2 points of full_finetune: gap {gap:.2f} points "
+                f"({'met' if gap <= 2 else 'NOT met'})"
+            )
     if soft and args.set == "methods":
-        targets.append(f"- artifact under 1/1000 of the model: 1/{1 / soft['artifact_fraction_of_model']:,.0f} "
-                       f"({'met' if soft['artifact_fraction_of_model'] < 1e-3 else 'NOT met'})")
+        targets.append(
+            f"- artifact under 1/1000 of the model: 1/{1 / soft['artifact_fraction_of_model']:,.0f} "
+            f"({'met' if soft['artifact_fraction_of_model'] < 1e-3 else 'NOT met'})"
+        )
     if targets:
         lines += ["", "Targets:"] + targets
     markdown = "\n".join(lines) + "\n"

@@ -63,18 +63,26 @@ def show(title: str, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SAMPLE,
-                        help="folder with E2E's trainset.csv and devset.csv (default: the sample the repository ships)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=SAMPLE,
+        help="folder with E2E's trainset.csv and devset.csv (default: the sample the repository ships)",
+    )
     parser.add_argument("--train-size", type=int, default=500)
     parser.add_argument("--dev-sources", type=int, default=20, help="development meaning representations scored")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--output", type=Path, default=Path("runs/demo"),
-                        help="the demo's own folder: each run replaces the prompts it trained there before")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("runs/demo"),
+        help="the demo's own folder: each run replaces the prompts it trained there before",
+    )
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, generate, train_prompt
-    from prompttune.runtime import quiet_libraries
     from prompttune.core.sources import SMOLLM2_SHA256
+    from prompttune.runtime import quiet_libraries
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="prompttune-demo-"))
@@ -82,31 +90,57 @@ def main() -> None:
     with open(dev, newline="", encoding="utf-8") as handle:
         examples = list(dict.fromkeys(r["mr"] for r in csv.DictReader(handle)))[:SHOWN]
     # force: the prompts of an earlier run of the demo in --output are replaced.
-    common = dict(force=True, model="smollm2-135m-instruct", task="generation", train=str(train), eval=str(dev), source_column="mr",
-                  target_column="ref", max_target_length=48, progress=False)
+    common = dict(
+        force=True,
+        model="smollm2-135m-instruct",
+        task="generation",
+        train=str(train),
+        eval=str(dev),
+        source_column="mr",
+        target_column="ref",
+        max_target_length=48,
+        progress=False,
+    )
     print(f"model: SmolLM2-135M-Instruct, frozen (Q4_1 GGUF, sha256 {SMOLLM2_SHA256[:12]}... verified)")
-    print(f"data:  E2E, {args.train_size} training pairs; scored on {args.dev_sources} development meaning "
-          f"representations against all their references\n")
+    print(
+        f"data:  E2E, {args.train_size} training pairs; scored on {args.dev_sources} development meaning "
+        f"representations against all their references\n"
+    )
 
     print("--> before: the instruct model, zero-shot, through its chat template", flush=True)
     start = time.perf_counter()
-    before = train_prompt(method="hard_prompt", output=str(args.output / "zero_shot"), chat=True, instruction=INSTRUCTION,
-                          **common)
+    before = train_prompt(
+        method="hard_prompt", output=str(args.output / "zero_shot"), chat=True, instruction=INSTRUCTION, **common
+    )
     before_seconds = time.perf_counter() - start
     print(f"--> training a 10-token prefix ({args.steps} steps of 8 pairs; the model frozen)", flush=True)
     start = time.perf_counter()
-    after = train_prompt(method="prefix", output=str(args.output / "prefix"), method_options={"num_virtual_tokens": 10},
-                         max_steps=args.steps, batch_size=8, eval_every=args.steps, **common)
+    after = train_prompt(
+        method="prefix",
+        output=str(args.output / "prefix"),
+        method_options={"num_virtual_tokens": 10},
+        max_steps=args.steps,
+        batch_size=8,
+        eval_every=args.steps,
+        **common,
+    )
     after_seconds = time.perf_counter() - start
 
     print(f"\n{'':28} {'BLEU':>6} {'chrF':>6} {'ROUGE-L':>8} {'trained params':>15} {'artifact':>10} {'seconds':>8}")
-    for title, metrics, seconds in (("zero-shot instruction", before, before_seconds), ("prefix, 10 tokens", after, after_seconds)):
+    for title, metrics, seconds in (
+        ("zero-shot instruction", before, before_seconds),
+        ("prefix, 10 tokens", after, after_seconds),
+    ):
         m = metrics["dev_metrics"]
-        print(f"{title:28} {m['bleu']:6.1f} {m['chrf']:6.1f} {m['rougeL']:8.1f} {metrics['parameters']['trainable']:15,d} "
-              f"{metrics['artifact_bytes'] / 1024:8.1f}KB {seconds:8.1f}")
+        print(
+            f"{title:28} {m['bleu']:6.1f} {m['chrf']:6.1f} {m['rougeL']:8.1f} {metrics['parameters']['trainable']:15,d} "
+            f"{metrics['artifact_bytes'] / 1024:8.1f}KB {seconds:8.1f}"
+        )
 
     saved = args.output / "prefix"
-    print(f"\nsaved artifact: {saved} ({artifact_bytes(saved):,} bytes; the prefix MLP is kept apart, for training only)")
+    print(
+        f"\nsaved artifact: {saved} ({artifact_bytes(saved):,} bytes; the prefix MLP is kept apart, for training only)"
+    )
     zero_shot = generate(str(args.output / "zero_shot"), examples, max_new_tokens=48)
     trained = generate(str(saved), examples, max_new_tokens=48)
     for mr, old, new in zip(examples, zero_shot, trained):

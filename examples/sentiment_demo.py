@@ -44,8 +44,7 @@ def prepare_data(folder: Path | None, train_size: int, work: Path) -> tuple[Path
     subset = work / "train_subset.tsv"
     with open(subset, "w", encoding="utf-8") as handle:
         handle.write(f"{column}\tlabel\n")
-        for row in rows[:train_size]:
-            handle.write(f"{row[column].strip()}\t{row['label'].strip()}\n")
+        handle.writelines(f"{row[column].strip()}\t{row['label'].strip()}\n" for row in rows[:train_size])
     return subset, dev, column
 
 
@@ -54,8 +53,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="folder with train.tsv and dev.tsv (e.g. ../shared/data/sst2)")
     parser.add_argument("--train-size", type=int, default=2000, help="training sentences taken from --data")
     parser.add_argument("--steps", type=int, help="training steps (default: 150, or 300 with --data)")
-    parser.add_argument("--output", type=Path, default=Path("runs/demo"),
-                        help="the demo's own folder: each run replaces the prompts it trained there before")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("runs/demo"),
+        help="the demo's own folder: each run replaces the prompts it trained there before",
+    )
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, predict, train_prompt
@@ -72,12 +75,15 @@ def main() -> None:
     # force: the prompts of an earlier run of the demo in --output are replaced.
     common = dict(force=True, model="all-MiniLM-L6-v2", train=str(train), eval=str(dev), text_column=column)
     print(f"model: all-MiniLM-L6-v2 (frozen; weights sha256 {MINILM_SHA256[:12]}… verified)")
-    print(f"data:  {train} ({sum(1 for _ in open(train)) - 1} sentences) -> dev {dev}\n")
+    print(f"data:  {train} ({len(Path(train).read_text().splitlines()) - 1} sentences) -> dev {dev}\n")
 
     results = []
     runs = [
-        ("zero-shot hard prompt", "hard_prompt", dict(template="{text} It was {mask}.",
-                                                      verbalizer={negative: ["terrible"], positive: ["great"]})),
+        (
+            "zero-shot hard prompt",
+            "hard_prompt",
+            dict(template="{text} It was {mask}.", verbalizer={negative: ["terrible"], positive: ["great"]}),
+        ),
         ("linear probe", "linear_probe", dict(max_steps=steps, batch_size=16)),
         ("soft prompt (20 tokens)", "soft_prompt", dict(max_steps=steps, batch_size=16)),
     ]
@@ -90,8 +96,10 @@ def main() -> None:
     print(f"\n{'':26} {'dev accuracy':>12} {'macro F1':>9} {'trained params':>15} {'artifact':>10} {'seconds':>8}")
     for title, metrics, seconds in results:
         dev_metrics = metrics["dev_metrics"]
-        print(f"{title:26} {dev_metrics['accuracy']:12.3f} {dev_metrics['f1_macro']:9.3f} "
-              f"{metrics['parameters']['trainable']:15,d} {metrics['artifact_bytes'] / 1024:8.1f}KB {seconds:8.1f}")
+        print(
+            f"{title:26} {dev_metrics['accuracy']:12.3f} {dev_metrics['f1_macro']:9.3f} "
+            f"{metrics['parameters']['trainable']:15,d} {metrics['artifact_bytes'] / 1024:8.1f}KB {seconds:8.1f}"
+        )
     before, after = results[0][1]["dev_metrics"]["accuracy"], results[2][1]["dev_metrics"]["accuracy"]
     print(f"\nsoft prompt vs zero-shot: {before:.3f} -> {after:.3f}")
 

@@ -23,18 +23,27 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Backbone": "prompttune.core.backbone",
-    "Columns": "prompttune.tasks.data", "Example": "prompttune.tasks.data", "load_examples": "prompttune.tasks.data",
-    "ArtifactError": "prompttune.errors", "ConfigError": "prompttune.errors", "DataError": "prompttune.errors",
-    "ModelError": "prompttune.errors", "PromptTuneError": "prompttune.errors",
+    "Columns": "prompttune.tasks.data",
+    "Example": "prompttune.tasks.data",
+    "load_examples": "prompttune.tasks.data",
+    "ArtifactError": "prompttune.errors",
+    "ConfigError": "prompttune.errors",
+    "DataError": "prompttune.errors",
+    "ModelError": "prompttune.errors",
+    "PromptTuneError": "prompttune.errors",
     "PromptModel": "prompttune.model",
     "ClassificationConfig": "prompttune.tasks",
-    "load_prompt": "prompttune.artifacts.artifact", "save_prompt": "prompttune.artifacts.artifact",
-    "TaskOptions": "prompttune.options", "TrainConfig": "prompttune.training", "evaluate": "prompttune.training", "train": "prompttune.training",
+    "load_prompt": "prompttune.artifacts.artifact",
+    "save_prompt": "prompttune.artifacts.artifact",
+    "TaskOptions": "prompttune.options",
+    "TrainConfig": "prompttune.training",
+    "evaluate": "prompttune.training",
+    "train": "prompttune.training",
     "PromptSet": "prompttune.inference.mixed",
     "Registry": "prompttune.artifacts.registry",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (the names _EXPORTS maps, loaded on first use)
 
 
 def __getattr__(name: str):

@@ -23,17 +23,17 @@ from pathlib import Path
 
 import torch
 
-from .training import checkpoint
 from .artifacts.artifact import ARTIFACT_FILES, META, METRICS, TENSORS, load_prompt, prompt_meta, stage_prompt
 from .core.backbone import Backbone
-from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
-from .tasks.data import Example
 from .errors import ConfigError, DataError
 from .methods import PromptMethod
 from .model import PromptModel
 from .options import TaskOptions
-from .tasks import task_class
 from .runtime import is_main_process
+from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
+from .tasks import task_class
+from .tasks.data import Example
+from .training import checkpoint
 from .training.loop import TrainConfig, evaluate
 from .training.loop import train as run_training
 
@@ -80,9 +80,19 @@ def train_prompt(
     holds.
     """
     task_settings, train_options = _split_options(options)
-    args = {"model": model, "method": method, "train": train, "output": output, "eval": eval, "task": task,
-            "method_options": method_options, "init_from": init_from, "dtype": dtype, **task_settings.to_dict(),
-            **{k: v for k, v in train_options.items() if k != "progress"}}
+    args = {
+        "model": model,
+        "method": method,
+        "train": train,
+        "output": output,
+        "eval": eval,
+        "task": task,
+        "method_options": method_options,
+        "init_from": init_from,
+        "dtype": dtype,
+        **task_settings.to_dict(),
+        **{k: v for k, v in train_options.items() if k != "progress"},
+    }
     args["data_sha256"] = _data_digests(args)
     output_dir = Path(output)
     run_dir = output_dir / PRIVATE / RUN
@@ -93,23 +103,42 @@ def train_prompt(
     columns = task_cls.resolve_columns(task_settings.columns())
     train_examples = task_cls.read_examples(train, columns)
     eval_examples = task_cls.read_examples(eval, columns) if eval else None
-    task_config = task_cls.new_config(task_settings.task_options(), train_examples, eval_examples, train_config.seed,
-                                      train_name=str(train), columns=columns)
+    task_config = task_cls.new_config(
+        task_settings.task_options(),
+        train_examples,
+        eval_examples,
+        train_config.seed,
+        train_name=str(train),
+        columns=columns,
+    )
     torch.manual_seed(train_config.seed)
     backbone = load_backbone(model, head=task_settings.head, device=device, dtype=dtype, device_map=device_map)
-    prompt = PromptModel.create(backbone, method, task_config, method_options, readout=task_settings.readout,
-                                seed=train_config.seed, examples=train_examples)
+    prompt = PromptModel.create(
+        backbone,
+        method,
+        task_config,
+        method_options,
+        readout=task_settings.readout,
+        seed=train_config.seed,
+        examples=train_examples,
+    )
     if init_from is not None:
         start = load_prompt(init_from, backbone=backbone, with_training_state=True)
         if start.method.name != method or start.method.config != prompt.method.config:
-            raise ConfigError(f"--init-from {init_from}: a {start.method.name} prompt with {start.method.config.to_dict()}; "
-                              f"this run trains {method} with {prompt.method.config.to_dict()}")
+            raise ConfigError(
+                f"--init-from {init_from}: a {start.method.name} prompt with {start.method.config.to_dict()}; "
+                f"this run trains {method} with {prompt.method.config.to_dict()}"
+            )
         if start.task.config != prompt.task.config:
-            raise ConfigError(f"--init-from {init_from}: its task settings {start.task.config.to_dict()} differ from "
-                              f"this run's {prompt.task.config.to_dict()}")
+            raise ConfigError(
+                f"--init-from {init_from}: its task settings {start.task.config.to_dict()} differ from "
+                f"this run's {prompt.task.config.to_dict()}"
+            )
         if prompt.method.training_state() and not start.method.training_state():
-            raise ConfigError(f"--init-from {init_from}: holds no training state for {method}'s reparameterisation "
-                              f"(training_state.safetensors is missing)")
+            raise ConfigError(
+                f"--init-from {init_from}: holds no training state for {method}'s reparameterisation "
+                f"(training_state.safetensors is missing)"
+            )
         prompt.load_trainable_state(start.trainable_state())
     main = is_main_process()
     if not resume and main:
@@ -121,9 +150,17 @@ def train_prompt(
         # A searched prompt's final state is kept until the prompt it exports is saved: a failed
         # export can be resumed without searching again.
         exports = type(prompt.method).exported is not PromptMethod.exported
-        result = run_training(prompt, train_examples, eval_examples, train_config, output_dir=run_dir, resume=resume,
-                              keep_checkpoint=exports and main, logging_dir=output_dir / "trackers",
-                              run_name=output_dir.resolve().name)
+        result = run_training(
+            prompt,
+            train_examples,
+            eval_examples,
+            train_config,
+            output_dir=run_dir,
+            resume=resume,
+            keep_checkpoint=exports and main,
+            logging_dir=output_dir / "trackers",
+            run_name=output_dir.resolve().name,
+        )
         dev_metrics, steps, seconds = result.dev_metrics, result.steps, result.seconds
         history, best_step, tracker_runs = result.history, result.best_step, result.tracker_runs
     else:  # a hard prompt: nothing to train, only to score
@@ -139,7 +176,8 @@ def train_prompt(
         "config": train_config.to_dict(),
         # Lineage: the prompt this one continued from (a registry links it to that prompt's version).
         "init_from": {"path": str(init_from), "prompt_sha256": sha256_file(Path(init_from) / "prompt.safetensors")}
-        if init_from is not None else None,
+        if init_from is not None
+        else None,
     }
     metrics = {
         "method": method,
@@ -155,8 +193,9 @@ def train_prompt(
             exported = prompt.method.exported(prompt)
         except ConfigError as error:
             if checkpoint.exists(run_dir):
-                raise ConfigError(f"{error} (the trained state is kept in {run_dir}: continue with --resume "
-                                  "once the cause is fixed)") from None
+                raise ConfigError(
+                    f"{error} (the trained state is kept in {run_dir}: continue with --resume once the cause is fixed)"
+                ) from None
             raise
         extra = {"columns": columns, "training": training}
         if exported is not None:
@@ -191,14 +230,19 @@ def _split_options(options: dict) -> tuple[TaskOptions, dict]:
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - task_fields - train_fields)
     if unknown:
-        raise ConfigError(f"train_prompt: unknown option(s) {unknown}; it takes TaskOptions fields "
-                          f"{sorted(task_fields)} and TrainConfig fields {sorted(train_fields)}")
+        raise ConfigError(
+            f"train_prompt: unknown option(s) {unknown}; it takes TaskOptions fields "
+            f"{sorted(task_fields)} and TrainConfig fields {sorted(train_fields)}"
+        )
     task_settings = TaskOptions.from_dict({k: v for k, v in options.items() if k in task_fields}, where="task options")
     return task_settings, {k: v for k, v in options.items() if k in train_fields}
 
 
 def _data_digests(args: dict) -> dict:
-    return {key: sha256_file(args[key]) if args.get(key) and Path(args[key]).is_file() else None for key in ("train", "eval")}
+    return {
+        key: sha256_file(args[key]) if args.get(key) and Path(args[key]).is_file() else None
+        for key in ("train", "eval")
+    }
 
 
 def interrupted_run(output: str | os.PathLike) -> dict | None:
@@ -216,8 +260,10 @@ def _run_args(path: Path, flag: str) -> dict:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{flag}: {path} not found; the interrupted run cannot be compared with this one "
-                          "(start again with --restart)") from None
+        raise ConfigError(
+            f"{flag}: {path} not found; the interrupted run cannot be compared with this one "
+            "(start again with --restart)"
+        ) from None
     except (OSError, ValueError) as error:
         raise ConfigError(f"{flag}: {path} cannot be read ({error}); start again with --restart") from None
     if not isinstance(saved, dict):
@@ -236,23 +282,29 @@ def _check_run(output_dir: Path, run_dir: Path, args: dict, resume: bool, restar
     if not resume:
         if before is not None:
             step = checkpoint.load_step(run_dir)
-            raise ConfigError(f"--output {output_dir}: holds an interrupted run (checkpoint at step {step}); "
-                              "continue it with --resume, or pass --restart to discard it and start again")
+            raise ConfigError(
+                f"--output {output_dir}: holds an interrupted run (checkpoint at step {step}); "
+                "continue it with --resume, or pass --restart to discard it and start again"
+            )
         return
     if before is None:
         raise ConfigError(f"--resume: no interrupted run with a checkpoint in {output_dir}")
     changed = sorted(k for k in set(before) | set(args) if not _same_argument(k, before, args))
     if changed:
-        raise ConfigError(f"--resume: arguments differ from the interrupted run in {changed}; "
-                          f"resume with the same arguments (see {run_dir / RUN_ARGS})")
+        raise ConfigError(
+            f"--resume: arguments differ from the interrupted run in {changed}; "
+            f"resume with the same arguments (see {run_dir / RUN_ARGS})"
+        )
 
 
 def _check_output(output_dir: Path, force: bool) -> None:
     """Refuse to write over a prompt or run records the folder holds, unless told to."""
     present = [name for name in ARTIFACT_FILES if (output_dir / name).is_file()]
     if present and not force:
-        raise ConfigError(f"--output {output_dir}: already holds {', '.join(present)}; choose a new or empty folder, "
-                          "or pass --force to replace them when training ends (other files there stay)")
+        raise ConfigError(
+            f"--output {output_dir}: already holds {', '.join(present)}; choose a new or empty folder, "
+            "or pass --force to replace them when training ends (other files there stay)"
+        )
 
 
 def _same_argument(key: str, before: dict, now: dict) -> bool:
@@ -282,16 +334,34 @@ def _examples(prompt_dir: str, data: str, labelled: bool = True, **columns) -> l
     return task_cls.read_examples(data, task_cls.resolve_columns(given, meta.get("columns")), labelled=labelled)
 
 
-def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text_pair_column: str | None = None,
-                    label_column: str | None = None, batch_size: int = 64, model: str | None = None,
-                    device: str | None = None, source_column: str | None = None, target_column: str | None = None,
-                    dtype: str | None = None, device_map: str | None = None, group_column: str | None = None) -> dict:
+def evaluate_prompt(
+    prompt: str,
+    data: str,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    batch_size: int = 64,
+    model: str | None = None,
+    device: str | None = None,
+    source_column: str | None = None,
+    target_column: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+    group_column: str | None = None,
+) -> dict:
     """Metrics of a saved prompt on labelled data (columns default to those it was trained with).
     With `group_column`, also `groups`: every metric for each value of that column, with its
     count and `small` where it has fewer than 30 examples; and `group_gaps`: per metric, the
     largest difference between groups and which they are."""
-    examples = _examples(prompt, data, text_column=text_column, text_pair_column=text_pair_column,
-                         label_column=label_column, source_column=source_column, target_column=target_column)
+    examples = _examples(
+        prompt,
+        data,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        source_column=source_column,
+        target_column=target_column,
+    )
     groups = _group_values(prompt, data, group_column, len(examples)) if group_column else None
     loaded = _load(prompt, model, device, dtype, device_map)
     if groups is None:
@@ -299,8 +369,14 @@ def evaluate_prompt(prompt: str, data: str, text_column: str | None = None, text
     from .tasks.metrics import SMALL_GROUP, group_gaps
 
     metrics, scored = loaded.task.evaluate_groups(loaded, examples, groups, batch_size)  # one pass of the model
-    per_group = {value: {**{k: v for k, v in scores.items() if isinstance(v, (int, float))}, "count": count,
-                         "small": count < SMALL_GROUP} for value, (scores, count) in scored.items()}
+    per_group = {
+        value: {
+            **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
+            "count": count,
+            "small": count < SMALL_GROUP,
+        }
+        for value, (scores, count) in scored.items()
+    }
     task_cls = type(loaded.task)
     metrics["groups"] = per_group
     metrics["group_gaps"] = group_gaps(per_group, task_cls.metrics, task_cls.higher_is_better)
@@ -312,23 +388,37 @@ def _group_values(prompt: str, data: str, column: str, count: int) -> list[str]:
     task_cls = task_class(prompt_meta(prompt)["task"])
     records = task_cls.read_records(data)
     if len(records) != count:
-        raise ConfigError(f"--group-column {column}: {data} has {len(records)} rows and {count} examples; groups need "
-                          "one example per row")
+        raise ConfigError(
+            f"--group-column {column}: {data} has {len(records)} rows and {count} examples; groups need "
+            "one example per row"
+        )
     values = []
     for number, record in enumerate(records, 1):
         value = record.get(column)
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"{data}, data row {number} (header not counted): no value in the group column {column!r}")
         if not isinstance(value, (str, int, float, bool)):
-            raise DataError(f"{data}, data row {number} (header not counted), column {column!r}: a group is a single "
-                            f"value, got {value!r}")
+            raise DataError(
+                f"{data}, data row {number} (header not counted), column {column!r}: a group is a single "
+                f"value, got {value!r}"
+            )
         values.append(str(value))
     return values
 
 
-def generate(prompt: str, texts: list[str] | None = None, data: str | None = None, source_column: str | None = None,
-             batch_size: int = 32, model: str | None = None, device: str | None = None, seed: int | None = None,
-             dtype: str | None = None, device_map: str | None = None, **options) -> list[dict]:
+def generate(
+    prompt: str,
+    texts: list[str] | None = None,
+    data: str | None = None,
+    source_column: str | None = None,
+    batch_size: int = 32,
+    model: str | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+    **options,
+) -> list[dict]:
     """One dict per source: the source and its generations. `options` go to transformers'
     `generate`: max_new_tokens, num_beams, do_sample, top_k, top_p, temperature,
     num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty."""
@@ -337,8 +427,10 @@ def generate(prompt: str, texts: list[str] | None = None, data: str | None = Non
     meta = prompt_meta(prompt)
     task_cls = task_class(meta["task"])
     if task_cls.endpoint != "generate":
-        raise ConfigError(f"{prompt}: a {meta['task']} prompt, which does not generate; use `prompttune "
-                          f"{'predict' if task_cls.endpoint == 'classify' else task_cls.endpoint}` for it")
+        raise ConfigError(
+            f"{prompt}: a {meta['task']} prompt, which does not generate; use `prompttune "
+            f"{'predict' if task_cls.endpoint == 'classify' else task_cls.endpoint}` for it"
+        )
     if data is not None:
         examples = _examples(prompt, data, labelled=False, source_column=source_column)
     else:
@@ -352,12 +444,24 @@ def generate(prompt: str, texts: list[str] | None = None, data: str | None = Non
         torch.manual_seed(seed)
     outputs = loaded.task.generate_texts(loaded, examples, batch_size=batch_size, **options)
     per_source = len(outputs) // max(len(examples), 1)
-    return [{"source": e.text, "generations": outputs[i * per_source:(i + 1) * per_source]} for i, e in enumerate(examples)]
+    return [
+        {"source": e.text, "generations": outputs[i * per_source : (i + 1) * per_source]}
+        for i, e in enumerate(examples)
+    ]
 
 
-def predict(prompt: str, texts: list[str] | None = None, data: str | None = None, text_column: str | None = None,
-            text_pair_column: str | None = None, batch_size: int = 64, model: str | None = None,
-            device: str | None = None, dtype: str | None = None, device_map: str | None = None) -> list[dict]:
+def predict(
+    prompt: str,
+    texts: list[str] | None = None,
+    data: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    batch_size: int = 64,
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+) -> list[dict]:
     """One dict per input, as the prompt's task predicts: for classification the text, the label
     and every label's probability; for token classification the tokens, their tags and the
     entities with character offsets."""
@@ -375,13 +479,18 @@ def predict(prompt: str, texts: list[str] | None = None, data: str | None = None
     return loaded.task.predict(loaded, examples, batch_size)
 
 
-def _load_set(prompts: list[str], model: str | None, device: str | None, dtype: str | None = None,
-              device_map: str | None = None):
+def _load_set(
+    prompts: list[str], model: str | None, device: str | None, dtype: str | None = None, device_map: str | None = None
+):
     """The ensemble's members (checked by `_check_members` first) on one backbone."""
     from .inference.mixed import PromptSet
 
-    backbone = load_backbone(model or prompt_meta(prompts[0])["base_model"]["name_or_path"], device=device, dtype=dtype,
-                             device_map=device_map)
+    backbone = load_backbone(
+        model or prompt_meta(prompts[0])["base_model"]["name_or_path"],
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+    )
     return PromptSet.load({p: p for p in prompts}, backbone=backbone)
 
 
@@ -393,21 +502,33 @@ def _check_members(prompts: list[str]) -> None:
     for prompt in prompts:
         task = prompt_meta(prompt)["task"]
         if not task_class(task).ensembles:
-            raise ConfigError(f"--prompts: {prompt} is a {task} prompt; ensembles combine prompts by their label "
-                              "probabilities (classification)")
+            raise ConfigError(
+                f"--prompts: {prompt} is a {task} prompt; ensembles combine prompts by their label "
+                "probabilities (classification)"
+            )
 
 
-def evaluate_ensemble(prompts: list[str], data: str, combine: str = "mean", text_column: str | None = None,
-                      text_pair_column: str | None = None, label_column: str | None = None, batch_size: int = 64,
-                      model: str | None = None, device: str | None = None, dtype: str | None = None,
-                      device_map: str | None = None) -> dict:
+def evaluate_ensemble(
+    prompts: list[str],
+    data: str,
+    combine: str = "mean",
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    batch_size: int = 64,
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+) -> dict:
     """Each member's metrics and the ensemble's on labelled data; every member reads each input in
     the same batched forward. Columns default to those the first prompt was trained with."""
     from .tasks.metrics import classification_metrics
 
     _check_members(prompts)
-    examples = _examples(prompts[0], data, text_column=text_column, text_pair_column=text_pair_column,
-                         label_column=label_column)
+    examples = _examples(
+        prompts[0], data, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column
+    )
     prompt_set = _load_set(prompts, model, device, dtype, device_map)
     result = prompt_set.ensemble(prompts, examples, combine=combine, batch_size=batch_size)
     labels = result["labels"]
@@ -415,22 +536,38 @@ def evaluate_ensemble(prompts: list[str], data: str, combine: str = "mean", text
     if unknown is not None:
         raise ConfigError(f"{unknown.source}: label {unknown.label!r} is not one of the prompts' labels {list(labels)}")
     gold = [labels.index(e.label) for e in examples]
-    members = {name: classification_metrics(probs.argmax(-1).tolist(), gold, labels)
-               for name, probs in result["members"].items()}
-    return {"combine": combine, "members": members,
-            "ensemble": classification_metrics(result["predictions"], gold, labels)}
+    members = {
+        name: classification_metrics(probs.argmax(-1).tolist(), gold, labels)
+        for name, probs in result["members"].items()
+    }
+    return {
+        "combine": combine,
+        "members": members,
+        "ensemble": classification_metrics(result["predictions"], gold, labels),
+    }
 
 
-def predict_ensemble(prompts: list[str], texts: list[str] | None = None, data: str | None = None, combine: str = "mean",
-                     text_column: str | None = None, text_pair_column: str | None = None, batch_size: int = 64,
-                     model: str | None = None, device: str | None = None, dtype: str | None = None,
-                     device_map: str | None = None) -> list[dict]:
+def predict_ensemble(
+    prompts: list[str],
+    texts: list[str] | None = None,
+    data: str | None = None,
+    combine: str = "mean",
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    batch_size: int = 64,
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+) -> list[dict]:
     """One dict per input: the ensemble's label and mean probabilities, and each member's label."""
     if (texts is None) == (data is None):
         raise ConfigError("predict: give either texts or data")
     _check_members(prompts)
     if data is not None:
-        examples = _examples(prompts[0], data, labelled=False, text_column=text_column, text_pair_column=text_pair_column)
+        examples = _examples(
+            prompts[0], data, labelled=False, text_column=text_column, text_pair_column=text_pair_column
+        )
     else:
         examples = task_class(prompt_meta(prompts[0])["task"]).examples_from_texts(list(texts))
     prompt_set = _load_set(prompts, model, device, dtype, device_map)
@@ -441,15 +578,18 @@ def predict_ensemble(prompts: list[str], texts: list[str] | None = None, data: s
         row = {"text": example.text}
         if example.text_pair is not None:
             row["text_pair"] = example.text_pair
-        row.update(label=labels[result["predictions"][i]],
-                   probabilities={label: round(p, 6) for label, p in zip(labels, result["probabilities"][i].tolist())},
-                   members={name: labels[int(probs[i].argmax())] for name, probs in result["members"].items()})
+        row.update(
+            label=labels[result["predictions"][i]],
+            probabilities={label: round(p, 6) for label, p in zip(labels, result["probabilities"][i].tolist())},
+            members={name: labels[int(probs[i].argmax())] for name, probs in result["members"].items()},
+        )
         rows.append(row)
     return rows
 
 
-def load_backbone(model: str, head: str = "auto", device: str | None = None, dtype: str | None = None,
-                  device_map: str | None = None) -> Backbone:
+def load_backbone(
+    model: str, head: str = "auto", device: str | None = None, dtype: str | None = None, device_map: str | None = None
+) -> Backbone:
     """The frozen model every command runs on: `dtype` float32 | bfloat16 | float16 (prompts stay
     float32), `device_map` "auto" for Accelerate's big-model loading over the devices there are,
     or `device` for one device."""
@@ -461,10 +601,15 @@ def load_backbone(model: str, head: str = "auto", device: str | None = None, dty
     return backbone
 
 
-def _load(prompt: str, model: str | None, device: str | None, dtype: str | None = None,
-          device_map: str | None = None) -> PromptModel:
+def _load(
+    prompt: str, model: str | None, device: str | None, dtype: str | None = None, device_map: str | None = None
+) -> PromptModel:
     backbone = None
     if model is not None or device or dtype or device_map:
-        backbone = load_backbone(model or prompt_meta(prompt)["base_model"]["name_or_path"], device=device, dtype=dtype,
-                                 device_map=device_map)
+        backbone = load_backbone(
+            model or prompt_meta(prompt)["base_model"]["name_or_path"],
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+        )
     return load_prompt(prompt, backbone=backbone)

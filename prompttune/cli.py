@@ -12,8 +12,8 @@ import sys
 from .config import add_config_arguments, config_arguments
 from .errors import PromptTuneError
 from .options import COLUMN_OPTIONS, TaskOptions
-from .training.config import TrainConfig
 from .runtime import is_main_process
+from .training.config import TrainConfig
 
 
 def _method_options(args) -> dict:
@@ -37,8 +37,17 @@ def _train_options(args) -> dict:
 
 
 def _generation_options(args) -> dict:
-    names = ("max_new_tokens", "num_beams", "top_k", "top_p", "temperature", "num_return_sequences",
-             "repetition_penalty", "no_repeat_ngram_size", "length_penalty")
+    names = (
+        "max_new_tokens",
+        "num_beams",
+        "top_k",
+        "top_p",
+        "temperature",
+        "num_return_sequences",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "length_penalty",
+    )
     options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if args.do_sample:
         options["do_sample"] = True
@@ -47,28 +56,51 @@ def _generation_options(args) -> dict:
 
 def _columns(parser, *roles: str) -> None:
     """The column flags of these roles, as `train` has them (TaskOptions' fields)."""
-    add_config_arguments(parser, TaskOptions, "columns (default: those the prompt was trained with)",
-                         only=tuple(f"{role}_column" for role in roles))
+    add_config_arguments(
+        parser,
+        TaskOptions,
+        "columns (default: those the prompt was trained with)",
+        only=tuple(f"{role}_column" for role in roles),
+    )
 
 
 def _prompt_or_ensemble(parser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--prompt", help="a saved prompt's folder")
-    which.add_argument("--prompts", help="an ensemble: comma-separated prompt folders for one task and base model, "
-                                         "run together in one batched forward")
-    parser.add_argument("--combine", default="mean", choices=("mean", "vote"),
-                        help="ensemble: mean probability, or majority vote (ties go to the higher mean probability)")
+    which.add_argument(
+        "--prompts",
+        help="an ensemble: comma-separated prompt folders for one task and base model, "
+        "run together in one batched forward",
+    )
+    parser.add_argument(
+        "--combine",
+        default="mean",
+        choices=("mean", "vote"),
+        help="ensemble: mean probability, or majority vote (ties go to the higher mean probability)",
+    )
 
 
-def _model_flags(parser, required: bool = False, help_text: str = "local copy of the base model (checked against the artifact)",
-                 device: bool = True) -> None:
+def _model_flags(
+    parser,
+    required: bool = False,
+    help_text: str = "local copy of the base model (checked against the artifact)",
+    device: bool = True,
+) -> None:
     """Where the frozen model comes from and how it is placed: the same flags on every command."""
     parser.add_argument("--model", required=required, help=help_text)
-    parser.add_argument("--gguf-file", help="with --model FOLDER: the GGUF file in it to load (dequantised once, cached)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
-                        help="load the frozen model in this type (prompts stay float32); default: as stored")
-    parser.add_argument("--device-map", choices=("auto",), help="auto: spread the model over the GPUs there are, "
-                                                                "then the CPU (Accelerate's big-model loading)")
+    parser.add_argument(
+        "--gguf-file", help="with --model FOLDER: the GGUF file in it to load (dequantised once, cached)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="load the frozen model in this type (prompts stay float32); default: as stored",
+    )
+    parser.add_argument(
+        "--device-map",
+        choices=("auto",),
+        help="auto: spread the model over the GPUs there are, then the CPU (Accelerate's big-model loading)",
+    )
     if device:
         parser.add_argument("--device", help="e.g. cpu or cuda (default: what Accelerate picks)")
 
@@ -90,16 +122,27 @@ def _human_eval_parser(commands) -> None:
 
     h = commands.add_parser("human-eval", help="human evaluation of prompts: make a study, serve it to raters, report")
     actions = h.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="generate every system's outputs on a data sample once and draw each "
-                                               "rater's items: a study folder")
+    create = actions.add_parser(
+        "create",
+        help="generate every system's outputs on a data sample once and draw each rater's items: a study folder",
+    )
     create.add_argument("study", help="a new folder, or one without a study (a study is never overwritten)")
-    create.add_argument("--data", required=True, help="the sources (and references): CSV, TSV, JSONL or a datasets folder")
-    create.add_argument("--system", action="append", required=True, metavar="NAME=SOURCE",
-                        help="a system to judge (two or more): NAME=PROMPT_FOLDER (prompttune's or a PEFT adapter), "
-                             "NAME=registry:PROMPT@VERSION, NAME=@bare (the frozen model reading each source as the "
-                             "first prompt's task writes it, without the learned prompt), NAME=@reference (the data's "
-                             "first reference) or NAME=outputs:FILE (JSON lines as `prompttune generate` prints)")
-    create.add_argument("--registry", help="for registry: systems (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
+    create.add_argument(
+        "--data", required=True, help="the sources (and references): CSV, TSV, JSONL or a datasets folder"
+    )
+    create.add_argument(
+        "--system",
+        action="append",
+        required=True,
+        metavar="NAME=SOURCE",
+        help="a system to judge (two or more): NAME=PROMPT_FOLDER (prompttune's or a PEFT adapter), "
+        "NAME=registry:PROMPT@VERSION, NAME=@bare (the frozen model reading each source as the "
+        "first prompt's task writes it, without the learned prompt), NAME=@reference (the data's "
+        "first reference) or NAME=outputs:FILE (JSON lines as `prompttune generate` prints)",
+    )
+    create.add_argument(
+        "--registry", help="for registry: systems (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)"
+    )
     add_config_arguments(create, Design, "the study's design (Design's fields)")
     _columns(create, "source", "target")
     create.add_argument("--batch-size", type=int, default=16)
@@ -109,26 +152,37 @@ def _human_eval_parser(commands) -> None:
     status.add_argument("study")
     status.add_argument("--host", default="127.0.0.1", help="the host the links name")
     status.add_argument("--port", type=int, default=8100)
-    serve = actions.add_parser("serve", help="the raters' web page: one item at a time, every judgement committed as "
-                                             "it is given")
+    serve = actions.add_parser(
+        "serve", help="the raters' web page: one item at a time, every judgement committed as it is given"
+    )
     serve.add_argument("study")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8100)
-    serve.add_argument("--allow-names", action="store_true",
-                       help="raters may start by giving their name instead of their token (a trusted network)")
-    serve.add_argument("--body-timeout", type=float, default=10.0,
-                       help="seconds a request's body may take to arrive; then 408")
+    serve.add_argument(
+        "--allow-names",
+        action="store_true",
+        help="raters may start by giving their name instead of their token (a trusted network)",
+    )
+    serve.add_argument(
+        "--body-timeout", type=float, default=10.0, help="seconds a request's body may take to arrive; then 408"
+    )
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    report = actions.add_parser("report", help="win/tie/loss with bootstrap intervals, Bradley-Terry strengths, "
-                                               "Likert means, agreement; JSON, CSV and an HTML page with plots")
+    report = actions.add_parser(
+        "report",
+        help="win/tie/loss with bootstrap intervals, Bradley-Terry strengths, "
+        "Likert means, agreement; JSON, CSV and an HTML page with plots",
+    )
     report.add_argument("study")
-    report.add_argument("--out", help="folder for report.json, judgements.csv, outputs.jsonl, report.html and the "
-                                      "plots (default: STUDY/report)")
+    report.add_argument(
+        "--out",
+        help="folder for report.json, judgements.csv, outputs.jsonl, report.html and the plots (default: STUDY/report)",
+    )
     report.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     report.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (Bradley-Terry: at most 200)")
     report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    report.add_argument("--attach", action="store_true",
-                        help="attach each registry system's result to its version in the registry")
+    report.add_argument(
+        "--attach", action="store_true", help="attach each registry system's result to its version in the registry"
+    )
 
 
 def _human_eval_command(args) -> None:
@@ -137,9 +191,19 @@ def _human_eval_command(args) -> None:
     if args.action == "create":
         design = Design.from_dict(config_arguments(args, Design))
         options = _generation_options(args)
-        made = create_study(args.study, args.data, parse_systems(args.system, args.registry), design,
-                            source_column=args.source_column, target_column=args.target_column, model=_model_name(args),
-                            device=args.device, dtype=args.dtype, batch_size=args.batch_size, **options)
+        made = create_study(
+            args.study,
+            args.data,
+            parse_systems(args.system, args.registry),
+            design,
+            source_column=args.source_column,
+            target_column=args.target_column,
+            model=_model_name(args),
+            device=args.device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            **options,
+        )
         print(json.dumps(made, indent=2))
     elif args.action == "status":
         for rater in Study(args.study).raters():
@@ -147,8 +211,15 @@ def _human_eval_command(args) -> None:
     elif args.action == "serve":
         from .human_eval.app import serve_study
 
-        serve_study(args.study, args.host, args.port, args.allow_names, args.log_level,
-                    announce=lambda line: print(line, file=sys.stderr, flush=True), body_timeout=args.body_timeout)
+        serve_study(
+            args.study,
+            args.host,
+            args.port,
+            args.allow_names,
+            args.log_level,
+            announce=lambda line: print(line, file=sys.stderr, flush=True),
+            body_timeout=args.body_timeout,
+        )
     else:
         from .human_eval.report import analyse, attach, write_report
 
@@ -181,13 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="train a prompt and save it as an artifact")
-    _model_flags(t, required=True, help_text="hub id, local folder or .gguf file (all-MiniLM-L6-v2 and "
-                                             "smollm2-135m-instruct resolve to their verified offline copies)")
-    t.add_argument("--method", required=True,
-                   help="soft_prompt | prefix | deep_prompt | p_tuning | hard_prompt | autoprompt | pez | linear_probe | "
-                        "full_finetune")
-    t.add_argument("--task", default="classification",
-                   help="a registered task: classification (default), generation, token_classification")
+    _model_flags(
+        t,
+        required=True,
+        help_text="hub id, local folder or .gguf file (all-MiniLM-L6-v2 and "
+        "smollm2-135m-instruct resolve to their verified offline copies)",
+    )
+    t.add_argument(
+        "--method",
+        required=True,
+        help="soft_prompt | prefix | deep_prompt | p_tuning | hard_prompt | autoprompt | pez | linear_probe | "
+        "full_finetune",
+    )
+    t.add_argument(
+        "--task",
+        default="classification",
+        help="a registered task: classification (default), generation, token_classification",
+    )
     t.add_argument("--train", required=True, help="CSV, TSV, JSONL, a datasets folder, or NAME[:CONFIG]:SPLIT")
     t.add_argument("--eval", help="dev data in the same form, for evaluation, early stopping and the best prompt")
     t.add_argument("--output", required=True, help="folder for the artifact, metrics.json and log.jsonl")
@@ -195,23 +276,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(t, TaskOptions, "task and data (TaskOptions' fields)")
     t.add_argument("--num-virtual-tokens", type=int)
     t.add_argument("--num-tokens", type=int, help="autoprompt/pez: tokens in the searched prompt")
-    t.add_argument("--init", help="soft_prompt/p_tuning: random | sample_vocab | text | class_labels; "
-                                  "prefix/deep_prompt: random | text | sample_vocab")
+    t.add_argument(
+        "--init",
+        help="soft_prompt/p_tuning: random | sample_vocab | text | class_labels; "
+        "prefix/deep_prompt: random | text | sample_vocab",
+    )
     t.add_argument("--init-text")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="any other method config field")
     add_config_arguments(t, TrainConfig, "training (TrainConfig's fields)")
     t.add_argument("--resume", action="store_true", help="continue the run interrupted in --output")
-    t.add_argument("--restart", action="store_true",
-                   help="discard the run interrupted in --output (its checkpoint) and start again")
-    t.add_argument("--force", action="store_true",
-                   help="--output already holds a prompt or a run's records: replace them when training ends")
+    t.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the run interrupted in --output (its checkpoint) and start again",
+    )
+    t.add_argument(
+        "--force",
+        action="store_true",
+        help="--output already holds a prompt or a run's records: replace them when training ends",
+    )
 
     e = commands.add_parser("evaluate", help="print a saved prompt's metrics on labelled data as JSON")
     _prompt_or_ensemble(e)
     e.add_argument("--data", required=True)
     _columns(e, "text", "text_pair", "label", "source", "target")
-    e.add_argument("--group-column", help="also report every metric per value of this column, with each group's count "
-                                          "and the largest gap between groups")
+    e.add_argument(
+        "--group-column",
+        help="also report every metric per value of this column, with each group's count "
+        "and the largest gap between groups",
+    )
     e.add_argument("--batch-size", type=int, default=64)
     _model_flags(e)
 
@@ -234,13 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed for sampling")
     _model_flags(g)
 
-    c = commands.add_parser("compare", help="sweep methods x lengths x inits x training sizes x seeds; table, plots, report")
-    c.add_argument("--spec", help="a YAML sweep (fields: model, train, eval, methods, lengths, inits, train_sizes, seeds, "
-                                  "train_options, ...); flags override it")
+    c = commands.add_parser(
+        "compare", help="sweep methods x lengths x inits x training sizes x seeds; table, plots, report"
+    )
+    c.add_argument(
+        "--spec",
+        help="a YAML sweep (fields: model, train, eval, methods, lengths, inits, train_sizes, seeds, "
+        "train_options, ...); flags override it",
+    )
     c.add_argument("--output", required=True, help="sweep folder: cells, results.csv, summary.md, plots, report.html")
     c.add_argument("--workers", type=int, default=1, help="cells run at the same time, each in its own process")
-    c.add_argument("--ray", metavar="ADDRESS", help="run the cells as tasks on a Ray cluster (local: start one here); "
-                                                  "its workers must see --output")
+    c.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the cells as tasks on a Ray cluster (local: start one here); its workers must see --output",
+    )
     _model_flags(c, device=False)
     c.add_argument("--train")
     c.add_argument("--eval")
@@ -252,22 +353,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", help="comma-separated seeds")
     c.add_argument("--max-steps", type=int)
     c.add_argument("--batch-size", type=int)
-    c.add_argument("--report-to", help="experiment trackers for every cell (TrainConfig's report_to), each cell a run "
-                                       "named after it")
+    c.add_argument(
+        "--report-to",
+        help="experiment trackers for every cell (TrainConfig's report_to), each cell a run named after it",
+    )
     c.add_argument("--eval-size", type=int, help="score on a fixed random subset of the eval data")
     c.add_argument("--metric", help="the metric plotted and used to keep each cell's best prompt")
-    c.add_argument("--group-column", help="also score every cell per value of this eval column (GROUP:METRIC "
-                                          "columns, gap:METRIC, and a plot per group)")
-    add_config_arguments(c, TaskOptions, "task and data (TaskOptions' fields; others go in the spec's prompt_options)",
-                         only=(*COLUMN_OPTIONS, "template", "verbalizer"))
+    c.add_argument(
+        "--group-column",
+        help="also score every cell per value of this eval column (GROUP:METRIC "
+        "columns, gap:METRIC, and a plot per group)",
+    )
+    add_config_arguments(
+        c,
+        TaskOptions,
+        "task and data (TaskOptions' fields; others go in the spec's prompt_options)",
+        only=(*COLUMN_OPTIONS, "template", "verbalizer"),
+    )
 
-    x = commands.add_parser("export", help="write a prompt in another format: --format peft (a PEFT prompt-learning "
-                                           "adapter folder); prints what the format leaves out")
+    x = commands.add_parser(
+        "export",
+        help="write a prompt in another format: --format peft (a PEFT prompt-learning "
+        "adapter folder); prints what the format leaves out",
+    )
     x.add_argument("directory", help="the prompt's folder")
     x.add_argument("output", help="a new or empty folder for the adapter")
     x.add_argument("--format", required=True, choices=("peft",))
-    x.add_argument("--force", action="store_true", help="into a folder that holds other files: replace only the "
-                                                         "adapter's files there")
+    x.add_argument(
+        "--force",
+        action="store_true",
+        help="into a folder that holds other files: replace only the adapter's files there",
+    )
     _model_flags(x)
 
     i = commands.add_parser("inspect", help="what a learned prompt is near: vocabulary neighbours, norms, label words")
@@ -282,27 +398,47 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
-    v.add_argument("--token", default=os.environ.get("PROMPTTUNE_TOKEN"),
-                   help="require 'Authorization: Bearer TOKEN' (default: $PROMPTTUNE_TOKEN; none: open)")
+    v.add_argument(
+        "--token",
+        default=os.environ.get("PROMPTTUNE_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' (default: $PROMPTTUNE_TOKEN; none: open)",
+    )
     v.add_argument("--max-batch-size", type=int, default=64, help="rows per model forward")
     v.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     v.add_argument("--max-inputs", type=int, default=64, help="inputs per request")
     v.add_argument("--max-chars", type=int, default=8192, help="characters per input")
     v.add_argument("--max-loaded", type=int, default=256, help="prompt versions kept loaded")
-    v.add_argument("--max-body-bytes", type=int,
-                   help="largest request body, refused with 413 before it is read "
-                        "(default: room for --max-inputs pairs of --max-chars escaped characters)")
-    v.add_argument("--body-timeout", type=float, default=10.0,
-                   help="seconds a request's body may take to arrive; then 408 (a client that declares more "
-                        "than it sends)")
-    v.add_argument("--max-request-tokens", type=int, default=8192,
-                   help="tokens one generation request may decode: inputs x beams or sequences x new tokens")
-    v.add_argument("--max-batch-tokens", type=int,
-                   help="run joined rows in order of length, at most this many padded tokens per forward "
-                        "(default: one forward per joined batch)")
-    v.add_argument("--batching", choices=("continuous", "static"), default="continuous",
-                   help="OpenAI requests on a decoder-only model: join the decoding batch at its next step "
-                        "(continuous), or wait for it and decode in batches from start to end (static)")
+    v.add_argument(
+        "--max-body-bytes",
+        type=int,
+        help="largest request body, refused with 413 before it is read "
+        "(default: room for --max-inputs pairs of --max-chars escaped characters)",
+    )
+    v.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request's body may take to arrive; then 408 (a client that declares more than it sends)",
+    )
+    v.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=8192,
+        help="tokens one generation request may decode: inputs x beams or sequences x new tokens",
+    )
+    v.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        help="run joined rows in order of length, at most this many padded tokens per forward "
+        "(default: one forward per joined batch)",
+    )
+    v.add_argument(
+        "--batching",
+        choices=("continuous", "static"),
+        default="continuous",
+        help="OpenAI requests on a decoder-only model: join the decoding batch at its next step "
+        "(continuous), or wait for it and decode in batches from start to end (static)",
+    )
     v.add_argument("--device", help="e.g. cpu or cuda")
     v.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
@@ -315,8 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("directory")
     push.add_argument("--name", required=True)
     push.add_argument("--alias", action="append", default=[], help="also point NAME@ALIAS at the new version")
-    push.add_argument("--model", help="a PEFT adapter's base model, where its config's base_model_name_or_path "
-                                      "is not at hand (a prompttune prompt names its own)")
+    push.add_argument(
+        "--model",
+        help="a PEFT adapter's base model, where its config's base_model_name_or_path "
+        "is not at hand (a prompttune prompt names its own)",
+    )
     listing = actions.add_parser("list", help="every prompt, or every version of NAME")
     listing.add_argument("name", nargs="?")
     show = actions.add_parser("show", help="everything recorded about NAME[@VERSION|@ALIAS]")
@@ -324,8 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     pull = actions.add_parser("pull", help="write NAME[@VERSION|@ALIAS]'s files into a new or empty folder")
     pull.add_argument("spec")
     pull.add_argument("destination")
-    pull.add_argument("--force", action="store_true",
-                      help="into a folder that holds other files: replace only the artifact's files there, keep the rest")
+    pull.add_argument(
+        "--force",
+        action="store_true",
+        help="into a folder that holds other files: replace only the artifact's files there, keep the rest",
+    )
     alias = actions.add_parser("alias", help="point NAME@ALIAS at the version SPEC names")
     alias.add_argument("spec")
     alias.add_argument("alias")
@@ -347,27 +489,39 @@ def _registry_command(args) -> None:
         print(json.dumps({k: record[k] for k in ("name", "version", "digest", "parent", "aliases")}))
     elif args.action == "list":
         for row in registry.list(args.name):
-            print(json.dumps(row if args.name is None else
-                             {k: row[k] for k in ("name", "version", "pushed", "method", "task", "metrics", "aliases")}))
+            print(
+                json.dumps(
+                    row
+                    if args.name is None
+                    else {k: row[k] for k in ("name", "version", "pushed", "method", "task", "metrics", "aliases")}
+                )
+            )
     elif args.action == "show":
         print(json.dumps(registry.show(args.spec), indent=2))
     elif args.action == "pull":
         print(registry.pull(args.spec, args.destination, force=args.force))
         kept = registry.kept_records(args.destination) if args.force else []
         if kept:
-            print(f"kept {', '.join(kept)} in {args.destination}: they describe the prompt that was there before, "
-                  f"not {args.spec}", file=sys.stderr)
+            print(
+                f"kept {', '.join(kept)} in {args.destination}: they describe the prompt that was there before, "
+                f"not {args.spec}",
+                file=sys.stderr,
+            )
     elif args.action == "alias":
         print(json.dumps(registry.set_alias(args.spec, args.alias)))
     elif args.action == "unalias":
         registry.remove_alias(args.spec)
     else:
-        targets = [f"{r['name']}@{r['version']}" for r in registry.list(args.spec)] if args.all else \
-            ["{name}@{version}".format(**registry.show(args.spec))]
+        targets = (
+            [f"{r['name']}@{r['version']}" for r in registry.list(args.spec)]
+            if args.all
+            else ["{name}@{version}".format(**registry.show(args.spec))]
+        )
         if not args.yes:
             if not sys.stdin.isatty():
-                raise PromptTuneError(f"registry delete: would delete {', '.join(targets)}; "
-                                      "pass --yes to confirm when not at a terminal")
+                raise PromptTuneError(
+                    f"registry delete: would delete {', '.join(targets)}; pass --yes to confirm when not at a terminal"
+                )
             answer = input(f"Delete {', '.join(targets)} from {registry.root}? Type the name to confirm: ")
             if answer.strip() != targets[0].split("@")[0]:
                 raise PromptTuneError("registry delete: not confirmed; nothing was deleted")
@@ -385,17 +539,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             metrics = api.train_prompt(
-                model=_model_name(args), method=args.method, task=args.task, train=args.train, eval=args.eval,
-                output=args.output, init_from=args.init_from, method_options=_method_options(args), resume=args.resume,
-                restart=args.restart, force=args.force, device=args.device, dtype=args.dtype,
+                model=_model_name(args),
+                method=args.method,
+                task=args.task,
+                train=args.train,
+                eval=args.eval,
+                output=args.output,
+                init_from=args.init_from,
+                method_options=_method_options(args),
+                resume=args.resume,
+                restart=args.restart,
+                force=args.force,
+                device=args.device,
+                dtype=args.dtype,
                 device_map=args.device_map,
-                **config_arguments(args, TaskOptions), **_train_options(args))
+                **config_arguments(args, TaskOptions),
+                **_train_options(args),
+            )
             summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
             if metrics["dev_metrics"]:
                 from .tasks import task_class
 
-                summary["dev"] = {k: metrics["dev_metrics"][k] for k in task_class(args.task).metrics
-                                  if k in metrics["dev_metrics"]}
+                summary["dev"] = {
+                    k: metrics["dev_metrics"][k] for k in task_class(args.task).metrics if k in metrics["dev_metrics"]
+                }
             if is_main_process():
                 print(json.dumps(summary))
         elif args.command == "registry":
@@ -405,71 +572,161 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             from .sweeps.compare import run_sweep, spec_from_args
 
-            rows = run_sweep(spec_from_args(args), args.output, workers=args.workers, ray_address=args.ray,
-                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+            rows = run_sweep(
+                spec_from_args(args),
+                args.output,
+                workers=args.workers,
+                ray_address=args.ray,
+                progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )
             failed = [r for r in rows if r.get("status") != "done"]
-            print(json.dumps({"cells": len(rows), "failed": len(failed), "summary": os.path.join(args.output, "summary.md"),
-                              "report": os.path.join(args.output, "report.html")}))
+            print(
+                json.dumps(
+                    {
+                        "cells": len(rows),
+                        "failed": len(failed),
+                        "summary": os.path.join(args.output, "summary.md"),
+                        "report": os.path.join(args.output, "report.html"),
+                    }
+                )
+            )
             return 1 if failed else 0
         elif args.command == "export":
             from .artifacts.peft_format import export_peft
 
             backbone = None
             if args.model or args.gguf_file or args.dtype or args.device_map or args.device:
-                backbone = api.load_backbone(_model_name(args) or api.prompt_meta(args.directory)["base_model"]["name_or_path"],
-                                             device=args.device, dtype=args.dtype, device_map=args.device_map)
+                backbone = api.load_backbone(
+                    _model_name(args) or api.prompt_meta(args.directory)["base_model"]["name_or_path"],
+                    device=args.device,
+                    dtype=args.dtype,
+                    device_map=args.device_map,
+                )
             print(json.dumps(export_peft(args.directory, args.output, backbone=backbone, force=args.force)))
         elif args.command == "inspect":
             from .analysis.inspection import inspect_command
 
-            print(inspect_command(args.directory, args.json, args.png, args.top, _model_name(args), dtype=args.dtype,
-                                  device_map=args.device_map))
+            print(
+                inspect_command(
+                    args.directory,
+                    args.json,
+                    args.png,
+                    args.top,
+                    _model_name(args),
+                    dtype=args.dtype,
+                    device_map=args.device_map,
+                )
+            )
         elif args.command == "serve":
             from .serving.server import Limits, serve
 
             if args.max_inputs > args.max_batch_size:
                 raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")
-            serve(_model_name(args), args.registry, args.host, args.port, args.token,
-                  Limits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_inputs=args.max_inputs,
-                         max_chars=args.max_chars, max_loaded=args.max_loaded, max_batch_tokens=args.max_batch_tokens,
-                         max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens,
-                         body_timeout_s=args.body_timeout, continuous=args.batching == "continuous"),
-                  args.device, args.log_level, dtype=args.dtype, device_map=args.device_map)
+            serve(
+                _model_name(args),
+                args.registry,
+                args.host,
+                args.port,
+                args.token,
+                Limits(
+                    max_batch_size=args.max_batch_size,
+                    max_wait_ms=args.max_wait_ms,
+                    max_inputs=args.max_inputs,
+                    max_chars=args.max_chars,
+                    max_loaded=args.max_loaded,
+                    max_batch_tokens=args.max_batch_tokens,
+                    max_body_bytes=args.max_body_bytes,
+                    max_request_tokens=args.max_request_tokens,
+                    body_timeout_s=args.body_timeout,
+                    continuous=args.batching == "continuous",
+                ),
+                args.device,
+                args.log_level,
+                dtype=args.dtype,
+                device_map=args.device_map,
+            )
         elif args.command == "evaluate" and args.prompts and args.group_column:
             raise PromptTuneError("--group-column: scores one prompt (--prompt), not an ensemble")
         elif args.command == "evaluate" and args.prompts:
-            metrics = api.evaluate_ensemble(_prompt_list(args.prompts), args.data, args.combine, args.text_column,
-                                            args.text_pair_column, args.label_column, args.batch_size, _model_name(args),
-                                            args.device, dtype=args.dtype, device_map=args.device_map)
+            metrics = api.evaluate_ensemble(
+                _prompt_list(args.prompts),
+                args.data,
+                args.combine,
+                args.text_column,
+                args.text_pair_column,
+                args.label_column,
+                args.batch_size,
+                _model_name(args),
+                args.device,
+                dtype=args.dtype,
+                device_map=args.device_map,
+            )
             print(json.dumps(metrics, indent=2))
         elif args.command == "evaluate":
-            metrics = api.evaluate_prompt(args.prompt, args.data, args.text_column, args.text_pair_column,
-                                          args.label_column, args.batch_size, _model_name(args), args.device,
-                                          source_column=args.source_column, target_column=args.target_column,
-                                          dtype=args.dtype, device_map=args.device_map, group_column=args.group_column)
+            metrics = api.evaluate_prompt(
+                args.prompt,
+                args.data,
+                args.text_column,
+                args.text_pair_column,
+                args.label_column,
+                args.batch_size,
+                _model_name(args),
+                args.device,
+                source_column=args.source_column,
+                target_column=args.target_column,
+                dtype=args.dtype,
+                device_map=args.device_map,
+                group_column=args.group_column,
+            )
             print(json.dumps(metrics, indent=2))
         elif args.command == "generate":
             if bool(args.texts) == bool(args.data):
                 raise PromptTuneError("generate: give either --data FILE or texts, not both")
-            rows = api.generate(args.prompt, texts=args.texts or None, data=args.data, source_column=args.source_column,
-                                batch_size=args.batch_size, model=_model_name(args), device=args.device, seed=args.seed,
-                                dtype=args.dtype, device_map=args.device_map, **_generation_options(args))
+            rows = api.generate(
+                args.prompt,
+                texts=args.texts or None,
+                data=args.data,
+                source_column=args.source_column,
+                batch_size=args.batch_size,
+                model=_model_name(args),
+                device=args.device,
+                seed=args.seed,
+                dtype=args.dtype,
+                device_map=args.device_map,
+                **_generation_options(args),
+            )
             for row in rows:
                 print(json.dumps(row, ensure_ascii=False))
         else:
             if bool(args.texts) == bool(args.data):
                 raise PromptTuneError("predict: give either --data FILE or texts, not both")
             if args.prompts:
-                rows = api.predict_ensemble(_prompt_list(args.prompts), texts=args.texts or None, data=args.data,
-                                            combine=args.combine, text_column=args.text_column,
-                                            text_pair_column=args.text_pair_column, batch_size=args.batch_size,
-                                            model=_model_name(args), device=args.device, dtype=args.dtype,
-                                            device_map=args.device_map)
+                rows = api.predict_ensemble(
+                    _prompt_list(args.prompts),
+                    texts=args.texts or None,
+                    data=args.data,
+                    combine=args.combine,
+                    text_column=args.text_column,
+                    text_pair_column=args.text_pair_column,
+                    batch_size=args.batch_size,
+                    model=_model_name(args),
+                    device=args.device,
+                    dtype=args.dtype,
+                    device_map=args.device_map,
+                )
             else:
-                rows = api.predict(args.prompt, texts=args.texts or None, data=args.data, text_column=args.text_column,
-                                   text_pair_column=args.text_pair_column, batch_size=args.batch_size,
-                                   model=_model_name(args), device=args.device, dtype=args.dtype,
-                                   device_map=args.device_map)
+                rows = api.predict(
+                    args.prompt,
+                    texts=args.texts or None,
+                    data=args.data,
+                    text_column=args.text_column,
+                    text_pair_column=args.text_pair_column,
+                    batch_size=args.batch_size,
+                    model=_model_name(args),
+                    device=args.device,
+                    dtype=args.dtype,
+                    device_map=args.device_map,
+                )
             for row in rows:
                 print(json.dumps(row, ensure_ascii=False))
     except PromptTuneError as error:

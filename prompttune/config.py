@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import itertools
 import textwrap
 import types
 import typing
@@ -47,20 +48,29 @@ def check(condition: bool, field: str, message: str) -> None:
 
 def check_optional_count(value, field: str) -> None:
     """A field that is a positive integer or None (not a bool, which Python counts as an int)."""
-    check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0),
-          field, f"must be a positive integer or null, got {value!r}")
+    check(
+        value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0),
+        field,
+        f"must be a positive integer or null, got {value!r}",
+    )
 
 
 # ---- the command line, derived from a config's fields -----------------------------------------------
+
 
 def field_docs(cls) -> dict[str, str]:
     """The docstring under each field of a dataclass (the string literal that follows it)."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}
-    for node, after in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
@@ -76,8 +86,9 @@ def _value_type(annotation) -> type:
     raise TypeError(f"no command-line type for {annotation!r}")
 
 
-def add_config_arguments(parser, cls, title: str | None = None, skip: tuple[str, ...] = (),
-                         only: tuple[str, ...] | None = None) -> None:
+def add_config_arguments(
+    parser, cls, title: str | None = None, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+) -> None:
     """One flag per field of the config dataclass `cls` (or those in `only`): `--field-name`, typed
     by its annotation (or by a `parse` function in its metadata, for values such as comma-separated
     lists), its docstring as the help and its `choices` metadata as the choices. A boolean field is
@@ -95,15 +106,25 @@ def add_config_arguments(parser, cls, title: str | None = None, skip: tuple[str,
         name = f.name.replace("_", "-")
         if kind is bool:
             flag = f"--no-{name}" if f.default is True else f"--{name}"
-            group.add_argument(flag, dest=f.name, action="store_false" if f.default is True else "store_true",
-                               default=None, help=f"off (it is on by default): {help_text}" if f.default is True
-                               else help_text)
+            group.add_argument(
+                flag,
+                dest=f.name,
+                action="store_false" if f.default is True else "store_true",
+                default=None,
+                help=f"off (it is on by default): {help_text}" if f.default is True else help_text,
+            )
             continue
         default = "" if f.default in (None, dataclasses.MISSING) else f" (default {f.default})"
         metavar = None if f.metadata.get("choices") else f.metadata.get("metavar", kind.__name__.upper())
-        group.add_argument(f"--{name}", dest=f.name, type=kind, choices=f.metadata.get("choices"), default=None,
-                           metavar=metavar,
-                           help=help_text + default)
+        group.add_argument(
+            f"--{name}",
+            dest=f.name,
+            type=kind,
+            choices=f.metadata.get("choices"),
+            default=None,
+            metavar=metavar,
+            help=help_text + default,
+        )
 
 
 def config_arguments(args, cls) -> dict[str, Any]:

@@ -22,11 +22,11 @@ import json
 import re
 import secrets
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # A \u escape of a surrogate code point (a candidate: it may be a valid pair, or not an escape at all).
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.S)
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 
 
 def lone_surrogate(body: bytes) -> int | None:
@@ -64,9 +64,11 @@ def surrogate_problem(body: bytes) -> str | None:
     """Where `body` holds half a surrogate pair, or None."""
     at = lone_surrogate(body)
     if at is not None:
-        escape = body[at:at + 6].decode("ascii")
-        return (f"request body: the escape {escape} at byte {at} is half a UTF-16 surrogate pair without its other "
-                "half, which is not text")
+        escape = body[at : at + 6].decode("ascii")
+        return (
+            f"request body: the escape {escape} at byte {at} is half a UTF-16 surrogate pair without its other "
+            "half, which is not text"
+        )
     return None
 
 
@@ -84,10 +86,17 @@ class RequestGate:
     `malformed_status(path)` is the status the app gives malformed JSON there (bad text gets it).
     """
 
-    def __init__(self, app, max_bytes: int, body_timeout: float = 10.0, token: str | None = None,
-                 open_paths: tuple[str, ...] = ("/health",), error_body: ErrorBody = detail_body,
-                 malformed_status: Callable[[str], int] = lambda path: 422,
-                 size_hint: str = " (the server's --max-body-bytes)"):
+    def __init__(
+        self,
+        app,
+        max_bytes: int,
+        body_timeout: float = 10.0,
+        token: str | None = None,
+        open_paths: tuple[str, ...] = ("/health",),
+        error_body: ErrorBody = detail_body,
+        malformed_status: Callable[[str], int] = lambda path: 422,
+        size_hint: str = " (the server's --max-body-bytes)",
+    ):
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout = body_timeout
@@ -103,8 +112,9 @@ class RequestGate:
         path = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
         if self.token is not None and path not in self.open_paths and not self._authorised(headers):
-            return await self._answer(send, path, 401, "missing or wrong bearer token",
-                                      [(b"www-authenticate", b"Bearer")])
+            return await self._answer(
+                send, path, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
+            )
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
         declared = headers.get(b"content-length")
@@ -112,16 +122,21 @@ class RequestGate:
             if not declared.isdigit():
                 return await self._answer(send, path, 400, "Content-Length is not a number")
             if int(declared) > self.max_bytes:
-                return await self._answer(send, path, 413, f"request body of {int(declared)} bytes; at most "
-                                                           f"{self.max_bytes}{self.size_hint}")
+                return await self._answer(
+                    send, path, 413, f"request body of {int(declared)} bytes; at most {self.max_bytes}{self.size_hint}"
+                )
         deadline = time.monotonic() + self.body_timeout
         body = bytearray()
         while True:
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
             except asyncio.TimeoutError:
-                return await self._answer(send, path, 408, f"the request body did not arrive within "
-                                                           f"{self.body_timeout:g} s ({len(body)} bytes came)")
+                return await self._answer(
+                    send,
+                    path,
+                    408,
+                    f"the request body did not arrive within {self.body_timeout:g} s ({len(body)} bytes came)",
+                )
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
@@ -154,7 +169,16 @@ class RequestGate:
 
     async def _answer(self, send, path: str, status: int, message: str, extra: list | None = None) -> None:
         payload = json.dumps(self.error_body(path, status, message)).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                                (b"connection", b"close"), *(extra or [])]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                    *(extra or []),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

@@ -9,12 +9,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .core.backbone import DECODER, Backbone, BackboneOutput, ModelInputs
-from .tasks.data import Example
+from .core.seeding import generator_for, reset_parameters
+from .core.virtual_tokens import gather_positions
 from .errors import ConfigError
 from .methods import PromptMethod, method_class
-from .core.seeding import generator_for, reset_parameters
 from .tasks import task_class
-from .core.virtual_tokens import gather_positions
+from .tasks.data import Example
 
 
 def run_backbone(backbone: Backbone, inputs: ModelInputs) -> BackboneOutput:
@@ -46,8 +46,16 @@ class PromptModel(nn.Module):
             self.position_problem = task.fit_positions(backbone.max_positions - taken, taken, backbone.max_positions)
 
     @classmethod
-    def create(cls, backbone: Backbone, method: str, task_config, method_options: dict | None = None,
-               readout: str = "auto", seed: int | None = None, examples: list | None = None) -> "PromptModel":
+    def create(
+        cls,
+        backbone: Backbone,
+        method: str,
+        task_config,
+        method_options: dict | None = None,
+        readout: str = "auto",
+        seed: int | None = None,
+        examples: list | None = None,
+    ) -> PromptModel:
         """A new, initialised prompt for `backbone`: the method's parameters and the task's head are
         drawn from a generator seeded with `seed` (None: a seed drawn from torch's global generator).
         `examples`, the training data, are what a task may measure the new prompt on (a domain
@@ -55,8 +63,9 @@ class PromptModel(nn.Module):
         method_cls = method_class(method)
         method_config = method_cls.Config.from_dict(method_options or {}, where=f"--method {method}")
         task_cls = task_class(task_config)
-        task_config = task_cls.configure(task_config, method_cls, backbone, readout,
-                                         prompt_slots=method_cls.prompt_slots(method_config))
+        task_config = task_cls.configure(
+            task_config, method_cls, backbone, readout, prompt_slots=method_cls.prompt_slots(method_config)
+        )
         task = task_cls(task_config, backbone)
         prompt = method_cls(method_config, backbone)
         fingerprint = backbone.fingerprint()
@@ -71,7 +80,7 @@ class PromptModel(nn.Module):
         task.measure(model, examples, seed)
         return model
 
-    def with_prompt(self, method: PromptMethod, task) -> "PromptModel":
+    def with_prompt(self, method: PromptMethod, task) -> PromptModel:
         """Another prompt on the same backbone and base model (a searched prompt exported as the
         hard prompt it found)."""
         return type(self)(self.backbone, method, task, self.base_fingerprint)
@@ -151,7 +160,7 @@ class PromptModel(nn.Module):
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         def part(prefix):
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
         self.method.load_saved_state(part("method."), self.backbone, part("method_training.") or None)
         self.task.load_state_dict(part("task."), strict=True)
@@ -162,6 +171,12 @@ class PromptModel(nn.Module):
         return self.method.trains or any(True for _ in self.task.parameters())
 
     def count_parameters(self) -> dict[str, int]:
-        trained = list(self.method.parameters()) + self.method.backbone_parameters(self.backbone) + list(self.task.parameters())
-        return {"trainable": sum(p.numel() for p in trained),
-                "backbone": sum(p.numel() for p in self.backbone.model.parameters())}
+        trained = (
+            list(self.method.parameters())
+            + self.method.backbone_parameters(self.backbone)
+            + list(self.task.parameters())
+        )
+        return {
+            "trainable": sum(p.numel() for p in trained),
+            "backbone": sum(p.numel() for p in self.backbone.model.parameters()),
+        }

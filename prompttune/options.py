@@ -79,10 +79,16 @@ class TaskOptions(ConfigBase):
             if f.metadata.get("column"):
                 value = getattr(self, f.name)
                 check(value is None or (isinstance(value, str) and value != ""), f.name, "must be a column name")
-        check(self.labels is None or (len(self.labels) > 0 and all(isinstance(x, (str, int)) for x in self.labels)),
-              "labels", "must be a non-empty list of label values")
-        check(self.verbalizer is None or isinstance(self.verbalizer, (str, dict)), "verbalizer",
-              "must be a string or a mapping of labels to words")
+        check(
+            self.labels is None or (len(self.labels) > 0 and all(isinstance(x, (str, int)) for x in self.labels)),
+            "labels",
+            "must be a non-empty list of label values",
+        )
+        check(
+            self.verbalizer is None or isinstance(self.verbalizer, (str, dict)),
+            "verbalizer",
+            "must be a string or a mapping of labels to words",
+        )
         check(self.readout in READOUTS, "readout", f"must be one of {READOUTS}")
         check(self.head in HEADS, "head", f"must be one of {HEADS}")
         check(self.calibrate is None or self.calibrate in CALIBRATIONS, "calibrate", f"must be one of {CALIBRATIONS}")

@@ -91,8 +91,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, data, mode: int | None = None, prefix: str | None = None,
-                 check=None) -> None:
+def write_atomic(path: str | os.PathLike, data, mode: int | None = None, prefix: str | None = None, check=None) -> None:
     """Replace `path` with `data` (bytes, text written as UTF-8, or a function that writes into the
     open binary file): readers see the old file or the new one, never part of it. The new file is
     fsynced before it replaces the old, with `mode` (default: what the umask gives); `check(tmp)`
@@ -211,7 +210,7 @@ def remove_stale(folder: Path, prefix: str) -> None:
     for entry in folder.iterdir():
         if not entry.name.startswith(prefix):
             continue
-        pid = entry.name[len(prefix):].split("-", 1)[0]
+        pid = entry.name[len(prefix) :].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -234,6 +233,7 @@ def locked(directory: Path):
 
 
 # ---- several files of one folder, all at once -------------------------------------------------------
+
 
 def _plain_name(name: str) -> str:
     if not name or "/" in name or "\\" in name or name in (".", "..") or name == PRIVATE:
@@ -262,7 +262,7 @@ class Transaction:
         self.removals: set[str] = set()
         self.stage: Path | None = None
 
-    def __enter__(self) -> "Transaction":
+    def __enter__(self) -> Transaction:
         self.directory.mkdir(parents=True, exist_ok=True)
         recover(self.directory)
         self.private.mkdir(exist_ok=True)
@@ -304,8 +304,11 @@ class Transaction:
             os.chmod(entry, file_mode())
             fsync_file(entry)
             install[entry.name] = sha256_file(entry)
-        manifest = {"install": [[name, digest] for name, digest in install.items()],
-                    "remove": sorted(self.removals - set(install)), "cleanup": list(self.cleanup)}
+        manifest = {
+            "install": [[name, digest] for name, digest in install.items()],
+            "remove": sorted(self.removals - set(install)),
+            "cleanup": list(self.cleanup),
+        }
         with open(self.stage / MANIFEST, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle)
             handle.flush()
@@ -331,8 +334,10 @@ def recover(directory: str | os.PathLike) -> None:
             remove_private_if_empty(directory)
         return
     if not os.access(directory, os.W_OK):
-        raise StorageError(f"{directory}: holds an unfinished save (.prompttune/commit) and is read-only; "
-                           "run prompttune on it once with write access to finish the save")
+        raise StorageError(
+            f"{directory}: holds an unfinished save (.prompttune/commit) and is read-only; "
+            "run prompttune on it once with write access to finish the save"
+        )
     with locked(directory):
         _apply_pending(directory)
 
@@ -347,10 +352,16 @@ def _apply_pending(directory: Path) -> None:
         return
     try:
         manifest = json.loads((commit / MANIFEST).read_text(encoding="utf-8"))
-        install, remove, cleanup = [tuple(i) for i in manifest["install"]], manifest["remove"], manifest.get("cleanup", [])
+        install, remove, cleanup = (
+            [tuple(i) for i in manifest["install"]],
+            manifest["remove"],
+            manifest.get("cleanup", []),
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise StorageError(f"{commit}: an unfinished save whose manifest cannot be read ({error}); "
-                           "move that folder away to keep the files as they are") from None
+        raise StorageError(
+            f"{commit}: an unfinished save whose manifest cannot be read ({error}); "
+            "move that folder away to keep the files as they are"
+        ) from None
     for name, digest in install:  # in the order the manifest lists them
         source, target = commit / _plain_name(name), directory / name
         if source.is_file():

@@ -43,15 +43,17 @@ def pytest_sessionfinish(session, exitstatus):
     after = _snapshot(USER_FOLDERS)
     changed = sorted(p for p in set(_BEFORE) | set(after) if _BEFORE.get(p) != after.get(p))
     if changed:
-        sys.stderr.write("\nthe user's own prompttune folders changed during the tests (a test wrote there, or another "
-                         "prompttune run did meanwhile): " + ", ".join(changed[:10]) + "\n")
+        sys.stderr.write(
+            "\nthe user's own prompttune folders changed during the tests (a test wrote there, or another "
+            "prompttune run did meanwhile): " + ", ".join(changed[:10]) + "\n"
+        )
         session.exitstatus = 1
 
-import tiny  # noqa: E402
 
-from prompttune import Backbone, ClassificationConfig, Example  # noqa: E402
+import tiny
+import transformers
 
-import transformers  # noqa: E402
+from prompttune import Backbone, ClassificationConfig, Example
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -61,8 +63,14 @@ LM_FAMILIES = tuple(f for f in FAMILIES if f != "bert_encoder")
 
 # A handful of sentences; "positive" sentences use the first half of the adjectives.
 SENTENCES = [
-    ("the movie was great", "1"), ("a terrible film", "0"), ("i loved the story", "1"), ("the plot is dull", "0"),
-    ("really wonderful acting", "1"), ("awful and boring", "0"), ("the best film", "1"), ("the worst movie", "0"),
+    ("the movie was great", "1"),
+    ("a terrible film", "0"),
+    ("i loved the story", "1"),
+    ("the plot is dull", "0"),
+    ("really wonderful acting", "1"),
+    ("awful and boring", "0"),
+    ("the best film", "1"),
+    ("the worst movie", "0"),
 ]
 
 
@@ -79,6 +87,7 @@ def load(model_dirs):
         if padding_side:
             backbone.tokenizer.padding_side = padding_side
         return backbone
+
     return _load
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 KILL_AT = None
 KILL_ON = None
@@ -75,8 +75,12 @@ def save(args):
 
     torch.manual_seed(args["seed"])
     backbone = Backbone.from_pretrained(args["model"])
-    config = ClassificationConfig(labels=("0", "1"), verbalizer=(("bad",), ("good",)), template="{text} it was {mask} .")
-    model = PromptModel.create(backbone, args.get("method", "soft_prompt"), config, args.get("options", {"num_virtual_tokens": 4}))
+    config = ClassificationConfig(
+        labels=("0", "1"), verbalizer=(("bad",), ("good",)), template="{text} it was {mask} ."
+    )
+    model = PromptModel.create(
+        backbone, args.get("method", "soft_prompt"), config, args.get("options", {"num_virtual_tokens": 4})
+    )
     arm()
     save_prompt(model, args["folder"])
 

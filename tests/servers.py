@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-
 from conftest import task_config
+
 from prompttune import Backbone, PromptModel, save_prompt
-from prompttune.serving.client import Client
 from prompttune.artifacts.registry import Registry
+from prompttune.serving.client import Client
 from prompttune.tasks import GenerationConfig
 
 TOKEN = "s3cret-token"
@@ -34,17 +34,26 @@ def populated_registry(model_dirs: dict, root: Path) -> Registry:
     backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))
     made = {
         "sentiment": PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 3}),
-        "opinion": PromptModel.create(backbone, "prefix", task_config(template="review : {text} so {mask}"),
-                                      {"num_virtual_tokens": 2, "hidden_size": 16}),
-        "describe": PromptModel.create(backbone, "prefix", GenerationConfig(max_target_length=5),
-                                       {"num_virtual_tokens": 3, "hidden_size": 16}),
-        "rewrite": PromptModel.create(backbone, "soft_prompt", GenerationConfig(max_target_length=5), {"num_virtual_tokens": 2}),
+        "opinion": PromptModel.create(
+            backbone,
+            "prefix",
+            task_config(template="review : {text} so {mask}"),
+            {"num_virtual_tokens": 2, "hidden_size": 16},
+        ),
+        "describe": PromptModel.create(
+            backbone, "prefix", GenerationConfig(max_target_length=5), {"num_virtual_tokens": 3, "hidden_size": 16}
+        ),
+        "rewrite": PromptModel.create(
+            backbone, "soft_prompt", GenerationConfig(max_target_length=5), {"num_virtual_tokens": 2}
+        ),
     }
     for name, model in made.items():
         registry.push(save_prompt(perturb(model), root / name), name)
     other = Backbone.from_pretrained(str(model_dirs["bert"]))
-    registry.push(save_prompt(PromptModel.create(other, "soft_prompt", task_config(), {"num_virtual_tokens": 2}),
-                              root / "bert"), "for-bert")
+    registry.push(
+        save_prompt(PromptModel.create(other, "soft_prompt", task_config(), {"num_virtual_tokens": 2}), root / "bert"),
+        "for-bert",
+    )
     return registry
 
 
@@ -60,9 +69,27 @@ def running_server(model_dir: Path, registry: Registry, log_path: Path, *flags):
     port = free_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "prompttune", "serve", "--model", str(model_dir), "--registry", str(registry.root),
-             "--port", str(port), "--token", TOKEN, "--log-level", "warning", *map(str, flags)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PROMPTTUNE_TOKEN": ""})
+            [
+                sys.executable,
+                "-m",
+                "prompttune",
+                "serve",
+                "--model",
+                str(model_dir),
+                "--registry",
+                str(registry.root),
+                "--port",
+                str(port),
+                "--token",
+                TOKEN,
+                "--log-level",
+                "warning",
+                *map(str, flags),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PROMPTTUNE_TOKEN": ""},
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             with Client(url) as probe:
@@ -86,9 +113,23 @@ def running_study_server(folder: Path, log_path: Path, *flags):
 
     port = free_port()
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "prompttune", "human-eval", "serve", str(folder), "--port",
-                                    str(port), "--log-level", "warning", *map(str, flags)], stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prompttune",
+                "human-eval",
+                "serve",
+                str(folder),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *map(str, flags),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
         while True:

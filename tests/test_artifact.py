@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import task_config
+
 from prompttune import ArtifactError, Example, PromptModel, load_prompt, save_prompt
 from prompttune.artifacts.artifact import META, TENSORS
 
@@ -30,6 +30,7 @@ def test_artifact_holds_only_the_prompt(saved):
 
 def test_loading_onto_another_base_model_fails_clearly(saved, model_dirs, tmp_path):
     import tiny
+
     from prompttune import Backbone
 
     _, path = saved
@@ -37,7 +38,9 @@ def test_loading_onto_another_base_model_fails_clearly(saved, model_dirs, tmp_pa
     with pytest.raises(ArtifactError, match=r"made for base model .* embedding_sha256: artifact has"):
         load_prompt(path, backbone=other)
     gpt2 = Backbone.from_pretrained(str(model_dirs["gpt2"]))
-    with pytest.raises(ArtifactError, match=r"architecture: artifact has 'BertForMaskedLM', model has 'GPT2LMHeadModel'"):
+    with pytest.raises(
+        ArtifactError, match=r"architecture: artifact has 'BertForMaskedLM', model has 'GPT2LMHeadModel'"
+    ):
         load_prompt(path, backbone=gpt2)
 
 
@@ -99,8 +102,7 @@ def test_a_prompt_trained_in_float32_loads_onto_the_model_in_bfloat16(saved, mod
     assert not torch.equal(probabilities, load_prompt(path).predict_proba(texts))  # it really ran in bf16
 
 
-def test_the_base_models_fingerprint_is_computed_once_while_the_model_stays_as_it_is(model_dirs, tmp_path,
-                                                                                      monkeypatch):
+def test_the_base_models_fingerprint_is_computed_once_while_the_model_stays_as_it_is(model_dirs, tmp_path, monkeypatch):
     """Training and saving a prompt reads the vocabulary's fingerprint once; an embedding changed
     in place is fingerprinted again."""
     from prompttune.api import train_prompt
@@ -111,9 +113,17 @@ def test_the_base_models_fingerprint_is_computed_once_while_the_model_stays_as_i
     monkeypatch.setattr(module, "tokenizer_fingerprint", lambda tokenizer: calls.append(1) or real(tokenizer))
     data = tmp_path / "train.tsv"
     data.write_text("text\tlabel\nthe movie was great\t1\na terrible film\t0\n")
-    train_prompt(model=str(model_dirs["bert"]), method="soft_prompt", train=str(data), output=str(tmp_path / "out"),
-                 method_options={"num_virtual_tokens": 2}, template="{text} it was {mask} .",
-                 verbalizer={"0": ["bad"], "1": ["good"]}, max_steps=1, progress=False)
+    train_prompt(
+        model=str(model_dirs["bert"]),
+        method="soft_prompt",
+        train=str(data),
+        output=str(tmp_path / "out"),
+        method_options={"num_virtual_tokens": 2},
+        template="{text} it was {mask} .",
+        verbalizer={"0": ["bad"], "1": ["good"]},
+        max_steps=1,
+        progress=False,
+    )
     assert len(calls) == 1
     backbone = module.Backbone.from_pretrained(str(model_dirs["bert"]))
     first = backbone.fingerprint()

@@ -29,8 +29,12 @@ def test_requests_arriving_together_share_a_batch_per_key():
         await batcher.start()
         try:
             return await asyncio.gather(
-                batcher.submit("a", [1, 2]), batcher.submit("b", [3]), batcher.submit("a", [4]),
-                batcher.submit("a", [5, 6]), batcher.submit("a", [7]))
+                batcher.submit("a", [1, 2]),
+                batcher.submit("b", [3]),
+                batcher.submit("a", [4]),
+                batcher.submit("a", [5, 6]),
+                batcher.submit("a", [7]),
+            )
         finally:
             await batcher.stop()
 
@@ -52,8 +56,12 @@ def test_a_failing_request_fails_alone():
         batcher = MicroBatcher(work, max_batch_size=8, max_wait_ms=50)
         await batcher.start()
         try:
-            return await asyncio.gather(batcher.submit("k", ["x"]), batcher.submit("k", ["bad"]),
-                                        batcher.submit("k", ["y", "z"]), return_exceptions=True)
+            return await asyncio.gather(
+                batcher.submit("k", ["x"]),
+                batcher.submit("k", ["bad"]),
+                batcher.submit("k", ["y", "z"]),
+                return_exceptions=True,
+            )
         finally:
             await batcher.stop()
 

@@ -19,11 +19,13 @@ def llm_e2e(monkeypatch):
 
 
 def _pairs(path: Path) -> Path:
-    rows = [("name[The Eagle], food[French]", "The Eagle serves French food."),
-            ("name[Bibimbap House], area[riverside]", "Bibimbap House is by the riverside."),
-            ("name[Alimentum], priceRange[cheap]", "Alimentum is cheap."),
-            ("name[Aromi], customer rating[high]", "Aromi is rated highly."),
-            ("name[Zizzi], eatType[pub]", "Zizzi is a pub.")]
+    rows = [
+        ("name[The Eagle], food[French]", "The Eagle serves French food."),
+        ("name[Bibimbap House], area[riverside]", "Bibimbap House is by the riverside."),
+        ("name[Alimentum], priceRange[cheap]", "Alimentum is cheap."),
+        ("name[Aromi], customer rating[high]", "Aromi is rated highly."),
+        ("name[Zizzi], eatType[pub]", "Zizzi is a pub."),
+    ]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["mr", "ref"])
@@ -31,14 +33,22 @@ def _pairs(path: Path) -> Path:
     return path
 
 
-def test_a_peft_run_killed_after_a_checkpoint_resumes_to_the_weights_of_one_never_stopped(llm_e2e, model_dirs,
-                                                                                          tmp_path, monkeypatch):
+def test_a_peft_run_killed_after_a_checkpoint_resumes_to_the_weights_of_one_never_stopped(
+    llm_e2e, model_dirs, tmp_path, monkeypatch
+):
     """The loop's state (the prompt and AdamW's moments and step) is saved without pickle every
     `checkpoint_every` steps; a run stopped after one and started again ends where a run never
     stopped ends, and its saved state lies on the CPU whatever the device it trained on."""
     train = _pairs(tmp_path / "train.csv")
-    args = SimpleNamespace(model=str(model_dirs["llama"]), steps=4, batch_size=2, checkpoint_every=2, seed=0,
-                           max_source_length=32, max_target_length=16)
+    args = SimpleNamespace(
+        model=str(model_dirs["llama"]),
+        steps=4,
+        batch_size=2,
+        checkpoint_every=2,
+        seed=0,
+        max_source_length=32,
+        max_target_length=16,
+    )
     whole = llm_e2e.train_peft("peft_prompt_tuning", args, train, tmp_path / "whole")
 
     real_step, taken = llm_e2e.optimiser_step, []

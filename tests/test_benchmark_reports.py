@@ -66,11 +66,20 @@ def test_peft_rows_decoded_in_padded_batches_are_shown_beside_one_at_a_time(make
     """Each PEFT row's BLEU both ways with the outputs that changed; rows scored before PEFT was
     decoded one at a time are named as decoded in padded batches."""
     padded = {"greedy": {"bleu": 51.71, "outputs_changed": 38}, "beam5": {"bleu": 56.08, "outputs_changed": 37}}
-    draws = [{"setting": {"seed": 0, "dev_size": 50},
-              "rows": {"soft_prompt": _e2e_row(48.0, 56.0), "peft_prefix_tuning_noproj": _e2e_row(55.2, 58.0)}},
-             {"setting": {"seed": 1, "dev_size": 50},
-              "rows": {"peft_prompt_tuning": _e2e_row(54.57, 56.14, decoded="one MR at a time",
-                                                      scores_padded_batches=padded, padded_batch_size=25)}}]
+    draws = [
+        {
+            "setting": {"seed": 0, "dev_size": 50},
+            "rows": {"soft_prompt": _e2e_row(48.0, 56.0), "peft_prefix_tuning_noproj": _e2e_row(55.2, 58.0)},
+        },
+        {
+            "setting": {"seed": 1, "dev_size": 50},
+            "rows": {
+                "peft_prompt_tuning": _e2e_row(
+                    54.57, 56.14, decoded="one MR at a time", scores_padded_batches=padded, padded_batch_size=25
+                )
+            },
+        },
+    ]
     text = make_results.llm_e2e_padded_peft(draws)
     assert "PEFT's rows decoded in padded batches of 25" in text
     assert "| peft_prompt_tuning | 1 | greedy | 54.57 | 51.71 | 38 of 50 |" in text
@@ -82,12 +91,21 @@ def test_peft_rows_decoded_in_padded_batches_are_shown_beside_one_at_a_time(make
 
 def test_the_same_start_rows_are_compared_with_peft_on_their_own_draw(make_results):
     apart = {"distance": 0.004, "share_of_training_move": 0.000396}
-    draws = [{"setting": {"seed": 0}, "rows": {"peft_prompt_tuning": _e2e_row(51.3, 56.5)}},
-             {"setting": {"seed": 2}, "rows": {"peft_prompt_tuning": _e2e_row(52.46, 62.12, transformers="5.23.0"),
-                                               "soft_prompt_peft_start": _e2e_row(52.46, 62.12, apart_from_peft=apart)}}]
+    draws = [
+        {"setting": {"seed": 0}, "rows": {"peft_prompt_tuning": _e2e_row(51.3, 56.5)}},
+        {
+            "setting": {"seed": 2},
+            "rows": {
+                "peft_prompt_tuning": _e2e_row(52.46, 62.12, transformers="5.23.0"),
+                "soft_prompt_peft_start": _e2e_row(52.46, 62.12, apart_from_peft=apart),
+            },
+        },
+    ]
     text = make_results.llm_e2e_same_start(draws)
-    assert "- seed 2: BLEU greedy 52.46 against 52.46; beam 62.12 against 62.12; the two trained prompts end 0.004 " \
-           "apart, 0.04% of the distance" in text
+    assert (
+        "- seed 2: BLEU greedy 52.46 against 52.46; beam 62.12 against 62.12; the two trained prompts end 0.004 "
+        "apart, 0.04% of the distance" in text
+    )
     assert "PEFT's row trained on transformers 5.23.0, this one on 5.24.0" in text
     assert "seed 0" not in text
     assert make_results.llm_e2e_same_start(draws[:1]) == ""
@@ -96,45 +114,83 @@ def test_the_same_start_rows_are_compared_with_peft_on_their_own_draw(make_resul
 
 def test_prefix_tuning_from_peft_start_gets_its_own_paragraph_with_the_budget(make_results):
     apart = {"distance": 0.5, "share_of_training_move": 0.0123}
-    draws = [{"setting": {"seed": 0}, "rows": {}},
-             {"setting": {"seed": 3}, "rows": {"peft_prefix_tuning": _e2e_row(64.63, 66.08, transformers="5.23.0"),
-                                               "prefix_peft_start": _e2e_row(64.1, 66.2, apart_from_peft=apart)}}]
+    draws = [
+        {"setting": {"seed": 0}, "rows": {}},
+        {
+            "setting": {"seed": 3},
+            "rows": {
+                "peft_prefix_tuning": _e2e_row(64.63, 66.08, transformers="5.23.0"),
+                "prefix_peft_start": _e2e_row(64.1, 66.2, apart_from_peft=apart),
+            },
+        },
+    ]
     text = make_results.llm_e2e_same_start(draws, ", 500 steps")
-    assert "`--methods prefix_peft_start`), the two trained prompts compared as the keys and values inference " \
-           "reads, 500 steps:\n- seed 3: BLEU greedy 64.10 against 64.63; beam 66.20 against 66.08; the two trained " \
-           "prompts end 0.500 apart, 1.23% of the distance" in text
+    assert (
+        "`--methods prefix_peft_start`), the two trained prompts compared as the keys and values inference "
+        "reads, 500 steps:\n- seed 3: BLEU greedy 64.10 against 64.63; beam 66.20 against 66.08; the two trained "
+        "prompts end 0.500 apart, 1.23% of the distance" in text
+    )
     assert "soft_prompt_peft_start" not in text
     assert "nudged" not in text
-    draws[1]["rows"]["prefix_peft_start_nudged"] = _e2e_row(63.5, 65.0, apart_from_peft={
-        "distance": 0.45, "share_of_training_move": 0.011, "from_unnudged": {"distance": 0.4, "share_of_training_move": 0.0098}})
+    draws[1]["rows"]["prefix_peft_start_nudged"] = _e2e_row(
+        63.5,
+        65.0,
+        apart_from_peft={
+            "distance": 0.45,
+            "share_of_training_move": 0.011,
+            "from_unnudged": {"distance": 0.4, "share_of_training_move": 0.0098},
+        },
+    )
     text = make_results.llm_e2e_same_start(draws, ", 500 steps")
-    assert "- seed 3, the same start nudged (every weight times 1 + 1e-6 x N(0, 1), a draw of its own; row " \
-           "`prefix_peft_start_nudged`): BLEU greedy 63.50; beam 65.00; its trained prompt ends 0.98% of that distance " \
-           "from the run started without the nudge and 1.10% from PEFT's" in text
+    assert (
+        "- seed 3, the same start nudged (every weight times 1 + 1e-6 x N(0, 1), a draw of its own; row "
+        "`prefix_peft_start_nudged`): BLEU greedy 63.50; beam 65.00; its trained prompt ends 0.98% of that distance "
+        "from the run started without the nudge and 1.10% from PEFT's" in text
+    )
     assert "runs from that start" not in text  # one nudge: no spread to give
-    draws[1]["rows"]["prefix_peft_start_nudged2"] = _e2e_row(64.7, 65.6, apart_from_peft={
-        "distance": 0.45, "share_of_training_move": 0.011, "from_unnudged": {"distance": 0.4, "share_of_training_move": 0.0098}})
+    draws[1]["rows"]["prefix_peft_start_nudged2"] = _e2e_row(
+        64.7,
+        65.6,
+        apart_from_peft={
+            "distance": 0.45,
+            "share_of_training_move": 0.011,
+            "from_unnudged": {"distance": 0.4, "share_of_training_move": 0.0098},
+        },
+    )
     text = make_results.llm_e2e_same_start(draws, ", 500 steps")
-    assert "- seed 3, the 3 runs from that start (mean ± sd, range): BLEU greedy 64.10 ± 0.60 (63.50 to 64.70); " \
-           "beam 65.60 ± 0.60 (65.00 to 66.20)" in text
+    assert (
+        "- seed 3, the 3 runs from that start (mean ± sd, range): BLEU greedy 64.10 ± 0.60 (63.50 to 64.70); "
+        "beam 65.60 ± 0.60 (65.00 to 66.20)" in text
+    )
 
 
-def test_starting_prompts_are_compared_across_draws_and_beside_the_rows_of_their_seeds(make_results, tmp_path,
-                                                                                        monkeypatch):
+def test_starting_prompts_are_compared_across_draws_and_beside_the_rows_of_their_seeds(
+    make_results, tmp_path, monkeypatch
+):
     """The conclusion follows the numbers: draws whose losses agree within two standard errors are
     called the same, others are not."""
     monkeypatch.setattr(make_results, "RESULTS", tmp_path)
-    draws = [{"setting": {"seed": 0}, "rows": {"soft_prompt": _e2e_row(48.26, 56.77),
-                                               "peft_prompt_tuning": _e2e_row(51.3, 56.52)}}]
+    draws = [
+        {
+            "setting": {"seed": 0},
+            "rows": {"soft_prompt": _e2e_row(48.26, 56.77), "peft_prompt_tuning": _e2e_row(51.3, 56.52)},
+        }
+    ]
     assert make_results.llm_prompt_starts(draws) == ""  # not measured: nothing to show
 
     def write(ours, theirs):
-        starts = [{"seed": i, "prompttune": {"loss": a, "row_norm": 3.2}, "peft": {"loss": b, "row_norm": 3.1}}
-                  for i, (a, b) in enumerate(zip(ours, theirs))]
-        summary = {f"{lib}_{key}": {"mean": sum(d[lib][key] for d in starts) / len(starts), "sd": sd}
-                   for lib in ("prompttune", "peft") for key, sd in (("loss", 0.05), ("row_norm", 0.1))}
-        (tmp_path / "llm_prompt_starts.json").write_text(json.dumps(
-            {"setting": {"draws": len(starts), "pairs": 32}, "draws": starts, "summary": summary}))
+        starts = [
+            {"seed": i, "prompttune": {"loss": a, "row_norm": 3.2}, "peft": {"loss": b, "row_norm": 3.1}}
+            for i, (a, b) in enumerate(zip(ours, theirs))
+        ]
+        summary = {
+            f"{lib}_{key}": {"mean": sum(d[lib][key] for d in starts) / len(starts), "sd": sd}
+            for lib in ("prompttune", "peft")
+            for key, sd in (("loss", 0.05), ("row_norm", 0.1))
+        }
+        (tmp_path / "llm_prompt_starts.json").write_text(
+            json.dumps({"setting": {"draws": len(starts), "pairs": 32}, "draws": starts, "summary": summary})
+        )
 
     write([3.80, 3.70, 3.75, 3.75], [3.71, 3.79, 3.74, 3.76])
     text = make_results.llm_prompt_starts(draws)
@@ -148,22 +204,27 @@ def test_starting_prompts_are_compared_across_draws_and_beside_the_rows_of_their
 
 def test_the_low_data_report_says_how_peft_cells_were_decoded(make_results):
     older = {"setting": {"eval_batch_size": 25}, "summary": {"prefix": {}, "peft_prompt_tuning": {}}}
-    assert "PEFT's cells were decoded in padded batches of 25, which changes" in make_results.lowdata_peft_decoding(older)
+    assert "PEFT's cells were decoded in padded batches of 25, which changes" in make_results.lowdata_peft_decoding(
+        older
+    )
     newer = dict(older, peft_decoding="peft_prompt_tuning's cells were decoded one MR at a time.")
     assert make_results.lowdata_peft_decoding(newer) == " peft_prompt_tuning's cells were decoded one MR at a time."
     assert make_results.lowdata_peft_decoding({"setting": {}, "summary": {"prefix": {}}}) == ""
 
 
-def test_e2e_targets_over_draws_give_the_mean_margin_its_standard_error_and_the_draws_met(make_results, tmp_path,
-                                                                                         monkeypatch):
+def test_e2e_targets_over_draws_give_the_mean_margin_its_standard_error_and_the_draws_met(
+    make_results, tmp_path, monkeypatch
+):
     """Other draws of the same setting join the first; a target's margin is averaged over the draws
     that ran both its methods, with the standard error of that mean; another setting stays out."""
     monkeypatch.setattr(make_results, "RESULTS", tmp_path)
     setting = {"train_size": 2000, "steps": 200, "seed": 0}
 
     def draw(seed, soft, peft, **changes):
-        return {"setting": setting | {"seed": seed} | changes,
-                "rows": {"soft_prompt": _e2e_row(soft, soft), "peft_prompt_tuning": _e2e_row(peft, peft)}}
+        return {
+            "setting": setting | {"seed": seed} | changes,
+            "rows": {"soft_prompt": _e2e_row(soft, soft), "peft_prompt_tuning": _e2e_row(peft, peft)},
+        }
 
     first = draw(0, 48.0, 51.0)
     assert make_results.llm_e2e_draws(first) == ""  # one draw: nothing to add
@@ -180,14 +241,21 @@ def test_bleu_against_parameters_is_averaged_over_the_draws_that_ran_each_method
     """A point per method: its mean and standard deviation over the draws that ran it, how many they
     were, and its trainable parameters; a draw without the method or the decoding does not count,
     and the rows that analyse a start are not methods."""
+
     def draw(rows):
         return {"setting": {"seed": 0}, "rows": rows}
 
-    draws = [draw({"prefix": _e2e_row(60.0, 66.0, trainable_parameters=6_000_000),
-                   "zero_shot": _e2e_row(16.0, 17.0, trainable_parameters=0),
-                   "prefix_peft_start": _e2e_row(1.0, 1.0, trainable_parameters=6_000_000)}),
-             draw({"prefix": _e2e_row(64.0, 67.0, trainable_parameters=6_000_000)}),
-             draw({"prefix": {"scores": {"greedy": {"bleu": 62.0}}, "trainable_parameters": 6_000_000}})]
+    draws = [
+        draw(
+            {
+                "prefix": _e2e_row(60.0, 66.0, trainable_parameters=6_000_000),
+                "zero_shot": _e2e_row(16.0, 17.0, trainable_parameters=0),
+                "prefix_peft_start": _e2e_row(1.0, 1.0, trainable_parameters=6_000_000),
+            }
+        ),
+        draw({"prefix": _e2e_row(64.0, 67.0, trainable_parameters=6_000_000)}),
+        draw({"prefix": {"scores": {"greedy": {"bleu": 62.0}}, "trainable_parameters": 6_000_000}}),
+    ]
     greedy = make_results.e2e_param_points(draws, "greedy")
     assert set(greedy) == {"prefix", "zero_shot"}
     assert greedy["prefix"] == {"parameters": 6_000_000, "mean": 62.0, "sd": 2.0, "draws": 3}
@@ -205,10 +273,14 @@ def test_the_parameters_plot_has_a_row_of_panels_per_budget(make_results, tmp_pa
     import matplotlib.pyplot as plt
 
     def draw(seed, bleu):
-        return {"setting": {"seed": seed}, "rows": {
-            "prefix": _e2e_row(bleu, bleu + 2, trainable_parameters=6_000_000),
-            "peft_prompt_tuning": _e2e_row(bleu - 8, bleu - 6, trainable_parameters=11_520),
-            "zero_shot": _e2e_row(16.0, 17.0, trainable_parameters=0)}}
+        return {
+            "setting": {"seed": seed},
+            "rows": {
+                "prefix": _e2e_row(bleu, bleu + 2, trainable_parameters=6_000_000),
+                "peft_prompt_tuning": _e2e_row(bleu - 8, bleu - 6, trainable_parameters=11_520),
+                "zero_shot": _e2e_row(16.0, 17.0, trainable_parameters=0),
+            },
+        }
 
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at
@@ -217,8 +289,12 @@ def test_the_parameters_plot_has_a_row_of_panels_per_budget(make_results, tmp_pa
     assert path.read_bytes().startswith(b"\x89PNG")
     (figure,) = figures
     titles = [axis.get_title() for axis in figure.axes]
-    assert titles == ["200 steps of 8, greedy", "200 steps of 8, beam search, 5 beams",
-                      "500 steps of 8, greedy", "500 steps of 8, beam search, 5 beams"]
+    assert titles == [
+        "200 steps of 8, greedy",
+        "200 steps of 8, beam search, 5 beams",
+        "500 steps of 8, greedy",
+        "500 steps of 8, beam search, 5 beams",
+    ]
     greedy_200 = figure.axes[0]
     points = sorted(tuple(line.get_xydata()[0]) for line in greedy_200.lines if line.get_marker() in ("o", "s"))
     assert points == [(11_520, 53.0), (6_000_000, 61.0)]
@@ -228,7 +304,7 @@ def test_the_parameters_plot_has_a_row_of_panels_per_budget(make_results, tmp_pa
         found = []
         for container in axis.containers:
             for collection in container.lines[2]:
-                (low, high), = [sorted(y for _, y in segment) for segment in collection.get_segments()]
+                ((low, high),) = [sorted(y for _, y in segment) for segment in collection.get_segments()]
                 found.append((container.lines[0].get_xydata()[0][0], round(low, 3), round(high, 3)))
         return sorted(found)
 
@@ -241,11 +317,17 @@ def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_pat
     at each budget that has a prefix and fine-tuning; another setting stays out."""
     monkeypatch.setattr(make_results, "RESULTS", tmp_path)
     setting = {"train_size": 1000, "batch_size": 8, "seed": 0, "steps": 150}
-    prefix = {"prefix": {"method": "prefix", "options": {}}, "full_finetune": {"method": "full_finetune", "options": {}}}
+    prefix = {
+        "prefix": {"method": "prefix", "options": {}},
+        "full_finetune": {"method": "full_finetune", "options": {}},
+    }
 
     def result(steps, rows, **changes):
-        return {"setting": setting | {"steps": steps} | changes, "methods": prefix,
-                "rows": {m: {"rougeL": v} for m, v in rows.items()}}
+        return {
+            "setting": setting | {"steps": steps} | changes,
+            "methods": prefix,
+            "rows": {m: {"rougeL": v} for m, v in rows.items()},
+        }
 
     first = result(150, {"zero_shot": 16.93, "prefix": 31.72, "full_finetune": 35.79})
     assert make_results.llm_samsum_budgets(first) == ""
@@ -267,36 +349,41 @@ def test_e2e_at_other_budgets_is_shown_beside_the_first_with_each_target(make_re
     setting = {"train_size": 2000, "batch_size": 8, "seed": 0, "steps": 200}
 
     def result(steps, rows, **changes):
-        return {"setting": setting | {"steps": steps} | changes,
-                "rows": {m: _e2e_row(*v) for m, v in rows.items()}}
+        return {"setting": setting | {"steps": steps} | changes, "rows": {m: _e2e_row(*v) for m, v in rows.items()}}
 
     first = result(200, {"prefix": (61.33, 67.41), "full_finetune": (65.55, 66.81), "zero_shot": (16.76, 17.38)})
     assert make_results.llm_e2e_budgets(first) == ""
-    (tmp_path / "llm_e2e_500.json").write_text(json.dumps(result(500, {"prefix": (64.9, 68.0),
-                                                                       "full_finetune": (65.5, 67.0)})))
+    (tmp_path / "llm_e2e_500.json").write_text(
+        json.dumps(result(500, {"prefix": (64.9, 68.0), "full_finetune": (65.5, 67.0)}))
+    )
     (tmp_path / "llm_e2e_seed1.json").write_text(json.dumps(result(200, {"prefix": (99.0, 99.0)}, seed=1)))
     (tmp_path / "llm_e2e_other.json").write_text(json.dumps(result(500, {"prefix": (98.0, 98.0)}, train_size=500)))
     text = make_results.llm_e2e_budgets(first)
     assert "`python benchmarks/llm_e2e.py --steps 500 --name llm_e2e_500`" in text
-    assert ("| method | greedy 200 steps (0.8 passes) | greedy 500 steps (2.0 passes) | beam 200 steps (0.8 passes) "
-            "| beam 500 steps (2.0 passes) |") in text
+    assert (
+        "| method | greedy 200 steps (0.8 passes) | greedy 500 steps (2.0 passes) | beam 200 steps (0.8 passes) "
+        "| beam 500 steps (2.0 passes) |"
+    ) in text
     assert "| prefix | 61.33 | 64.90 | 67.41 | 68.00 |" in text
     assert "zero_shot" not in text and "99.00" not in text and "98.00" not in text
-    assert ("- prefix >= full_finetune - 1 BLEU, 500 steps: greedy met (prefix 64.90, full_finetune 65.50); "
-            "beam met (prefix 68.00, full_finetune 67.00)") in text
+    assert (
+        "- prefix >= full_finetune - 1 BLEU, 500 steps: greedy met (prefix 64.90, full_finetune 65.50); "
+        "beam met (prefix 68.00, full_finetune 67.00)"
+    ) in text
     assert "PEFT" not in text
 
 
-def test_e2e_at_a_longer_budget_on_other_draws_gives_each_target_over_those_draws(make_results, tmp_path,
-                                                                                  monkeypatch):
+def test_e2e_at_a_longer_budget_on_other_draws_gives_each_target_over_those_draws(make_results, tmp_path, monkeypatch):
     """Draws of a longer budget (NAME_seedN.json beside NAME.json) are shown by seed under that budget,
     with each target's margin over them; draws of another budget or setting stay out."""
     monkeypatch.setattr(make_results, "RESULTS", tmp_path)
     setting = {"train_size": 2000, "batch_size": 8, "seed": 0, "steps": 200}
 
     def result(steps, seed, soft, peft, **changes):
-        return {"setting": setting | {"steps": steps, "seed": seed} | changes,
-                "rows": {"soft_prompt": _e2e_row(soft, soft + 1), "peft_prompt_tuning": _e2e_row(peft, peft)}}
+        return {
+            "setting": setting | {"steps": steps, "seed": seed} | changes,
+            "rows": {"soft_prompt": _e2e_row(soft, soft + 1), "peft_prompt_tuning": _e2e_row(peft, peft)},
+        }
 
     first = result(200, 0, 48.0, 51.0)
     (tmp_path / "llm_e2e_500.json").write_text(json.dumps(result(500, 0, 56.0, 55.0)))
@@ -317,18 +404,33 @@ def test_the_small_decoder_section_shows_peft_rows_decoded_both_ways(make_result
     """The 2.6 M decoder's PEFT rows are scored one source at a time; what padded batches give is
     shown beside, for the rows that carry it."""
     monkeypatch.setattr(make_results, "RESULTS", tmp_path)
-    run = {"scores": {"bleu": 25.0, "chrf": 35.0, "rougeL": 37.0}, "trainable_parameters": 3840,
-           "artifact_bytes": 21000, "seconds_per_step": 0.2}
-    data = {"args": {"train_size": 2000, "steps": 400, "batch_size": 16, "dev_size": 100, "methods": "x"},
-            "pretraining": {"config": {"n_layer": 4, "n_embd": 192, "vocab_size": 4096}, "parameters": 2615424,
-                            "texts": 60163, "steps": 800, "seconds": 733.0},
-            "runs": {"soft_prompt": run,
-                     "peft_prompt_tuning": run | {"scores_padded_batches": {"bleu": 21.5, "batch_size": 32,
-                                                                            "outputs_changed": 71}}}}
+    run = {
+        "scores": {"bleu": 25.0, "chrf": 35.0, "rougeL": 37.0},
+        "trainable_parameters": 3840,
+        "artifact_bytes": 21000,
+        "seconds_per_step": 0.2,
+    }
+    data = {
+        "args": {"train_size": 2000, "steps": 400, "batch_size": 16, "dev_size": 100, "methods": "x"},
+        "pretraining": {
+            "config": {"n_layer": 4, "n_embd": 192, "vocab_size": 4096},
+            "parameters": 2615424,
+            "texts": 60163,
+            "steps": 800,
+            "seconds": 733.0,
+        },
+        "runs": {
+            "soft_prompt": run,
+            "peft_prompt_tuning": run
+            | {"scores_padded_batches": {"bleu": 21.5, "batch_size": 32, "outputs_changed": 71}},
+        },
+    }
     (tmp_path / "e2e_generation.json").write_text(json.dumps(data))
     text = make_results.e2e_methods()
-    assert ("- PEFT `PromptTuningConfig` (20 tokens, sample_vocab): BLEU 25.00 one at a time, 21.50 in batches of 32; "
-            "71 of 100 outputs changed") in text
+    assert (
+        "- PEFT `PromptTuningConfig` (20 tokens, sample_vocab): BLEU 25.00 one at a time, 21.50 in batches of 32; "
+        "71 of 100 outputs changed"
+    ) in text
     del data["runs"]["peft_prompt_tuning"]["scores_padded_batches"]
     (tmp_path / "e2e_generation.json").write_text(json.dumps(data))
     assert "padded" not in make_results.e2e_methods()
@@ -352,19 +454,35 @@ def test_a_low_data_report_after_some_cells_keeps_the_cells_published_before(low
     from the published results, and a cell run again replaces its published scores."""
     import argparse
 
-    args = argparse.Namespace(model="smollm2", sizes="50", seeds="0,1", methods="prefix", dev_size=50, steps=100,
-                              batch_size=8, eval_batch_size=25, max_source_length=64, max_target_length=64,
-                              checkpoint_every=20, report=True)
+    args = argparse.Namespace(
+        model="smollm2",
+        sizes="50",
+        seeds="0,1",
+        methods="prefix",
+        dev_size=50,
+        steps=100,
+        batch_size=8,
+        eval_batch_size=25,
+        max_source_length=64,
+        max_target_length=64,
+        checkpoint_every=20,
+        report=True,
+    )
 
     def row(bleu, **extra):
-        return {"scores": {"greedy": {m: bleu for m in lowdata.METRICS}, "beam5": {"bleu": 0.0}},
-                "transformers": "5.24.0", "trainable_parameters": 1, **extra}
+        return {
+            "scores": {"greedy": {m: bleu for m in lowdata.METRICS}, "beam5": {"bleu": 0.0}},
+            "transformers": "5.24.0",
+            "trainable_parameters": 1,
+            **extra,
+        }
 
     def finish(method, seed, bleu, **extra):
         folder = tmp_path / "runs" / f"n50_s{seed}" / method
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "result.json").write_text(json.dumps(
-            {"setting": lowdata.setting_of(lowdata.cell_args(args, 50, seed)), "row": row(bleu, **extra)}))
+        (folder / "result.json").write_text(
+            json.dumps({"setting": lowdata.setting_of(lowdata.cell_args(args, 50, seed)), "row": row(bleu, **extra)})
+        )
 
     for seed, bleu in ((0, 40.0), (1, 42.0)):
         finish("prefix", seed, bleu)
@@ -383,12 +501,14 @@ def test_a_low_data_report_after_some_cells_keeps_the_cells_published_before(low
     assert cells["peft_prompt_tuning"][50][1]["scores"]["greedy"]["bleu"] == 30.0
     assert lowdata.peft_decoding(cells, rerun) == (
         "peft_prompt_tuning's cells were decoded in padded batches of 25 (1 of 2 cells) and one MR at a time (1 of 2 "
-        "cells), which changes its outputs (they are not yet decoded again one at a time).")
+        "cells), which changes its outputs (they are not yet decoded again one at a time)."
+    )
     cells["peft_prefix_tuning"] = {50: {0: lowdata.compact(row(50.0))}}
     cells["peft_prompt_tuning"][50][1]["decoded"] = "one MR at a time"
     assert lowdata.peft_decoding(cells, rerun) == (
         "peft_prompt_tuning's cells were decoded one MR at a time. peft_prefix_tuning's cells were decoded in padded "
-        "batches of 25, which leaves its outputs as they are.")
+        "batches of 25, which leaves its outputs as they are."
+    )
     other = argparse.Namespace(**(vars(args) | {"steps": 200}))
     assert lowdata.finished(other) == {}  # published for another setting: not taken
 
@@ -399,19 +519,26 @@ def test_the_low_data_report_shows_what_padded_batches_do_to_peft_cells_decoded_
     args = argparse.Namespace(eval_batch_size=25, dev_size=50)
 
     def cell(alone, padded=None, changed=0):
-        row = {"scores": {"greedy": {m: alone for m in lowdata.METRICS}}, "transformers": "5.23.0",
-               "decoded": "one MR at a time"}
+        row = {
+            "scores": {"greedy": {m: alone for m in lowdata.METRICS}},
+            "transformers": "5.23.0",
+            "decoded": "one MR at a time",
+        }
         if padded is not None:
             row["scores_padded_batches"] = {"greedy": {"bleu": padded, "outputs_changed": changed}}
         return lowdata.compact(row)
 
-    cells = {"peft_prompt_tuning": {50: {0: cell(40.0, 38.0, 31), 1: cell(44.0, 45.0, 40)}, 100: {0: cell(50.0)}},
-             "prefix": {50: {0: cell(41.0, 0.0, 50)}}}
+    cells = {
+        "peft_prompt_tuning": {50: {0: cell(40.0, 38.0, 31), 1: cell(44.0, 45.0, 40)}, 100: {0: cell(50.0)}},
+        "prefix": {50: {0: cell(41.0, 0.0, 50)}},
+    }
     (effect,) = lowdata.padding_effect(cells, args)  # prompttune's cells are not PEFT's: not shown
     assert (effect["method"], effect["cells"]) == ("peft_prompt_tuning", 2)  # the cell decoded one way only: out
-    assert effect["line"] == ("peft_prompt_tuning, decoded in padded batches of 25 instead of one MR at a time: BLEU "
-                              "41.50 against 42.00 on average over 2 cells, moving -2.00 to +1.00 by cell, with 31 to "
-                              "40 of 50 outputs changed.")
+    assert effect["line"] == (
+        "peft_prompt_tuning, decoded in padded batches of 25 instead of one MR at a time: BLEU "
+        "41.50 against 42.00 on average over 2 cells, moving -2.00 to +1.00 by cell, with 31 to "
+        "40 of 50 outputs changed."
+    )
     assert lowdata.padding_effect({"peft_prompt_tuning": {100: {0: cell(50.0)}}}, args) == []
 
 
@@ -419,14 +546,20 @@ def test_low_data_comparisons_pool_every_cell_of_every_size_after_the_sizes(lowd
     def stats(by_size):
         return {size: {"bleu": {"by_seed": dict(enumerate(scores))}} for size, scores in by_size.items()}
 
-    found = lowdata.comparisons({"soft_prompt": stats({50: [40.0, 44.0], 100: [50.0, 45.0]}),
-                                 "peft_prompt_tuning": stats({50: [41.0, 43.0], 100: [47.0, 48.0]})})
+    found = lowdata.comparisons(
+        {
+            "soft_prompt": stats({50: [40.0, 44.0], 100: [50.0, 45.0]}),
+            "peft_prompt_tuning": stats({50: [41.0, 43.0], 100: [47.0, 48.0]}),
+        }
+    )
     assert [c["size"] for c in found] == [50, 100, "all"]
     pooled = found[-1]
     # gaps -1, +1, +3, -3: mean 0, sample sd 2.58, standard error 1.29
     assert (pooled["cells"], pooled["a_ahead_on"]) == (4, 2)
-    assert pooled["line"] == ("every size, 4 cells: the soft prompt +0.00 BLEU on average ± 1.29 (standard error over "
-                              "the cells); ahead on 2 of 4")
+    assert pooled["line"] == (
+        "every size, 4 cells: the soft prompt +0.00 BLEU on average ± 1.29 (standard error over "
+        "the cells); ahead on 2 of 4"
+    )
     one_size = lowdata.comparisons({"soft_prompt": stats({50: [40.0]}), "peft_prompt_tuning": stats({50: [41.0]})})
     assert [c["size"] for c in one_size] == [50]
 
@@ -444,22 +577,30 @@ def starts(tmp_path, monkeypatch):
 
 
 def _trained(library: str, seed: int, greedy: float, beam: float) -> dict:
-    return {"start": library, "seed": seed, "train_seconds": 500.0,
-            "scores": {"greedy": {"bleu": greedy, "chrf": 50.0}, "beam5": {"bleu": beam, "chrf": 55.0}}}
+    return {
+        "start": library,
+        "seed": seed,
+        "train_seconds": 500.0,
+        "scores": {"greedy": {"bleu": greedy, "chrf": 50.0}, "beam5": {"bleu": beam, "chrf": 55.0}},
+    }
 
 
 def test_starts_trained_here_join_those_published_for_the_same_training(starts, tmp_path):
     """Run folders are scratch: a report after one more start keeps the starts published before, a
     start trained again replaces its published row, and a run of another training is not taken."""
     training = dict(starts.TRAINING, model="m", max_source_length=64, max_target_length=64)
-    (tmp_path / "results" / "llm_prompt_starts.json").write_text(json.dumps(
-        {"training": training, "trained": [_trained("prompttune", 0, 48.0, 56.0), _trained("peft", 0, 51.0, 56.5)]}))
+    (tmp_path / "results" / "llm_prompt_starts.json").write_text(
+        json.dumps(
+            {"training": training, "trained": [_trained("prompttune", 0, 48.0, 56.0), _trained("peft", 0, 51.0, 56.5)]}
+        )
+    )
 
     def finish(library, seed, row, setting=training):
         folder = tmp_path / "runs" / f"{library}_start{seed}"
         folder.mkdir(parents=True)
-        (folder / "result.json").write_text(json.dumps(
-            {"setting": setting | {"start": library, "start_seed": seed}, "row": row}))
+        (folder / "result.json").write_text(
+            json.dumps({"setting": setting | {"start": library, "start_seed": seed}, "row": row})
+        )
 
     finish("peft", 1, _trained("peft", 1, 50.0, 57.0))
     finish("prompttune", 1, _trained("prompttune", 1, 52.0, 58.0))
@@ -471,23 +612,32 @@ def test_starts_trained_here_join_those_published_for_the_same_training(starts, 
 
 
 def test_trained_starts_are_compared_as_two_groups_of_independent_draws(starts):
-    rows = [_trained("prompttune", 0, 48.0, 56.0), _trained("peft", 0, 51.0, 56.0),
-            _trained("prompttune", 1, 52.0, 60.0), _trained("peft", 1, 50.0, 57.0),
-            _trained("prompttune", 2, 47.0, 55.0)]  # its PEFT twin not trained yet: the groups differ in size
+    rows = [
+        _trained("prompttune", 0, 48.0, 56.0),
+        _trained("peft", 0, 51.0, 56.0),
+        _trained("prompttune", 1, 52.0, 60.0),
+        _trained("peft", 1, 50.0, 57.0),
+        _trained("prompttune", 2, 47.0, 55.0),
+    ]  # its PEFT twin not trained yet: the groups differ in size
     summary = starts.trained_summary(rows)
     greedy = summary["greedy"]
     assert greedy["prompttune"]["count"] == 3 and greedy["prompttune"]["mean"] == pytest.approx(49.0)
-    assert greedy["prompttune"]["sd"] == pytest.approx(7 ** 0.5, abs=1e-4)
+    assert greedy["prompttune"]["sd"] == pytest.approx(7**0.5, abs=1e-4)
     assert greedy["peft"]["mean"] == pytest.approx(50.5) and greedy["peft"]["sd"] == pytest.approx(0.7071, abs=1e-4)
     assert greedy["difference"]["mean_gap"] == pytest.approx(-1.5)
     assert greedy["difference"]["standard_error"] == pytest.approx((7 / 3 + 0.5 / 2) ** 0.5, abs=1e-4)
     assert summary["beam5"]["difference"]["mean_gap"] == pytest.approx(0.5)
     assert "difference" not in starts.trained_summary(rows[:3])["greedy"]  # one PEFT start: no spread to compare
-    payload = {"setting": {"draws": 3, "pairs": 32, "num_virtual_tokens": 20},
-               "draws": [{"seed": 0, "prompttune": {"loss": 3.97, "row_norm": 3.2}, "peft": {"loss": 3.84, "row_norm": 3.1}}],
-               "summary": {f"{lib}_{key}": {"mean": 3.0, "sd": 0.1} for lib in starts.LIBRARIES
-                           for key in ("loss", "row_norm")},
-               "training": starts.TRAINING, "trained": rows, "trained_summary": summary}
+    payload = {
+        "setting": {"draws": 3, "pairs": 32, "num_virtual_tokens": 20},
+        "draws": [{"seed": 0, "prompttune": {"loss": 3.97, "row_norm": 3.2}, "peft": {"loss": 3.84, "row_norm": 3.1}}],
+        "summary": {
+            f"{lib}_{key}": {"mean": 3.0, "sd": 0.1} for lib in starts.LIBRARIES for key in ("loss", "row_norm")
+        },
+        "training": starts.TRAINING,
+        "trained": rows,
+        "trained_summary": summary,
+    }
     text = starts.markdown(payload)
     assert "| 0 | peft | 3.8400 | 51.00 | 56.00 | 50.00 | 500 |" in text
     assert "| 2 | prompttune | - | 47.00 | 55.00 |" in text  # no starting loss measured for seed 2
@@ -497,33 +647,50 @@ def test_trained_starts_are_compared_as_two_groups_of_independent_draws(starts):
 
 def test_the_published_starts_section_says_how_trained_starts_compare(make_results):
     def summary(gap, error):
-        entry = {"prompttune": {"mean": 50.0 + gap, "sd": 4.0, "count": 6}, "peft": {"mean": 50.0, "sd": 2.0, "count": 6},
-                 "difference": {"mean_gap": gap, "standard_error": error}}
-        return {"training": {"train_size": 2000, "data_seed": 0, "steps": 200, "batch_size": 8}, "trained": [],
-                "trained_summary": {"greedy": entry, "beam5": entry}}
+        entry = {
+            "prompttune": {"mean": 50.0 + gap, "sd": 4.0, "count": 6},
+            "peft": {"mean": 50.0, "sd": 2.0, "count": 6},
+            "difference": {"mean_gap": gap, "standard_error": error},
+        }
+        return {
+            "training": {"train_size": 2000, "data_seed": 0, "steps": 200, "batch_size": 8},
+            "trained": [],
+            "trained_summary": {"greedy": entry, "beam5": entry},
+        }
 
     assert make_results.trained_starts({}) == ""
     level = make_results.trained_starts(summary(-0.75, 1.8))
     assert "the 2,000 pairs of the seed-0 rows in their order, 200 steps of 8" in level and "--train 0" in level
-    assert ("greedy, 49.25 (sd 4.00, 6 starts) from prompttune's starts and 50.00 (sd 2.00, 6 starts) from PEFT's, "
-            "-0.75 ± 1.80 (standard error)") in level
+    assert (
+        "greedy, 49.25 (sd 4.00, 6 starts) from prompttune's starts and 50.00 (sd 2.00, 6 starts) from PEFT's, "
+        "-0.75 ± 1.80 (standard error)"
+    ) in level
     assert "within two standard errors" in level and "varies by 4.00 and 2.00" in level
     behind = make_results.trained_starts(summary(-4.0, 1.8))
     assert "prompttune's starts train to lower BLEU than PEFT's by more than two standard errors" in behind
     assert "within two standard errors" not in behind
     # The seed-0 starts beside the E2E rows of the same draw, which started from them.
-    data = summary(-0.75, 1.8) | {"trained": [
-        {"start": "prompttune", "seed": 0, "scores": {"greedy": {"bleu": 48.9}, "beam5": {"bleu": 55.84}}},
-        {"start": "peft", "seed": 0, "scores": {"greedy": {"bleu": 51.0}, "beam5": {"bleu": 57.0}}},
-        {"start": "peft", "seed": 1, "scores": {"greedy": {"bleu": 40.0}, "beam5": {"bleu": 41.0}}}]}
-    draws = [{"setting": {"seed": 1}, "rows": {"soft_prompt": _e2e_row(10.0, 11.0)}},
-             {"setting": {"seed": 0}, "rows": {"soft_prompt": _e2e_row(48.26, 56.77),
-                                               "peft_prompt_tuning": _e2e_row(51.3, 56.52)}}]
+    data = summary(-0.75, 1.8) | {
+        "trained": [
+            {"start": "prompttune", "seed": 0, "scores": {"greedy": {"bleu": 48.9}, "beam5": {"bleu": 55.84}}},
+            {"start": "peft", "seed": 0, "scores": {"greedy": {"bleu": 51.0}, "beam5": {"bleu": 57.0}}},
+            {"start": "peft", "seed": 1, "scores": {"greedy": {"bleu": 40.0}, "beam5": {"bleu": 41.0}}},
+        ]
+    }
+    draws = [
+        {"setting": {"seed": 1}, "rows": {"soft_prompt": _e2e_row(10.0, 11.0)}},
+        {
+            "setting": {"seed": 0},
+            "rows": {"soft_prompt": _e2e_row(48.26, 56.77), "peft_prompt_tuning": _e2e_row(51.3, 56.52)},
+        },
+    ]
     text = make_results.trained_starts(data, draws)
     assert "`python benchmarks/llm_prompt_starts.py --train 2`" in text
-    assert ("trained again here, prompttune's scores 48.90 greedy and 55.84 beam (its E2E row, trained by llm_e2e.py, "
-            "48.26 and 56.77), peft's scores 51.00 greedy and 57.00 beam (its E2E row, trained by llm_e2e.py, "
-            "51.30 and 56.52).") in text
+    assert (
+        "trained again here, prompttune's scores 48.90 greedy and 55.84 beam (its E2E row, trained by llm_e2e.py, "
+        "48.26 and 56.77), peft's scores 51.00 greedy and 57.00 beam (its E2E row, trained by llm_e2e.py, "
+        "51.30 and 56.52)."
+    ) in text
     assert "40.00" not in text and "10.00" not in text  # other draws' rows are not this draw's
 
 
@@ -539,8 +706,18 @@ def test_an_e2e_report_names_every_option_that_differs_from_the_defaults(monkeyp
     import importlib
 
     module = importlib.import_module("llm_e2e")
-    setting = {"model": module.MODEL, "train_size": 2000, "dev_size": 50, "steps": 200, "batch_size": 8,
-               "max_source_length": 64, "max_target_length": 64, "seed": 0}
+    setting = {
+        "model": module.MODEL,
+        "train_size": 2000,
+        "dev_size": 50,
+        "steps": 200,
+        "batch_size": 8,
+        "max_source_length": 64,
+        "max_target_length": 64,
+        "seed": 0,
+    }
     assert "Command: `python benchmarks/llm_e2e.py` (" in module.markdown(setting, {})
     longer = module.markdown(setting | {"steps": 500, "seed": 1, "train_size": 500}, {}, "llm_e2e_500")
-    assert "Command: `python benchmarks/llm_e2e.py --train-size 500 --steps 500 --seed 1 --name llm_e2e_500` (" in longer
+    assert (
+        "Command: `python benchmarks/llm_e2e.py --train-size 500 --steps 500 --seed 1 --name llm_e2e_500` (" in longer
+    )

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import SENTENCES
+
 from prompttune.cli import main
 
 
@@ -25,10 +25,35 @@ def run(capsys, *argv):
 
 def test_train_evaluate_predict(model_dirs, data, tmp_path, capsys):
     out_dir = tmp_path / "run"
-    code, out, err = run(capsys, "train", "--model", model_dirs["bert"], "--method", "soft_prompt", "--train", data,
-                         "--eval", data, "--text-column", "review", "--label-column", "sentiment",
-                         "--template", "{text} it was {mask} .", "--verbalizer", "neg:bad,pos:good",
-                         "--num-virtual-tokens", "4", "--max-steps", "6", "--batch-size", "4", "--output", out_dir, "--no-progress")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--model",
+        model_dirs["bert"],
+        "--method",
+        "soft_prompt",
+        "--train",
+        data,
+        "--eval",
+        data,
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--template",
+        "{text} it was {mask} .",
+        "--verbalizer",
+        "neg:bad,pos:good",
+        "--num-virtual-tokens",
+        "4",
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "4",
+        "--output",
+        out_dir,
+        "--no-progress",
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["parameters"]["trainable"] == 4 * 32
@@ -57,18 +82,55 @@ def test_train_evaluate_predict(model_dirs, data, tmp_path, capsys):
 
 
 def test_hard_prompt_scores_without_training(model_dirs, data, tmp_path, capsys):
-    code, out, err = run(capsys, "train", "--model", model_dirs["gpt2"], "--method", "hard_prompt", "--train", data,
-                         "--eval", data, "--text-column", "review", "--label-column", "sentiment",
-                         "--template", "{text} it was {mask}", "--verbalizer", "neg:bad,pos:good", "--output", tmp_path / "h")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--model",
+        model_dirs["gpt2"],
+        "--method",
+        "hard_prompt",
+        "--train",
+        data,
+        "--eval",
+        data,
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--template",
+        "{text} it was {mask}",
+        "--verbalizer",
+        "neg:bad,pos:good",
+        "--output",
+        tmp_path / "h",
+    )
     assert code == 0, err
     assert json.loads(out)["parameters"]["trainable"] == 0
 
 
-def test_an_interrupted_run_is_resumed_with_its_own_arguments_or_restarted(model_dirs, data, tmp_path, capsys,
-                                                                            monkeypatch):
-    common = ["train", "--model", model_dirs["bert_encoder"], "--method", "linear_probe", "--train", data,
-              "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "r", "--no-progress",
-              "--checkpoint-every", "1", "--eval-every", "3"]
+def test_an_interrupted_run_is_resumed_with_its_own_arguments_or_restarted(
+    model_dirs, data, tmp_path, capsys, monkeypatch
+):
+    common = [
+        "train",
+        "--model",
+        model_dirs["bert_encoder"],
+        "--method",
+        "linear_probe",
+        "--train",
+        data,
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--output",
+        tmp_path / "r",
+        "--no-progress",
+        "--checkpoint-every",
+        "1",
+        "--eval-every",
+        "3",
+    ]
     code, _, err = run(capsys, *common, "--max-steps", "2", "--resume")
     assert code == 2 and "no interrupted run" in err
 
@@ -105,43 +167,126 @@ def test_an_interrupted_run_is_resumed_with_its_own_arguments_or_restarted(model
     metrics = json.loads((tmp_path / "moved" / "metrics.json").read_text())
     assert metrics["training"]["steps"] == 3
     assert sorted(p.name for p in (tmp_path / "moved").iterdir()) == [
-        "log.jsonl", "metrics.json", "prompt.json", "prompt.safetensors", "train_args.json"]
+        "log.jsonl",
+        "metrics.json",
+        "prompt.json",
+        "prompt.safetensors",
+        "train_args.json",
+    ]
 
 
 def test_errors_are_one_line_without_traceback(model_dirs, data, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "prompttune", "train", "--model", str(model_dirs["bert"]),
-                             "--method", "soft_prompt", "--train", str(data), "--output", str(tmp_path / "x")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prompttune",
+            "train",
+            "--model",
+            str(model_dirs["bert"]),
+            "--method",
+            "soft_prompt",
+            "--train",
+            str(data),
+            "--output",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"prompttune: error: {data}: missing column 'text'; columns are ['review', 'sentiment']"]
+        f"prompttune: error: {data}: missing column 'text'; columns are ['review', 'sentiment']"
+    ]
 
 
 def test_unknown_label_in_dev_data_names_the_row(model_dirs, data, tmp_path, capsys):
     dev = tmp_path / "dev.csv"
     dev.write_text("review,sentiment\ngood film,pos\nodd film,neutral\n")
-    code, _, err = run(capsys, "train", "--model", model_dirs["bert_encoder"], "--method", "linear_probe", "--train", data,
-                       "--eval", dev, "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "u")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        model_dirs["bert_encoder"],
+        "--method",
+        "linear_probe",
+        "--train",
+        data,
+        "--eval",
+        dev,
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--output",
+        tmp_path / "u",
+    )
     assert code == 2
     assert f"{dev}, row 2, column 'sentiment': label 'neutral' never occurs in {data}" in err
 
 
 def test_a_model_that_cannot_be_loaded_is_one_line(data, tmp_path, capsys):
-    code, _, err = run(capsys, "train", "--model", tmp_path / "no-such-model", "--method", "soft_prompt", "--train", data,
-                       "--text-column", "review", "--label-column", "sentiment", "--output", tmp_path / "m")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        tmp_path / "no-such-model",
+        "--method",
+        "soft_prompt",
+        "--train",
+        data,
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--output",
+        tmp_path / "m",
+    )
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "cannot load config/tokenizer" in err
 
 
 def test_generation_train_generate_evaluate(model_dirs, tmp_path, capsys):
     data = tmp_path / "e2e.csv"
-    rows = [("name[red], food[cat]", "the red cat"), ("name[red], food[cat]", "a red cat"), ("name[blue]", "the blue dog")]
+    rows = [
+        ("name[red], food[cat]", "the red cat"),
+        ("name[red], food[cat]", "a red cat"),
+        ("name[blue]", "the blue dog"),
+    ]
     data.write_text("mr,ref\n" + "".join(f'"{mr}",{ref}\n' for mr, ref in rows))
     out_dir = tmp_path / "gen"
-    code, out, err = run(capsys, "train", "--model", model_dirs["gpt2"], "--method", "prefix", "--task", "generation",
-                         "--train", data, "--eval", data, "--source-column", "mr", "--target-column", "ref",
-                         "--num-virtual-tokens", "3", "--option", "hidden_size=16", "--max-steps", "4", "--batch-size", "3",
-                         "--max-target-length", "6", "--gradient-checkpointing", "--output", out_dir, "--no-progress")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--model",
+        model_dirs["gpt2"],
+        "--method",
+        "prefix",
+        "--task",
+        "generation",
+        "--train",
+        data,
+        "--eval",
+        data,
+        "--source-column",
+        "mr",
+        "--target-column",
+        "ref",
+        "--num-virtual-tokens",
+        "3",
+        "--option",
+        "hidden_size=16",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "3",
+        "--max-target-length",
+        "6",
+        "--gradient-checkpointing",
+        "--output",
+        out_dir,
+        "--no-progress",
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert set(summary["dev"]) == {"bleu", "chrf", "rouge1", "rouge2", "rougeL"}
@@ -153,25 +298,84 @@ def test_generation_train_generate_evaluate(model_dirs, tmp_path, capsys):
     assert code == 0, err
     assert json.loads(out)["bleu"] == pytest.approx(metrics["dev_metrics"]["bleu"])
 
-    code, out, err = run(capsys, "generate", "--prompt", out_dir, "name[red]", "name[blue]", "--num-beams", "2",
-                         "--num-return-sequences", "2", "--max-new-tokens", "4")
+    code, out, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        out_dir,
+        "name[red]",
+        "name[blue]",
+        "--num-beams",
+        "2",
+        "--num-return-sequences",
+        "2",
+        "--max-new-tokens",
+        "4",
+    )
     assert code == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
-    assert [r["source"] for r in lines] == ["name[red]", "name[blue]"] and all(len(r["generations"]) == 2 for r in lines)
+    assert [r["source"] for r in lines] == ["name[red]", "name[blue]"] and all(
+        len(r["generations"]) == 2 for r in lines
+    )
 
-    code, out, err = run(capsys, "generate", "--prompt", out_dir, "--data", data, "--do-sample", "--seed", "3", "--top-k", "5")
+    code, out, err = run(
+        capsys, "generate", "--prompt", out_dir, "--data", data, "--do-sample", "--seed", "3", "--top-k", "5"
+    )
     assert code == 0 and len(out.splitlines()) == 3
 
     # Continue training from the saved prompt (its MLP comes from training_state.safetensors).
-    code, out, err = run(capsys, "train", "--model", model_dirs["gpt2"], "--method", "prefix", "--task", "generation",
-                         "--train", data, "--source-column", "mr", "--target-column", "ref", "--num-virtual-tokens", "3",
-                         "--option", "hidden_size=16", "--max-steps", "2", "--batch-size", "3", "--max-target-length", "6",
-                         "--init-from", out_dir, "--output", tmp_path / "more", "--no-progress")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--model",
+        model_dirs["gpt2"],
+        "--method",
+        "prefix",
+        "--task",
+        "generation",
+        "--train",
+        data,
+        "--source-column",
+        "mr",
+        "--target-column",
+        "ref",
+        "--num-virtual-tokens",
+        "3",
+        "--option",
+        "hidden_size=16",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "3",
+        "--max-target-length",
+        "6",
+        "--init-from",
+        out_dir,
+        "--output",
+        tmp_path / "more",
+        "--no-progress",
+    )
     assert code == 0, err
 
     # A classification prompt is refused by `generate`, and an encoder by --task generation.
-    code, out, err = run(capsys, "train", "--model", model_dirs["bert_encoder"], "--method", "prefix", "--task", "generation",
-                         "--train", data, "--source-column", "mr", "--target-column", "ref", "--output", tmp_path / "x")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--model",
+        model_dirs["bert_encoder"],
+        "--method",
+        "prefix",
+        "--task",
+        "generation",
+        "--train",
+        data,
+        "--source-column",
+        "mr",
+        "--target-column",
+        "ref",
+        "--output",
+        tmp_path / "x",
+    )
     assert code == 2 and "needs a decoder-only or encoder-decoder model" in err
 
 
@@ -180,10 +384,35 @@ def test_ensemble_evaluate_and_predict(model_dirs, data, tmp_path, capsys):
     dirs = []
     for method, seed in (("soft_prompt", 1), ("deep_prompt", 2), ("prefix", 3)):
         out_dir = tmp_path / method
-        code, _, err = run(capsys, "train", "--model", model_dirs["bert"], "--method", method, "--train", data,
-                           "--text-column", "review", "--label-column", "sentiment", "--template", "{text} it was {mask} .",
-                           "--verbalizer", "neg:bad,pos:good", "--num-virtual-tokens", "3", "--max-steps", "4",
-                           "--batch-size", "4", "--seed", seed, "--output", out_dir, "--no-progress")
+        code, _, err = run(
+            capsys,
+            "train",
+            "--model",
+            model_dirs["bert"],
+            "--method",
+            method,
+            "--train",
+            data,
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--template",
+            "{text} it was {mask} .",
+            "--verbalizer",
+            "neg:bad,pos:good",
+            "--num-virtual-tokens",
+            "3",
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--seed",
+            seed,
+            "--output",
+            out_dir,
+            "--no-progress",
+        )
         assert code == 0, err
         dirs.append(str(out_dir))
     for combine in ("mean", "vote"):
@@ -210,10 +439,33 @@ def test_ensemble_evaluate_and_predict(model_dirs, data, tmp_path, capsys):
 def test_search_then_inspect(model_dirs, data, tmp_path, capsys):
     """`--method autoprompt` saves a hard prompt with the tokens it found; `inspect` shows it."""
     out_dir = tmp_path / "ap"
-    code, out, err = run(capsys, "train", "--model", model_dirs["bert"], "--method", "autoprompt", "--train", data,
-                         "--text-column", "review", "--label-column", "sentiment", "--template", "{prompt} {text} it was {mask} .",
-                         "--verbalizer", "neg:bad,pos:good", "--num-tokens", "2", "--max-steps", "3", "--batch-size", "4",
-                         "--output", out_dir, "--no-progress")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--model",
+        model_dirs["bert"],
+        "--method",
+        "autoprompt",
+        "--train",
+        data,
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--template",
+        "{prompt} {text} it was {mask} .",
+        "--verbalizer",
+        "neg:bad,pos:good",
+        "--num-tokens",
+        "2",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--output",
+        out_dir,
+        "--no-progress",
+    )
     assert code == 0, err
     meta = json.loads((out_dir / "prompt.json").read_text())
     assert meta["method"] == "hard_prompt" and meta["task_config"]["template"].endswith("{text} it was {mask} .")
@@ -223,10 +475,35 @@ def test_search_then_inspect(model_dirs, data, tmp_path, capsys):
     assert code == 0 and f"searched by autoprompt: {meta['searched']['prompt_text']!r}" in out
 
     soft = tmp_path / "soft"
-    run(capsys, "train", "--model", model_dirs["bert"], "--method", "soft_prompt", "--train", data, "--text-column", "review",
-        "--label-column", "sentiment", "--template", "{text} it was {mask} .", "--verbalizer", "neg:bad,pos:good",
-        "--num-virtual-tokens", "2", "--init", "text", "--init-text", meta["searched"]["prompt_text"], "--max-steps", "1",
-        "--output", soft, "--no-progress")
+    run(
+        capsys,
+        "train",
+        "--model",
+        model_dirs["bert"],
+        "--method",
+        "soft_prompt",
+        "--train",
+        data,
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--template",
+        "{text} it was {mask} .",
+        "--verbalizer",
+        "neg:bad,pos:good",
+        "--num-virtual-tokens",
+        "2",
+        "--init",
+        "text",
+        "--init-text",
+        meta["searched"]["prompt_text"],
+        "--max-steps",
+        "1",
+        "--output",
+        soft,
+        "--no-progress",
+    )
     code, out, err = run(capsys, "inspect", soft, "--json", "--png", tmp_path / "soft.png", "--top", "2")
     assert code == 0, err
     report = json.loads(out)

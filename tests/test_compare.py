@@ -3,7 +3,6 @@ redoing finished cells, a failed cell reported without losing the others, the ta
 
 import csv
 import json
-
 import signal
 import subprocess
 import sys
@@ -11,20 +10,29 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import SENTENCES
-from prompttune.sweeps.compare import SweepSpec, cells
+
 from prompttune.errors import ConfigError
+from prompttune.sweeps.compare import SweepSpec, cells
 
 
 @pytest.fixture
 def sweep(model_dirs, tmp_path):
     data = tmp_path / "train.csv"
     data.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in SENTENCES * 2))
-    spec = {"model": str(model_dirs["bert"]), "train": str(data), "eval": str(data),
-            "template": "{text} it was {mask} .", "verbalizer": "0:bad,1:good",
-            "methods": ["soft_prompt", "linear_probe"], "lengths": [2, 3], "inits": ["sample_vocab", "random"],
-            "train_sizes": [2, "full"], "seeds": [0, 1], "train_options": {"max_steps": 2, "batch_size": 4}}
+    spec = {
+        "model": str(model_dirs["bert"]),
+        "train": str(data),
+        "eval": str(data),
+        "template": "{text} it was {mask} .",
+        "verbalizer": "0:bad,1:good",
+        "methods": ["soft_prompt", "linear_probe"],
+        "lengths": [2, 3],
+        "inits": ["sample_vocab", "random"],
+        "train_sizes": [2, "full"],
+        "seeds": [0, 1],
+        "train_options": {"max_steps": 2, "batch_size": 4},
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path, spec
@@ -38,14 +46,23 @@ def test_cells_follow_what_each_method_has(sweep):
     assert len(names) == 16 + 4 and len(set(names)) == len(names)
     assert "soft_prompt_len3_init-random_nfull_seed1" in names and "linear_probe_n2_seed0" in names
     with pytest.raises(ConfigError, match="unknown field"):
-        SweepSpec.from_dict({"model": "m", "train": "t", "eval": "e", "methods": ["soft_prompt"], "lenghts": [2]}, "x.yaml")
+        SweepSpec.from_dict(
+            {"model": "m", "train": "t", "eval": "e", "methods": ["soft_prompt"], "lenghts": [2]}, "x.yaml"
+        )
     with pytest.raises(ConfigError, match="train_sizes"):
-        SweepSpec.from_dict({"model": "m", "train": "t", "eval": "e", "methods": ["soft_prompt"], "train_sizes": [0]}, "x.yaml")
+        SweepSpec.from_dict(
+            {"model": "m", "train": "t", "eval": "e", "methods": ["soft_prompt"], "train_sizes": [0]}, "x.yaml"
+        )
 
 
 def _run(args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "prompttune", "compare", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prompttune", "compare", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_sweep_runs_resumes_after_a_kill_and_reports(sweep, tmp_path):
@@ -54,9 +71,20 @@ def test_sweep_runs_resumes_after_a_kill_and_reports(sweep, tmp_path):
     args = ["--spec", path, "--output", out, "--inits", "sample_vocab", "--lengths", "2", "--seeds", "0,1"]
     # 4 soft_prompt cells + 4 linear_probe cells; the sweep and its worker are killed as soon as the
     # sweep has been told that 2 cells finished (one worker: a third cannot have finished).
-    crash = subprocess.run([sys.executable, str(Path(__file__).parent / "crash.py"), "compare",
-                            json.dumps({"argv": list(map(str, args))}), "--kill-after-cells", "2"],
-                           capture_output=True, text=True, start_new_session=True, timeout=600)
+    crash = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "crash.py"),
+            "compare",
+            json.dumps({"argv": list(map(str, args))}),
+            "--kill-after-cells",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        timeout=600,
+    )
     assert crash.returncode == -signal.SIGKILL, crash.stderr
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("cells/*/result.json")}
     assert len(finished) == 2
@@ -69,12 +97,22 @@ def test_sweep_runs_resumes_after_a_kill_and_reports(sweep, tmp_path):
         assert (out / "cells" / name / "result.json").stat().st_mtime_ns == mtime
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 8 and all(r["status"] == "done" for r in rows)
-    assert {"accuracy", "precision_macro", "recall_macro", "f1_macro", "trainable_parameters", "artifact_bytes",
-            "train_seconds", "peak_memory_mb"} <= set(rows[0])
+    assert {
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "trainable_parameters",
+        "artifact_bytes",
+        "train_seconds",
+        "peak_memory_mb",
+    } <= set(rows[0])
     summary = list(csv.DictReader(open(out / "summary.csv")))
     assert len(summary) == 4 and all(s["seeds"] == "2" for s in summary)
     for s in summary:
-        accuracies = [float(r["accuracy"]) for r in rows if r["method"] == s["method"] and r["train_size"] == s["train_size"]]
+        accuracies = [
+            float(r["accuracy"]) for r in rows if r["method"] == s["method"] and r["train_size"] == s["train_size"]
+        ]
         assert abs(float(s["accuracy_mean"]) - sum(accuracies) / len(accuracies)) < 1e-9
     # The 2-per-class subsets really have 2 examples per class.
     assert all(int(r["train_examples"]) == 4 for r in rows if r["train_size"] == "2")
@@ -95,8 +133,24 @@ def test_a_failed_cell_is_reported_and_the_others_finish(sweep, tmp_path):
     path, spec = sweep
     out = tmp_path / "out"
     # init=text without init_text fails for soft_prompt; linear_probe cells still run.
-    process = _run(["--spec", path, "--output", out, "--inits", "text", "--lengths", "2", "--seeds", "0",
-                    "--train-sizes", "full", "--workers", "2"])
+    process = _run(
+        [
+            "--spec",
+            path,
+            "--output",
+            out,
+            "--inits",
+            "text",
+            "--lengths",
+            "2",
+            "--seeds",
+            "0",
+            "--train-sizes",
+            "full",
+            "--workers",
+            "2",
+        ]
+    )
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 1
     assert json.loads(stdout)["failed"] == 1
@@ -111,8 +165,26 @@ def test_a_failed_cell_is_reported_and_the_others_finish(sweep, tmp_path):
 def test_cells_run_as_tasks_on_a_local_ray_instance(sweep, tmp_path):
     path, _ = sweep
     out = tmp_path / "out"
-    process = _run(["--spec", path, "--output", out, "--methods", "soft_prompt", "--inits", "sample_vocab", "--lengths", "2",
-                    "--seeds", "0,1", "--train-sizes", "full", "--ray", "local"])
+    process = _run(
+        [
+            "--spec",
+            path,
+            "--output",
+            out,
+            "--methods",
+            "soft_prompt",
+            "--inits",
+            "sample_vocab",
+            "--lengths",
+            "2",
+            "--seeds",
+            "0,1",
+            "--train-sizes",
+            "full",
+            "--ray",
+            "local",
+        ]
+    )
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -122,16 +194,28 @@ def test_cells_run_as_tasks_on_a_local_ray_instance(sweep, tmp_path):
 
 def test_extrapolation_scores_seen_and_unseen_categories_apart(model_dirs, tmp_path):
     """Train on some categories, score the eval rows of seen and unseen categories separately."""
-    rows = [{"category": c, "source": f"{w} story", "target": f"the {w} story"}
-            for c, words in (("films", ["movie", "plot"]), ("books", ["story", "film"]), ("art", ["great", "best"]))
-            for w in words]
+    rows = [
+        {"category": c, "source": f"{w} story", "target": f"the {w} story"}
+        for c, words in (("films", ["movie", "plot"]), ("books", ["story", "film"]), ("art", ["great", "best"]))
+        for w in words
+    ]
     train, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     dev.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = {"model": str(model_dirs["gpt2"]), "task": "generation", "train": str(train), "eval": str(dev),
-            "methods": ["prefix"], "lengths": [2], "seeds": [0], "method_options": {"prefix": {"hidden_size": 8}},
-            "train_filter": {"column": "category", "values": ["films", "books"]}, "eval_groups": "category",
-            "train_options": {"max_steps": 2, "batch_size": 2}, "prompt_options": {"max_target_length": 4}}
+    spec = {
+        "model": str(model_dirs["gpt2"]),
+        "task": "generation",
+        "train": str(train),
+        "eval": str(dev),
+        "methods": ["prefix"],
+        "lengths": [2],
+        "seeds": [0],
+        "method_options": {"prefix": {"hidden_size": 8}},
+        "train_filter": {"column": "category", "values": ["films", "books"]},
+        "eval_groups": "category",
+        "train_options": {"max_steps": 2, "batch_size": 2},
+        "prompt_options": {"max_target_length": 4},
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     process = _run(["--spec", path, "--output", tmp_path / "out"])
@@ -158,16 +242,27 @@ def test_eval_subset_keeps_every_reference_of_a_chosen_source(tmp_path):
     rows = [{"mr": f"name[{i}]", "ref": f"Place {i} number {j}."} for i in range(10) for j in range(i % 3 + 1)]
     dev = tmp_path / "dev.jsonl"
     dev.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = SweepSpec.from_dict({"model": "m", "train": str(dev), "eval": str(dev), "methods": ["prefix"],
-                                "task": "generation", "source_column": "mr", "target_column": "ref", "eval_size": 4},
-                               "x.yaml")
+    spec = SweepSpec.from_dict(
+        {
+            "model": "m",
+            "train": str(dev),
+            "eval": str(dev),
+            "methods": ["prefix"],
+            "task": "generation",
+            "source_column": "mr",
+            "target_column": "ref",
+            "eval_size": 4,
+        },
+        "x.yaml",
+    )
     kept = [json.loads(l) for l in open(_eval_subset(spec, tmp_path / "data"))]
     sources = {r["mr"] for r in kept}
     assert len(sources) == 4
     assert len(kept) == sum(1 for r in rows if r["mr"] in sources)
     # Classification keeps rows.
-    spec = SweepSpec.from_dict({"model": "m", "train": str(dev), "eval": str(dev), "methods": ["soft_prompt"],
-                                "eval_size": 4}, "x.yaml")
+    spec = SweepSpec.from_dict(
+        {"model": "m", "train": str(dev), "eval": str(dev), "methods": ["soft_prompt"], "eval_size": 4}, "x.yaml"
+    )
     assert len(open(_eval_subset(spec, tmp_path / "cls")).readlines()) == 4
 
 
@@ -175,8 +270,22 @@ def test_report_to_gives_every_cell_its_own_tracker_run(sweep, tmp_path):
     """`compare --report-to tensorboard`: each cell logs to a run named after it, in its folder."""
     path, _ = sweep
     out = tmp_path / "out"
-    process = _run(["--spec", path, "--output", out, "--methods", "linear_probe", "--seeds", "0,1", "--train-sizes",
-                    "full", "--report-to", "tensorboard"])
+    process = _run(
+        [
+            "--spec",
+            path,
+            "--output",
+            out,
+            "--methods",
+            "linear_probe",
+            "--seeds",
+            "0,1",
+            "--train-sizes",
+            "full",
+            "--report-to",
+            "tensorboard",
+        ]
+    )
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
     for cell in ("linear_probe_nfull_seed0", "linear_probe_nfull_seed1"):
@@ -186,11 +295,33 @@ def test_report_to_gives_every_cell_its_own_tracker_run(sweep, tmp_path):
 def test_a_sweep_scores_every_cell_per_group_and_plots_it(model_dirs, tmp_path):
     """`group_column`: each cell's eval metrics per group value, the gap, summary columns and a plot."""
     data = tmp_path / "train.csv"
-    data.write_text("text,label,site\n" + "".join(f"{t},{l},{'north' if i % 2 else 'south'}\n"
-                                                 for i, (t, l) in enumerate(SENTENCES * 2)))
+    data.write_text(
+        "text,label,site\n"
+        + "".join(f"{t},{l},{'north' if i % 2 else 'south'}\n" for i, (t, l) in enumerate(SENTENCES * 2))
+    )
     out = tmp_path / "out"
-    process = _run(["--model", model_dirs["bert"], "--train", data, "--eval", data, "--methods", "linear_probe",
-                    "--seeds", "0,1", "--max-steps", "2", "--batch-size", "4", "--group-column", "site", "--output", out])
+    process = _run(
+        [
+            "--model",
+            model_dirs["bert"],
+            "--train",
+            data,
+            "--eval",
+            data,
+            "--methods",
+            "linear_probe",
+            "--seeds",
+            "0,1",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--group-column",
+            "site",
+            "--output",
+            out,
+        ]
+    )
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
     rows = list(csv.DictReader(open(out / "results.csv")))

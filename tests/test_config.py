@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import task_config
+
 from prompttune import ConfigError, PromptModel
 from prompttune.tasks.classification import parse_verbalizer
 from prompttune.training.loop import TrainConfig
@@ -17,24 +17,30 @@ def test_unknown_method(load):
         PromptModel.create(load("bert"), "lora", task_config())
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"num_virtual_tokens": 0}, "num_virtual_tokens: must be a positive integer"),
-    ({"init": "zeros"}, "init: must be one of"),
-    ({"init": "text"}, "init_text: init=text needs a non-empty init_text"),
-    ({"common_tokens": 0}, "common_tokens: must be a positive integer or null, got 0"),
-    ({"common_tokens": True}, "common_tokens: must be a positive integer or null, got True"),
-    ({"common_tokens": "5000"}, "common_tokens: must be a positive integer or null, got '5000'"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"num_virtual_tokens": 0}, "num_virtual_tokens: must be a positive integer"),
+        ({"init": "zeros"}, "init: must be one of"),
+        ({"init": "text"}, "init_text: init=text needs a non-empty init_text"),
+        ({"common_tokens": 0}, "common_tokens: must be a positive integer or null, got 0"),
+        ({"common_tokens": True}, "common_tokens: must be a positive integer or null, got True"),
+        ({"common_tokens": "5000"}, "common_tokens: must be a positive integer or null, got '5000'"),
+    ],
+)
 def test_soft_prompt_config_checks(load, options, message):
     with pytest.raises(ConfigError, match=message):
         PromptModel.create(load("bert"), "soft_prompt", task_config(), options)
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"embedding_size": 0}, "embedding_size: must be a positive integer or null, got 0"),
-    ({"embedding_size": True}, "embedding_size: must be a positive integer or null, got True"),
-    ({"embedding_size": "16"}, "embedding_size: must be a positive integer or null, got '16'"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"embedding_size": 0}, "embedding_size: must be a positive integer or null, got 0"),
+        ({"embedding_size": True}, "embedding_size: must be a positive integer or null, got True"),
+        ({"embedding_size": "16"}, "embedding_size: must be a positive integer or null, got '16'"),
+    ],
+)
 def test_prefix_config_checks(load, options, message):
     with pytest.raises(ConfigError, match=message):
         PromptModel.create(load("llama"), "prefix", task_config(), options)
@@ -45,8 +51,9 @@ def test_the_prefix_embedding_takes_the_width_asked_for_and_the_artifact_keeps_i
 
     backbone = load("llama")
     default = PromptModel.create(backbone, "prefix", task_config(), {"num_virtual_tokens": 3, "hidden_size": 8})
-    narrow = PromptModel.create(backbone, "prefix", task_config(),
-                                {"num_virtual_tokens": 3, "hidden_size": 8, "embedding_size": 5}, seed=1)
+    narrow = PromptModel.create(
+        backbone, "prefix", task_config(), {"num_virtual_tokens": 3, "hidden_size": 8, "embedding_size": 5}, seed=1
+    )
     assert default.method.embedding.shape == (3, backbone.hidden_size)
     assert narrow.method.embedding.shape == (3, 5) and narrow.method.mlp[0].in_features == 5
     save_prompt(narrow, tmp_path / "narrow")
@@ -59,18 +66,18 @@ def test_the_prefix_embedding_takes_the_width_asked_for_and_the_artifact_keeps_i
 def test_common_tokens_draws_the_start_from_the_first_ids_of_the_vocabulary(load, init):
     """Lester et al.'s sampled vocabulary: each sampled row is the embedding of one of the first N
     token ids, never a special token; without the option, draws reach past them."""
-    import torch
 
     backbone = load("bert")
     weight = backbone.input_embeddings.weight.detach()
     special = set(backbone.tokenizer.all_special_ids)
 
     def start_ids(**options):
-        model = PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 40, "init": init, **options},
-                                   seed=1)
+        model = PromptModel.create(
+            backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 40, "init": init, **options}, seed=1
+        )
         rows = model.method.prompt.detach()
         if init == "class_labels":
-            rows = rows[len(model.task.init_words()):]  # the label words' rows come first
+            rows = rows[len(model.task.init_words()) :]  # the label words' rows come first
         return [int((weight - row).abs().sum(-1).argmin()) for row in rows]
 
     first = weight.shape[0] // 3
@@ -141,9 +148,8 @@ def test_the_command_line_derives_its_training_flags_from_the_config():
 
     from prompttune.cli import build_parser
     from prompttune.config import ConfigBase, add_config_arguments, config_arguments
-    from prompttune.training.config import TrainConfig
-
     from prompttune.options import TaskOptions
+    from prompttune.training.config import TrainConfig
 
     train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
     flags = {option for action in train._actions for option in action.option_strings}
@@ -184,16 +190,45 @@ def test_task_options_come_from_one_dataclass_on_the_command_line_in_python_and_
     from prompttune.options import TaskOptions
     from prompttune.sweeps.compare import SweepSpec
 
-    args = build_parser().parse_args(["train", "--model", "m", "--method", "soft_prompt", "--train", "t.csv",
-                                      "--output", "o", "--labels", "neg, pos", "--shots", "2", "--chat",
-                                      "--readout", "head", "--lr", "0.1"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--model",
+            "m",
+            "--method",
+            "soft_prompt",
+            "--train",
+            "t.csv",
+            "--output",
+            "o",
+            "--labels",
+            "neg, pos",
+            "--shots",
+            "2",
+            "--chat",
+            "--readout",
+            "head",
+            "--lr",
+            "0.1",
+        ]
+    )
     given = config_arguments(args, TaskOptions)
     assert given == {"labels": ("neg", "pos"), "shots": 2, "chat": True, "readout": "head"}
     task_settings, train_options = _split_options({**given, "lr": 0.1, "max_steps": 3})
     assert task_settings == TaskOptions(labels=("neg", "pos"), shots=2, chat=True, readout="head")
     assert train_options == {"lr": 0.1, "max_steps": 3}
-    assert set(task_settings.task_options()) == {"labels", "verbalizer", "template", "instruction", "chat", "shots", "calibrate",
-                                                 "max_length", "max_target_length", "num_beams"}
+    assert set(task_settings.task_options()) == {
+        "labels",
+        "verbalizer",
+        "template",
+        "instruction",
+        "chat",
+        "shots",
+        "calibrate",
+        "max_length",
+        "max_target_length",
+        "num_beams",
+    }
     assert task_settings.columns() == {"text": None, "text_pair": None, "label": None, "source": None, "target": None}
 
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['text_colum'\].*TaskOptions fields"):
@@ -210,8 +245,11 @@ def test_task_options_come_from_one_dataclass_on_the_command_line_in_python_and_
     for f in dataclasses.fields(TaskOptions):
         if f.name not in own:  # every TaskOptions field the spec does not hold itself is a prompt option
             value = {"labels": ["a", "b"], "chat": True, "readout": "head", "head": "none", "calibrate": "domain"}.get(
-                f.name, f.default if f.default is not None else "x")
-            assert SweepSpec.from_dict({**base, "prompt_options": {f.name: value}}, "spec").prompt_options == {f.name: value}
+                f.name, f.default if f.default is not None else "x"
+            )
+            assert SweepSpec.from_dict({**base, "prompt_options": {f.name: value}}, "spec").prompt_options == {
+                f.name: value
+            }
     with pytest.raises(ConfigError, match="spec, field 'prompt_options': max_length: must be a positive"):
         SweepSpec.from_dict({**base, "prompt_options": {"max_length": 0}}, "spec")
     with pytest.raises(ConfigError, match="prompt_options': a mapping with keys from"):

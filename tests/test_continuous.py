@@ -4,7 +4,6 @@ at their end; seeded sampling does not depend on what else is in the batch; stop
 
 import pytest
 import torch
-
 from test_mixed import GENERATORS as PROMPTS  # soft prompts, a prefix, a deep prompt, P-tuning
 
 from prompttune import Example, PromptModel
@@ -34,8 +33,13 @@ class Collect:
         self.results, self.error, self.tokens, self.lengths = None, None, {}, {}
 
     def request(self, rows, **options) -> Request:
-        return Request(rows=[(n, Example(text=s, source=f"input {i}")) for i, (n, s) in enumerate(rows)],
-                       options=options, done=self.done, on_token=self.token, on_prompt=self.lengths.__setitem__)
+        return Request(
+            rows=[(n, Example(text=s, source=f"input {i}")) for i, (n, s) in enumerate(rows)],
+            options=options,
+            done=self.done,
+            on_token=self.token,
+            on_prompt=self.lengths.__setitem__,
+        )
 
     def done(self, results, error):
         assert self.results is None and self.error is None, "told twice"
@@ -64,8 +68,11 @@ def test_requests_joining_a_running_batch_decode_what_each_prompt_decodes_alone(
     first = Collect()
     decoder.submit(first.request([(names[0], SOURCES[0]), (names[2], SOURCES[1])], max_new_tokens=8))
     requests.append((first, [(names[0], SOURCES[0]), (names[2], SOURCES[1])], 8))
-    schedule = {2: [(names[1], SOURCES[2])], 3: [(names[3], SOURCES[3]), (names[4], SOURCES[4])],
-                5: [(names[2], SOURCES[4])]}
+    schedule = {
+        2: [(names[1], SOURCES[2])],
+        3: [(names[3], SOURCES[3]), (names[4], SOURCES[4])],
+        5: [(names[2], SOURCES[4])],
+    }
     for step in range(1, 7):
         decoder.step()
         for rows in [schedule.get(step)] if step in schedule else []:
@@ -185,8 +192,9 @@ def test_a_step_loop_serves_requests_from_other_threads_and_shutting_down_fails_
     loop.submit(request)
     assert finished.wait(60) and served.error is None
     assert [r[0]["text"] for r in served.results] == [
-        r[0]["text"] for r in prompts.generate([("soft2", SOURCES[0]), ("prefix3", SOURCES[1])], details=True,
-                                               max_new_tokens=4)]
+        r[0]["text"]
+        for r in prompts.generate([("soft2", SOURCES[0]), ("prefix3", SOURCES[1])], details=True, max_new_tokens=4)
+    ]
     loop.stop()
     with pytest.raises(RuntimeError, match="shutting down"):
         loop.submit(Collect().request([("soft2", SOURCES[0])], max_new_tokens=4))

@@ -21,8 +21,10 @@ def test_the_demo_reads_its_data_from_a_copy_of_the_repository_alone(tmp_path):
     assert not (copy.parent / "shared").exists()
     work = tmp_path / "work"
     work.mkdir()
-    code = ("import sys; sys.path.insert(0, 'examples'); import demo; "
-            f"print(*demo.subsets(demo.SAMPLE, 500, 20, __import__('pathlib').Path({str(work)!r})))")
+    code = (
+        "import sys; sys.path.insert(0, 'examples'); import demo; "
+        f"print(*demo.subsets(demo.SAMPLE, 500, 20, __import__('pathlib').Path({str(work)!r})))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=copy, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     train, dev = (Path(p) for p in result.stdout.split())

@@ -13,20 +13,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SENTENCES, task_config
 from safetensors.torch import load_file, save_file
 
-from conftest import SENTENCES, task_config
 from prompttune import Backbone, PromptModel, load_prompt, save_prompt
-from prompttune.cli import main
 from prompttune.artifacts.registry import Registry
+from prompttune.cli import main
 from prompttune.storage import PRIVATE, sha256_file
 
 CRASH = Path(__file__).parent / "crash.py"
 
 
 def crash(operation: str, payload: dict, *flags) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CRASH), operation, json.dumps(payload), *map(str, flags)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(CRASH), operation, json.dumps(payload), *map(str, flags)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def assert_killed(result: subprocess.CompletedProcess) -> None:
@@ -78,8 +82,12 @@ def test_a_save_killed_at_any_moment_leaves_the_old_artifact_or_the_new_one(mode
     user_files(folder)
     old = snapshot(folder)
     # The new artifact has files the old one lacks (a prefix MLP's training state) and none of its run records.
-    payload = {"model": str(model_dirs["bert"]), "seed": 2, "method": "prefix",
-               "options": {"num_virtual_tokens": 2, "hidden_size": 8}}
+    payload = {
+        "model": str(model_dirs["bert"]),
+        "seed": 2,
+        "method": "prefix",
+        "options": {"num_virtual_tokens": 2, "hidden_size": 8},
+    }
     dry = tmp_path / "dry"
     shutil.copytree(folder, dry)
     result = crash("save", {**payload, "folder": str(dry)})
@@ -110,17 +118,56 @@ def test_a_save_killed_at_any_moment_leaves_the_old_artifact_or_the_new_one(mode
 
 
 def train_argv(model_dirs, data, output, *extra):
-    return ["train", "--model", str(model_dirs["bert"]), "--method", "prefix", "--num-virtual-tokens", "2",
-            "--option", "hidden_size=8", "--train", str(data), "--eval", str(data), "--template", "{text} it was {mask} .",
-            "--verbalizer", "0:bad,1:good", "--max-steps", "8", "--batch-size", "2", "--eval-every", "4",
-            "--checkpoint-every", "2", "--seed", "3", "--output", str(output), "--no-progress", *extra]
+    return [
+        "train",
+        "--model",
+        str(model_dirs["bert"]),
+        "--method",
+        "prefix",
+        "--num-virtual-tokens",
+        "2",
+        "--option",
+        "hidden_size=8",
+        "--train",
+        str(data),
+        "--eval",
+        str(data),
+        "--template",
+        "{text} it was {mask} .",
+        "--verbalizer",
+        "0:bad,1:good",
+        "--max-steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--eval-every",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "3",
+        "--output",
+        str(output),
+        "--no-progress",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("kill", [
-    ("--kill-at-step", 5),  # between checkpoints: resumes from step 4
-    ("--kill-on", r"^rename \S*/\.checkpoint-\S* \S*/checkpoint-00000004$"),  # writing the step-4 checkpoint: from step 2
-    ("--kill-on", r"^replace \S*/\.prompttune/commit/"),  # installing the finished artifact: the next reader finishes it
-], ids=["mid-training", "during-a-checkpoint", "during-the-final-save"])
+@pytest.mark.parametrize(
+    "kill",
+    [
+        ("--kill-at-step", 5),  # between checkpoints: resumes from step 4
+        (
+            "--kill-on",
+            r"^rename \S*/\.checkpoint-\S* \S*/checkpoint-00000004$",
+        ),  # writing the step-4 checkpoint: from step 2
+        (
+            "--kill-on",
+            r"^replace \S*/\.prompttune/commit/",
+        ),  # installing the finished artifact: the next reader finishes it
+    ],
+    ids=["mid-training", "during-a-checkpoint", "during-the-final-save"],
+)
 def test_training_killed_resumes_to_the_uninterrupted_result(model_dirs, data, tmp_path, capsys, kill):
     reference = tmp_path / "reference"
     assert main(train_argv(model_dirs, data, reference)) == 0
@@ -142,11 +189,15 @@ def test_training_killed_resumes_to_the_uninterrupted_result(model_dirs, data, t
     assert metrics["dev_metrics"] == wanted["dev_metrics"] and metrics["training"]["steps"] == 8
 
     def log(f):
-        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in (f / "log.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "time"}
+            for line in (f / "log.jsonl").read_text().splitlines()
+        ]
 
     assert [e["step"] for e in log(folder)] == [e["step"] for e in log(reference)]
-    assert [e["loss"] for e in log(folder) if "loss" in e] == \
-        pytest.approx([e["loss"] for e in log(reference) if "loss" in e], rel=1e-6)
+    assert [e["loss"] for e in log(folder) if "loss" in e] == pytest.approx(
+        [e["loss"] for e in log(reference) if "loss" in e], rel=1e-6
+    )
     assert not (folder / PRIVATE).exists()
     assert_user_files(folder)
 
@@ -154,14 +205,22 @@ def test_training_killed_resumes_to_the_uninterrupted_result(model_dirs, data, t
 def test_a_push_killed_midway_stores_nothing_and_the_next_push_cleans_up(model_dirs, data, tmp_path):
     backbone = Backbone.from_pretrained(str(model_dirs["bert"]))
     registry = Registry(tmp_path / "reg")
-    first = save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}), tmp_path / "a")
+    first = save_prompt(
+        PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}), tmp_path / "a"
+    )
     registry.push(first, "x")
     torch.manual_seed(5)
-    second = save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}), tmp_path / "b")
+    second = save_prompt(
+        PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}), tmp_path / "b"
+    )
     source = snapshot(second)
     # Killed as the first file's bytes are moved into the store.
-    result = crash("push", {"registry": str(registry.root), "folder": str(second), "name": "x"},
-                   "--kill-on", r"^replace \S*/\.incoming-")
+    result = crash(
+        "push",
+        {"registry": str(registry.root), "folder": str(second), "name": "x"},
+        "--kill-on",
+        r"^replace \S*/\.incoming-",
+    )
     assert_killed(result)
     assert [v["version"] for v in registry.list("x")] == [1]
     assert snapshot(second) == source
@@ -175,12 +234,23 @@ def test_a_push_killed_midway_stores_nothing_and_the_next_push_cleans_up(model_d
 def test_a_pull_killed_midway_changes_nothing_a_user_had(model_dirs, tmp_path):
     backbone = Backbone.from_pretrained(str(model_dirs["bert"]))
     registry = Registry(tmp_path / "reg")
-    record = registry.push(save_prompt(PromptModel.create(backbone, "prefix", task_config(),
-                                                          {"num_virtual_tokens": 2, "hidden_size": 8}), tmp_path / "a"), "x")
+    record = registry.push(
+        save_prompt(
+            PromptModel.create(backbone, "prefix", task_config(), {"num_virtual_tokens": 2, "hidden_size": 8}),
+            tmp_path / "a",
+        ),
+        "x",
+    )
     # Into a new folder: killed at the final rename, the folder does not exist; the next pull makes it.
     fresh = tmp_path / "pulled"
-    assert_killed(crash("pull", {"registry": str(registry.root), "spec": "x", "destination": str(fresh)},
-                        "--kill-on", r"^rename \S*/\.pulled\.pull-"))
+    assert_killed(
+        crash(
+            "pull",
+            {"registry": str(registry.root), "spec": "x", "destination": str(fresh)},
+            "--kill-on",
+            r"^rename \S*/\.pulled\.pull-",
+        )
+    )
     assert not fresh.exists()
     registry.pull("x", fresh)
     assert {p.name for p in tmp_path.iterdir() if p.name.startswith(".pulled")} == set()
@@ -190,8 +260,14 @@ def test_a_pull_killed_midway_changes_nothing_a_user_had(model_dirs, tmp_path):
     mine = tmp_path / "mine"
     save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 3}), mine)
     user_files(mine)
-    assert_killed(crash("pull", {"registry": str(registry.root), "spec": "x", "destination": str(mine), "force": True},
-                        "--kill-on", r"^replace \S*/\.prompttune/commit/"))
+    assert_killed(
+        crash(
+            "pull",
+            {"registry": str(registry.root), "spec": "x", "destination": str(mine), "force": True},
+            "--kill-on",
+            r"^replace \S*/\.prompttune/commit/",
+        )
+    )
     assert_user_files(mine)
     load_prompt(mine, backbone=backbone)
     assert {name: sha256_file(mine / name) for name in record["files"]} == record["files"]
@@ -211,12 +287,15 @@ def test_an_export_killed_at_any_moment_leaves_one_whole_adapter(model_dirs, tmp
     for name, folder in (("a", model_dirs["gpt2"]), ("b", tmp_path / "gpt2-copy")):
         backbone = Backbone.from_pretrained(str(folder))
         torch.manual_seed(len(prompts))
-        model = PromptModel.create(backbone, "soft_prompt", task_config(template="{text} so {mask}"),
-                                   {"num_virtual_tokens": 3})
+        model = PromptModel.create(
+            backbone, "soft_prompt", task_config(template="{text} so {mask}"), {"num_virtual_tokens": 3}
+        )
         prompts[name] = save_prompt(model, tmp_path / name)
         export_peft(prompts[name], tmp_path / f"{name}-adapter", backbone=backbone)
-    whole = {name: {f: (tmp_path / f"{name}-adapter" / f).read_bytes() for f in (PEFT_CONFIG, PEFT_WEIGHTS)}
-             for name in prompts}
+    whole = {
+        name: {f: (tmp_path / f"{name}-adapter" / f).read_bytes() for f in (PEFT_CONFIG, PEFT_WEIGHTS)}
+        for name in prompts
+    }
     assert whole["a"][PEFT_CONFIG] != whole["b"][PEFT_CONFIG] and whole["a"][PEFT_WEIGHTS] != whole["b"][PEFT_WEIGHTS]
     backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))
     for with_user_files in (False, True):
@@ -225,15 +304,18 @@ def test_an_export_killed_at_any_moment_leaves_one_whole_adapter(model_dirs, tmp
             export_peft(prompts["a"], out, backbone=backbone)
             if with_user_files:
                 (out / "notes.txt").write_text("my notes")
-            result = crash("export", {"prompt": str(prompts["b"]), "output": str(out), "force": True},
-                           "--kill-at", kill_at)
+            result = crash(
+                "export", {"prompt": str(prompts["b"]), "output": str(out), "force": True}, "--kill-at", kill_at
+            )
             if with_user_files:
                 read_peft_config(out)  # what prompttune reads of it, once a kill is recovered from
                 assert (out / "notes.txt").read_text() == "my notes"
             found = {f: (out / f).read_bytes() for f in (PEFT_CONFIG, PEFT_WEIGHTS)}
             assert found in (whole["a"], whole["b"]), f"killed at change {kill_at}: a mixed adapter"
-            assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.export-")] or \
-                result.returncode != 0  # a finished export leaves no staging folder
+            assert (
+                not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.export-")]
+                or result.returncode != 0
+            )  # a finished export leaves no staging folder
             if result.returncode == 0:  # the export ran to its end before the kill point came
                 assert found == whole["b"]
                 break
@@ -244,12 +326,14 @@ def test_an_export_killed_at_any_moment_leaves_one_whole_adapter(model_dirs, tmp
 
 # ---- tampered files: one line each, nothing loaded ----------------------------------------------
 
+
 def _tamper_cases():
     def meta_change(change):
         def apply(folder):
             meta = json.loads((folder / "prompt.json").read_text())
             change(meta)
             (folder / "prompt.json").write_text(json.dumps(meta))
+
         return apply
 
     def tensors(make):
@@ -259,6 +343,7 @@ def _tamper_cases():
             meta = json.loads((folder / "prompt.json").read_text())
             meta["files"]["prompt.safetensors"] = sha256_file(folder / "prompt.safetensors")
             (folder / "prompt.json").write_text(json.dumps(meta))
+
         return apply
 
     def truncate(folder):
@@ -278,12 +363,20 @@ def _tamper_cases():
         "truncated tensors": (truncate, "prompt.safetensors: does not match the sha256 prompt.json records"),
         "a flipped byte": (flip, "prompt.safetensors: does not match the sha256 prompt.json records"),
         "truncated, no sha256 recorded": (no_digest_truncate, "prompt.safetensors: cannot read tensors"),
-        "base_model not an object": (meta_change(lambda m: m.update(base_model="gpt2")),
-                                     "field 'base_model' must be an object describing the base model, got 'gpt2'"),
-        "tensors null": (meta_change(lambda m: m.update(tensors=None)), "field 'tensors' must map tensor names to shapes"),
+        "base_model not an object": (
+            meta_change(lambda m: m.update(base_model="gpt2")),
+            "field 'base_model' must be an object describing the base model, got 'gpt2'",
+        ),
+        "tensors null": (
+            meta_change(lambda m: m.update(tensors=None)),
+            "field 'tensors' must map tensor names to shapes",
+        ),
         "unknown method": (meta_change(lambda m: m.update(method="magic")), "unknown method 'magic'"),
         "NaN values": (tensors(lambda v: torch.full_like(v, float("nan"))), "holds 128 NaN or Inf values"),
-        "integer tensor": (tensors(lambda v: v.long()), "tensor 'method.prompt' is int64; a prompt's tensors are floating point"),
+        "integer tensor": (
+            tensors(lambda v: v.long()),
+            "tensor 'method.prompt' is int64; a prompt's tensors are floating point",
+        ),
         "not JSON": (lambda f: (f / "prompt.json").write_text("{"), "prompt.json: not valid JSON"),
     }
 
@@ -292,10 +385,14 @@ def _tamper_cases():
 def test_a_tampered_artifact_is_refused_in_one_line(model_dirs, tmp_path, capsys, case):
     damage, message = _tamper_cases()[case]
     backbone = Backbone.from_pretrained(str(model_dirs["bert"]))
-    folder = save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}), tmp_path / "p")
+    folder = save_prompt(
+        PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}), tmp_path / "p"
+    )
     damage(folder)
-    for argv in (["predict", "--prompt", folder, "--model", model_dirs["bert"], "a great film"],
-                 ["registry", "--registry", tmp_path / "reg", "push", folder, "--name", "x"]):
+    for argv in (
+        ["predict", "--prompt", folder, "--model", model_dirs["bert"], "a great film"],
+        ["registry", "--registry", tmp_path / "reg", "push", folder, "--name", "x"],
+    ):
         code = main([str(a) for a in argv])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (argv[0], err)
@@ -316,8 +413,16 @@ def test_prompts_with_nan_values_are_not_saved(model_dirs, tmp_path):
     assert snapshot(tmp_path / "p") == before
 
 
-@pytest.mark.parametrize("case", ["truncated state", "a flipped byte in the best prompt", "pointer not JSON",
-                                  "train_args not JSON", "pointer names another folder"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated state",
+        "a flipped byte in the best prompt",
+        "pointer not JSON",
+        "train_args not JSON",
+        "pointer names another folder",
+    ],
+)
 def test_a_tampered_checkpoint_is_refused_in_one_line(model_dirs, data, tmp_path, capsys, case):
     folder = tmp_path / "run"
     assert_killed(crash("train", {"argv": train_argv(model_dirs, data, folder)}, "--kill-at-step", 6))
@@ -341,11 +446,13 @@ def test_a_tampered_checkpoint_is_refused_in_one_line(model_dirs, data, tmp_path
     code = main(train_argv(model_dirs, data, folder, "--resume"))
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    expected = {"truncated state": "state.safetensors: does not match its sha256 in checkpoint.json",
-                "a flipped byte in the best prompt": "state.safetensors: does not match its sha256 in checkpoint.json",
-                "pointer not JSON": "checkpoint.json: not valid JSON",
-                "train_args not JSON": "train_args.json cannot be read",
-                "pointer names another folder": "checkpoint.json: not a prompttune checkpoint pointer"}[case]
+    expected = {
+        "truncated state": "state.safetensors: does not match its sha256 in checkpoint.json",
+        "a flipped byte in the best prompt": "state.safetensors: does not match its sha256 in checkpoint.json",
+        "pointer not JSON": "checkpoint.json: not valid JSON",
+        "train_args not JSON": "train_args.json cannot be read",
+        "pointer names another folder": "checkpoint.json: not a prompttune checkpoint pointer",
+    }[case]
     assert expected in err
     assert not (folder / "prompt.json").exists()
     # Starting again discards the damaged checkpoint and trains from the beginning.
@@ -371,15 +478,24 @@ for spec in sys.argv[2:]:
 def test_checkouts_from_eight_processes_at_once_all_succeed(model_dirs, tmp_path):
     backbone = Backbone.from_pretrained(str(model_dirs["bert"]))
     registry = Registry(tmp_path / "reg")
-    art = save_prompt(PromptModel.create(backbone, "prefix", task_config(), {"num_virtual_tokens": 2, "hidden_size": 8}),
-                      tmp_path / "a")
+    art = save_prompt(
+        PromptModel.create(backbone, "prefix", task_config(), {"num_virtual_tokens": 2, "hidden_size": 8}),
+        tmp_path / "a",
+    )
     specs = [f"x@{registry.push(art, 'x')['version']}" for _ in range(24)]
     # One version's checkout is damaged: every process finds it so and repairs it.
     registry.checkout(specs[5])
     damaged = registry.root / "checkouts" / "x" / "6" / "prompt.safetensors"
     damaged.write_bytes(b"damaged")
-    processes = [subprocess.Popen([sys.executable, "-c", CHECKOUTS, str(registry.root), *specs],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(8)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHECKOUTS, str(registry.root), *specs],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0] * 8, "\n".join(outputs)
     assert not [p for p in (registry.root / "checkouts" / "x").iterdir() if p.name.startswith(".")]

@@ -5,8 +5,8 @@ import torch
 
 from prompttune import PromptModel, TrainConfig, load_prompt, save_prompt, train
 from prompttune.core.backbone import ModelInputs
-from prompttune.tasks.data import Example
 from prompttune.tasks import GenerationConfig
+from prompttune.tasks.data import Example
 
 GEN_FAMILIES = ("gpt2", "llama", "t5", "bart")
 METHODS = ("prefix", "deep_prompt", "soft_prompt", "p_tuning")
@@ -51,7 +51,7 @@ def greedy_by_recomputation(model, examples, steps):
                 logits = model(batch)[:, -1]  # left padded: each row's last token is last
             for row, token in zip(rows, pick(logits)):
                 row.append(token)
-        return [r[len(f["input_ids"]):] for r, f in zip(rows, features)]
+        return [r[len(f["input_ids"]) :] for r, f in zip(rows, features)]
     start = task.decoder_start
     generated = [[] for _ in features]
     for _ in range(steps):
@@ -125,16 +125,31 @@ def test_every_attention_site_receives_its_prefix(load, family):
     assert set(layout) == expected
     if family == "llama":
         assert layout["self"][1] == backbone.config.num_key_value_heads == 2
-    model = PromptModel.create(backbone, "deep_prompt", GenerationConfig(max_target_length=8) if family != "bert"
-                               else _cls_config(), {"num_virtual_tokens": 3})
+    model = PromptModel.create(
+        backbone,
+        "deep_prompt",
+        GenerationConfig(max_target_length=8) if family != "bert" else _cls_config(),
+        {"num_virtual_tokens": 3},
+    )
     ids = torch.tensor([[20, 21, 22, 23]])
-    inputs = model.method.prepare(ModelInputs(backbone.embed(ids), torch.ones_like(ids), readout_index=torch.tensor([3]),
-                                              full_logits=family != "bert"), backbone)
+    inputs = model.method.prepare(
+        ModelInputs(
+            backbone.embed(ids), torch.ones_like(ids), readout_index=torch.tensor([3]), full_logits=family != "bert"
+        ),
+        backbone,
+    )
 
     def out(prefix):
         with torch.no_grad():
-            result = backbone(ModelInputs(inputs.inputs_embeds, inputs.attention_mask, readout_index=inputs.readout_index,
-                                          prefix=prefix, full_logits=inputs.full_logits))
+            result = backbone(
+                ModelInputs(
+                    inputs.inputs_embeds,
+                    inputs.attention_mask,
+                    readout_index=inputs.readout_index,
+                    prefix=prefix,
+                    full_logits=inputs.full_logits,
+                )
+            )
         return result.logits if result.logits is not None else result.hidden
 
     reference = out(inputs.prefix)
@@ -143,11 +158,13 @@ def test_every_attention_site_receives_its_prefix(load, family):
         changed = dict(inputs.prefix.kv)
         changed[site] = changed[site] * 2
         from prompttune.core.kv_prefix import Prefix
+
         assert not torch.allclose(reference, out(Prefix(changed, inputs.prefix.mask))), site
 
 
 def _cls_config():
     from conftest import task_config
+
     return task_config()
 
 
@@ -166,7 +183,9 @@ def test_text_initialisation_is_the_models_own_activations_of_those_words(load, 
     joined = torch.tensor([w + x])
     with torch.no_grad():
         with_prefix = backbone(inputs).logits
-        reading = backbone(ModelInputs(backbone.embed(joined), torch.ones_like(joined), full_logits=True)).logits[:, len(w):]
+        reading = backbone(ModelInputs(backbone.embed(joined), torch.ones_like(joined), full_logits=True)).logits[
+            :, len(w) :
+        ]
     torch.testing.assert_close(with_prefix, reading, atol=1e-4, rtol=1e-4)
 
 
@@ -178,8 +197,12 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(load, fa
         backbone = load(family)
         if family == "bert":
             model = PromptModel.create(backbone, method, _cls_config(), {"num_virtual_tokens": 4})
-            batch = model.task.collate([model.task.encode(Example("the movie was great", label="1")),
-                                        model.task.encode(Example("awful", label="0"))])
+            batch = model.task.collate(
+                [
+                    model.task.encode(Example("the movie was great", label="1")),
+                    model.task.encode(Example("awful", label="0")),
+                ]
+            )
         else:
             model = make(backbone, method)
             batch = model.task.collate(model.task.training_features(fixed_target_examples()[:3]))
@@ -208,9 +231,13 @@ def test_beam_search_and_sampling_with_a_prefix(load, family):
     beams = model.task.generate_texts(model, examples, num_beams=3, num_return_sequences=2, max_new_tokens=4)
     assert len(beams) == 4
     torch.manual_seed(1)
-    sampled = model.task.generate_texts(model, examples, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=4)
+    sampled = model.task.generate_texts(
+        model, examples, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=4
+    )
     torch.manual_seed(1)
-    again = model.task.generate_texts(model, examples, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=4)
+    again = model.task.generate_texts(
+        model, examples, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=4
+    )
     assert len(sampled) == 6 and sampled == again
 
 
@@ -220,6 +247,7 @@ def test_reparameterised_prompts_export_their_output_and_keep_what_resuming_need
     train(model, fixed_target_examples()[:4], config=TrainConfig(max_steps=2, batch_size=4, progress=False))
     save_prompt(model, tmp_path / "p")
     from safetensors.torch import load_file
+
     exported = load_file(str(tmp_path / "p" / "prompt.safetensors"))
     resume = load_file(str(tmp_path / "p" / "training_state.safetensors"))
     if method == "prefix":
@@ -261,8 +289,11 @@ def test_generating_past_the_models_positions_is_a_clear_error(load):
     from prompttune.errors import ConfigError
 
     options = {"num_virtual_tokens": 3, "hidden_size": 8}
-    with pytest.raises(ConfigError, match=r"the prompt \(3 positions\) and max_target_length 200 leave -77 of the "
-                                          r"model's 128 positions for the source"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the prompt \(3 positions\) and max_target_length 200 leave -77 of the "
+        r"model's 128 positions for the source",
+    ):
         PromptModel.create(load("gpt2"), "prefix", GenerationConfig(max_target_length=200), options)
     model = PromptModel.create(load("gpt2"), "prefix", GenerationConfig(max_target_length=20), options)
     with pytest.raises(ConfigError, match="exceed the model's 128 positions"):

@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 from fastapi.testclient import TestClient
+from servers import running_study_server
 
 from prompttune import PromptModel, save_prompt
 from prompttune.api import generate
@@ -20,25 +21,47 @@ from prompttune.errors import ConfigError, DataError
 from prompttune.human_eval import stats
 from prompttune.human_eval.app import build_app
 from prompttune.human_eval.report import analyse, attach, write_report
-from prompttune.human_eval.study import (STUDY_FILE, Design, JudgementRefused, Study, StudyError, create_study,
-                                         parse_systems)
+from prompttune.human_eval.study import (
+    STUDY_FILE,
+    Design,
+    JudgementRefused,
+    Study,
+    StudyError,
+    create_study,
+    parse_systems,
+)
 from prompttune.tasks import GenerationConfig
-from servers import running_study_server
 
 # Tests that touch no model (statistics, studies made from outputs files, the page's API, reports)
 # reach no code that differs between transformers releases: `make test` runs them once.
 once = pytest.mark.same_on_every_transformers
 
-SOURCES = [f"name[Place {i}], food[{food}], area[{area}]" for i, (food, area) in
-           enumerate([("Thai", "riverside"), ("French", "centre"), ("Indian", "riverside"), ("Greek", "centre"),
-                       ("Sushi", "riverside"), ("Pizza", "centre"), ("Tapas", "riverside"), ("Curry", "centre"),
-                       ("Ramen", "riverside"), ("Pasta", "centre")])]
+SOURCES = [
+    f"name[Place {i}], food[{food}], area[{area}]"
+    for i, (food, area) in enumerate(
+        [
+            ("Thai", "riverside"),
+            ("French", "centre"),
+            ("Indian", "riverside"),
+            ("Greek", "centre"),
+            ("Sushi", "riverside"),
+            ("Pizza", "centre"),
+            ("Tapas", "riverside"),
+            ("Curry", "centre"),
+            ("Ramen", "riverside"),
+            ("Pasta", "centre"),
+        ]
+    )
+]
 
 
 def _data(tmp_path):
     path = tmp_path / "dev.csv"
-    lines = ["mr,ref"] + [f'"{s}","Reference {i} one."' for i, s in enumerate(SOURCES)] + \
-        [f'"{SOURCES[0]}","Reference 0 two."']  # a second reference of the first source: still one item
+    lines = (
+        ["mr,ref"]
+        + [f'"{s}","Reference {i} one."' for i, s in enumerate(SOURCES)]
+        + [f'"{SOURCES[0]}","Reference 0 two."']
+    )  # a second reference of the first source: still one item
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -51,14 +74,18 @@ def _outputs(tmp_path, name, text):
 
 @pytest.fixture
 def files(tmp_path):
-    return {"data": _data(tmp_path), "alpha": _outputs(tmp_path, "alpha", lambda i: f"Alpha says {i}."),
-            "beta": _outputs(tmp_path, "beta", lambda i: f"Beta says {i}.")}
+    return {
+        "data": _data(tmp_path),
+        "alpha": _outputs(tmp_path, "alpha", lambda i: f"Alpha says {i}."),
+        "beta": _outputs(tmp_path, "beta", lambda i: f"Beta says {i}."),
+    }
 
 
 def _make(tmp_path, files, name="study", **design):
     systems = parse_systems([f"alpha=outputs:{files['alpha']}", f"beta=outputs:{files['beta']}", "ref=@reference"])
-    return create_study(tmp_path / name, str(files["data"]), systems, Design(**design), source_column="mr",
-                        target_column="ref")
+    return create_study(
+        tmp_path / name, str(files["data"]), systems, Design(**design), source_column="mr", target_column="ref"
+    )
 
 
 # ---- statistics against hand-computed cases ------------------------------------------------------
@@ -105,7 +132,12 @@ def test_bradley_terry_recovers_consistent_strengths():
 
 @once
 def test_win_rates_count_each_pair_from_one_side_with_item_bootstrap_intervals():
-    judgements = [(0, "A", "B", stats.WIN), (1, "B", "A", stats.WIN), (2, "A", "B", stats.TIE), (3, "A", "B", stats.WIN)]
+    judgements = [
+        (0, "A", "B", stats.WIN),
+        (1, "B", "A", stats.WIN),
+        (2, "A", "B", stats.TIE),
+        (3, "A", "B", stats.WIN),
+    ]
     (row,) = stats.pairwise(judgements, resamples=500)
     assert (row["system_a"], row["system_b"], row["wins"], row["ties"], row["losses"]) == ("A", "B", 2, 1, 1)
     assert row["win_rate"] == 0.5 and row["tie_rate"] == 0.25 and row["win_rate_ties_half"] == 0.625
@@ -136,13 +168,23 @@ def test_likert_mean_interval_is_students_t():
 def test_a_study_of_prompts_stores_each_systems_outputs_generated_once(tmp_path, load, files):
     backbone = load("gpt2")
     config = GenerationConfig(max_source_length=24, max_target_length=6)
-    prefix = save_prompt(PromptModel.create(backbone, "prefix", config, {"num_virtual_tokens": 3, "hidden_size": 16}),
-                         tmp_path / "prefix")
-    soft = save_prompt(PromptModel.create(backbone, "soft_prompt", config, {"num_virtual_tokens": 2}), tmp_path / "soft")
+    prefix = save_prompt(
+        PromptModel.create(backbone, "prefix", config, {"num_virtual_tokens": 3, "hidden_size": 16}),
+        tmp_path / "prefix",
+    )
+    soft = save_prompt(
+        PromptModel.create(backbone, "soft_prompt", config, {"num_virtual_tokens": 2}), tmp_path / "soft"
+    )
     bare = save_prompt(PromptModel.create(backbone, "hard_prompt", config), tmp_path / "bare")
     systems = parse_systems([f"prefix={prefix}", f"soft={soft}", "model=@bare", "ref=@reference"])
-    made = create_study(tmp_path / "study", str(files["data"]), systems, Design(mode="both", items=4, raters=("ann", "bo")),
-                        source_column="mr", target_column="ref")
+    made = create_study(
+        tmp_path / "study",
+        str(files["data"]),
+        systems,
+        Design(mode="both", items=4, raters=("ann", "bo")),
+        source_column="mr",
+        target_column="ref",
+    )
     assert made["items"] == 4 and made["systems"] == ["prefix", "soft", "model", "ref"]
     study = Study(tmp_path / "study")
     items = study.items()
@@ -172,7 +214,10 @@ def test_items_are_shared_as_designed_and_drawn_again_identically(tmp_path, file
     plan = db.execute("SELECT rater, position, kind, item, left_system, right_system FROM tasks ORDER BY id").fetchall()
     _make(tmp_path, files, name="again", raters=("a", "b", "c"), per_rater=4, overlap=1, seed=3)
     again = sqlite3.connect(tmp_path / "again" / STUDY_FILE)
-    assert again.execute("SELECT rater, position, kind, item, left_system, right_system FROM tasks ORDER BY id").fetchall() == plan
+    assert (
+        again.execute("SELECT rater, position, kind, item, left_system, right_system FROM tasks ORDER BY id").fetchall()
+        == plan
+    )
 
 
 @once
@@ -200,8 +245,14 @@ def test_bad_studies_are_refused_before_anything_is_written(tmp_path, files):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"source": "x", "generations": ["y"]}\n{"source": \n')
     with pytest.raises(DataError, match="broken.jsonl, line 2: not JSON"):
-        create_study(tmp_path / "s3", str(files["data"]), parse_systems([f"p=outputs:{broken}", "ref=@reference"]),
-                     Design(), source_column="mr", target_column="ref")
+        create_study(
+            tmp_path / "s3",
+            str(files["data"]),
+            parse_systems([f"p=outputs:{broken}", "ref=@reference"]),
+            Design(),
+            source_column="mr",
+            target_column="ref",
+        )
     assert not any((tmp_path / name).exists() for name in ("s2", "s3"))
 
 
@@ -245,8 +296,10 @@ def test_two_raters_complete_a_study_through_the_api_with_a_reload_midway(tmp_pa
             assert not {"alpha", "beta", "ref"} & set(json.dumps(task).split('"'))  # no system is named
             if step == 3:  # a reload: the same item comes back, and nothing was recorded by it
                 assert client.get(f"/api/{tokens[rater]}/next").json() == state
-            answer = client.post(f"/api/{tokens[rater]}/judgements",
-                                 json={"study": state["study"], "task": task["id"], "seconds": 1.5, **_answer(task, rater)})
+            answer = client.post(
+                f"/api/{tokens[rater]}/judgements",
+                json={"study": state["study"], "task": task["id"], "seconds": 1.5, **_answer(task, rater)},
+            )
             assert answer.status_code == 200, answer.text
             seen[rater].append(task["id"])
             progressed = True
@@ -269,7 +322,11 @@ def test_double_submits_stale_pages_unknown_raters_and_bad_values_change_nothing
     url = f"/api/{tokens['ann']}/judgements"
 
     def rows():
-        return sqlite3.connect(tmp_path / "study" / STUDY_FILE).execute("SELECT * FROM judgements ORDER BY task").fetchall()
+        return (
+            sqlite3.connect(tmp_path / "study" / STUDY_FILE)
+            .execute("SELECT * FROM judgements ORDER BY task")
+            .fetchall()
+        )
 
     state = client.get(f"/api/{tokens['ann']}/next").json()
     task = state["task"]
@@ -277,14 +334,24 @@ def test_double_submits_stale_pages_unknown_raters_and_bad_values_change_nothing
     assert client.post(url, json=first).status_code == 200
     recorded = rows()
     # The same judgement again (a double click, a retry): refused, the first stands.
-    again = client.post(url, json={**first, **({"preference": "tie"} if task["kind"] == "pair" else
-                                                {"ratings": {"fluency": 1}})})
+    again = client.post(
+        url, json={**first, **({"preference": "tie"} if task["kind"] == "pair" else {"ratings": {"fluency": 1}})}
+    )
     assert again.status_code == 409 and "already judged" in again.json()["error"]["message"]
     # A page left open on an item far ahead of where the rater is: stale.
-    ahead = sqlite3.connect(tmp_path / "study" / STUDY_FILE).execute(
-        "SELECT id, kind FROM tasks WHERE rater = 'ann' ORDER BY position DESC LIMIT 1").fetchone()
-    stale = client.post(url, json={"study": state["study"], "task": ahead[0],
-                                   **({"preference": "left"} if ahead[1] == "pair" else {"ratings": {"fluency": 2}})})
+    ahead = (
+        sqlite3.connect(tmp_path / "study" / STUDY_FILE)
+        .execute("SELECT id, kind FROM tasks WHERE rater = 'ann' ORDER BY position DESC LIMIT 1")
+        .fetchone()
+    )
+    stale = client.post(
+        url,
+        json={
+            "study": state["study"],
+            "task": ahead[0],
+            **({"preference": "left"} if ahead[1] == "pair" else {"ratings": {"fluency": 2}}),
+        },
+    )
     assert stale.status_code == 409 and "out of date" in stale.json()["error"]["message"]
     # Another study's page, another rater's item, an unknown rater.
     assert client.post(url, json={**first, "study": "0" * 16}).status_code == 409
@@ -301,8 +368,13 @@ def test_double_submits_stale_pages_unknown_raters_and_bad_values_change_nothing
     if current["kind"] == "pair":
         bad = [({"preference": "both"}, 422), ({"ratings": {"fluency": 2}}, 422), ({}, 422)]
     else:
-        bad = [({"ratings": {"fluency": 5}}, 422), ({"ratings": {"fluency": 0}}, 422), ({"ratings": {"style": 2}}, 422),
-               ({"preference": "left"}, 422), ({"ratings": {"fluency": True}}, 422)]
+        bad = [
+            ({"ratings": {"fluency": 5}}, 422),
+            ({"ratings": {"fluency": 0}}, 422),
+            ({"ratings": {"style": 2}}, 422),
+            ({"preference": "left"}, 422),
+            ({"ratings": {"fluency": True}}, 422),
+        ]
     bad += [({"extra": 1}, 422), ({"seconds": -1}, 422)]
     for change, status in bad:
         response = client.post(url, json={**base, **change})
@@ -398,9 +470,21 @@ def test_ratings_are_averaged_per_system_and_criterion(tmp_path, files):
     _make(tmp_path, files, mode="rating", raters=("ann", "bo"), items=3, criteria=("fluency", "relevance"))
     study = Study(tmp_path / "study")
     score = {"ann": {"alpha": 4, "beta": 2, "ref": 5}, "bo": {"alpha": 3, "beta": 2, "ref": 5}}
-    _judge_all(study, lambda task, rater: {"ratings": {
-        c: score[rater][next(s for s in ("alpha", "beta", "ref") if task["output"].lower().startswith(
-            {"alpha": "alpha", "beta": "beta", "ref": "reference"}[s]))] for c in task["criteria"]}})
+    _judge_all(
+        study,
+        lambda task, rater: {
+            "ratings": {
+                c: score[rater][
+                    next(
+                        s
+                        for s in ("alpha", "beta", "ref")
+                        if task["output"].lower().startswith({"alpha": "alpha", "beta": "beta", "ref": "reference"}[s])
+                    )
+                ]
+                for c in task["criteria"]
+            }
+        },
+    )
     result = analyse(study, resamples=200)
     assert result["pairwise"] == [] and result["bradley_terry"] is None
     alpha = result["ratings"]["alpha"]["fluency"]
@@ -421,8 +505,14 @@ def test_the_result_is_attached_to_the_registry_versions_compared(tmp_path, load
         options = {"num_virtual_tokens": 2} | ({"hidden_size": 16} if method == "prefix" else {})
         registry.push(save_prompt(PromptModel.create(backbone, method, config, options), tmp_path / name), name)
     systems = parse_systems(["short=registry:short@1", "long=registry:long", "ref=@reference"], str(registry.root))
-    create_study(tmp_path / "study", str(files["data"]), systems, Design(raters=("ann",), items=3), source_column="mr",
-                 target_column="ref")
+    create_study(
+        tmp_path / "study",
+        str(files["data"]),
+        systems,
+        Design(raters=("ann",), items=3),
+        source_column="mr",
+        target_column="ref",
+    )
     study = Study(tmp_path / "study")
     _judge_all(study, lambda task, rater: {"preference": "tie"})
     result = analyse(study, resamples=200)
@@ -442,9 +532,29 @@ def test_the_result_is_attached_to_the_registry_versions_compared(tmp_path, load
 @once
 def test_the_command_line_makes_serves_and_reports_a_study(tmp_path, files, capsys):
     study = tmp_path / "study"
-    args = ["human-eval", "create", str(study), "--data", str(files["data"]), "--source-column", "mr",
-            "--target-column", "ref", "--system", f"alpha=outputs:{files['alpha']}", "--system", "ref=@reference",
-            "--raters", "ann,bo", "--items", "4", "--mode", "both", "--criteria", "fluency"]
+    args = [
+        "human-eval",
+        "create",
+        str(study),
+        "--data",
+        str(files["data"]),
+        "--source-column",
+        "mr",
+        "--target-column",
+        "ref",
+        "--system",
+        f"alpha=outputs:{files['alpha']}",
+        "--system",
+        "ref=@reference",
+        "--raters",
+        "ann,bo",
+        "--items",
+        "4",
+        "--mode",
+        "both",
+        "--criteria",
+        "fluency",
+    ]
     assert main(args) == 0
     made = json.loads(capsys.readouterr().out)
     assert made["items"] == 4 and set(made["raters"]) == {"ann", "bo"}
@@ -453,15 +563,37 @@ def test_the_command_line_makes_serves_and_reports_a_study(tmp_path, files, caps
     assert main(["human-eval", "status", str(study)]) == 0
     links = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["done"] for r in links] == [0, 0] and all(r["link"].endswith(r["token"]) for r in links)
-    _judge_all(Study(study), lambda task, rater: {"preference": "right"} if task["kind"] == "pair" else
-               {"ratings": {"fluency": 3}})
+    _judge_all(
+        Study(study),
+        lambda task, rater: {"preference": "right"} if task["kind"] == "pair" else {"ratings": {"fluency": 3}},
+    )
     assert main(["human-eval", "report", str(study), "--resamples", "200"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["judgements"] == 2 * 4 * 3 and (study / "report" / "report.html").is_file()
     assert main(["human-eval", "report", str(tmp_path / "nothing")]) == 2
     assert "no study here" in capsys.readouterr().err
-    assert main(["human-eval", "create", str(tmp_path / "x"), "--data", str(files["data"]), "--system", "a=@reference",
-                 "--system", "b=@reference", "--source-column", "mr", "--target-column", "ref", "--scale", "1"]) == 2
+    assert (
+        main(
+            [
+                "human-eval",
+                "create",
+                str(tmp_path / "x"),
+                "--data",
+                str(files["data"]),
+                "--system",
+                "a=@reference",
+                "--system",
+                "b=@reference",
+                "--source-column",
+                "mr",
+                "--target-column",
+                "ref",
+                "--scale",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "scale: 2 to 9 points" in capsys.readouterr().err
 
 
@@ -474,8 +606,11 @@ def test_a_server_killed_mid_study_loses_no_judgement(tmp_path, files):
     token = study.raters()[0]["token"]
 
     def call(url, path, body=None):
-        request = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url + path,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -483,7 +618,9 @@ def test_a_server_killed_mid_study_loses_no_judgement(tmp_path, files):
     with running_study_server(study.folder, tmp_path / "first.log") as (url, process):
         for _ in range(4):
             state = call(url, f"/api/{token}/next")
-            call(url, f"/api/{token}/judgements", {"study": study.id, "task": state["task"]["id"], "preference": "right"})
+            call(
+                url, f"/api/{token}/judgements", {"study": study.id, "task": state["task"]["id"], "preference": "right"}
+            )
             given.append(state["task"]["id"])
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)

@@ -19,22 +19,31 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
+from servers import running_study_server
 
 from prompttune.human_eval.study import STUDY_FILE, Design, Study, create_study, parse_systems
-from servers import running_study_server
 
 # The page, its server and the study's SQLite file: nothing here differs between transformers releases.
 pytestmark = pytest.mark.same_on_every_transformers
 
-SOURCES = ["name[The Olive Grove], eatType[pub], food[Italian], area[riverside]",
-           "name[Blue Spice], eatType[coffee shop], priceRange[cheap], near[Avalon]",
-           "name[Zizzi], food[Chinese], customer rating[high], familyFriendly[yes]",
-           "name[The Punter], eatType[restaurant], food[French], area[city centre]"]
-ALPHA = ["The Olive Grove is an Italian pub by the riverside.", "Blue Spice is a cheap coffee shop near Avalon.",
-         "Zizzi serves Chinese food, is rated highly and welcomes children.",
-         "The Punter is a French restaurant in the city centre."]
-BETA = ["The Olive Grove is a pub.", "Blue Spice is a coffee shop near Avalon with low prices.",
-        "Zizzi is a family friendly Chinese place.", "The Punter serves French food."]
+SOURCES = [
+    "name[The Olive Grove], eatType[pub], food[Italian], area[riverside]",
+    "name[Blue Spice], eatType[coffee shop], priceRange[cheap], near[Avalon]",
+    "name[Zizzi], food[Chinese], customer rating[high], familyFriendly[yes]",
+    "name[The Punter], eatType[restaurant], food[French], area[city centre]",
+]
+ALPHA = [
+    "The Olive Grove is an Italian pub by the riverside.",
+    "Blue Spice is a cheap coffee shop near Avalon.",
+    "Zizzi serves Chinese food, is rated highly and welcomes children.",
+    "The Punter is a French restaurant in the city centre.",
+]
+BETA = [
+    "The Olive Grove is a pub.",
+    "Blue Spice is a coffee shop near Avalon with low prices.",
+    "Zizzi is a family friendly Chinese place.",
+    "The Punter serves French food.",
+]
 
 
 def _browser():
@@ -59,10 +68,17 @@ def _make_study(folder: Path) -> Path:
     files = {}
     for name, texts in (("alpha", ALPHA), ("beta", BETA)):
         files[name] = folder.parent / f"{name}.jsonl"
-        files[name].write_text("".join(json.dumps({"source": s, "generations": [t]}) + "\n" for s, t in zip(SOURCES, texts)))
+        files[name].write_text(
+            "".join(json.dumps({"source": s, "generations": [t]}) + "\n" for s, t in zip(SOURCES, texts))
+        )
     systems = parse_systems([f"{name}=outputs:{path}" for name, path in files.items()])
-    create_study(folder, str(data), systems, Design(mode="both", raters=("ann", "bo"), criteria=("fluency", "faithfulness")),
-                 source_column="mr")
+    create_study(
+        folder,
+        str(data),
+        systems,
+        Design(mode="both", raters=("ann", "bo"), criteria=("fluency", "faithfulness")),
+        source_column="mr",
+    )
     return folder
 
 
@@ -80,6 +96,7 @@ def browsers():
     def open_one():
         opened.append(_browser())
         return opened[-1]
+
     yield open_one
     for browser in opened:
         browser.quit()
@@ -95,16 +112,22 @@ def _screenshot(browser, tmp_path: Path, name: str) -> None:
 
 def _shown(browser) -> dict:
     """What the page shows now: progress, kind, source; waits until an item (or the end) is there."""
+
     def ready(b):
         progress = b.find_element(By.ID, "progress").text
         return progress if progress and progress != "loading…" else None
+
     progress = WebDriverWait(browser, 20).until(ready)
     done = browser.find_element(By.ID, "done").is_displayed()
     kind = None
     if not done:
         kind = "pair" if browser.find_element(By.ID, "pairwise").is_displayed() else "rate"
-    return {"progress": progress, "done": done, "kind": kind,
-            "source": None if done else browser.find_element(By.ID, "source").text}
+    return {
+        "progress": progress,
+        "done": done,
+        "kind": kind,
+        "source": None if done else browser.find_element(By.ID, "source").text,
+    }
 
 
 def _wait_past(browser, progress: str) -> dict:
@@ -112,8 +135,14 @@ def _wait_past(browser, progress: str) -> dict:
     return _shown(browser)
 
 
-PAIR_KEYS = [("1", "left"), (Keys.ARROW_RIGHT, "right"), ("2", "tie"), (Keys.ARROW_LEFT, "left"), ("3", "right"),
-             (Keys.ARROW_DOWN, "tie")]
+PAIR_KEYS = [
+    ("1", "left"),
+    (Keys.ARROW_RIGHT, "right"),
+    ("2", "tie"),
+    (Keys.ARROW_LEFT, "left"),
+    ("3", "right"),
+    (Keys.ARROW_DOWN, "tie"),
+]
 
 
 def _judge_one(browser, step: int, given: list) -> None:
@@ -190,8 +219,10 @@ def test_a_second_tab_a_double_click_and_an_unknown_link_change_nothing(served, 
     if shown["kind"] == "pair":
         first.execute_script("const b = document.querySelector('button[data-choice=left]'); b.click(); b.click();")
     else:
-        first.execute_script("task.criteria.forEach((c, i) => rate(i, 1));"
-                             "const b = document.getElementById('submit'); b.click(); b.click();")
+        first.execute_script(
+            "task.criteria.forEach((c, i) => rate(i, 1));"
+            "const b = document.getElementById('submit'); b.click(); b.click();"
+        )
     _wait_past(first, shown["progress"])
     assert len(study.judgements()) == 1
     # The second tab still shows the item just judged: its answer is refused with a message, it

@@ -20,8 +20,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "prompttune"
 def test_the_layers_import_only_downwards():
     linter = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert linter, "import-linter is part of the test extra"
-    result = subprocess.run([linter, "--config", str(PACKAGE.parent / "pyproject.toml")], capture_output=True, text=True,
-                            cwd=PACKAGE.parent)
+    result = subprocess.run(
+        [linter, "--config", str(PACKAGE.parent / "pyproject.toml")], capture_output=True, text=True, cwd=PACKAGE.parent
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 kept, 0 broken" in result.stdout
 
@@ -48,17 +49,26 @@ def test_nothing_outside_tasks_compares_a_task_or_metric_name():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Compare):
                 for side in [node.left, *node.comparators]:
-                    found += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {c!r}" for c in _constants(side) if c in known]
+                    found += [
+                        f"{path.relative_to(PACKAGE)}:{node.lineno}: {c!r}" for c in _constants(side) if c in known
+                    ]
     assert not found, found
 
 
 def _task_attributes_used_outside_tasks() -> dict[str, list[str]]:
     """Every attribute read on a task outside tasks/: on `x.task`, a variable named `task` or
     `task_cls`, or `task_class(...)`, with where."""
+
     def is_task(node) -> bool:
-        return (isinstance(node, ast.Attribute) and node.attr == "task"
-                or isinstance(node, ast.Name) and node.id in ("task", "task_cls")
-                or isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "task_class")
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == "task"
+            or isinstance(node, ast.Name)
+            and node.id in ("task", "task_cls")
+            or isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "task_class"
+        )
 
     used = {}
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -82,16 +92,23 @@ def test_what_code_outside_tasks_asks_of_a_task_is_declared_on_the_base():
     declared = {name for cls in Task.__mro__ for name in getattr(cls, "__annotations__", {})}
     undeclared = {name: where for name, where in used.items() if not hasattr(Task, name) and name not in declared}
     assert not undeclared, f"read on a task outside tasks/ but not declared on Task: {undeclared}"
-    undocumented = [name for name in used if callable(getattr(Task, name, None)) and not hasattr(nn.Module, name)
-                    and not (getattr(Task, name).__doc__ or "").strip()]
+    undocumented = [
+        name
+        for name in used
+        if callable(getattr(Task, name, None))
+        and not hasattr(nn.Module, name)
+        and not (getattr(Task, name).__doc__ or "").strip()
+    ]
     assert not undocumented, f"Task methods without a docstring: {undocumented}"
 
 
 def test_help_and_version_do_not_import_torch():
-    code = ("import sys\nfrom prompttune.cli import main\n"
-            "for argv in (['--help'], ['--version'], ['train', '--help']):\n"
-            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "print('TORCH', 'torch' in sys.modules)")
+    code = (
+        "import sys\nfrom prompttune.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['train', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('TORCH', 'torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "usage: prompttune" in result.stdout and "prompttune 0.1.0" in result.stdout

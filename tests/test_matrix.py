@@ -4,14 +4,13 @@ import hashlib
 
 import pytest
 import torch
-
 from conftest import FAMILIES, LM_FAMILIES, task_config
+
 from prompttune import Example, PromptModel, TrainConfig, load_prompt, save_prompt, train
-from prompttune.methods import METHODS, PromptMethod
 from prompttune.core.backbone import ModelInputs
 from prompttune.errors import ConfigError
+from prompttune.methods import METHODS, PromptMethod
 from prompttune.tasks import GenerationConfig
-
 
 
 def _slots(cls) -> bool:
@@ -115,8 +114,12 @@ def test_soft_prompt_overfits_a_handful_of_examples(load, examples, family):
     must be able to fit 8 examples exactly, even on a tiny random model."""
     torch.manual_seed(0)
     model = make(load(family), "soft_prompt", num_virtual_tokens=16, init="sample_vocab")
-    result = train(model, examples, examples, TrainConfig(max_steps=200, batch_size=8, lr=0.1, head_lr=0.1,
-                                                          warmup_ratio=0.0, eval_every=25, progress=False))
+    result = train(
+        model,
+        examples,
+        examples,
+        TrainConfig(max_steps=200, batch_size=8, lr=0.1, head_lr=0.1, warmup_ratio=0.0, eval_every=25, progress=False),
+    )
     assert result.dev_metrics["accuracy"] == 1.0, result.history
 
 
@@ -137,7 +140,9 @@ def test_readout_logits_equal_the_full_lm_logits_at_that_position(load, examples
     model = make(load(family), "hard_prompt")
     backbone = model.backbone
     batch = model.task.collate([model.task.encode(e) for e in examples], with_labels=False)
-    inputs = ModelInputs(backbone.embed(batch["input_ids"]), batch["attention_mask"], readout_index=batch["readout_index"])
+    inputs = ModelInputs(
+        backbone.embed(batch["input_ids"]), batch["attention_mask"], readout_index=batch["readout_index"]
+    )
     with torch.no_grad():
         picked = backbone(inputs).readout_logits  # (B, V)
         kwargs = dict(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask)
@@ -168,8 +173,10 @@ def test_a_seq2seq_verbalizer_reads_where_the_decoder_predicts_the_masked_span(l
             else:
                 assert feature["decoder_input_ids"][1:] == feature["input_ids"][:-1]
                 assert feature["input_ids"][feature["decoder_index"]] == backbone.tokenizer.mask_token_id
-            logits = backbone.model(input_ids=torch.tensor([feature["input_ids"]]),
-                                    decoder_input_ids=torch.tensor([feature["decoder_input_ids"]])).logits
+            logits = backbone.model(
+                input_ids=torch.tensor([feature["input_ids"]]),
+                decoder_input_ids=torch.tensor([feature["decoder_input_ids"]]),
+            ).logits
             expected = logits[0, feature["decoder_index"]].float().log_softmax(-1)[model.task.word_ids]
             torch.testing.assert_close(row, expected, rtol=1e-5, atol=1e-5)
 
@@ -179,8 +186,11 @@ def test_a_prompt_starts_from_its_seed_alone(load, method):
     """Initial values come from a generator seeded by the run's seed, not from whatever the process
     drew before; without a seed, two prompts made one after another differ."""
     backbone = load("gpt2")
-    config = task_config(template="{prompt} {text} it was {mask} .") if METHODS[method].prompt_slots.__func__ \
-        is not PromptMethod.prompt_slots.__func__ else task_config()
+    config = (
+        task_config(template="{prompt} {text} it was {mask} .")
+        if METHODS[method].prompt_slots.__func__ is not PromptMethod.prompt_slots.__func__
+        else task_config()
+    )
     options = {"num_tokens": 2} if "num_tokens" in METHODS[method].Config.__dataclass_fields__ else {}
 
     def state(seed):
@@ -212,8 +222,10 @@ class TaskCase:
 
 def _classification_config(method, backbone):
     if _slots(METHODS[method]):
-        return task_config(template="{prompt} {text} it was {mask} ." if backbone.has_lm_head else "{prompt} {text}",
-                           verbalizer=(("bad",), ("good",)) if backbone.has_lm_head else None)
+        return task_config(
+            template="{prompt} {text} it was {mask} ." if backbone.has_lm_head else "{prompt} {text}",
+            verbalizer=(("bad",), ("good",)) if backbone.has_lm_head else None,
+        )
     if method == "hard_prompt" and not backbone.has_lm_head:
         return task_config(template="{text} it was {mask} .")  # similarity readout
     return task_config()
@@ -222,15 +234,20 @@ def _classification_config(method, backbone):
 def _generation_examples():
     from conftest import SENTENCES
 
-    return [Example(text, source=f"row {i}", targets=("good" if label == "1" else "bad",))
-            for i, (text, label) in enumerate(SENTENCES, 1)]
+    return [
+        Example(text, source=f"row {i}", targets=("good" if label == "1" else "bad",))
+        for i, (text, label) in enumerate(SENTENCES, 1)
+    ]
 
 
 def _token_examples():
     from prompttune.tasks.token_classification import TokenExample
 
-    rows = [("the movie was great", "O B-MISC O O"), ("a terrible film", "O B-PER I-PER"),
-            ("i loved the story", "O O O B-LOC")]
+    rows = [
+        ("the movie was great", "O B-MISC O O"),
+        ("a terrible film", "O B-PER I-PER"),
+        ("i loved the story", "O O O B-LOC"),
+    ]
     return [TokenExample.from_tokens(t.split(), g.split(), f"row {i}") for i, (t, g) in enumerate(rows, 1)]
 
 
@@ -241,15 +258,21 @@ def _token_config(method, backbone):
 
 
 TASK_CASES = {
-    "classification": TaskCase(_classification_config,
-                               lambda: [Example(t, label=l, source=f"row {i}") for i, (t, l) in
-                                        enumerate(__import__("conftest").SENTENCES, 1)],
-                               lambda method, backbone: False),
-    "generation": TaskCase(lambda method, backbone: GenerationConfig(max_source_length=16, max_target_length=4),
-                           _generation_examples,
-                           lambda method, backbone: _slots(METHODS[method]) or backbone.kind == "encoder"),
-    "token_classification": TaskCase(_token_config, _token_examples,
-                                     lambda method, backbone: _slots(METHODS[method]) or not METHODS[method].trains),
+    "classification": TaskCase(
+        _classification_config,
+        lambda: [
+            Example(t, label=l, source=f"row {i}") for i, (t, l) in enumerate(__import__("conftest").SENTENCES, 1)
+        ],
+        lambda method, backbone: False,
+    ),
+    "generation": TaskCase(
+        lambda method, backbone: GenerationConfig(max_source_length=16, max_target_length=4),
+        _generation_examples,
+        lambda method, backbone: _slots(METHODS[method]) or backbone.kind == "encoder",
+    ),
+    "token_classification": TaskCase(
+        _token_config, _token_examples, lambda method, backbone: _slots(METHODS[method]) or not METHODS[method].trains
+    ),
 }
 
 

@@ -24,15 +24,20 @@ def test_scores_fall_with_worse_hypotheses_and_match_sacrebleu():
     good = generation_metrics(["the cat sat on a mat", "a dog barked at a postman"], references)
     bad = generation_metrics(["mat", "postman dog"], references)
     assert bad["bleu"] < good["bleu"] < 100 and bad["rougeL"] < good["rougeL"] < 100
-    expected = sacrebleu.corpus_bleu(["the cat sat on a mat", "a dog barked at a postman"],
-                                     [["the cat sat on the mat", "a dog barked at the postman"]]).score
+    expected = sacrebleu.corpus_bleu(
+        ["the cat sat on a mat", "a dog barked at a postman"],
+        [["the cat sat on the mat", "a dog barked at the postman"]],
+    ).score
     assert good["bleu"] == pytest.approx(expected)
 
 
 E2E_REFERENCES = [
     ["The Eagle is a cheap coffee shop near Burger King.", "Near Burger King is The Eagle, a low-priced coffee shop."],
     ["Alimentum serves Italian food in the city centre.", "In the city centre, Alimentum offers Italian dishes."],
-    ["The Rice Boat is a family-friendly pub by the river.", "By the river there is a pub for families, The Rice Boat."],
+    [
+        "The Rice Boat is a family-friendly pub by the river.",
+        "By the river there is a pub for families, The Rice Boat.",
+    ],
     ["Zizzi is a highly rated French restaurant.", "Zizzi, a French restaurant, has a high customer rating."],
 ]
 
@@ -45,11 +50,17 @@ def test_e2e_metrics_rank_hypotheses_and_ignore_case_and_punctuation_spacing():
     from prompttune.tasks.metrics import e2e_metrics
 
     exact = [refs[0] for refs in E2E_REFERENCES]
-    partial = ["The Eagle is an expensive coffee shop near the river.", "Alimentum serves Chinese food in Riverside.",
-               "The Rice Boat is an adult-only pub near the centre.", "Zizzi is a poorly rated Italian restaurant."]
+    partial = [
+        "The Eagle is an expensive coffee shop near the river.",
+        "Alimentum serves Chinese food in Riverside.",
+        "The Rice Boat is an adult-only pub near the centre.",
+        "Zizzi is a poorly rated Italian restaurant.",
+    ]
     wrong = [exact[1], exact[2], exact[3], exact[0]]  # each a good sentence about the wrong restaurant
-    scores = {name: e2e_metrics(hyps, E2E_REFERENCES) for name, hyps in
-              (("exact", exact), ("partial", partial), ("wrong", wrong))}
+    scores = {
+        name: e2e_metrics(hyps, E2E_REFERENCES)
+        for name, hyps in (("exact", exact), ("partial", partial), ("wrong", wrong))
+    }
     for metric in ("nist", "meteor", "cider"):
         assert scores["exact"][metric] > scores["partial"][metric] > scores["wrong"][metric], (metric, scores)
     assert scores["exact"]["meteor"] > 95

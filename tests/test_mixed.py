@@ -3,7 +3,6 @@ for every method that shares the frozen model and every family; ensembles of pro
 
 import pytest
 import torch
-
 from conftest import FAMILIES, task_config
 
 GEN_FAMILIES = ("gpt2", "llama", "t5", "bart")
@@ -70,8 +69,13 @@ def test_mixed_batch_equals_each_prompt_alone(load, examples, tmp_path, family, 
     rows = [(names[i % len(names)], e) for i, e in enumerate(examples + examples[::-1])]
     mixed = prompts.logits(rows, batch_size=len(rows))
     for (name, example), got in zip(rows, mixed):
-        torch.testing.assert_close(got, _alone(dirs[name], backbone, example), atol=2e-5, rtol=1e-4,
-                                   msg=lambda m: f"{family}, prompt {name}, {example.text!r}: {m}")
+        torch.testing.assert_close(
+            got,
+            _alone(dirs[name], backbone, example),
+            atol=2e-5,
+            rtol=1e-4,
+            msg=lambda m: f"{family}, prompt {name}, {example.text!r}: {m}",
+        )
     # Batching the same rows differently changes nothing either.
     for options in ({"batch_size": 3}, {"max_tokens": 24}):
         again = prompts.logits(rows, **options)
@@ -133,8 +137,7 @@ def test_ensemble_combines_members_run_together(load, examples, tmp_path):
 
 def test_votes_break_ties_by_mean_probability():
     # Input 0: members vote a, a, b -> a. Input 1: a weakly and b strongly, one vote each -> b.
-    probs = torch.tensor([[[0.6, 0.4], [0.7, 0.3], [0.1, 0.9]],
-                          [[0.55, 0.45], [0.05, 0.95], [0.5, 0.5]]])
+    probs = torch.tensor([[[0.6, 0.4], [0.7, 0.3], [0.1, 0.9]], [[0.55, 0.45], [0.05, 0.95], [0.5, 0.5]]])
     probs[1, 2] = torch.tensor([0.6, 0.4])  # a third member breaks nothing: a, b, a -> a
     mean, predictions = combine_members(probs, "vote")
     assert predictions == [0, 0]
@@ -150,7 +153,9 @@ def test_prompts_that_cannot_share_the_model_are_refused(load, model_dirs, tmp_p
     with pytest.raises(ConfigError, match="changes the model's own weights"):
         prompts.add("ft", PromptModel.create(backbone, "full_finetune", task_config()))
     other = load("gpt2")
-    soft = save_prompt(PromptModel.create(other, "soft_prompt", task_config(), {"num_virtual_tokens": 2}), tmp_path / "gpt2")
+    soft = save_prompt(
+        PromptModel.create(other, "soft_prompt", task_config(), {"num_virtual_tokens": 2}), tmp_path / "gpt2"
+    )
     with pytest.raises(Exception, match="made for base model"):
         prompts.add("gpt2", soft)
     with pytest.raises(ConfigError, match="another backbone"):
@@ -164,8 +169,10 @@ def test_prompts_that_cannot_share_the_model_are_refused(load, model_dirs, tmp_p
         prompts.classify([("soft", "  ")])
 
 
-@pytest.mark.parametrize("method, options", [("prefix", {"num_virtual_tokens": 2, "hidden_size": 16}),
-                                             ("p_tuning", {"num_virtual_tokens": 3})])
+@pytest.mark.parametrize(
+    "method, options",
+    [("prefix", {"num_virtual_tokens": 2, "hidden_size": 16}), ("p_tuning", {"num_virtual_tokens": 3})],
+)
 def test_moving_a_loaded_prompt_moves_what_its_reparameterisation_computed(load, tmp_path, method, options):
     """A reparameterised prompt loaded for inference keeps only its computed output, in plain
     tensors: `.to()` must move them with the parameters (checked on the meta device and in float64,
@@ -179,11 +186,11 @@ def test_moving_a_loaded_prompt_moves_what_its_reparameterisation_computed(load,
     expected = loaded.predict_proba(texts).double()
     loaded.to(torch.float64)
     moved = loaded.method.fixed
-    for tensor in (moved.values() if isinstance(moved, dict) else [moved]):
+    for tensor in moved.values() if isinstance(moved, dict) else [moved]:
         assert tensor.dtype == torch.float64
     torch.testing.assert_close(loaded.predict_proba(texts).double(), expected, rtol=1e-4, atol=1e-5)
     loaded.to("meta")
-    for tensor in (loaded.method.fixed.values() if isinstance(loaded.method.fixed, dict) else [loaded.method.fixed]):
+    for tensor in loaded.method.fixed.values() if isinstance(loaded.method.fixed, dict) else [loaded.method.fixed]:
         assert tensor.device.type == "meta"
 
 
@@ -192,7 +199,9 @@ def test_moving_a_prompt_set_recomputes_the_parts_it_keeps(load, family):
     backbone = load(family)
     prompts = PromptSet(backbone)
     for name, (method, options, changes) in list(CLASSIFIERS.items())[:4]:
-        prompts.add(name, _perturb_and_return(PromptModel.create(backbone, method, task_config(**changes), options, seed=1)))
+        prompts.add(
+            name, _perturb_and_return(PromptModel.create(backbone, method, task_config(**changes), options, seed=1))
+        )
     rows = [(name, text) for name in prompts.prompts for text in ("the movie was great", "a terrible film")]
     before = prompts.classify(rows)
     prompts.to(torch.float64)
@@ -218,15 +227,18 @@ def test_streamed_tokens_are_the_generated_ones_and_a_stopped_row_stops_while_th
     is decoded no further while the other rows run to their length."""
     backbone = load(family)
     prompts = PromptSet(backbone)
-    for name, method, options in (("soft", "soft_prompt", {"num_virtual_tokens": 2}),
-                                  ("prefix", "prefix", {"num_virtual_tokens": 2, "hidden_size": 8})):
+    for name, method, options in (
+        ("soft", "soft_prompt", {"num_virtual_tokens": 2}),
+        ("prefix", "prefix", {"num_virtual_tokens": 2, "hidden_size": 8}),
+    ):
         prompts.add(name, PromptModel.create(backbone, method, GenerationConfig(max_target_length=6), options, seed=1))
     rows = [("soft", "the movie was great"), ("prefix", "a dull plot"), ("soft", "i loved it")]
     options = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
     plain = prompts.generate(rows, details=True, **options)
     seen: dict[int, list[int]] = {}
-    streamed = prompts.generate(rows, details=True, on_token=lambda r, s, t, end: seen.setdefault(r, []).append(t),
-                                **options)
+    streamed = prompts.generate(
+        rows, details=True, on_token=lambda r, s, t, end: seen.setdefault(r, []).append(t), **options
+    )
     assert [s[0]["text"] for s in streamed] == [s[0]["text"] for s in plain]
     assert all(len(seen[r]) == 6 for r in range(3))
     task = prompts["soft"].task
@@ -237,8 +249,15 @@ def test_streamed_tokens_are_the_generated_ones_and_a_stopped_row_stops_while_th
     def on_token(row, sequence, token, end):
         counted[row] = counted.get(row, 0) + 1
 
-    stopped = prompts.generate(rows, details=True, on_token=on_token, min_new_tokens=6, max_new_tokens=6,
-                               do_sample=False, stop_rows=lambda row: row == 1 and counted.get(1, 0) >= 2)
+    stopped = prompts.generate(
+        rows,
+        details=True,
+        on_token=on_token,
+        min_new_tokens=6,
+        max_new_tokens=6,
+        do_sample=False,
+        stop_rows=lambda row: row == 1 and counted.get(1, 0) >= 2,
+    )
     # Told after its second token, it stops at the next step (transformers hands a step's tokens to
     # the streamer before or after its stopping check, depending on the version).
     assert stopped[1][0]["tokens"] in (2, 3) and plain[1][0]["tokens"] == 6

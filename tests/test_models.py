@@ -5,13 +5,23 @@ device map (prompts stay float32)."""
 import json
 
 import pytest
-import torch
-
 import tiny
+import torch
 from conftest import SENTENCES, task_config
-from prompttune import ArtifactError, Backbone, Example, ModelError, PromptModel, TrainConfig, load_prompt, save_prompt, train
-from prompttune.core import sources
+
+from prompttune import (
+    ArtifactError,
+    Backbone,
+    Example,
+    ModelError,
+    PromptModel,
+    TrainConfig,
+    load_prompt,
+    save_prompt,
+    train,
+)
 from prompttune.cli import main
+from prompttune.core import sources
 from prompttune.storage import sha256_file
 
 
@@ -24,7 +34,10 @@ def cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def ggufs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gguf")
-    return {"q8": tiny.save_gguf(folder / "tiny-q8_0.gguf"), "f32": tiny.save_gguf(folder / "tiny-f32.gguf", quantized=False)}
+    return {
+        "q8": tiny.save_gguf(folder / "tiny-q8_0.gguf"),
+        "f32": tiny.save_gguf(folder / "tiny-f32.gguf", quantized=False),
+    }
 
 
 def logits(backbone, text="hello world"):
@@ -79,8 +92,10 @@ def test_a_prompt_trained_on_a_gguf_file_loads_on_its_cache_and_not_on_another_q
     assert json.loads((folder / "prompt.json").read_text())["base_model"]["weights_sha256"] == sha256_file(ggufs["q8"])
     texts = [Example("hello world"), Example("well")]
     expected = model.predict_proba(texts)
-    for loaded in (load_prompt(folder),  # the GGUF file it names, through the cache
-                   load_prompt(folder, backbone=Backbone.from_pretrained(str(cache / "gguf" / sha256_file(ggufs["q8"]))))):
+    for loaded in (
+        load_prompt(folder),  # the GGUF file it names, through the cache
+        load_prompt(folder, backbone=Backbone.from_pretrained(str(cache / "gguf" / sha256_file(ggufs["q8"])))),
+    ):
         torch.testing.assert_close(loaded.predict_proba(texts), expected, rtol=0, atol=0)
     with pytest.raises(ArtifactError, match="weights_sha256: artifact has"):
         load_prompt(folder, backbone=Backbone.from_pretrained(str(ggufs["f32"])))
@@ -91,8 +106,22 @@ def test_a_file_that_is_not_gguf_is_refused_in_one_line(tmp_path, cache, capsys)
     bad.write_bytes(b"GGUF but not really")
     data = tmp_path / "train.csv"
     data.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in SENTENCES))
-    code = main(["train", "--model", str(tmp_path), "--gguf-file", "broken.gguf", "--method", "soft_prompt",
-                 "--train", str(data), "--output", str(tmp_path / "out"), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--model",
+            str(tmp_path),
+            "--gguf-file",
+            "broken.gguf",
+            "--method",
+            "soft_prompt",
+            "--train",
+            str(data),
+            "--output",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "transformers cannot read this GGUF file" in err, err
     assert not (cache / "gguf").exists() or not any((cache / "gguf").iterdir())
@@ -104,10 +133,38 @@ def test_the_frozen_model_in_bfloat16_through_a_device_map_trains_a_float32_prom
     data = tmp_path / "train.csv"
     data.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in SENTENCES))
     out = tmp_path / "out"
-    code = main(["train", "--model", str(ggufs["q8"]), "--dtype", "bfloat16", "--device-map", "auto", "--method", "prefix",
-                 "--num-virtual-tokens", "2", "--option", "hidden_size=8", "--train", str(data), "--eval", str(data),
-                 "--template", "{text} so", "--verbalizer", "0:bad,1:good", "--max-steps", "2", "--batch-size", "4",
-                 "--output", str(out), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--model",
+            str(ggufs["q8"]),
+            "--dtype",
+            "bfloat16",
+            "--device-map",
+            "auto",
+            "--method",
+            "prefix",
+            "--num-virtual-tokens",
+            "2",
+            "--option",
+            "hidden_size=8",
+            "--train",
+            str(data),
+            "--eval",
+            str(data),
+            "--template",
+            "{text} so",
+            "--verbalizer",
+            "0:bad,1:good",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--output",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     capsys.readouterr()
     args = json.loads((out / "train_args.json").read_text())

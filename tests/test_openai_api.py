@@ -8,7 +8,6 @@ import concurrent.futures
 import httpx
 import openai
 import pytest
-
 from servers import TOKEN, populated_registry, running_server
 
 LIMITS = ("--max-inputs", "4", "--max-request-tokens", "64")
@@ -29,8 +28,12 @@ def client(server):
 
 def native(server, prompt, inputs, **options):
     """What prompttune's own /v1/generate answers for the same prompt and options."""
-    response = httpx.post(server["url"] + "/v1/generate", json={"prompt": prompt, "inputs": inputs, **options},
-                          headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    response = httpx.post(
+        server["url"] + "/v1/generate",
+        json={"prompt": prompt, "inputs": inputs, **options},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=60,
+    )
     response.raise_for_status()
     return [r["generations"] for r in response.json()["results"]]
 
@@ -42,8 +45,9 @@ def test_models_lists_every_prompt_by_name_version_and_alias(server, client):
 
 
 def test_a_greedy_completion_is_the_prompts_own_generation_with_finish_reason_and_usage(server, client):
-    answer = client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"],
-                                       max_tokens=5, temperature=0)
+    answer = client.completions.create(
+        model="describe", prompt=["the movie was great", "a dull plot"], max_tokens=5, temperature=0
+    )
     expected = native(server, "describe", ["the movie was great", "a dull plot"], max_new_tokens=5)
     assert [c.text for c in answer.choices] == [g[0] for g in expected]
     assert answer.model == "describe@1" and answer.object == "text_completion"
@@ -60,8 +64,9 @@ def test_a_greedy_completion_is_the_prompts_own_generation_with_finish_reason_an
     assert [c.text for c in three.choices] == [expected[0][0]] * 3
     words = expected[0][0].split()
     if len(words) > 1:
-        cut = client.completions.create(model="describe", prompt="the movie was great", max_tokens=5, temperature=0,
-                                        stop=[" " + words[1]])
+        cut = client.completions.create(
+            model="describe", prompt="the movie was great", max_tokens=5, temperature=0, stop=[" " + words[1]]
+        )
         assert cut.choices[0].text == words[0] and cut.choices[0].finish_reason == "stop"
 
 
@@ -72,13 +77,17 @@ def test_seeded_sampling_repeats_and_n_draws_several(server, client):
 
 
 def test_chat_completions_answer_one_user_message(server, client):
-    answer = client.chat.completions.create(model="describe@1", messages=[{"role": "user", "content": "a dull plot"}],
-                                            max_tokens=5, temperature=0)
+    answer = client.chat.completions.create(
+        model="describe@1", messages=[{"role": "user", "content": "a dull plot"}], max_tokens=5, temperature=0
+    )
     assert answer.object == "chat.completion" and answer.choices[0].message.role == "assistant"
     assert answer.choices[0].message.content == native(server, "describe", ["a dull plot"], max_new_tokens=5)[0][0]
     with pytest.raises(openai.BadRequestError, match="send one user message") as caught:
-        client.chat.completions.create(model="describe", max_tokens=5, messages=[
-            {"role": "system", "content": "be brief"}, {"role": "user", "content": "a dull plot"}])
+        client.chat.completions.create(
+            model="describe",
+            max_tokens=5,
+            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "a dull plot"}],
+        )
     assert caught.value.body["param"] == "messages"
 
 
@@ -124,22 +133,45 @@ def test_errors_come_in_openais_shape(server, client):
 
 def test_a_streamed_completion_arrives_token_by_token_and_matches_the_answer(server, client):
     expected = native(server, "describe", ["the movie was great"], max_new_tokens=5)[0][0]
-    chunks = list(client.completions.create(model="describe", prompt="the movie was great", max_tokens=5,
-                                            temperature=0, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model="describe",
+            prompt="the movie was great",
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     texts = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
     assert len(texts) >= 2 and "".join(texts).strip() == expected  # more than one piece: token by token
     finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     whole = client.completions.create(model="describe", prompt="the movie was great", max_tokens=5, temperature=0)
     assert finals == [whole.choices[0].finish_reason] == ["length" if whole.usage.completion_tokens == 5 else "stop"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 5
-    chat = list(client.chat.completions.create(model="describe", messages=[{"role": "user", "content": "the movie was great"}],
-                                               max_tokens=5, temperature=0, stream=True))
+    chat = list(
+        client.chat.completions.create(
+            model="describe",
+            messages=[{"role": "user", "content": "the movie was great"}],
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+        )
+    )
     assert chat[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chat).strip() == expected
     assert chat[-1].choices[0].finish_reason == whole.choices[0].finish_reason
     # Two prompts and n copies stream under their own choice indices.
-    many = list(client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"], max_tokens=5,
-                                          temperature=0, n=2, stream=True))
+    many = list(
+        client.completions.create(
+            model="describe",
+            prompt=["the movie was great", "a dull plot"],
+            max_tokens=5,
+            temperature=0,
+            n=2,
+            stream=True,
+        )
+    )
     by_index = {}
     for chunk in many:
         for choice in chunk.choices:
@@ -151,14 +183,21 @@ def test_a_stream_cut_by_a_stop_string_or_left_by_its_client(server, client):
     expected = native(server, "rewrite", ["a dull plot"], max_new_tokens=5)[0][0]
     words = expected.split()
     if len(words) > 1:
-        chunks = list(client.completions.create(model="rewrite", prompt="a dull plot", max_tokens=5, temperature=0,
-                                                stream=True, stop=[" " + words[1]]))
+        chunks = list(
+            client.completions.create(
+                model="rewrite", prompt="a dull plot", max_tokens=5, temperature=0, stream=True, stop=[" " + words[1]]
+            )
+        )
         assert "".join(c.choices[0].text for c in chunks if c.choices).strip() == words[0]
         assert chunks[-1].choices[0].finish_reason == "stop"
     # A client that reads one event and goes away: the server carries on serving.
-    with httpx.stream("POST", server["url"] + "/v1/completions", headers={"Authorization": f"Bearer {TOKEN}"},
-                      json={"model": "rewrite", "prompt": "a dull plot", "max_tokens": 8, "stream": True,
-                            "temperature": 0}, timeout=60) as response:
+    with httpx.stream(
+        "POST",
+        server["url"] + "/v1/completions",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"model": "rewrite", "prompt": "a dull plot", "max_tokens": 8, "stream": True, "temperature": 0},
+        timeout=60,
+    ) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         first = next(response.iter_lines())
         assert first.startswith("data: {")
@@ -170,10 +209,12 @@ def test_requests_with_different_options_decode_together_as_they_would_alone(ser
     """Greedy and seeded sampled requests, streamed or not, for two prompts and different lengths,
     sent at once: each answer is the one it gets alone (sampled draws come from the request's own
     seed, whatever shares its steps), and they went through the continuous batch's steps."""
-    asks = [dict(model="describe", prompt="the movie was great", max_tokens=6, temperature=0),
-            dict(model="rewrite", prompt="a dull plot", max_tokens=3, temperature=1.2, top_p=0.9, seed=3, n=2),
-            dict(model="describe", prompt="a dull plot", max_tokens=4, temperature=0.7, seed=8),
-            dict(model="rewrite", prompt="i loved it", max_tokens=5, temperature=0, stream=True)]
+    asks = [
+        dict(model="describe", prompt="the movie was great", max_tokens=6, temperature=0),
+        dict(model="rewrite", prompt="a dull plot", max_tokens=3, temperature=1.2, top_p=0.9, seed=3, n=2),
+        dict(model="describe", prompt="a dull plot", max_tokens=4, temperature=0.7, seed=8),
+        dict(model="rewrite", prompt="i loved it", max_tokens=5, temperature=0, stream=True),
+    ]
 
     def ask(options):
         if options.get("stream"):
@@ -191,21 +232,31 @@ def test_requests_with_different_options_decode_together_as_they_would_alone(ser
 
 def test_static_batching_decodes_in_the_micro_batchers_batches(model_dirs, tmp_path):
     registry = populated_registry(model_dirs, tmp_path)
-    with running_server(model_dirs["gpt2"], registry, tmp_path / "server.log", *LIMITS, "--batching", "static") as (url, _):
+    with running_server(model_dirs["gpt2"], registry, tmp_path / "server.log", *LIMITS, "--batching", "static") as (
+        url,
+        _,
+    ):
         client = openai.OpenAI(base_url=url + "/v1", api_key=TOKEN, max_retries=0, timeout=60)
-        answer = client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"],
-                                           max_tokens=5, temperature=0)
+        answer = client.completions.create(
+            model="describe", prompt=["the movie was great", "a dull plot"], max_tokens=5, temperature=0
+        )
         expected = native({"url": url}, "describe", ["the movie was great", "a dull plot"], max_new_tokens=5)
-        streamed = "".join(c.choices[0].text for c in client.completions.create(
-            model="describe", prompt="a dull plot", max_tokens=5, temperature=0, stream=True) if c.choices)
+        streamed = "".join(
+            c.choices[0].text
+            for c in client.completions.create(
+                model="describe", prompt="a dull plot", max_tokens=5, temperature=0, stream=True
+            )
+            if c.choices
+        )
         metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert [c.text for c in answer.choices] == [g[0] for g in expected] and streamed.strip() == expected[1][0]
     assert "prompttune_decoding_sequences_count 0.0" in metrics  # no continuous step ran
 
 
 def test_log_probabilities_of_completions_and_chat(server, client):
-    answer = client.completions.create(model="describe", prompt=["the movie was great", "a dull plot"], max_tokens=6,
-                                       temperature=0, logprobs=3)
+    answer = client.completions.create(
+        model="describe", prompt=["the movie was great", "a dull plot"], max_tokens=6, temperature=0, logprobs=3
+    )
     for choice in answer.choices:
         lp = choice.logprobs
         assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) > 0
@@ -217,23 +268,33 @@ def test_log_probabilities_of_completions_and_chat(server, client):
         assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
     # the same request alone gives the same log-probabilities
     alone = client.completions.create(model="describe", prompt="a dull plot", max_tokens=6, temperature=0, logprobs=3)
-    assert alone.choices[0].logprobs.token_logprobs == pytest.approx(answer.choices[1].logprobs.token_logprobs, abs=1e-4)
+    assert alone.choices[0].logprobs.token_logprobs == pytest.approx(
+        answer.choices[1].logprobs.token_logprobs, abs=1e-4
+    )
     zero = client.completions.create(model="describe", prompt="a dull plot", max_tokens=6, temperature=0, logprobs=0)
     assert zero.choices[0].logprobs.top_logprobs is None and len(zero.choices[0].logprobs.token_logprobs) > 0
     # a stop string cuts the tokens with the text
     words = answer.choices[1].text.split()
     if len(words) > 1:
-        cut = client.completions.create(model="describe", prompt="a dull plot", max_tokens=6, temperature=0,
-                                        logprobs=1, stop=[" " + words[1]])
+        cut = client.completions.create(
+            model="describe", prompt="a dull plot", max_tokens=6, temperature=0, logprobs=1, stop=[" " + words[1]]
+        )
         assert cut.choices[0].text == words[0]
         assert len(cut.choices[0].logprobs.tokens) < len(answer.choices[1].logprobs.tokens)
         assert "".join(cut.choices[0].logprobs.tokens).strip().startswith(words[0])
-    chat = client.chat.completions.create(model="describe", messages=[{"role": "user", "content": "a dull plot"}],
-                                          max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+    chat = client.chat.completions.create(
+        model="describe",
+        messages=[{"role": "user", "content": "a dull plot"}],
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
     content = chat.choices[0].logprobs.content
     assert "".join(c.token for c in content).strip() == chat.choices[0].message.content
     assert all(c.bytes == list(c.token.encode()) and len(c.top_logprobs) == 2 for c in content)
     assert [c.logprob for c in content] == pytest.approx(alone.choices[0].logprobs.token_logprobs, abs=1e-4)
-    plain = client.chat.completions.create(model="describe", messages=[{"role": "user", "content": "a dull plot"}],
-                                           max_tokens=6, temperature=0)
+    plain = client.chat.completions.create(
+        model="describe", messages=[{"role": "user", "content": "a dull plot"}], max_tokens=6, temperature=0
+    )
     assert plain.choices[0].logprobs is None

@@ -11,22 +11,22 @@ import json
 
 import pytest
 import torch
-
-from prompttune import ArtifactError, load_prompt
-
 from peft import PeftModel, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from prompttune import ArtifactError, load_prompt
 from prompttune.core.backbone import cache_argument
 
 VIRTUAL = 3
 KINDS = {
     "prompt_tuning": lambda: PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL),
-    "p_tuning": lambda: PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL,
-                                            encoder_hidden_size=16),
+    "p_tuning": lambda: PromptEncoderConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL, encoder_hidden_size=16
+    ),
     "prefix_tuning": lambda: PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL),
-    "prefix_tuning_projection": lambda: PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL,
-                                                           prefix_projection=True, encoder_hidden_size=16),
+    "prefix_tuning_projection": lambda: PrefixTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL, prefix_projection=True, encoder_hidden_size=16
+    ),
 }
 
 
@@ -50,7 +50,9 @@ def reference_logits(reference, ids: torch.Tensor) -> torch.Tensor:
     mask = torch.ones(ids.shape[0], VIRTUAL + ids.shape[1], dtype=torch.long)
     with torch.no_grad():
         if reference.peft_config["default"].peft_type.value == "PREFIX_TUNING":
-            return base(input_ids=ids, attention_mask=mask, **{cache_argument(base.forward) or "past_key_values": prompt}).logits
+            return base(
+                input_ids=ids, attention_mask=mask, **{cache_argument(base.forward) or "past_key_values": prompt}
+            ).logits
         embeds = torch.cat([prompt.to(base.dtype), base.get_input_embeddings()(ids)], dim=1)
         return base(inputs_embeds=embeds, attention_mask=mask).logits[:, VIRTUAL:]
 
@@ -87,7 +89,7 @@ def test_a_peft_adapter_loads_and_gives_peft_outputs(family, kind, model_dirs, l
         sequence = torch.cat([sequence, reference_logits(reference, sequence)[:, -1].argmax(-1, keepdim=True)], dim=1)
     feature = model.task.collate([{"input_ids": ids[0].tolist()}], with_labels=False, for_generation=True)
     generated = model.generate(feature, max_new_tokens=6, min_new_tokens=6, do_sample=False)
-    assert generated[0].tolist() == sequence[0, ids.shape[1]:].tolist()
+    assert generated[0].tolist() == sequence[0, ids.shape[1] :].tolist()
 
 
 def test_generate_and_the_command_line_take_a_peft_folder(model_dirs, tmp_path, capsys):
@@ -117,8 +119,11 @@ def test_adapters_prompttune_cannot_read_are_refused_with_the_reason(model_dirs,
         (path / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes())
         return path
 
-    with pytest.raises(ArtifactError, match=r"task_type 'SEQ_CLS'; prompttune reads PEFT's prompt adapters for "
-                                            r"generation, \['CAUSAL_LM', 'SEQ_2_SEQ_LM'\]"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"task_type 'SEQ_CLS'; prompttune reads PEFT's prompt adapters for "
+        r"generation, \['CAUSAL_LM', 'SEQ_2_SEQ_LM'\]",
+    ):
         load_prompt(variant("cls", task_type="SEQ_CLS"), backbone=backbone)
     with pytest.raises(ArtifactError, match="a SEQ_2_SEQ_LM PREFIX_TUNING adapter; PEFT's seq2seq prefix reaches only"):
         load_prompt(variant("s2s-prefix", task_type="SEQ_2_SEQ_LM"), backbone=load("t5"))
@@ -155,13 +160,15 @@ def test_an_exported_prompt_runs_in_peft_as_in_prompttune(family, method, model_
     assert report["peft_type"] == ("PREFIX_TUNING" if method in ("prefix", "deep_prompt") else "PROMPT_TUNING")
     assert any("separator" in item for item in report["left_out"])
     assert any("reparameterisation" in item for item in report["left_out"]) == (method in ("prefix", "p_tuning"))
-    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dirs[family]),
-                                           tmp_path / "adapter").eval()
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_dirs[family]), tmp_path / "adapter"
+    ).eval()
     ids = torch.tensor([backbone.tokenizer("the movie was very good")["input_ids"]])
     expected = prompttune_logits(load_prompt(saved, backbone=backbone), ids)
     torch.testing.assert_close(reference_logits(peft_model, ids), expected, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(prompttune_logits(load_prompt(tmp_path / "adapter", backbone=backbone), ids), expected,
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        prompttune_logits(load_prompt(tmp_path / "adapter", backbone=backbone), ids), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_export_says_what_peft_leaves_out_and_refuses_what_it_cannot_hold(model_dirs, load, tmp_path):
@@ -170,15 +177,22 @@ def test_export_says_what_peft_leaves_out_and_refuses_what_it_cannot_hold(model_
     from prompttune.cli import main
 
     backbone = load("llama")
-    config = ClassificationConfig(labels=("0", "1"), template="review , {text} it was {mask}",
-                                  verbalizer=(("bad",), ("good",)), instruction="is it good ?")
-    verbalized = save_prompt(PromptModel.create(backbone, "soft_prompt", config, {"num_virtual_tokens": 2}, seed=0),
-                             tmp_path / "verbalized")
+    config = ClassificationConfig(
+        labels=("0", "1"),
+        template="review , {text} it was {mask}",
+        verbalizer=(("bad",), ("good",)),
+        instruction="is it good ?",
+    )
+    verbalized = save_prompt(
+        PromptModel.create(backbone, "soft_prompt", config, {"num_virtual_tokens": 2}, seed=0), tmp_path / "verbalized"
+    )
     report = export_peft(verbalized, tmp_path / "out", backbone=backbone)
     left = " | ".join(report["left_out"])
     assert "the template 'review , {text} it was'" in left and "'0': ['bad']" in left and "'is it good ?'" in left
-    headed = save_prompt(PromptModel.create(backbone, "soft_prompt", config, {"num_virtual_tokens": 2}, readout="head",
-                                            seed=0), tmp_path / "headed")
+    headed = save_prompt(
+        PromptModel.create(backbone, "soft_prompt", config, {"num_virtual_tokens": 2}, readout="head", seed=0),
+        tmp_path / "headed",
+    )
     with pytest.raises(ConfigError, match=r"its task has trained weights \['head.bias', 'head.weight'\]"):
         export_peft(headed, tmp_path / "out2", backbone=backbone)
     hard = save_prompt(PromptModel.create(backbone, "hard_prompt", config), tmp_path / "hard")
@@ -187,15 +201,21 @@ def test_export_says_what_peft_leaves_out_and_refuses_what_it_cannot_hold(model_
     t5 = load("t5")
     from prompttune.tasks import GenerationConfig
 
-    seq2seq = save_prompt(PromptModel.create(t5, "prefix", GenerationConfig(), {"num_virtual_tokens": 2, "hidden_size": 8},
-                                             seed=0), tmp_path / "t5")
+    seq2seq = save_prompt(
+        PromptModel.create(t5, "prefix", GenerationConfig(), {"num_virtual_tokens": 2, "hidden_size": 8}, seed=0),
+        tmp_path / "t5",
+    )
     with pytest.raises(ConfigError, match="an encoder-decoder's prefix; PEFT's seq2seq prefix tuning"):
         export_peft(seq2seq, tmp_path / "out4", backbone=t5)
     encoder = load("bert_encoder")
     from conftest import task_config
 
-    headless = save_prompt(PromptModel.create(encoder, "soft_prompt", task_config(), {"num_virtual_tokens": 2},
-                                              readout="similarity", seed=0), tmp_path / "encoder")
+    headless = save_prompt(
+        PromptModel.create(
+            encoder, "soft_prompt", task_config(), {"num_virtual_tokens": 2}, readout="similarity", seed=0
+        ),
+        tmp_path / "encoder",
+    )
     with pytest.raises(ConfigError, match="an encoder; PEFT adapters are written for decoder-only and encoder-decoder"):
         export_peft(headless, tmp_path / "out5", backbone=encoder)
     # A folder with other files is not written into unless asked; with --force only the adapter's files change.
@@ -203,11 +223,27 @@ def test_export_says_what_peft_leaves_out_and_refuses_what_it_cannot_hold(model_
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="busy is not empty"):
         export_peft(verbalized, tmp_path / "busy", backbone=backbone)
-    assert main(["export", str(verbalized), str(tmp_path / "busy"), "--format", "peft", "--force",
-                 "--model", str(model_dirs["llama"])]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(verbalized),
+                str(tmp_path / "busy"),
+                "--format",
+                "peft",
+                "--force",
+                "--model",
+                str(model_dirs["llama"]),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
-                                                                      "notes.txt"]
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "notes.txt",
+    ]
 
 
 def test_a_peft_adapter_pushed_to_the_registry_is_stored_as_the_prompt_it_is(model_dirs, load, tmp_path):
@@ -220,15 +256,23 @@ def test_a_peft_adapter_pushed_to_the_registry_is_stored_as_the_prompt_it_is(mod
     reference = make_adapter(model_dirs["llama"], "prefix_tuning_projection", folder)
     registry = Registry(tmp_path / "registry")
     record = registry.push(folder, "imported")
-    assert (record["name"], record["version"], record["method"], record["task"]) == ("imported", 1, "deep_prompt",
-                                                                                     "generation")
+    assert (record["name"], record["version"], record["method"], record["task"]) == (
+        "imported",
+        1,
+        "deep_prompt",
+        "generation",
+    )
     pulled = registry.pull("imported@1", tmp_path / "pulled")
     meta = json.loads((pulled / "prompt.json").read_text())
     assert meta["imported_from"]["peft_type"] == "PREFIX_TUNING" and len(meta["imported_from"]["adapter_sha256"]) == 64
     backbone = load("llama")
     ids = torch.tensor([backbone.tokenizer("the movie was very good")["input_ids"]])
-    torch.testing.assert_close(prompttune_logits(load_prompt(pulled, backbone=backbone), ids),
-                               reference_logits(reference, ids), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        prompttune_logits(load_prompt(pulled, backbone=backbone), ids),
+        reference_logits(reference, ids),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     assert not list((tmp_path / "registry").glob(".peft-import-*"))  # the staging folder is gone
 
 
@@ -246,18 +290,26 @@ def test_evaluate_and_inspect_take_a_peft_folder(model_dirs, tmp_path):
     assert scores["count"] == 2 and 0.0 <= scores["bleu"] <= 100.0
     report = inspect_prompt(folder, top=2)
     assert report["method"] == "soft_prompt" and report["task"] == "generation"
-    assert len(report["virtual_tokens"]) == VIRTUAL and all(len(row["nearest"]) == 2 for row in report["virtual_tokens"])
+    assert len(report["virtual_tokens"]) == VIRTUAL and all(
+        len(row["nearest"]) == 2 for row in report["virtual_tokens"]
+    )
 
 
 S2S_KINDS = {
-    "prompt_tuning": lambda: PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL,
-                                                num_transformer_submodules=1),
-    "p_tuning": lambda: PromptEncoderConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL,
-                                            encoder_hidden_size=16, num_transformer_submodules=1),
+    "prompt_tuning": lambda: PromptTuningConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL, num_transformer_submodules=1
+    ),
+    "p_tuning": lambda: PromptEncoderConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM,
+        num_virtual_tokens=VIRTUAL,
+        encoder_hidden_size=16,
+        num_transformer_submodules=1,
+    ),
     # PEFT's default for SEQ_2_SEQ_LM: 2V rows saved, of which its forward and generate read the first V.
     "prompt_tuning_2": lambda: PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL),
-    "p_tuning_2": lambda: PromptEncoderConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL,
-                                              encoder_hidden_size=16),
+    "p_tuning_2": lambda: PromptEncoderConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=VIRTUAL, encoder_hidden_size=16
+    ),
 }
 
 
@@ -278,16 +330,22 @@ def test_an_encoder_decoder_soft_prompt_goes_both_ways(family, kind, model_dirs,
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.5)
     model.save_pretrained(tmp_path / "adapter")
-    reference = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]),
-                                          tmp_path / "adapter").eval()
+    reference = PeftModel.from_pretrained(
+        AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]), tmp_path / "adapter"
+    ).eval()
     backbone = load(family)
     ours = load_prompt(tmp_path / "adapter", backbone=backbone)
-    batch = ours.task.collate([ours.task.encode(Example("the movie was very good", targets=("good film",)), "good film")])
+    batch = ours.task.collate(
+        [ours.task.encode(Example("the movie was very good", targets=("good film",)), "good film")]
+    )
 
     def peft_logits(peft_model):
         with torch.no_grad():
-            return peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                              decoder_input_ids=batch["decoder_input_ids"]).logits
+            return peft_model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                decoder_input_ids=batch["decoder_input_ids"],
+            ).logits
 
     def our_logits(prompt):
         from dataclasses import replace
@@ -300,20 +358,31 @@ def test_an_encoder_decoder_soft_prompt_goes_both_ways(family, kind, model_dirs,
     torch.testing.assert_close(our_logits(ours), expected, rtol=1e-4, atol=1e-4)
     bare = AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]).eval()
     with torch.no_grad():
-        plain = bare(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     decoder_input_ids=batch["decoder_input_ids"]).logits
+        plain = bare(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=batch["decoder_input_ids"],
+        ).logits
     assert (plain - expected).abs().max() > 1e-2  # the prompt changes the outputs
-    source = ours.task.collate([ours.task.encode(Example("the movie was very good"))], with_labels=False,
-                               for_generation=True)
+    source = ours.task.collate(
+        [ours.task.encode(Example("the movie was very good"))], with_labels=False, for_generation=True
+    )
     generated = ours.generate(source, max_new_tokens=5, min_new_tokens=5, do_sample=False)[0].tolist()
-    theirs = reference.generate(input_ids=source["input_ids"], attention_mask=source["attention_mask"],
-                                max_new_tokens=5, min_new_tokens=5, do_sample=False)[0].tolist()
+    theirs = reference.generate(
+        input_ids=source["input_ids"],
+        attention_mask=source["attention_mask"],
+        max_new_tokens=5,
+        min_new_tokens=5,
+        do_sample=False,
+    )[0].tolist()
     assert theirs[-5:] == generated  # (PEFT's output starts with the decoder's start token)
 
     report = export_peft(tmp_path / "adapter", tmp_path / "again", backbone=backbone)
     assert report["peft_type"] == "PROMPT_TUNING"
     assert json.loads((tmp_path / "again" / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
-    again = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]), tmp_path / "again").eval()
+    again = PeftModel.from_pretrained(
+        AutoModelForSeq2SeqLM.from_pretrained(model_dirs[family]), tmp_path / "again"
+    ).eval()
     torch.testing.assert_close(peft_logits(again), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -329,10 +398,17 @@ def test_a_soft_prompt_trains_as_peft_prompt_tuning_does(family, model_dirs, loa
     from prompttune.methods import method_class
     from prompttune.tasks import GenerationConfig
 
-    examples = [Example(f"{a} {b}", targets=(f"a {b} that is {a}",), source=f"row {i}")
-                for i, (a, b) in enumerate([(a, b) for a in ("red", "blue", "green") for b in ("cat", "dog", "house")], 1)]
-    ours = PromptModel.create(load(family), "soft_prompt", GenerationConfig(max_source_length=16, max_target_length=8),
-                              {"num_virtual_tokens": VIRTUAL, "init": "sample_vocab"}, seed=0)
+    examples = [
+        Example(f"{a} {b}", targets=(f"a {b} that is {a}",), source=f"row {i}")
+        for i, (a, b) in enumerate([(a, b) for a in ("red", "blue", "green") for b in ("cat", "dog", "house")], 1)
+    ]
+    ours = PromptModel.create(
+        load(family),
+        "soft_prompt",
+        GenerationConfig(max_source_length=16, max_target_length=8),
+        {"num_virtual_tokens": VIRTUAL, "init": "sample_vocab"},
+        seed=0,
+    )
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dirs[family])
     theirs = get_peft_model(base, KINDS["prompt_tuning"]())
@@ -346,7 +422,9 @@ def test_a_soft_prompt_trains_as_peft_prompt_tuning_does(family, model_dirs, loa
     # PEFT's side: the whole set as one batch each step (so no order to match), prompttune's encoding.
     batch = ours.task.collate(ours.task.training_features(examples))
     optimizer = torch.optim.AdamW([prompt], lr=method_class("soft_prompt").default_lr, weight_decay=config.weight_decay)
-    schedule = get_scheduler("linear", optimizer, num_warmup_steps=int(config.warmup_ratio * steps), num_training_steps=steps)
+    schedule = get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(config.warmup_ratio * steps), num_training_steps=steps
+    )
     theirs.train()
     base.eval()
     for _ in range(steps):
@@ -373,8 +451,10 @@ def test_prefix_tuning_trains_as_peft_prefix_tuning_does(family, model_dirs, loa
     from prompttune.methods import method_class
     from prompttune.tasks import GenerationConfig
 
-    examples = [Example(f"{a} {b}", targets=(f"a {b} that is {a}",), source=f"row {i}")
-                for i, (a, b) in enumerate([(a, b) for a in ("red", "blue", "green") for b in ("cat", "dog", "house")], 1)]
+    examples = [
+        Example(f"{a} {b}", targets=(f"a {b} that is {a}",), source=f"row {i}")
+        for i, (a, b) in enumerate([(a, b) for a in ("red", "blue", "green") for b in ("cat", "dog", "house")], 1)
+    ]
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dirs[family])
     theirs = get_peft_model(base, KINDS["prefix_tuning_projection"]())
@@ -383,8 +463,13 @@ def test_prefix_tuning_trains_as_peft_prefix_tuning_does(family, model_dirs, loa
     config = base.config
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     assert width == heads * config.hidden_size // config.num_attention_heads  # PEFT's keys' and values' width
-    ours = PromptModel.create(load(family), "prefix", GenerationConfig(max_source_length=16, max_target_length=8),
-                              {"num_virtual_tokens": VIRTUAL, "hidden_size": 16, "embedding_size": width}, seed=0)
+    ours = PromptModel.create(
+        load(family),
+        "prefix",
+        GenerationConfig(max_source_length=16, max_target_length=8),
+        {"num_virtual_tokens": VIRTUAL, "hidden_size": 16, "embedding_size": width},
+        seed=0,
+    )
     theirs_params = [encoder.embedding.weight, *encoder.transform[0].parameters(), *encoder.transform[2].parameters()]
     ours_params = [ours.method.embedding, *ours.method.mlp[0].parameters(), *ours.method.mlp[2].parameters()]
     assert sum(p.numel() for p in ours.method.parameters() if p.requires_grad) == sum(p.numel() for p in theirs_params)
@@ -400,15 +485,22 @@ def test_prefix_tuning_trains_as_peft_prefix_tuning_does(family, model_dirs, loa
     batch = ours.task.collate(ours.task.training_features(examples))
     rows = batch["input_ids"].shape[0]
     mask = torch.cat([torch.ones(rows, VIRTUAL, dtype=batch["attention_mask"].dtype), batch["attention_mask"]], dim=1)
-    optimizer = torch.optim.AdamW(theirs_params, lr=method_class("prefix").default_lr, weight_decay=train_config.weight_decay)
-    schedule = get_scheduler("linear", optimizer, num_warmup_steps=int(train_config.warmup_ratio * steps),
-                             num_training_steps=steps)
+    optimizer = torch.optim.AdamW(
+        theirs_params, lr=method_class("prefix").default_lr, weight_decay=train_config.weight_decay
+    )
+    schedule = get_scheduler(
+        "linear", optimizer, num_warmup_steps=int(train_config.warmup_ratio * steps), num_training_steps=steps
+    )
     theirs.train()
     base.eval()
     for _ in range(steps):
         prompt = theirs.get_prompt(rows)
-        base(input_ids=batch["input_ids"], attention_mask=mask, labels=batch["labels"],
-             **{cache_argument(base.forward) or "past_key_values": prompt}).loss.backward()
+        base(
+            input_ids=batch["input_ids"],
+            attention_mask=mask,
+            labels=batch["labels"],
+            **{cache_argument(base.forward) or "past_key_values": prompt},
+        ).loss.backward()
         torch.nn.utils.clip_grad_norm_(theirs_params, train_config.max_grad_norm)
         optimizer.step()
         schedule.step()

@@ -3,17 +3,12 @@ use that once broke a promise, as it was found: against the server and the rater
 real on loopback ports, and the commands that write a user's folders."""
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import task_config
 from servers import TOKEN, populated_registry, running_server, running_study_server
 
@@ -21,8 +16,18 @@ from prompttune.serving.openai_api import STOP_CHARS, StopScanner
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {**AUTH, "Content-Type": "application/json"}
-LIMITS = ("--max-inputs", "8", "--max-chars", "2000", "--max-request-tokens", "1000", "--max-batch-size", "32",
-          "--body-timeout", "1")
+LIMITS = (
+    "--max-inputs",
+    "8",
+    "--max-chars",
+    "2000",
+    "--max-request-tokens",
+    "1000",
+    "--max-batch-size",
+    "32",
+    "--body-timeout",
+    "1",
+)
 BODY_LIMIT = 8 * (2 * 2000 * 6 + 64) + 65536  # --max-body-bytes' default for those limits
 
 
@@ -60,6 +65,7 @@ def healthy(url: str) -> bool:
 
 # ---- the server: one request never holds the others ----------------------------------------------
 
+
 def test_stop_strings_cost_what_the_text_costs():
     """The hold-back of a streamed completion reads each character once per stop string: 4 stop
     strings of the longest length, over a text fed a character at a time, cost a few reads per
@@ -82,14 +88,21 @@ def test_stop_strings_cost_what_the_text_costs():
     assert scanner.cut == len(text) + 1 - STOP_CHARS
 
 
-@pytest.mark.parametrize("stop,message", [
-    (["x" * (STOP_CHARS + 1)], f"string 0 has {STOP_CHARS + 1} characters; each is 1 to {STOP_CHARS}"),
-    (["a", "b", "c", "d", "e"], "5 strings; at most 4"),
-    ("", "string 0 has 0 characters"),
-])
+@pytest.mark.parametrize(
+    "stop,message",
+    [
+        (["x" * (STOP_CHARS + 1)], f"string 0 has {STOP_CHARS + 1} characters; each is 1 to {STOP_CHARS}"),
+        (["a", "b", "c", "d", "e"], "5 strings; at most 4"),
+        ("", "string 0 has 0 characters"),
+    ],
+)
 def test_stop_strings_are_bounded_in_count_and_length(server, stop, message):
-    response = httpx.post(server["url"] + "/v1/completions", headers=AUTH, timeout=30,
-                          json={"model": "describe", "prompt": "the movie", "stream": True, "stop": stop})
+    response = httpx.post(
+        server["url"] + "/v1/completions",
+        headers=AUTH,
+        timeout=30,
+        json={"model": "describe", "prompt": "the movie", "stream": True, "stop": stop},
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == "stop", response.text
     assert message in response.json()["error"]["message"]
 
@@ -97,9 +110,15 @@ def test_stop_strings_are_bounded_in_count_and_length(server, stop, message):
 def test_a_stream_with_the_longest_stop_strings_leaves_health_answering(server):
     """Four stop strings of the longest length that never match, streamed: the completion ends
     with its own finish reason, and /health answers while it streams."""
-    stops = [("ab" * STOP_CHARS)[:STOP_CHARS - 1] + c for c in "wxyz"]
-    body = {"model": "describe", "prompt": "the movie was great", "stream": True, "stop": stops, "max_tokens": 20,
-            "temperature": 0}
+    stops = [("ab" * STOP_CHARS)[: STOP_CHARS - 1] + c for c in "wxyz"]
+    body = {
+        "model": "describe",
+        "prompt": "the movie was great",
+        "stream": True,
+        "stop": stops,
+        "max_tokens": 20,
+        "temperature": 0,
+    }
     answered_during = []
     with httpx.stream("POST", server["url"] + "/v1/completions", headers=AUTH, json=body, timeout=60) as stream:
         assert stream.status_code == 200
@@ -124,8 +143,11 @@ PATHS = {
 
 
 @pytest.mark.parametrize("path", list(PATHS))
-@pytest.mark.parametrize("text,found", [(LONE, "\\udfff at byte"), (b'"a\xed\xbf\xbfb"', "is not UTF-8"),
-                                        (b'"\\ud83d x"', "\\ud83d at byte")], ids=["escape", "utf8-bytes", "high-alone"])
+@pytest.mark.parametrize(
+    "text,found",
+    [(LONE, "\\udfff at byte"), (b'"a\xed\xbf\xbfb"', "is not UTF-8"), (b'"\\ud83d x"', "\\ud83d at byte")],
+    ids=["escape", "utf8-bytes", "high-alone"],
+)
 def test_text_that_is_not_unicode_is_refused_with_where_it_is(server, path, text, found):
     template, status = PATHS[path]
     response = httpx.post(server["url"] + path, headers=JSON, content=template % text, timeout=30)
@@ -135,15 +157,21 @@ def test_text_that_is_not_unicode_is_refused_with_where_it_is(server, path, text
 
 def test_a_surrogate_pair_and_an_escaped_backslash_are_text(server):
     for text in (b'"smile \\ud83d\\ude00"', b'"a \\\\udfff b"'):
-        response = httpx.post(server["url"] + "/v1/classify", headers=JSON, timeout=30,
-                              content=b'{"prompt": "sentiment", "inputs": [%s]}' % text)
+        response = httpx.post(
+            server["url"] + "/v1/classify",
+            headers=JSON,
+            timeout=30,
+            content=b'{"prompt": "sentiment", "inputs": [%s]}' % text,
+        )
         assert response.status_code == 200, response.text
 
 
 def test_a_body_that_does_not_arrive_is_answered_408_while_others_are_served(server):
     with socket.create_connection(address(server["url"]), timeout=30) as raw:
-        raw.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: "
-                    b"Bearer " + TOKEN.encode() + b"\r\nContent-Length: 1000\r\n\r\n0123456789")
+        raw.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: "
+            b"Bearer " + TOKEN.encode() + b"\r\nContent-Length: 1000\r\n\r\n0123456789"
+        )
         assert healthy(server["url"])  # the slow client holds nothing
         answer = read_all(raw)
     assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s (10 bytes came)" in answer, answer
@@ -153,8 +181,10 @@ def test_a_body_too_large_is_refused_at_the_limit_while_health_answers(server):
     """A chunked body is answered 413 as soon as the limit is passed, and /health answers while
     the upload is still open (the order of events, not the clock)."""
     with socket.create_connection(address(server["url"]), timeout=30) as raw:
-        raw.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: "
-                    b"Bearer " + TOKEN.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        raw.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: "
+            b"Bearer " + TOKEN.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         piece = b"a" * 65536
         sent = 0
         while sent <= BODY_LIMIT:
@@ -168,8 +198,9 @@ def test_a_body_too_large_is_refused_at_the_limit_while_health_answers(server):
 
 def test_the_token_is_checked_before_the_body_is_read_and_guards_the_schema(server):
     url = server["url"]
-    malformed = httpx.post(url + "/v1/completions", content=b"{not json", timeout=30,
-                           headers={"Content-Type": "application/json"})
+    malformed = httpx.post(
+        url + "/v1/completions", content=b"{not json", timeout=30, headers={"Content-Type": "application/json"}
+    )
     assert malformed.status_code == 401 and malformed.json()["error"]["type"] == "authentication_error"
     declared = raw_request(url, b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
     assert declared.startswith("HTTP/1.1 401"), declared
@@ -180,30 +211,49 @@ def test_the_token_is_checked_before_the_body_is_read_and_guards_the_schema(serv
 
 
 def test_malformed_json_names_where_it_breaks_not_a_parameter(server):
-    response = httpx.post(server["url"] + "/v1/completions", headers=JSON, content=b'{"model": "describe", ', timeout=30)
+    response = httpx.post(
+        server["url"] + "/v1/completions", headers=JSON, content=b'{"model": "describe", ', timeout=30
+    )
     error = response.json()["error"]
     assert response.status_code == 400 and error["param"] is None and "not valid JSON at character" in error["message"]
 
 
-@pytest.mark.parametrize("field,value", [("max_tokens", "5"), ("max_tokens", True), ("n", 1.0), ("stream", 1),
-                                         ("temperature", "0")])
+@pytest.mark.parametrize(
+    "field,value", [("max_tokens", "5"), ("max_tokens", True), ("n", 1.0), ("stream", 1), ("temperature", "0")]
+)
 def test_numbers_and_flags_are_json_numbers_and_booleans(server, field, value):
-    response = httpx.post(server["url"] + "/v1/completions", headers=AUTH, timeout=30,
-                          json={"model": "describe", "prompt": "the movie", field: value})
+    response = httpx.post(
+        server["url"] + "/v1/completions",
+        headers=AUTH,
+        timeout=30,
+        json={"model": "describe", "prompt": "the movie", field: value},
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == field, response.text
-    native = httpx.post(server["url"] + "/v1/generate", headers=AUTH, timeout=30,
-                        json={"prompt": "describe", "inputs": ["x"], "max_new_tokens": "5"})
+    native = httpx.post(
+        server["url"] + "/v1/generate",
+        headers=AUTH,
+        timeout=30,
+        json={"prompt": "describe", "inputs": ["x"], "max_new_tokens": "5"},
+    )
     assert native.status_code == 422
 
 
 @pytest.mark.parametrize("name", ["sentiment\n", "sentiment@²", "-lead", "a" * 250])
 def test_a_name_no_prompt_can_have_is_a_400_and_an_absent_one_a_404(server, name):
-    response = httpx.post(server["url"] + "/v1/classify", headers=AUTH, json={"prompt": name, "inputs": ["x"]}, timeout=30)
+    response = httpx.post(
+        server["url"] + "/v1/classify", headers=AUTH, json={"prompt": name, "inputs": ["x"]}, timeout=30
+    )
     assert response.status_code == 400 and len(response.text) < 400, response.text
-    chat = httpx.post(server["url"] + "/v1/chat/completions", headers=AUTH, timeout=30,
-                      json={"model": name, "messages": [{"role": "user", "content": "x"}]})
+    chat = httpx.post(
+        server["url"] + "/v1/chat/completions",
+        headers=AUTH,
+        timeout=30,
+        json={"model": name, "messages": [{"role": "user", "content": "x"}]},
+    )
     assert chat.status_code == 400 and chat.json()["error"]["param"] == "model"
-    absent = httpx.post(server["url"] + "/v1/classify", headers=AUTH, json={"prompt": "nope", "inputs": ["x"]}, timeout=30)
+    absent = httpx.post(
+        server["url"] + "/v1/classify", headers=AUTH, json={"prompt": "nope", "inputs": ["x"]}, timeout=30
+    )
     assert absent.status_code == 404
 
 
@@ -217,6 +267,7 @@ def test_sigterm_stops_the_server(model_dirs, tmp_path):
 
 # ---- the raters' app ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def study_server(tmp_path_factory):
     from test_human_eval import _data, _outputs
@@ -224,11 +275,20 @@ def study_server(tmp_path_factory):
     from prompttune.human_eval.study import Design, Study, create_study, parse_systems
 
     root = tmp_path_factory.mktemp("study")
-    files = {"data": _data(root), "alpha": _outputs(root, "alpha", lambda i: f"Alpha {i}."),
-             "beta": _outputs(root, "beta", lambda i: f"Beta {i}.")}
+    files = {
+        "data": _data(root),
+        "alpha": _outputs(root, "alpha", lambda i: f"Alpha {i}."),
+        "beta": _outputs(root, "beta", lambda i: f"Beta {i}."),
+    }
     systems = parse_systems([f"alpha=outputs:{files['alpha']}", f"beta=outputs:{files['beta']}"])
-    create_study(root / "study", str(files["data"]), systems, Design(raters=("ann",), items=3), source_column="mr",
-                 target_column="ref")
+    create_study(
+        root / "study",
+        str(files["data"]),
+        systems,
+        Design(raters=("ann",), items=3),
+        source_column="mr",
+        target_column="ref",
+    )
     study = Study(root / "study")
     token = study.raters()[0]["token"]
     log = root / "study.log"
@@ -237,8 +297,11 @@ def study_server(tmp_path_factory):
 
 
 def test_the_raters_app_refuses_a_large_body_before_reading_it(study_server):
-    answer = raw_request(study_server["url"], b"POST /api/made-up/judgements HTTP/1.1\r\nHost: x\r\n"
-                                              b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n")
+    answer = raw_request(
+        study_server["url"],
+        b"POST /api/made-up/judgements HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+    )
     assert answer.startswith("HTTP/1.1 413") and "request body of 100000000 bytes" in answer, answer
 
 
@@ -250,8 +313,16 @@ def test_the_raters_app_answers_a_slow_body_408(study_server):
     assert answer.startswith("HTTP/1.1 408"), answer
 
 
-@pytest.mark.parametrize("change", [{"task": 9223372036854775808}, {"task": -1}, {"seconds": 1e300},
-                                    {"ratings": {"fluency": 9223372036854775808}}, {"study": "s" * 1000}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"task": 9223372036854775808},
+        {"task": -1},
+        {"seconds": 1e300},
+        {"ratings": {"fluency": 9223372036854775808}},
+        {"study": "s" * 1000},
+    ],
+)
 def test_the_raters_app_refuses_out_of_range_values_with_422(study_server, change):
     state = httpx.get(f"{study_server['url']}/api/{study_server['token']}/next", timeout=30).json()
     body = {"study": state["study"], "task": state["task"]["id"], "preference": "left", **change}
@@ -261,8 +332,12 @@ def test_the_raters_app_refuses_out_of_range_values_with_422(study_server, chang
 
 
 def test_the_raters_app_refuses_text_that_is_not_unicode(study_server):
-    response = httpx.post(f"{study_server['url']}/api/{study_server['token']}/judgements", timeout=30,
-                          headers={"Content-Type": "application/json"}, content=b'{"study": "a\\udfff", "task": 1}')
+    response = httpx.post(
+        f"{study_server['url']}/api/{study_server['token']}/judgements",
+        timeout=30,
+        headers={"Content-Type": "application/json"},
+        content=b'{"study": "a\\udfff", "task": 1}',
+    )
     assert response.status_code == 422 and "surrogate" in response.json()["error"]["message"]
 
 
@@ -279,18 +354,34 @@ def test_the_raters_page_is_locked_down_and_tokens_stay_out_of_the_log(study_ser
         time.sleep(0.1)  # the access log is written after the answer
     log = study_server["log"].read_text()
     assert "/rate/***" in log and "/api/***/next" in log and "who=***" in log, log
-    access = [line for line in log.splitlines() if "HTTP/1.1\"" in line]  # not the links announced at the start
+    access = [line for line in log.splitlines() if 'HTTP/1.1"' in line]  # not the links announced at the start
     assert access and not [line for line in access if study_server["token"] in line], access
 
 
 # ---- a user's files -------------------------------------------------------------------------------
 
+
 def _train_args(model_dirs, tmp_path):
     data = tmp_path / "train.tsv"
     data.write_text("text\tlabel\nthe movie was great\t1\na terrible film\t0\n")
-    return ["train", "--model", str(model_dirs["bert"]), "--method", "soft_prompt", "--train", str(data),
-            "--max-steps", "1", "--option", "num_virtual_tokens=2", "--template", "{text} it was {mask} .",
-            "--verbalizer", "0:bad,1:good", "--no-progress"]
+    return [
+        "train",
+        "--model",
+        str(model_dirs["bert"]),
+        "--method",
+        "soft_prompt",
+        "--train",
+        str(data),
+        "--max-steps",
+        "1",
+        "--option",
+        "num_virtual_tokens=2",
+        "--template",
+        "{text} it was {mask} .",
+        "--verbalizer",
+        "0:bad,1:good",
+        "--no-progress",
+    ]
 
 
 def test_train_refuses_a_folder_with_a_prompt_or_records_unless_forced(model_dirs, tmp_path, capsys):
@@ -298,8 +389,13 @@ def test_train_refuses_a_folder_with_a_prompt_or_records_unless_forced(model_dir
 
     out = tmp_path / "mine"
     out.mkdir()
-    mine = {"prompt.json": "{}", "metrics.json": "{\"mine\": 1}", "log.jsonl": "mine\n", "train_args.json": "{}",
-            "notes.txt": "my notes"}
+    mine = {
+        "prompt.json": "{}",
+        "metrics.json": '{"mine": 1}',
+        "log.jsonl": "mine\n",
+        "train_args.json": "{}",
+        "notes.txt": "my notes",
+    }
     for name, text in mine.items():
         (out / name).write_text(text)
     code = main(_train_args(model_dirs, tmp_path) + ["--output", str(out)])
@@ -318,16 +414,22 @@ def test_pull_force_keeps_the_run_records_and_says_so(model_dirs, tmp_path, caps
 
     registry = Registry(tmp_path / "registry")
     backbone = Backbone.from_pretrained(str(model_dirs["bert"]))
-    registry.push(save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 2}),
-                              tmp_path / "p"), "p")
+    registry.push(
+        save_prompt(
+            PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 2}), tmp_path / "p"
+        ),
+        "p",
+    )
     folder = tmp_path / "work"
     folder.mkdir()
     (folder / "log.jsonl").write_text("my log\n")
-    (folder / "train_args.json").write_text("{\"mine\": true}")
+    (folder / "train_args.json").write_text('{"mine": true}')
     code = main(["registry", "--registry", str(registry.root), "pull", "p", str(folder), "--force"])
     err = capsys.readouterr().err
     assert code == 0 and (folder / "prompt.json").is_file()
-    assert (folder / "log.jsonl").read_text() == "my log\n" and (folder / "train_args.json").read_text() == "{\"mine\": true}"
+    assert (folder / "log.jsonl").read_text() == "my log\n" and (
+        folder / "train_args.json"
+    ).read_text() == '{"mine": true}'
     assert "kept train_args.json, log.jsonl" in err, err
 
 
@@ -357,6 +459,7 @@ def test_the_gguf_cache_checks_its_config_as_well_as_its_weights(tmp_path, monke
 
 # ---- schema fuzzing, with text that is not Unicode and integers past every range -------------------
 
+
 def _hostile_values():
     from hypothesis import strategies as st
 
@@ -370,14 +473,20 @@ def test_the_server_refuses_generated_hostile_values_with_4xx(server):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    bodies = {"/v1/classify": {"prompt": "sentiment", "inputs": ["x"]},
-              "/v1/generate": {"prompt": "describe", "inputs": ["x"], "max_new_tokens": 2},
-              "/v1/completions": {"model": "describe", "prompt": "x", "max_tokens": 2},
-              "/v1/chat/completions": {"model": "describe", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}}
+    bodies = {
+        "/v1/classify": {"prompt": "sentiment", "inputs": ["x"]},
+        "/v1/generate": {"prompt": "describe", "inputs": ["x"], "max_new_tokens": 2},
+        "/v1/completions": {"model": "describe", "prompt": "x", "max_tokens": 2},
+        "/v1/chat/completions": {"model": "describe", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2},
+    }
 
-    @given(path=st.sampled_from(sorted(bodies)), field=st.sampled_from(["prompt", "inputs", "model", "max_tokens", "n",
-                                                                        "seed", "stop", "max_new_tokens", "messages"]),
-           value=_hostile_values())
+    @given(
+        path=st.sampled_from(sorted(bodies)),
+        field=st.sampled_from(
+            ["prompt", "inputs", "model", "max_tokens", "n", "seed", "stop", "max_new_tokens", "messages"]
+        ),
+        value=_hostile_values(),
+    )
     @settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     def run(path, field, value):
         body = {**bodies[path], field: value}
@@ -395,21 +504,29 @@ def test_the_raters_app_gives_no_server_error_to_generated_requests(tmp_path):
     from schemathesis import GenerationMode
     from schemathesis.checks import negative_data_rejection, not_a_server_error
     from schemathesis.config import SchemathesisConfig
-
     from test_human_eval import _data, _outputs
 
     from prompttune.human_eval.app import build_app
     from prompttune.human_eval.study import Design, Study, create_study, parse_systems
 
-    files = {"alpha": _outputs(tmp_path, "alpha", lambda i: f"Alpha {i}."),
-             "beta": _outputs(tmp_path, "beta", lambda i: f"Beta {i}.")}
+    files = {
+        "alpha": _outputs(tmp_path, "alpha", lambda i: f"Alpha {i}."),
+        "beta": _outputs(tmp_path, "beta", lambda i: f"Beta {i}."),
+    }
     systems = parse_systems([f"alpha=outputs:{files['alpha']}", f"beta=outputs:{files['beta']}"])
-    create_study(tmp_path / "study", str(_data(tmp_path)), systems, Design(raters=("ann",), items=3, mode="both"),
-                 source_column="mr", target_column="ref")
+    create_study(
+        tmp_path / "study",
+        str(_data(tmp_path)),
+        systems,
+        Design(raters=("ann",), items=3, mode="both"),
+        source_column="mr",
+        target_column="ref",
+    )
     study = Study(tmp_path / "study")
     token = study.raters()[0]["token"]
-    config = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
-        "expected-statuses": [400, 404, 409, 413, 422]}}})
+    config = SchemathesisConfig.from_dict(
+        {"checks": {"negative_data_rejection": {"expected-statuses": [400, 404, 409, 413, 422]}}}
+    )
     schema = schemathesis.openapi.from_dict(build_app(study).openapi(), config=config)
     real = st.sampled_from([None, token])
 
@@ -429,8 +546,13 @@ def test_the_raters_app_gives_no_server_error_to_generated_requests(tmp_path):
                 strategy = st.tuples(operation.as_strategy(generation_mode=mode), real).map(with_token)
 
                 @given(case=strategy)
-                @settings(max_examples=40 if posts else 10, deadline=None, derandomize=True, database=None,
-                          suppress_health_check=list(HealthCheck))
+                @settings(
+                    max_examples=40 if posts else 10,
+                    deadline=None,
+                    derandomize=True,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
                 def run(case):
                     response = case.call_and_validate(base_url=url, checks=checks)
                     seen.setdefault((operation.label, mode.value), set()).add(response.status_code)
@@ -438,16 +560,28 @@ def test_the_raters_app_gives_no_server_error_to_generated_requests(tmp_path):
                 run()
 
             if posts:  # and values no schema forbids in its own terms: surrogates, integers past SQLite's
-                @given(field=st.sampled_from(["study", "task", "ratings", "preference", "seconds"]),
-                       value=_hostile_values())
-                @settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                          suppress_health_check=list(HealthCheck))
+
+                @given(
+                    field=st.sampled_from(["study", "task", "ratings", "preference", "seconds"]),
+                    value=_hostile_values(),
+                )
+                @settings(
+                    max_examples=40,
+                    deadline=None,
+                    derandomize=True,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
                 def hostile(field, value):
                     state = httpx.get(f"{url}/api/{token}/next", timeout=30).json()
                     task = (state.get("task") or {}).get("id", 1)
                     body = {"study": study.id, "task": task, "preference": "left", field: value}
-                    response = httpx.post(f"{url}/api/{token}/judgements", content=json.dumps(body).encode(),
-                                          headers={"Content-Type": "application/json"}, timeout=30)
+                    response = httpx.post(
+                        f"{url}/api/{token}/judgements",
+                        content=json.dumps(body).encode(),
+                        headers={"Content-Type": "application/json"},
+                        timeout=30,
+                    )
                     assert 400 <= response.status_code < 500, (field, value, response.status_code, response.text)
 
                 hostile()
@@ -464,4 +598,6 @@ def test_every_promise_names_a_test():
     assert len(named) >= 25
     for filename, name in named:
         source = (Path(__file__).parent / filename).read_text()
-        assert re.search(rf"^def {name}\(", source, re.M), f"docs/promises.md names {filename}::{name}, which is not there"
+        assert re.search(rf"^def {name}\(", source, re.MULTILINE), (
+            f"docs/promises.md names {filename}::{name}, which is not there"
+        )

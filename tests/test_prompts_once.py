@@ -4,20 +4,25 @@ on both padding sides; and the rows no longer carry them."""
 
 import pytest
 import torch
-
 from conftest import SENTENCES, task_config
+
 from prompttune import Example, PromptModel, PromptSet, load_prompt, save_prompt
 from prompttune.tasks import GenerationConfig
 
 DECODERS = ("gpt2", "llama")
-METHODS = {"soft_prompt": {"num_virtual_tokens": 5}, "p_tuning": {"num_virtual_tokens": 4},
-           "hybrid": {"num_virtual_tokens": 3}}
+METHODS = {
+    "soft_prompt": {"num_virtual_tokens": 5},
+    "p_tuning": {"num_virtual_tokens": 4},
+    "hybrid": {"num_virtual_tokens": 3},
+}
 
 
 def make(backbone, method, task=None):
     torch.manual_seed(0)
     name = "soft_prompt" if method == "hybrid" else method
-    config = task or task_config(template="review , {text} it was {mask}" if method == "hybrid" else "{text} it was {mask}")
+    config = task or task_config(
+        template="review , {text} it was {mask}" if method == "hybrid" else "{text} it was {mask}"
+    )
     model = PromptModel.create(backbone, name, config, dict(METHODS[method]))
     with torch.no_grad():  # away from the initialisation, so that the prompt matters
         for p in model.method.parameters():
@@ -48,8 +53,11 @@ def attention_inputs(model, run) -> list[tuple[int, int]]:
     model.backbone.prefix_layout()  # measured by a forward of its own, before counting
     lengths = []
     hook = model.backbone.attention_sites[0][2].register_forward_hook(
-        lambda module, args, kwargs, out: lengths.append(tuple(kwargs.get("hidden_states", args[0] if args else None)
-                                                              .shape[:2])), with_kwargs=True)
+        lambda module, args, kwargs, out: lengths.append(
+            tuple(kwargs.get("hidden_states", args[0] if args else None).shape[:2])
+        ),
+        with_kwargs=True,
+    )
     try:
         with torch.no_grad():
             run()
@@ -108,7 +116,9 @@ def test_a_mixed_batch_and_a_saved_prompt_equal_the_prompt_alone(load, family, t
     backbone = load(family)
     models = {name: make(backbone, name) for name in ("soft_prompt", "p_tuning")}
     torch.manual_seed(1)
-    models["prefix"] = PromptModel.create(backbone, "prefix", task_config(), {"num_virtual_tokens": 3, "hidden_size": 8})
+    models["prefix"] = PromptModel.create(
+        backbone, "prefix", task_config(), {"num_virtual_tokens": 3, "hidden_size": 8}
+    )
     rows = [(name, e) for e in examples() for name in models]
     prompts = PromptSet(backbone)
     for name, model in models.items():
@@ -140,15 +150,25 @@ def both_layouts(model, run):
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-@pytest.mark.parametrize("method,task", [("soft_prompt", "classification"), ("prefix", "classification"),
-                                         ("hard_prompt", "classification"), ("linear_probe", "classification"),
-                                         ("soft_prompt", "generation"), ("prefix", "generation")])
+@pytest.mark.parametrize(
+    "method,task",
+    [
+        ("soft_prompt", "classification"),
+        ("prefix", "classification"),
+        ("hard_prompt", "classification"),
+        ("linear_probe", "classification"),
+        ("soft_prompt", "generation"),
+        ("prefix", "generation"),
+    ],
+)
 @pytest.mark.parametrize("family", DECODERS)
 def test_packed_rows_equal_the_padded_batch(load, family, method, task, side):
     backbone = load(family, padding_side=side)
     torch.manual_seed(0)
     config = GenerationConfig(max_target_length=6) if task == "generation" else task_config()
-    options = {"soft_prompt": {"num_virtual_tokens": 4}, "prefix": {"num_virtual_tokens": 3, "hidden_size": 8}}.get(method, {})
+    options = {"soft_prompt": {"num_virtual_tokens": 4}, "prefix": {"num_virtual_tokens": 3, "hidden_size": 8}}.get(
+        method, {}
+    )
     model = PromptModel.create(backbone, method, config, options)
     rows = [Example(t, label=l, targets=(t.split()[-1] + " film",)) for t, l in SENTENCES + [LONG]]
     batch = model.task.collate(model.task.training_features(rows))

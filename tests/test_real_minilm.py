@@ -3,12 +3,26 @@
 import pytest
 import torch
 
-from prompttune import Backbone, ClassificationConfig, Example, ModelError, PromptModel, TrainConfig, load_prompt, save_prompt, train
+from prompttune import (
+    Backbone,
+    ClassificationConfig,
+    Example,
+    ModelError,
+    PromptModel,
+    TrainConfig,
+    load_prompt,
+    save_prompt,
+    train,
+)
 from prompttune.core.sources import MINILM_SHA256, resolve_model
 
 pytestmark = pytest.mark.real_model
 
-POSITIVE = ["A wonderful, heartfelt film.", "The food was delicious and the staff were lovely.", "I loved every minute of it."]
+POSITIVE = [
+    "A wonderful, heartfelt film.",
+    "The food was delicious and the staff were lovely.",
+    "I loved every minute of it.",
+]
 NEGATIVE = ["A boring, painful mess.", "The room was dirty and the staff were rude.", "I hated every minute of it."]
 
 
@@ -22,7 +36,9 @@ def examples():
 
 
 def config(**changes):
-    values = dict(labels=("negative", "positive"), template="{text} It was {mask}.", verbalizer=(("terrible",), ("great",)))
+    values = dict(
+        labels=("negative", "positive"), template="{text} It was {mask}.", verbalizer=(("terrible",), ("great",))
+    )
     values.update(changes)
     return ClassificationConfig(**values)
 

@@ -20,8 +20,12 @@ def test_the_offline_copy_is_verified_and_dequantised_once(smollm2):
     path, digest = sources.resolve_model("smollm2-135m-instruct")
     assert digest == sources.SMOLLM2_SHA256 and path.endswith(sources.SMOLLM2_SHA256)
     config = smollm2.config
-    assert (config.model_type, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == \
-        ("llama", 30, 9, 3)
+    assert (config.model_type, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (
+        "llama",
+        30,
+        9,
+        3,
+    )
     assert smollm2.kind == "decoder" and smollm2.has_lm_head and len(smollm2.tokenizer) == 49152
     assert smollm2.fingerprint()["weights_sha256"] == sources.SMOLLM2_SHA256
     assert smollm2.tokenizer.chat_template
@@ -29,11 +33,15 @@ def test_the_offline_copy_is_verified_and_dequantised_once(smollm2):
 
 def test_it_answers_a_chat_prompt(smollm2):
     tokenizer = smollm2.tokenizer
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     with torch.no_grad():
         out = smollm2.model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    assert "Paris" in tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 def test_a_tampered_copy_is_refused(tmp_path, monkeypatch):
@@ -51,16 +59,32 @@ def test_a_prompt_computed_once_equals_it_read_in_every_row(smollm2):
 
     torch.manual_seed(0)
     # One long row and short ones, so that packing puts the short rows into one sequence.
-    texts = [Example("Not bad at all, if a little long and at times rather slow in its middle hour, with a fine cast."),
-             Example("Two dull hours."), Example("Gripping."), Example("Dull.")]
-    classify = PromptModel.create(smollm2, "soft_prompt", ClassificationConfig(
-        labels=("negative", "positive"), template="Review: {text} All in all, it was", verbalizer=(("bad",), ("good",))),
-        {"num_virtual_tokens": 10, "init": "sample_vocab"})
-    describe = PromptModel.create(smollm2, "soft_prompt", GenerationConfig(max_target_length=8), {"num_virtual_tokens": 10})
+    texts = [
+        Example("Not bad at all, if a little long and at times rather slow in its middle hour, with a fine cast."),
+        Example("Two dull hours."),
+        Example("Gripping."),
+        Example("Dull."),
+    ]
+    classify = PromptModel.create(
+        smollm2,
+        "soft_prompt",
+        ClassificationConfig(
+            labels=("negative", "positive"),
+            template="Review: {text} All in all, it was",
+            verbalizer=(("bad",), ("good",)),
+        ),
+        {"num_virtual_tokens": 10, "init": "sample_vocab"},
+    )
+    describe = PromptModel.create(
+        smollm2, "soft_prompt", GenerationConfig(max_target_length=8), {"num_virtual_tokens": 10}
+    )
     results = {}
     for once, packed in ((True, True), (True, False), (False, False)):
         smollm2.prompts_once, smollm2.packs_rows = once, packed
-        results[once, packed] = (classify.predict_proba(texts), describe.task.generate_texts(describe, texts, max_new_tokens=8))
+        results[once, packed] = (
+            classify.predict_proba(texts),
+            describe.task.generate_texts(describe, texts, max_new_tokens=8),
+        )
     smollm2.prompts_once = smollm2.packs_rows = True
     # Computed once, with the rows packed or padded, equals read in every padded row.
     for key in ((True, True), (True, False)):
@@ -72,12 +96,25 @@ def test_loss_and_gradients_computed_once_and_packed_equal_every_padded_row(smol
     from prompttune import ClassificationConfig, Example, PromptModel
 
     torch.manual_seed(0)
-    model = PromptModel.create(smollm2, "soft_prompt", ClassificationConfig(
-        labels=("negative", "positive"), template="Review: {text} All in all, it was", verbalizer=(("bad",), ("good",))),
-        {"num_virtual_tokens": 10, "init": "sample_vocab"})
-    rows = [Example("Gripping.", label="positive"), Example("Two dull hours.", label="negative"),
-            Example("Not bad at all, if a little long and at times rather slow in its middle hour, with a fine cast.",
-                    label="positive"), Example("Dull.", label="negative")]
+    model = PromptModel.create(
+        smollm2,
+        "soft_prompt",
+        ClassificationConfig(
+            labels=("negative", "positive"),
+            template="Review: {text} All in all, it was",
+            verbalizer=(("bad",), ("good",)),
+        ),
+        {"num_virtual_tokens": 10, "init": "sample_vocab"},
+    )
+    rows = [
+        Example("Gripping.", label="positive"),
+        Example("Two dull hours.", label="negative"),
+        Example(
+            "Not bad at all, if a little long and at times rather slow in its middle hour, with a fine cast.",
+            label="positive",
+        ),
+        Example("Dull.", label="negative"),
+    ]
     batch = model.task.collate([model.task.encode(e) for e in rows])
     results = {}
     for fast in (True, False):
@@ -105,13 +142,21 @@ def test_a_continuous_batch_decodes_what_each_prompt_decodes_alone(smollm2):
     config = GenerationConfig(max_target_length=10, instruction="Describe the restaurant in one sentence.", chat=True)
     prompts.add("prefix", PromptModel.create(smollm2, "prefix", config, {"num_virtual_tokens": 5, "hidden_size": 64}))
     prompts.add("soft", PromptModel.create(smollm2, "soft_prompt", config, {"num_virtual_tokens": 8}))
-    rows = [("prefix", "name[Aromi], eatType[coffee shop], area[city centre]"), ("soft", "name[Alimentum], near[Burger King]"),
-            ("soft", "name[The Eagle], food[French], priceRange[high], familyFriendly[no]")]
+    rows = [
+        ("prefix", "name[Aromi], eatType[coffee shop], area[city centre]"),
+        ("soft", "name[Alimentum], near[Burger King]"),
+        ("soft", "name[The Eagle], food[French], priceRange[high], familyFriendly[no]"),
+    ]
     decoder = ContinuousDecoder(prompts)
     results = {}
     for k, (name, source) in enumerate(rows):
-        decoder.submit(Request(rows=[(name, Example(source))], options={"max_new_tokens": 10},
-                               done=lambda got, error, k=k: results.__setitem__(k, (got, error))))
+        decoder.submit(
+            Request(
+                rows=[(name, Example(source))],
+                options={"max_new_tokens": 10},
+                done=lambda got, error, k=k: results.__setitem__(k, (got, error)),
+            )
+        )
         decoder.step()
         decoder.step()
     while decoder.busy:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SENTENCES
+
 from prompttune import load_prompt
 from prompttune.api import train_prompt
-from prompttune.storage import sha256_file
+from prompttune.artifacts.registry import Registry, RegistryError
 from prompttune.cli import main
 from prompttune.errors import ArtifactError
-from prompttune.artifacts.registry import Registry, RegistryError
+from prompttune.storage import sha256_file
 
 
 @pytest.fixture
@@ -26,10 +26,21 @@ def data(tmp_path):
 
 
 def trained(model_dirs, data, out, seed=0, **options):
-    train_prompt(model=str(model_dirs["bert"]), method=options.pop("method", "soft_prompt"), train=str(data), eval=str(data),
-                 output=str(out), method_options={"num_virtual_tokens": 2}, max_steps=2, template="{text} it was {mask} .",
-                 verbalizer="0:bad,1:good", batch_size=4, seed=seed,
-                 progress=False, **options)
+    train_prompt(
+        model=str(model_dirs["bert"]),
+        method=options.pop("method", "soft_prompt"),
+        train=str(data),
+        eval=str(data),
+        output=str(out),
+        method_options={"num_virtual_tokens": 2},
+        max_steps=2,
+        template="{text} it was {mask} .",
+        verbalizer="0:bad,1:good",
+        batch_size=4,
+        seed=seed,
+        progress=False,
+        **options,
+    )
     return out
 
 
@@ -61,22 +72,34 @@ def test_push_show_pull_round_trip(model_dirs, data, tmp_path):
     registry.set_alias("sentiment@2", "production")  # an alias moves; versions never change
     assert registry.resolve("sentiment@production") == ("sentiment", 2)
     assert [r["version"] for r in registry.list("sentiment")] == [1, 2]
-    assert registry.list() == [{"name": "sentiment", "latest": 2, "versions": 2, "method": "soft_prompt",
-                                "task": "classification", "pushed": second["pushed"], "aliases": {"production": 2}}]
+    assert registry.list() == [
+        {
+            "name": "sentiment",
+            "latest": 2,
+            "versions": 2,
+            "method": "soft_prompt",
+            "task": "classification",
+            "pushed": second["pushed"],
+            "aliases": {"production": 2},
+        }
+    ]
 
     pulled = registry.pull("sentiment@1", tmp_path / "pulled")
     for name in ("prompt.json", "prompt.safetensors", "metrics.json"):
         assert (pulled / name).read_bytes() == (first / name).read_bytes()
     texts = ["the movie was great", "awful and boring"]
-    torch.testing.assert_close(logits(load_prompt(registry.checkout("sentiment@1")), texts),
-                               logits(load_prompt(first), texts), rtol=0, atol=0)
+    torch.testing.assert_close(
+        logits(load_prompt(registry.checkout("sentiment@1")), texts), logits(load_prompt(first), texts), rtol=0, atol=0
+    )
 
 
 def test_lineage_links_a_prompt_to_the_version_it_continued(model_dirs, data, tmp_path):
     registry = Registry(tmp_path / "reg")
     base = trained(model_dirs, data, tmp_path / "base", method="prefix")
     registry.push(base, "topic")
-    continued = trained(model_dirs, data, tmp_path / "more", method="prefix", init_from=str(registry.checkout("topic@1")))
+    continued = trained(
+        model_dirs, data, tmp_path / "more", method="prefix", init_from=str(registry.checkout("topic@1"))
+    )
     record = registry.push(continued, "topic")
     assert record["parent"] == "topic@1"
     assert registry.show("topic@1")["parent"] is None
@@ -160,8 +183,10 @@ def test_concurrent_pushes_from_several_processes_lose_nothing(model_dirs, data,
     root = tmp_path / "reg"
     Registry(root)
     per_process = 5
-    procs = [subprocess.Popen([sys.executable, "-c", PUSHER, str(root), str(a), "shared", str(per_process)])
-             for a in artifacts]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PUSHER, str(root), str(a), "shared", str(per_process)])
+        for a in artifacts
+    ]
     assert [p.wait(timeout=300) for p in procs] == [0] * len(procs)
     registry = Registry(root)
     versions = registry.list("shared")
@@ -208,7 +233,9 @@ def test_pull_never_removes_what_it_did_not_write(model_dirs, data, tmp_path, mo
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
-    with pytest.raises(RegistryError, match=r"mine is not empty \(notes.txt\); pull into a new or empty folder, or pass --force"):
+    with pytest.raises(
+        RegistryError, match=r"mine is not empty \(notes.txt\); pull into a new or empty folder, or pass --force"
+    ):
         registry.pull("x", mine)
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     for inside in (registry.root, registry.root / "checkouts", tmp_path):

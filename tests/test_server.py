@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-
 from conftest import task_config
-from prompttune import Backbone, PromptModel, save_prompt
-from prompttune.serving.client import Client, ServerError
-from prompttune.inference.mixed import PromptSet
 from servers import TOKEN, perturb, populated_registry, running_server
+
+from prompttune import Backbone, PromptModel, save_prompt
+from prompttune.inference.mixed import PromptSet
+from prompttune.serving.client import Client, ServerError
 
 TEXTS = ["the movie was great", "a terrible film", "i loved the story", "the plot is dull"]
 SOURCES = ["the movie was great", "dull", "the best film of the year"]
@@ -26,8 +26,19 @@ SOURCES = ["the movie was great", "dull", "the best film of the year"]
 def server(model_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     registry = populated_registry(model_dirs, root)
-    with running_server(model_dirs["gpt2"], registry, root / "server.log", "--max-batch-size", "32", "--max-wait-ms", "30",
-                        "--max-inputs", "8", "--max-chars", "200") as (url, process):
+    with running_server(
+        model_dirs["gpt2"],
+        registry,
+        root / "server.log",
+        "--max-batch-size",
+        "32",
+        "--max-wait-ms",
+        "30",
+        "--max-inputs",
+        "8",
+        "--max-chars",
+        "200",
+    ) as (url, process):
         yield {"url": url, "registry": registry, "root": root, "model_dir": model_dirs["gpt2"], "process": process}
 
 
@@ -55,8 +66,9 @@ def test_results_equal_running_the_prompts_locally(server, client):
                 assert abs(g["probabilities"][label] - p) < 1e-5
     for name in ("describe", "rewrite"):
         assert client.generate(name, SOURCES) == local.generate([(f"{name}@1", s) for s in SOURCES])
-        assert client.generate(name, SOURCES, num_beams=2, num_return_sequences=2) == \
-            local.generate([(f"{name}@1", s) for s in SOURCES], num_beams=2, num_return_sequences=2)
+        assert client.generate(name, SOURCES, num_beams=2, num_return_sequences=2) == local.generate(
+            [(f"{name}@1", s) for s in SOURCES], num_beams=2, num_return_sequences=2
+        )
     assert {p["name"] for p in client.prompts()} == {"sentiment", "opinion", "describe", "rewrite", "for-bert"}
     assert client.health()["status"] == "ok"
 
@@ -69,8 +81,11 @@ def test_a_new_version_is_served_without_restart(server, client, model_dirs):
     newer = perturb(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 5}))
     version = registry.push(save_prompt(newer, root / "sentiment-v2"), "sentiment")["version"]
     registry.set_alias("sentiment@1", "stable")
-    response = httpx.post(server["url"] + "/v1/classify", json={"prompt": "sentiment", "inputs": TEXTS},
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+    response = httpx.post(
+        server["url"] + "/v1/classify",
+        json={"prompt": "sentiment", "inputs": TEXTS},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert response.json()["prompt"] == f"sentiment@{version}"
     assert response.json()["results"] != before
     assert client.classify("sentiment@stable", TEXTS) == before
@@ -91,16 +106,32 @@ def test_bad_requests_get_4xx_with_a_message(server, client):
         response = httpx.post(url + "/v1/classify", json=body, headers=auth)
         assert response.status_code == status, (body, response.text)
         assert message in response.json()["detail"], (body, response.text)
-    for body in ({"prompt": "sentiment"}, {"prompt": "sentiment", "inputs": []}, {"prompt": "sentiment", "inputs": ["x"], "extra": 1},
-                 {"prompt": "describe", "inputs": ["x"], "num_beams": 0}):
-        response = httpx.post(url + "/v1/classify" if "num_beams" not in body else url + "/v1/generate", json=body, headers=auth)
+    for body in (
+        {"prompt": "sentiment"},
+        {"prompt": "sentiment", "inputs": []},
+        {"prompt": "sentiment", "inputs": ["x"], "extra": 1},
+        {"prompt": "describe", "inputs": ["x"], "num_beams": 0},
+    ):
+        response = httpx.post(
+            url + "/v1/classify" if "num_beams" not in body else url + "/v1/generate", json=body, headers=auth
+        )
         assert response.status_code == 422, (body, response.text)
-    for inputs, where in ((["x", "  "], ["body", "inputs", 1]), ([{"text": "x", "text_pair": "\n"}], ["body", "inputs", 0, "text_pair"])):
+    for inputs, where in (
+        (["x", "  "], ["body", "inputs", 1]),
+        ([{"text": "x", "text_pair": "\n"}], ["body", "inputs", 0, "text_pair"]),
+    ):
         response = httpx.post(url + "/v1/classify", json={"prompt": "sentiment", "inputs": inputs}, headers=auth)
         assert response.status_code == 422 and response.json()["detail"] == [
-            {"loc": where, "msg": "the text is empty or only white space", "type": "string_pattern_mismatch",
-             "input": inputs[1] if where[-1] == 1 else "\n"}], response.text
-    response = httpx.post(url + "/v1/classify", content=b"{not json", headers={**auth, "Content-Type": "application/json"})
+            {
+                "loc": where,
+                "msg": "the text is empty or only white space",
+                "type": "string_pattern_mismatch",
+                "input": inputs[1] if where[-1] == 1 else "\n",
+            }
+        ], response.text
+    response = httpx.post(
+        url + "/v1/classify", content=b"{not json", headers={**auth, "Content-Type": "application/json"}
+    )
     assert response.status_code == 422 and "JSON" in response.text
     with pytest.raises(ServerError) as error:
         client.generate("sentiment", ["x"])
@@ -110,8 +141,9 @@ def test_bad_requests_get_4xx_with_a_message(server, client):
 def test_bearer_token(server):
     url = server["url"]
     assert httpx.post(url + "/v1/classify", json={"prompt": "sentiment", "inputs": ["x"]}).status_code == 401
-    wrong = httpx.post(url + "/v1/classify", json={"prompt": "sentiment", "inputs": ["x"]},
-                       headers={"Authorization": "Bearer nope"})
+    wrong = httpx.post(
+        url + "/v1/classify", json={"prompt": "sentiment", "inputs": ["x"]}, headers={"Authorization": "Bearer nope"}
+    )
     assert wrong.status_code == 401 and wrong.json()["detail"] == "missing or wrong bearer token"
     assert httpx.get(url + "/metrics").status_code == 401
     assert httpx.get(url + "/health").status_code == 200  # liveness stays open
@@ -122,8 +154,9 @@ def test_a_failing_request_does_not_take_others_down(server, client, model_dirs)
     store's paths; requests batched with it succeed; pushing the artifact again repairs it."""
     registry, root = server["registry"], server["root"]
     backbone = Backbone.from_pretrained(str(server["model_dir"]))
-    artifact = save_prompt(PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}),
-                           root / "damaged")
+    artifact = save_prompt(
+        PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 4}), root / "damaged"
+    )
     record = registry.push(artifact, "damaged")
     blob = registry.root / "blobs" / record["digest"][:2] / record["digest"]
     os.chmod(blob, 0o644)
@@ -184,14 +217,23 @@ def test_requests_that_arrive_together_share_one_forward(server, tmp_path):
     (far longer than the requests take to arrive) for that many: exactly one forward runs, joining
     all four, and each request gets what its prompt gives alone."""
     local = _local(server, names=("sentiment", "opinion"))
-    with running_server(server["model_dir"], server["registry"], tmp_path / "server.log", "--max-batch-size", "8",
-                        "--max-wait-ms", "120000", "--max-inputs", "2") as (url, _):
+    with running_server(
+        server["model_dir"],
+        server["registry"],
+        tmp_path / "server.log",
+        "--max-batch-size",
+        "8",
+        "--max-wait-ms",
+        "120000",
+        "--max-inputs",
+        "2",
+    ) as (url, _):
         results = {}
 
         def worker(k):
             name = ("sentiment@1", "opinion@1")[k % 2]
             with Client(url, token=TOKEN, timeout=300) as c:
-                results[k] = (name, c.classify(name, TEXTS[k % 2 * 2:k % 2 * 2 + 2]))
+                results[k] = (name, c.classify(name, TEXTS[k % 2 * 2 : k % 2 * 2 + 2]))
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
         for t in threads:
@@ -203,7 +245,7 @@ def test_requests_that_arrive_together_share_one_forward(server, tmp_path):
     assert _metric(metrics, "prompttune_batch_rows_count") == 1 and _metric(metrics, "prompttune_batch_rows_sum") == 8
     assert _metric(metrics, "prompttune_batch_requests_sum") == 4
     for k, (name, got) in results.items():
-        expected = local.classify([(name, t) for t in TEXTS[k % 2 * 2:k % 2 * 2 + 2]])
+        expected = local.classify([(name, t) for t in TEXTS[k % 2 * 2 : k % 2 * 2 + 2]])
         assert [g["label"] for g in got] == [e["label"] for e in expected]
 
 
@@ -212,5 +254,13 @@ def test_the_committed_openapi_schema_matches_the_server(server):
     served = httpx.get(server["url"] + "/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     committed = json.loads((Path(__file__).parent.parent / "docs" / "openapi.json").read_text())
     assert served == committed, "docs/openapi.json is stale: python -m prompttune.serving.server > docs/openapi.json"
-    assert set(served["paths"]) == {"/v1/classify", "/v1/generate", "/v1/prompts", "/health", "/metrics", "/v1/models",
-                                    "/v1/completions", "/v1/chat/completions"}
+    assert set(served["paths"]) == {
+        "/v1/classify",
+        "/v1/generate",
+        "/v1/prompts",
+        "/health",
+        "/metrics",
+        "/v1/models",
+        "/v1/completions",
+        "/v1/chat/completions",
+    }

@@ -6,16 +6,20 @@ import json
 
 import pytest
 import torch
-
 from conftest import FAMILIES, task_config
+
 from prompttune import Backbone, PromptModel, load_prompt, save_prompt
 from prompttune.api import evaluate_prompt, predict, train_prompt
 from prompttune.errors import ConfigError, DataError
-from prompttune.methods import METHODS, PromptMethod
 from prompttune.inference.mixed import PromptSet
+from prompttune.methods import METHODS, PromptMethod
 from prompttune.tasks import TASKS
-from prompttune.tasks.token_classification import (TokenClassificationConfig, TokenClassificationTask, TokenExample,
-                                                   tagging_metrics)
+from prompttune.tasks.token_classification import (
+    TokenClassificationConfig,
+    TokenClassificationTask,
+    TokenExample,
+    tagging_metrics,
+)
 
 SENTENCES = [
     ("the movie was great", "O B-MISC O O"),
@@ -24,19 +28,26 @@ SENTENCES = [
     ("the plot is dull", "O B-PER O O"),
 ]
 CONLL = "-DOCSTART- -X- -X- O\n\n" + "".join(
-    "".join(f"{w} X X {t}\n" for w, t in zip(text.split(), tags.split())) + "\n" for text, tags in SENTENCES)
+    "".join(f"{w} X X {t}\n" for w, t in zip(text.split(), tags.split())) + "\n" for text, tags in SENTENCES
+)
 TAGS = ("O", "B-LOC", "B-MISC", "B-PER", "I-PER")
 
 
 def examples():
-    return [TokenExample.from_tokens(text.split(), tags.split(), f"test, sentence {i}")
-            for i, (text, tags) in enumerate(SENTENCES, 1)]
+    return [
+        TokenExample.from_tokens(text.split(), tags.split(), f"test, sentence {i}")
+        for i, (text, tags) in enumerate(SENTENCES, 1)
+    ]
 
 
 def trainable_methods():
     """Every registered method a token task can train (discovered, not listed): those that train
     something and need no trigger slots in a template."""
-    return sorted(name for name, cls in METHODS.items() if cls.trains and cls.prompt_slots.__func__ is PromptMethod.prompt_slots.__func__)
+    return sorted(
+        name
+        for name, cls in METHODS.items()
+        if cls.trains and cls.prompt_slots.__func__ is PromptMethod.prompt_slots.__func__
+    )
 
 
 @pytest.fixture
@@ -47,6 +58,7 @@ def conll(tmp_path):
 
 
 # ---- data ----------------------------------------------------------------------------------------
+
 
 def test_conll_files_are_read_by_sentence_with_iob2_tags(conll):
     read = TokenClassificationTask.read_examples(str(conll), TokenClassificationTask.resolve_columns({}))
@@ -67,10 +79,13 @@ def test_jsonl_rows_with_token_and_tag_lists(tmp_path):
     assert all(e.tags is None for e in unlabelled)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("the O\nmovie\n", "line 2: expected a token and its tag, got 'movie'"),
-    ("the O\nmovie PER\n", "line 2: tag 'PER' is not IOB2"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("the O\nmovie\n", "line 2: expected a token and its tag, got 'movie'"),
+        ("the O\nmovie PER\n", "line 2: tag 'PER' is not IOB2"),
+    ],
+)
 def test_bad_conll_lines_are_named(tmp_path, content, message):
     path = tmp_path / "bad.conll"
     path.write_text(content)
@@ -87,8 +102,14 @@ def test_bad_jsonl_rows_are_named(tmp_path):
 
 def test_options_of_other_tasks_are_refused(conll, tmp_path):
     with pytest.raises(ConfigError, match="--template: not an option of the token_classification task"):
-        train_prompt(model="never-loaded", method="soft_prompt", task="token_classification",
-                     train=str(conll), output=str(tmp_path / "x"), template="{text}")
+        train_prompt(
+            model="never-loaded",
+            method="soft_prompt",
+            task="token_classification",
+            train=str(conll),
+            output=str(tmp_path / "x"),
+            template="{text}",
+        )
     with pytest.raises(ConfigError, match="--source-column: not a column of the token_classification task"):
         TokenClassificationTask.resolve_columns({"source": "mr"})
 
@@ -110,16 +131,20 @@ def test_raw_text_is_split_into_words_with_character_offsets():
 
 # ---- sub-word alignment (real WordPiece) ---------------------------------------------------------
 
+
 @pytest.mark.real_model
 def test_the_first_sub_token_of_each_word_carries_its_tag():
     backbone = Backbone.from_pretrained("all-MiniLM-L6-v2", head="none")
     task = TokenClassificationTask(TokenClassificationConfig(labels=("O", "B-PER", "I-PER", "B-LOC")), backbone)
-    example = TokenExample.from_tokens(["Arnold", "Schwarzenegger", "visited", "Ouagadougou"], ["B-PER", "I-PER", "O", "B-LOC"])
+    example = TokenExample.from_tokens(
+        ["Arnold", "Schwarzenegger", "visited", "Ouagadougou"], ["B-PER", "I-PER", "O", "B-LOC"]
+    )
     feature = task.encode(example)
     pieces = backbone.tokenizer.convert_ids_to_tokens(feature["input_ids"])
     assert len(pieces) > len(example.tokens) + 2  # some words are several sub-tokens
-    assert [pieces[i] for i in feature["word_index"]] == [p for p in pieces if p not in ("[CLS]", "[SEP]")
-                                                         and not p.startswith("##")]
+    assert [pieces[i] for i in feature["word_index"]] == [
+        p for p in pieces if p not in ("[CLS]", "[SEP]") and not p.startswith("##")
+    ]
     labelled = [(pieces[i], task.config.labels[t]) for i, t in enumerate(feature["labels"]) if t != -100]
     assert labelled == [(pieces[i], tag) for i, tag in zip(feature["word_index"], example.tags)]
     # Cut short, the words that no longer fit are marked, and predicted O.
@@ -129,6 +154,7 @@ def test_the_first_sub_token_of_each_word_carries_its_tag():
 
 
 # ---- metrics -------------------------------------------------------------------------------------
+
 
 def test_entity_metrics_against_a_hand_computed_case():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
@@ -144,6 +170,7 @@ def test_entity_metrics_against_a_hand_computed_case():
 
 
 # ---- every method that trains, on every family ----------------------------------------------------
+
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method", trainable_methods())
@@ -180,8 +207,13 @@ def test_every_method_learns_tags_and_saves_and_loads(load, family, method, tmp_
 def test_padding_side_does_not_change_tags(load):
     results = {}
     for side in ("left", "right"):
-        model = PromptModel.create(load("gpt2", padding_side=side), "soft_prompt", TokenClassificationConfig(labels=TAGS),
-                                   {"num_virtual_tokens": 3}, seed=0)
+        model = PromptModel.create(
+            load("gpt2", padding_side=side),
+            "soft_prompt",
+            TokenClassificationConfig(labels=TAGS),
+            {"num_virtual_tokens": 3},
+            seed=0,
+        )
         model.eval()
         rows = model.task.results(*_logits(model, examples()), examples())
         alone = [model.task.results(*_logits(model, [e]), [e])[0] for e in examples()]
@@ -198,18 +230,32 @@ def _logits(model, data):
 
 # ---- the API, mixed batches, sweeps ---------------------------------------------------------------
 
+
 def test_train_predict_evaluate_through_the_api(model_dirs, conll, tmp_path):
     out = tmp_path / "ner"
-    metrics = train_prompt(model=str(model_dirs["bert"]), method="deep_prompt", task="token_classification",
-                           train=str(conll), eval=str(conll), output=str(out), method_options={"num_virtual_tokens": 2},
-                           max_steps=40, batch_size=4, lr=1e-2, head_lr=5e-2, seed=0, progress=False)
+    metrics = train_prompt(
+        model=str(model_dirs["bert"]),
+        method="deep_prompt",
+        task="token_classification",
+        train=str(conll),
+        eval=str(conll),
+        output=str(out),
+        method_options={"num_virtual_tokens": 2},
+        max_steps=40,
+        batch_size=4,
+        lr=1e-2,
+        head_lr=5e-2,
+        seed=0,
+        progress=False,
+    )
     assert set(TokenClassificationTask.metrics) <= set(metrics["dev_metrics"])
     assert metrics["dev_metrics"]["f1"] == 1.0
     assert evaluate_prompt(str(out), str(conll))["f1"] == 1.0
     [row] = predict(str(out), ["a terrible film"])
     assert row["tags"] == ["O", "B-PER", "I-PER"]
-    assert row["entities"] == [{"text": "terrible film", "label": "PER", "start": 2, "end": 15,
-                                "score": row["entities"][0]["score"]}]
+    assert row["entities"] == [
+        {"text": "terrible film", "label": "PER", "start": 2, "end": 15, "score": row["entities"][0]["score"]}
+    ]
     with pytest.raises(ConfigError, match="use `prompttune predict`"):
         from prompttune.api import generate
 
@@ -219,8 +265,9 @@ def test_train_predict_evaluate_through_the_api(model_dirs, conll, tmp_path):
 def test_token_rows_and_classification_rows_share_a_mixed_batch(load, tmp_path):
     backbone = load("gpt2")
     torch.manual_seed(0)
-    tagger = PromptModel.create(backbone, "prefix", TokenClassificationConfig(labels=TAGS),
-                                {"num_virtual_tokens": 2, "hidden_size": 16}, seed=1)
+    tagger = PromptModel.create(
+        backbone, "prefix", TokenClassificationConfig(labels=TAGS), {"num_virtual_tokens": 2, "hidden_size": 16}, seed=1
+    )
     classifier = PromptModel.create(backbone, "soft_prompt", task_config(), {"num_virtual_tokens": 3}, seed=2)
     prompts = PromptSet(backbone)
     prompts.add("ner", tagger)
@@ -244,10 +291,19 @@ def test_token_rows_and_classification_rows_share_a_mixed_batch(load, tmp_path):
 def test_a_sweep_over_token_classification(model_dirs, conll, tmp_path):
     from prompttune.sweeps.compare import SweepSpec, run_sweep
 
-    spec = SweepSpec.from_dict({"model": str(model_dirs["bert_encoder"]), "train": str(conll), "eval": str(conll),
-                                "task": "token_classification", "methods": ["linear_probe", "soft_prompt"],
-                                "lengths": [2], "train_sizes": [2, "full"],
-                                "train_options": {"max_steps": 3, "batch_size": 2}}, "test")
+    spec = SweepSpec.from_dict(
+        {
+            "model": str(model_dirs["bert_encoder"]),
+            "train": str(conll),
+            "eval": str(conll),
+            "task": "token_classification",
+            "methods": ["linear_probe", "soft_prompt"],
+            "lengths": [2],
+            "train_sizes": [2, "full"],
+            "train_options": {"max_steps": 3, "batch_size": 2},
+        },
+        "test",
+    )
     rows = run_sweep(spec, tmp_path / "sweep", progress=lambda line: None)
     assert [r["status"] for r in rows] == ["done"] * 4
     assert all(0.0 <= r["f1"] <= 1.0 for r in rows)
@@ -261,13 +317,17 @@ def test_the_task_is_registered():
 
 
 def test_served_by_classify_with_entities_and_character_offsets(model_dirs, tmp_path):
-    from prompttune.serving.client import Client, ServerError
-    from prompttune.artifacts.registry import Registry
     from servers import TOKEN, perturb, running_server
 
+    from prompttune.artifacts.registry import Registry
+    from prompttune.serving.client import Client, ServerError
+
     backbone = Backbone.from_pretrained(str(model_dirs["gpt2"]))
-    tagger = perturb(PromptModel.create(backbone, "soft_prompt", TokenClassificationConfig(labels=TAGS),
-                                        {"num_virtual_tokens": 2}, seed=3))
+    tagger = perturb(
+        PromptModel.create(
+            backbone, "soft_prompt", TokenClassificationConfig(labels=TAGS), {"num_virtual_tokens": 2}, seed=3
+        )
+    )
     registry = Registry(tmp_path / "registry")
     registry.push(save_prompt(tagger, tmp_path / "ner"), "ner")
     texts = ["the movie was great", "a terrible film , i loved the story"]
@@ -279,9 +339,10 @@ def test_served_by_classify_with_entities_and_character_offsets(model_dirs, tmp_
             got = client.classify("ner", texts)
             assert [g["tags"] for g in got] == [e["tags"] for e in expected]
             for g, e, text in zip(got, expected, texts):
-                assert [(x["label"], x["start"], x["end"]) for x in g["entities"]] == \
-                    [(x["label"], x["start"], x["end"]) for x in e["entities"]]
-                assert all(text[x["start"]:x["end"]] == x["text"] for x in g["entities"])
+                assert [(x["label"], x["start"], x["end"]) for x in g["entities"]] == [
+                    (x["label"], x["start"], x["end"]) for x in e["entities"]
+                ]
+                assert all(text[x["start"] : x["end"]] == x["text"] for x in g["entities"])
             assert any(g["entities"] for g in got)  # the perturbed prompt finds something to report
             with pytest.raises(ServerError) as wrong:
                 client.generate("ner", ["a film"])
@@ -289,5 +350,7 @@ def test_served_by_classify_with_entities_and_character_offsets(model_dirs, tmp_
             with pytest.raises(ServerError) as pair:
                 client.classify("ner", [("a film", "a story")])
             assert pair.value.status == 400 and "text_pair is not read" in str(pair.value)
-            counted = [line for line in client.metrics().splitlines() if line.startswith("prompttune_predictions_total{")]
+            counted = [
+                line for line in client.metrics().splitlines() if line.startswith("prompttune_predictions_total{")
+            ]
             assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == sum(len(g["entities"]) for g in got)

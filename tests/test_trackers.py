@@ -3,8 +3,8 @@ output folder and a local MLflow file store, each with the run's configuration, 
 learning rate at every logged step, the dev metrics at every evaluation, and (MLflow) the prompt."""
 
 import pytest
-
 from conftest import SENTENCES
+
 from prompttune import ConfigError
 from prompttune.api import train_prompt
 
@@ -23,10 +23,21 @@ def test_tensorboard_and_mlflow_receive_the_runs_scalars_config_and_prompt(model
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local file store (MLflow 3 prefers a database)
     output = tmp_path / "sst-run"
-    metrics = train_prompt(model=str(model_dirs["bert"]), method="soft_prompt", train=str(data), eval=str(data),
-                           output=str(output), verbalizer="0:bad,1:good", max_steps=6, batch_size=4, log_every=2,
-                           eval_every=3,
-                           method_options={"num_virtual_tokens": 2}, progress=False, report_to="tensorboard,mlflow")
+    metrics = train_prompt(
+        model=str(model_dirs["bert"]),
+        method="soft_prompt",
+        train=str(data),
+        eval=str(data),
+        output=str(output),
+        verbalizer="0:bad,1:good",
+        max_steps=6,
+        batch_size=4,
+        log_every=2,
+        eval_every=3,
+        method_options={"num_virtual_tokens": 2},
+        progress=False,
+        report_to="tensorboard,mlflow",
+    )
 
     run = output / "trackers" / "sst-run"  # the run is named after the output folder
     assert list(run.glob("events.out.tfevents.*"))  # (the hyperparameters go to a subfolder of it)
@@ -53,9 +64,31 @@ def test_an_unknown_tracker_is_refused_before_training(model_dirs, data, tmp_pat
     from prompttune.cli import main
 
     with pytest.raises(ConfigError, match=r"report_to: unknown tracker\(s\) \['tensorbored'\]; known: tensorboard"):
-        train_prompt(model=str(model_dirs["bert"]), method="soft_prompt", train=str(data), output=str(tmp_path / "o"),
-                     report_to="tensorbored", max_steps=1)
-    assert main(["train", "--model", str(model_dirs["bert"]), "--method", "soft_prompt", "--train", str(data),
-                 "--output", str(tmp_path / "o"), "--report-to", "wandb,nope"]) == 2
+        train_prompt(
+            model=str(model_dirs["bert"]),
+            method="soft_prompt",
+            train=str(data),
+            output=str(tmp_path / "o"),
+            report_to="tensorbored",
+            max_steps=1,
+        )
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(model_dirs["bert"]),
+                "--method",
+                "soft_prompt",
+                "--train",
+                str(data),
+                "--output",
+                str(tmp_path / "o"),
+                "--report-to",
+                "wandb,nope",
+            ]
+        )
+        == 2
+    )
     assert "report_to: unknown tracker(s) ['nope']" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

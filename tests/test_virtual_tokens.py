@@ -50,7 +50,9 @@ def test_prompts_of_different_lengths_are_masked_not_recomputed(side, filler_las
     new, new_mask, _, real_index = insert_virtual_tokens(embeds, mask, virtual, virtual_mask, filler_last=filler_last)
     # Row 0 uses both slots, as with a single prompt.
     full, full_mask, _, full_index = insert_virtual_tokens(embeds[:1], mask[:1], virtual[:1])
-    assert torch.equal(new[:1], full) and torch.equal(new_mask[:1], full_mask) and torch.equal(real_index[:1], full_index)
+    assert (
+        torch.equal(new[:1], full) and torch.equal(new_mask[:1], full_mask) and torch.equal(real_index[:1], full_index)
+    )
     row = new[1, :, 0].tolist()
     attended = [v for v, m in zip(row, new_mask[1].tolist()) if m]
     assert attended == [-3.0, 11.0]  # its prompt, then its one real token

@@ -9,18 +9,102 @@ from pathlib import Path
 
 import torch
 
-WORDS = """the a an movie film story acting plot it was is this that and but not very really quite
-great good wonderful excellent fun loved best terrible bad awful boring poor hated worst dull
-positive negative yes no maybe review sentence question answer what who where when why how
-i you we they he she one two three four five red blue green cat dog house car tree . , ! ?""".split()
+WORDS = [
+    "the",
+    "a",
+    "an",
+    "movie",
+    "film",
+    "story",
+    "acting",
+    "plot",
+    "it",
+    "was",
+    "is",
+    "this",
+    "that",
+    "and",
+    "but",
+    "not",
+    "very",
+    "really",
+    "quite",
+    "great",
+    "good",
+    "wonderful",
+    "excellent",
+    "fun",
+    "loved",
+    "best",
+    "terrible",
+    "bad",
+    "awful",
+    "boring",
+    "poor",
+    "hated",
+    "worst",
+    "dull",
+    "positive",
+    "negative",
+    "yes",
+    "no",
+    "maybe",
+    "review",
+    "sentence",
+    "question",
+    "answer",
+    "what",
+    "who",
+    "where",
+    "when",
+    "why",
+    "how",
+    "i",
+    "you",
+    "we",
+    "they",
+    "he",
+    "she",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "red",
+    "blue",
+    "green",
+    "cat",
+    "dog",
+    "house",
+    "car",
+    "tree",
+    ".",
+    ",",
+    "!",
+    "?",
+]
 
 # A chat template in the tiny vocabulary (ChatML's shape, with words of it for the roles): what a
 # chat model's tokenizer carries, so instruction and chat prompts can be tested without one.
-CHAT_TEMPLATE = ("{% for m in messages %}{{ {'system': 'what', 'user': 'who', 'assistant': 'answer'}[m['role']] }} , "
-                 "{{ m['content'] }} . {% endfor %}{% if add_generation_prompt %}answer ,{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ {'system': 'what', 'user': 'who', 'assistant': 'answer'}[m['role']] }} , "
+    "{{ m['content'] }} . {% endfor %}{% if add_generation_prompt %}answer ,{% endif %}"
+)
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<pad>", "<s>", "</s>", "<unk>", "<mask>",
-            "<|endoftext|>", "<extra_id_0>"]
+SPECIALS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<mask>",
+    "<|endoftext|>",
+    "<extra_id_0>",
+]
 
 FAMILIES = ("bert", "bert_encoder", "gpt2", "llama", "t5", "bart")
 
@@ -39,22 +123,31 @@ def tokenizer(family: str):
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     if family in ("bert", "bert_encoder"):
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", v["[CLS]"]), ("[SEP]", v["[SEP]"])])
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", v["[CLS]"]), ("[SEP]", v["[SEP]"])],
+        )
         specials = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     elif family == "gpt2":
         specials = dict(eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<unk>")
     elif family == "llama":
         tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", v["<s>"])])
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", v["<s>"])]
+        )
         specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", chat_template=CHAT_TEMPLATE)
     elif family == "t5":
         tok.post_processor = processors.TemplateProcessing(
-            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", v["</s>"])])
-        specials = dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>", additional_special_tokens=["<extra_id_0>"])
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", v["</s>"])]
+        )
+        specials = dict(
+            pad_token="<pad>", eos_token="</s>", unk_token="<unk>", additional_special_tokens=["<extra_id_0>"]
+        )
     elif family == "bart":
         tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", v["<s>"]), ("</s>", v["</s>"])])
+            single="<s> $A </s>",
+            pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[("<s>", v["<s>"]), ("</s>", v["</s>"])],
+        )
         specials = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
     else:
         raise ValueError(family)
@@ -74,29 +167,78 @@ def model(family: str):
     size = len(v)
     common = dict(vocab_size=size)
     if family in ("bert", "bert_encoder"):
-        config = tf.BertConfig(**common, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                               intermediate_size=64, max_position_embeddings=128, pad_token_id=v["[PAD]"], initializer_range=INIT_STD,
-                               hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+        config = tf.BertConfig(
+            **common,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            pad_token_id=v["[PAD]"],
+            initializer_range=INIT_STD,
+            hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1,
+        )
         return (tf.BertForMaskedLM if family == "bert" else tf.BertModel)(config)
     if family == "gpt2":
-        config = tf.GPT2Config(**common, n_embd=32, n_layer=2, n_head=4, n_positions=128, initializer_range=INIT_STD,
-                               bos_token_id=v["<|endoftext|>"], eos_token_id=v["<|endoftext|>"])
+        config = tf.GPT2Config(
+            **common,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=128,
+            initializer_range=INIT_STD,
+            bos_token_id=v["<|endoftext|>"],
+            eos_token_id=v["<|endoftext|>"],
+        )
         return tf.GPT2LMHeadModel(config)
     if family == "llama":
         # Grouped-query attention: 4 query heads share 2 key/value heads.
-        config = tf.LlamaConfig(**common, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, initializer_range=INIT_STD,
-                                bos_token_id=v["<s>"], eos_token_id=v["</s>"], pad_token_id=None)
+        config = tf.LlamaConfig(
+            **common,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            initializer_range=INIT_STD,
+            bos_token_id=v["<s>"],
+            eos_token_id=v["</s>"],
+            pad_token_id=None,
+        )
         return tf.LlamaForCausalLM(config)
     if family == "t5":
-        config = tf.T5Config(**common, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                             pad_token_id=v["<pad>"], eos_token_id=v["</s>"], decoder_start_token_id=v["<pad>"])
+        config = tf.T5Config(
+            **common,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=v["<pad>"],
+            eos_token_id=v["</s>"],
+            decoder_start_token_id=v["<pad>"],
+        )
         return tf.T5ForConditionalGeneration(config)
     if family == "bart":
-        config = tf.BartConfig(**common, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                               decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                               max_position_embeddings=128, init_std=INIT_STD, pad_token_id=v["<pad>"], bos_token_id=v["<s>"],
-                               eos_token_id=v["</s>"], decoder_start_token_id=v["</s>"], forced_eos_token_id=None)
+        config = tf.BartConfig(
+            **common,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=128,
+            init_std=INIT_STD,
+            pad_token_id=v["<pad>"],
+            bos_token_id=v["<s>"],
+            eos_token_id=v["</s>"],
+            decoder_start_token_id=v["</s>"],
+            forced_eos_token_id=None,
+        )
         return tf.BartForConditionalGeneration(config)
     raise ValueError(family)
 
@@ -110,7 +252,9 @@ def save(family: str, folder: Path, seed: int = 0) -> Path:
 
 def _byte_level_alphabet() -> list[str]:
     """GPT-2's printable stand-ins for the 256 byte values, in byte order."""
-    visible = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    visible = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = dict(zip(visible, visible)), 0
     for byte in range(256):
         if byte not in chars:

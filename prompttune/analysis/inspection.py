@@ -28,8 +28,13 @@ def _neighbours(vectors: torch.Tensor, table: torch.Tensor, tokenizer, ids: torc
     """Per row of `vectors`: the `top` rows of `table` (token `ids`) nearest by cosine."""
     similarity = F.normalize(vectors.float(), dim=-1) @ F.normalize(table.float(), dim=-1).T  # (N, V)
     values, index = similarity.topk(min(top, table.shape[0]), dim=-1)
-    return similarity, [[{"token": tokenizer.convert_ids_to_tokens(int(ids[i])), "cosine": round(float(v), 4)}
-                         for v, i in zip(row_values, row_index)] for row_values, row_index in zip(values, index)]
+    return similarity, [
+        [
+            {"token": tokenizer.convert_ids_to_tokens(int(ids[i])), "cosine": round(float(v), 4)}
+            for v, i in zip(row_values, row_index)
+        ]
+        for row_values, row_index in zip(values, index)
+    ]
 
 
 def _percentile(value: float, norms: torch.Tensor) -> float:
@@ -54,15 +59,22 @@ def _vocabulary(model) -> torch.Tensor:
 
 
 @torch.no_grad()
-def inspect_prompt(directory: str | os.PathLike, top: int = 5, model: str | None = None, dtype: str | None = None,
-                   device_map: str | None = None) -> dict:
+def inspect_prompt(
+    directory: str | os.PathLike,
+    top: int = 5,
+    model: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+) -> dict:
     """What `prompttune inspect` reports, as a dict."""
     from ..core.backbone import Backbone
 
     meta = prompt_meta(directory)
     backbone = None
     if model or dtype or device_map:
-        backbone = Backbone.from_pretrained(model or meta["base_model"]["name_or_path"], dtype=dtype, device_map=device_map)
+        backbone = Backbone.from_pretrained(
+            model or meta["base_model"]["name_or_path"], dtype=dtype, device_map=device_map
+        )
     prompt = load_prompt(directory, backbone=backbone)
     report = {"prompt": str(directory), "method": meta["method"], "task": meta["task"]}
     report.update(prompt.task.describe())
@@ -78,12 +90,20 @@ def inspect_prompt(directory: str | os.PathLike, top: int = 5, model: str | None
         labels = _label_ids(prompt)
         rows = []
         for i, vector in enumerate(parts.virtual.detach().float()):
-            row = {"index": i, "norm": round(float(vector.norm()), 4), "norm_percentile": _percentile(float(vector.norm()), norms),
-                   "nearest": neighbours[i]}
+            row = {
+                "index": i,
+                "norm": round(float(vector.norm()), 4),
+                "norm_percentile": _percentile(float(vector.norm()), norms),
+                "nearest": neighbours[i],
+            }
             if labels:
                 row["labels"] = {}
                 for name, ids in labels.items():
-                    word = prompt.backbone.input_embeddings.weight.detach()[torch.tensor(ids, device=vocab.device)].float().mean(0)
+                    word = (
+                        prompt.backbone.input_embeddings.weight.detach()[torch.tensor(ids, device=vocab.device)]
+                        .float()
+                        .mean(0)
+                    )
                     cosine = float(F.cosine_similarity(vector, word, dim=0))
                     # Rank of the word's first token among this virtual token's neighbours (1 = nearest).
                     position = (vocab == ids[0]).nonzero()
@@ -103,7 +123,7 @@ def _inspect_prefix(prompt, prefix: dict, vocab: torch.Tensor, top: int, chunk: 
     tokenizer = backbone.tokenizer
     activations: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(vocab), chunk):
-        ids = vocab[start:start + chunk].unsqueeze(1)  # each token read alone
+        ids = vocab[start : start + chunk].unsqueeze(1)  # each token read alone
         for site, kv in backbone.key_value_activations(ids).items():  # (L, 2, V, H, 1, d)
             activations.setdefault(site, []).append(kv[:, :, :, :, 0].permute(0, 2, 1, 3, 4).flatten(2).float())
     out = []
@@ -115,10 +135,21 @@ def _inspect_prefix(prompt, prefix: dict, vocab: torch.Tensor, top: int, chunk: 
         for layer in range(layers):
             norms = table[layer].norm(dim=-1)
             _, neighbours = _neighbours(vectors[layer], table[layer], tokenizer, vocab, top)
-            out.append({"site": site, "layer": layer, "positions": [
-                {"index": p, "norm": round(float(vectors[layer, p].norm()), 4),
-                 "norm_percentile": _percentile(float(vectors[layer, p].norm()), norms), "nearest": neighbours[p]}
-                for p in range(length)]})
+            out.append(
+                {
+                    "site": site,
+                    "layer": layer,
+                    "positions": [
+                        {
+                            "index": p,
+                            "norm": round(float(vectors[layer, p].norm()), 4),
+                            "norm_percentile": _percentile(float(vectors[layer, p].norm()), norms),
+                            "nearest": neighbours[p],
+                        }
+                        for p in range(length)
+                    ],
+                }
+            )
     return out
 
 
@@ -135,10 +166,14 @@ def format_report(report: dict) -> str:
             nearest = ", ".join(f"{n['token']} {n['cosine']:.2f}" for n in row["nearest"])
             line = f"  {row['index']:3d}  norm {row['norm']:.2f} (p{row['norm_percentile']:.0f})  nearest: {nearest}"
             if row.get("labels"):
-                line += "  labels: " + ", ".join(f"{k} {v['cosine']:.2f} (#{v['rank']})" for k, v in row["labels"].items())
+                line += "  labels: " + ", ".join(
+                    f"{k} {v['cosine']:.2f} (#{v['rank']})" for k, v in row["labels"].items()
+                )
             lines.append(line)
     for layer in report.get("prefix", []):
-        cells = "; ".join(f"{p['index']}: " + " ".join(n["token"] for n in p["nearest"][:3]) for p in layer["positions"])
+        cells = "; ".join(
+            f"{p['index']}: " + " ".join(n["token"] for n in p["nearest"][:3]) for p in layer["positions"]
+        )
         lines.append(f"  {layer['site']} layer {layer['layer']}: {cells}")
     return "\n".join(lines)
 
@@ -187,8 +222,15 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def inspect_command(directory: str, as_json: bool = False, png: str | None = None, top: int = 5,
-                    model: str | None = None, dtype: str | None = None, device_map: str | None = None) -> str:
+def inspect_command(
+    directory: str,
+    as_json: bool = False,
+    png: str | None = None,
+    top: int = 5,
+    model: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+) -> str:
     report = inspect_prompt(directory, top=top, model=model, dtype=dtype, device_map=device_map)
     if png:
         plot_report(report, png)

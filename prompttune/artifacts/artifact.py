@@ -41,7 +41,15 @@ RUN_RECORDS = (METRICS, "train_args.json", "log.jsonl")
 ARTIFACT_FILES = (META, TENSORS, TRAINING_STATE) + RUN_RECORDS
 
 # Facts that must match between an artifact's base model and the model it is loaded onto.
-MATCHED = ("model_type", "architecture", "hidden_size", "num_layers", "vocab_size", "tokenizer_sha256", "embedding_sha256")
+MATCHED = (
+    "model_type",
+    "architecture",
+    "hidden_size",
+    "num_layers",
+    "vocab_size",
+    "tokenizer_sha256",
+    "embedding_sha256",
+)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -56,8 +64,10 @@ def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise ArtifactError(f"{where}: tensor {name!r} holds {bad} NaN or Inf values "
-                                "(training diverged: lower the learning rate, or keep the best evaluated prompt)")
+            raise ArtifactError(
+                f"{where}: tensor {name!r} holds {bad} NaN or Inf values "
+                "(training diverged: lower the learning rate, or keep the best evaluated prompt)"
+            )
 
 
 def stage_prompt(model: PromptModel, tx: Transaction, extra: dict | None = None) -> dict:
@@ -121,11 +131,17 @@ def read_meta(directory: str | os.PathLike) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: field 'format' must be {FORMAT!r}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: field 'format_version' is {quoted(meta.get('format_version'))}; "
-                            f"this prompttune ({__version__}) reads version {FORMAT_VERSION}")
-    for key, kind, what in (("method", str, "a method name"), ("method_config", dict, "an object"),
-                            ("task", str, "a task name"), ("task_config", dict, "an object"),
-                            ("base_model", dict, "an object describing the base model")):
+        raise ArtifactError(
+            f"{path}: field 'format_version' is {quoted(meta.get('format_version'))}; "
+            f"this prompttune ({__version__}) reads version {FORMAT_VERSION}"
+        )
+    for key, kind, what in (
+        ("method", str, "a method name"),
+        ("method_config", dict, "an object"),
+        ("task", str, "a task name"),
+        ("task_config", dict, "an object"),
+        ("base_model", dict, "an object describing the base model"),
+    ):
         if key not in meta:
             raise ArtifactError(f"{path}: field {key!r} is missing")
         if not isinstance(meta[key], kind):
@@ -135,8 +151,10 @@ def read_meta(directory: str | os.PathLike) -> dict:
     _check_shapes(meta.get("tensors", "missing"), path, "tensors", required=True)
     _check_shapes(meta.get("training_state"), path, "training_state", required=False)
     files = meta.get("files")
-    if files is not None and not (isinstance(files, dict) and all(
-            k in (TENSORS, TRAINING_STATE) and isinstance(v, str) and SHA256.fullmatch(v) for k, v in files.items())):
+    if files is not None and not (
+        isinstance(files, dict)
+        and all(k in (TENSORS, TRAINING_STATE) and isinstance(v, str) and SHA256.fullmatch(v) for k, v in files.items())
+    ):
         raise ArtifactError(f"{path}: field 'files' must map {TENSORS} (and {TRAINING_STATE}) to sha256 digests")
     return meta
 
@@ -150,11 +168,18 @@ def _check_shapes(value, path: Path, key: str, required: bool) -> None:
         return
     if value == "missing":
         raise ArtifactError(f"{path}: field {key!r} is missing")
-    if not (isinstance(value, dict) and all(
-            isinstance(name, str) and isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool)
-                                                                      and n >= 0 for n in shape)
-            for name, shape in value.items())):
-        raise ArtifactError(f"{path}: field {key!r} must map tensor names to shapes (lists of sizes), got {quoted(value)}")
+    if not (
+        isinstance(value, dict)
+        and all(
+            isinstance(name, str)
+            and isinstance(shape, list)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+            for name, shape in value.items()
+        )
+    ):
+        raise ArtifactError(
+            f"{path}: field {key!r} must map tensor names to shapes (lists of sizes), got {quoted(value)}"
+        )
 
 
 def check_artifact(directory: str | os.PathLike) -> dict:
@@ -168,18 +193,31 @@ def check_artifact(directory: str | os.PathLike) -> dict:
         if meta.get(key):
             _read_tensors(directory / filename, meta, key, "cpu", floating_only=method_cls.shares_backbone)
     return meta
+
+
 def check_base_model(meta: dict, backbone: Backbone, where: str, actual: dict | None = None) -> None:
     """Refuse an artifact made for another base model. `actual`: the backbone's fingerprint, when the
     caller has it already (computing it hashes the embeddings and the vocabulary)."""
     expected = meta["base_model"]
     actual = actual if actual is not None else backbone.fingerprint()
-    differences = [f"{k}: artifact has {expected.get(k)!r}, model has {actual.get(k)!r}"
-                   for k in MATCHED if expected.get(k) != actual.get(k)]
-    if expected.get("weights_sha256") and actual.get("weights_sha256") and expected["weights_sha256"] != actual["weights_sha256"]:
-        differences.append(f"weights_sha256: artifact has {expected['weights_sha256']}, model has {actual['weights_sha256']}")
+    differences = [
+        f"{k}: artifact has {expected.get(k)!r}, model has {actual.get(k)!r}"
+        for k in MATCHED
+        if expected.get(k) != actual.get(k)
+    ]
+    if (
+        expected.get("weights_sha256")
+        and actual.get("weights_sha256")
+        and expected["weights_sha256"] != actual["weights_sha256"]
+    ):
+        differences.append(
+            f"weights_sha256: artifact has {expected['weights_sha256']}, model has {actual['weights_sha256']}"
+        )
     if differences:
-        raise ArtifactError(f"{where}: made for base model {expected.get('name_or_path')!r}, not for "
-                            f"{actual.get('name_or_path')!r}: " + "; ".join(differences))
+        raise ArtifactError(
+            f"{where}: made for base model {expected.get('name_or_path')!r}, not for "
+            f"{actual.get('name_or_path')!r}: " + "; ".join(differences)
+        )
 
 
 def _configs(meta: dict, directory: Path):
@@ -192,7 +230,9 @@ def _configs(meta: dict, directory: Path):
     except PromptTuneError as error:
         raise ArtifactError(f"{directory / META}: {error}") from None
     try:
-        method_config = method_cls.Config.from_dict(meta["method_config"], where=f"{directory / META}, field 'method_config'")
+        method_config = method_cls.Config.from_dict(
+            meta["method_config"], where=f"{directory / META}, field 'method_config'"
+        )
         task_config = task_cls.Config.from_dict(meta["task_config"], where=f"{directory / META}, field 'task_config'")
     except (PromptTuneError, TypeError, ValueError) as error:
         raise ArtifactError(str(error)) from None
@@ -207,8 +247,12 @@ def prompt_meta(directory: str | os.PathLike) -> dict:
     return peft_meta(directory) if is_peft_adapter(directory) else read_meta(directory)
 
 
-def load_prompt(directory: str | os.PathLike, backbone: Backbone | None = None, device: str | torch.device | None = None,
-                with_training_state: bool = False) -> PromptModel:
+def load_prompt(
+    directory: str | os.PathLike,
+    backbone: Backbone | None = None,
+    device: str | torch.device | None = None,
+    with_training_state: bool = False,
+) -> PromptModel:
     """Load an artifact onto `backbone` (or onto the base model it names, loaded here).
     `with_training_state` also loads what continuing training needs (a reparameterisation). A PEFT
     prompt adapter folder loads too (`peft_format`)."""
@@ -247,19 +291,25 @@ def _load(directory: Path, meta: dict, backbone: Backbone, with_training_state: 
     if own != found:
         missing, unexpected = sorted(set(own) - set(found)), sorted(set(found) - set(own))
         wrong = sorted(k for k in set(own) & set(found) if own[k] != found[k])
-        raise ArtifactError(f"{directory / TENSORS}: does not fit {meta['method']}: missing {missing}, unexpected {unexpected}, "
-                            f"wrong shape {[(k, found[k], own[k]) for k in wrong]}")
+        raise ArtifactError(
+            f"{directory / TENSORS}: does not fit {meta['method']}: missing {missing}, unexpected {unexpected}, "
+            f"wrong shape {[(k, found[k], own[k]) for k in wrong]}"
+        )
     training_state = None
     if with_training_state and meta.get("training_state"):
         own_training = method.state_dict()
-        training_state = _read_tensors(directory / TRAINING_STATE, meta, "training_state", str(backbone.device),
-                                       like=own_training)
+        training_state = _read_tensors(
+            directory / TRAINING_STATE, meta, "training_state", str(backbone.device), like=own_training
+        )
         expected = {k: tuple(v.shape) for k, v in own_training.items()}
         if {k: tuple(v.shape) for k, v in training_state.items()} != expected:
-            raise ArtifactError(f"{directory / TRAINING_STATE}: does not fit {meta['method']}'s parameters {sorted(expected)}")
-    method.load_saved_state({k[len("method."):]: v for k, v in state.items() if k.startswith("method.")}, backbone,
-                            training_state)
-    task.load_state_dict({k[len("task."):]: v for k, v in state.items() if k.startswith("task.")}, strict=True)
+            raise ArtifactError(
+                f"{directory / TRAINING_STATE}: does not fit {meta['method']}'s parameters {sorted(expected)}"
+            )
+    method.load_saved_state(
+        {k[len("method.") :]: v for k, v in state.items() if k.startswith("method.")}, backbone, training_state
+    )
+    task.load_state_dict({k[len("task.") :]: v for k, v in state.items() if k.startswith("task.")}, strict=True)
     model.task.to(backbone.device)
     model.method.to(backbone.device)
     model.eval()
@@ -275,8 +325,9 @@ def verify_tensors(directory: str | os.PathLike, meta: dict) -> None:
             _read_tensors(directory / filename, meta, key, "cpu")
 
 
-def _read_tensors(path: Path, meta: dict, key: str, device: str, like: dict | None = None,
-                  floating_only: bool = True) -> dict[str, torch.Tensor]:
+def _read_tensors(
+    path: Path, meta: dict, key: str, device: str, like: dict | None = None, floating_only: bool = True
+) -> dict[str, torch.Tensor]:
     """The tensors of one file of the artifact, checked against `prompt.json`: the file's sha256
     (when recorded), the names and shapes it lists, and each tensor's values. `like`: the model's
     own tensors, whose kind (floating point or not) each must share; without it, every tensor must
@@ -285,21 +336,29 @@ def _read_tensors(path: Path, meta: dict, key: str, device: str, like: dict | No
         raise ArtifactError(f"{path.parent}: {path.name} is missing")
     digest = (meta.get("files") or {}).get(path.name)
     if digest is not None and sha256_file(path) != digest:
-        raise ArtifactError(f"{path}: does not match the sha256 {META} records for it; the file is damaged "
-                            "or was changed after it was saved")
+        raise ArtifactError(
+            f"{path}: does not match the sha256 {META} records for it; the file is damaged "
+            "or was changed after it was saved"
+        )
     try:
         state = load_file(str(path), device=device)
     except (SafetensorError, OSError, RuntimeError) as error:
-        raise ArtifactError(f"{path}: cannot read tensors ({str(error).splitlines()[0] if str(error) else error})") from None
+        raise ArtifactError(
+            f"{path}: cannot read tensors ({str(error).splitlines()[0] if str(error) else error})"
+        ) from None
     expected = {k: tuple(v) for k, v in meta[key].items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
-        raise ArtifactError(f"{path}: tensors {quoted(sorted(found.items()), 300)} do not match {META}'s "
-                            f"{quoted(sorted(expected.items()), 300)}")
+        raise ArtifactError(
+            f"{path}: tensors {quoted(sorted(found.items()), 300)} do not match {META}'s "
+            f"{quoted(sorted(expected.items()), 300)}"
+        )
     for name, tensor in state.items():
         should_float = like[name].is_floating_point() if like is not None and name in like else floating_only
         if should_float and not tensor.is_floating_point():
-            raise ArtifactError(f"{path}: tensor {name!r} is {str(tensor.dtype).replace('torch.', '')}; "
-                                "a prompt's tensors are floating point")
+            raise ArtifactError(
+                f"{path}: tensor {name!r} is {str(tensor.dtype).replace('torch.', '')}; "
+                "a prompt's tensors are floating point"
+            )
     check_finite(state, str(path))
     return state

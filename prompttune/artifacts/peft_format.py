@@ -68,22 +68,30 @@ def read_peft_config(directory: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path}: not a PEFT adapter config (a JSON object)")
     kind = config.get("peft_type")
     if kind not in PEFT_TYPES:
-        raise ArtifactError(f"{path}: field 'peft_type' is {kind!r}; prompttune reads PEFT's prompt-learning adapters "
-                            f"{list(PEFT_TYPES)}")
+        raise ArtifactError(
+            f"{path}: field 'peft_type' is {kind!r}; prompttune reads PEFT's prompt-learning adapters "
+            f"{list(PEFT_TYPES)}"
+        )
     for key in ("num_virtual_tokens", "token_dim", "num_layers", "num_attention_heads", "num_transformer_submodules"):
         if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or config[key] < 1:
             raise ArtifactError(f"{path}: field {key!r} must be a positive integer, got {config.get(key)!r}")
     if config.get("task_type") not in TASK_TYPES:
-        raise ArtifactError(f"{path}: task_type {config.get('task_type')!r}; prompttune reads PEFT's prompt adapters "
-                            f"for generation, {list(TASK_TYPES)} (a classification adapter's head is not read)")
+        raise ArtifactError(
+            f"{path}: task_type {config.get('task_type')!r}; prompttune reads PEFT's prompt adapters "
+            f"for generation, {list(TASK_TYPES)} (a classification adapter's head is not read)"
+        )
     if config["num_transformer_submodules"] > (2 if config.get("task_type") == "SEQ_2_SEQ_LM" else 1):
-        raise ArtifactError(f"{path}: num_transformer_submodules {config['num_transformer_submodules']} for a "
-                            f"{config.get('task_type')} adapter; PEFT writes 1 (2 for SEQ_2_SEQ_LM)")
+        raise ArtifactError(
+            f"{path}: num_transformer_submodules {config['num_transformer_submodules']} for a "
+            f"{config.get('task_type')} adapter; PEFT writes 1 (2 for SEQ_2_SEQ_LM)"
+        )
     if config["task_type"] == "SEQ_2_SEQ_LM" and kind == "PREFIX_TUNING":
-        raise ArtifactError(f"{path}: a SEQ_2_SEQ_LM PREFIX_TUNING adapter; PEFT's seq2seq prefix reaches only the "
-                            "decoder's self-attention, each layer reading blocks of a projection repeated twice, while "
-                            "prompttune's encoder-decoder prefix covers the encoder, the decoder and the cross-attention "
-                            "as Li & Liang specify; prompttune reads PEFT's seq2seq soft prompts (PROMPT_TUNING, P_TUNING)")
+        raise ArtifactError(
+            f"{path}: a SEQ_2_SEQ_LM PREFIX_TUNING adapter; PEFT's seq2seq prefix reaches only the "
+            "decoder's self-attention, each layer reading blocks of a projection repeated twice, while "
+            "prompttune's encoder-decoder prefix covers the encoder, the decoder and the cross-attention "
+            "as Li & Liang specify; prompttune reads PEFT's seq2seq soft prompts (PROMPT_TUNING, P_TUNING)"
+        )
     if not isinstance(config.get("base_model_name_or_path"), str) or not config["base_model_name_or_path"]:
         raise ArtifactError(f"{path}: field 'base_model_name_or_path' must name the base model")
     return config
@@ -97,9 +105,15 @@ def peft_meta(directory: str | os.PathLike) -> dict:
     """The fields of a prompttune `prompt.json` that describe a PEFT adapter: its method, task and
     base model."""
     config = read_peft_config(directory)
-    return {"method": _method(config), "method_config": {"num_virtual_tokens": config["num_virtual_tokens"]},
-            "task": "generation", "task_config": {"separator": ""}, "columns": {},
-            "base_model": {"name_or_path": config["base_model_name_or_path"]}, "peft": config}
+    return {
+        "method": _method(config),
+        "method_config": {"num_virtual_tokens": config["num_virtual_tokens"]},
+        "task": "generation",
+        "task_config": {"separator": ""},
+        "columns": {},
+        "base_model": {"name_or_path": config["base_model_name_or_path"]},
+        "peft": config,
+    }
 
 
 def _read_tensor(directory: Path) -> torch.Tensor:
@@ -117,19 +131,21 @@ def _read_tensor(directory: Path) -> torch.Tensor:
         raise ArtifactError(f"{path}: holds {sorted(tensors)}; a PEFT prompt adapter holds exactly [{TENSOR!r}]")
     tensor = tensors[TENSOR]
     if tensor.dim() != 2 or not tensor.is_floating_point() or not torch.isfinite(tensor).all():
-        raise ArtifactError(f"{path}: {TENSOR} must be a 2-d tensor of finite floats, got {tuple(tensor.shape)} "
-                            f"{tensor.dtype}")
+        raise ArtifactError(
+            f"{path}: {TENSOR} must be a 2-d tensor of finite floats, got {tuple(tensor.shape)} {tensor.dtype}"
+        )
     return tensor.float()
 
 
-def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = None,
-                     device: str | torch.device | None = None):
+def load_peft_prompt(
+    directory: str | os.PathLike, backbone: Backbone | None = None, device: str | torch.device | None = None
+):
     """A PEFT prompt adapter as a prompttune `PromptModel` on `backbone` (or on the base model its
     config names, loaded here), giving the outputs PEFT gives on the same inputs."""
+    from ..methods import method_class
     from ..model import PromptModel
     from ..tasks import GenerationConfig
     from ..tasks.generation import GenerationTask
-    from ..methods import method_class
 
     directory = Path(directory)
     config = read_peft_config(directory)
@@ -141,25 +157,33 @@ def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = N
     where = str(directory / PEFT_CONFIG)
     kind = {"CAUSAL_LM": DECODER, "SEQ_2_SEQ_LM": ENCODER_DECODER}[config["task_type"]]
     if backbone.kind != kind:
-        raise ArtifactError(f"{where}: a {config['task_type']} adapter, and {type(backbone.model).__name__} is not a "
-                            f"{TASK_TYPES[config['task_type']]} model")
+        raise ArtifactError(
+            f"{where}: a {config['task_type']} adapter, and {type(backbone.model).__name__} is not a "
+            f"{TASK_TYPES[config['task_type']]} model"
+        )
     virtual = config["num_virtual_tokens"]
     if config["peft_type"] in ("PROMPT_TUNING", "P_TUNING"):
         expected = (virtual * config["num_transformer_submodules"], backbone.hidden_size)
         if tuple(tensor.shape) != expected:
-            raise ArtifactError(f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)}; a soft prompt for "
-                                f"{type(backbone.model).__name__} with num_transformer_submodules "
-                                f"{config['num_transformer_submodules']} is {expected}")
+            raise ArtifactError(
+                f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)}; a soft prompt for "
+                f"{type(backbone.model).__name__} with num_transformer_submodules "
+                f"{config['num_transformer_submodules']} is {expected}"
+            )
         state = {"prompt": tensor[:virtual]}  # the rows PEFT's forward reads (see the module's docstring)
     else:
         from ..core import kv_prefix
 
         layers, heads, size = backbone.prefix_layout()[kv_prefix.SELF]
-        if (config["num_layers"], config["token_dim"]) != (layers, heads * size) or \
-                tuple(tensor.shape) != (virtual, layers * 2 * heads * size):
-            raise ArtifactError(f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)} for {config['num_layers']} "
-                                f"layers of token_dim {config['token_dim']}; {type(backbone.model).__name__} has {layers} "
-                                f"layers of {heads} key/value heads of {size} ({(virtual, layers * 2 * heads * size)})")
+        if (config["num_layers"], config["token_dim"]) != (layers, heads * size) or tuple(tensor.shape) != (
+            virtual,
+            layers * 2 * heads * size,
+        ):
+            raise ArtifactError(
+                f"{directory / PEFT_WEIGHTS}: {TENSOR} is {tuple(tensor.shape)} for {config['num_layers']} "
+                f"layers of token_dim {config['token_dim']}; {type(backbone.model).__name__} has {layers} "
+                f"layers of {heads} key/value heads of {size} ({(virtual, layers * 2 * heads * size)})"
+            )
         # PEFT: (V, 2L, H, d), keys of layer l at 2l and values at 2l + 1 -> prompttune: (L, 2, H, V, d).
         state = {f"prefix.{kv_prefix.SELF}": tensor.view(virtual, layers, 2, heads, size).permute(1, 2, 3, 0, 4)}
     method_cls = method_class(_method(config))
@@ -177,8 +201,9 @@ def load_peft_prompt(directory: str | os.PathLike, backbone: Backbone | None = N
     return model
 
 
-def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: Backbone | None = None,
-                force: bool = False) -> dict:
+def export_peft(
+    prompt: str | os.PathLike, output: str | os.PathLike, backbone: Backbone | None = None, force: bool = False
+) -> dict:
     """Write a prompttune prompt as a PEFT prompt-learning adapter that `PeftModel.from_pretrained`
     loads and runs to the same outputs: a soft prompt (soft_prompt, or P-tuning's encoder output,
     which is what PEFT saves) as PROMPT_TUNING, a key/value prefix (deep_prompt, or prefix tuning's
@@ -200,40 +225,72 @@ def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: 
     backbone = model.backbone
     where = f"export {source}"
     if backbone.kind not in (DECODER, ENCODER_DECODER):
-        raise ConfigError(f"{where}: a prompt for {type(backbone.model).__name__}, an encoder; PEFT adapters are written "
-                          "for decoder-only and encoder-decoder models")
+        raise ConfigError(
+            f"{where}: a prompt for {type(backbone.model).__name__}, an encoder; PEFT adapters are written "
+            "for decoder-only and encoder-decoder models"
+        )
     trained_task = sorted(name for name, _ in model.task.named_parameters())
     if trained_task:
-        raise ConfigError(f"{where}: its task has trained weights {trained_task} (a classification head), which a PEFT "
-                          "prompt adapter cannot hold")
+        raise ConfigError(
+            f"{where}: its task has trained weights {trained_task} (a classification head), which a PEFT "
+            "prompt adapter cannot hold"
+        )
     with torch.no_grad():
         parts = model.method.parts(backbone).detached()
     if parts.num_virtual and parts.prefix_length:
-        raise ConfigError(f"{where}: {meta['method']} has virtual tokens and a key/value prefix; a PEFT adapter holds one")
+        raise ConfigError(
+            f"{where}: {meta['method']} has virtual tokens and a key/value prefix; a PEFT adapter holds one"
+        )
     if not parts.num_virtual and not parts.prefix_length:
-        raise ConfigError(f"{where}: {meta['method']} has no prompt tensors to export (a hard prompt is text; "
-                          "a baseline changes the model)")
+        raise ConfigError(
+            f"{where}: {meta['method']} has no prompt tensors to export (a hard prompt is text; "
+            "a baseline changes the model)"
+        )
     if backbone.kind == ENCODER_DECODER and parts.prefix_length:
-        raise ConfigError(f"{where}: an encoder-decoder's prefix; PEFT's seq2seq prefix tuning lays its prefix out in a "
-                          "way of its own, which prompttune does not write")
+        raise ConfigError(
+            f"{where}: an encoder-decoder's prefix; PEFT's seq2seq prefix tuning lays its prefix out in a "
+            "way of its own, which prompttune does not write"
+        )
     task_type = "CAUSAL_LM" if backbone.kind == DECODER else "SEQ_2_SEQ_LM"
-    config = {"base_model_name_or_path": meta["base_model"]["name_or_path"], "task_type": task_type,
-              "inference_mode": True, "num_transformer_submodules": 1, "num_layers": backbone.config.num_hidden_layers,
-              "revision": None, "modules_to_save": None, "peft_version": None}
+    config = {
+        "base_model_name_or_path": meta["base_model"]["name_or_path"],
+        "task_type": task_type,
+        "inference_mode": True,
+        "num_transformer_submodules": 1,
+        "num_layers": backbone.config.num_hidden_layers,
+        "revision": None,
+        "modules_to_save": None,
+        "peft_version": None,
+    }
     if parts.num_virtual:
         tensor = parts.virtual.float().cpu().contiguous()
-        config.update(peft_type="PROMPT_TUNING", num_virtual_tokens=tensor.shape[0], token_dim=tensor.shape[1],
-                      num_attention_heads=backbone.config.num_attention_heads, prompt_tuning_init="RANDOM",
-                      prompt_tuning_init_text=None, tokenizer_name_or_path=None, tokenizer_kwargs=None)
+        config.update(
+            peft_type="PROMPT_TUNING",
+            num_virtual_tokens=tensor.shape[0],
+            token_dim=tensor.shape[1],
+            num_attention_heads=backbone.config.num_attention_heads,
+            prompt_tuning_init="RANDOM",
+            prompt_tuning_init_text=None,
+            tokenizer_name_or_path=None,
+            tokenizer_kwargs=None,
+        )
     else:
         if set(parts.prefix) != {kv_prefix.SELF}:
-            raise ConfigError(f"{where}: a prefix at {sorted(parts.prefix)}; PEFT's prefix covers a decoder's self-attention")
+            raise ConfigError(
+                f"{where}: a prefix at {sorted(parts.prefix)}; PEFT's prefix covers a decoder's self-attention"
+            )
         prefix = parts.prefix[kv_prefix.SELF].float().cpu()  # (L, 2, H, V, d)
         layers, _, heads, virtual, size = prefix.shape
         # PEFT reads (V, 2L, H, d): keys of layer l at 2l, values at 2l + 1.
         tensor = prefix.permute(3, 0, 1, 2, 4).reshape(virtual, layers * 2 * heads * size).contiguous()
-        config.update(peft_type="PREFIX_TUNING", num_virtual_tokens=virtual, token_dim=heads * size,
-                      num_attention_heads=heads, prefix_projection=False, encoder_hidden_size=heads * size)
+        config.update(
+            peft_type="PREFIX_TUNING",
+            num_virtual_tokens=virtual,
+            token_dim=heads * size,
+            num_attention_heads=heads,
+            prefix_projection=False,
+            encoder_hidden_size=heads * size,
+        )
     left_out = model.task.beyond_the_prompt()
     from ..methods.base import Reparameterised
 
@@ -243,11 +300,17 @@ def export_peft(prompt: str | os.PathLike, output: str | os.PathLike, backbone: 
     if output.exists() and not output.is_dir():
         raise ConfigError(f"{where}: {output} is a file, not a folder")
     if output.is_dir() and any(output.iterdir()) and not force:
-        raise ConfigError(f"{where}: {output} is not empty; choose a new folder, or pass --force to replace the adapter "
-                          "files there (other files stay)")
+        raise ConfigError(
+            f"{where}: {output} is not empty; choose a new folder, or pass --force to replace the adapter "
+            "files there (other files stay)"
+        )
     _write_adapter(output, files)
-    return {"written": str(output), "peft_type": config["peft_type"], "num_virtual_tokens": config["num_virtual_tokens"],
-            "left_out": left_out}
+    return {
+        "written": str(output),
+        "peft_type": config["peft_type"],
+        "num_virtual_tokens": config["num_virtual_tokens"],
+        "left_out": left_out,
+    }
 
 
 def _write_adapter(output: Path, files: dict[str, bytes | str]) -> None:

@@ -40,8 +40,17 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..errors import PromptTuneError, quoted
-from ..storage import (Transaction, file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic,
-                      sha256_file, utc_timestamp, write_atomic)
+from ..storage import (
+    Transaction,
+    file_mode,
+    fsync_dir,
+    make_dir_like_user,
+    remove_stale,
+    replace_dir_atomic,
+    sha256_file,
+    utc_timestamp,
+    write_atomic,
+)
 
 FILES = ("prompt.json", "prompt.safetensors", "training_state.safetensors", "metrics.json")
 REQUIRED = ("prompt.json", "prompt.safetensors")
@@ -104,13 +113,15 @@ def default_root() -> Path:
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
-    """"NAME", "NAME@3", "NAME@production", "NAME@latest" -> (name, version or alias)."""
+    """ "NAME", "NAME@3", "NAME@production", "NAME@latest" -> (name, version or alias)."""
     if not isinstance(spec, str):
         raise BadSpec(f"{spec!r}: a prompt is named by a string")
     name, _, ref = spec.partition("@")
     if not NAME.fullmatch(name):
-        raise BadSpec(f"{quoted(spec)}: a prompt name is 1-128 letters, digits, '.', '_' and '-' "
-                            "(starting with a letter or digit)")
+        raise BadSpec(
+            f"{quoted(spec)}: a prompt name is 1-128 letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit)"
+        )
     ref = ref or LATEST
     if not VERSION.fullmatch(ref) and not NAME.fullmatch(ref):
         raise BadSpec(f"{quoted(spec)}: after '@' comes a version number (up to 18 digits) or an alias")
@@ -150,7 +161,9 @@ class Registry:
             lock = FileLock(str(self.root / ".lock"), timeout=self.lock_timeout)
             lock.acquire()
         except Timeout:
-            raise RegistryError(f"{self.root}: another process has held the registry lock for {self.lock_timeout:.0f} s") from None
+            raise RegistryError(
+                f"{self.root}: another process has held the registry lock for {self.lock_timeout:.0f} s"
+            ) from None
         db = None
         try:
             db = self._connect()
@@ -184,6 +197,7 @@ class Registry:
         target = self._blob(digest)
         if target.is_file() and sha256_file(target) == digest:
             return digest
+
         def copy(out) -> None:
             with open(source, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
@@ -201,8 +215,8 @@ class Registry:
         """(name, version) that `spec` means now."""
         name, ref = parse_spec(spec)
         if db is None:
-            with self._reading() as db:
-                return self.resolve(spec, db)
+            with self._reading() as reading:
+                return self.resolve(spec, reading)
         if ref == LATEST:
             row = db.execute("SELECT MAX(version) AS v FROM versions WHERE name = ?", (name,)).fetchone()
             if row["v"] is None:
@@ -211,9 +225,14 @@ class Registry:
         if VERSION.fullmatch(ref):
             row = db.execute("SELECT version FROM versions WHERE name = ? AND version = ?", (name, int(ref))).fetchone()
             if row is None:
-                known = [r["version"] for r in db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (name,))]
-                raise RegistryError(f"{spec}: {name!r} has no version {ref}" + (f"; it has {known}" if known else
-                                                                                 f"; there is no prompt named {name!r}"))
+                known = [
+                    r["version"]
+                    for r in db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (name,))
+                ]
+                raise RegistryError(
+                    f"{spec}: {name!r} has no version {ref}"
+                    + (f"; it has {known}" if known else f"; there is no prompt named {name!r}")
+                )
             return name, int(ref)
         row = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, ref)).fetchone()
         if row is None:
@@ -225,11 +244,19 @@ class Registry:
         with self._reading() as db:
             name, version = self.resolve(spec, db)
             row = db.execute("SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
-            aliases = [r["alias"] for r in db.execute(
-                "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias", (name, version))]
-            evaluations = [{"kind": r["kind"], "key": r["key"], "recorded": r["recorded"], **json.loads(r["result"])}
-                           for r in db.execute("SELECT * FROM evaluations WHERE name = ? AND version = ? "
-                                               "ORDER BY recorded, kind, key", (name, version))]
+            aliases = [
+                r["alias"]
+                for r in db.execute(
+                    "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias", (name, version)
+                )
+            ]
+            evaluations = [
+                {"kind": r["kind"], "key": r["key"], "recorded": r["recorded"], **json.loads(r["result"])}
+                for r in db.execute(
+                    "SELECT * FROM evaluations WHERE name = ? AND version = ? ORDER BY recorded, kind, key",
+                    (name, version),
+                )
+            ]
         return {**_record(row, aliases), "evaluations": evaluations}
 
     def attach(self, spec: str, kind: str, key: str, result: dict) -> dict:
@@ -241,8 +268,10 @@ class Registry:
         payload = json.dumps(result)
         with self._writing() as db:
             name, version = self.resolve(spec, db)
-            db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?)",
-                       (name, version, kind, key, utc_timestamp(), payload))
+            db.execute(
+                "INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?)",
+                (name, version, kind, key, utc_timestamp(), payload),
+            )
         return {"name": name, "version": version, "kind": kind, "key": key}
 
     def list(self, name: str | None = None) -> list[dict]:
@@ -259,14 +288,29 @@ class Registry:
                     aliases.setdefault(r["version"], []).append(r["alias"])
                 return [_record(r, sorted(aliases.get(r["version"], []))) for r in rows]
             out = []
-            for r in db.execute("SELECT name, MAX(version) AS latest, COUNT(*) AS versions FROM versions "
-                                "GROUP BY name ORDER BY name"):
-                latest = db.execute("SELECT method, task, pushed FROM versions WHERE name = ? AND version = ?",
-                                    (r["name"], r["latest"])).fetchone()
-                aliases = {a["alias"]: a["version"] for a in db.execute(
-                    "SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (r["name"],))}
-                out.append({"name": r["name"], "latest": r["latest"], "versions": r["versions"], "method": latest["method"],
-                            "task": latest["task"], "pushed": latest["pushed"], "aliases": aliases})
+            for r in db.execute(
+                "SELECT name, MAX(version) AS latest, COUNT(*) AS versions FROM versions GROUP BY name ORDER BY name"
+            ):
+                latest = db.execute(
+                    "SELECT method, task, pushed FROM versions WHERE name = ? AND version = ?", (r["name"], r["latest"])
+                ).fetchone()
+                aliases = {
+                    a["alias"]: a["version"]
+                    for a in db.execute(
+                        "SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (r["name"],)
+                    )
+                }
+                out.append(
+                    {
+                        "name": r["name"],
+                        "latest": r["latest"],
+                        "versions": r["versions"],
+                        "method": latest["method"],
+                        "task": latest["task"],
+                        "pushed": latest["pushed"],
+                        "aliases": aliases,
+                    }
+                )
             return out
 
     def checkout(self, spec: str) -> Path:
@@ -319,13 +363,17 @@ class Registry:
         digest = record["files"][filename]
         blob = self._blob(digest)
         if not blob.is_file():
-            raise StoreDamaged(f"{record['name']}@{record['version']}: file {filename} ({digest}) is missing "
-                               f"from {self.root / 'blobs'}; push the artifact again to restore it")
+            raise StoreDamaged(
+                f"{record['name']}@{record['version']}: file {filename} ({digest}) is missing "
+                f"from {self.root / 'blobs'}; push the artifact again to restore it"
+            )
         shutil.copyfile(blob, target)
         os.chmod(target, file_mode())
         if sha256_file(target) != digest:
-            raise StoreDamaged(f"{record['name']}@{record['version']}: {blob} does not match its sha256; the "
-                               "registry's store is damaged (push the artifact again to repair it)")
+            raise StoreDamaged(
+                f"{record['name']}@{record['version']}: {blob} does not match its sha256; the "
+                "registry's store is damaged (push the artifact again to repair it)"
+            )
 
     def pull(self, spec: str, destination: str | os.PathLike, force: bool = False) -> Path:
         """Write the version's files into `destination`: a new folder (made all at once by one
@@ -357,8 +405,10 @@ class Registry:
         contents = sorted(p.name for p in destination.iterdir())
         if contents and not force:
             listed = ", ".join(contents[:5]) + (f" and {len(contents) - 5} more" if len(contents) > 5 else "")
-            raise RegistryError(f"{where} is not empty ({listed}); pull into a new or empty folder, or pass --force to "
-                                f"replace only the artifact's files there ({', '.join(FILES)}) and keep the rest")
+            raise RegistryError(
+                f"{where} is not empty ({listed}); pull into a new or empty folder, or pass --force to "
+                f"replace only the artifact's files there ({', '.join(FILES)}) and keep the rest"
+            )
         # An existing folder (perhaps someone's working directory) is written into, never replaced.
         with Transaction(destination, last=("prompt.json",)) as tx:
             for name in FILES:
@@ -378,8 +428,9 @@ class Registry:
 
     # ---- changing -----------------------------------------------------------------------------
 
-    def push(self, directory: str | os.PathLike, name: str, aliases: tuple[str, ...] = (),
-             model: str | None = None) -> dict:
+    def push(
+        self, directory: str | os.PathLike, name: str, aliases: tuple[str, ...] = (), model: str | None = None
+    ) -> dict:
         """Store the artifact in `directory` as the next version of `name`; returns its record.
         The artifact is checked first as far as it can be without its base model (every field,
         file checksum, tensor and config): what cannot be loaded is not stored. A PEFT prompt
@@ -407,8 +458,14 @@ class Registry:
                 present.remove("metrics.json")
                 metrics = None
         training = meta.get("training") or {}
-        config = {"method": meta["method"], "method_config": meta["method_config"], "task": meta["task"],
-                  "task_config": meta["task_config"], "training": training.get("config"), "columns": meta.get("columns")}
+        config = {
+            "method": meta["method"],
+            "method_config": meta["method_config"],
+            "task": meta["task"],
+            "task_config": meta["task_config"],
+            "training": training.get("config"),
+            "columns": meta.get("columns"),
+        }
         with self._writing() as db:
             for folder in (self.root / "blobs").iterdir():  # files a killed push left half-written
                 remove_stale(folder, INCOMING)
@@ -417,17 +474,35 @@ class Registry:
             parent = None
             init = training.get("init_from") or {}
             if init.get("prompt_sha256"):
-                row = db.execute("SELECT name, version FROM versions WHERE digest = ? ORDER BY name, version LIMIT 1",
-                                 (init["prompt_sha256"],)).fetchone()
+                row = db.execute(
+                    "SELECT name, version FROM versions WHERE digest = ? ORDER BY name, version LIMIT 1",
+                    (init["prompt_sha256"],),
+                ).fetchone()
                 if row is not None:
                     parent = f"{row['name']}@{row['version']}"
-            version = db.execute("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE name = ?",
-                                 (name,)).fetchone()["v"]
+            version = db.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE name = ?", (name,)
+            ).fetchone()["v"]
             size = sum((directory / f).stat().st_size for f in present)
-            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-                name, version, utc_timestamp(), meta.get("created"), meta["method"], meta["task"], json.dumps(meta["base_model"]),
-                training.get("data_sha256"), json.dumps(config), json.dumps(metrics) if metrics is not None else None,
-                json.dumps(files), digest, parent, size))
+            db.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    version,
+                    utc_timestamp(),
+                    meta.get("created"),
+                    meta["method"],
+                    meta["task"],
+                    json.dumps(meta["base_model"]),
+                    training.get("data_sha256"),
+                    json.dumps(config),
+                    json.dumps(metrics) if metrics is not None else None,
+                    json.dumps(files),
+                    digest,
+                    parent,
+                    size,
+                ),
+            )
             for alias in aliases:
                 db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version))
         return self.show(f"{name}@{version}")
@@ -443,8 +518,11 @@ class Registry:
         config = read_peft_config(directory)
         prompt = load_peft_prompt(directory, Backbone.from_pretrained(model or config["base_model_name_or_path"]))
         with tempfile.TemporaryDirectory(dir=self.root, prefix=".peft-import-") as staging:
-            source = {"peft_adapter": str(directory), "peft_type": config["peft_type"],
-                      "adapter_sha256": sha256_file(directory / PEFT_WEIGHTS)}
+            source = {
+                "peft_adapter": str(directory),
+                "peft_type": config["peft_type"],
+                "adapter_sha256": sha256_file(directory / PEFT_WEIGHTS),
+            }
             save_prompt(prompt, Path(staging) / "prompt", extra={"imported_from": source})
             return self.push(Path(staging) / "prompt", name, aliases)
 
@@ -480,8 +558,10 @@ class Registry:
             deleted = []
             for version in versions:
                 row = db.execute("SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
-                aliases = [r["alias"] for r in db.execute("SELECT alias FROM aliases WHERE name = ? AND version = ?",
-                                                          (name, version))]
+                aliases = [
+                    r["alias"]
+                    for r in db.execute("SELECT alias FROM aliases WHERE name = ? AND version = ?", (name, version))
+                ]
                 deleted.append(_record(row, aliases))
                 db.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (name, version))
                 db.execute("DELETE FROM evaluations WHERE name = ? AND version = ?", (name, version))
@@ -523,18 +603,33 @@ def _dev_metrics(path: Path, meta: dict):
 
 
 def _check_alias(alias: str) -> None:
-    if not isinstance(alias, str) or VERSION.fullmatch(alias) or alias.isdigit() or alias == LATEST \
-            or not NAME.fullmatch(alias):
-        raise RegistryError(f"alias {quoted(alias)}: 1-128 letters, digits, '.', '_' and '-', not a number "
-                            f"and not {LATEST!r}")
+    if (
+        not isinstance(alias, str)
+        or VERSION.fullmatch(alias)
+        or alias.isdigit()
+        or alias == LATEST
+        or not NAME.fullmatch(alias)
+    ):
+        raise RegistryError(
+            f"alias {quoted(alias)}: 1-128 letters, digits, '.', '_' and '-', not a number and not {LATEST!r}"
+        )
 
 
 def _record(row: sqlite3.Row, aliases: list[str]) -> dict:
     return {
-        "name": row["name"], "version": row["version"], "pushed": row["pushed"], "created": row["created"],
-        "method": row["method"], "task": row["task"], "base_model": json.loads(row["base_model"]),
-        "data_sha256": row["data_sha256"], "config": json.loads(row["config"]),
-        "metrics": json.loads(row["metrics"]) if row["metrics"] else None, "files": json.loads(row["files"]),
-        "digest": row["digest"], "parent": row["parent"], "bytes": row["bytes"], "aliases": aliases,
+        "name": row["name"],
+        "version": row["version"],
+        "pushed": row["pushed"],
+        "created": row["created"],
+        "method": row["method"],
+        "task": row["task"],
+        "base_model": json.loads(row["base_model"]),
+        "data_sha256": row["data_sha256"],
+        "config": json.loads(row["config"]),
+        "metrics": json.loads(row["metrics"]) if row["metrics"] else None,
+        "files": json.loads(row["files"]),
+        "digest": row["digest"],
+        "parent": row["parent"],
+        "bytes": row["bytes"],
+        "aliases": aliases,
     }
-

@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError, ModelError
 from . import kv_prefix
 from .batching import packed_layout
-from ..errors import ConfigError, ModelError
 from .kv_prefix import PREFIX_KWARG, Prefix
 from .sources import resolve_model
 
 ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder_decoder"
+
 
 @dataclass
 class ModelInputs:
@@ -98,14 +99,23 @@ class Backbone(nn.Module):
         # A causal decoder runs a batch's rows packed into fewer sequences of their real tokens
         # (little padding), each row attending to the shared prefix and to itself (`_forward_packed`); off,
         # the padded batch runs as it is (the same outputs, the padding's work besides).
-        self.packs_rows = self.kind == DECODER and self._accepts_position_ids and \
-            getattr(self.config, "_attn_implementation", None) in ("sdpa", "eager")
+        self.packs_rows = (
+            self.kind == DECODER
+            and self._accepts_position_ids
+            and getattr(self.config, "_attn_implementation", None) in ("sdpa", "eager")
+        )
 
     # ---- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name: str, head: str = "auto", dtype: torch.dtype | str | None = None,
-                        device_map: str | dict | None = None, gguf_file: str | None = None) -> "Backbone":
+    def from_pretrained(
+        cls,
+        name: str,
+        head: str = "auto",
+        dtype: torch.dtype | str | None = None,
+        device_map: str | dict | None = None,
+        gguf_file: str | None = None,
+    ) -> Backbone:
         """Load model and tokenizer (prompttune/core/sources.py says from where: a hub id, a folder, an
         offline copy, a GGUF file). `head`: "auto" keeps the LM head when the checkpoint has one
         (its `architectures` says so), "lm" insists on one, "none" loads the bare model. `dtype`:
@@ -120,7 +130,9 @@ class Backbone(nn.Module):
             config = AutoConfig.from_pretrained(path)
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as error:
-            raise ModelError(f"--model {name}: cannot load config/tokenizer from {path}: {_first_line(error)}") from None
+            raise ModelError(
+                f"--model {name}: cannot load config/tokenizer from {path}: {_first_line(error)}"
+            ) from None
         model_class = _model_class(config, head, name)
         kwargs = {}
         if dtype is not None:
@@ -179,8 +191,10 @@ class Backbone(nn.Module):
         """Positions the model can read where it learned one embedding per position (BERT, GPT-2,
         BART); None where positions are relative or rotary (T5, Llama) and nothing breaks past the
         trained length."""
-        learned = any(isinstance(m, nn.Embedding) and ("position" in name or name.endswith("wpe"))
-                      for name, m in self.model.named_modules())
+        learned = any(
+            isinstance(m, nn.Embedding) and ("position" in name or name.endswith("wpe"))
+            for name, m in self.model.named_modules()
+        )
         if not learned:
             return None
         limit = getattr(self.config, "n_positions", None) or getattr(self.config, "max_position_embeddings", None)
@@ -227,8 +241,10 @@ class Backbone(nn.Module):
         encoder's input and as the decoder's; cross-attention sees the encoder's states of them).
         A prefix initialised from these starts as the activations of real words (Li & Liang 2021)."""
         if not self.attention_sites:
-            raise ModelError(f"{self.config.model_type}: no attention layer here takes a key/value cache; "
-                             "prefix methods cannot be applied to it")
+            raise ModelError(
+                f"{self.config.model_type}: no attention layer here takes a key/value cache; "
+                "prefix methods cannot be applied to it"
+            )
         record: dict = {}
         caches = kv_prefix.recording_caches([(s, layer) for s, layer, _ in self.attention_sites], record)
         ids = ids.to(self.device)
@@ -248,8 +264,10 @@ class Backbone(nn.Module):
             layers = sorted(layer for s, layer in record if s == site)
             shapes = {tuple(record[(site, layer)][0].shape) for layer in layers}
             if len(shapes) != 1 or layers != list(range(len(layers))):
-                raise ModelError(f"{self.config.model_type}: {site} attention layers differ in key/value shape "
-                                 f"({sorted(shapes)}); prefix methods need one shape per site")
+                raise ModelError(
+                    f"{self.config.model_type}: {site} attention layers differ in key/value shape "
+                    f"({sorted(shapes)}); prefix methods need one shape per site"
+                )
             out[site] = torch.stack([torch.stack(record[(site, layer)]) for layer in layers])  # (L, 2, 1, H, N, d)
         return out
 
@@ -270,10 +288,12 @@ class Backbone(nn.Module):
         for name in outermost:
             layer = self.model.get_submodule(name)
             if enabled and "forward" not in vars(layer):
+
                 def run(*args, _forward=layer.forward, **kwargs):
                     if torch.is_grad_enabled():
                         return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
                     return _forward(*args, **kwargs)
+
                 layer.forward = run
             elif not enabled and "forward" in vars(layer):
                 del layer.forward
@@ -285,9 +305,15 @@ class Backbone(nn.Module):
         change to the embeddings in place, as full fine-tuning makes, is seen by its version)."""
         weight = self.input_embeddings.weight
         tokenizer = self.tokenizer
-        key = (self.name_or_path, self.weights_sha256, weight.data_ptr(), weight._version, tuple(weight.shape),
-               len(tokenizer),
-               tuple(sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items())))
+        key = (
+            self.name_or_path,
+            self.weights_sha256,
+            weight.data_ptr(),
+            weight._version,
+            tuple(weight.shape),
+            len(tokenizer),
+            tuple(sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items())),
+        )
         cached = getattr(self, "_fingerprint", None)
         if cached is None or cached[0] != key:
             cached = (key, self._compute_fingerprint())
@@ -333,9 +359,13 @@ class Backbone(nn.Module):
         n, before = virtual.shape[0], prefix.shape[3]
         mask = torch.ones(1, before + n, dtype=torch.long, device=self.device)
         base = self.model.base_model
-        kwargs = {"inputs_embeds": virtual.unsqueeze(0).to(dtype), "attention_mask": mask,
-                  cache_argument(base.forward) or "past_key_values": cache, "use_cache": False,
-                  PREFIX_KWARG: {kv_prefix.SELF: cache}}
+        kwargs = {
+            "inputs_embeds": virtual.unsqueeze(0).to(dtype),
+            "attention_mask": mask,
+            cache_argument(base.forward) or "past_key_values": cache,
+            "use_cache": False,
+            PREFIX_KWARG: {kv_prefix.SELF: cache},
+        }
         if self._accepts_position_ids:
             kwargs["position_ids"] = self.position_ids(mask)[:, -n:]
         base(**kwargs)  # the transformer only: no vocabulary projection
@@ -344,7 +374,9 @@ class Backbone(nn.Module):
     def decoder_start_ids(self, batch_size: int) -> torch.Tensor:
         start = self.config.decoder_start_token_id
         if start is None:
-            start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.pad_token_id
+            start = (
+                self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.pad_token_id
+            )
         return torch.full((batch_size, 1), start, dtype=torch.long, device=self.device)
 
     def forward(self, inputs: ModelInputs) -> BackboneOutput:
@@ -406,8 +438,14 @@ class Backbone(nn.Module):
         between padding and input, and an LM head if logits are wanted."""
         prefix = inputs.prefix
         shared = prefix is None or (all(kv.shape[2] == 1 for kv in prefix.kv.values()) and bool(prefix.mask.all()))
-        return (self.packs_rows and inputs.inputs_embeds.shape[0] > 1 and shared and inputs.real_index is None
-                and inputs.token_type_ids is None and (self.has_lm_head or not inputs.full_logits))
+        return (
+            self.packs_rows
+            and inputs.inputs_embeds.shape[0] > 1
+            and shared
+            and inputs.real_index is None
+            and inputs.token_type_ids is None
+            and (self.has_lm_head or not inputs.full_logits)
+        )
 
     def _forward_packed(self, inputs: ModelInputs) -> BackboneOutput:
         """A causal decoder's batch run as packed sequences of every row's real tokens: rows are put
@@ -426,7 +464,7 @@ class Backbone(nn.Module):
         home, start, count, width = layout
         rows, columns = mask.nonzero(as_tuple=True)  # every row's tokens, row after row
         rank = (mask.long().cumsum(-1) - 1)[rows, columns]  # each token's place in its row
-        slot = (torch.tensor(home, device=device)[rows] * width + torch.tensor(start, device=device)[rows] + rank)
+        slot = torch.tensor(home, device=device)[rows] * width + torch.tensor(start, device=device)[rows] + rank
         where = torch.zeros(batch_size, length, dtype=torch.long, device=device)  # (B, T) -> packed slot
         where[rows, columns] = slot
         owner = torch.full((count * width,), -1, dtype=torch.long, device=device)
@@ -440,8 +478,12 @@ class Backbone(nn.Module):
         positions = torch.zeros(count * width, dtype=torch.long, device=device)
         positions[slot] = before + rank
         packed = embeds.new_zeros(count * width, embeds.shape[-1]).index_copy(0, slot, embeds[rows, columns])
-        kwargs = {"inputs_embeds": packed.view(count, width, -1), "attention_mask": additive,
-                  "position_ids": positions.view(count, width), "use_cache": False}
+        kwargs = {
+            "inputs_embeds": packed.view(count, width, -1),
+            "attention_mask": additive,
+            "position_ids": positions.view(count, width),
+            "use_cache": False,
+        }
         if inputs.prefix is not None:
             caches = kv_prefix.training_caches(inputs.prefix)
             kwargs[PREFIX_KWARG] = caches
@@ -451,8 +493,11 @@ class Backbone(nn.Module):
         def unpack(states: torch.Tensor) -> torch.Tensor:  # (S, W, X) -> (B, T, X); padding holds some token
             return states.reshape(count * width, -1).index_select(0, flat).view(batch_size, length, -1)
 
-        readout = None if inputs.full_logits or inputs.readout_index is None else \
-            where[torch.arange(batch_size, device=device), inputs.readout_index]
+        readout = (
+            None
+            if inputs.full_logits or inputs.readout_index is None
+            else where[torch.arange(batch_size, device=device), inputs.readout_index]
+        )
         if not self.has_lm_head:
             return BackboneOutput(hidden=unpack(self.model(**kwargs).last_hidden_state), readout_logits=None)
         self._readout_positions, self._readout_packed = readout, True
@@ -496,8 +541,10 @@ class Backbone(nn.Module):
         new_tokens = int(options.get("max_new_tokens") or 0)
         length = inputs.inputs_embeds.shape[1] + (inputs.prefix.length if inputs.prefix is not None else 0)
         if self.kind == DECODER and limit and length + new_tokens > limit:
-            raise ConfigError(f"generation: {length} input and prompt positions + {new_tokens} new tokens exceed the "
-                              f"model's {limit} positions; lower max_new_tokens (or --max-target-length) or the input length")
+            raise ConfigError(
+                f"generation: {length} input and prompt positions + {new_tokens} new tokens exceed the "
+                f"model's {limit} positions; lower max_new_tokens (or --max-target-length) or the input length"
+            )
         if self.kind == DECODER:
             embeds, mask, kwargs = inputs.inputs_embeds, inputs.attention_mask, {}
             if prefix is not None:
@@ -512,9 +559,15 @@ class Backbone(nn.Module):
         kwargs = {}
         if prefix is not None:
             kwargs[self._cache_argument] = kv_prefix.filled_encoder_decoder_cache(
-                prefix.kv[kv_prefix.DECODER_SITE], prefix.kv[kv_prefix.CROSS_SITE], rows)
-        out = self.model.generate(encoder_outputs=encoded, attention_mask=mask,
-                                  decoder_input_ids=self.decoder_start_ids(batch_size), **kwargs, **options)
+                prefix.kv[kv_prefix.DECODER_SITE], prefix.kv[kv_prefix.CROSS_SITE], rows
+            )
+        out = self.model.generate(
+            encoder_outputs=encoded,
+            attention_mask=mask,
+            decoder_input_ids=self.decoder_start_ids(batch_size),
+            **kwargs,
+            **options,
+        )
         return out[:, 1:]  # without the decoder start token
 
     def _select_readout(self, module, args):
@@ -545,11 +598,13 @@ def _prefix_injector(site: str, argument: str):
     """Forward pre-hook for an attention module: when the forward carries prefixes, hand this
     module its site's cache by the name its forward takes (the model may have dropped or never
     passed one: T5's encoder, a layer under gradient checkpointing)."""
+
     def hook(module, args, kwargs):
         caches = kwargs.pop(PREFIX_KWARG, None)
         if caches is not None and site in caches:
             kwargs[argument] = caches[site]
         return args, kwargs
+
     return hook
 
 
@@ -573,7 +628,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _is_causal(model) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     model_type = model.config.model_type
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -601,20 +659,27 @@ def _model_class(config, head: str, name: str):
     """Pick the transformers class from the checkpoint's own `architectures`, so a sentence encoder
     saved as `BertModel` is not given a randomly initialised LM head."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     if head not in ("auto", "lm", "none"):
         raise ModelError(f"head must be auto, lm or none, got {head!r}")
     if head == "none":
         return AutoModel
     architectures = getattr(config, "architectures", None) or []
-    saved_with_head = any(a.endswith(("LMHeadModel", "ForCausalLM", "ForMaskedLM", "ForConditionalGeneration", "ForPreTraining"))
-                          for a in architectures)
+    saved_with_head = any(
+        a.endswith(("LMHeadModel", "ForCausalLM", "ForMaskedLM", "ForConditionalGeneration", "ForPreTraining"))
+        for a in architectures
+    )
     if head == "auto" and architectures and not saved_with_head:
         return AutoModel
     if getattr(config, "is_encoder_decoder", False):
         return AutoModelForSeq2SeqLM
-    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not any("Causal" in a or "LMHead" in a for a in architectures):
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not any(
+        "Causal" in a or "LMHead" in a for a in architectures
+    ):
         return AutoModelForMaskedLM
     if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return AutoModelForCausalLM

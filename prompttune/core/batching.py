@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 
-def length_groups(indices: list[int], lengths: list[int], max_rows: int, max_tokens: int | None = None) -> list[list[int]]:
+def length_groups(
+    indices: list[int], lengths: list[int], max_rows: int, max_tokens: int | None = None
+) -> list[list[int]]:
     """`indices` in order of length, cut into groups of at most `max_rows` rows and, with
     `max_tokens`, at most that many padded tokens (rows x the longest row): rows of similar length
     share a forward, so little of it is padding."""

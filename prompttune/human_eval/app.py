@@ -42,7 +42,8 @@ class Judgement(BaseModel):
     task: Count = Field(description="the task the page was showing")
     preference: Literal["left", "tie", "right"] | None = Field(None, description="a pairwise item's answer")
     ratings: dict[Annotated[str, Field(max_length=200)], Rating] | None = Field(
-        None, max_length=64, description="a rating item's answer: criterion -> 1..scale")
+        None, max_length=64, description="a rating item's answer: criterion -> 1..scale"
+    )
     seconds: float | None = Field(None, ge=0, le=10**9, description="time the rater spent on the task")
 
 
@@ -56,14 +57,17 @@ def _error_body(path: str, status: int, message: str) -> dict:
 
 def _inline_hashes(page: str, tag: str) -> str:
     """CSP sources allowing exactly the inline <tag> blocks of `page`."""
-    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)
+    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
     return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks)
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                        f"<style>{PAGE_STYLE}</style></head><body>{body}</body></html>", status_code=status,
-                        headers=NO_STORE)
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{PAGE_STYLE}</style></head><body>{body}</body></html>",
+        status_code=status,
+        headers=NO_STORE,
+    )
 
 
 def security_headers(rater_page: str) -> dict:
@@ -71,10 +75,16 @@ def security_headers(rater_page: str) -> dict:
     styles and talk only to this server, are never framed, and send no Referer (the rater's token is
     in the page's address)."""
     styles = _inline_hashes(rater_page, "style") + " " + _inline_hashes(f"<style>{PAGE_STYLE}</style>", "style")
-    policy = (f"default-src 'none'; script-src {_inline_hashes(rater_page, 'script')}; style-src {styles}; "
-              "connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-    return {"Content-Security-Policy": policy, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff"}
+    policy = (
+        f"default-src 'none'; script-src {_inline_hashes(rater_page, 'script')}; style-src {styles}; "
+        "connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
 
 
 class RedactTokens(logging.Filter):
@@ -96,8 +106,9 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
     asked = "your token" + (" or your name" if allow_names else "")
     rater_page = PAGE.read_text(encoding="utf-8")
     headers = security_headers(rater_page)
-    app.add_middleware(RequestGate, max_bytes=MAX_BODY_BYTES, body_timeout=body_timeout, error_body=_error_body,
-                       size_hint="")
+    app.add_middleware(
+        RequestGate, max_bytes=MAX_BODY_BYTES, body_timeout=body_timeout, error_body=_error_body, size_hint=""
+    )
 
     @app.middleware("http")
     async def secured(request: Request, call_next):
@@ -117,9 +128,12 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
 
     @app.get("/", response_class=HTMLResponse)
     def start() -> HTMLResponse:
-        return _page("Human evaluation", f"<h1>Human evaluation</h1><form action='start' method='get'>"
-                                         f"<label>Give {asked}: <input name='who' id='who' autofocus></label> "
-                                         "<button>Start</button></form>")
+        return _page(
+            "Human evaluation",
+            f"<h1>Human evaluation</h1><form action='start' method='get'>"
+            f"<label>Give {asked}: <input name='who' id='who' autofocus></label> "
+            "<button>Start</button></form>",
+        )
 
     @app.get("/start")
     def login(who: str = ""):
@@ -130,16 +144,24 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
             rater = study.rater(name=value)
             token = next((r["token"] for r in study.raters() if r["name"] == rater), None)
         if rater is None:
-            return _page("Unknown rater", f"<h1>Unknown rater</h1><p>No rater of this study has the {asked} given. "
-                                          "<a href='.'>Try again</a>.</p>", 404)
+            return _page(
+                "Unknown rater",
+                f"<h1>Unknown rater</h1><p>No rater of this study has the {asked} given. "
+                "<a href='.'>Try again</a>.</p>",
+                404,
+            )
         return RedirectResponse(f"rate/{token}", status_code=303, headers=NO_STORE)
 
     @app.get("/rate/{token}", response_class=HTMLResponse)
     def page(token: str) -> HTMLResponse:
         rater = study.rater(token=token)
         if rater is None:
-            return _page("Unknown rater", "<h1>Unknown rater</h1><p>This link does not belong to a rater of this "
-                                          "study. <a href='..'>Start again</a>.</p>", 404)
+            return _page(
+                "Unknown rater",
+                "<h1>Unknown rater</h1><p>This link does not belong to a rater of this "
+                "study. <a href='..'>Start again</a>.</p>",
+                404,
+            )
         return HTMLResponse(rater_page.replace("{{RATER}}", html.escape(rater)), headers=NO_STORE)
 
     @app.get("/api/{token}/next")
@@ -155,8 +177,9 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
         if rater is None:
             return _error(404, "no rater of this study has this token; nothing was recorded")
         try:
-            recorded = study.submit(rater, judgement.study, judgement.task, judgement.preference, judgement.ratings,
-                                    judgement.seconds)
+            recorded = study.submit(
+                rater, judgement.study, judgement.task, judgement.preference, judgement.ratings, judgement.seconds
+            )
         except JudgementRefused as refused:
             return _error(refused.status, str(refused))
         return JSONResponse({**recorded, "next": study.next_task(rater)}, headers=NO_STORE)
@@ -164,13 +187,22 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
     return app
 
 
-def serve_study(folder: str, host: str = "127.0.0.1", port: int = 8100, allow_names: bool = False,
-                log_level: str = "info", announce=print, body_timeout: float = BODY_TIMEOUT_S) -> None:
+def serve_study(
+    folder: str,
+    host: str = "127.0.0.1",
+    port: int = 8100,
+    allow_names: bool = False,
+    log_level: str = "info",
+    announce=print,
+    body_timeout: float = BODY_TIMEOUT_S,
+) -> None:
     import uvicorn
 
     study = Study(folder)
     app = build_app(study, allow_names, body_timeout)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     for rater in study.raters():
-        announce(f"{rater['name']}: http://{host}:{port}/rate/{rater['token']} ({rater['done']} of {rater['tasks']} done)")
+        announce(
+            f"{rater['name']}: http://{host}:{port}/rate/{rater['token']} ({rater['done']} of {rater['tasks']} done)"
+        )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

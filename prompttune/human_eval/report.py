@@ -35,10 +35,19 @@ def analyse(study: Study, level: float = 0.95, resamples: int = 2000, seed: int 
                 ratings[j["left"]][criterion].append(value)
                 rating_units[criterion].setdefault((j["item"], j["left"]), {})[j["rater"]] = value
     result = {
-        "study": {"folder": str(study.folder), "id": study.id, "created": study.meta["created"],
-                  "data": study.meta["data"], "design": study.meta["design"], "systems": study.system_details(),
-                  "raters": [{k: r[k] for k in ("name", "tasks", "done")} for r in study.raters()],
-                  "judgements": len(judgements), "level": level, "resamples": resamples, "seed": seed},
+        "study": {
+            "folder": str(study.folder),
+            "id": study.id,
+            "created": study.meta["created"],
+            "data": study.meta["data"],
+            "design": study.meta["design"],
+            "systems": study.system_details(),
+            "raters": [{k: r[k] for k in ("name", "tasks", "done")} for r in study.raters()],
+            "judgements": len(judgements),
+            "level": level,
+            "resamples": resamples,
+            "seed": seed,
+        },
         "pairwise": stats.pairwise(pairs, level, resamples, seed) if pairs else [],
         "bradley_terry": None,
         "ratings": {},
@@ -48,17 +57,24 @@ def analyse(study: Study, level: float = 0.95, resamples: int = 2000, seed: int 
     if len(compared) >= 3:
         result["bradley_terry"] = stats.bradley_terry(pairs, compared, level, min(resamples, 200), seed)
     if study.design.mode != "pairwise":
-        result["ratings"] = {s: {c: stats.mean_interval(values, level) for c, values in by.items()}
-                             for s, by in ratings.items()}
+        result["ratings"] = {
+            s: {c: stats.mean_interval(values, level) for c, values in by.items()} for s, by in ratings.items()
+        }
     if pairs:
         result["agreement"]["preference"] = {
-            "krippendorff_alpha": stats.krippendorff_alpha(preference_units, "ordinal", [stats.LOSS, stats.TIE, stats.WIN]),
-            "cohen_kappa": stats.cohen_kappas(preference_units)}
+            "krippendorff_alpha": stats.krippendorff_alpha(
+                preference_units, "ordinal", [stats.LOSS, stats.TIE, stats.WIN]
+            ),
+            "cohen_kappa": stats.cohen_kappas(preference_units),
+        }
     for criterion, units in rating_units.items():
         if units:
             result["agreement"][criterion] = {
-                "krippendorff_alpha": stats.krippendorff_alpha(units, "ordinal", list(range(1, study.design.scale + 1))),
-                "cohen_kappa": stats.cohen_kappas(units, weights="quadratic")}
+                "krippendorff_alpha": stats.krippendorff_alpha(
+                    units, "ordinal", list(range(1, study.design.scale + 1))
+                ),
+                "cohen_kappa": stats.cohen_kappas(units, weights="quadratic"),
+            }
     return result
 
 
@@ -68,9 +84,18 @@ def judgement_rows(study: Study, items: list[dict]) -> list[dict]:
     items = {i["item"]: i for i in items}
     rows = []
     for j in study.judgements():
-        row = {"rater": j["rater"], "item": j["item"], "row": items[j["item"]]["row"], "kind": j["kind"],
-               "left": j["left"], "right": j["right"] or "", "preference": j["preference"] or "",
-               "winner": "", "given": j["given"], "seconds": "" if j["seconds"] is None else round(j["seconds"], 3)}
+        row = {
+            "rater": j["rater"],
+            "item": j["item"],
+            "row": items[j["item"]]["row"],
+            "kind": j["kind"],
+            "left": j["left"],
+            "right": j["right"] or "",
+            "preference": j["preference"] or "",
+            "winner": "",
+            "given": j["given"],
+            "seconds": "" if j["seconds"] is None else round(j["seconds"], 3),
+        }
         if j["kind"] == "pair":
             row["winner"] = {"left": j["left"], "right": j["right"], "tie": "tie"}[j["preference"]]
         for criterion in study.design.criteria:
@@ -86,13 +111,28 @@ def write_report(study: Study, out: str | os.PathLike, result: dict) -> dict:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = {"json": out / "report.json", "csv": out / "judgements.csv", "outputs": out / "outputs.jsonl",
-               "html": out / "report.html"}
+    written = {
+        "json": out / "report.json",
+        "csv": out / "judgements.csv",
+        "outputs": out / "outputs.jsonl",
+        "html": out / "report.html",
+    }
     write_json_atomic(written["json"], result)
     items = study.items()
     rows = judgement_rows(study, items)
-    columns = ["rater", "item", "row", "kind", "left", "right", "preference", "winner", *study.design.criteria,
-               "given", "seconds"]
+    columns = [
+        "rater",
+        "item",
+        "row",
+        "kind",
+        "left",
+        "right",
+        "preference",
+        "winner",
+        *study.design.criteria,
+        "given",
+        "seconds",
+    ]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -125,8 +165,10 @@ def _figures(result: dict):
             axis.barh(labels, values, left=left, color=colour, label=key.split("_")[0])
             left = [a + b for a, b in zip(left, values)]
         wins = [r["win_rate"] for r in rows]
-        errors = [[w - r["win_rate_interval"][0] for w, r in zip(wins, rows)],
-                  [r["win_rate_interval"][1] - w for w, r in zip(wins, rows)]]
+        errors = [
+            [w - r["win_rate_interval"][0] for w, r in zip(wins, rows)],
+            [r["win_rate_interval"][1] - w for w, r in zip(wins, rows)],
+        ]
         axis.errorbar(wins, labels, xerr=errors, fmt="none", ecolor="black", capsize=3)
         axis.set_xlim(0, 1)
         axis.set_xlabel(f"share of judgements (first system's wins, with a {result['study']['level']:.0%} interval)")
@@ -138,7 +180,10 @@ def _figures(result: dict):
         rows = result["bradley_terry"]
         figure, axis = plt.subplots(figsize=(7, 0.6 + 0.5 * len(rows)))
         elo = [r["elo"] for r in rows]
-        errors = [[e - r["elo_interval"][0] for e, r in zip(elo, rows)], [r["elo_interval"][1] - e for e, r in zip(elo, rows)]]
+        errors = [
+            [e - r["elo_interval"][0] for e, r in zip(elo, rows)],
+            [r["elo_interval"][1] - e for e, r in zip(elo, rows)],
+        ]
         axis.errorbar(elo, [r["system"] for r in rows], xerr=errors, fmt="o", capsize=3)
         axis.invert_yaxis()
         axis.set_xlabel("Bradley-Terry strength on the Elo scale")
@@ -154,8 +199,10 @@ def _figures(result: dict):
             xs = [c + (k - (len(systems) - 1) / 2) * width for c in range(len(criteria))]
             cells = [result["ratings"][system][c] for c in criteria]
             means = [cell["mean"] or 0 for cell in cells]
-            errors = [[m - cell["interval"][0] if cell["interval"] else 0 for m, cell in zip(means, cells)],
-                      [cell["interval"][1] - m if cell["interval"] else 0 for m, cell in zip(means, cells)]]
+            errors = [
+                [m - cell["interval"][0] if cell["interval"] else 0 for m, cell in zip(means, cells)],
+                [cell["interval"][1] - m if cell["interval"] else 0 for m, cell in zip(means, cells)],
+            ]
             axis.bar(xs, means, width, yerr=errors, capsize=3, label=system)
         axis.set_xticks(range(len(criteria)), criteria)
         axis.set_ylim(0, result["study"]["design"]["scale"] + 0.5)
@@ -187,39 +234,99 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _html(result: dict, plots: list[Path]) -> str:
     study = result["study"]
     level = f"{study['level']:.0%}"
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Human evaluation</title>",
-             "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;font-size:13px;"
-             "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:48%;margin:1%}"
-             "</style></head><body>",
-             f"<h1>Human evaluation: {html.escape(', '.join(s['name'] for s in study['systems']))}</h1>",
-             f"<p>{study['judgements']} judgements by {len(study['raters'])} raters on {html.escape(study['data'])}; "
-             f"mode {html.escape(study['design']['mode'])}; intervals at {level}.</p>",
-             _table(["rater", "judged", "of"], [[r["name"], r["done"], r["tasks"]] for r in study["raters"]])]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Human evaluation</title>",
+        (
+            "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;font-size:13px;"
+            "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:48%;margin:1%}"
+            "</style></head><body>"
+        ),
+        f"<h1>Human evaluation: {html.escape(', '.join(s['name'] for s in study['systems']))}</h1>",
+        (
+            f"<p>{study['judgements']} judgements by {len(study['raters'])} raters on {html.escape(study['data'])}; "
+            f"mode {html.escape(study['design']['mode'])}; intervals at {level}.</p>"
+        ),
+        _table(["rater", "judged", "of"], [[r["name"], r["done"], r["tasks"]] for r in study["raters"]]),
+    ]
     if result["pairwise"]:
         parts.append("<h2>Pairwise</h2>")
-        parts.append(_table(["first", "second", "judgements", "wins", "ties", "losses", "win rate", "interval",
-                             "tie rate", "loss rate", "interval"],
-                            [[r["system_a"], r["system_b"], r["judgements"], r["wins"], r["ties"], r["losses"],
-                              _fmt(r["win_rate"]), _interval(r["win_rate_interval"]), _fmt(r["tie_rate"]),
-                              _fmt(r["loss_rate"]), _interval(r["loss_rate_interval"])] for r in result["pairwise"]]))
+        parts.append(
+            _table(
+                [
+                    "first",
+                    "second",
+                    "judgements",
+                    "wins",
+                    "ties",
+                    "losses",
+                    "win rate",
+                    "interval",
+                    "tie rate",
+                    "loss rate",
+                    "interval",
+                ],
+                [
+                    [
+                        r["system_a"],
+                        r["system_b"],
+                        r["judgements"],
+                        r["wins"],
+                        r["ties"],
+                        r["losses"],
+                        _fmt(r["win_rate"]),
+                        _interval(r["win_rate_interval"]),
+                        _fmt(r["tie_rate"]),
+                        _fmt(r["loss_rate"]),
+                        _interval(r["loss_rate_interval"]),
+                    ]
+                    for r in result["pairwise"]
+                ],
+            )
+        )
     if result["bradley_terry"]:
         parts.append("<h2>Bradley-Terry</h2>")
-        parts.append(_table(["rank", "system", "strength", "interval", "Elo", "interval"],
-                            [[r["rank"], r["system"], _fmt(r["strength"]), _interval(r["strength_interval"]),
-                              _fmt(r["elo"], 0), _interval(r["elo_interval"])] for r in result["bradley_terry"]]))
+        parts.append(
+            _table(
+                ["rank", "system", "strength", "interval", "Elo", "interval"],
+                [
+                    [
+                        r["rank"],
+                        r["system"],
+                        _fmt(r["strength"]),
+                        _interval(r["strength_interval"]),
+                        _fmt(r["elo"], 0),
+                        _interval(r["elo_interval"]),
+                    ]
+                    for r in result["bradley_terry"]
+                ],
+            )
+        )
     if result["ratings"]:
         parts.append("<h2>Ratings</h2>")
         criteria = list(next(iter(result["ratings"].values())))
-        parts.append(_table(["system", *[f"{c} (mean, {level} interval, n)" for c in criteria]],
-                            [[s, *[f"{_fmt(cell['mean'], 2)} {_interval(cell['interval'])} n={cell['n']}"
-                                   for cell in by.values()]] for s, by in result["ratings"].items()]))
+        parts.append(
+            _table(
+                ["system", *[f"{c} (mean, {level} interval, n)" for c in criteria]],
+                [
+                    [
+                        s,
+                        *[
+                            f"{_fmt(cell['mean'], 2)} {_interval(cell['interval'])} n={cell['n']}"
+                            for cell in by.values()
+                        ],
+                    ]
+                    for s, by in result["ratings"].items()
+                ],
+            )
+        )
     if result["agreement"]:
         parts.append("<h2>Agreement between raters</h2>")
         rows = []
         for what, agreement in result["agreement"].items():
             alpha = agreement["krippendorff_alpha"]
-            kappas = "; ".join(f"{' & '.join(k['raters'])}: {_fmt(k['kappa'])} ({k['units']} units)"
-                               for k in agreement["cohen_kappa"])
+            kappas = "; ".join(
+                f"{' & '.join(k['raters'])}: {_fmt(k['kappa'])} ({k['units']} units)" for k in agreement["cohen_kappa"]
+            )
             rows.append([what, _fmt(alpha["alpha"]), alpha["units"], alpha.get("reason", ""), kappas])
         parts.append(_table(["judgement", "Krippendorff's alpha", "units judged twice", "note", "Cohen's kappa"], rows))
     parts += [f"<img src='{p.name}' alt='{p.stem}'>" for p in plots]
@@ -237,8 +344,13 @@ def attach(study: Study, result: dict) -> list[dict]:
         if not system.get("spec"):
             continue
         name = system["name"]
-        own = {"study": str(study.folder), "study_id": study.id, "system": name, "judgements": result["study"]["judgements"],
-               "pairwise": [_own_side(r, name) for r in result["pairwise"] if name in (r["system_a"], r["system_b"])]}
+        own = {
+            "study": str(study.folder),
+            "study_id": study.id,
+            "system": name,
+            "judgements": result["study"]["judgements"],
+            "pairwise": [_own_side(r, name) for r in result["pairwise"] if name in (r["system_a"], r["system_b"])],
+        }
         for row in result["bradley_terry"] or []:
             if row["system"] == name:
                 own["bradley_terry"] = row
@@ -251,7 +363,19 @@ def attach(study: Study, result: dict) -> list[dict]:
 def _own_side(row: dict, name: str) -> dict:
     """A pairwise row as seen from `name`'s side."""
     if row["system_a"] == name:
-        return {"against": row["system_b"], "wins": row["wins"], "ties": row["ties"], "losses": row["losses"],
-                "win_rate": row["win_rate"], "win_rate_interval": row["win_rate_interval"]}
-    return {"against": row["system_a"], "wins": row["losses"], "ties": row["ties"], "losses": row["wins"],
-            "win_rate": row["loss_rate"], "win_rate_interval": row["loss_rate_interval"]}
+        return {
+            "against": row["system_b"],
+            "wins": row["wins"],
+            "ties": row["ties"],
+            "losses": row["losses"],
+            "win_rate": row["win_rate"],
+            "win_rate_interval": row["win_rate_interval"],
+        }
+    return {
+        "against": row["system_a"],
+        "wins": row["losses"],
+        "ties": row["ties"],
+        "losses": row["wins"],
+        "win_rate": row["loss_rate"],
+        "win_rate_interval": row["loss_rate_interval"],
+    }

@@ -69,8 +69,14 @@ def pairwise(judgements: list[tuple], level: float = 0.95, resamples: int = 2000
     return rows
 
 
-def bradley_terry(judgements: list[tuple], systems: list[str], level: float = 0.95, resamples: int = 200,
-                  seed: int = 0, alpha: float = 1e-3) -> list[dict]:
+def bradley_terry(
+    judgements: list[tuple],
+    systems: list[str],
+    level: float = 0.95,
+    resamples: int = 200,
+    seed: int = 0,
+    alpha: float = 1e-3,
+) -> list[dict]:
     """Bradley-Terry strengths (log scale, mean zero) of `systems` from pairwise judgements, each
     with a bootstrap interval (resampling items) and on the Elo scale (1000 + 400/ln 10 x strength),
     best first. `alpha` is choix's regularisation, which keeps the fit finite when a system wins or

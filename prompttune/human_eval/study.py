@@ -75,12 +75,15 @@ class Design(ConfigBase):
     mode: str = field(default="pairwise", metadata={"choices": MODES})
     """pairwise (which of two outputs is better, ties allowed), rating (each output on each
     criterion, 1 to `scale`) or both."""
-    criteria: tuple[str, ...] = field(default=("fluency", "relevance", "faithfulness"),
-                                      metadata={"parse": comma_list, "metavar": "A,B,..."})
+    criteria: tuple[str, ...] = field(
+        default=("fluency", "relevance", "faithfulness"), metadata={"parse": comma_list, "metavar": "A,B,..."}
+    )
     """What rating tasks ask about, each on its own scale."""
     scale: int = 5
     """Points of the Likert scale (1 = worst; at most 9, one key each)."""
-    raters: tuple[str, ...] = field(default=("rater-1", "rater-2"), metadata={"parse": comma_list, "metavar": "A,B,..."})
+    raters: tuple[str, ...] = field(
+        default=("rater-1", "rater-2"), metadata={"parse": comma_list, "metavar": "A,B,..."}
+    )
     """The raters' names; each also gets a secret token for their link."""
     items: int | None = None
     """Sources sampled from the data (None: all of them)."""
@@ -94,21 +97,42 @@ class Design(ConfigBase):
 
     def __post_init__(self):
         check(self.mode in MODES, "mode", f"one of {', '.join(MODES)}; got {self.mode!r}")
-        check(isinstance(self.criteria, tuple) and all(isinstance(c, str) and c.strip() and c.strip() == c
-                                                       for c in self.criteria), "criteria", "names of criteria")
-        check(len(set(self.criteria)) == len(self.criteria), "criteria", f"a criterion is named twice in {self.criteria}")
-        check(self.mode == "pairwise" or self.criteria, "criteria", f"mode {self.mode} rates outputs on criteria; name one")
+        check(
+            isinstance(self.criteria, tuple)
+            and all(isinstance(c, str) and c.strip() and c.strip() == c for c in self.criteria),
+            "criteria",
+            "names of criteria",
+        )
+        check(
+            len(set(self.criteria)) == len(self.criteria), "criteria", f"a criterion is named twice in {self.criteria}"
+        )
+        check(
+            self.mode == "pairwise" or self.criteria,
+            "criteria",
+            f"mode {self.mode} rates outputs on criteria; name one",
+        )
         check(isinstance(self.scale, int) and 2 <= self.scale <= 9, "scale", f"2 to 9 points; got {self.scale!r}")
-        check(isinstance(self.raters, tuple) and self.raters and all(isinstance(r, str) and r.strip() == r and r
-                                                                      for r in self.raters), "raters", "at least one name")
+        check(
+            isinstance(self.raters, tuple)
+            and self.raters
+            and all(isinstance(r, str) and r.strip() == r and r for r in self.raters),
+            "raters",
+            "at least one name",
+        )
         check(len(set(self.raters)) == len(self.raters), "raters", f"a rater is named twice in {self.raters}")
-        for field in ("items", "per_rater"):
-            value = getattr(self, field)
-            check(value is None or (isinstance(value, int) and value >= 1), field, f"a positive number; got {value!r}")
-        check(self.overlap is None or (isinstance(self.overlap, int) and self.overlap >= 0), "overlap",
-              f"a number of items, 0 or more; got {self.overlap!r}")
-        check(self.overlap is None or self.per_rater is None or self.overlap <= self.per_rater, "overlap",
-              f"{self.overlap} shared items cannot exceed the {self.per_rater} items per rater")
+        for name in ("items", "per_rater"):
+            value = getattr(self, name)
+            check(value is None or (isinstance(value, int) and value >= 1), name, f"a positive number; got {value!r}")
+        check(
+            self.overlap is None or (isinstance(self.overlap, int) and self.overlap >= 0),
+            "overlap",
+            f"a number of items, 0 or more; got {self.overlap!r}",
+        )
+        check(
+            self.overlap is None or self.per_rater is None or self.overlap <= self.per_rater,
+            "overlap",
+            f"{self.overlap} shared items cannot exceed the {self.per_rater} items per rater",
+        )
 
 
 @dataclass
@@ -131,8 +155,10 @@ def parse_systems(specs: list[str], registry: str | None = None) -> list[System]
         name, sep, source = spec.partition("=")
         name, source = name.strip(), source.strip()
         if not sep or not name or not source:
-            raise ConfigError(f"--system {spec!r}: expected NAME=SOURCE (a prompt folder, registry:NAME@VERSION, "
-                              f"{BARE}, {REFERENCE} or outputs:FILE)")
+            raise ConfigError(
+                f"--system {spec!r}: expected NAME=SOURCE (a prompt folder, registry:NAME@VERSION, "
+                f"{BARE}, {REFERENCE} or outputs:FILE)"
+            )
         if not NAME.fullmatch(name):
             raise ConfigError(f"--system {spec!r}: a system's name is 1-128 letters, digits, '.', '_' and '-'")
         if any(s.name == name for s in systems):
@@ -142,7 +168,7 @@ def parse_systems(specs: list[str], registry: str | None = None) -> list[System]
         elif source == REFERENCE:
             systems.append(System(name, source, "reference"))
         elif source.startswith(OUTPUTS_PREFIX):
-            path = source[len(OUTPUTS_PREFIX):]
+            path = source[len(OUTPUTS_PREFIX) :]
             if not Path(path).is_file():
                 raise ConfigError(f"--system {spec!r}: no such file {path}")
             systems.append(System(name, source, "outputs", path=path, digest=sha256_file(path)))
@@ -150,14 +176,25 @@ def parse_systems(specs: list[str], registry: str | None = None) -> list[System]
             from ..artifacts.registry import Registry
 
             store = Registry(registry)
-            record = store.show(source[len(REGISTRY_PREFIX):])
+            record = store.show(source[len(REGISTRY_PREFIX) :])
             path = store.checkout(f"{record['name']}@{record['version']}")
-            systems.append(System(name, source, "prompt", path=str(path), registry=str(store.root),
-                                  spec=f"{record['name']}@{record['version']}", digest=record["digest"]))
+            systems.append(
+                System(
+                    name,
+                    source,
+                    "prompt",
+                    path=str(path),
+                    registry=str(store.root),
+                    spec=f"{record['name']}@{record['version']}",
+                    digest=record["digest"],
+                )
+            )
         else:
             if not Path(source).is_dir():
-                raise ConfigError(f"--system {spec!r}: {source} is not a prompt folder (nor {BARE}, {REFERENCE}, "
-                                  "registry:NAME@VERSION or outputs:FILE)")
+                raise ConfigError(
+                    f"--system {spec!r}: {source} is not a prompt folder (nor {BARE}, {REFERENCE}, "
+                    "registry:NAME@VERSION or outputs:FILE)"
+                )
             systems.append(System(name, source, "prompt", path=source))
     if len(systems) < 2:
         raise ConfigError(f"a study compares at least two systems; got {len(systems)}")
@@ -178,8 +215,9 @@ def read_items(data: str, source_column: str, target_column: str | None, need_re
     reference)."""
     from ..tasks.data import group_references, load_generation_examples
 
-    examples = group_references(load_generation_examples(data, source_column, target_column,
-                                                         require_targets=need_reference))
+    examples = group_references(
+        load_generation_examples(data, source_column, target_column, require_targets=need_reference)
+    )
     if not examples:
         raise DataError(f"{data}: no rows")
     return [Item(e.source, e.text, e.targets[0] if e.targets else None) for e in examples]
@@ -212,13 +250,23 @@ def _read_outputs(system: System, items: list[Item]) -> list[str]:
             found.setdefault(record["source"].strip(), text.strip())
     missing = [item for item in items if item.source not in found]
     if missing:
-        raise DataError(f"{system.path}: no output for the source of {missing[0].row} ({len(missing)} of the "
-                        f"{len(items)} sampled sources have none)")
+        raise DataError(
+            f"{system.path}: no output for the source of {missing[0].row} ({len(missing)} of the "
+            f"{len(items)} sampled sources have none)"
+        )
     return [found[item.source] for item in items]
 
 
-def generate_outputs(systems: list[System], items: list[Item], model: str | None = None, device: str | None = None,
-                     dtype: str | None = None, batch_size: int = 16, seed: int = 0, **options) -> dict[str, list[str]]:
+def generate_outputs(
+    systems: list[System],
+    items: list[Item],
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    **options,
+) -> dict[str, list[str]]:
     """Every system's output for every item: prompts decode on one shared frozen model (a method
     that changes the model's weights gets its own copy); `options` go to `generate` for all of
     them alike (max_new_tokens, num_beams, do_sample, top_p, temperature)."""
@@ -236,16 +284,21 @@ def generate_outputs(systems: list[System], items: list[Item], model: str | None
 
     def generated(prompt) -> list[str]:
         torch.manual_seed(seed)
-        return [t.strip() for t in prompt.task.generate_texts(prompt, examples, batch_size=batch_size,
-                                                               num_return_sequences=1, **options)]
+        return [
+            t.strip()
+            for t in prompt.task.generate_texts(
+                prompt, examples, batch_size=batch_size, num_return_sequences=1, **options
+            )
+        ]
 
     shared = None
     first = None  # (task config, base model) of the first prompt: what the bare model reads
     for system in (s for s in systems if s.kind == "prompt"):
         meta = prompt_meta(system.path)
         if task_class(meta["task"]).endpoint != "generate":
-            raise ConfigError(f"system {system.name}: {system.path} is a {meta['task']} prompt; a study compares "
-                              "generated texts")
+            raise ConfigError(
+                f"system {system.name}: {system.path} is a {meta['task']} prompt; a study compares generated texts"
+            )
         base = model or meta["base_model"]["name_or_path"]
         if not method_class(meta["method"]).shares_backbone:
             backbone = load_backbone(base, device=device, dtype=dtype)
@@ -270,14 +323,19 @@ def generate_outputs(systems: list[System], items: list[Item], model: str | None
 def assign(design: Design, items: int, systems: list[str]) -> dict[str, list[dict]]:
     """Each rater's tasks in the order they will see them: (kind, item, left, right)."""
     per_rater = design.per_rater or items
-    overlap = design.overlap if design.overlap is not None else (per_rater if design.per_rater is None
-                                                                 else max(1, per_rater // 5))
+    overlap = (
+        design.overlap
+        if design.overlap is not None
+        else (per_rater if design.per_rater is None else max(1, per_rater // 5))
+    )
     overlap = min(overlap, per_rater)
     needed = overlap + len(design.raters) * (per_rater - overlap)
     if needed > items:
-        raise ConfigError(f"{len(design.raters)} raters with {per_rater} items each, {overlap} of them shared, need "
-                          f"{needed} items; the study has {items} (sample more with --items, or lower --per-rater or "
-                          "raise --overlap)")
+        raise ConfigError(
+            f"{len(design.raters)} raters with {per_rater} items each, {overlap} of them shared, need "
+            f"{needed} items; the study has {items} (sample more with --items, or lower --per-rater or "
+            "raise --overlap)"
+        )
     rng = random.Random(design.seed)
     order = list(range(items))
     rng.shuffle(order)
@@ -285,7 +343,7 @@ def assign(design: Design, items: int, systems: list[str]) -> dict[str, list[dic
     rated = list(systems) if design.mode != "pairwise" else []
     plan = {}
     for r, rater in enumerate(design.raters):
-        own = order[:overlap] + order[overlap + r * (per_rater - overlap): overlap + (r + 1) * (per_rater - overlap)]
+        own = order[:overlap] + order[overlap + r * (per_rater - overlap) : overlap + (r + 1) * (per_rater - overlap)]
         draw = random.Random(f"{design.seed}/{rater}")
         tasks = []
         for item in own:
@@ -298,18 +356,29 @@ def assign(design: Design, items: int, systems: list[str]) -> dict[str, list[dic
     return plan
 
 
-def create_study(folder: str | os.PathLike, data: str, systems: list[System], design: Design,
-                 source_column: str | None = None, target_column: str | None = None, model: str | None = None,
-                 device: str | None = None, dtype: str | None = None, batch_size: int = 16,
-                 **generation) -> dict:
+def create_study(
+    folder: str | os.PathLike,
+    data: str,
+    systems: list[System],
+    design: Design,
+    source_column: str | None = None,
+    target_column: str | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 16,
+    **generation,
+) -> dict:
     """Make the study in `folder` (new, or one without a study): sample the items, generate every
     system's outputs once, draw each rater's tasks, and write it all as one file, atomically. Returns
     what was made, with each rater's token."""
     folder = Path(folder)
     target = folder / STUDY_FILE
     if target.exists():
-        raise StudyError(f"{folder}: already holds a study ({STUDY_FILE}); a study is never overwritten, so make "
-                         "the new one in another folder")
+        raise StudyError(
+            f"{folder}: already holds a study ({STUDY_FILE}); a study is never overwritten, so make "
+            "the new one in another folder"
+        )
     columns = _columns(systems, source_column, target_column)
     need_reference = any(s.kind == "reference" for s in systems)
     if need_reference and columns["target"] is None:
@@ -320,13 +389,22 @@ def create_study(folder: str | os.PathLike, data: str, systems: list[System], de
             raise ConfigError(f"--items {design.items}: {data} has {len(items)} distinct sources")
         items = random.Random(design.seed).sample(items, design.items)
     plan = assign(design, len(items), [s.name for s in systems])  # checked before anything is generated
-    outputs = generate_outputs(systems, items, model=model, device=device, dtype=dtype, batch_size=batch_size,
-                               seed=design.seed, **generation)
+    outputs = generate_outputs(
+        systems, items, model=model, device=device, dtype=dtype, batch_size=batch_size, seed=design.seed, **generation
+    )
     study_id = secrets.token_hex(8)
     tokens = {rater: secrets.token_urlsafe(12) for rater in design.raters}
-    meta = {"id": study_id, "created": utc_timestamp(), "data": str(data), "data_sha256": _data_digest(data),
-            "columns": columns, "design": design.to_dict(), "generation": generation, "model": model,
-            "prompttune": __import__("prompttune").__version__}
+    meta = {
+        "id": study_id,
+        "created": utc_timestamp(),
+        "data": str(data),
+        "data_sha256": _data_digest(data),
+        "columns": columns,
+        "design": design.to_dict(),
+        "generation": generation,
+        "model": model,
+        "prompttune": __import__("prompttune").__version__,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".{STUDY_FILE}.make-{os.getpid()}"
     staging.unlink(missing_ok=True)
@@ -337,15 +415,23 @@ def create_study(folder: str | os.PathLike, data: str, systems: list[System], de
         db.executemany("INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         for position, system in enumerate(systems):
             details = {k: v for k, v in asdict(system).items() if k not in ("name", "source") and v is not None}
-            db.execute("INSERT INTO systems VALUES (?, ?, ?, ?)", (position, system.name, system.source, json.dumps(details)))
-        db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)",
-                       [(i, item.row, item.source, item.reference) for i, item in enumerate(items)])
-        db.executemany("INSERT INTO outputs VALUES (?, ?, ?)",
-                       [(i, name, texts[i]) for name, texts in outputs.items() for i in range(len(items))])
+            db.execute(
+                "INSERT INTO systems VALUES (?, ?, ?, ?)", (position, system.name, system.source, json.dumps(details))
+            )
+        db.executemany(
+            "INSERT INTO items VALUES (?, ?, ?, ?)",
+            [(i, item.row, item.source, item.reference) for i, item in enumerate(items)],
+        )
+        db.executemany(
+            "INSERT INTO outputs VALUES (?, ?, ?)",
+            [(i, name, texts[i]) for name, texts in outputs.items() for i in range(len(items))],
+        )
         db.executemany("INSERT INTO raters VALUES (?, ?)", tokens.items())
         for rater, tasks in plan.items():
-            db.executemany("INSERT INTO tasks (rater, position, kind, item, left_system, right_system) VALUES (?, ?, ?, ?, ?, ?)",
-                           [(rater, p, t["kind"], t["item"], t["left"], t["right"]) for p, t in enumerate(tasks)])
+            db.executemany(
+                "INSERT INTO tasks (rater, position, kind, item, left_system, right_system) VALUES (?, ?, ?, ?, ?, ?)",
+                [(rater, p, t["kind"], t["item"], t["left"], t["right"]) for p, t in enumerate(tasks)],
+            )
         db.execute("COMMIT")
         db.execute("PRAGMA journal_mode=WAL")  # kept in the file: the server's readers never wait
         db.close()
@@ -359,8 +445,14 @@ def create_study(folder: str | os.PathLike, data: str, systems: list[System], de
     finally:
         db.close()  # closing twice is harmless
         staging.unlink(missing_ok=True)
-    return {"study": str(folder), "id": study_id, "items": len(items), "systems": [s.name for s in systems],
-            "mode": design.mode, "raters": {r: {"token": tokens[r], "tasks": len(plan[r])} for r in design.raters}}
+    return {
+        "study": str(folder),
+        "id": study_id,
+        "items": len(items),
+        "systems": [s.name for s in systems],
+        "mode": design.mode,
+        "raters": {r: {"token": tokens[r], "tasks": len(plan[r])} for r in design.raters},
+    }
 
 
 def _columns(systems: list[System], source: str | None, target: str | None) -> dict:
@@ -381,10 +473,11 @@ def _data_digest(data: str) -> str | None:
     return sha256_file(data) if Path(data).is_file() else None
 
 
-
 # A rater's current task: the first of theirs, in their order, not yet judged.
-_CURRENT = ("WHERE tasks.rater = ? AND NOT EXISTS (SELECT 1 FROM judgements WHERE judgements.task = tasks.id) "
-            "ORDER BY tasks.position LIMIT 1")
+_CURRENT = (
+    "WHERE tasks.rater = ? AND NOT EXISTS (SELECT 1 FROM judgements WHERE judgements.task = tasks.id) "
+    "ORDER BY tasks.position LIMIT 1"
+)
 
 
 class Study:
@@ -395,7 +488,9 @@ class Study:
         self.folder = Path(folder)
         self.path = self.folder / STUDY_FILE
         if not self.path.is_file():
-            raise StudyError(f"{self.folder}: no study here (no {STUDY_FILE}); make one with `prompttune human-eval create`")
+            raise StudyError(
+                f"{self.folder}: no study here (no {STUDY_FILE}); make one with `prompttune human-eval create`"
+            )
         with self._connect() as db:
             try:
                 self.meta = {r["key"]: json.loads(r["value"]) for r in db.execute("SELECT key, value FROM study")}
@@ -405,7 +500,7 @@ class Study:
         self.design = Design.from_dict(self.meta["design"], where=str(self.path))
         self.id = self.meta["id"]
 
-    def _connect(self) -> "_Connection":
+    def _connect(self) -> _Connection:
         return _Connection(self.path)
 
     # ---- raters -------------------------------------------------------------------------------
@@ -423,10 +518,14 @@ class Study:
 
     def raters(self) -> list[dict]:
         with self._connect() as db:
-            return [{"name": r["name"], "token": r["token"], "tasks": r["tasks"], "done": r["done"]} for r in db.execute(
-                "SELECT raters.name, raters.token, COUNT(tasks.id) AS tasks, COUNT(judgements.task) AS done FROM raters "
-                "LEFT JOIN tasks ON tasks.rater = raters.name LEFT JOIN judgements ON judgements.task = tasks.id "
-                "GROUP BY raters.name ORDER BY raters.name")]
+            return [
+                {"name": r["name"], "token": r["token"], "tasks": r["tasks"], "done": r["done"]}
+                for r in db.execute(
+                    "SELECT raters.name, raters.token, COUNT(tasks.id) AS tasks, COUNT(judgements.task) AS done FROM raters "
+                    "LEFT JOIN tasks ON tasks.rater = raters.name LEFT JOIN judgements ON judgements.task = tasks.id "
+                    "GROUP BY raters.name ORDER BY raters.name"
+                )
+            ]
 
     # ---- one rater's way through ----------------------------------------------------------------
 
@@ -436,25 +535,37 @@ class Study:
         with self._connect() as db:
             total, done = db.execute(
                 "SELECT COUNT(*), COUNT(judgements.task) FROM tasks LEFT JOIN judgements ON judgements.task = tasks.id "
-                "WHERE tasks.rater = ?", (rater,)).fetchone()
-            row = db.execute("SELECT tasks.*, items.source FROM tasks JOIN items ON items.id = tasks.item " + _CURRENT,
-                             (rater,)).fetchone()
+                "WHERE tasks.rater = ?",
+                (rater,),
+            ).fetchone()
+            row = db.execute(
+                "SELECT tasks.*, items.source FROM tasks JOIN items ON items.id = tasks.item " + _CURRENT, (rater,)
+            ).fetchone()
             out = {"study": self.id, "rater": rater, "total": total, "done": done, "task": None}
             if row is None:
                 return out
-            text = lambda system: db.execute("SELECT text FROM outputs WHERE item = ? AND system = ?",  # noqa: E731
-                                             (row["item"], system)).fetchone()["text"]
+            text = lambda system: db.execute(
+                "SELECT text FROM outputs WHERE item = ? AND system = ?", (row["item"], system)
+            ).fetchone()["text"]
             shown = {"id": row["id"], "kind": row["kind"], "source": row["source"]}
             if row["kind"] == "pair":
                 shown.update(left=text(row["left_system"]), right=text(row["right_system"]))
             else:
-                shown.update(output=text(row["left_system"]), criteria=list(self.design.criteria),
-                             scale=self.design.scale)
+                shown.update(
+                    output=text(row["left_system"]), criteria=list(self.design.criteria), scale=self.design.scale
+                )
             out["task"] = shown
             return out
 
-    def submit(self, rater: str, study: str, task: int, preference: str | None = None,
-               ratings: dict | None = None, seconds: float | None = None) -> dict:
+    def submit(
+        self,
+        rater: str,
+        study: str,
+        task: int,
+        preference: str | None = None,
+        ratings: dict | None = None,
+        seconds: float | None = None,
+    ) -> dict:
         """Record one judgement, or refuse it (JudgementRefused) and change nothing: a task of
         another study or rater, one already judged (a double submit), one that is not the rater's
         next (a page left open while the study moved on elsewhere), or values that do not fit."""
@@ -467,17 +578,27 @@ class Study:
                 if row is None or row["rater"] != rater:
                     raise JudgementRefused(f"task {task} is not one of {rater}'s tasks; nothing was recorded", 404)
                 if db.execute("SELECT 1 FROM judgements WHERE task = ?", (task,)).fetchone():
-                    raise JudgementRefused(f"task {task} was already judged (a second submit, or another tab); the "
-                                           "first judgement stands and nothing was changed", 409)
+                    raise JudgementRefused(
+                        f"task {task} was already judged (a second submit, or another tab); the "
+                        "first judgement stands and nothing was changed",
+                        409,
+                    )
                 current = db.execute("SELECT tasks.id FROM tasks " + _CURRENT, (rater,)).fetchone()
                 if current["id"] != task:
-                    raise JudgementRefused(f"task {task} is not the task {rater} is on (this page is out of date); "
-                                           "nothing was recorded: reload to continue", 409)
+                    raise JudgementRefused(
+                        f"task {task} is not the task {rater} is on (this page is out of date); "
+                        "nothing was recorded: reload to continue",
+                        409,
+                    )
                 values = self._values(row["kind"], preference, ratings)
                 if seconds is not None and not (isinstance(seconds, (int, float)) and 0 <= seconds < 1e7):
-                    raise JudgementRefused(f"seconds: a duration in seconds; got {seconds!r}; nothing was recorded", 422)
-                db.execute("INSERT INTO judgements VALUES (?, ?, ?, ?, ?, ?)",
-                           (task, rater, values["preference"], values["ratings"], utc_timestamp(), seconds))
+                    raise JudgementRefused(
+                        f"seconds: a duration in seconds; got {seconds!r}; nothing was recorded", 422
+                    )
+                db.execute(
+                    "INSERT INTO judgements VALUES (?, ?, ?, ?, ?, ?)",
+                    (task, rater, values["preference"], values["ratings"], utc_timestamp(), seconds),
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -488,20 +609,28 @@ class Study:
         """The judgement's columns, or a 422 when the values do not fit the task."""
         if kind == "pair":
             if ratings is not None or preference not in PREFERENCES:
-                raise JudgementRefused(f"this task asks which output is better: preference is one of "
-                                       f"{', '.join(PREFERENCES)}; got preference={preference!r}"
-                                       + (" and ratings" if ratings is not None else "") + "; nothing was recorded", 422)
+                raise JudgementRefused(
+                    f"this task asks which output is better: preference is one of "
+                    f"{', '.join(PREFERENCES)}; got preference={preference!r}"
+                    + (" and ratings" if ratings is not None else "")
+                    + "; nothing was recorded",
+                    422,
+                )
             return {"preference": preference, "ratings": None}
         criteria, scale = self.design.criteria, self.design.scale
         if preference is not None or not isinstance(ratings, dict) or set(ratings) != set(criteria):
-            raise JudgementRefused(f"this task asks for ratings of {', '.join(criteria)}; got "
-                                   f"{sorted(ratings) if isinstance(ratings, dict) else ratings!r}"
-                                   + (" and a preference" if preference is not None else "") + "; nothing was recorded",
-                                   422)
+            raise JudgementRefused(
+                f"this task asks for ratings of {', '.join(criteria)}; got "
+                f"{sorted(ratings) if isinstance(ratings, dict) else ratings!r}"
+                + (" and a preference" if preference is not None else "")
+                + "; nothing was recorded",
+                422,
+            )
         for criterion, value in ratings.items():
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= scale:
-                raise JudgementRefused(f"ratings.{criterion}: a whole number from 1 to {scale}; got {value!r}; nothing "
-                                       "was recorded", 422)
+                raise JudgementRefused(
+                    f"ratings.{criterion}: a whole number from 1 to {scale}; got {value!r}; nothing was recorded", 422
+                )
         return {"preference": None, "ratings": json.dumps({c: ratings[c] for c in criteria})}
 
     # ---- what the report reads ------------------------------------------------------------------
@@ -512,24 +641,46 @@ class Study:
         with self._connect() as db:
             rows = db.execute(
                 "SELECT judgements.*, tasks.kind, tasks.item, tasks.left_system, tasks.right_system, tasks.position "
-                "FROM judgements JOIN tasks ON tasks.id = judgements.task ORDER BY judgements.rater, tasks.position")
-            return [{"task": r["task"], "rater": r["rater"], "item": r["item"], "kind": r["kind"],
-                     "left": r["left_system"], "right": r["right_system"], "preference": r["preference"],
-                     "ratings": json.loads(r["ratings"]) if r["ratings"] else None, "given": r["given"],
-                     "seconds": r["seconds"]} for r in rows]
+                "FROM judgements JOIN tasks ON tasks.id = judgements.task ORDER BY judgements.rater, tasks.position"
+            )
+            return [
+                {
+                    "task": r["task"],
+                    "rater": r["rater"],
+                    "item": r["item"],
+                    "kind": r["kind"],
+                    "left": r["left_system"],
+                    "right": r["right_system"],
+                    "preference": r["preference"],
+                    "ratings": json.loads(r["ratings"]) if r["ratings"] else None,
+                    "given": r["given"],
+                    "seconds": r["seconds"],
+                }
+                for r in rows
+            ]
 
     def system_details(self) -> list[dict]:
         with self._connect() as db:
-            return [{"name": r["name"], "source": r["source"], **json.loads(r["details"])}
-                    for r in db.execute("SELECT * FROM systems ORDER BY position")]
+            return [
+                {"name": r["name"], "source": r["source"], **json.loads(r["details"])}
+                for r in db.execute("SELECT * FROM systems ORDER BY position")
+            ]
 
     def items(self) -> list[dict]:
         with self._connect() as db:
             outputs: dict[int, dict] = {}
             for r in db.execute("SELECT * FROM outputs"):
                 outputs.setdefault(r["item"], {})[r["system"]] = r["text"]
-            return [{"item": r["id"], "row": r["row"], "source": r["source"], "reference": r["reference"],
-                     "outputs": outputs.get(r["id"], {})} for r in db.execute("SELECT * FROM items ORDER BY id")]
+            return [
+                {
+                    "item": r["id"],
+                    "row": r["row"],
+                    "source": r["source"],
+                    "reference": r["reference"],
+                    "outputs": outputs.get(r["id"], {}),
+                }
+                for r in db.execute("SELECT * FROM items ORDER BY id")
+            ]
 
 
 class _Connection:

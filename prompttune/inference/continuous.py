@@ -40,15 +40,30 @@ from ..tasks.data import Example
 from .mixed import PromptSet
 
 #: Decoding options a step of the continuous batch honours.
-OPTIONS = {"max_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "num_return_sequences",
-           "eos_token_id", "seed", "pad_token_id"}
+OPTIONS = {
+    "max_new_tokens",
+    "num_beams",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "num_return_sequences",
+    "eos_token_id",
+    "seed",
+    "pad_token_id",
+}
 
 
 def supports(backbone: Backbone, options: dict) -> bool:
     """Whether requests with these options can be decoded in a continuous batch on `backbone`:
     a decoder-only model that takes position ids, and no beam search or penalties."""
-    return (backbone.kind == DECODER and backbone._accepts_position_ids and backbone.has_lm_head
-            and set(options) <= OPTIONS and int(options.get("num_beams") or 1) == 1)
+    return (
+        backbone.kind == DECODER
+        and backbone._accepts_position_ids
+        and backbone.has_lm_head
+        and set(options) <= OPTIONS
+        and int(options.get("num_beams") or 1) == 1
+    )
 
 
 @dataclass
@@ -98,15 +113,23 @@ class ContinuousDecoder:
     called from any thread; `step` runs one admission and one decoding step, from one thread at a
     time (the caller holds whatever lock guards the model)."""
 
-    def __init__(self, prompts: PromptSet, max_rows: int = 64, on_admit: Callable[[int, int], None] | None = None,
-                 prepare: Callable[[set[str]], None] | None = None, on_step: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        prompts: PromptSet,
+        max_rows: int = 64,
+        on_admit: Callable[[int, int], None] | None = None,
+        prepare: Callable[[set[str]], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ):
         """`on_admit(rows, requests)` is told the size of each admitting forward and `on_step(rows)`
         the sequences of each decoding step (for metrics); `prepare(names)` runs before an admitting
         forward, to load the prompts it names into the set."""
         backbone = prompts.backbone
         if not supports(backbone, {}):
-            raise ConfigError(f"continuous batching needs a decoder-only model that takes position ids; "
-                              f"{type(backbone.model).__name__} is not one")
+            raise ConfigError(
+                f"continuous batching needs a decoder-only model that takes position ids; "
+                f"{type(backbone.model).__name__} is not one"
+            )
         if max_rows < 1:
             raise ConfigError("continuous batching: max_rows must be at least 1")
         self.prompts, self.backbone, self.max_rows = prompts, backbone, max_rows
@@ -164,10 +187,15 @@ class ContinuousDecoder:
         self.mask = torch.cat([self.mask, self.mask.new_ones(batch, 1)], dim=1)
         positions = torch.tensor([[s.position] for s in self.sequences], device=self.backbone.device)
         try:
-            output = self.backbone.model(input_ids=self.next_tokens.unsqueeze(1), attention_mask=self.mask,
-                                         position_ids=positions, use_cache=True, logits_to_keep=1,
-                                         **{self.backbone._cache_argument: self.cache})
-        except Exception as error:  # noqa: BLE001 - every request in the batch fails with it
+            output = self.backbone.model(
+                input_ids=self.next_tokens.unsqueeze(1),
+                attention_mask=self.mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.backbone._cache_argument: self.cache},
+            )
+        except Exception as error:
             self.fail_all(error)
             return
         self.steps += 1
@@ -183,14 +211,14 @@ class ContinuousDecoder:
         caches to the batch."""
         try:
             self._prefill(requests)
-        except Exception as error:  # noqa: BLE001 - each request gets its own error
+        except Exception as error:
             if len(requests) == 1:
                 requests[0].done(None, error)
                 return
             for request in requests:  # alone, so that one bad request fails alone
                 try:
                     self._prefill([request])
-                except Exception as own:  # noqa: BLE001
+                except Exception as own:
                     request.done(None, own)
 
     def _prefill(self, requests: list[Request]) -> None:
@@ -204,8 +232,9 @@ class ContinuousDecoder:
         encoded = [prompts[name].task.encode(example) for _, _, name, example in rows]
         lengths = [len(f["input_ids"]) for f in encoded]
         task = prompts[names[0]].task
-        batch = {k: v.to(backbone.device)
-                 for k, v in task.collate(encoded, with_labels=False, for_generation=True).items()}
+        batch = {
+            k: v.to(backbone.device) for k, v in task.collate(encoded, with_labels=False, for_generation=True).items()
+        }
         inputs = prompts._inputs(names, task.model_inputs(batch, backbone.embed(batch["input_ids"])))
         embeds, mask = inputs.inputs_embeds, inputs.attention_mask
         cache = DynamicCache()
@@ -216,19 +245,32 @@ class ContinuousDecoder:
         attended = mask.sum(1).tolist()
         for (request, i, _, _), options, used in zip(rows, resolved, attended):
             if limit and used + options["max_new_tokens"] > limit:
-                raise ConfigError(f"{request.rows[i][1].source or f'input {i}'}: {used} input and prompt positions + "
-                                  f"{options['max_new_tokens']} new tokens exceed the model's {limit} positions; lower "
-                                  "max_new_tokens or the input length")
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - embeds.shape[1]:]
-        output = backbone.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                                logits_to_keep=1, **{backbone._cache_argument: cache})
+                raise ConfigError(
+                    f"{request.rows[i][1].source or f'input {i}'}: {used} input and prompt positions + "
+                    f"{options['max_new_tokens']} new tokens exceed the model's {limit} positions; lower "
+                    "max_new_tokens or the input length"
+                )
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - embeds.shape[1] :]
+        output = backbone.model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{backbone._cache_argument: cache},
+        )
         logits = output.logits[:, -1]
         # Sampled rows with several draws: the row's cache is repeated once per draw.
         draws = [_draws(o) for o in resolved]
         repeat = torch.tensor(draws, device=logits.device)
         # (each layer where it lives: a model spread over devices keeps its cache layers on theirs)
-        layers = [(layer.keys.repeat_interleave(repeat.to(layer.keys.device), 0),
-                   layer.values.repeat_interleave(repeat.to(layer.values.device), 0)) for layer in cache.layers]
+        layers = [
+            (
+                layer.keys.repeat_interleave(repeat.to(layer.keys.device), 0),
+                layer.values.repeat_interleave(repeat.to(layer.values.device), 0),
+            )
+            for layer in cache.layers
+        ]
         mask = mask.repeat_interleave(repeat, 0)
         logits = logits.repeat_interleave(repeat, 0)
         new = []
@@ -241,8 +283,20 @@ class ContinuousDecoder:
                 seed = options.get("seed")
                 generators[id(request)] = None if seed is None else torch.Generator(logits.device).manual_seed(seed)
             for index in range(draw):
-                new.append(_Sequence(request, i, index, prompts[name].task, generators[id(request)], _warpers(options),
-                                     options.get("eos_token_id"), options["max_new_tokens"], length, position=used))
+                new.append(
+                    _Sequence(
+                        request,
+                        i,
+                        index,
+                        prompts[name].task,
+                        generators[id(request)],
+                        _warpers(options),
+                        options.get("eos_token_id"),
+                        options["max_new_tokens"],
+                        length,
+                        position=used,
+                    )
+                )
                 request.results[i].append(None)
                 request.open += 1
         for (request, i, _, _), length in zip(rows, lengths):
@@ -262,8 +316,10 @@ class ContinuousDecoder:
             return
         old = [(layer.keys, layer.values) for layer in self.cache.layers]
         width = max(self.mask.shape[1], mask.shape[1])
-        joined = [(torch.cat([_pad(ko, width), _pad(kn, width)]), torch.cat([_pad(vo, width), _pad(vn, width)]))
-                  for (ko, vo), (kn, vn) in zip(old, layers)]
+        joined = [
+            (torch.cat([_pad(ko, width), _pad(kn, width)]), torch.cat([_pad(vo, width), _pad(vn, width)]))
+            for (ko, vo), (kn, vn) in zip(old, layers)
+        ]
         self.mask = torch.cat([_pad_mask(self.mask, width), _pad_mask(mask.to(self.mask.dtype), width)])
         self.cache = _cache(joined)
         self.sequences = self.sequences + new
@@ -276,7 +332,7 @@ class ContinuousDecoder:
         logits = logits.float()
         chosen = []
         for j, s in enumerate(sequences):
-            row = logits[j:j + 1]
+            row = logits[j : j + 1]
             scores = row[0].log_softmax(-1) if s.request.logprobs is not None else None
             if s.warpers is None:
                 token = int(row.argmax(-1))
@@ -292,8 +348,13 @@ class ContinuousDecoder:
                 s.tokens.append(token)
                 if scores is not None:
                     top = scores.topk(s.request.logprobs) if s.request.logprobs else None
-                    s.logprobs.append((token, float(scores[token]), [] if top is None else
-                                       list(zip(top.indices.tolist(), top.values.tolist()))))
+                    s.logprobs.append(
+                        (
+                            token,
+                            float(scores[token]),
+                            [] if top is None else list(zip(top.indices.tolist(), top.values.tolist())),
+                        )
+                    )
             if s.request.on_token is not None:
                 s.request.on_token(s.row, s.index, token, end)
             if end or len(s.tokens) >= s.limit:
@@ -322,8 +383,15 @@ class ContinuousDecoder:
         mask = self.mask[index]
         first = int(mask.any(0).nonzero()[0])  # leading columns no remaining sequence reads
         self.mask = mask[:, first:]
-        self.cache = _cache([(layer.keys[index.to(layer.keys.device), :, first:],
-                              layer.values[index.to(layer.values.device), :, first:]) for layer in self.cache.layers])
+        self.cache = _cache(
+            [
+                (
+                    layer.keys[index.to(layer.keys.device), :, first:],
+                    layer.values[index.to(layer.values.device), :, first:],
+                )
+                for layer in self.cache.layers
+            ]
+        )
         self.next_tokens = self.next_tokens[index]
         self.sequences = [self.sequences[j] for j in keep]
 

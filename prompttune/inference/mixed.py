@@ -27,11 +27,11 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..core.backbone import ENCODER_DECODER, Backbone, ModelInputs
 from ..core.batching import length_groups
-from ..tasks.data import Example
+from ..core.parts import PromptParts, attach, computed_once
 from ..errors import ConfigError
 from ..methods.base import PromptMethod
 from ..model import PromptModel, run_backbone
-from ..core.parts import PromptParts, attach, computed_once
+from ..tasks.data import Example
 
 Row = tuple[str, "Example | str"]
 
@@ -45,7 +45,7 @@ class PromptSet:
         self._parts: dict[str, PromptParts] = {}
 
     @classmethod
-    def load(cls, prompts: dict[str, str | os.PathLike], backbone: Backbone | None = None) -> "PromptSet":
+    def load(cls, prompts: dict[str, str | os.PathLike], backbone: Backbone | None = None) -> PromptSet:
         """Load artifacts by name onto one backbone (the base model of the first, unless given)."""
         from ..artifacts.artifact import read_meta
 
@@ -72,11 +72,15 @@ class PromptSet:
             raise ConfigError(f"prompt {name!r}: made on another backbone object; load it onto this set's backbone")
         method = prompt.method
         if not method.shares_backbone:
-            raise ConfigError(f"prompt {name!r}: {method.name} changes the model's own weights, so it cannot share "
-                              "one frozen model with other prompts")
+            raise ConfigError(
+                f"prompt {name!r}: {method.name} changes the model's own weights, so it cannot share "
+                "one frozen model with other prompts"
+            )
         if type(method).prepare is not PromptMethod.prepare:
-            raise ConfigError(f"prompt {name!r}: {method.name} changes its inputs in its own way and cannot be "
-                              "mixed with other prompts in one batch")
+            raise ConfigError(
+                f"prompt {name!r}: {method.name} changes its inputs in its own way and cannot be "
+                "mixed with other prompts in one batch"
+            )
         prompt.eval()
         self.prompts[name] = prompt
         self._compute_parts(name)
@@ -88,7 +92,7 @@ class PromptSet:
         become keys and values once, not per batch) and again when the set moves."""
         self._parts[name] = computed_once(self.prompts[name].method.parts(self.backbone), self.backbone).detached()
 
-    def to(self, *args, **kwargs) -> "PromptSet":
+    def to(self, *args, **kwargs) -> PromptSet:
         """Move the backbone and every prompt (`torch.nn.Module.to`'s arguments), and recompute what
         the set keeps of each prompt on the new device and type."""
         self.backbone.to(*args, **kwargs)
@@ -133,8 +137,9 @@ class PromptSet:
         for name in dict.fromkeys(names):
             task = self._get(name).task
             if task.endpoint != endpoint:
-                raise ConfigError(f"prompt {name!r} is a {task.name} prompt, which is run by {task.endpoint!r}, "
-                                  f"not {endpoint!r}")
+                raise ConfigError(
+                    f"prompt {name!r} is a {task.name} prompt, which is run by {task.endpoint!r}, not {endpoint!r}"
+                )
 
     def _as_examples(self, rows: list[Row]) -> list[tuple[str, Example]]:
         """Rows given as text made into examples by their prompt's task."""
@@ -156,15 +161,18 @@ class PromptSet:
             return self._parts[name].prefix_length
         return 0
 
-    def _batches(self, names: list[str], lengths: list[int], batch_size: int, max_tokens: int | None = None,
-                 key=None) -> list[list[int]]:
+    def _batches(
+        self, names: list[str], lengths: list[int], batch_size: int, max_tokens: int | None = None, key=None
+    ) -> list[list[int]]:
         """Row indices per forward, grouped by `_forward_key` (and `key`): at most `batch_size` rows
         and, with `max_tokens`, at most that many padded input tokens (rows x longest row). Rows are
         taken in order of length, whatever their prompt, so a forward pads little."""
         groups: dict = {}
         for i, name in enumerate(names):
             groups.setdefault((self._forward_key(name), key(name) if key else None), []).append(i)
-        return [batch for members in groups.values() for batch in length_groups(members, lengths, batch_size, max_tokens)]
+        return [
+            batch for members in groups.values() for batch in length_groups(members, lengths, batch_size, max_tokens)
+        ]
 
     @torch.no_grad()
     def _score(self, rows: list[tuple[str, Example]], batch_size: int, max_tokens: int | None, each) -> None:
@@ -182,19 +190,34 @@ class PromptSet:
             width = max(lengths[i] for i in chunk)
             groups = {name: [j for j, n in enumerate(names) if n == name] for name in dict.fromkeys(names)}
             # Each prompt's task collates its own rows, all padded to one width on the backbone's side.
-            own = {name: {k: v.to(device) for k, v in self._get(name).task.collate(
-                [features[chunk[j]] for j in local], with_labels=False, pad_to=width).items()}
-                for name, local in groups.items()}
+            own = {
+                name: {
+                    k: v.to(device)
+                    for k, v in self._get(name)
+                    .task.collate([features[chunk[j]] for j in local], with_labels=False, pad_to=width)
+                    .items()
+                }
+                for name, local in groups.items()
+            }
             shared = _shared(own, groups, len(chunk), device)
-            inputs = self._inputs(names, ModelInputs(
-                inputs_embeds=self.backbone.embed(shared["input_ids"]), attention_mask=shared["attention_mask"],
-                token_type_ids=shared.get("token_type_ids"), readout_index=shared.get("readout_index"),
-                decoder_input_ids=shared.get("decoder_input_ids")))
+            inputs = self._inputs(
+                names,
+                ModelInputs(
+                    inputs_embeds=self.backbone.embed(shared["input_ids"]),
+                    attention_mask=shared["attention_mask"],
+                    token_type_ids=shared.get("token_type_ids"),
+                    readout_index=shared.get("readout_index"),
+                    decoder_input_ids=shared.get("decoder_input_ids"),
+                ),
+            )
             output = run_backbone(self.backbone, inputs)
             for name, local in groups.items():
                 idx = torch.tensor(local, device=device)
-                sub = type(output)(output.hidden[idx], None if output.readout_logits is None else output.readout_logits[idx],
-                                   None if output.logits is None else output.logits[idx])
+                sub = type(output)(
+                    output.hidden[idx],
+                    None if output.readout_logits is None else output.readout_logits[idx],
+                    None if output.logits is None else output.logits[idx],
+                )
                 logits = self.prompts[name].task.logits(sub, None, own[name])
                 each(name, [chunk[j] for j in local], logits, own[name])
 
@@ -226,8 +249,17 @@ class PromptSet:
         return results
 
     @torch.no_grad()
-    def generate(self, rows: list[Row], batch_size: int = 32, max_tokens: int | None = None, details: bool = False,
-                 on_token=None, on_prompt=None, stop_rows=None, **options) -> list[list]:
+    def generate(
+        self,
+        rows: list[Row],
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        details: bool = False,
+        on_token=None,
+        on_prompt=None,
+        stop_rows=None,
+        **options,
+    ) -> list[list]:
         """Per row: the texts its prompt generates for it (num_return_sequences of them), or with
         `details` a dict per sequence (`text`, `tokens` generated, `finished`: whether it ended with
         the end-of-sequence token) and the row's `prompt_tokens` in each. Rows whose prompts resolve
@@ -242,12 +274,16 @@ class PromptSet:
         results: list[list[str] | None] = [None] * len(rows)
         encoded = [self.prompts[n].task.encode(e) for n, e in rows]
         lengths = [len(f["input_ids"]) for f in encoded]
-        for chunk in self._batches(names_all, lengths, batch_size, max_tokens, key=lambda n: repr(sorted(resolved[n].items()))):
+        for chunk in self._batches(
+            names_all, lengths, batch_size, max_tokens, key=lambda n: repr(sorted(resolved[n].items()))
+        ):
             names = [names_all[i] for i in chunk]
             task = self.prompts[names[0]].task
             features = [encoded[i] for i in chunk]
-            batch = {k: v.to(self.backbone.device)
-                     for k, v in task.collate(features, with_labels=False, for_generation=True).items()}
+            batch = {
+                k: v.to(self.backbone.device)
+                for k, v in task.collate(features, with_labels=False, for_generation=True).items()
+            }
             inputs = self._inputs(names, task.model_inputs(batch, self.backbone.embed(batch["input_ids"])))
             extra = {}
             if on_prompt is not None:
@@ -263,7 +299,7 @@ class PromptSet:
             texts = task.decode_details(ids) if details else task.decode(ids)
             per_row = len(texts) // len(chunk)
             for j, i in enumerate(chunk):
-                results[i] = texts[j * per_row:(j + 1) * per_row]
+                results[i] = texts[j * per_row : (j + 1) * per_row]
                 if details:
                     for sequence in results[i]:
                         sequence["prompt_tokens"] = lengths[i]
@@ -271,8 +307,9 @@ class PromptSet:
 
     # ---- ensembles ----------------------------------------------------------------------------
 
-    def ensemble(self, names: list[str], examples: list[Example | str], combine: str = "mean",
-                 batch_size: int = 64) -> dict:
+    def ensemble(
+        self, names: list[str], examples: list[Example | str], combine: str = "mean", batch_size: int = 64
+    ) -> dict:
         """Several classification prompts with the same labels over the same inputs, run as mixed
         batches. Returns `labels`, each member's probabilities (N, C) under `members`, and the
         ensemble's `probabilities` (mean) and `predictions` (argmax of the mean, or majority vote
@@ -291,17 +328,27 @@ class PromptSet:
         for name in names[1:]:
             other = self.prompts[name].task.config.labels
             if other != labels:
-                raise ConfigError(f"prompt {name!r} has labels {list(other)}, {names[0]!r} has {list(labels)}; "
-                                  "an ensemble's members must share their labels")
+                raise ConfigError(
+                    f"prompt {name!r} has labels {list(other)}, {names[0]!r} has {list(labels)}; "
+                    "an ensemble's members must share their labels"
+                )
         examples = [e for _, e in self._as_examples([(names[0], e) for e in examples])]
         # Every member's row for an input sits in the same batch: K rows per input.
         rows = [(name, e) for e in examples for name in names]
-        probs = torch.stack([x.softmax(-1) for x in self.logits(rows, batch_size * len(names))]) if rows else \
-            torch.zeros(0, len(labels))
+        probs = (
+            torch.stack([x.softmax(-1) for x in self.logits(rows, batch_size * len(names))])
+            if rows
+            else torch.zeros(0, len(labels))
+        )
         probs = probs.view(len(examples), len(names), len(labels))
         mean, predictions = combine_members(probs, combine)
-        return {"labels": labels, "members": {n: probs[:, k] for k, n in enumerate(names)},
-                "probabilities": mean, "predictions": predictions, "combine": combine}
+        return {
+            "labels": labels,
+            "members": {n: probs[:, k] for k, n in enumerate(names)},
+            "probabilities": mean,
+            "predictions": predictions,
+            "combine": combine,
+        }
 
 
 def combine_members(probs: torch.Tensor, combine: str) -> tuple[torch.Tensor, list[int]]:
@@ -325,8 +372,10 @@ def _shared(own: dict[str, dict], groups: dict[str, list[int]], size: int, devic
     task's rows have, in the forward's row order."""
     first = next(iter(own.values()))
     width = first["input_ids"].shape[1]
-    merged = {"input_ids": torch.zeros(size, width, dtype=torch.long, device=device),
-              "attention_mask": torch.zeros(size, width, dtype=torch.long, device=device)}
+    merged = {
+        "input_ids": torch.zeros(size, width, dtype=torch.long, device=device),
+        "attention_mask": torch.zeros(size, width, dtype=torch.long, device=device),
+    }
     if any("token_type_ids" in b for b in own.values()):
         merged["token_type_ids"] = torch.zeros(size, width, dtype=torch.long, device=device)
     if any("readout_index" in b for b in own.values()):
@@ -335,7 +384,9 @@ def _shared(own: dict[str, dict], groups: dict[str, list[int]], size: int, devic
     if decoders:
         # Encoder-decoder verbalizers: right-padded decoder inputs (a causal decoder never reads the
         # padding before its readout position); rows that read no decoder get the start token.
-        merged["decoder_input_ids"] = torch.zeros(size, max(d.shape[1] for d in decoders), dtype=torch.long, device=device)
+        merged["decoder_input_ids"] = torch.zeros(
+            size, max(d.shape[1] for d in decoders), dtype=torch.long, device=device
+        )
         merged["decoder_input_ids"][:, 0] = decoders[0][0, 0]
     for name, local in groups.items():
         idx = torch.tensor(local, device=device)
@@ -343,7 +394,7 @@ def _shared(own: dict[str, dict], groups: dict[str, list[int]], size: int, devic
             if key in own[name]:
                 part = own[name][key]
                 if key == "decoder_input_ids":
-                    value[idx, :part.shape[1]] = part
+                    value[idx, : part.shape[1]] = part
                 else:
                     value[idx] = part
         if decoders and "decoder_input_ids" not in own[name] and "readout_index" in merged:
@@ -375,5 +426,8 @@ class _StopRows(StoppingCriteria):
         self.rows, self.expand, self.stop_rows = rows, expand, stop_rows
 
     def __call__(self, input_ids, scores, **kwargs):
-        return torch.tensor([bool(self.stop_rows(self.rows[j // self.expand])) for j in range(input_ids.shape[0])],
-                            dtype=torch.bool, device=input_ids.device)
+        return torch.tensor(
+            [bool(self.stop_rows(self.rows[j // self.expand])) for j in range(input_ids.shape[0])],
+            dtype=torch.bool,
+            device=input_ids.device,
+        )

@@ -15,22 +15,22 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..core.backbone import Backbone, ModelInputs
 from ..config import ConfigBase, check
-from ..errors import ConfigError
+from ..core.backbone import Backbone, ModelInputs
 from ..core.parts import PromptParts, attach
+from ..errors import ConfigError
 
-METHODS: dict[str, type["PromptMethod"]] = {}
+METHODS: dict[str, type[PromptMethod]] = {}
 
 
-def register(cls: type["PromptMethod"]) -> type["PromptMethod"]:
+def register(cls: type[PromptMethod]) -> type[PromptMethod]:
     if cls.name in METHODS:
         raise ValueError(f"method {cls.name!r} registered twice")
     METHODS[cls.name] = cls
     return cls
 
 
-def method_class(name: str) -> type["PromptMethod"]:
+def method_class(name: str) -> type[PromptMethod]:
     if name not in METHODS:
         raise ConfigError(f"--method: unknown method {name!r}; known: {sorted(METHODS)}")
     return METHODS[name]
@@ -80,7 +80,7 @@ class PromptMethod(nn.Module):
     def exported(self, model):
         """The prompt to save in place of this one (a searched prompt saves itself as the hard
         prompt it found), or None to save this one."""
-        return None
+        return
 
     def parts(self, backbone: Backbone) -> PromptParts:
         """What this prompt adds to every row: virtual tokens and/or per-layer prefixes (with
@@ -118,8 +118,11 @@ class PromptMethod(nn.Module):
 
 def check_prompt_config(config, inits: tuple[str, ...]) -> None:
     """The checks every virtual-token or prefix config shares: its length, init and init text."""
-    check(isinstance(config.num_virtual_tokens, int) and config.num_virtual_tokens > 0,
-          "num_virtual_tokens", f"must be a positive integer, got {config.num_virtual_tokens!r}")
+    check(
+        isinstance(config.num_virtual_tokens, int) and config.num_virtual_tokens > 0,
+        "num_virtual_tokens",
+        f"must be a positive integer, got {config.num_virtual_tokens!r}",
+    )
     check(config.init in inits, "init", f"must be one of {inits}, got {config.init!r}")
     check(config.init != "text" or bool(config.init_text), "init_text", "init=text needs a non-empty init_text")
 

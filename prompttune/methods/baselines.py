@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.backbone import Backbone
 from ..config import ConfigBase
+from ..core.backbone import Backbone
 from .base import PromptMethod, register
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.backbone import Backbone
 from ..config import ConfigBase
+from ..core.backbone import Backbone
 from .base import check_prompt_config, register
 from .prefix import INITS, KeyValuePrefix
 from .soft_prompt import sample_token_ids
@@ -52,9 +52,14 @@ class DeepPrompt(KeyValuePrefix):
         super().__init__(config, backbone)
         # One contiguous (L, 2, H, P, d) tensor per site, so each layer's keys and values are a
         # contiguous slice with no copy in the forward pass.
-        self.prefix = nn.ParameterDict({
-            site: nn.Parameter(torch.zeros(layers, 2, heads, config.num_virtual_tokens, size, device=backbone.device))
-            for site, (layers, heads, size) in self.layout.items()})
+        self.prefix = nn.ParameterDict(
+            {
+                site: nn.Parameter(
+                    torch.zeros(layers, 2, heads, config.num_virtual_tokens, size, device=backbone.device)
+                )
+                for site, (layers, heads, size) in self.layout.items()
+            }
+        )
 
     @torch.no_grad()
     def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
@@ -63,8 +68,15 @@ class DeepPrompt(KeyValuePrefix):
             # Per-site scale of real activations, measured on a handful of vocabulary tokens.
             ids = sample_token_ids(backbone, 16, generator).cpu().unsqueeze(0)
             activations = backbone.key_value_activations(ids)
-            scale = self.join({site: t[:, :, 0].float().std(dim=(2, 3, 4), keepdim=True).expand(-1, -1, t.shape[3], self.config.num_virtual_tokens, t.shape[5])
-                               for site, t in activations.items()})
+            scale = self.join(
+                {
+                    site: t[:, :, 0]
+                    .float()
+                    .std(dim=(2, 3, 4), keepdim=True)
+                    .expand(-1, -1, t.shape[3], self.config.num_virtual_tokens, t.shape[5])
+                    for site, t in activations.items()
+                }
+            )
             target = torch.randn(scale.shape, generator=generator).to(scale.device) * scale
         for site, values in self.split(target).items():
             self.prefix[site].copy_(values)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.backbone import Backbone
 from ..config import ConfigBase, check
+from ..core.backbone import Backbone
 from ..core.parts import PromptParts
 from ..core.seeding import reset_parameters
 from .base import Reparameterised, check_prompt_config, register
@@ -40,8 +40,11 @@ class PTuningConfig(ConfigBase):
     def __post_init__(self):
         check_prompt_config(self, INITS)
         check(self.encoder in ENCODERS, "encoder", f"must be one of {ENCODERS}, got {self.encoder!r}")
-        check(self.hidden_size is None or (isinstance(self.hidden_size, int) and self.hidden_size > 0),
-              "hidden_size", "must be a positive integer")
+        check(
+            self.hidden_size is None or (isinstance(self.hidden_size, int) and self.hidden_size > 0),
+            "hidden_size",
+            "must be a positive integer",
+        )
 
 
 class PromptEncoder(nn.Module):
@@ -50,12 +53,15 @@ class PromptEncoder(nn.Module):
         hidden = config.hidden_size or width
         self.kind = config.encoder
         if self.kind == "lstm":
-            self.lstm = nn.LSTM(width, hidden // 2 if hidden > 1 else 1, num_layers=2, bidirectional=True, batch_first=True)
+            self.lstm = nn.LSTM(
+                width, hidden // 2 if hidden > 1 else 1, num_layers=2, bidirectional=True, batch_first=True
+            )
             lstm_out = 2 * (hidden // 2 if hidden > 1 else 1)
             self.mlp = nn.Sequential(nn.Linear(lstm_out, hidden), nn.ReLU(), nn.Linear(hidden, width))
         else:
-            self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, width))
+            self.mlp = nn.Sequential(
+                nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, width)
+            )
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, D)
         if self.kind == "lstm":
@@ -77,8 +83,9 @@ class PTuning(Reparameterised, SoftPrompt):
 
     @torch.no_grad()
     def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
-        soft = SoftPromptConfig(num_virtual_tokens=self.config.num_virtual_tokens, init=self.config.init,
-                                init_text=self.config.init_text)
+        soft = SoftPromptConfig(
+            num_virtual_tokens=self.config.num_virtual_tokens, init=self.config.init, init_text=self.config.init_text
+        )
         reset_parameters(self.encoder, generator)
         self.prompt.copy_(initial_embeddings(soft, backbone, task, generator))
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.backbone import Backbone
 from ..config import ConfigBase, check, check_optional_count
+from ..core.backbone import Backbone
 from ..core.parts import PromptParts
 from ..core.seeding import reset_parameters
 from .base import PromptMethod, Reparameterised, check_prompt_config, register
@@ -76,7 +76,7 @@ class KeyValuePrefix(PromptMethod):
         for site in self.sites:
             layers, heads, size = self.layout[site]
             width = layers * 2 * heads * size
-            out[site] = flat[:, start:start + width].reshape(length, layers, 2, heads, size).permute(1, 2, 3, 0, 4)
+            out[site] = flat[:, start : start + width].reshape(length, layers, 2, heads, size).permute(1, 2, 3, 0, 4)
             start += width
         return out
 
@@ -129,8 +129,9 @@ class PrefixTuning(Reparameterised, KeyValuePrefix):
         device = backbone.device
         width = config.embedding_size or backbone.hidden_size
         self.embedding = nn.Parameter(torch.zeros(config.num_virtual_tokens, width, device=device))
-        self.mlp = nn.Sequential(nn.Linear(width, config.hidden_size), nn.Tanh(),
-                                 nn.Linear(config.hidden_size, self.total)).to(device)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, config.hidden_size), nn.Tanh(), nn.Linear(config.hidden_size, self.total)
+        ).to(device)
 
     @torch.no_grad()
     def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:

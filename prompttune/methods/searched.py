@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.backbone import Backbone, ModelInputs
 from ..config import ConfigBase, check
+from ..core.backbone import Backbone, ModelInputs
 from ..errors import ConfigError
 from .base import PromptMethod, register
 
@@ -49,8 +49,11 @@ class AutoPromptConfig(ConfigBase):
 
     def __post_init__(self):
         check(isinstance(self.num_tokens, int) and self.num_tokens > 0, "num_tokens", "must be a positive integer")
-        check(isinstance(self.num_candidates, int) and self.num_candidates > 0, "num_candidates",
-              "must be a positive integer")
+        check(
+            isinstance(self.num_candidates, int) and self.num_candidates > 0,
+            "num_candidates",
+            "must be a positive integer",
+        )
         check(0 < self.search_fraction <= 1, "search_fraction", "must be in (0, 1]")
 
 
@@ -78,16 +81,19 @@ class TriggerPrompt(PromptMethod):
 
         self.tokenizer = backbone.tokenizer
         self._embedding_weight = lambda: backbone.input_embeddings.weight.detach()  # not a submodule
-        self.register_buffer("allowed", torch.tensor(plain_tokens(backbone.tokenizer), device=backbone.device),
-                             persistent=False)
+        self.register_buffer(
+            "allowed", torch.tensor(plain_tokens(backbone.tokenizer), device=backbone.device), persistent=False
+        )
 
     def initial_ids(self, backbone: Backbone, task) -> torch.Tensor:
         n = self.config.num_tokens
         if self.config.init_text:
             ids = self.tokenizer(self.config.init_text, add_special_tokens=False)["input_ids"]
             if len(ids) != n or not set(ids) <= set(self.allowed.tolist()):
-                raise ConfigError(f"init_text: {self.config.init_text!r} must be {n} plain tokens; it reads as "
-                                  f"{self.tokenizer.convert_ids_to_tokens(ids)}")
+                raise ConfigError(
+                    f"init_text: {self.config.init_text!r} must be {n} plain tokens; it reads as "
+                    f"{self.tokenizer.convert_ids_to_tokens(ids)}"
+                )
             return torch.tensor(ids, device=backbone.device)
         filler = task.trigger_slot()
         if filler is None:
@@ -135,11 +141,19 @@ class TriggerPrompt(PromptMethod):
 
         ids = self.token_ids().tolist()
         if not self.reads_back(ids):
-            raise ConfigError(f"{self.name}: the prompt {self.tokenizer.convert_ids_to_tokens(ids)} does not read back "
-                              "as the same tokens; it cannot be written as a template")
-        hard = model.with_prompt(HardPrompt(HardPromptConfig(), model.backbone), model.task.template_with_prompt(self.text()))
-        hard.searched = {"method": self.name, "method_config": self.config.to_dict(), "prompt_text": self.text(),
-                         "tokens": self.tokenizer.convert_ids_to_tokens(ids)}
+            raise ConfigError(
+                f"{self.name}: the prompt {self.tokenizer.convert_ids_to_tokens(ids)} does not read back "
+                "as the same tokens; it cannot be written as a template"
+            )
+        hard = model.with_prompt(
+            HardPrompt(HardPromptConfig(), model.backbone), model.task.template_with_prompt(self.text())
+        )
+        hard.searched = {
+            "method": self.name,
+            "method_config": self.config.to_dict(),
+            "prompt_text": self.text(),
+            "tokens": self.tokenizer.convert_ids_to_tokens(ids),
+        }
         return hard.eval()
 
 
@@ -221,7 +235,7 @@ class AutoPrompt(TriggerPrompt):
         model.eval()
         try:
             for start in range(0, len(trials), per_forward):
-                group = trials[start:start + per_forward]
+                group = trials[start : start + per_forward]
                 big = {k: v.repeat(len(group), *([1] * (v.dim() - 1))) for k, v in batch.items()}
                 self._rows = torch.tensor(group, device=self.trigger_ids.device).repeat_interleave(rows, dim=0)
                 logits = model(big)
@@ -255,7 +269,9 @@ class Pez(TriggerPrompt):
         if self.config.init_text:
             ids = self.initial_ids(backbone, task)
         else:
-            ids = self.allowed[torch.randint(len(self.allowed), (self.config.num_tokens,), generator=generator).to(self.allowed.device)]
+            ids = self.allowed[
+                torch.randint(len(self.allowed), (self.config.num_tokens,), generator=generator).to(self.allowed.device)
+            ]
         self.vectors.copy_(backbone.input_embeddings.weight[ids].float())
 
     def token_ids(self) -> torch.Tensor:

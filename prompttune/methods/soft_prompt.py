@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..config import ConfigBase, check_optional_count
 from ..core.backbone import Backbone, word_for_tokenizer
-from ..config import ConfigBase, check, check_optional_count
 from ..core.parts import PromptParts
 from ..errors import ConfigError
 from .base import PromptMethod, check_prompt_config, register
@@ -54,8 +54,9 @@ class SoftPrompt(PromptMethod):
     def __init__(self, config: SoftPromptConfig, backbone: Backbone):
         super().__init__(config, backbone)
         weight = backbone.input_embeddings.weight
-        self.prompt = nn.Parameter(torch.zeros(config.num_virtual_tokens, backbone.hidden_size, dtype=torch.float32,
-                                               device=weight.device))
+        self.prompt = nn.Parameter(
+            torch.zeros(config.num_virtual_tokens, backbone.hidden_size, dtype=torch.float32, device=weight.device)
+        )
 
     @torch.no_grad()
     def initialize(self, backbone: Backbone, task, generator: torch.Generator) -> None:
@@ -93,7 +94,9 @@ def initial_embeddings(config: SoftPromptConfig, backbone: Backbone, task, gener
     return torch.stack(rows)
 
 
-def sample_token_ids(backbone: Backbone, count: int, generator: torch.Generator, first: int | None = None) -> torch.Tensor:
+def sample_token_ids(
+    backbone: Backbone, count: int, generator: torch.Generator, first: int | None = None
+) -> torch.Tensor:
     """Uniform draws from the vocabulary (its first `first` ids where given), special tokens excluded."""
     vocab_size = backbone.input_embeddings.weight.shape[0]
     special = set(backbone.tokenizer.all_special_ids)
@@ -102,4 +105,3 @@ def sample_token_ids(backbone: Backbone, count: int, generator: torch.Generator,
         raise ConfigError(f"common_tokens: the first {first} token ids are all special tokens; give a larger number")
     picks = torch.randint(len(allowed), (count,), generator=generator)
     return allowed[picks].to(backbone.device)
-

@@ -32,8 +32,13 @@ class _Request:
 
 
 class MicroBatcher:
-    def __init__(self, run: Callable[[Hashable, list], list], max_batch_size: int = 64, max_wait_ms: float = 5.0,
-                 on_batch: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        run: Callable[[Hashable, list], list],
+        max_batch_size: int = 64,
+        max_wait_ms: float = 5.0,
+        on_batch: Callable[[int, int], None] | None = None,
+    ):
         """`run(key, items)` returns one result per item. `on_batch(items, requests)` is told the
         size of every batch that runs (for metrics)."""
         if max_batch_size < 1:
@@ -112,7 +117,7 @@ class MicroBatcher:
             results = await loop.run_in_executor(self._executor, self.run, key, items)
             if self.on_batch is not None:
                 self.on_batch(len(items), len(batch))
-        except Exception as error:  # noqa: BLE001 - isolated below: each request alone
+        except Exception as error:
             if len(batch) == 1:
                 settle(batch[0].future, error=error)
                 return
@@ -121,7 +126,7 @@ class MicroBatcher:
             return
         start = 0
         for request in batch:
-            settle(request.future, result=results[start:start + len(request.items)])
+            settle(request.future, result=results[start : start + len(request.items)])
             start += len(request.items)
 
 
@@ -170,6 +175,6 @@ class StepLoop:
                 with self.lock:
                     try:
                         self.engine.step()
-                    except Exception as error:  # noqa: BLE001 - the running requests fail, the loop goes on
+                    except Exception as error:
                         log.exception("a decoding step failed")
                         self.engine.fail_all(error)

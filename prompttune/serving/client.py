@@ -1,9 +1,9 @@
 """A small Python client for `prompttune serve`.
 
-    from prompttune.serving.client import Client
-    client = Client("http://127.0.0.1:8000", token="...")
-    client.classify("sentiment@production", ["a gripping film", "dull"])
-    client.generate("e2e", ["name[Alimentum], area[city centre]"], num_beams=5)
+from prompttune.serving.client import Client
+client = Client("http://127.0.0.1:8000", token="...")
+client.classify("sentiment@production", ["a gripping film", "dull"])
+client.generate("e2e", ["name[Alimentum], area[city centre]"], num_beams=5)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -51,7 +51,10 @@ class Client:
     def classify(self, prompt: str, inputs: list[str | tuple[str, str]]) -> list[dict]:
         """Per input, what the prompt's task reads: {"label", "probabilities"} for classification,
         {"tokens", "tags", "entities"} for token classification. A tuple input is a (text, text_pair) pair."""
-        body = {"prompt": prompt, "inputs": [x if isinstance(x, str) else {"text": x[0], "text_pair": x[1]} for x in inputs]}
+        body = {
+            "prompt": prompt,
+            "inputs": [x if isinstance(x, str) else {"text": x[0], "text_pair": x[1]} for x in inputs],
+        }
         return self._call("POST", "/v1/classify", json=body).json()["results"]
 
     def generate(self, prompt: str, inputs: list[str], **options) -> list[list[str]]:

@@ -41,17 +41,29 @@ from pydantic_core import PydanticCustomError
 class OpenAIError(Exception):
     """An error answered in OpenAI's shape."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-             409: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
-             500: "server_error"}
+    TYPES = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "invalid_request_error",
+        409: "invalid_request_error",
+        413: "invalid_request_error",
+        422: "invalid_request_error",
+        500: "server_error",
+    }
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.TYPES.get(self.status, "invalid_request_error"),
-                          "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.TYPES.get(self.status, "invalid_request_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 OPENAI_PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions")
@@ -70,8 +82,10 @@ class _Request(BaseModel):
     top_p: float | None = Field(1.0, gt=0, le=1)
     n: int | None = Field(1, ge=1, le=16)
     stop: StopText | Annotated[list[StopText], Field(max_length=STOP_STRINGS)] | None = Field(
-        None, description=f"up to {STOP_STRINGS} strings of 1 to {STOP_CHARS} characters; a completion ends before "
-                          "the first of them to appear")
+        None,
+        description=f"up to {STOP_STRINGS} strings of 1 to {STOP_CHARS} characters; a completion ends before "
+        "the first of them to appear",
+    )
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool | None = False
     stream_options: dict | None = None
@@ -88,12 +102,16 @@ class _Request(BaseModel):
         items = [value] if isinstance(value, str) else value
         if isinstance(items, list):
             if len(items) > STOP_STRINGS:
-                raise PydanticCustomError("stop_strings", "{count} strings; at most {most}",
-                                          {"count": len(items), "most": STOP_STRINGS})
+                raise PydanticCustomError(
+                    "stop_strings", "{count} strings; at most {most}", {"count": len(items), "most": STOP_STRINGS}
+                )
             for i, stop in enumerate(items):
                 if isinstance(stop, str) and not 1 <= len(stop) <= STOP_CHARS:
-                    raise PydanticCustomError("stop_length", "string {i} has {length} characters; each is 1 to {most}",
-                                              {"i": i, "length": len(stop), "most": STOP_CHARS})
+                    raise PydanticCustomError(
+                        "stop_length",
+                        "string {i} has {length} characters; each is 1 to {most}",
+                        {"i": i, "length": len(stop), "most": STOP_CHARS},
+                    )
         return value
 
 
@@ -138,8 +156,9 @@ def check_served(body: _Request) -> None:
             raise OpenAIError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
     best_of = getattr(body, "best_of", None)
     if best_of is not None and best_of != (body.n or 1):
-        raise OpenAIError(400, "best_of: only best_of equal to n is served", param="best_of",
-                          code="unsupported_parameter")
+        raise OpenAIError(
+            400, "best_of: only best_of equal to n is served", param="best_of", code="unsupported_parameter"
+        )
     top = getattr(body, "top_logprobs", None)
     if isinstance(body, ChatRequest):
         if body.logprobs not in (None, True, False):
@@ -191,12 +210,20 @@ def choice_logprobs(sequence: dict, text: str, tokenizer, top: int, chat: bool) 
         texts = pieces_after(i, [t for t, _ in alternatives])
         rows.append((pieces[i], logprob, [(text, lp) for text, (_, lp) in zip(texts, alternatives)]))
     if chat:
+
         def entry(token: str, logprob: float) -> dict:
             return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
-        return {"content": [{**entry(t, lp), "top_logprobs": [entry(a, alp) for a, alp in alts]} for t, lp, alts in rows],
-                "refusal": None}
-    return {"tokens": [t for t, _, _ in rows], "token_logprobs": [lp for _, lp, _ in rows],
-            "top_logprobs": None if not top else [dict(alts) for _, _, alts in rows], "text_offset": offsets[:kept]}
+
+        return {
+            "content": [{**entry(t, lp), "top_logprobs": [entry(a, alp) for a, alp in alts]} for t, lp, alts in rows],
+            "refusal": None,
+        }
+    return {
+        "tokens": [t for t, _, _ in rows],
+        "token_logprobs": [lp for _, lp, _ in rows],
+        "top_logprobs": None if not top else [dict(alts) for _, _, alts in rows],
+        "text_offset": offsets[:kept],
+    }
 
 
 def generation_options(body: _Request) -> dict:
@@ -229,23 +256,40 @@ def completion_response(model: str, sequences: list[list[dict]], body: _Request,
             index = len(choices)
             logprobs = None if top is None else choice_logprobs(sequence, text, tokenizer, top, chat)
             if chat:
-                choices.append({"index": index, "message": {"role": "assistant", "content": text},
-                                "logprobs": logprobs, "finish_reason": reason})
+                choices.append(
+                    {
+                        "index": index,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": logprobs,
+                        "finish_reason": reason,
+                    }
+                )
             else:
                 choices.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason})
-    return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-            "object": "chat.completion" if chat else "text_completion", "created": int(time.time()), "model": model,
-            "choices": choices, "system_fingerprint": None,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "system_fingerprint": None,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
 
 
 def chat_source(messages: list[ChatMessage]) -> str:
     """The one user message a chat completion sends, which the prompt reads as its source."""
     if len(messages) != 1 or messages[0].role != "user":
-        raise OpenAIError(400, "messages: send one user message; a registry prompt reads it as its source (its own "
-                               "instruction and chat wrapping, if it was made with them, come from the prompt)",
-                          param="messages")
+        raise OpenAIError(
+            400,
+            "messages: send one user message; a registry prompt reads it as its source (its own "
+            "instruction and chat wrapping, if it was made with them, come from the prompt)",
+            param="messages",
+        )
     content = messages[0].content
     if isinstance(content, list):
         parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
@@ -270,9 +314,17 @@ def model_list(registry) -> dict:
             if row["version"] == entry["latest"]:
                 ids.insert(0, name)
             for model_id in ids:
-                data.append({"id": model_id, "object": "model", "created": pushed, "owned_by": "prompttune",
-                             "task": row["task"], "method": row["method"],
-                             "base_model": (row.get("base_model") or {}).get("name_or_path")})
+                data.append(
+                    {
+                        "id": model_id,
+                        "object": "model",
+                        "created": pushed,
+                        "owned_by": "prompttune",
+                        "task": row["task"],
+                        "method": row["method"],
+                        "base_model": (row.get("base_model") or {}).get("name_or_path"),
+                    }
+                )
     return {"object": "list", "data": data}
 
 
@@ -345,7 +397,7 @@ class StopScanner:
                     k = table[k - 1]
                 self.states[i] = k
             if ended is not None:
-                self.text = text[:position + 1]
+                self.text = text[: position + 1]
                 self.cut = position + 1 - len(self.stops[ended])
                 return
         self.text = text
@@ -362,7 +414,7 @@ def cut_at_stop(sequence: dict, stops: list[str]) -> tuple[str, str]:
     scanner = StopScanner(stops)
     scanner.feed(text)
     if scanner.cut is not None:
-        return text[:scanner.cut], "stop"
+        return text[: scanner.cut], "stop"
     return text, "stop" if sequence["finished"] else "length"
 
 
@@ -392,12 +444,12 @@ class StreamText:
         complete = text if final else text.rstrip("\ufffd")
         self.scanner.feed(complete)
         if self.scanner.cut is not None:
-            text, self.done, self.reason, final = complete[:self.scanner.cut], True, "stop", True
+            text, self.done, self.reason, final = complete[: self.scanner.cut], True, "stop", True
         if not final:
             if len(complete) < len(text):
                 return ""
-            text = text[:len(text) - self.scanner.held]
-        new, self.sent = text[self.sent:], max(self.sent, len(text))
+            text = text[: len(text) - self.scanner.held]
+        new, self.sent = text[self.sent :], max(self.sent, len(text))
         return new
 
     def finish(self, reached_limit: bool) -> str:

@@ -50,25 +50,25 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..artifacts.artifact import check_base_model
+from ..artifacts.registry import BadSpec, Registry, RegistryError, StoreDamaged
 from ..core.backbone import Backbone
-from .batcher import MicroBatcher, StepLoop, settle
-from ..gate import RequestGate
-from . import openai_api
-from .openai_api import OpenAIError
-from ..tasks.data import Example
 from ..errors import ArtifactError, PromptTuneError, quoted
+from ..gate import RequestGate
 from ..inference import continuous
 from ..inference.mixed import PromptSet
-from ..artifacts.registry import BadSpec, Registry, RegistryError, StoreDamaged
 from ..storage import StorageError
 from ..tasks import task_class
+from ..tasks.data import Example
 from ..tasks.generation import check_generation_options
+from . import openai_api
+from .batcher import MicroBatcher, StepLoop, settle
+from .openai_api import OpenAIError
 
 log = logging.getLogger("prompttune.serving.server")
 
@@ -77,8 +77,11 @@ log = logging.getLogger("prompttune.serving.server")
 
 # A text must hold something besides white space (Python's notion of it, which the server applies).
 Text = Annotated[str, StringConstraints(pattern=r"\S"), Field(description="text with at least one non-space character")]
-PromptName = Annotated[str, StringConstraints(max_length=300), Field(
-    description="NAME, NAME@VERSION or NAME@ALIAS in the registry", examples=["sentiment@production"])]
+PromptName = Annotated[
+    str,
+    StringConstraints(max_length=300),
+    Field(description="NAME, NAME@VERSION or NAME@ALIAS in the registry", examples=["sentiment@production"]),
+]
 
 
 class _Strict(BaseModel):
@@ -94,7 +97,7 @@ class _Bounded(_Strict):
     """Counts and lengths of `inputs` checked before any input is validated (a list of millions of
     items is refused at once); a subclass made per server carries its limits."""
 
-    limits: ClassVar["Limits | None"] = None
+    limits: ClassVar[Limits | None] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -106,8 +109,13 @@ class _Bounded(_Strict):
         if len(inputs) > limits.max_inputs:
             raise TooLarge(f"{len(inputs)} inputs; at most {limits.max_inputs} per request")
         for i, item in enumerate(inputs):
-            texts = [item] if isinstance(item, str) else [item.get(k) for k in ("text", "text_pair")] \
-                if isinstance(item, dict) else []
+            texts = (
+                [item]
+                if isinstance(item, str)
+                else [item.get(k) for k in ("text", "text_pair")]
+                if isinstance(item, dict)
+                else []
+            )
             for text in texts:
                 if isinstance(text, str) and len(text) > limits.max_chars:
                     raise TooLarge(f"input {i}: {len(text)} characters; at most {limits.max_chars} per text")
@@ -121,8 +129,9 @@ class TextPair(_Strict):
 
 class ClassifyRequest(_Bounded):
     prompt: PromptName
-    inputs: list[Text | TextPair] = Field(min_length=1, description="texts, or objects with text and text_pair "
-                                                                    "(at most the server's --max-inputs)")
+    inputs: list[Text | TextPair] = Field(
+        min_length=1, description="texts, or objects with text and text_pair (at most the server's --max-inputs)"
+    )
 
 
 def _classify_results():
@@ -133,7 +142,7 @@ def _classify_results():
     from ..tasks import TASKS
 
     shapes = tuple(cls.result_type for cls in TASKS.values() if cls.endpoint == "classify")
-    return Union[shapes] if len(shapes) > 1 else shapes[0]
+    return Union[shapes] if len(shapes) > 1 else shapes[0]  # noqa: UP007 (a union built from a tuple)
 
 
 class ClassifyResponse(BaseModel):
@@ -150,8 +159,9 @@ class GenerateRequest(_Bounded):
     top_k: int | None = Field(None, ge=1, le=1_000_000)
     top_p: float | None = Field(None, gt=0, le=1)
     temperature: float | None = Field(None, ge=0.001, le=100)
-    num_return_sequences: int | None = Field(None, ge=1, le=16,
-                                             description="more than 1 needs do_sample, or num_beams at least as large")
+    num_return_sequences: int | None = Field(
+        None, ge=1, le=16, description="more than 1 needs do_sample, or num_beams at least as large"
+    )
     repetition_penalty: float | None = Field(None, ge=0.01, le=100)
     no_repeat_ngram_size: int | None = Field(None, ge=0, le=1024)
     length_penalty: float | None = Field(None, ge=-10, le=10)
@@ -262,6 +272,7 @@ ERRORS = {status: {"model": Problem} for status in (400, 401, 404, 409, 413, 500
 
 # ---- the model side -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Limits:
     max_batch_size: int = 64
@@ -293,8 +304,14 @@ class PromptService:
     """Registry versions loaded on demand onto one backbone and run in mixed batches. `run` is
     called from one worker thread at a time (the batcher's)."""
 
-    def __init__(self, backbone: Backbone, registry: Registry, max_loaded: int = 256, max_tokens: int | None = None,
-                 max_rows: int = 64):
+    def __init__(
+        self,
+        backbone: Backbone,
+        registry: Registry,
+        max_loaded: int = 256,
+        max_tokens: int | None = None,
+        max_rows: int = 64,
+    ):
         self.backbone = backbone
         self.max_tokens = max_tokens
         self.registry = registry
@@ -358,11 +375,19 @@ class PromptService:
             links = [rest[0] if rest else None for _, _, *rest in items]  # (stream, the row's place in its request)
             streaming = {}
             if any(links):
-                streaming = {"on_token": lambda i, seq, tok, end: links[i] and links[i][0].token(links[i][1], seq, tok, end),
-                             "on_prompt": lambda i, tokens: links[i] and links[i][0].prompt(links[i][1], tokens),
-                             "stop_rows": lambda i: links[i] is not None and links[i][0].stopped}
-            return self.prompts.generate(rows, batch_size=len(rows), max_tokens=self.max_tokens,
-                                         details=key[0] == "openai", **streaming, **options)
+                streaming = {
+                    "on_token": lambda i, seq, tok, end: links[i] and links[i][0].token(links[i][1], seq, tok, end),
+                    "on_prompt": lambda i, tokens: links[i] and links[i][0].prompt(links[i][1], tokens),
+                    "stop_rows": lambda i: links[i] is not None and links[i][0].stopped,
+                }
+            return self.prompts.generate(
+                rows,
+                batch_size=len(rows),
+                max_tokens=self.max_tokens,
+                details=key[0] == "openai",
+                **streaming,
+                **options,
+            )
 
     @property
     def loaded(self) -> int:
@@ -386,6 +411,7 @@ class CannotLoad(PromptTuneError):
 
 
 # ---- the app --------------------------------------------------------------------------------------
+
 
 def _error_body(path: str, status: int, message: str) -> dict:
     """A refusal of the request gate, in the shape of the endpoint's other errors."""
@@ -423,22 +449,42 @@ def _echo(value, limit: int = 80):
 def create_app(service: PromptService, limits: Limits = Limits(), token: str | None = None) -> FastAPI:
     metrics = CollectorRegistry()
     requests_total = Counter("prompttune_requests_total", "HTTP requests", ["endpoint", "status"], registry=metrics)
-    latency = Histogram("prompttune_request_seconds", "Request latency", ["endpoint"], registry=metrics,
-                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-    batch_rows = Histogram("prompttune_batch_rows", "Rows per model forward", registry=metrics,
-                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-    batch_requests = Histogram("prompttune_batch_requests", "Requests joined per model forward", registry=metrics,
-                               buckets=(1, 2, 4, 8, 16, 32, 64))
-    decoding_rows = Histogram("prompttune_decoding_sequences", "Sequences per step of the continuous batch",
-                              registry=metrics, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-    predictions = Counter("prompttune_predictions_total", "Predicted labels per prompt version", ["prompt", "label"],
-                          registry=metrics)
-    generated = Counter("prompttune_generated_sequences_total", "Generated sequences per prompt version", ["prompt"],
-                        registry=metrics)
+    latency = Histogram(
+        "prompttune_request_seconds",
+        "Request latency",
+        ["endpoint"],
+        registry=metrics,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )
+    batch_rows = Histogram(
+        "prompttune_batch_rows", "Rows per model forward", registry=metrics, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+    )
+    batch_requests = Histogram(
+        "prompttune_batch_requests",
+        "Requests joined per model forward",
+        registry=metrics,
+        buckets=(1, 2, 4, 8, 16, 32, 64),
+    )
+    decoding_rows = Histogram(
+        "prompttune_decoding_sequences",
+        "Sequences per step of the continuous batch",
+        registry=metrics,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    )
+    predictions = Counter(
+        "prompttune_predictions_total", "Predicted labels per prompt version", ["prompt", "label"], registry=metrics
+    )
+    generated = Counter(
+        "prompttune_generated_sequences_total", "Generated sequences per prompt version", ["prompt"], registry=metrics
+    )
     loaded = Gauge("prompttune_loaded_prompts", "Prompt versions loaded onto the model", registry=metrics)
     loaded.set_function(lambda: service.loaded if service is not None else 0)
-    active = Gauge("prompttune_decoding_sequences_active", "Sequences in the continuous batch now, and requests "
-                   "waiting to join it", ["state"], registry=metrics)
+    active = Gauge(
+        "prompttune_decoding_sequences_active",
+        "Sequences in the continuous batch now, and requests waiting to join it",
+        ["state"],
+        registry=metrics,
+    )
     decoder = service.decoder if service is not None else None
     active.labels("decoding").set_function(lambda: len(decoder.sequences) if decoder is not None else 0)
     active.labels("waiting").set_function(lambda: len(decoder.waiting) if decoder is not None else 0)
@@ -451,7 +497,9 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         batch_rows.observe(rows)
         batch_requests.observe(joined)
 
-    batcher = MicroBatcher(lambda key, items: service.run(key, items), limits.max_batch_size, limits.max_wait_ms, on_batch)
+    batcher = MicroBatcher(
+        lambda key, items: service.run(key, items), limits.max_batch_size, limits.max_wait_ms, on_batch
+    )
     steps = None
     if service is not None and service.decoder is not None and limits.continuous:
         service.decoder.on_admit, service.decoder.on_step = on_batch, decoding_rows.observe
@@ -476,23 +524,36 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         future = loop.create_future()
         stream = next((rest[0][0] for _, _, *rest in items if rest), None)
         request = continuous.Request(
-            rows=[(name, example) for name, example, *_ in items], options=options, logprobs=logprobs,
+            rows=[(name, example) for name, example, *_ in items],
+            options=options,
+            logprobs=logprobs,
             done=lambda results, error: loop.call_soon_threadsafe(settle, future, results, error),
-            on_prompt=stream.prompt if stream else None, on_token=stream.token if stream else None,
+            on_prompt=stream.prompt if stream else None,
+            on_token=stream.token if stream else None,
             # A client that has gone away (its request cancelled, or its stream left) stops decoding.
-            stopped=(lambda: future.cancelled() or stream.stopped) if stream else future.cancelled)
+            stopped=(lambda: future.cancelled() or stream.stopped) if stream else future.cancelled,
+        )
         steps.submit(request)
         return await future
 
-    app = FastAPI(title="prompttune", version=__version__, lifespan=lifespan,
-                  description="Many prompts over one frozen language model: classification, token classification "
-                              "and generation with prompts from a versioned registry, batched across prompts; "
-                              "generation prompts also as models of an OpenAI-compatible API (/v1/models, "
-                              "/v1/completions, /v1/chat/completions).")
+    app = FastAPI(
+        title="prompttune",
+        version=__version__,
+        lifespan=lifespan,
+        description="Many prompts over one frozen language model: classification, token classification "
+        "and generation with prompts from a versioned registry, batched across prompts; "
+        "generation prompts also as models of an OpenAI-compatible API (/v1/models, "
+        "/v1/completions, /v1/chat/completions).",
+    )
     bearer = HTTPBearer(auto_error=False, description="Needed when the server was started with a token")
-    app.add_middleware(RequestGate, max_bytes=limits.body_bytes, body_timeout=limits.body_timeout_s, token=token,
-                       error_body=_error_body,
-                       malformed_status=lambda path: 400 if path in openai_api.OPENAI_PATHS else 422)
+    app.add_middleware(
+        RequestGate,
+        max_bytes=limits.body_bytes,
+        body_timeout=limits.body_timeout_s,
+        token=token,
+        error_body=_error_body,
+        malformed_status=lambda path: 400 if path in openai_api.OPENAI_PATHS else 422,
+    )
 
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         """Declares the bearer token in the OpenAPI schema; the request gate has checked it already,
@@ -503,7 +564,7 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         start = time.perf_counter()
         try:
             response = await call_next(request)
-        except Exception:  # noqa: BLE001 - reported as a 500, the server carries on
+        except Exception:
             log.exception("unhandled error on %s", request.url.path)
             response = JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
         route = request.scope.get("route")
@@ -572,8 +633,11 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             return await run_in_threadpool(service.resolve, spec, endpoint)
         except StoreDamaged as error:
             log.error("cannot serve %s: %s", quoted(spec), error)
-            raise HTTPException(500, f"{quoted(spec)}: the registry's stored files for this prompt are damaged; "
-                                     "the server log has the details") from None
+            raise HTTPException(
+                500,
+                f"{quoted(spec)}: the registry's stored files for this prompt are damaged; "
+                "the server log has the details",
+            ) from None
         except BadSpec as error:
             raise HTTPException(400, str(error)) from None
         except RegistryError as error:
@@ -584,8 +648,9 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             raise HTTPException(409, str(error)) from None
         except (ArtifactError, StorageError) as error:
             log.error("cannot serve %s: %s", quoted(spec), error)
-            raise HTTPException(500, f"{quoted(spec)}: the prompt's files cannot be loaded; the server log has the "
-                                     "details") from None
+            raise HTTPException(
+                500, f"{quoted(spec)}: the prompt's files cannot be loaded; the server log has the details"
+            ) from None
 
     async def submit(key: tuple, items: list):
         try:
@@ -597,11 +662,12 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             return await batcher.submit(key, items)
         except CannotLoad as error:
             log.error("cannot load %s", error)
-            raise HTTPException(500, f"{error.key}: the prompt's files cannot be loaded; the server log has the "
-                                     "details") from None
+            raise HTTPException(
+                500, f"{error.key}: the prompt's files cannot be loaded; the server log has the details"
+            ) from None
         except PromptTuneError as error:
             raise HTTPException(400, public(error)) from None
-        except Exception:  # noqa: BLE001 - this request fails alone
+        except Exception:
             log.exception("request failed on the model")
             raise HTTPException(500, "the model failed on this request; see the server log") from None
 
@@ -632,9 +698,12 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         sequences = max(settled["num_beams"], settled.get("num_return_sequences", 1))
         cost = len(body.inputs) * sequences * settled["max_new_tokens"]
         if cost > limits.max_request_tokens:
-            raise HTTPException(413, f"this request decodes up to {cost} tokens ({len(body.inputs)} inputs x {sequences} "
-                                     f"beams or sequences x {settled['max_new_tokens']} new tokens); at most "
-                                     f"{limits.max_request_tokens} per request (the server's --max-request-tokens)")
+            raise HTTPException(
+                413,
+                f"this request decodes up to {cost} tokens ({len(body.inputs)} inputs x {sequences} "
+                f"beams or sequences x {settled['max_new_tokens']} new tokens); at most "
+                f"{limits.max_request_tokens} per request (the server's --max-request-tokens)",
+            )
         items = [(key, Example(text=x, source=f"input {i}")) for i, x in enumerate(body.inputs)]
         results = await submit(("generate", tuple(sorted(options.items()))), items)
         generated.labels(key).inc(sum(len(r) for r in results))
@@ -644,13 +713,28 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
     # attached here rather than named in the signatures.
     classify.__annotations__.update(body=classify_request, **{"return": ClassifyResponse})
     generate.__annotations__.update(body=generate_request, **{"return": GenerateResponse})
-    app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, dependencies=[Depends(authorised)],
-             summary="Classify texts, or tag their words, with a registry prompt")(classify)
-    app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS, dependencies=[Depends(authorised)],
-             summary="Generate text with a registry prompt")(generate)
+    app.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        responses=ERRORS,
+        dependencies=[Depends(authorised)],
+        summary="Classify texts, or tag their words, with a registry prompt",
+    )(classify)
+    app.post(
+        "/v1/generate",
+        response_model=GenerateResponse,
+        responses=ERRORS,
+        dependencies=[Depends(authorised)],
+        summary="Generate text with a registry prompt",
+    )(generate)
 
-    @app.get("/v1/prompts", response_model=list[PromptInfo], responses=ERRORS, dependencies=[Depends(authorised)],
-             summary="Every prompt in the registry")
+    @app.get(
+        "/v1/prompts",
+        response_model=list[PromptInfo],
+        responses=ERRORS,
+        dependencies=[Depends(authorised)],
+        summary="Every prompt in the registry",
+    )
     async def prompts() -> list[PromptInfo]:
         return [PromptInfo(**row) for row in await run_in_threadpool(service.registry.list)]
 
@@ -667,19 +751,25 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     async def openai_generate(body, sources: list[str], chat: bool) -> dict:
         if len(sources) > limits.max_inputs:
-            raise OpenAIError(413, f"prompt: {len(sources)} prompts; at most {limits.max_inputs} per request",
-                              param="prompt")
+            raise OpenAIError(
+                413, f"prompt: {len(sources)} prompts; at most {limits.max_inputs} per request", param="prompt"
+            )
         for i, text in enumerate(sources):
             if not isinstance(text, str) or not text.strip():
                 raise OpenAIError(400, f"prompt {i}: the text is empty or only white space", param="prompt")
             if len(text) > limits.max_chars:
-                raise OpenAIError(413, f"prompt {i}: {len(text)} characters; at most {limits.max_chars}", param="prompt")
+                raise OpenAIError(
+                    413, f"prompt {i}: {len(text)} characters; at most {limits.max_chars}", param="prompt"
+                )
         options = openai_api.generation_options(body)
         cost = len(sources) * (body.n or 1) * options["max_new_tokens"]
         if cost > limits.max_request_tokens:
-            raise OpenAIError(413, f"this request decodes up to {cost} tokens ({len(sources)} prompts x n {body.n or 1} "
-                                   f"x max_tokens {options['max_new_tokens']}); at most {limits.max_request_tokens}",
-                              param="max_tokens")
+            raise OpenAIError(
+                413,
+                f"this request decodes up to {cost} tokens ({len(sources)} prompts x n {body.n or 1} "
+                f"x max_tokens {options['max_new_tokens']}); at most {limits.max_request_tokens}",
+                param="max_tokens",
+            )
         key, record = await openai_resolve(body.model)
         try:
             config = task_class(record["task"]).Config.from_dict(record["config"]["task_config"], where=key)
@@ -689,8 +779,13 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         top = openai_api.requested_logprobs(body)
         if top is not None:
             if not (steps is not None and service.continuous(options)):
-                raise OpenAIError(400, "logprobs: served on decoder-only models with continuous batching (the "
-                                       "server's --batching continuous)", param="logprobs", code="unsupported_parameter")
+                raise OpenAIError(
+                    400,
+                    "logprobs: served on decoder-only models with continuous batching (the "
+                    "server's --batching continuous)",
+                    param="logprobs",
+                    code="unsupported_parameter",
+                )
             options = {**options, "logprobs": top}
         batch_key = ("openai", tuple(sorted(options.items())))
         if body.stream:
@@ -701,8 +796,9 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
         except HTTPException as error:
             raise OpenAIError(error.status_code, str(error.detail)) from None
         generated.labels(key).inc(sum(len(s) for s in sequences))
-        return await run_in_threadpool(openai_api.completion_response, key, sequences, body, chat,
-                                       service.backbone.tokenizer)
+        return await run_in_threadpool(
+            openai_api.completion_response, key, sequences, body, chat, service.backbone.tokenizer
+        )
 
     def stream_completion(key: str, sources: list[str], body, batch_key: tuple, options: dict, chat: bool):
         """Server-sent events: each choice's text as its tokens are decoded, then its finish reason."""
@@ -775,8 +871,8 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             """The events for decoded tokens: their text is decoded and searched for stop strings in a
             worker thread, never on the event loop that answers every other request."""
             lines = []
-            for prompt, sequence, token, end in tokens:
-                text = take(prompt, sequence, token, end)
+            for prompt, sequence, token_id, end in tokens:
+                text = take(prompt, sequence, token_id, end)
                 if text:
                     lines.append(event(choices_for(prompt, sequence, text, None)))
             return lines
@@ -788,8 +884,17 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
             completed = False
             try:
                 if chat:
-                    yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                  "finish_reason": None} for i in range(len(sources) * n)])
+                    yield event(
+                        [
+                            {
+                                "index": i,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                            for i in range(len(sources) * n)
+                        ]
+                    )
                 while not all(t.done for t in texts.values()):
                     getter = asyncio.ensure_future(stream.queue.get())
                     done, _ = await asyncio.wait({getter, batch}, return_when=asyncio.FIRST_COMPLETED)
@@ -820,8 +925,13 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    @app.get("/v1/models", response_model=ModelList, responses=openai_errors, dependencies=[Depends(authorised)],
-             summary="OpenAI API: every prompt in the registry as a model (NAME, NAME@VERSION, NAME@ALIAS)")
+    @app.get(
+        "/v1/models",
+        response_model=ModelList,
+        responses=openai_errors,
+        dependencies=[Depends(authorised)],
+        summary="OpenAI API: every prompt in the registry as a model (NAME, NAME@VERSION, NAME@ALIAS)",
+    )
     async def models() -> dict:
         return await run_in_threadpool(openai_api.model_list, service.registry)
 
@@ -838,36 +948,64 @@ def create_app(service: PromptService, limits: Limits = Limits(), token: str | N
 
     completions.__annotations__.update(body=openai_api.CompletionRequest, **{"return": CompletionResponse})
     chat_completions.__annotations__.update(body=openai_api.ChatRequest, **{"return": ChatCompletionResponse})
-    streamed = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                      "description": "the answer, or with stream true its server-sent events"}}
-    app.post("/v1/completions", response_model=CompletionResponse, responses={**openai_errors, **streamed},
-             dependencies=[Depends(authorised)], summary="OpenAI API: complete texts with a registry prompt")(completions)
-    app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={**openai_errors, **streamed},
-             dependencies=[Depends(authorised)],
-             summary="OpenAI API: answer one user message with a registry prompt")(chat_completions)
+    streamed = {
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "the answer, or with stream true its server-sent events",
+        }
+    }
+    app.post(
+        "/v1/completions",
+        response_model=CompletionResponse,
+        responses={**openai_errors, **streamed},
+        dependencies=[Depends(authorised)],
+        summary="OpenAI API: complete texts with a registry prompt",
+    )(completions)
+    app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletionResponse,
+        responses={**openai_errors, **streamed},
+        dependencies=[Depends(authorised)],
+        summary="OpenAI API: answer one user message with a registry prompt",
+    )(chat_completions)
 
     @app.get("/health", response_model=Health, summary="Liveness, and how many prompts are loaded")
     async def health() -> Health:
         return Health(status="ok", version=__version__, loaded_prompts=service.loaded)
 
-    @app.get("/metrics", dependencies=[Depends(authorised)], summary="Prometheus metrics",
-             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"model": Problem}})
+    @app.get(
+        "/metrics",
+        dependencies=[Depends(authorised)],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"model": Problem}},
+    )
     async def prometheus() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
-def serve(model: str, registry: str | None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          limits: Limits = Limits(), device: str | None = None, log_level: str = "info", dtype: str | None = None,
-          device_map: str | None = None) -> None:
+def serve(
+    model: str,
+    registry: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    limits: Limits = Limits(),
+    device: str | None = None,
+    log_level: str = "info",
+    dtype: str | None = None,
+    device_map: str | None = None,
+) -> None:
     import uvicorn
 
     from ..api import load_backbone
 
     backbone = load_backbone(model, device=device, dtype=dtype, device_map=device_map)
-    service = PromptService(backbone, Registry(registry), limits.max_loaded, limits.max_batch_tokens,
-                            limits.max_batch_size)
+    service = PromptService(
+        backbone, Registry(registry), limits.max_loaded, limits.max_batch_tokens, limits.max_batch_size
+    )
     app = create_app(service, limits, token)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

@@ -92,7 +92,7 @@ class SweepSpec:
     plotted per method as `metric_by_group.png`."""
 
     @classmethod
-    def from_dict(cls, values: dict, where: str) -> "SweepSpec":
+    def from_dict(cls, values: dict, where: str) -> SweepSpec:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
@@ -108,9 +108,11 @@ class SweepSpec:
         for size in spec.train_sizes:
             if size != FULL and not (isinstance(size, int) and size > 0):
                 raise ConfigError(f"{where}, field 'train_sizes': positive integers or {FULL!r}, got {size!r}")
-        if spec.train_filter is not None and (not isinstance(spec.train_filter, dict)
-                                              or set(spec.train_filter) != {"column", "values"}
-                                              or not isinstance(spec.train_filter["values"], list)):
+        if spec.train_filter is not None and (
+            not isinstance(spec.train_filter, dict)
+            or set(spec.train_filter) != {"column", "values"}
+            or not isinstance(spec.train_filter["values"], list)
+        ):
             raise ConfigError(f"{where}, field 'train_filter': {{column: NAME, values: [...]}}")
         # TaskOptions' fields the spec does not hold itself, and how the model is loaded.
         allowed = {f.name for f in fields(TaskOptions)} - set(cls.__dataclass_fields__) | {"dtype", "device_map"}
@@ -147,7 +149,7 @@ class SweepSpec:
         return self.task_class().resolve_columns(self.columns())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SweepSpec":
+    def load(cls, path: str | os.PathLike) -> SweepSpec:
         import yaml
 
         try:
@@ -199,6 +201,7 @@ def cells(spec: SweepSpec) -> list[Cell]:
 
 # ---- running one cell ---------------------------------------------------------------------------
 
+
 def _records(spec: SweepSpec, path: str) -> list[dict]:
     return spec.task_class().read_records(path)
 
@@ -247,8 +250,10 @@ def eval_groups(spec: SweepSpec, folder: Path) -> dict[str, str]:
     column = spec.eval_groups
     seen_values = {str(r.get(column)) for r in _training_records(spec)}
     records = _records(spec, _eval_subset(spec, folder))
-    groups = {"seen": [r for r in records if str(r.get(column)) in seen_values],
-              "unseen": [r for r in records if str(r.get(column)) not in seen_values]}
+    groups = {
+        "seen": [r for r in records if str(r.get(column)) in seen_values],
+        "unseen": [r for r in records if str(r.get(column)) not in seen_values],
+    }
     out = {}
     for name, rows in groups.items():
         if rows:
@@ -263,8 +268,8 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str, shared: dict | None = N
     """Train and score one cell (in a worker process); returns its result row. `shared`: the task
     options every cell of the sweep takes (`Task.sweep_options`, read once by `run_sweep`)."""
     from ..api import evaluate_prompt, interrupted_run, train_prompt
-    from ..storage import write_json_atomic
     from ..runtime import quiet_libraries
+    from ..storage import write_json_atomic
 
     quiet_libraries()
     spec = SweepSpec(**spec_dict)
@@ -289,34 +294,53 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str, shared: dict | None = N
         if spec.metric:
             train_options["metric"] = spec.metric
         columns = {f"{role}_column": name for role, name in spec.columns().items() if name is not None}
-        common = dict(model=spec.model, method=cell.method, train=train, eval=eval_path, output=str(folder),
-                      task=spec.task, method_options=options, template=spec.template, verbalizer=spec.verbalizer,
-                      **columns, **{**(shared or {}), **spec.prompt_options})
+        common = dict(
+            model=spec.model,
+            method=cell.method,
+            train=train,
+            eval=eval_path,
+            output=str(folder),
+            task=spec.task,
+            method_options=options,
+            template=spec.template,
+            verbalizer=spec.verbalizer,
+            **columns,
+            **{**(shared or {}), **spec.prompt_options},
+        )
         # A cell killed after a checkpoint continues from it (same arguments: the same cell).
         # The cell's folder is the sweep's own: a cell run again replaces what it held.
         metrics = train_prompt(**common, **train_options, resume=interrupted_run(folder) is not None, force=True)
         groups = {}
         for group, path in eval_groups(spec, root / "data").items():
             scores = evaluate_prompt(str(folder), path, **columns)
-            groups.update({f"{group}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "count"})
+            groups.update(
+                {f"{group}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "count"}
+            )
         if spec.group_column:
             scores = evaluate_prompt(str(folder), eval_path, **columns, group_column=spec.group_column)
             kept = (*spec.task_class().metrics, "count")
             for value, measured in scores["groups"].items():
                 groups.update({f"{value}:{k}": v for k, v in measured.items() if k in kept})
             groups.update({f"gap:{k}": gap["gap"] for k, gap in scores["group_gaps"].items()})
-    except Exception as error:  # noqa: BLE001 - a failed cell is reported, the sweep goes on
+    except Exception as error:
         from ..storage import write_atomic
 
         write_atomic(folder / "error.txt", f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
         return {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
     dev = metrics["dev_metrics"] or {}
-    row = {"cell": cell.name, **asdict(cell), "status": "done",
-           **{k: v for k, v in dev.items() if isinstance(v, (int, float))},
-           "trainable_parameters": metrics["parameters"]["trainable"], "artifact_bytes": metrics["artifact_bytes"],
-           "train_seconds": metrics["training"]["seconds"], "wall_seconds": round(time.perf_counter() - start, 3),
-           "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "train_examples": metrics["training"]["examples"], **groups}
+    row = {
+        "cell": cell.name,
+        **asdict(cell),
+        "status": "done",
+        **{k: v for k, v in dev.items() if isinstance(v, (int, float))},
+        "trainable_parameters": metrics["parameters"]["trainable"],
+        "artifact_bytes": metrics["artifact_bytes"],
+        "train_seconds": metrics["training"]["seconds"],
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "train_examples": metrics["training"]["examples"],
+        **groups,
+    }
     write_json_atomic(folder / "result.json", row)  # last: its presence means the cell is finished
     return row
 
@@ -328,16 +352,19 @@ def _eval_subset(spec: SweepSpec, folder: Path) -> str:
         return spec.eval
     path = folder / f"eval_n{spec.eval_size}.jsonl"
     if not path.is_file():
-        kept = spec.task_class().sample_eval(_records(spec, spec.eval), spec.eval_size, random.Random(0),
-                                             spec.resolved_columns())
+        kept = spec.task_class().sample_eval(
+            _records(spec, spec.eval), spec.eval_size, random.Random(0), spec.resolved_columns()
+        )
         _write_jsonl(path, kept)
     return str(path)
 
 
 # ---- the sweep ----------------------------------------------------------------------------------
 
-def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progress=print,
-              ray_address: str | None = None) -> list[dict]:
+
+def run_sweep(
+    spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progress=print, ray_address: str | None = None
+) -> list[dict]:
     """Run every unfinished cell; returns every cell's result row (finished earlier or now).
     `workers` cells run at once in local processes, or, with `ray_address` ("local" starts a Ray
     instance on this machine), as Ray tasks on a cluster whose workers all see `out`."""
@@ -384,7 +411,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, progres
 def _result(get, cell: Cell) -> dict:
     try:
         return get()
-    except Exception as error:  # noqa: BLE001 - the worker itself died
+    except Exception as error:
         return {"cell": cell.name, **asdict(cell), "status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
@@ -404,7 +431,7 @@ def _run_on_ray(spec: SweepSpec, todo: list[Cell], out: Path, address: str, fini
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 cell = pending.pop(ref)
-                finished(cell, _result(lambda: ray.get(ref), cell))
+                finished(cell, _result(lambda ref=ref: ray.get(ref), cell))
     finally:
         if started_here:
             ray.shutdown()
@@ -447,41 +474,64 @@ def _metric_names(spec: SweepSpec, rows: list[dict]) -> list[str]:
 def write_outputs(spec: SweepSpec, rows: list[dict], out: Path) -> None:
     from ..storage import write_atomic, write_json_atomic
 
-    columns = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("cell", "method", "length", "init",
-                                                                           "train_size", "seed", "status"), k))
+    columns = sorted(
+        {k for r in rows for k in r},
+        key=lambda k: (k not in ("cell", "method", "length", "init", "train_size", "seed", "status"), k),
+    )
     _write_csv(out / "results.csv", rows, columns)
     summary = summarise(spec, rows)
     metrics = _metric_names(spec, rows)
-    summary_columns = ["method", "length", "init", "train_size", "seeds"] + \
-        [f"{n}_{s}" for n in metrics + list(NUMBERS) for s in ("mean", "std")]
+    summary_columns = ["method", "length", "init", "train_size", "seeds"] + [
+        f"{n}_{s}" for n in metrics + list(NUMBERS) for s in ("mean", "std")
+    ]
     _write_csv(out / "summary.csv", summary, summary_columns)
     main = spec.metric or (spec.task_class().default_metric if metrics else None)
-    lines = [f"# Sweep: {spec.model} on {Path(spec.train).name}", "",
-             f"{len([r for r in rows if r.get('status') == 'done'])} cells finished, "
-             f"{len([r for r in rows if r.get('status') == 'failed'])} failed. Mean ± standard deviation over seeds.", "",
-             "| method | length | init | train size | seeds | " + " | ".join(metrics) +
-             " | trainable params | artifact bytes | train s | peak MB |",
-             "|" + "---|" * (9 + len(metrics))]
+    lines = [
+        f"# Sweep: {spec.model} on {Path(spec.train).name}",
+        "",
+        (
+            f"{len([r for r in rows if r.get('status') == 'done'])} cells finished, "
+            f"{len([r for r in rows if r.get('status') == 'failed'])} failed. Mean ± standard deviation over seeds."
+        ),
+        "",
+        "| method | length | init | train size | seeds | "
+        + " | ".join(metrics)
+        + " | trainable params | artifact bytes | train s | peak MB |",
+        "|" + "---|" * (9 + len(metrics)),
+    ]
     for s in summary:
         cells_ = [s["method"], _dash(s["length"]), _dash(s["init"]), str(s["train_size"]), str(s["seeds"])]
         cells_ += [f"{s[f'{n}_mean']:.4f} ± {s[f'{n}_std']:.4f}" if f"{n}_mean" in s else "-" for n in metrics]
-        cells_ += [f"{s.get('trainable_parameters_mean', 0):,.0f}", f"{s.get('artifact_bytes_mean', 0):,.0f}",
-                   f"{s.get('train_seconds_mean', 0):.1f}", f"{s.get('peak_memory_mb_mean', 0):.0f}"]
+        cells_ += [
+            f"{s.get('trainable_parameters_mean', 0):,.0f}",
+            f"{s.get('artifact_bytes_mean', 0):,.0f}",
+            f"{s.get('train_seconds_mean', 0):.1f}",
+            f"{s.get('peak_memory_mb_mean', 0):.0f}",
+        ]
         lines.append("| " + " | ".join(cells_) + " |")
     from ..tasks.metrics import SMALL_GROUP
 
-    counts = {k[: -len(":count")]: int(v) for r in rows for k, v in r.items()
-              if k.endswith(":count") and isinstance(v, (int, float))}
+    counts = {
+        k[: -len(":count")]: int(v)
+        for r in rows
+        for k, v in r.items()
+        if k.endswith(":count") and isinstance(v, (int, float))
+    }
     small = {g: n for g, n in counts.items() if n < SMALL_GROUP}
     if small:
-        lines += ["", f"Groups of {spec.group_column} with fewer than {SMALL_GROUP} eval rows (their figures are unstable): "
-                  + ", ".join(f"{g} ({n})" for g, n in sorted(small.items()))]
+        lines += [
+            "",
+            f"Groups of {spec.group_column} with fewer than {SMALL_GROUP} eval rows (their figures are unstable): "
+            + ", ".join(f"{g} ({n})" for g, n in sorted(small.items())),
+        ]
     failed = [r for r in rows if r.get("status") == "failed"]
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- {r['cell']}: {r.get('error', '')}" for r in failed]
     write_atomic(out / "summary.md", "\n".join(lines) + "\n")
     plots = plot_sweep(spec, rows, summary, out, main) if main else []
-    write_json_atomic(out / "summary.json", {"spec": asdict(spec), "summary": summary, "plots": [p.name for p in plots]})
+    write_json_atomic(
+        out / "summary.json", {"spec": asdict(spec), "summary": summary, "plots": [p.name for p in plots]}
+    )
     _write_report(spec, out, lines, plots)
 
 
@@ -544,7 +594,9 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         for s in summary:
             if f"{metric}_mean" not in s or s.get(key) in (None,):
                 continue
-            parts = [s["method"]] + [f"{k}={s[k]}" for k in ("length", "init", "train_size") if k != key and s[k] is not None]
+            parts = [s["method"]] + [
+                f"{k}={s[k]}" for k in ("length", "init", "train_size") if k != key and s[k] is not None
+            ]
             grouped.setdefault(" ".join(parts), []).append((s[key], s[f"{metric}_mean"], s[f"{metric}_std"]))
         return grouped
 
@@ -564,8 +616,13 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         save(fig, ax, name, f"dev {metric}")
 
     full = max((r["train_examples"] for r in rows if r.get("status") == "done" and "train_examples" in r), default=None)
-    draw("metric_vs_train_size", "train_size", "training examples per class (full = the whole set)", log=True,
-         transform=lambda x: full if x == FULL else x)
+    draw(
+        "metric_vs_train_size",
+        "train_size",
+        "training examples per class (full = the whole set)",
+        log=True,
+        transform=lambda x: full if x == FULL else x,
+    )
     draw("metric_vs_length", "length", "prompt length (tokens)")
     # Against trainable parameters: one point per method and setting, one colour per method.
     done = [s for s in summary if f"{metric}_mean" in s]
@@ -573,10 +630,22 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for s in done:
             x = max(s.get("trainable_parameters_mean", 1), 1)
-            ax.errorbar(x, s[f"{metric}_mean"], yerr=s[f"{metric}_std"], marker="o", capsize=3, color=colour(s["method"]),
-                        label=s["method"])
-            ax.annotate(" ".join(str(v) for v in (s["length"], s["init"], s["train_size"]) if v is not None),
-                        (x, s[f"{metric}_mean"]), fontsize=6, xytext=(4, 0), textcoords="offset points")
+            ax.errorbar(
+                x,
+                s[f"{metric}_mean"],
+                yerr=s[f"{metric}_std"],
+                marker="o",
+                capsize=3,
+                color=colour(s["method"]),
+                label=s["method"],
+            )
+            ax.annotate(
+                " ".join(str(v) for v in (s["length"], s["init"], s["train_size"]) if v is not None),
+                (x, s[f"{metric}_mean"]),
+                fontsize=6,
+                xytext=(4, 0),
+                textcoords="offset points",
+            )
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=7)
@@ -584,19 +653,31 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
         ax.set_xlabel("trainable parameters")
         save(fig, ax, "metric_vs_parameters", f"dev {metric}")
     # Per group (group_column): the metric for each group value, one bar per method and setting.
-    values = sorted({k.split(":", 1)[0] for s in summary for k in s
-                     if k.endswith(f":{metric}_mean") and not k.startswith("gap:")})
+    values = sorted(
+        {k.split(":", 1)[0] for s in summary for k in s if k.endswith(f":{metric}_mean") and not k.startswith("gap:")}
+    )
     if values:
         settings = [s for s in summary if any(f"{v}:{metric}_mean" in s for v in values)]
         fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(values) * max(1, len(settings)) / 2), 4.5))
         width = 0.8 / max(1, len(settings))
         for i, s in enumerate(settings):
             label = " ".join(str(v) for v in (s["method"], s["length"], s["init"], s["train_size"]) if v is not None)
-            ax.bar([x + i * width for x in range(len(values))], [s.get(f"{v}:{metric}_mean", 0.0) for v in values],
-                   width, yerr=[s.get(f"{v}:{metric}_std", 0.0) for v in values], capsize=2, label=label,
-                   color=colour(s["method"]))
-        ax.set_xticks([x + width * (len(settings) - 1) / 2 for x in range(len(values))], values, rotation=30,
-                      ha="right", fontsize=8)
+            ax.bar(
+                [x + i * width for x in range(len(values))],
+                [s.get(f"{v}:{metric}_mean", 0.0) for v in values],
+                width,
+                yerr=[s.get(f"{v}:{metric}_std", 0.0) for v in values],
+                capsize=2,
+                label=label,
+                color=colour(s["method"]),
+            )
+        ax.set_xticks(
+            [x + width * (len(settings) - 1) / 2 for x in range(len(values))],
+            values,
+            rotation=30,
+            ha="right",
+            fontsize=8,
+        )
         ax.set_xlabel(spec.group_column)
         ax.legend(fontsize=6)
         save(fig, ax, "metric_by_group", f"dev {metric}")
@@ -621,9 +702,14 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
                     continue
                 steps = sorted(by_step)
                 label = " ".join(str(v) for v in (method, length, init) if v not in (None, ""))
-                ax.plot(steps, [statistics.fmean(by_step[t]) for t in steps], linewidth=1.2, color=colour(method),
-                        linestyle=linestyle(method, length, init),
-                        label=label)
+                ax.plot(
+                    steps,
+                    [statistics.fmean(by_step[t]) for t in steps],
+                    linewidth=1.2,
+                    color=colour(method),
+                    linestyle=linestyle(method, length, init),
+                    label=label,
+                )
             ax.set_title(f"train size {size}", fontsize=9)
             ax.set_xlabel("step")
             ax.set_yscale("log")
@@ -642,11 +728,16 @@ def _write_report(spec: SweepSpec, out: Path, lines: list[str], plots: list[Path
     table = [line for line in lines if line.startswith("|")]
     header = [c.strip() for c in table[0].strip("|").split("|")] if table else []
     body = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>prompttune sweep</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:48%;margin:1%}</style></head><body>",
-             f"<h1>Sweep: {html.escape(spec.model)} on {html.escape(Path(spec.train).name)}</h1>",
-             f"<p>{html.escape(lines[2])}</p>", "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>prompttune sweep</title>",
+        (
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:48%;margin:1%}</style></head><body>"
+        ),
+        f"<h1>Sweep: {html.escape(spec.model)} on {html.escape(Path(spec.train).name)}</h1>",
+        f"<p>{html.escape(lines[2])}</p>",
+        "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
+    ]
     parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
     parts.append("</table>")
     parts += [f"<img src='{p.name}' alt='{p.stem}'>" for p in plots]
@@ -663,12 +754,24 @@ def spec_from_args(args) -> SweepSpec:
         values = asdict(SweepSpec.load(args.spec))
     from ..core.sources import model_name
 
-    flags = {"model": model_name(args.model, args.gguf_file), "train": args.train, "eval": args.eval, "task": args.task,
-             "metric": args.metric, "eval_size": args.eval_size, "group_column": args.group_column,
-             **{k: getattr(args, k) for k in (*COLUMN_OPTIONS, "template", "verbalizer")}}
+    flags = {
+        "model": model_name(args.model, args.gguf_file),
+        "train": args.train,
+        "eval": args.eval,
+        "task": args.task,
+        "metric": args.metric,
+        "eval_size": args.eval_size,
+        "group_column": args.group_column,
+        **{k: getattr(args, k) for k in (*COLUMN_OPTIONS, "template", "verbalizer")},
+    }
     values.update({k: v for k, v in flags.items() if v is not None})
-    lists = {"methods": args.methods, "lengths": args.lengths, "inits": args.inits, "train_sizes": args.train_sizes,
-             "seeds": args.seeds}
+    lists = {
+        "methods": args.methods,
+        "lengths": args.lengths,
+        "inits": args.inits,
+        "train_sizes": args.train_sizes,
+        "seeds": args.seeds,
+    }
     for key, raw in lists.items():
         if raw is None:
             continue
@@ -687,5 +790,3 @@ def spec_from_args(args) -> SweepSpec:
     prompt_options.update({k: getattr(args, k) for k in ("dtype", "device_map") if getattr(args, k) is not None})
     values["prompt_options"] = prompt_options
     return SweepSpec.from_dict(values, args.spec or "compare flags")
-
-

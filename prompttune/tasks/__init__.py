@@ -1,10 +1,19 @@
 """Tasks turn a frozen model's outputs into losses, predictions and metrics. Each file defines one
 task and registers it by name (tasks/base.py holds the contract)."""
 
-from .base import TASK_OPTIONS, TASKS, Task, register, task_class
 from . import classification, generation, token_classification  # noqa: F401  (registration)
+from .base import TASK_OPTIONS, TASKS, Task, register, task_class
 from .classification import ClassificationConfig, ClassificationTask
 from .generation import GenerationConfig, GenerationTask
 
-__all__ = ["TASK_OPTIONS", "TASKS", "ClassificationConfig", "ClassificationTask", "GenerationConfig", "GenerationTask", "Task",
-           "register", "task_class"]
+__all__ = [
+    "TASKS",
+    "TASK_OPTIONS",
+    "ClassificationConfig",
+    "ClassificationTask",
+    "GenerationConfig",
+    "GenerationTask",
+    "Task",
+    "register",
+    "task_class",
+]

@@ -30,22 +30,22 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..core.backbone import Backbone
 from ..config import ConfigBase
+from ..core.backbone import Backbone
 from ..errors import ConfigError
 from ..options import TASK_OPTIONS
 
-TASKS: dict[str, type["Task"]] = {}
+TASKS: dict[str, type[Task]] = {}
 
 
-def register(cls: type["Task"]) -> type["Task"]:
+def register(cls: type[Task]) -> type[Task]:
     if cls.name in TASKS:
         raise ValueError(f"task {cls.name!r} registered twice")
     TASKS[cls.name] = cls
     return cls
 
 
-def task_class(name_or_config: str | ConfigBase) -> type["Task"]:
+def task_class(name_or_config: str | ConfigBase) -> type[Task]:
     """The task registered under a name, or the task a config belongs to."""
     if isinstance(name_or_config, str):
         if name_or_config not in TASKS:
@@ -104,11 +104,12 @@ class Task(nn.Module):
         unknown = sorted(role for role, value in given.items() if value is not None and role not in cls.columns)
         if unknown:
             flags = ", ".join(f"--{role.replace('_', '-')}-column" for role in unknown)
-            raise ConfigError(f"{flags}: not a column of the {cls.name} task, which reads "
-                              f"{', '.join(cls.columns)}")
+            raise ConfigError(f"{flags}: not a column of the {cls.name} task, which reads {', '.join(cls.columns)}")
         saved = saved or {}
-        return {role: given.get(role) if given.get(role) is not None else saved.get(role, default)
-                for role, default in cls.columns.items()}
+        return {
+            role: given.get(role) if given.get(role) is not None else saved.get(role, default)
+            for role, default in cls.columns.items()
+        }
 
     @classmethod
     def read_examples(cls, path: str, columns: dict[str, str | None], labelled: bool = True) -> list:
@@ -133,15 +134,24 @@ class Task(nn.Module):
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
         """Refuse task options given to a task that does not take them."""
-        given = sorted(k for k, v in options.items() if k in TASK_OPTIONS and k not in cls.options
-                       and v != TASK_OPTIONS[k])
+        given = sorted(
+            k for k, v in options.items() if k in TASK_OPTIONS and k not in cls.options and v != TASK_OPTIONS[k]
+        )
         if given:
-            raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: not an option of the "
-                              f"{cls.name} task")
+            raise ConfigError(
+                f"{', '.join('--' + k.replace('_', '-') for k in given)}: not an option of the {cls.name} task"
+            )
 
     @classmethod
-    def new_config(cls, options: dict[str, Any], train_examples: list, eval_examples: list | None, seed: int,
-                   train_name: str = "the training data", columns: dict | None = None) -> ConfigBase:
+    def new_config(
+        cls,
+        options: dict[str, Any],
+        train_examples: list,
+        eval_examples: list | None,
+        seed: int,
+        train_name: str = "the training data",
+        columns: dict | None = None,
+    ) -> ConfigBase:
         """The config of a new prompt from a run's task options and its data."""
         raise NotImplementedError
 
@@ -152,7 +162,9 @@ class Task(nn.Module):
         return rng.sample(records, min(size, len(records)))
 
     @classmethod
-    def sample_eval(cls, records: list[dict], size: int, rng: random.Random, columns: dict[str, str | None]) -> list[dict]:
+    def sample_eval(
+        cls, records: list[dict], size: int, rng: random.Random, columns: dict[str, str | None]
+    ) -> list[dict]:
         """A fixed subset of `size` evaluation rows."""
         return rng.sample(records, min(size, len(records)))
 
@@ -241,7 +253,7 @@ class Task(nn.Module):
         task takes no searched prompt)."""
         return None
 
-    def template_with_prompt(self, text: str) -> "Task":
+    def template_with_prompt(self, text: str) -> Task:
         """The same task with `text` written where a searched prompt's slots were (a hard prompt)."""
         raise ConfigError(f"a searched prompt cannot be written into a {self.name} task")
 

@@ -14,8 +14,9 @@ def chat_wrap(backbone: Backbone, instruction: str | None, turns: list[tuple[str
     `turns` as earlier (user, assistant) exchanges, and the generation prompt at the end."""
     tokenizer = backbone.tokenizer
     if backbone.kind != DECODER or not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"chat: {type(backbone.model).__name__}'s tokenizer has no chat template; "
-                          "use --instruction without --chat")
+        raise ConfigError(
+            f"chat: {type(backbone.model).__name__}'s tokenizer has no chat template; use --instruction without --chat"
+        )
     messages = [{"role": "system", "content": instruction}] if instruction else []
     for user, assistant in turns:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]

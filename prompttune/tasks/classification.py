@@ -23,21 +23,20 @@ import statistics
 import string
 from dataclasses import dataclass, replace
 
-from typing_extensions import TypedDict
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import TypedDict
 
-from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs, word_for_tokenizer
 from ..config import ConfigBase, check
-from .data import Columns, Example, label_set, load_examples, pick_demonstrations
+from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs, word_for_tokenizer
+from ..core.vocabulary import first_plain_token
 from ..errors import ConfigError, DataError
 from ..options import CALIBRATIONS
-from .metrics import classification_metrics
-from ..core.vocabulary import first_plain_token
 from .base import Task, register
 from .chat import chat_wrap
+from .data import Columns, Example, label_set, load_examples, pick_demonstrations
+from .metrics import classification_metrics
 
 READOUTS = ("verbalizer", "head", "similarity")
 
@@ -45,6 +44,7 @@ READOUTS = ("verbalizer", "head", "similarity")
 class ClassificationResult(TypedDict):
     label: str
     probabilities: dict[str, float]
+
 
 PLACEHOLDERS = ("text", "text_pair", "mask", "prompt")
 SIMILARITY_SCALE = 20.0  # cosine similarities -> logits, as sentence-transformers' ranking losses do
@@ -93,31 +93,52 @@ class ClassificationConfig(ConfigBase):
         check(self.readout in READOUTS, "readout", f"must be one of {READOUTS}, got {self.readout!r}")
         check(isinstance(self.max_length, int) and self.max_length >= 8, "max_length", "must be an integer >= 8")
         if self.verbalizer is not None:
-            check(len(self.verbalizer) == len(self.labels), "verbalizer",
-                  f"has {len(self.verbalizer)} entries for {len(self.labels)} labels")
+            check(
+                len(self.verbalizer) == len(self.labels),
+                "verbalizer",
+                f"has {len(self.verbalizer)} entries for {len(self.labels)} labels",
+            )
             for label, words in zip(self.labels, self.verbalizer):
                 check(len(words) > 0 and all(w.strip() for w in words), "verbalizer", f"label {label!r} has no words")
         if self.template is not None:
             fields = template_fields(self.template)
             check("text" in fields, "template", f"must contain {{text}}: {self.template!r}")
-            check(("text_pair" in fields) == self.pair, "template",
-                  "needs {text_pair} exactly when the data has a text-pair column")
+            check(
+                ("text_pair" in fields) == self.pair,
+                "template",
+                "needs {text_pair} exactly when the data has a text-pair column",
+            )
             check(fields.count("mask") <= 1, "template", "at most one {mask}")
             check(fields.count("prompt") <= 1, "template", "at most one {prompt}")
-        check(isinstance(self.prompt_slots, int) and self.prompt_slots >= 0, "prompt_slots", "must be a non-negative integer")
-        check(self.instruction is None or (isinstance(self.instruction, str) and self.instruction.strip()), "instruction",
-              "must be non-empty text")
+        check(
+            isinstance(self.prompt_slots, int) and self.prompt_slots >= 0,
+            "prompt_slots",
+            "must be a non-negative integer",
+        )
+        check(
+            self.instruction is None or (isinstance(self.instruction, str) and self.instruction.strip()),
+            "instruction",
+            "must be non-empty text",
+        )
         check(isinstance(self.chat, bool), "chat", "must be true or false")
         for demo in self.demonstrations:
-            check(len(demo) == 3 and isinstance(demo[0], str) and demo[2] in self.labels, "demonstrations",
-                  f"each is (text, text_pair, label) with a label from {list(self.labels)}, got {demo!r}")
-            check((demo[1] is not None) == self.pair, "demonstrations", "need a text pair exactly when the data has one")
+            check(
+                len(demo) == 3 and isinstance(demo[0], str) and demo[2] in self.labels,
+                "demonstrations",
+                f"each is (text, text_pair, label) with a label from {list(self.labels)}, got {demo!r}",
+            )
+            check(
+                (demo[1] is not None) == self.pair, "demonstrations", "need a text pair exactly when the data has one"
+            )
         check(self.calibrate is None or self.calibrate in CALIBRATIONS, "calibrate", f"must be one of {CALIBRATIONS}")
         if self.calibration is not None:
             check(self.calibrate, "calibration", "is measured only for a prompt made with calibrate")
-            check(len(self.calibration) == len(self.labels)
-                  and all(isinstance(x, float) and math.isfinite(x) for x in self.calibration), "calibration",
-                  f"must be {len(self.labels)} finite log-probabilities, one per label")
+            check(
+                len(self.calibration) == len(self.labels)
+                and all(isinstance(x, float) and math.isfinite(x) for x in self.calibration),
+                "calibration",
+                f"must be {len(self.labels)} finite log-probabilities, one per label",
+            )
 
     def words(self) -> tuple[tuple[str, ...], ...]:
         return self.verbalizer if self.verbalizer is not None else tuple((label,) for label in self.labels)
@@ -174,8 +195,10 @@ def resolve_readout(method, backbone: Backbone, requested: str = "auto") -> str:
     head where it does not (or where the method asks for one), similarity for zero-shot encoders."""
     if requested != "auto":
         if not method.trains and requested == "head":
-            raise ConfigError(f"readout: {method.name} trains nothing, so it cannot use an untrained head; "
-                              "use verbalizer (LM head) or similarity")
+            raise ConfigError(
+                f"readout: {method.name} trains nothing, so it cannot use an untrained head; "
+                "use verbalizer (LM head) or similarity"
+            )
         return requested
     if method.readout == "head":
         return "head"
@@ -200,14 +223,24 @@ class ClassificationTask(Task):
 
     @classmethod
     def read_examples(cls, path: str, columns: dict, labelled: bool = True) -> list[Example]:
-        examples = load_examples(path, Columns(text=columns["text"], text_pair=columns["text_pair"], label=columns["label"]),
-                                 require_labels=labelled)
+        examples = load_examples(
+            path,
+            Columns(text=columns["text"], text_pair=columns["text_pair"], label=columns["label"]),
+            require_labels=labelled,
+        )
         # Labels play no part in prediction (and may include unseen ones).
         return examples if labelled else [replace(e, label=None) for e in examples]
 
     @classmethod
-    def new_config(cls, options: dict, train_examples: list[Example], eval_examples: list[Example] | None, seed: int,
-                   train_name: str = "the training data", columns: dict | None = None) -> ClassificationConfig:
+    def new_config(
+        cls,
+        options: dict,
+        train_examples: list[Example],
+        eval_examples: list[Example] | None,
+        seed: int,
+        train_name: str = "the training data",
+        columns: dict | None = None,
+    ) -> ClassificationConfig:
         cls.check_options(options)
         labels = options.get("labels")
         label_names = tuple(str(x) for x in labels) if labels else label_set(train_examples)
@@ -216,16 +249,25 @@ class ClassificationTask(Task):
             if unseen:
                 first = next(e for e in eval_examples if e.label in unseen)
                 column = f", column {columns['label']!r}" if columns else ""
-                raise ConfigError(f"{first.source}{column}: label {first.label!r} never occurs in {train_name}; "
-                                  f"training labels are {list(label_names)} (pass --labels to fix the set)")
-        demonstrations = tuple((e.text, e.text_pair, e.label) for e in
-                               pick_demonstrations(train_examples, options.get("shots", 0), seed, label_names))
-        return ClassificationConfig(labels=label_names, template=options.get("template"),
-                                    verbalizer=parse_verbalizer(options.get("verbalizer"), label_names),
-                                    max_length=options.get("max_length", 256),
-                                    pair=any(e.text_pair is not None for e in train_examples),
-                                    instruction=options.get("instruction"), chat=bool(options.get("chat")),
-                                    demonstrations=demonstrations, calibrate=options.get("calibrate"))
+                raise ConfigError(
+                    f"{first.source}{column}: label {first.label!r} never occurs in {train_name}; "
+                    f"training labels are {list(label_names)} (pass --labels to fix the set)"
+                )
+        demonstrations = tuple(
+            (e.text, e.text_pair, e.label)
+            for e in pick_demonstrations(train_examples, options.get("shots", 0), seed, label_names)
+        )
+        return ClassificationConfig(
+            labels=label_names,
+            template=options.get("template"),
+            verbalizer=parse_verbalizer(options.get("verbalizer"), label_names),
+            max_length=options.get("max_length", 256),
+            pair=any(e.text_pair is not None for e in train_examples),
+            instruction=options.get("instruction"),
+            chat=bool(options.get("chat")),
+            demonstrations=demonstrations,
+            calibrate=options.get("calibrate"),
+        )
 
     @classmethod
     def sample(cls, records: list[dict], size: int, rng, columns: dict) -> list[dict]:
@@ -266,8 +308,9 @@ class ClassificationTask(Task):
             self.template = self.template[: self.template.index("{mask}")].rstrip()
         self.slot_filler = None
         if config.template is not None and "prompt" in template_fields(config.template) and not config.prompt_slots:
-            raise ConfigError("template: {prompt} marks where a searched prompt's trigger tokens go "
-                              "(--method autoprompt or pez)")
+            raise ConfigError(
+                "template: {prompt} marks where a searched prompt's trigger tokens go (--method autoprompt or pez)"
+            )
         if config.prompt_slots:
             if config.readout == "similarity":
                 raise ConfigError("readout: trigger tokens need a verbalizer or a trained head, not similarity")
@@ -277,8 +320,11 @@ class ClassificationTask(Task):
             # Trigger slots are encoded as copies of one ordinary token, found again by offsets.
             self.slot_filler = first_plain_token(self.tokenizer)
             self.slot_text = self.tokenizer.decode([self.slot_filler] * config.prompt_slots)
-        self.mask_text = {ENCODER: self.tokenizer.mask_token, DECODER: "",
-                          ENCODER_DECODER: self.tokenizer.mask_token or _sentinel(self.tokenizer)}[backbone.kind]
+        self.mask_text = {
+            ENCODER: self.tokenizer.mask_token,
+            DECODER: "",
+            ENCODER_DECODER: self.tokenizer.mask_token or _sentinel(self.tokenizer),
+        }[backbone.kind]
         # Encoder-decoders read the label where the decoder predicts the masked span: T5 after its
         # first sentinel (it answers "<extra_id_0> span"), BART at the mask's own position (it
         # rewrites the whole input); without a mask in the input, at the first decoder token.
@@ -322,18 +368,23 @@ class ClassificationTask(Task):
         return template.format(mask="", **values).rstrip() + " " + word
 
     @staticmethod
-    def configure(config: ClassificationConfig, method, backbone: Backbone, readout: str = "auto",
-                  prompt_slots: int = 0) -> ClassificationConfig:
+    def configure(
+        config: ClassificationConfig, method, backbone: Backbone, readout: str = "auto", prompt_slots: int = 0
+    ) -> ClassificationConfig:
         """A new prompt's config: the readout chosen for this method and backbone, and the trigger
         slots the method asks for."""
         config = config.replace(readout=resolve_readout(method, backbone, readout), prompt_slots=prompt_slots)
         if config.calibrate:
             if method.trains or prompt_slots:
-                raise ConfigError(f"--calibrate: contextual calibration is for prompts that train nothing (hard_prompt); "
-                                  f"--method {method.name} learns its own label balance from the training data")
+                raise ConfigError(
+                    f"--calibrate: contextual calibration is for prompts that train nothing (hard_prompt); "
+                    f"--method {method.name} learns its own label balance from the training data"
+                )
             if config.readout != "verbalizer":
-                raise ConfigError(f"--calibrate: needs label words read from the LM head (readout verbalizer), "
-                                  f"not readout {config.readout}")
+                raise ConfigError(
+                    f"--calibrate: needs label words read from the LM head (readout verbalizer), "
+                    f"not readout {config.readout}"
+                )
         return config
 
     @torch.no_grad()
@@ -346,20 +397,29 @@ class ClassificationTask(Task):
         if kind is None or self.config.calibration is not None:
             return
         if kind == "content_free":
-            probes = [Example(text=c, text_pair=c if self.config.pair else None, source=f"content-free input {c!r}")
-                      for c in ("N/A", "")]
+            probes = [
+                Example(text=c, text_pair=c if self.config.pair else None, source=f"content-free input {c!r}")
+                for c in ("N/A", "")
+            ]
         else:
             probes = domain_probes(examples, self.config.pair, seed)
-        rows = torch.cat([logits.float().softmax(-1).cpu() for logits, _ in
-                          model.batched_logits([self.encode(e) for e in probes], len(probes))])
+        rows = torch.cat(
+            [
+                logits.float().softmax(-1).cpu()
+                for logits, _ in model.batched_logits([self.encode(e) for e in probes], len(probes))
+            ]
+        )
         self.config = self.config.replace(calibration=tuple(float(x) for x in rows.mean(0).log()))
         self._set_calibration()
 
     def _set_calibration(self) -> None:
         """The config's calibration as a tensor beside the label word ids (only a verbalizer has one)."""
         values = self.config.calibration
-        self.register_buffer("calibration", None if values is None else torch.tensor(values, device=self.word_ids.device),
-                             persistent=False)
+        self.register_buffer(
+            "calibration",
+            None if values is None else torch.tensor(values, device=self.word_ids.device),
+            persistent=False,
+        )
 
     def init_words(self) -> dict[str, tuple[str, ...]]:
         return dict(zip(self.config.labels, self.config.words()))
@@ -367,7 +427,7 @@ class ClassificationTask(Task):
     def trigger_slot(self) -> int | None:
         return self.slot_filler
 
-    def template_with_prompt(self, text: str) -> "ClassificationTask":
+    def template_with_prompt(self, text: str) -> ClassificationTask:
         """This task with `text` where the trigger slots were, its trained head kept."""
         template = self.template.replace("{prompt}", text.replace("{", "{{").replace("}", "}}"))
         task = type(self)(self.config.replace(template=template, prompt_slots=0), self._backbone)
@@ -384,20 +444,25 @@ class ClassificationTask(Task):
             out.append(f"the template {self.template!r} around each input")
         if config.readout == "verbalizer":
             words = {label: list(words) for label, words in zip(config.labels, config.words())}
-            out.append(f"the label words {words}, read as the next token's scores (the labels in order "
-                       f"{list(config.labels)})")
+            out.append(
+                f"the label words {words}, read as the next token's scores (the labels in order {list(config.labels)})"
+            )
         if config.calibration is not None:
             lean = {label: round(math.exp(x), 4) for label, x in zip(config.labels, config.calibration)}
-            out.append(f"calibration ({config.calibrate}): each label's probability divided by its probability for "
-                       f"inputs without content, {lean}")
+            out.append(
+                f"calibration ({config.calibrate}): each label's probability divided by its probability for "
+                f"inputs without content, {lean}"
+            )
         return out + self.wording_left_out(config, "input", "the label read at the assistant's first token")
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut inputs (template included) to the `available` positions the model has left after
         the prompt's `taken`; a problem to report where not even a short input fits."""
         if available < 8:
-            self.position_problem = (f"the prompt takes {taken} of the model's {limit} positions, leaving {available} "
-                                     "for the input (at least 8 needed); use fewer virtual tokens")
+            self.position_problem = (
+                f"the prompt takes {taken} of the model's {limit} positions, leaving {available} "
+                "for the input (at least 8 needed); use fewer virtual tokens"
+            )
             return self.position_problem
         self.max_length = min(self.config.max_length, available)
         return None
@@ -407,14 +472,18 @@ class ClassificationTask(Task):
         ids, owners, seen = [], [], {}
         for label_number, (label, words) in enumerate(zip(self.config.labels, self.config.words())):
             for word in words:
-                spelled = word if self.config.chat else word_for_tokenizer(backbone, word)  # a chat answer starts a line
+                spelled = (
+                    word if self.config.chat else word_for_tokenizer(backbone, word)
+                )  # a chat answer starts a line
                 pieces = self.tokenizer(spelled, add_special_tokens=False)["input_ids"]
                 if not pieces:
                     raise ConfigError(f"verbalizer: word {word!r} of label {label!r} has no tokens")
                 token = pieces[0]
                 if token in seen and seen[token][0] != label:
-                    raise ConfigError(f"verbalizer: {word!r} ({label!r}) and {seen[token][1]!r} ({seen[token][0]!r}) "
-                                      f"start with the same token {self.tokenizer.convert_ids_to_tokens(token)!r}")
+                    raise ConfigError(
+                        f"verbalizer: {word!r} ({label!r}) and {seen[token][1]!r} ({seen[token][0]!r}) "
+                        f"start with the same token {self.tokenizer.convert_ids_to_tokens(token)!r}"
+                    )
                 seen[token] = (label, word)
                 ids.append(token)
                 owners.append(label_number)
@@ -431,7 +500,9 @@ class ClassificationTask(Task):
             descriptions = [_describe(template, w) for w in words]
             batch = self.collate([self.encode(Example(text=d)) for d in descriptions], with_labels=False)
             batch = {k: v.to(backbone.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            out = backbone(ModelInputs(backbone.embed(batch["input_ids"]), batch["attention_mask"], batch.get("token_type_ids")))
+            out = backbone(
+                ModelInputs(backbone.embed(batch["input_ids"]), batch["attention_mask"], batch.get("token_type_ids"))
+            )
             pooled = F.normalize(self.pool(out.hidden, batch["attention_mask"]).float(), dim=-1)
             rows.append(F.normalize(pooled.mean(0), dim=-1))
         self.prototypes.copy_(torch.stack(rows))
@@ -442,7 +513,9 @@ class ClassificationTask(Task):
         """Token ids for one example, text truncated so the template (and its mask) always fits."""
         tok = self.tokenizer
         if example.label is not None and example.label not in self.label_index:
-            raise DataError(f"{example.source}: unknown label {example.label!r}; expected one of {list(self.config.labels)}")
+            raise DataError(
+                f"{example.source}: unknown label {example.label!r}; expected one of {list(self.config.labels)}"
+            )
         if example.text_pair is not None and not self.config.pair:
             raise DataError(f"{example.source}: has a text pair but this prompt classifies single texts")
         if self.config.pair and example.text_pair is None:
@@ -456,15 +529,25 @@ class ClassificationTask(Task):
             # The chat template writes its own special tokens; otherwise the tokenizer adds them.
             specials = not self.config.chat
             prefix, suffix = self.wrap_prefix, self.wrap_suffix
-            fixed = prefix + self.template.format(text="", text_pair="", mask=self.mask_text, prompt=prompt_text) + suffix
-            budget = self.max_length - (tok.num_special_tokens_to_add() if specials else 0) \
+            fixed = (
+                prefix + self.template.format(text="", text_pair="", mask=self.mask_text, prompt=prompt_text) + suffix
+            )
+            budget = (
+                self.max_length
+                - (tok.num_special_tokens_to_add() if specials else 0)
                 - len(tok(fixed, add_special_tokens=False)["input_ids"])
+            )
             text, pair = _truncate(tok, example.text, example.text_pair, budget, self.max_length)
             values = dict(text=text, text_pair=pair or "", mask=self.mask_text, prompt=prompt_text)
             formatted = prefix + self.template.format(**values) + suffix
             pool_input = self.config.readout == "head" and self.kind != DECODER
-            encoded = tok(formatted, truncation=True, max_length=self.max_length, add_special_tokens=specials,
-                          return_offsets_mapping=bool(slots) or pool_input)
+            encoded = tok(
+                formatted,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=specials,
+                return_offsets_mapping=bool(slots) or pool_input,
+            )
         else:
             encoded = tok(example.text, example.text_pair, truncation=True, max_length=self.max_length)
         ids = encoded["input_ids"]
@@ -476,17 +559,25 @@ class ClassificationTask(Task):
         if use_template and pool_input:
             # A head reads the input's own tokens: the template's words (and a searched prompt's
             # tokens) are context, not features, as virtual tokens are.
-            spans = [_span(self.template, name, values, len(self.wrap_prefix)) for name in ("text", "text_pair")
-                     if "{" + name + "}" in self.template]
+            spans = [
+                _span(self.template, name, values, len(self.wrap_prefix))
+                for name in ("text", "text_pair")
+                if "{" + name + "}" in self.template
+            ]
             pool = [int(any(a >= lo and b <= hi and b > a for lo, hi in spans)) for a, b in encoded["offset_mapping"]]
             feature["pool_mask"] = pool if any(pool) else [1] * len(ids)
         if slots:
             # The slots are the filler tokens inside the span where {prompt} was written.
             start, end = _span(self.template, "prompt", values, len(self.wrap_prefix))
-            found = [i for i, (a, b) in enumerate(encoded["offset_mapping"])
-                     if a >= start and b <= end and b > a and ids[i] == self.slot_filler]
+            found = [
+                i
+                for i, (a, b) in enumerate(encoded["offset_mapping"])
+                if a >= start and b <= end and b > a and ids[i] == self.slot_filler
+            ]
             if len(found) != slots:
-                raise DataError(f"{example.source}: the template's {slots} trigger slots came out as {len(found)} tokens")
+                raise DataError(
+                    f"{example.source}: the template's {slots} trigger slots came out as {len(found)} tokens"
+                )
             feature["slot_index"] = found
             if len(feature.get("decoder_input_ids", ())) > 1 and self.tokenizer.mask_token is not None:
                 # BART's decoder reads the input shifted by one: its slots hold the prompt's tokens too.
@@ -500,7 +591,9 @@ class ClassificationTask(Task):
     def _readout(self, ids: list[int], example: Example) -> int:
         if self.config.readout == "verbalizer" and self.kind == ENCODER:
             if self.tokenizer.mask_token_id not in ids:
-                raise DataError(f"{example.source}: the template's mask was truncated away (max_length {self.max_length})")
+                raise DataError(
+                    f"{example.source}: the template's mask was truncated away (max_length {self.max_length})"
+                )
             return ids.index(self.tokenizer.mask_token_id)
         # The last token that is not a special one appended by the tokenizer (e.g. an EOS).
         special = set(self.tokenizer.all_special_ids)
@@ -517,8 +610,9 @@ class ClassificationTask(Task):
             return [self.decoder_start, self.mask_id], 1
         return [self.decoder_start] + ids[:-1], ids.index(self.mask_id)  # BART: the input, shifted right
 
-    def collate(self, features: list[dict], with_labels: bool = True, for_generation: bool = False,
-                pad_to: int | None = None) -> dict:
+    def collate(
+        self, features: list[dict], with_labels: bool = True, for_generation: bool = False, pad_to: int | None = None
+    ) -> dict:
         """Dynamic padding to the longest row (or `pad_to`); the padding side follows the tokenizer,
         except for models that cannot take position ids with absolute positions (the backbone says
         which)."""
@@ -559,8 +653,9 @@ class ClassificationTask(Task):
             # Right-padded (a decoder counts positions from its first token); the readout is a
             # decoder position.
             width = max(len(f.get("decoder_input_ids", ())) for f in features)
-            batch["decoder_input_ids"] = torch.tensor([f["decoder_input_ids"] + [pad] * (width - len(f["decoder_input_ids"]))
-                                                       for f in features])
+            batch["decoder_input_ids"] = torch.tensor(
+                [f["decoder_input_ids"] + [pad] * (width - len(f["decoder_input_ids"])) for f in features]
+            )
             batch["readout_index"] = torch.tensor([f["decoder_index"] for f in features])
             if any("decoder_slot_index" in f for f in features):
                 batch["decoder_slot_index"] = torch.tensor([f["decoder_slot_index"] for f in features])
@@ -581,10 +676,15 @@ class ClassificationTask(Task):
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
     def model_inputs(self, batch: dict, embeds: torch.Tensor) -> ModelInputs:
-        return ModelInputs(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                           token_type_ids=batch.get("token_type_ids"), readout_index=batch.get("readout_index"),
-                           slot_index=batch.get("slot_index"), decoder_input_ids=batch.get("decoder_input_ids"),
-                           extra={"decoder_slot_index": batch["decoder_slot_index"]} if "decoder_slot_index" in batch else {})
+        return ModelInputs(
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+            readout_index=batch.get("readout_index"),
+            slot_index=batch.get("slot_index"),
+            decoder_input_ids=batch.get("decoder_input_ids"),
+            extra={"decoder_slot_index": batch["decoder_slot_index"]} if "decoder_slot_index" in batch else {},
+        )
 
     def logits(self, output: BackboneOutput, inputs: ModelInputs, batch: dict) -> torch.Tensor:
         """Label scores (B, C). `output.hidden` is already restricted to the real (non-virtual)
@@ -593,10 +693,12 @@ class ClassificationTask(Task):
         if self.config.readout == "verbalizer":
             log_probs = output.readout_logits.float().log_softmax(-1)[:, self.word_ids]  # (B, W)
             # Per label: log of the summed probabilities of its words.
-            columns = [torch.logsumexp(log_probs[:, self.word_owner == c], dim=-1) for c in range(len(self.config.labels))]
+            columns = [
+                torch.logsumexp(log_probs[:, self.word_owner == c], dim=-1) for c in range(len(self.config.labels))
+            ]
             scores = torch.stack(columns, dim=-1)  # (B, C)
             return scores if self.calibration is None else scores - self.calibration
-        pooled = self.pool(output.hidden, batch["pool_mask"] if "pool_mask" in batch else attention_mask)
+        pooled = self.pool(output.hidden, batch.get("pool_mask", attention_mask))
         if self.config.readout == "head":
             return self.head(pooled.to(self.head.weight.dtype))
         return SIMILARITY_SCALE * F.normalize(pooled.float(), dim=-1) @ self.prototypes.T
@@ -700,10 +802,14 @@ def _truncate(tokenizer, text: str, pair: str | None, budget: int, max_length: i
     """Cut the longer text field, token by token, until both fit in `budget` tokens; cut on the
     character offset of the last kept token so the result is still the user's text."""
     if budget < 2:
-        raise ConfigError(f"max_length: the template (with its instruction, demonstrations and chat turns) leaves "
-                          f"{max(budget, 0)} of {max_length} tokens for the input; raise --max-length")
+        raise ConfigError(
+            f"max_length: the template (with its instruction, demonstrations and chat turns) leaves "
+            f"{max(budget, 0)} of {max_length} tokens for the input; raise --max-length"
+        )
+
     def encode(s):
         return tokenizer(s, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
     offsets = [encode(text), encode(pair) if pair is not None else []]
     keep = [len(offsets[0]), len(offsets[1])]
     while sum(keep) > budget:

@@ -60,8 +60,12 @@ def read_rows(path: str) -> tuple[str, list[tuple[str, dict]]]:
 
 def _looks_like_hub_spec(path: str) -> bool:
     """A hub dataset spec, not a path that happens to hold a ':' (a time stamp, a drive letter)."""
-    return (":" in path and HUB_SPEC.fullmatch(path) is not None and not path.lower().endswith(DATA_SUFFIXES)
-            and not path.startswith((".", "~")))
+    return (
+        ":" in path
+        and HUB_SPEC.fullmatch(path) is not None
+        and not path.lower().endswith(DATA_SUFFIXES)
+        and not path.startswith((".", "~"))
+    )
 
 
 def _text_of(path: Path) -> str:
@@ -71,8 +75,10 @@ def _text_of(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: not UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8") from None
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}, line {line}: not UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8"
+        ) from None
 
 
 def _read_delimited(path: Path, delimiter: str) -> list[tuple[str, dict]]:
@@ -163,7 +169,9 @@ def _read_hf_disk(path: Path) -> list[tuple[str, dict]]:
     except FileNotFoundError as error:
         raise DataError(f"{path}: not a `datasets` folder saved with save_to_disk ({error})") from None
     if isinstance(dataset, datasets.DatasetDict):
-        raise DataError(f"{path}: holds splits {sorted(dataset)}; pass one split's folder, e.g. {path}/{next(iter(dataset))}")
+        raise DataError(
+            f"{path}: holds splits {sorted(dataset)}; pass one split's folder, e.g. {path}/{next(iter(dataset))}"
+        )
     return _records_from_dataset(str(path), dataset)
 
 
@@ -186,7 +194,9 @@ def load_examples(path: str, columns: Columns = Columns(), require_labels: bool 
     """Read and check every row: text columns present and non-empty, labels present when required."""
     name, rows = read_rows(path)
     first = rows[0][1]
-    wanted = [c for c in (columns.text, columns.text_pair) if c] + ([columns.label] if require_labels and columns.label else [])
+    wanted = [c for c in (columns.text, columns.text_pair) if c] + (
+        [columns.label] if require_labels and columns.label else []
+    )
     for column in wanted:
         if column not in first:
             raise DataError(f"{name}: missing column {column!r}; columns are {sorted(first)}")
@@ -206,7 +216,9 @@ def load_examples(path: str, columns: Columns = Columns(), require_labels: bool 
     return examples
 
 
-def load_generation_examples(path: str, source_column: str, target_column: str | None, require_targets: bool = True) -> list[Example]:
+def load_generation_examples(
+    path: str, source_column: str, target_column: str | None, require_targets: bool = True
+) -> list[Example]:
     """One example per row: the source text and its reference(s).
 
     A column holding a list is read as several values: sources are joined with " ; " (WebNLG's
@@ -329,8 +341,10 @@ def pick_generation_demonstrations(examples: list[Example], k: int, seed: int) -
         raise DataError(f"--shots: {k} is negative")
     distinct = list({e.text: e for e in examples if e.targets}.values())
     if k > len(distinct):
-        raise DataError(f"--shots: {k} demonstrations asked for, the training data has {len(distinct)} distinct "
-                        "sources with a target")
+        raise DataError(
+            f"--shots: {k} demonstrations asked for, the training data has {len(distinct)} distinct "
+            "sources with a target"
+        )
     return random.Random(seed).sample(distinct, k)
 
 

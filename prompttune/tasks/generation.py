@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
 from ..config import ConfigBase, check
-from .data import Example, group_references, load_generation_examples, pick_generation_demonstrations
+from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
 from ..errors import ConfigError, DataError
-from .metrics import generation_metrics
 from .base import Task, register
 from .chat import chat_wrap
+from .data import Example, group_references, load_generation_examples, pick_generation_demonstrations
+from .metrics import generation_metrics
 
 IGNORE = -100
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
@@ -52,21 +52,39 @@ class GenerationConfig(ConfigBase):
     after the instruction. They are never cut; the source is."""
 
     def __post_init__(self):
-        check(isinstance(self.max_source_length, int) and self.max_source_length >= 4, "max_source_length", "must be >= 4")
-        check(isinstance(self.max_target_length, int) and self.max_target_length >= 1, "max_target_length", "must be >= 1")
+        check(
+            isinstance(self.max_source_length, int) and self.max_source_length >= 4, "max_source_length", "must be >= 4"
+        )
+        check(
+            isinstance(self.max_target_length, int) and self.max_target_length >= 1, "max_target_length", "must be >= 1"
+        )
         check(isinstance(self.num_beams, int) and self.num_beams >= 1, "num_beams", "must be >= 1")
-        check(self.instruction is None or (isinstance(self.instruction, str) and self.instruction.strip()), "instruction",
-              "must be non-empty text")
+        check(
+            self.instruction is None or (isinstance(self.instruction, str) and self.instruction.strip()),
+            "instruction",
+            "must be non-empty text",
+        )
         check(isinstance(self.chat, bool), "chat", "must be true or false")
         for demo in self.demonstrations:
-            check(isinstance(demo, tuple) and len(demo) == 2 and all(isinstance(x, str) and x.strip() for x in demo),
-                  "demonstrations", "must be (source, target) pairs of non-empty text")
+            check(
+                isinstance(demo, tuple) and len(demo) == 2 and all(isinstance(x, str) and x.strip() for x in demo),
+                "demonstrations",
+                "must be (source, target) pairs of non-empty text",
+            )
 
 
 # Bounds that keep decoding finite: a temperature or penalty near 0 divides logits into inf and NaN.
-BOUNDS = {"max_new_tokens": (1, None), "num_beams": (1, None), "num_return_sequences": (1, None), "top_k": (1, None),
-          "top_p": (0.0, 1.0), "temperature": (0.001, 100.0), "repetition_penalty": (0.01, 100.0),
-          "no_repeat_ngram_size": (0, None), "length_penalty": (-10.0, 10.0)}
+BOUNDS = {
+    "max_new_tokens": (1, None),
+    "num_beams": (1, None),
+    "num_return_sequences": (1, None),
+    "top_k": (1, None),
+    "top_p": (0.0, 1.0),
+    "temperature": (0.001, 100.0),
+    "repetition_penalty": (0.01, 100.0),
+    "no_repeat_ngram_size": (0, None),
+    "length_penalty": (-10.0, 10.0),
+}
 
 
 def check_generation_options(options: dict, config: GenerationConfig) -> dict:
@@ -81,8 +99,11 @@ def check_generation_options(options: dict, config: GenerationConfig) -> dict:
             continue
         value = options[name]
         integral = isinstance(low, int)
-        if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)) or \
-                (not integral and not math.isfinite(value)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if integral else (int, float))
+            or (not integral and not math.isfinite(value))
+        ):
             raise ConfigError(f"{name}: expected {'an integer' if integral else 'a finite number'}, got {value!r}")
         exclusive = name == "top_p"
         if value < low or (exclusive and value == low) or (high is not None and value > high):
@@ -95,8 +116,10 @@ def check_generation_options(options: dict, config: GenerationConfig) -> dict:
     beams = options["num_beams"]
     if sequences > beams and (beams > 1 or not options["do_sample"]):
         # Beam search, sampled or not, returns its best beams; only plain sampling draws any number.
-        raise ConfigError(f"num_return_sequences: {sequences} different sequences need do_sample with num_beams 1, or "
-                          f"num_beams >= {sequences} (beam search returns its best beams); num_beams is {beams}")
+        raise ConfigError(
+            f"num_return_sequences: {sequences} different sequences need do_sample with num_beams 1, or "
+            f"num_beams >= {sequences} (beam search returns its best beams); num_beams is {beams}"
+        )
     return options
 
 
@@ -114,19 +137,33 @@ class GenerationTask(Task):
 
     @classmethod
     def read_examples(cls, path: str, columns: dict, labelled: bool = True) -> list[Example]:
-        return load_generation_examples(path, columns["source"], columns["target"] if labelled else None,
-                                        require_targets=labelled)
+        return load_generation_examples(
+            path, columns["source"], columns["target"] if labelled else None, require_targets=labelled
+        )
 
     @classmethod
-    def new_config(cls, options: dict, train_examples: list[Example], eval_examples: list[Example] | None, seed: int,
-                   train_name: str = "the training data", columns: dict | None = None) -> GenerationConfig:
+    def new_config(
+        cls,
+        options: dict,
+        train_examples: list[Example],
+        eval_examples: list[Example] | None,
+        seed: int,
+        train_name: str = "the training data",
+        columns: dict | None = None,
+    ) -> GenerationConfig:
         cls.check_options(options)
-        demonstrations = tuple((e.text, e.targets[0]) for e in
-                               pick_generation_demonstrations(train_examples, options.get("shots", 0), seed))
-        return GenerationConfig(max_source_length=options.get("max_length", 256),
-                                max_target_length=options.get("max_target_length", 128),
-                                num_beams=options.get("num_beams", 1), instruction=options.get("instruction"),
-                                chat=bool(options.get("chat")), demonstrations=demonstrations)
+        demonstrations = tuple(
+            (e.text, e.targets[0])
+            for e in pick_generation_demonstrations(train_examples, options.get("shots", 0), seed)
+        )
+        return GenerationConfig(
+            max_source_length=options.get("max_length", 256),
+            max_target_length=options.get("max_target_length", 128),
+            num_beams=options.get("num_beams", 1),
+            instruction=options.get("instruction"),
+            chat=bool(options.get("chat")),
+            demonstrations=demonstrations,
+        )
 
     @classmethod
     def sample_eval(cls, records: list[dict], size: int, rng, columns: dict) -> list[dict]:
@@ -142,8 +179,10 @@ class GenerationTask(Task):
     def __init__(self, config: GenerationConfig, backbone: Backbone):
         super().__init__()
         if backbone.kind == ENCODER or not backbone.has_lm_head:
-            raise ConfigError(f"--task generation needs a decoder-only or encoder-decoder model with an LM head; "
-                              f"{type(backbone.model).__name__} is an encoder")
+            raise ConfigError(
+                f"--task generation needs a decoder-only or encoder-decoder model with an LM head; "
+                f"{type(backbone.model).__name__} is an encoder"
+            )
         self.config = config
         self.kind = backbone.kind
         self.tokenizer = backbone.tokenizer
@@ -180,9 +219,11 @@ class GenerationTask(Task):
         config = self.config
         out = []
         if self.kind == DECODER and self.separator_ids and not config.chat:
-            out.append(f"the separator between source and target: prompttune reads `source{self.tokenizer.decode(self.separator_ids)}"
-                       f"target`, so give the source followed by {self.tokenizer.decode(self.separator_ids)!r} "
-                       f"(token ids {self.separator_ids}) and the continuation is the target")
+            out.append(
+                f"the separator between source and target: prompttune reads `source{self.tokenizer.decode(self.separator_ids)}"
+                f"target`, so give the source followed by {self.tokenizer.decode(self.separator_ids)!r} "
+                f"(token ids {self.separator_ids}) and the continuation is the target"
+            )
         return out + self.wording_left_out(config, "source", "the target is the assistant's answer")
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
@@ -196,7 +237,8 @@ class GenerationTask(Task):
             self.position_problem = (
                 f"the prompt ({taken} positions) and max_target_length {self.config.max_target_length} leave {room} of "
                 f"the model's {limit} positions for the source (at least 4 needed); lower --max-target-length or "
-                "use fewer virtual tokens")
+                "use fewer virtual tokens"
+            )
             return self.position_problem
         self.max_source_length = min(self.config.max_source_length, room)
         return None
@@ -267,8 +309,12 @@ class GenerationTask(Task):
     # ---- model inputs and outputs -------------------------------------------------------------
 
     def model_inputs(self, batch: dict, embeds: torch.Tensor) -> ModelInputs:
-        return ModelInputs(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                           decoder_input_ids=batch.get("decoder_input_ids"), full_logits=True)
+        return ModelInputs(
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=batch.get("decoder_input_ids"),
+            full_logits=True,
+        )
 
     def logits(self, output: BackboneOutput, inputs: ModelInputs, batch: dict) -> torch.Tensor:
         """(B, T, V): for decoder-only models the logits at the input's own positions (virtual
@@ -299,8 +345,11 @@ class GenerationTask(Task):
         from torch.utils.data import DataLoader
 
         features = [self.encode(e) for e in examples]
-        loader = DataLoader(features, batch_size=batch_size,
-                            collate_fn=lambda rows: self.collate(rows, with_labels=False, for_generation=True))
+        loader = DataLoader(
+            features,
+            batch_size=batch_size,
+            collate_fn=lambda rows: self.collate(rows, with_labels=False, for_generation=True),
+        )
         was_training = model.training
         model.eval()
         texts = []
@@ -325,7 +374,9 @@ class GenerationTask(Task):
             end = row.index(self.eos_id) if self.eos_id in row else None
             # A sequence stopped early (a client gone) is padded from there.
             stop = row.index(pad) if pad is not None and pad in row else len(row)
-            out.append({"text": text, "tokens": min(stop, len(row) if end is None else end), "finished": end is not None})
+            out.append(
+                {"text": text, "tokens": min(stop, len(row) if end is None else end), "finished": end is not None}
+            )
         return out
 
     def scored_outputs(self, model, examples: list[Example], batch_size: int = 32, accelerator=None) -> list[str]:

@@ -8,8 +8,12 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 def classification_metrics(predictions, labels, label_names) -> dict:
     indices = list(range(len(label_names)))
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, labels=indices, average="macro", zero_division=0)
-    report = classification_report(labels, predictions, labels=indices, target_names=list(label_names), output_dict=True, zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, labels=indices, average="macro", zero_division=0
+    )
+    report = classification_report(
+        labels, predictions, labels=indices, target_names=list(label_names), output_dict=True, zero_division=0
+    )
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
         "precision_macro": float(precision),
@@ -76,8 +80,10 @@ def e2e_metrics(hypotheses: list[str], references: list[list[str]]) -> dict:
     except ImportError as error:
         raise ConfigError(f"E2E metrics: {error.name} is not installed (pip install 'prompttune[e2e]')") from None
     if shutil.which("java") is None:
-        raise ConfigError("E2E metrics: METEOR 1.5 runs on Java, and no `java` is on the PATH "
-                          "(e.g. apt-get install default-jre-headless)")
+        raise ConfigError(
+            "E2E metrics: METEOR 1.5 runs on Java, and no `java` is on the PATH "
+            "(e.g. apt-get install default-jre-headless)"
+        )
     tokenize = Tokenizer13a()
 
     def norm(text: str) -> str:
@@ -87,8 +93,11 @@ def e2e_metrics(hypotheses: list[str], references: list[list[str]]) -> dict:
     refs = [[norm(r) for r in rs] for rs in references]
     # An n-gram order no hypothesis reaches adds nothing (mteval's 0/0); nltk would divide by zero.
     longest = max(len(h.split()) for h in hyps)
-    nist = corpus_nist([[r.split() for r in rs] for rs in refs], [h.split() for h in hyps], n=min(5, longest)) \
-        if longest else 0.0
+    nist = (
+        corpus_nist([[r.split() for r in rs] for rs in refs], [h.split() for h in hyps], n=min(5, longest))
+        if longest
+        else 0.0
+    )
     gts = {i: rs for i, rs in enumerate(refs)}
     res = {i: [h] for i, h in enumerate(hyps)}
     cider, _ = Cider().compute_score(gts, res)
@@ -114,6 +123,11 @@ def group_gaps(per_group: dict[str, dict], metrics: tuple[str, ...], higher_is_b
             continue
         order = sorted(scored, key=scored.get, reverse=higher_is_better(metric))
         best, worst = order[0], order[-1]
-        gaps[metric] = {"gap": abs(scored[best] - scored[worst]), "best": best, "worst": worst,
-                        "best_count": per_group[best]["count"], "worst_count": per_group[worst]["count"]}
+        gaps[metric] = {
+            "gap": abs(scored[best] - scored[worst]),
+            "best": best,
+            "worst": worst,
+            "best_count": per_group[best]["count"],
+            "worst_count": per_group[worst]["count"],
+        }
     return gaps

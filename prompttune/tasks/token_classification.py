@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from typing_extensions import TypedDict
 
-from ..core.backbone import Backbone, BackboneOutput, ModelInputs
 from ..config import ConfigBase, check
+from ..core.backbone import Backbone, BackboneOutput, ModelInputs
 from ..errors import ConfigError, DataError
 from .base import Task, register
 
@@ -45,7 +45,7 @@ class TokenExample:
     source: str = ""
 
     @classmethod
-    def from_tokens(cls, tokens, tags=None, source: str = "") -> "TokenExample":
+    def from_tokens(cls, tokens, tags=None, source: str = "") -> TokenExample:
         spans, start = [], 0
         for token in tokens:
             spans.append((start, start + len(token)))
@@ -53,7 +53,7 @@ class TokenExample:
         return cls(" ".join(tokens), tuple(tokens), tuple(spans), tuple(tags) if tags is not None else None, source)
 
     @classmethod
-    def from_text(cls, text: str, source: str = "") -> "TokenExample":
+    def from_text(cls, text: str, source: str = "") -> TokenExample:
         """Raw text split into words and punctuation marks, as CoNLL files are."""
         found = list(WORD.finditer(text))
         if not found:
@@ -126,7 +126,9 @@ class TokenClassificationTask(Task):
             sentences = _read_rows(path, columns["text"], columns["label"] if labelled else None)
         if not sentences:
             raise DataError(f"{path}: no sentences")
-        return [TokenExample.from_tokens(tokens, tags if labelled else None, where) for where, tokens, tags in sentences]
+        return [
+            TokenExample.from_tokens(tokens, tags if labelled else None, where) for where, tokens, tags in sentences
+        ]
 
     @classmethod
     def read_records(cls, path: str) -> list[dict]:
@@ -150,8 +152,15 @@ class TokenClassificationTask(Task):
         return {"labels": list(_tag_order({t for e in cls.read_examples(path, columns) for t in e.tags}))}
 
     @classmethod
-    def new_config(cls, options: dict, train_examples: list[TokenExample], eval_examples: list[TokenExample] | None,
-                   seed: int, train_name: str = "the training data", columns: dict | None = None) -> TokenClassificationConfig:
+    def new_config(
+        cls,
+        options: dict,
+        train_examples: list[TokenExample],
+        eval_examples: list[TokenExample] | None,
+        seed: int,
+        train_name: str = "the training data",
+        columns: dict | None = None,
+    ) -> TokenClassificationConfig:
         cls.check_options(options)
         labels = options.get("labels")
         if labels:
@@ -162,8 +171,10 @@ class TokenClassificationTask(Task):
         for example in list(train_examples) + list(eval_examples or []):
             unknown = next((t for t in example.tags if t not in known), None)
             if unknown is not None:
-                raise ConfigError(f"{example.source}: tag {unknown!r} is not one of {train_name}'s tags {list(tags)} "
-                                  "(pass --labels to fix the set)")
+                raise ConfigError(
+                    f"{example.source}: tag {unknown!r} is not one of {train_name}'s tags {list(tags)} "
+                    "(pass --labels to fix the set)"
+                )
         return TokenClassificationConfig(labels=tags, max_length=options.get("max_length", 256))
 
     # ---- a new prompt -------------------------------------------------------------------------
@@ -173,16 +184,20 @@ class TokenClassificationTask(Task):
         if prompt_slots:
             raise ConfigError(f"--method {method.name}: searched prompts are made for classification")
         if not method.trains:
-            raise ConfigError(f"--method {method.name}: trains nothing, and token classification reads tags with a "
-                              "trained head; use soft_prompt, prefix, deep_prompt, p_tuning, linear_probe or full_finetune")
+            raise ConfigError(
+                f"--method {method.name}: trains nothing, and token classification reads tags with a "
+                "trained head; use soft_prompt, prefix, deep_prompt, p_tuning, linear_probe or full_finetune"
+            )
         if readout not in ("auto", "head"):
             raise ConfigError(f"readout: token classification reads tags with a trained head, not {readout}")
         return config
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         if available < 8:
-            self.position_problem = (f"the prompt takes {taken} of the model's {limit} positions, leaving {available} "
-                                     "for the sentence (at least 8 needed); use fewer virtual tokens")
+            self.position_problem = (
+                f"the prompt takes {taken} of the model's {limit} positions, leaving {available} "
+                "for the sentence (at least 8 needed); use fewer virtual tokens"
+            )
             return self.position_problem
         self.max_length = min(self.config.max_length, available)
         return None
@@ -203,8 +218,12 @@ class TokenClassificationTask(Task):
                 continue  # a special token
             while word < len(example.spans) and example.spans[word][1] <= start:
                 word += 1
-            if word < len(example.spans) and first[word] == -1 and start < example.spans[word][1] \
-                    and end > example.spans[word][0]:
+            if (
+                word < len(example.spans)
+                and first[word] == -1
+                and start < example.spans[word][1]
+                and end > example.spans[word][0]
+            ):
                 first[word] = position
         feature = {"input_ids": ids, "word_index": first}
         if example.tags is not None:
@@ -213,8 +232,10 @@ class TokenClassificationTask(Task):
             try:
                 word_labels = [self.tag_index[t] for t in example.tags]
             except KeyError as error:
-                raise DataError(f"{example.source}: tag {error.args[0]!r} is not one of this prompt's tags "
-                                f"{list(self.config.labels)}") from None
+                raise DataError(
+                    f"{example.source}: tag {error.args[0]!r} is not one of this prompt's tags "
+                    f"{list(self.config.labels)}"
+                ) from None
             labels = [IGNORE] * len(ids)
             for position, tag in zip(first, word_labels):
                 if position >= 0:
@@ -230,8 +251,9 @@ class TokenClassificationTask(Task):
             features.append(self.encode(example))
         return features
 
-    def collate(self, features: list[dict], with_labels: bool = True, for_generation: bool = False,
-                pad_to: int | None = None) -> dict:
+    def collate(
+        self, features: list[dict], with_labels: bool = True, for_generation: bool = False, pad_to: int | None = None
+    ) -> dict:
         """Padded to the longest row (or `pad_to`) on the backbone's side; word positions moved with
         the padding, and padded with -1."""
         length = max([len(f["input_ids"]) for f in features] + [pad_to or 0])
@@ -242,14 +264,24 @@ class TokenClassificationTask(Task):
             n = len(f["input_ids"])
             fill = length - n
             offset = 0 if self.pad_right else fill
-            side = (lambda row, value: row + [value] * fill) if self.pad_right else (lambda row, value: [value] * fill + row)
+            side = (
+                (lambda row, value, fill=fill: row + [value] * fill)
+                if self.pad_right
+                else (lambda row, value, fill=fill: [value] * fill + row)
+            )
             ids.append(side(f["input_ids"], pad))
             mask.append(side([1] * n, 0))
-            index.append([i + offset if i >= 0 else -1 for i in f["word_index"]] + [-1] * (words - len(f["word_index"])))
+            index.append(
+                [i + offset if i >= 0 else -1 for i in f["word_index"]] + [-1] * (words - len(f["word_index"]))
+            )
             if "labels" in f:
                 labels.append(side(f["labels"], IGNORE))
                 word_labels.append(f["word_labels"] + [-1] * (words - len(f["word_labels"])))
-        batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "word_index": torch.tensor(index)}
+        batch = {
+            "input_ids": torch.tensor(ids),
+            "attention_mask": torch.tensor(mask),
+            "word_index": torch.tensor(index),
+        }
         if with_labels and len(labels) == len(features):
             batch["labels"] = torch.tensor(labels)
             batch["word_labels"] = torch.tensor(word_labels)
@@ -265,7 +297,9 @@ class TokenClassificationTask(Task):
         return self.head(output.hidden.to(self.head.weight.dtype))
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE)
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE
+        )
 
     def loss_units(self, batch: dict) -> int:
         """What `loss` averages over: the words read (their first sub-tokens)."""
@@ -319,8 +353,15 @@ class TokenClassificationTask(Task):
             entities = []
             for label, first, last in get_entities(names):
                 start, end = example.spans[first][0], example.spans[last][1]
-                entities.append({"text": example.text[start:end], "label": label, "start": start, "end": end,
-                                 "score": round(sum(row_scores[first:last + 1]) / (last - first + 1), 6)})
+                entities.append(
+                    {
+                        "text": example.text[start:end],
+                        "label": label,
+                        "start": start,
+                        "end": end,
+                        "score": round(sum(row_scores[first : last + 1]) / (last - first + 1), 6),
+                    }
+                )
             out.append({"tokens": list(example.tokens), "tags": names, "entities": entities})
         return out
 
@@ -329,7 +370,7 @@ class TokenClassificationTask(Task):
         features = [self.encode(e) for e in examples]
         start = 0
         for logits, batch in model.batched_logits(features, batch_size):
-            part = examples[start:start + logits.shape[0]]
+            part = examples[start : start + logits.shape[0]]
             start += len(part)
             rows.extend({"text": e.text, **r} for e, r in zip(part, self.results(logits, batch, part)))
         return rows
@@ -350,8 +391,11 @@ def tagging_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict:
         "precision": float(precision_score(gold, predicted, zero_division=0)),
         "recall": float(recall_score(gold, predicted, zero_division=0)),
         "accuracy": float(accuracy_score(gold, predicted)),
-        "per_type": {name: {k: float(v) for k, v in values.items()} for name, values in report.items()
-                     if not name.endswith(" avg")},
+        "per_type": {
+            name: {k: float(v) for k, v in values.items()}
+            for name, values in report.items()
+            if not name.endswith(" avg")
+        },
         "count": len(gold),
     }
 

@@ -62,7 +62,9 @@ def _encode(value, tensors: dict, key: str):
         if all(isinstance(k, str) and not k.startswith("__") for k in value):
             return {k: _encode(v, tensors, f"{key}.{k}") for k, v in value.items()}
         if not all(isinstance(k, (str, int)) for k in value):
-            raise CheckpointError(f"{key}: cannot store a mapping with keys {sorted(map(repr, value))[:3]} in a checkpoint")
+            raise CheckpointError(
+                f"{key}: cannot store a mapping with keys {sorted(map(repr, value))[:3]} in a checkpoint"
+            )
         return {"__items__": [[k, _encode(v, tensors, f"{key}.{k}")] for k, v in value.items()]}
     raise CheckpointError(f"{key}: cannot store a {type(value).__name__} in a checkpoint")
 
@@ -112,8 +114,9 @@ def save(run_dir: Path, step: int, state: dict) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    write_json_atomic(run_dir / POINTER, {"format": FORMAT, "version": 1, "step": step, "folder": folder.name,
-                                          "files": digests})
+    write_json_atomic(
+        run_dir / POINTER, {"format": FORMAT, "version": 1, "step": step, "folder": folder.name, "files": digests}
+    )
     for entry in run_dir.iterdir():  # the previous checkpoint, and any a killed run never pointed at
         if entry.is_dir() and FOLDER.fullmatch(entry.name) and entry.name != folder.name:
             shutil.rmtree(entry, ignore_errors=True)
@@ -143,9 +146,14 @@ def load(run_dir: Path, device: str = "cpu") -> dict:
         raise CheckpointError(f"{pointer_path}: cannot be read ({error.strerror})") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{pointer_path}: not valid JSON ({error}); {hint}") from None
-    if not (isinstance(pointer, dict) and pointer.get("format") == FORMAT and isinstance(pointer.get("folder"), str)
-            and FOLDER.fullmatch(pointer["folder"]) and isinstance(pointer.get("files"), dict)
-            and set(pointer["files"]) == set(FILES)):
+    if not (
+        isinstance(pointer, dict)
+        and pointer.get("format") == FORMAT
+        and isinstance(pointer.get("folder"), str)
+        and FOLDER.fullmatch(pointer["folder"])
+        and isinstance(pointer.get("files"), dict)
+        and set(pointer["files"]) == set(FILES)
+    ):
         raise CheckpointError(f"{pointer_path}: not a prompttune checkpoint pointer; {hint}")
     folder = run_dir / pointer["folder"]
     for name in FILES:

@@ -87,23 +87,35 @@ class TrainConfig(ConfigBase):
     def __post_init__(self):
         names = _tracker_names(self.report_to) if isinstance(self.report_to, str) else []
         unknown = sorted(set(names) - set(TRACKERS) - {"all"})
-        check(self.report_to is None or (isinstance(self.report_to, str) and names and not unknown), "report_to",
-              f"unknown tracker(s) {unknown}; known: {', '.join(TRACKERS)}, or all")
-        check(self.run_name is None or (isinstance(self.run_name, str) and self.run_name.strip()), "run_name",
-              "must be non-empty text")
+        check(
+            self.report_to is None or (isinstance(self.report_to, str) and names and not unknown),
+            "report_to",
+            f"unknown tracker(s) {unknown}; known: {', '.join(TRACKERS)}, or all",
+        )
+        check(
+            self.run_name is None or (isinstance(self.run_name, str) and self.run_name.strip()),
+            "run_name",
+            "must be non-empty text",
+        )
         check(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
         check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be positive")
         check(self.epochs > 0, "epochs", "must be positive")
         check(self.batch_size > 0 and self.eval_batch_size > 0, "batch_size", "must be positive")
-        check(self.grad_accum > 0 and self.batch_size % self.grad_accum == 0, "grad_accum",
-              f"must divide batch_size ({self.batch_size})")
+        check(
+            self.grad_accum > 0 and self.batch_size % self.grad_accum == 0,
+            "grad_accum",
+            f"must divide batch_size ({self.batch_size})",
+        )
         check(self.lr is None or self.lr > 0, "lr", "must be positive")
         check(self.head_lr is None or self.head_lr > 0, "head_lr", "must be positive")
         check(self.optimizer is None or self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         check(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        check(self.metric is None or (isinstance(self.metric, str) and self.metric), "metric",
-              "must be the name of one of the task's metrics")
+        check(
+            self.metric is None or (isinstance(self.metric, str) and self.metric),
+            "metric",
+            "must be the name of one of the task's metrics",
+        )
         check(self.mixed_precision in PRECISIONS, "mixed_precision", f"must be one of {PRECISIONS}")
         check(self.max_batch_tokens is None or self.max_batch_tokens > 0, "max_batch_tokens", "must be positive")
 

@@ -20,13 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..core.batching import length_groups
+from ..errors import ConfigError
+from ..model import PromptModel
+from ..storage import write_atomic
+from ..tasks.data import Example
 from . import checkpoint
 from .config import TrainConfig
-from ..core.batching import length_groups
-from ..tasks.data import Example
-from ..errors import ConfigError
-from ..storage import write_atomic
-from ..model import PromptModel
+
 
 @dataclass
 class TrainResult:
@@ -53,19 +54,26 @@ def _accelerator(config: TrainConfig, logging_dir: str | os.PathLike | None = No
         # notebook) may ask for another. The distributed state (PartialState) is left as it is.
         AcceleratorState._reset_state(reset_partial_state=False)
     trackers = config.trackers()
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
-                       log_with=trackers or None, project_dir=str(logging_dir or "trackers") if trackers else None)
+    return Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=trackers or None,
+        project_dir=str(logging_dir or "trackers") if trackers else None,
+    )
 
 
 def _start_trackers(accelerator, config: TrainConfig, model: PromptModel, name: str) -> None:
     """The run's configuration as the trackers' hyperparameters (scalars; the rest as JSON text)."""
-    values = {"method": model.method.name, "task": model.task.name,
-              **{f"method.{k}": v for k, v in model.method.config.to_dict().items()},
-              **{f"train.{k}": v for k, v in config.to_dict().items()}}
+    values = {
+        "method": model.method.name,
+        "task": model.task.name,
+        **{f"method.{k}": v for k, v in model.method.config.to_dict().items()},
+        **{f"train.{k}": v for k, v in config.to_dict().items()},
+    }
     values = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in values.items()}
     try:
         accelerator.init_trackers(name, config=values)
-    except Exception as error:  # noqa: BLE001 - a tracker's own error (not installed, no store) says why
+    except Exception as error:
         raise ConfigError(f"report_to: {config.report_to!r} cannot start: {type(error).__name__}: {error}") from None
 
 
@@ -90,14 +98,24 @@ def _optimizer(model: PromptModel, config: TrainConfig):
     if name == "adafactor":
         from transformers.optimization import Adafactor
 
-        return Adafactor(groups, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False,
-                         weight_decay=config.weight_decay)
+        return Adafactor(
+            groups,
+            lr=lr,
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+            weight_decay=config.weight_decay,
+        )
     return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def _set_rng_state(state: dict) -> None:
@@ -114,10 +132,17 @@ def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, 
     return model.task.evaluate(model, examples, batch_size, accelerator)
 
 
-def train(model: PromptModel, train_examples: list[Example], eval_examples: list[Example] | None = None,
-          config: TrainConfig = TrainConfig(), output_dir: str | os.PathLike | None = None,
-          resume: bool = False, keep_checkpoint: bool = False, logging_dir: str | os.PathLike | None = None,
-          run_name: str | None = None) -> TrainResult:
+def train(
+    model: PromptModel,
+    train_examples: list[Example],
+    eval_examples: list[Example] | None = None,
+    config: TrainConfig | None = None,
+    output_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    keep_checkpoint: bool = False,
+    logging_dir: str | os.PathLike | None = None,
+    run_name: str | None = None,
+) -> TrainResult:
     """Train the prompt in place. With `output_dir` (the run's working folder), a metrics log
     (`log.jsonl`) and resumable checkpoints (prompttune/training/checkpoint.py) are written there;
     `resume=True` continues from the last checkpoint. A finished run removes its checkpoints, or
@@ -127,6 +152,7 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
+    config = config if config is not None else TrainConfig()
     accelerator = _accelerator(config, logging_dir)
     set_seed(config.seed)
     output = Path(output_dir) if output_dir is not None else None
@@ -151,15 +177,29 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     # Accelerate's prepared scheduler advances once per process at every step, so the schedule is
     # laid out over steps x processes.
     scale = accelerator.num_processes
-    scheduler = get_scheduler("constant_with_warmup" if config.schedule == "constant" else config.schedule, optimizer,
-                              num_warmup_steps=int(config.warmup_ratio * total) * scale, num_training_steps=total * scale)
+    scheduler = get_scheduler(
+        "constant_with_warmup" if config.schedule == "constant" else config.schedule,
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total) * scale,
+        num_training_steps=total * scale,
+    )
     model.train()
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     eval_every = config.eval_every or max(1, total // 10)
     checkpoint_every = config.checkpoint_every or eval_every
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None, "best_metrics": None,
-             "bad_evals": 0, "history": [], "running_loss": 0.0, "running_count": 0}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "best": None,
+        "best_step": None,
+        "best_metrics": None,
+        "bad_evals": 0,
+        "history": [],
+        "running_loss": 0.0,
+        "running_count": 0,
+    }
     best_state = None
     if resume:
         if output is None or not checkpoint.exists(output):
@@ -167,13 +207,20 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
         state, best_state = _load_checkpoint(output, prompt_model, optimizer, scheduler)
         accelerator.print(f"resuming at step {state['step']} of {total}")
 
-    log = _Log(output / "log.jsonl" if output is not None and accelerator.is_main_process else None,
-               keep_until=state["step"] if resume else None)
+    log = _Log(
+        output / "log.jsonl" if output is not None and accelerator.is_main_process else None,
+        keep_until=state["step"] if resume else None,
+    )
     if config.trackers():
         _start_trackers(accelerator, config, prompt_model, config.run_name or run_name or "prompttune")
         log.trackers = accelerator
-    bar = tqdm(total=total, initial=state["step"], disable=not (config.progress and accelerator.is_main_process),
-               desc=f"{prompt_model.method.name}", dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=state["step"],
+        disable=not (config.progress and accelerator.is_main_process),
+        desc=f"{prompt_model.method.name}",
+        dynamic_ncols=True,
+    )
     start = time.perf_counter()
     stopped_early = False
     # The loss since the last log line, carried over a resume so the first line after it averages
@@ -183,7 +230,9 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     while state["step"] < total and not stopped_early and not state.get("finished"):
         # The order of each epoch depends only on (seed, epoch), so a resumed run sees the same
         # batches as an uninterrupted one.
-        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(config.seed * 100003 + state["epoch"]))
+        order = torch.randperm(
+            len(features), generator=torch.Generator().manual_seed(config.seed * 100003 + state["epoch"])
+        )
         # Batches are lists of encoded rows, collated in `_loss` (as one forward or several).
         loader = DataLoader([features[i] for i in order], batch_size=per_device, collate_fn=list, drop_last=False)
         loader = accelerator.prepare_data_loader(loader)
@@ -194,7 +243,9 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
                 loss, batch = _loss(model, task, rows, config, prompt_model.backbone.device)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
+                    accelerator.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm
+                    )
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -206,7 +257,11 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             state["step"] += 1
             bar.update(1)
             step = state["step"]
-            found = prompt_model.method.search_step(prompt_model, batch, step / total) if prompt_model.method.searches else None
+            found = (
+                prompt_model.method.search_step(prompt_model, batch, step / total)
+                if prompt_model.method.searches
+                else None
+            )
             if found is not None:
                 # Each round of a search: the prompt it holds now and its loss on the batch.
                 log.write({"step": step, "search": found})
@@ -222,8 +277,9 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
             if eval_examples and (step % eval_every == 0 or step == total or out_of_time):
                 metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
                 value = metrics[metric]
-                improved = state["best"] is None or (value > state["best"] if task.higher_is_better(metric)
-                                                     else value < state["best"])
+                improved = state["best"] is None or (
+                    value > state["best"] if task.higher_is_better(metric) else value < state["best"]
+                )
                 if improved:
                     state.update(best=value, best_step=step, best_metrics=metrics, bad_evals=0)
                     best_state = {k: v.detach().to("cpu", copy=True) for k, v in prompt_model.trainable_state().items()}
@@ -268,15 +324,25 @@ def train(model: PromptModel, train_examples: list[Example], eval_examples: list
     if config.trackers():
         tracker_runs = _tracker_runs(accelerator, config)
         if dev_metrics:
-            accelerator.log({f"best/{k}": v for k, v in dev_metrics.items() if isinstance(v, float)}, step=state["step"])
+            accelerator.log(
+                {f"best/{k}": v for k, v in dev_metrics.items() if isinstance(v, float)}, step=state["step"]
+            )
         accelerator.end_training()
-    return TrainResult(steps=state["step"], seconds=seconds, best_step=state["best_step"], dev_metrics=dev_metrics,
-                       history=state["history"], stopped_early=stopped_early, tracker_runs=tracker_runs)
+    return TrainResult(
+        steps=state["step"],
+        seconds=seconds,
+        best_step=state["best_step"],
+        dev_metrics=dev_metrics,
+        history=state["history"],
+        stopped_early=stopped_early,
+        tracker_runs=tracker_runs,
+    )
 
 
 def _loss(model, task, rows: list[dict], config: TrainConfig, device) -> tuple[torch.Tensor, dict]:
     """The batch's loss (and the batch, collated): one forward, or with `max_batch_tokens` several
     over rows of similar length, each weighted by its share of what the loss averages over."""
+
     def collated(part):
         return {k: v.to(device) for k, v in task.collate(part).items()}
 
@@ -284,8 +350,10 @@ def _loss(model, task, rows: list[dict], config: TrainConfig, device) -> tuple[t
     if config.max_batch_tokens is None or len(rows) == 1:
         return task.loss(model(batch), batch), batch
     lengths = [len(r["input_ids"]) for r in rows]
-    parts = [collated([rows[i] for i in group])
-             for group in length_groups(list(range(len(rows))), lengths, len(rows), config.max_batch_tokens)]
+    parts = [
+        collated([rows[i] for i in group])
+        for group in length_groups(list(range(len(rows))), lengths, len(rows), config.max_batch_tokens)
+    ]
     if len(parts) == 1:
         return task.loss(model(batch), batch), batch
     total = task.loss_units(batch)
@@ -313,7 +381,11 @@ class _Log:
                     if number == len(lines):
                         break  # the line a killed run was writing
                     raise ConfigError(f"--resume: {path}, line {number}: not a log entry") from None
-                if isinstance(entry, dict) and isinstance(entry.get("step", 0), int) and entry.get("step", 0) <= keep_until:
+                if (
+                    isinstance(entry, dict)
+                    and isinstance(entry.get("step", 0), int)
+                    and entry.get("step", 0) <= keep_until
+                ):
                     kept.append(line)
         write_atomic(path, "".join(line + "\n" for line in kept))
 
@@ -330,11 +402,22 @@ class _Log:
                 handle.write(json.dumps({"time": time.time(), **entry}) + "\n")
 
 
-def _save_checkpoint(path: Path, accelerator, model: PromptModel, optimizer, scheduler, state: dict, best_state) -> None:
+def _save_checkpoint(
+    path: Path, accelerator, model: PromptModel, optimizer, scheduler, state: dict, best_state
+) -> None:
     if accelerator.is_main_process:
-        checkpoint.save(path, state["step"], {
-            "trainer": state, "trainable": model.trainable_state(), "best": best_state,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()})
+        checkpoint.save(
+            path,
+            state["step"],
+            {
+                "trainer": state,
+                "trainable": model.trainable_state(),
+                "best": best_state,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+            },
+        )
     accelerator.wait_for_everyone()
 
 
@@ -349,9 +432,11 @@ def _load_checkpoint(path: Path, model: PromptModel, optimizer, scheduler):
         state = saved["trainer"]
         int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
-        raise checkpoint.CheckpointError(f"{where}: does not fit this run ({type(error).__name__}: "
-                                         f"{str(error).splitlines()[0] if str(error) else ''}); "
-                                         "start the run again without --resume") from None
+        raise checkpoint.CheckpointError(
+            f"{where}: does not fit this run ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); "
+            "start the run again without --resume"
+        ) from None
     best = saved.get("best")
     best_state = {k: v.to("cpu") for k, v in best.items()} if best else None
     return state, best_state
