@@ -5,7 +5,7 @@ and every judgement is in the study exactly once, as given.
 
 The study is made here from two systems' outputs; PROMPTTUNE_HUMAN_EVAL_STUDY=FOLDER drives a copy
 of another study instead, and PROMPTTUNE_SCREENSHOTS=FOLDER keeps the screenshots taken on the way
-(the README's is one: see its human-evaluation section for the command)."""
+(the documentation's is one: see docs/guide/human-eval.md for the command)."""
 
 import json
 import os

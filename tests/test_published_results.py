@@ -1,5 +1,5 @@
 """The published results: benchmarks/RESULTS.md is what benchmarks/make_results.py makes of the
-committed results files, and every figure in the README's results section is in it."""
+committed results files, and every figure in the README's results and in docs/results.md is in it."""
 
 import importlib.util
 import re
@@ -21,8 +21,9 @@ def _make_results():
 
 
 def test_results_file_is_generated_from_the_results_files():
-    assert RESULTS_MD.read_text() == _make_results().render(), \
+    assert RESULTS_MD.read_text() == _make_results().render(), (
         "benchmarks/RESULTS.md is out of date: run python benchmarks/make_results.py"
+    )
 
 
 def _figures(text: str) -> set[str]:
@@ -34,23 +35,16 @@ def _figures(text: str) -> set[str]:
 
 def _sections(results: str) -> dict[int, str]:
     """RESULTS.md's numbered sections ("## N. ..."), by number."""
-    parts = re.split(r"^## (\d+)\. ", results, flags=re.M)
+    parts = re.split(r"^## (\d+)\. ", results, flags=re.MULTILINE)
     return {int(parts[i]): parts[i + 1] for i in range(1, len(parts), 2)}
 
 
-def test_every_figure_in_the_readme_results_comes_from_the_section_it_cites():
-    """Each paragraph, list or table of the README's results cites the sections of RESULTS.md its
-    figures come from ("section 3"; a citation holds for the rest of its subsection), and every
-    figure in it is in one of those sections: a figure found only elsewhere in RESULTS.md, or a
-    block of figures that cites nothing, fails."""
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("\n## Results\n")
-    section = readme[start:readme.index("\n## ", start + 1)]
-    sections = _sections(RESULTS_MD.read_text())
-    assert len(sections) >= 10
+def _unpublished(text: str, sections: dict[int, str]) -> tuple[int, list]:
+    """How many figures `text` reports, and the blocks with a figure not in the sections of
+    RESULTS.md they cite."""
     cited, checked, wrong = set(), 0, []
-    for block in re.split(r"\n\s*\n", section):
-        if block.startswith("### "):
+    for block in re.split(r"\n\s*\n", text):
+        if block.startswith(("## ", "### ")):
             cited = set()
         cited |= {int(n) for n in re.findall(r"sections?\s+(\d+)", block)}
         figures = _figures(block)
@@ -61,5 +55,24 @@ def test_every_figure_in_the_readme_results_comes_from_the_section_it_cites():
         checked += len(figures)
         if absent:
             wrong.append((sorted(cited), absent, block[:70]))
-    assert checked > 100  # the section does report results
-    assert not wrong, f"README figures not in the RESULTS.md sections their paragraph cites: {wrong}"
+    return checked, wrong
+
+
+@pytest.mark.parametrize(
+    ("document", "least"),
+    [("README.md", 10), ("docs/results.md", 100)],
+)
+def test_every_published_figure_comes_from_the_section_it_cites(document, least):
+    """Each paragraph, list or table of the README's results and of docs/results.md cites the
+    sections of RESULTS.md its figures come from ("section 3"; a citation holds for the rest of its
+    subsection), and every figure in it is in one of those sections: a figure found only elsewhere
+    in RESULTS.md, or a block of figures that cites nothing, fails."""
+    text = (ROOT / document).read_text()
+    if document == "README.md":
+        start = text.index("\n## Results\n")
+        text = text[start : text.index("\n## ", start + 1)]
+    sections = _sections(RESULTS_MD.read_text())
+    assert len(sections) >= 10
+    checked, wrong = _unpublished(text, sections)
+    assert checked >= least  # the document does report results
+    assert not wrong, f"{document}: figures not in the RESULTS.md sections their paragraph cites: {wrong}"
