@@ -60,7 +60,7 @@ lint: setup
 # The documentation site (mkdocs.yml) into site/; --strict fails on a broken link, a page missing
 # from the navigation or a docstring mkdocstrings cannot read. `mkdocs serve` shows it as you edit.
 docs: setup
-	$(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test: setup $(OLDEST)/.installed system lint docs
 	$(PY) -m pytest -q tests
