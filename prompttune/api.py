@@ -34,7 +34,7 @@ from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atom
 from .tasks import task_class
 from .tasks.data import Example
 from .training import checkpoint
-from .training.loop import TrainConfig, evaluate
+from .training.loop import TrainConfig, TrainResult, evaluate
 from .training.loop import train as run_training
 
 RUN_ARGS = "train_args.json"
@@ -80,37 +80,13 @@ def train_prompt(
     holds.
     """
     task_settings, train_options = _split_options(options)
-    args = {
-        "model": model,
-        "method": method,
-        "train": train,
-        "output": output,
-        "eval": eval,
-        "task": task,
-        "method_options": method_options,
-        "init_from": init_from,
-        "dtype": dtype,
-        **task_settings.to_dict(),
-        **{k: v for k, v in train_options.items() if k != "progress"},
-    }
-    args["data_sha256"] = _data_digests(args)
+    args = _recorded_args(locals(), task_settings, train_options)
     output_dir = Path(output)
     run_dir = output_dir / PRIVATE / RUN
     _check_run(output_dir, run_dir, args, resume, restart)
     _check_output(output_dir, force or resume)
     train_config = TrainConfig.from_dict(train_options, where="training options")
-    task_cls = task_class(task)
-    columns = task_cls.resolve_columns(task_settings.columns())
-    train_examples = task_cls.read_examples(train, columns)
-    eval_examples = task_cls.read_examples(eval, columns) if eval else None
-    task_config = task_cls.new_config(
-        task_settings.task_options(),
-        train_examples,
-        eval_examples,
-        train_config.seed,
-        train_name=str(train),
-        columns=columns,
-    )
+    columns, train_examples, eval_examples, task_config = _read_data(task, task_settings, train, eval, train_config)
     torch.manual_seed(train_config.seed)
     backbone = load_backbone(model, head=task_settings.head, device=device, dtype=dtype, device_map=device_map)
     prompt = PromptModel.create(
@@ -123,95 +99,147 @@ def train_prompt(
         examples=train_examples,
     )
     if init_from is not None:
-        start = load_prompt(init_from, backbone=backbone, with_training_state=True)
-        if start.method.name != method or start.method.config != prompt.method.config:
-            raise ConfigError(
-                f"--init-from {init_from}: a {start.method.name} prompt with {start.method.config.to_dict()}; "
-                f"this run trains {method} with {prompt.method.config.to_dict()}"
-            )
-        if start.task.config != prompt.task.config:
-            raise ConfigError(
-                f"--init-from {init_from}: its task settings {start.task.config.to_dict()} differ from "
-                f"this run's {prompt.task.config.to_dict()}"
-            )
-        if prompt.method.training_state() and not start.method.training_state():
-            raise ConfigError(
-                f"--init-from {init_from}: holds no training state for {method}'s reparameterisation "
-                f"(training_state.safetensors is missing)"
-            )
-        prompt.load_trainable_state(start.trainable_state())
-    main = is_main_process()
-    if not resume and main:
+        _continue_from(prompt, init_from, backbone)
+    if not resume and is_main_process():
         if run_dir.exists():  # a run without a checkpoint, or one `restart` discards
             checkpoint.remove(run_dir)
             (run_dir / "log.jsonl").unlink(missing_ok=True)
         write_json_atomic(run_dir / RUN_ARGS, args)
-    if prompt.trains:
-        # A searched prompt's final state is kept until the prompt it exports is saved: a failed
-        # export can be resumed without searching again.
-        exports = type(prompt.method).exported is not PromptMethod.exported
-        result = run_training(
-            prompt,
-            train_examples,
-            eval_examples,
-            train_config,
-            output_dir=run_dir,
-            resume=resume,
-            keep_checkpoint=exports and main,
-            logging_dir=output_dir / "trackers",
-            run_name=output_dir.resolve().name,
-        )
-        dev_metrics, steps, seconds = result.dev_metrics, result.steps, result.seconds
-        history, best_step, tracker_runs = result.history, result.best_step, result.tracker_runs
-    else:  # a hard prompt: nothing to train, only to score
-        dev_metrics = evaluate(prompt, eval_examples, train_config.eval_batch_size) if eval_examples else None
-        steps, seconds, history, best_step, tracker_runs = 0, 0.0, [], None, {}
+    result = _fit(prompt, train_examples, eval_examples, train_config, output_dir, run_dir, resume)
+    training, metrics = _records(args, prompt, train_config, len(train_examples), result)
+    if is_main_process():
+        _save_run(prompt, output_dir, run_dir, {"columns": columns, "training": training}, metrics)
+        if "mlflow" in result.tracker_runs:
+            _log_to_mlflow(result.tracker_runs["mlflow"], output_dir)
+    return metrics
+
+
+RECORDED = ("model", "method", "train", "output", "eval", "task", "method_options", "init_from", "dtype")
+
+
+def _recorded_args(given: dict, settings: TaskOptions, train_options: dict) -> dict:
+    """What `train_args.json` records of a run: its arguments, settings and data's sha256s (a
+    resumed run must match them)."""
+    args = {
+        **{key: given[key] for key in RECORDED},
+        **settings.to_dict(),
+        **{k: v for k, v in train_options.items() if k != "progress"},
+    }
+    args["data_sha256"] = _data_digests(args)
+    return args
+
+
+def _records(args: dict, prompt: PromptModel, config: TrainConfig, examples: int, result: TrainResult) -> tuple:
+    """The training record the artifact keeps, and what `metrics.json` holds."""
+    init_from = args["init_from"]
     training = {
-        "data": str(train),
+        "data": str(args["train"]),
         "data_sha256": args["data_sha256"]["train"],
-        "examples": len(train_examples),
-        "steps": steps,
-        "best_step": best_step,
-        "seconds": round(seconds, 3),
-        "config": train_config.to_dict(),
+        "examples": examples,
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "seconds": round(result.seconds, 3),
+        "config": config.to_dict(),
         # Lineage: the prompt this one continued from (a registry links it to that prompt's version).
         "init_from": {"path": str(init_from), "prompt_sha256": sha256_file(Path(init_from) / "prompt.safetensors")}
         if init_from is not None
         else None,
     }
     metrics = {
-        "method": method,
-        "model": model,
-        "dev_metrics": dev_metrics,
+        "method": args["method"],
+        "model": args["model"],
+        "dev_metrics": result.dev_metrics,
         "parameters": prompt.count_parameters(),
         "artifact_bytes": None,
-        "training": {**training, "history": history},
+        "training": {**training, "history": result.history},
     }
-    if main:
-        # A searched prompt is saved as the hard prompt it found.
-        try:
-            exported = prompt.method.exported(prompt)
-        except ConfigError as error:
-            if checkpoint.exists(run_dir):
-                raise ConfigError(
-                    f"{error} (the trained state is kept in {run_dir}: continue with --resume once the cause is fixed)"
-                ) from None
-            raise
-        extra = {"columns": columns, "training": training}
-        if exported is not None:
-            extra["searched"] = exported.searched
-        # The artifact and the run's records land together, and the run's folder goes with them.
-        with Transaction(output_dir, cleanup=(RUN,), last=(META,)) as tx:
-            meta = stage_prompt(exported or prompt, tx, extra=extra)
-            metrics["artifact_bytes"] = artifact_bytes(tx.stage)
-            metrics["prompt_sha256"] = meta["files"][TENSORS]  # which prompt these metrics describe
-            tx.write_json(METRICS, metrics)
-            tx.copy(RUN_ARGS, run_dir / RUN_ARGS)
-            if (run_dir / "log.jsonl").is_file():
-                tx.copy("log.jsonl", run_dir / "log.jsonl")
-        if "mlflow" in tracker_runs:
-            _log_to_mlflow(tracker_runs["mlflow"], output_dir)
-    return metrics
+    return training, metrics
+
+
+def _read_data(task: str, settings: TaskOptions, train: str, eval: str | None, config: TrainConfig) -> tuple:
+    """The task's columns, the training and dev examples, and the task config they settle."""
+    task_cls = task_class(task)
+    columns = task_cls.resolve_columns(settings.columns())
+    train_examples = task_cls.read_examples(train, columns)
+    eval_examples = task_cls.read_examples(eval, columns) if eval else None
+    task_config = task_cls.new_config(
+        settings.task_options(), train_examples, eval_examples, config.seed, train_name=str(train), columns=columns
+    )
+    return columns, train_examples, eval_examples, task_config
+
+
+def _continue_from(prompt: PromptModel, init_from: str, backbone) -> None:
+    """Start `prompt` from a saved prompt of the same method, config and task settings."""
+    start = load_prompt(init_from, backbone=backbone, with_training_state=True)
+    method = prompt.method.name
+    if start.method.name != method or start.method.config != prompt.method.config:
+        raise ConfigError(
+            f"--init-from {init_from}: a {start.method.name} prompt with {start.method.config.to_dict()}; "
+            f"this run trains {method} with {prompt.method.config.to_dict()}"
+        )
+    if start.task.config != prompt.task.config:
+        raise ConfigError(
+            f"--init-from {init_from}: its task settings {start.task.config.to_dict()} differ from "
+            f"this run's {prompt.task.config.to_dict()}"
+        )
+    if prompt.method.training_state() and not start.method.training_state():
+        raise ConfigError(
+            f"--init-from {init_from}: holds no training state for {method}'s reparameterisation "
+            f"(training_state.safetensors is missing)"
+        )
+    prompt.load_trainable_state(start.trainable_state())
+
+
+def _fit(
+    prompt: PromptModel,
+    train_examples,
+    eval_examples,
+    config: TrainConfig,
+    output_dir: Path,
+    run_dir: Path,
+    resume: bool,
+) -> TrainResult:
+    """Train the prompt in the run's folder; a hard prompt, which trains nothing, is only scored."""
+    if not prompt.trains:
+        dev_metrics = evaluate(prompt, eval_examples, config.eval_batch_size) if eval_examples else None
+        return TrainResult(dev_metrics=dev_metrics, steps=0, seconds=0.0, history=[], best_step=None)
+    # A searched prompt's final state is kept until the prompt it exports is saved: a failed
+    # export can be resumed without searching again.
+    exports = type(prompt.method).exported is not PromptMethod.exported
+    return run_training(
+        prompt,
+        train_examples,
+        eval_examples,
+        config,
+        output_dir=run_dir,
+        resume=resume,
+        keep_checkpoint=exports and is_main_process(),
+        logging_dir=output_dir / "trackers",
+        run_name=output_dir.resolve().name,
+    )
+
+
+def _save_run(prompt: PromptModel, output_dir: Path, run_dir: Path, extra: dict, metrics: dict) -> None:
+    """The artifact (a searched prompt as the hard prompt it found) and the run's records, written
+    into `output_dir` together; the run's folder goes with them."""
+    try:
+        exported = prompt.method.exported(prompt)
+    except ConfigError as error:
+        if checkpoint.exists(run_dir):
+            raise ConfigError(
+                f"{error} (the trained state is kept in {run_dir}: continue with --resume once the cause is fixed)"
+            ) from None
+        raise
+    if exported is not None:
+        extra = {**extra, "searched": exported.searched}
+    with Transaction(output_dir, cleanup=(RUN,), last=(META,)) as tx:
+        meta = stage_prompt(exported or prompt, tx, extra=extra)
+        metrics["artifact_bytes"] = artifact_bytes(tx.stage)
+        metrics["prompt_sha256"] = meta["files"][TENSORS]  # which prompt these metrics describe
+        tx.write_json(METRICS, metrics)
+        tx.copy(RUN_ARGS, run_dir / RUN_ARGS)
+        if (run_dir / "log.jsonl").is_file():
+            tx.copy("log.jsonl", run_dir / "log.jsonl")
 
 
 def _log_to_mlflow(run_id: str, output_dir: Path) -> None:
