@@ -233,7 +233,7 @@ def test_calibration_round_trips_and_is_refused_where_it_has_no_meaning(load, tm
     calibrated = PromptModel.create(backbone, "hard_prompt", config(instruction=INSTRUCTION, calibrate="content_free"))
     loaded = load_prompt(save_prompt(calibrated, tmp_path / "p"), backbone=backbone)
     assert loaded.task.config.calibration == calibrated.task.config.calibration
-    assert any(line.startswith("calibration (content_free)") for line in loaded.task.beyond_the_prompt())
+    assert any(line.startswith("calibration (content_free)") for line in loaded.task.outside_tensors())
     texts = [Example(t) for t, _ in SENTENCES[:4]]
     torch.testing.assert_close(loaded.predict_proba(texts), calibrated.predict_proba(texts), rtol=0, atol=0)
     with pytest.raises(ConfigError, match="--calibrate: contextual calibration is for prompts that train nothing"):

@@ -291,7 +291,7 @@ def export_peft(
             prefix_projection=False,
             encoder_hidden_size=heads * size,
         )
-    left_out = model.task.beyond_the_prompt()
+    left_out = model.task.outside_tensors()
     from ..methods.base import Reparameterised
 
     if isinstance(model.method, Reparameterised):

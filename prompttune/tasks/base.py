@@ -261,7 +261,7 @@ class Task(nn.Module):
         """What `prompttune inspect` reports of the task (its template, where it has one)."""
         return {}
 
-    def beyond_the_prompt(self) -> list[str]:
+    def outside_tensors(self) -> list[str]:
         """What this task's prompts hold besides their prompt tensors (the wording around the input,
         label words, a separator), each as a sentence: what an export to a format that holds the
         tensors only (PEFT's) leaves out. A trained head is not listed: it is a tensor, and such an
@@ -269,9 +269,9 @@ class Task(nn.Module):
         return []
 
     @staticmethod
-    def wording_left_out(config, what: str, chat_reads: str) -> list[str]:
-        """`beyond_the_prompt`'s sentences for an instruction, a chat template and demonstrations
-        around each `what` (input, source); `chat_reads` says where the answer is read."""
+    def framing_outside_tensors(config, what: str, chat_reads: str) -> list[str]:
+        """`outside_tensors`'s sentences for the framing around each `what` (input, source): an
+        instruction, a chat template and demonstrations; `chat_reads` says where the answer is read."""
         out = []
         if getattr(config, "instruction", None):
             out.append(f"the instruction {config.instruction!r} before the {what}")

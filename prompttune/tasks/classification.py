@@ -437,7 +437,7 @@ class ClassificationTask(Task):
     def describe(self) -> dict:
         return {"template": self.template} if self.template else {}
 
-    def beyond_the_prompt(self) -> list[str]:
+    def outside_tensors(self) -> list[str]:
         config = self.config
         out = []
         if self.template:
@@ -453,7 +453,7 @@ class ClassificationTask(Task):
                 f"calibration ({config.calibrate}): each label's probability divided by its probability for "
                 f"inputs without content, {lean}"
             )
-        return out + self.wording_left_out(config, "input", "the label read at the assistant's first token")
+        return out + self.framing_outside_tensors(config, "input", "the label read at the assistant's first token")
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut inputs (template included) to the `available` positions the model has left after

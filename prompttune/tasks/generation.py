@@ -215,7 +215,7 @@ class GenerationTask(Task):
 
     # ---- what other parts ask of a task ----------------------------------------------------------
 
-    def beyond_the_prompt(self) -> list[str]:
+    def outside_tensors(self) -> list[str]:
         config = self.config
         out = []
         if self.kind == DECODER and self.separator_ids and not config.chat:
@@ -224,7 +224,7 @@ class GenerationTask(Task):
                 f"target`, so give the source followed by {self.tokenizer.decode(self.separator_ids)!r} "
                 f"(token ids {self.separator_ids}) and the continuation is the target"
             )
-        return out + self.wording_left_out(config, "source", "the target is the assistant's answer")
+        return out + self.framing_outside_tensors(config, "source", "the target is the assistant's answer")
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:
         """Cut sources so that the prompt, the source, the separator and a whole target (in training,
