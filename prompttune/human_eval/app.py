@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -103,7 +103,6 @@ class RedactTokens(logging.Filter):
 
 def build_app(study: Study, allow_names: bool = False, body_timeout: float = BODY_TIMEOUT_S) -> FastAPI:
     app = FastAPI(title="prompttune human evaluation", docs_url=None, redoc_url=None)
-    asked = "your token" + (" or your name" if allow_names else "")
     rater_page = PAGE.read_text(encoding="utf-8")
     headers = security_headers(rater_page)
     app.add_middleware(
@@ -122,11 +121,21 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _error(422, f"{where or 'body'}: {first.get('msg', 'invalid')}; nothing was recorded")
 
-    @app.get("/healthz")
+    app.include_router(_pages(study, allow_names, rater_page))
+    app.include_router(_api(study))
+    return app
+
+
+def _pages(study: Study, allow_names: bool, rater_page: str) -> APIRouter:
+    """The pages a rater sees: where they give their token (or name), and their rating page."""
+    routes = APIRouter()
+    asked = "your token" + (" or your name" if allow_names else "")
+
+    @routes.get("/healthz")
     def health() -> dict:
         return {"status": "ok", "study": study.id}
 
-    @app.get("/", response_class=HTMLResponse)
+    @routes.get("/", response_class=HTMLResponse)
     def start() -> HTMLResponse:
         return _page(
             "Human evaluation",
@@ -135,7 +144,7 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
             "<button>Start</button></form>",
         )
 
-    @app.get("/start")
+    @routes.get("/start")
     def login(who: str = ""):
         value = who.strip()
         rater = study.rater(token=value) if value else None
@@ -152,7 +161,7 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
             )
         return RedirectResponse(f"rate/{token}", status_code=303, headers=NO_STORE)
 
-    @app.get("/rate/{token}", response_class=HTMLResponse)
+    @routes.get("/rate/{token}", response_class=HTMLResponse)
     def page(token: str) -> HTMLResponse:
         rater = study.rater(token=token)
         if rater is None:
@@ -164,14 +173,21 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
             )
         return HTMLResponse(rater_page.replace("{{RATER}}", html.escape(rater)), headers=NO_STORE)
 
-    @app.get("/api/{token}/next")
+    return routes
+
+
+def _api(study: Study) -> APIRouter:
+    """What the rating page asks for: a rater's next task, and their judgements."""
+    routes = APIRouter()
+
+    @routes.get("/api/{token}/next")
     def next_item(token: str):
         rater = study.rater(token=token)
         if rater is None:
             return _error(404, "no rater of this study has this token")
         return JSONResponse(study.next_task(rater), headers=NO_STORE)
 
-    @app.post("/api/{token}/judgements")
+    @routes.post("/api/{token}/judgements")
     def judge(token: str, judgement: Judgement):
         rater = study.rater(token=token)
         if rater is None:
@@ -184,7 +200,7 @@ def build_app(study: Study, allow_names: bool = False, body_timeout: float = BOD
             return _error(refused.status, str(refused))
         return JSONResponse({**recorded, "next": study.next_task(rater)}, headers=NO_STORE)
 
-    return app
+    return routes
 
 
 def serve_study(
