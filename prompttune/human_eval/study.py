@@ -405,6 +405,21 @@ def create_study(
         "model": model,
         "prompttune": __import__("prompttune").__version__,
     }
+    _write_study(folder, meta, systems, items, outputs, tokens, plan)
+    return {
+        "study": str(folder),
+        "id": study_id,
+        "items": len(items),
+        "systems": [s.name for s in systems],
+        "mode": design.mode,
+        "raters": {r: {"token": tokens[r], "tasks": len(plan[r])} for r in design.raters},
+    }
+
+
+def _write_study(folder: Path, meta: dict, systems: list, items: list, outputs: dict, tokens: dict, plan: dict) -> None:
+    """The study's one SQLite file, written beside its place and linked there when complete (never
+    over a study that appeared meanwhile)."""
+    target = folder / STUDY_FILE
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".{STUDY_FILE}.make-{os.getpid()}"
     staging.unlink(missing_ok=True)
@@ -445,14 +460,6 @@ def create_study(
     finally:
         db.close()  # closing twice is harmless
         staging.unlink(missing_ok=True)
-    return {
-        "study": str(folder),
-        "id": study_id,
-        "items": len(items),
-        "systems": [s.name for s in systems],
-        "mode": design.mode,
-        "raters": {r: {"token": tokens[r], "tasks": len(plan[r])} for r in design.raters},
-    }
 
 
 def _columns(systems: list[System], source: str | None, target: str | None) -> dict:
