@@ -94,10 +94,10 @@ class Server:
         """The results of rows run on the model: in the continuous batch (OpenAI requests it can
         decode) or in the micro-batcher's next batch."""
         try:
-            if key[0] == "openai" and self.steps is not None:
+            if key[0] == "openai":
                 options = dict(key[1])
                 logprobs = options.pop("logprobs", None)
-                if self.service.continuous(options):
+                if self.continuous(options):
                     return await self._decode(options, items, logprobs)
             return await self.batcher.submit(key, items)
         except CannotLoad as error:
