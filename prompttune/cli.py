@@ -10,9 +10,11 @@ import os
 import sys
 
 from .config import add_config_arguments, config_arguments
+from .decoding import Decoding
 from .errors import PromptTuneError
 from .options import COLUMN_OPTIONS, TaskOptions
 from .runtime import is_main_process
+from .serving.limits import Limits
 from .training.config import TrainConfig
 
 
@@ -37,21 +39,7 @@ def _train_options(args) -> dict:
 
 
 def _generation_options(args) -> dict:
-    names = (
-        "max_new_tokens",
-        "num_beams",
-        "top_k",
-        "top_p",
-        "temperature",
-        "num_return_sequences",
-        "repetition_penalty",
-        "no_repeat_ngram_size",
-        "length_penalty",
-    )
-    options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    if args.do_sample:
-        options["do_sample"] = True
-    return options
+    return config_arguments(args, Decoding)
 
 
 def _columns(parser, *roles: str) -> None:
@@ -105,16 +93,11 @@ def _model_flags(
         parser.add_argument("--device", help="e.g. cpu or cuda (default: what Accelerate picks)")
 
 
-def _decoding_flags(parser) -> None:
-    parser.add_argument("--max-new-tokens", type=int, help="default: the prompt's max target length")
-    parser.add_argument("--num-beams", type=int, help="beam search width (default: the prompt's, 1 = greedy)")
-    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
-    parser.add_argument("--top-k", type=int)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--repetition-penalty", type=float)
-    parser.add_argument("--no-repeat-ngram-size", type=int)
-    parser.add_argument("--length-penalty", type=float)
+def _decoding_flags(parser, sequences: bool = True) -> None:
+    """The decoding options (Decoding's fields); `sequences`: with --num-return-sequences."""
+    add_config_arguments(
+        parser, Decoding, "decoding (Decoding's fields)", skip=() if sequences else ("num_return_sequences",)
+    )
 
 
 def _human_eval_parser(commands) -> None:
@@ -146,7 +129,7 @@ def _human_eval_parser(commands) -> None:
     add_config_arguments(create, Design, "the study's design (Design's fields)")
     _columns(create, "source", "target")
     create.add_argument("--batch-size", type=int, default=16)
-    _decoding_flags(create)
+    _decoding_flags(create, sequences=False)
     _model_flags(create)
     status = actions.add_parser("status", help="each rater's link and progress")
     status.add_argument("study")
@@ -237,7 +220,7 @@ def _human_eval_command(args) -> None:
 
 
 def _model_name(args) -> str | None:
-    from .core.sources import model_name
+    from .core.weights import model_name
 
     return model_name(args.model, args.gguf_file)
 
@@ -246,11 +229,7 @@ def _prompt_list(value: str) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prompttune", description="Train prompts for frozen language models.")
-    parser.add_argument("--version", action="version", version=f"prompttune {__import__('prompttune').__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _train_parser(commands) -> None:
     t = commands.add_parser("train", help="train a prompt and save it as an artifact")
     _model_flags(
         t,
@@ -296,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="--output already holds a prompt or a run's records: replace them when training ends",
     )
 
+
+def _evaluate_parser(commands) -> None:
     e = commands.add_parser("evaluate", help="print a saved prompt's metrics on labelled data as JSON")
     _prompt_or_ensemble(e)
     e.add_argument("--data", required=True)
@@ -308,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     _model_flags(e)
 
+
+def _predict_parser(commands) -> None:
     p = commands.add_parser("predict", help="print JSON lines with each input's label and probabilities")
     _prompt_or_ensemble(p)
     p.add_argument("--data")
@@ -316,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     _model_flags(p)
 
+
+def _generate_parser(commands) -> None:
     g = commands.add_parser("generate", help="print JSON lines with each source and its generated text")
     g.add_argument("--prompt", required=True)
     g.add_argument("--data", help="file with a source column (default: the one the prompt was trained with)")
@@ -323,10 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     _columns(g, "source")
     g.add_argument("--batch-size", type=int, default=32)
     _decoding_flags(g)
-    g.add_argument("--num-return-sequences", type=int)
     g.add_argument("--seed", type=int, help="seed for sampling")
     _model_flags(g)
 
+
+def _compare_parser(commands) -> None:
     c = commands.add_parser(
         "compare", help="sweep methods x lengths x inits x training sizes x seeds; table, plots, report"
     )
@@ -371,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         only=(*COLUMN_OPTIONS, "template", "verbalizer"),
     )
 
+
+def _export_parser(commands) -> None:
     x = commands.add_parser(
         "export",
         help="write a prompt in another format: --format peft (a PEFT prompt-learning "
@@ -386,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_flags(x)
 
+
+def _inspect_parser(commands) -> None:
     i = commands.add_parser("inspect", help="what a learned prompt is near: vocabulary neighbours, norms, label words")
     i.add_argument("directory")
     i.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -393,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--top", type=int, default=5, help="nearest tokens per virtual token or prefix position")
     _model_flags(i, device=False)
 
+
+def _serve_parser(commands) -> None:
     v = commands.add_parser("serve", help="serve every prompt in a registry over one frozen model (HTTP JSON API)")
     _model_flags(v, required=True, help_text="the base model the registry's prompts were made for", device=False)
     v.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
@@ -403,35 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("PROMPTTUNE_TOKEN"),
         help="require 'Authorization: Bearer TOKEN' (default: $PROMPTTUNE_TOKEN; none: open)",
     )
-    v.add_argument("--max-batch-size", type=int, default=64, help="rows per model forward")
-    v.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
-    v.add_argument("--max-inputs", type=int, default=64, help="inputs per request")
-    v.add_argument("--max-chars", type=int, default=8192, help="characters per input")
-    v.add_argument("--max-loaded", type=int, default=256, help="prompt versions kept loaded")
-    v.add_argument(
-        "--max-body-bytes",
-        type=int,
-        help="largest request body, refused with 413 before it is read "
-        "(default: room for --max-inputs pairs of --max-chars escaped characters)",
-    )
-    v.add_argument(
-        "--body-timeout",
-        type=float,
-        default=10.0,
-        help="seconds a request's body may take to arrive; then 408 (a client that declares more than it sends)",
-    )
-    v.add_argument(
-        "--max-request-tokens",
-        type=int,
-        default=8192,
-        help="tokens one generation request may decode: inputs x beams or sequences x new tokens",
-    )
-    v.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        help="run joined rows in order of length, at most this many padded tokens per forward "
-        "(default: one forward per joined batch)",
-    )
+    add_config_arguments(v, Limits, "limits (Limits' fields)", skip=("continuous",))
     v.add_argument(
         "--batching",
         choices=("continuous", "static"),
@@ -442,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device", help="e.g. cpu or cuda")
     v.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
-    _human_eval_parser(commands)
 
+def _registry_parser(commands) -> None:
     r = commands.add_parser("registry", help="versioned prompt registry: push, list, show, pull, alias, delete")
     r.add_argument("--registry", help="registry folder (default: $PROMPTTUNE_REGISTRY or ~/.prompttune/registry)")
     actions = r.add_subparsers(dest="action", required=True)
@@ -477,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("spec")
     delete.add_argument("--all", action="store_true", help="every version of the name")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prompttune", description="Train prompts for frozen language models.")
+    parser.add_argument("--version", action="version", version=f"prompttune {__import__('prompttune').__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        PARSERS[name](commands)
     return parser
 
 
@@ -529,6 +501,213 @@ def _registry_command(args) -> None:
             print(json.dumps({"deleted": f"{record['name']}@{record['version']}", "aliases": record["aliases"]}))
 
 
+def _train(args, api) -> int:
+    metrics = api.train_prompt(
+        model=_model_name(args),
+        method=args.method,
+        task=args.task,
+        train=args.train,
+        eval=args.eval,
+        output=args.output,
+        init_from=args.init_from,
+        method_options=_method_options(args),
+        resume=args.resume,
+        restart=args.restart,
+        force=args.force,
+        device=args.device,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        **config_arguments(args, TaskOptions),
+        **_train_options(args),
+    )
+    summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
+    if metrics["dev_metrics"]:
+        from .tasks import task_class
+
+        dev = metrics["dev_metrics"]
+        summary["dev"] = {k: dev[k] for k in task_class(args.task).metrics if k in dev}
+    if is_main_process():
+        print(json.dumps(summary))
+    return 0
+
+
+def _compare(args, api) -> int:
+    from .sweeps.compare import run_sweep, spec_from_args
+
+    rows = run_sweep(
+        spec_from_args(args),
+        args.output,
+        workers=args.workers,
+        ray_address=args.ray,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    failed = [r for r in rows if r.get("status") != "done"]
+    summary = {
+        "cells": len(rows),
+        "failed": len(failed),
+        "summary": os.path.join(args.output, "summary.md"),
+        "report": os.path.join(args.output, "report.html"),
+    }
+    print(json.dumps(summary))
+    return 1 if failed else 0
+
+
+def _export(args, api) -> int:
+    from .artifacts.peft_format import export_peft
+
+    backbone = None
+    if args.model or args.gguf_file or args.dtype or args.device_map or args.device:
+        backbone = api.load_backbone(
+            _model_name(args) or api.prompt_meta(args.directory)["base_model"]["name_or_path"],
+            device=args.device,
+            dtype=args.dtype,
+            device_map=args.device_map,
+        )
+    print(json.dumps(export_peft(args.directory, args.output, backbone=backbone, force=args.force)))
+    return 0
+
+
+def _inspect(args, api) -> int:
+    from .analysis.inspection import inspect_command
+
+    report = inspect_command(
+        args.directory, args.json, args.png, args.top, _model_name(args), dtype=args.dtype, device_map=args.device_map
+    )
+    print(report)
+    return 0
+
+
+def _serve(args, api) -> int:
+    from .serving.server import serve
+
+    limits = Limits.from_dict({**config_arguments(args, Limits), "continuous": args.batching == "continuous"})
+    serve(
+        _model_name(args),
+        args.registry,
+        args.host,
+        args.port,
+        args.token,
+        limits,
+        args.device,
+        args.log_level,
+        dtype=args.dtype,
+        device_map=args.device_map,
+    )
+    return 0
+
+
+def _placement(args) -> dict:
+    """Where the frozen model comes from and how it is placed, as the API's keywords."""
+    return {"model": _model_name(args), "device": args.device, "dtype": args.dtype, "device_map": args.device_map}
+
+
+def _evaluate(args, api) -> int:
+    if args.prompts:
+        if args.group_column:
+            raise PromptTuneError("--group-column: scores one prompt (--prompt), not an ensemble")
+        metrics = api.evaluate_ensemble(
+            _prompt_list(args.prompts),
+            args.data,
+            args.combine,
+            args.text_column,
+            args.text_pair_column,
+            args.label_column,
+            args.batch_size,
+            **_placement(args),
+        )
+    else:
+        metrics = api.evaluate_prompt(
+            args.prompt,
+            args.data,
+            args.text_column,
+            args.text_pair_column,
+            args.label_column,
+            args.batch_size,
+            source_column=args.source_column,
+            target_column=args.target_column,
+            group_column=args.group_column,
+            **_placement(args),
+        )
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _print_rows(rows) -> int:
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def _generate(args, api) -> int:
+    if bool(args.texts) == bool(args.data):
+        raise PromptTuneError("generate: give either --data FILE or texts, not both")
+    rows = api.generate(
+        args.prompt,
+        texts=args.texts or None,
+        data=args.data,
+        source_column=args.source_column,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        **_placement(args),
+        **_generation_options(args),
+    )
+    return _print_rows(rows)
+
+
+def _predict(args, api) -> int:
+    if bool(args.texts) == bool(args.data):
+        raise PromptTuneError("predict: give either --data FILE or texts, not both")
+    inputs = {
+        "texts": args.texts or None,
+        "data": args.data,
+        "text_column": args.text_column,
+        "text_pair_column": args.text_pair_column,
+        "batch_size": args.batch_size,
+        **_placement(args),
+    }
+    if args.prompts:
+        return _print_rows(api.predict_ensemble(_prompt_list(args.prompts), combine=args.combine, **inputs))
+    return _print_rows(api.predict(args.prompt, **inputs))
+
+
+def _registry(args, api) -> int:
+    _registry_command(args)
+    return 0
+
+
+def _human_eval(args, api) -> int:
+    _human_eval_command(args)
+    return 0
+
+
+# Each command: the function that adds its parser, and the one that runs it (given the parsed
+# arguments and prompttune.api); it returns the exit status.
+PARSERS = {
+    "train": _train_parser,
+    "evaluate": _evaluate_parser,
+    "predict": _predict_parser,
+    "generate": _generate_parser,
+    "compare": _compare_parser,
+    "export": _export_parser,
+    "inspect": _inspect_parser,
+    "serve": _serve_parser,
+    "human-eval": _human_eval_parser,
+    "registry": _registry_parser,
+}
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "generate": _generate,
+    "compare": _compare,
+    "export": _export,
+    "inspect": _inspect,
+    "serve": _serve,
+    "human-eval": _human_eval,
+    "registry": _registry,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .runtime import quiet_libraries
@@ -537,202 +716,10 @@ def main(argv: list[str] | None = None) -> int:
     from . import api
 
     try:
-        if args.command == "train":
-            metrics = api.train_prompt(
-                model=_model_name(args),
-                method=args.method,
-                task=args.task,
-                train=args.train,
-                eval=args.eval,
-                output=args.output,
-                init_from=args.init_from,
-                method_options=_method_options(args),
-                resume=args.resume,
-                restart=args.restart,
-                force=args.force,
-                device=args.device,
-                dtype=args.dtype,
-                device_map=args.device_map,
-                **config_arguments(args, TaskOptions),
-                **_train_options(args),
-            )
-            summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}
-            if metrics["dev_metrics"]:
-                from .tasks import task_class
-
-                summary["dev"] = {
-                    k: metrics["dev_metrics"][k] for k in task_class(args.task).metrics if k in metrics["dev_metrics"]
-                }
-            if is_main_process():
-                print(json.dumps(summary))
-        elif args.command == "registry":
-            _registry_command(args)
-        elif args.command == "human-eval":
-            _human_eval_command(args)
-        elif args.command == "compare":
-            from .sweeps.compare import run_sweep, spec_from_args
-
-            rows = run_sweep(
-                spec_from_args(args),
-                args.output,
-                workers=args.workers,
-                ray_address=args.ray,
-                progress=lambda line: print(line, file=sys.stderr, flush=True),
-            )
-            failed = [r for r in rows if r.get("status") != "done"]
-            print(
-                json.dumps(
-                    {
-                        "cells": len(rows),
-                        "failed": len(failed),
-                        "summary": os.path.join(args.output, "summary.md"),
-                        "report": os.path.join(args.output, "report.html"),
-                    }
-                )
-            )
-            return 1 if failed else 0
-        elif args.command == "export":
-            from .artifacts.peft_format import export_peft
-
-            backbone = None
-            if args.model or args.gguf_file or args.dtype or args.device_map or args.device:
-                backbone = api.load_backbone(
-                    _model_name(args) or api.prompt_meta(args.directory)["base_model"]["name_or_path"],
-                    device=args.device,
-                    dtype=args.dtype,
-                    device_map=args.device_map,
-                )
-            print(json.dumps(export_peft(args.directory, args.output, backbone=backbone, force=args.force)))
-        elif args.command == "inspect":
-            from .analysis.inspection import inspect_command
-
-            print(
-                inspect_command(
-                    args.directory,
-                    args.json,
-                    args.png,
-                    args.top,
-                    _model_name(args),
-                    dtype=args.dtype,
-                    device_map=args.device_map,
-                )
-            )
-        elif args.command == "serve":
-            from .serving.server import Limits, serve
-
-            if args.max_inputs > args.max_batch_size:
-                raise PromptTuneError(f"--max-inputs {args.max_inputs} exceeds --max-batch-size {args.max_batch_size}")
-            serve(
-                _model_name(args),
-                args.registry,
-                args.host,
-                args.port,
-                args.token,
-                Limits(
-                    max_batch_size=args.max_batch_size,
-                    max_wait_ms=args.max_wait_ms,
-                    max_inputs=args.max_inputs,
-                    max_chars=args.max_chars,
-                    max_loaded=args.max_loaded,
-                    max_batch_tokens=args.max_batch_tokens,
-                    max_body_bytes=args.max_body_bytes,
-                    max_request_tokens=args.max_request_tokens,
-                    body_timeout_s=args.body_timeout,
-                    continuous=args.batching == "continuous",
-                ),
-                args.device,
-                args.log_level,
-                dtype=args.dtype,
-                device_map=args.device_map,
-            )
-        elif args.command == "evaluate" and args.prompts and args.group_column:
-            raise PromptTuneError("--group-column: scores one prompt (--prompt), not an ensemble")
-        elif args.command == "evaluate" and args.prompts:
-            metrics = api.evaluate_ensemble(
-                _prompt_list(args.prompts),
-                args.data,
-                args.combine,
-                args.text_column,
-                args.text_pair_column,
-                args.label_column,
-                args.batch_size,
-                _model_name(args),
-                args.device,
-                dtype=args.dtype,
-                device_map=args.device_map,
-            )
-            print(json.dumps(metrics, indent=2))
-        elif args.command == "evaluate":
-            metrics = api.evaluate_prompt(
-                args.prompt,
-                args.data,
-                args.text_column,
-                args.text_pair_column,
-                args.label_column,
-                args.batch_size,
-                _model_name(args),
-                args.device,
-                source_column=args.source_column,
-                target_column=args.target_column,
-                dtype=args.dtype,
-                device_map=args.device_map,
-                group_column=args.group_column,
-            )
-            print(json.dumps(metrics, indent=2))
-        elif args.command == "generate":
-            if bool(args.texts) == bool(args.data):
-                raise PromptTuneError("generate: give either --data FILE or texts, not both")
-            rows = api.generate(
-                args.prompt,
-                texts=args.texts or None,
-                data=args.data,
-                source_column=args.source_column,
-                batch_size=args.batch_size,
-                model=_model_name(args),
-                device=args.device,
-                seed=args.seed,
-                dtype=args.dtype,
-                device_map=args.device_map,
-                **_generation_options(args),
-            )
-            for row in rows:
-                print(json.dumps(row, ensure_ascii=False))
-        else:
-            if bool(args.texts) == bool(args.data):
-                raise PromptTuneError("predict: give either --data FILE or texts, not both")
-            if args.prompts:
-                rows = api.predict_ensemble(
-                    _prompt_list(args.prompts),
-                    texts=args.texts or None,
-                    data=args.data,
-                    combine=args.combine,
-                    text_column=args.text_column,
-                    text_pair_column=args.text_pair_column,
-                    batch_size=args.batch_size,
-                    model=_model_name(args),
-                    device=args.device,
-                    dtype=args.dtype,
-                    device_map=args.device_map,
-                )
-            else:
-                rows = api.predict(
-                    args.prompt,
-                    texts=args.texts or None,
-                    data=args.data,
-                    text_column=args.text_column,
-                    text_pair_column=args.text_pair_column,
-                    batch_size=args.batch_size,
-                    model=_model_name(args),
-                    device=args.device,
-                    dtype=args.dtype,
-                    device_map=args.device_map,
-                )
-            for row in rows:
-                print(json.dumps(row, ensure_ascii=False))
+        return COMMANDS[args.command](args, api)
     except PromptTuneError as error:
         print(f"prompttune: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

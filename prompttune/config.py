@@ -91,7 +91,8 @@ def add_config_arguments(
 ) -> None:
     """One flag per field of the config dataclass `cls` (or those in `only`): `--field-name`, typed
     by its annotation (or by a `parse` function in its metadata, for values such as comma-separated
-    lists), its docstring as the help and its `choices` metadata as the choices. A boolean field is
+    lists), its docstring as the help, its `choices` metadata as the choices and its `flag` metadata
+    as the flag's name where it is not the field's. A boolean field is
     a switch: `--name` where it defaults to false, `--no-name` where it defaults to true. A flag not
     given stays None, so the config's own default applies (`config_arguments`). A field added to the
     config appears on the command line by itself."""
@@ -103,7 +104,7 @@ def add_config_arguments(
             continue
         kind = f.metadata.get("parse") or _value_type(hints[f.name])
         help_text = docs.get(f.name, "").replace("%", "%%")
-        name = f.name.replace("_", "-")
+        name = f.metadata.get("flag", f.name.replace("_", "-"))
         if kind is bool:
             flag = f"--no-{name}" if f.default is True else f"--{name}"
             group.add_argument(

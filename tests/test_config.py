@@ -254,3 +254,76 @@ def test_task_options_come_from_one_dataclass_on_the_command_line_in_python_and_
         SweepSpec.from_dict({**base, "prompt_options": {"max_length": 0}}, "spec")
     with pytest.raises(ConfigError, match="prompt_options': a mapping with keys from"):
         SweepSpec.from_dict({**base, "prompt_options": {"lr": 0.1}}, "spec")
+
+
+def _subcommand(parser, *path):
+    for name in path:
+        parser = parser._subparsers._group_actions[0].choices[name]
+    return parser
+
+
+def test_decoding_options_are_defined_once_and_derived_by_the_command_line_the_server_and_the_check():
+    """Decoding's fields are `generate`'s flags and `/v1/generate`'s request fields, each bounded
+    where the field says; the check every generation runs refuses what the field refuses."""
+    import dataclasses
+
+    from prompttune.cli import build_parser
+    from prompttune.decoding import Decoding, check_decoding
+    from prompttune.serving.schema import GenerateRequest
+
+    parser = build_parser()
+    generate = _subcommand(parser, "generate")
+    flags = {option for action in generate._actions for option in action.option_strings}
+    names = [f.name for f in dataclasses.fields(Decoding)]
+    assert {f"--{n.replace('_', '-')}" for n in names} <= flags
+    created = _subcommand(parser, "human-eval", "create")
+    created_flags = {option for action in created._actions for option in action.option_strings}
+    assert {f"--{n.replace('_', '-')}" for n in names if n != "num_return_sequences"} <= created_flags
+    args = parser.parse_args(["generate", "--prompt", "p", "x", "--top-p", "0.5", "--do-sample"])
+    from prompttune.cli import _generation_options
+
+    assert _generation_options(args) == {"top_p": 0.5, "do_sample": True}
+
+    schema = GenerateRequest.model_json_schema()["properties"]
+    for f in dataclasses.fields(Decoding):
+        assert f.name in schema, f.name
+        if "low" not in f.metadata:
+            continue
+        bounds = schema[f.name]["anyOf"][0]
+        low = "exclusiveMinimum" if f.metadata["exclusive"] else "minimum"
+        assert bounds[low] == f.metadata["low"], f.name
+        assert bounds.get("maximum") == (f.metadata["served"] or f.metadata["high"]), f.name
+        below = f.metadata["low"] - (0 if f.metadata["exclusive"] else 1)
+        with pytest.raises(ConfigError, match=f"{f.name}: .* out of range"):
+            check_decoding({f.name: below}, 8, 1)
+        if f.metadata["high"] is not None:
+            with pytest.raises(ConfigError, match=f"{f.name}: .* out of range"):
+                check_decoding({f.name: f.metadata["high"] + 1}, 8, 1)
+    assert check_decoding({"top_k": None}, 8, 2) == {"max_new_tokens": 8, "num_beams": 2, "do_sample": False}
+
+
+def test_the_server_limits_are_defined_once_and_are_serve_flags():
+    """Every Limits field is a `serve` flag (continuous is --batching), with its docstring as help;
+    a bad limit is refused naming its field."""
+    import dataclasses
+
+    from prompttune.cli import build_parser
+    from prompttune.config import config_arguments
+    from prompttune.serving.limits import Limits
+
+    parser = build_parser()
+    serve = _subcommand(parser, "serve")
+    by_dest = {action.dest: action for action in serve._actions}
+    for f in dataclasses.fields(Limits):
+        if f.name == "continuous":
+            assert by_dest["batching"].choices == ("continuous", "static")
+            continue
+        assert f.name in by_dest, f.name
+    assert by_dest["body_timeout_s"].option_strings == ["--body-timeout"]
+    assert "rows per model forward" in serve.format_help()
+    args = parser.parse_args(["serve", "--model", "m", "--max-inputs", "8", "--body-timeout", "2.5"])
+    assert Limits.from_dict(config_arguments(args, Limits)) == Limits(max_inputs=8, body_timeout_s=2.5)
+    with pytest.raises(ConfigError, match="max_inputs: 100 exceeds max_batch_size 64"):
+        Limits(max_inputs=100)
+    with pytest.raises(ConfigError, match="max_chars: must be >= 1"):
+        Limits(max_chars=0)

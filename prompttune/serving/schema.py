@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+
+from ..decoding import request_fields
 
 if TYPE_CHECKING:
-    from .service import Limits
+    from .limits import Limits
 
 # A text must hold something besides white space (Python's notion of it, which the server applies).
 Text = Annotated[str, StringConstraints(pattern=r"\S"), Field(description="text with at least one non-space character")]
@@ -83,21 +85,14 @@ class ClassifyResponse(BaseModel):
     results: list[_classify_results()]
 
 
-class GenerateRequest(_Bounded):
-    prompt: PromptName
-    inputs: list[Text] = Field(min_length=1, description="source texts (at most the server's --max-inputs)")
-    max_new_tokens: int | None = Field(None, ge=1, le=1024, description="default: the prompt's max target length")
-    num_beams: int | None = Field(None, ge=1, le=16, description="default: the prompt's (1 = greedy)")
-    do_sample: bool = False
-    top_k: int | None = Field(None, ge=1, le=1_000_000)
-    top_p: float | None = Field(None, gt=0, le=1)
-    temperature: float | None = Field(None, ge=0.001, le=100)
-    num_return_sequences: int | None = Field(
-        None, ge=1, le=16, description="more than 1 needs do_sample, or num_beams at least as large"
-    )
-    repetition_penalty: float | None = Field(None, ge=0.01, le=100)
-    no_repeat_ngram_size: int | None = Field(None, ge=0, le=1024)
-    length_penalty: float | None = Field(None, ge=-10, le=10)
+GenerateRequest = create_model(
+    "GenerateRequest",
+    __base__=_Bounded,
+    __module__=__name__,
+    prompt=(PromptName, ...),
+    inputs=(list[Text], Field(min_length=1, description="source texts (at most the server's --max-inputs)")),
+    **request_fields(),
+)
 
 
 class Generation(BaseModel):

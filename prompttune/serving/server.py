@@ -43,9 +43,10 @@ from ..artifacts.registry import Registry
 from ..gate import RequestGate
 from . import openai_api
 from .http_errors import add_error_handlers, error_body
+from .limits import Limits
 from .metrics import Metrics
 from .routers import metrics, openai, prompts, registry
-from .service import Limits, PromptService
+from .service import PromptService
 from .state import Server
 
 __all__ = ["Limits", "PromptService", "create_app", "openapi_schema", "serve"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 
@@ -17,33 +16,6 @@ from ..inference import continuous
 from ..inference.mixed import PromptSet
 from ..storage import StorageError
 from ..tasks import task_class
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_batch_size: int = 64
-    max_wait_ms: float = 5.0
-    max_inputs: int = 64
-    max_chars: int = 8192
-    max_loaded: int = 256
-    max_batch_tokens: int | None = None
-    max_body_bytes: int | None = None
-    """Largest request body; None: room for max_inputs pairs of max_chars characters, each written
-    as JSON escapes (6 bytes a character), and 64 KiB besides."""
-    max_request_tokens: int = 8192
-    """Tokens one generation request may decode: inputs x max(num_beams, num_return_sequences) x
-    max_new_tokens."""
-    body_timeout_s: float = 10.0
-    """Seconds a request's body may take to arrive (from the start of the request); then 408."""
-    continuous: bool = True
-    """Decode OpenAI requests on a decoder-only model in a continuous batch (False: in the
-    micro-batcher's batches, each decoded from start to end)."""
-
-    @property
-    def body_bytes(self) -> int:
-        if self.max_body_bytes is not None:
-            return self.max_body_bytes
-        return self.max_inputs * (2 * self.max_chars * 6 + 64) + 65536
 
 
 class PromptService:

@@ -16,8 +16,9 @@ from ..errors import ArtifactError, PromptTuneError, quoted
 from ..inference import continuous
 from ..storage import StorageError
 from .batcher import MicroBatcher, StepLoop, settle
+from .limits import Limits
 from .metrics import Metrics
-from .service import CannotLoad, Limits, PromptService, WrongModel, WrongTask
+from .service import CannotLoad, PromptService, WrongModel, WrongTask
 
 log = logging.getLogger("prompttune.serving.server")
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..config import ConfigBase, check
 from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
+from ..decoding import check_decoding
 from ..errors import ConfigError, DataError
 from .base import Task, register
 from .chat import chat_wrap
@@ -73,54 +74,10 @@ class GenerationConfig(ConfigBase):
             )
 
 
-# Bounds that keep decoding finite: a temperature or penalty near 0 divides logits into inf and NaN.
-BOUNDS = {
-    "max_new_tokens": (1, None),
-    "num_beams": (1, None),
-    "num_return_sequences": (1, None),
-    "top_k": (1, None),
-    "top_p": (0.0, 1.0),
-    "temperature": (0.001, 100.0),
-    "repetition_penalty": (0.01, 100.0),
-    "no_repeat_ngram_size": (0, None),
-    "length_penalty": (-10.0, 10.0),
-}
-
-
 def check_generation_options(options: dict, config: GenerationConfig) -> dict:
-    """The options `generate` runs with: the prompt's defaults filled in (max_new_tokens from
-    max_target_length, num_beams), each value checked, and combinations transformers cannot run
-    refused with a message naming the field."""
-    import math
-
-    options = {k: v for k, v in options.items() if v is not None}
-    for name, (low, high) in BOUNDS.items():
-        if name not in options:
-            continue
-        value = options[name]
-        integral = isinstance(low, int)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int if integral else (int, float))
-            or (not integral and not math.isfinite(value))
-        ):
-            raise ConfigError(f"{name}: expected {'an integer' if integral else 'a finite number'}, got {value!r}")
-        exclusive = name == "top_p"
-        if value < low or (exclusive and value == low) or (high is not None and value > high):
-            span = f"in ({low}, {high}]" if exclusive else f">= {low}" + (f" and <= {high}" if high is not None else "")
-            raise ConfigError(f"{name}: {value} is out of range; it must be {span}")
-    options.setdefault("max_new_tokens", config.max_target_length)
-    options.setdefault("num_beams", config.num_beams)
-    options["do_sample"] = bool(options.get("do_sample", False))
-    sequences = options.get("num_return_sequences", 1)
-    beams = options["num_beams"]
-    if sequences > beams and (beams > 1 or not options["do_sample"]):
-        # Beam search, sampled or not, returns its best beams; only plain sampling draws any number.
-        raise ConfigError(
-            f"num_return_sequences: {sequences} different sequences need do_sample with num_beams 1, or "
-            f"num_beams >= {sequences} (beam search returns its best beams); num_beams is {beams}"
-        )
-    return options
+    """The options `generate` runs with (`decoding.check_decoding`), the prompt's defaults filled
+    in: max_new_tokens from its max_target_length, its num_beams."""
+    return check_decoding(options, config.max_target_length, config.num_beams)
 
 
 @register
@@ -250,7 +207,7 @@ class GenerationTask(Task):
         features = []
         for example in examples:
             if not example.targets:
-                raise DataError(f"{example.source}: no target text to train on")
+                raise DataError(f"{example.origin}: no target text to train on")
             features.extend(self.encode(example, target) for target in example.targets)
         return features
 
@@ -258,7 +215,7 @@ class GenerationTask(Task):
         tok = self.tokenizer
         cfg = self.config
         if self.position_problem:
-            raise DataError(f"{example.source}: {self.position_problem}")
+            raise DataError(f"{example.origin}: {self.position_problem}")
         if self.wrap_prefix or self.wrap_suffix:
             # The source is cut to its own budget, then wrapped (the wrapping is never cut).
             text = _cut(tok, example.text, self.max_source_length)
@@ -266,7 +223,7 @@ class GenerationTask(Task):
         else:
             source = tok(example.text, truncation=True, max_length=self.max_source_length)["input_ids"]
         if not source:
-            raise DataError(f"{example.source}: the source has no tokens")
+            raise DataError(f"{example.origin}: the source has no tokens")
         if self.kind == DECODER:
             prompt = source + self.separator_ids
             if target is None:
@@ -396,7 +353,7 @@ class GenerationTask(Task):
         grouped = group_references(examples)
         missing = [e for e in grouped if not e.targets]
         if missing:
-            raise DataError(f"{missing[0].source}: no reference text to score against")
+            raise DataError(f"{missing[0].origin}: no reference text to score against")
         return grouped
 
 

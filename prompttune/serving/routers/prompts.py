@@ -9,6 +9,7 @@ from ...errors import PromptTuneError
 from ...tasks import task_class
 from ...tasks.data import Example
 from ...tasks.generation import check_generation_options
+from ..limits import Limits
 from ..schema import (
     ERRORS,
     ClassifyRequest,
@@ -18,7 +19,6 @@ from ..schema import (
     Generation,
     TextPair,
 )
-from ..service import Limits
 from ..state import Server, authorised, server
 
 
@@ -57,7 +57,7 @@ async def generate(state: Server, body: GenerateRequest) -> GenerateResponse:
             f"beams or sequences x {settled['max_new_tokens']} new tokens); at most "
             f"{limits.max_request_tokens} per request (the server's --max-request-tokens)",
         )
-    items = [(key, Example(text=x, source=f"input {i}")) for i, x in enumerate(body.inputs)]
+    items = [(key, Example(text=x, origin=f"input {i}")) for i, x in enumerate(body.inputs)]
     results = await state.submit(("generate", tuple(sorted(options.items()))), items)
     state.metrics.generated.labels(key).inc(sum(len(r) for r in results))
     return GenerateResponse(prompt=key, results=[Generation(generations=r) for r in results])
