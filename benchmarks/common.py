@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from prompttune.training.loop import epoch_order
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,7 +97,7 @@ def prompttune_order(count: int, batch_size: int, seed: int, steps: int):
     the same batches."""
     step, epoch = 0, 0
     while True:
-        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+        order = epoch_order(count, seed, epoch)
         for first in range(0, len(order), batch_size):
             if step >= steps:
                 return

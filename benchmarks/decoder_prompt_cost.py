@@ -47,8 +47,8 @@ def setups(args):
     from transformers import AutoModelForCausalLM
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, load_examples
-    from prompttune.core.sources import resolve_model
-    from prompttune.training.loop import _loss
+    from prompttune.core.weights import resolve_model
+    from prompttune.training.loop import batch_loss
 
     examples = load_examples(str(SHARED / "sst2" / "train.tsv"), Columns(text="sentence"))[
         : args.batch_size * args.batches
@@ -71,7 +71,7 @@ def setups(args):
 
         def step(i):
             backbone.prompts_once, backbone.packs_rows = once, packed
-            loss, _ = _loss(ours, ours.task, ours_rows[i % len(batches)], config, backbone.device)
+            loss, _ = batch_loss(ours, ours.task, ours_rows[i % len(batches)], config, backbone.device)
             loss.backward()
             ours_opt.step()
             ours_opt.zero_grad(set_to_none=True)

@@ -64,10 +64,10 @@ def setups(args, only: str | None = None) -> dict:
     from transformers import AutoModelForCausalLM
 
     from prompttune import Backbone, Example, PromptModel, TrainConfig
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
     from prompttune.tasks import GenerationConfig
-    from prompttune.training.loop import _loss
+    from prompttune.training.loop import batch_loss
 
     pairs = e2e_pairs(args.batch_size * args.batches)
     examples = [Example(mr, targets=(ref,)) for mr, ref in pairs]
@@ -90,7 +90,7 @@ def setups(args, only: str | None = None) -> dict:
             ]
 
             def step(i, model=model, optimizer=optimizer, rows=rows):
-                loss, _ = _loss(model, model.task, rows[i % len(rows)], TrainConfig(), backbone.device)
+                loss, _ = batch_loss(model, model.task, rows[i % len(rows)], TrainConfig(), backbone.device)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

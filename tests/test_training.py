@@ -187,7 +187,7 @@ def test_inputs_are_cut_to_the_positions_the_prompt_leaves(load, examples):
     result = train(
         model,
         examples,
-        examples + [Example(long_text, label="1", source="dev, row 9")],
+        examples + [Example(long_text, label="1", origin="dev, row 9")],
         TrainConfig(max_steps=2, batch_size=4, progress=False),
     )
     assert result.dev_metrics["count"] == len(examples) + 1
@@ -206,7 +206,7 @@ def test_forwards_over_rows_of_similar_length_give_the_batchs_loss_and_gradient(
 
     from prompttune import Example
     from prompttune.tasks import GenerationConfig
-    from prompttune.training.loop import _loss
+    from prompttune.training.loop import batch_loss
 
     backbone = load(family)
     generation = family == "t5"
@@ -226,7 +226,7 @@ def test_forwards_over_rows_of_similar_length_give_the_batchs_loss_and_gradient(
         "bad",
     ]
     examples = [
-        Example(t, label=str(i % 2), targets=(t.split()[0] + " film",), source=f"row {i}") for i, t in enumerate(texts)
+        Example(t, label=str(i % 2), targets=(t.split()[0] + " film",), origin=f"row {i}") for i, t in enumerate(texts)
     ]
     rows = model.task.training_features(examples)
     model.parameter_groups(1e-3, 1e-3)
@@ -236,7 +236,7 @@ def test_forwards_over_rows_of_similar_length_give_the_batchs_loss_and_gradient(
         model.zero_grad(set_to_none=True)
         forwards = []
         hook = backbone.model.register_forward_pre_hook(lambda *a: forwards.append(1))
-        loss, _ = _loss(model, model.task, rows, TrainConfig(max_batch_tokens=budget), backbone.device)
+        loss, _ = batch_loss(model, model.task, rows, TrainConfig(max_batch_tokens=budget), backbone.device)
         hook.remove()
         loss.backward()
         results[budget] = (

@@ -132,6 +132,241 @@ def evaluate(model: PromptModel, examples: list[Example], batch_size: int = 64, 
     return model.task.evaluate(model, examples, batch_size, accelerator)
 
 
+def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
+    """The order the training rows are read in one epoch: a permutation that depends only on
+    (seed, epoch), so a resumed run sees the same batches as an uninterrupted one."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+
+
+def _fresh_state() -> dict:
+    """Where a run stands, as its checkpoint records it."""
+    return {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "best": None,
+        "best_step": None,
+        "best_metrics": None,
+        "bad_evals": 0,
+        "history": [],
+        "running_loss": 0.0,
+        "running_count": 0,
+    }
+
+
+def _checked_features(model: PromptModel, train_examples, eval_examples, config: TrainConfig, accelerator):
+    """The encoded training rows and the metric that picks the best prompt, after refusing what
+    cannot train: no rows, bad dev data (now, not after the first steps), a search over processes."""
+    task = model.task
+    metric = task.check_metric(config.metric)
+    features = task.training_features(train_examples)
+    if not features:
+        raise ConfigError("training data: no examples")
+    for example in eval_examples or ():
+        task.encode(example)
+    if model.method.searches and accelerator.num_processes > 1:
+        raise ConfigError(f"--method {model.method.name}: a token search runs in one process")
+    return features, metric
+
+
+def _schedule(model: PromptModel, config: TrainConfig, accelerator, rows: int):
+    """(optimizer, scheduler, optimisation steps in all) for `rows` training rows."""
+    from transformers import get_scheduler
+
+    optimizer = _optimizer(model, config)
+    per_device = config.batch_size // config.grad_accum
+    batches_per_epoch = math.ceil(rows / (per_device * accelerator.num_processes))
+    total = config.max_steps or max(1, math.ceil(config.epochs * batches_per_epoch / config.grad_accum))
+    # Accelerate's prepared scheduler advances once per process at every step, so the schedule is
+    # laid out over steps x processes.
+    scale = accelerator.num_processes
+    scheduler = get_scheduler(
+        "constant_with_warmup" if config.schedule == "constant" else config.schedule,
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total) * scale,
+        num_training_steps=total * scale,
+    )
+    return optimizer, scheduler, total
+
+
+class _Run:
+    """One run of the loop: its prepared model, optimizer and scheduler, where it stands (`state`,
+    the best prompt so far), its log and progress bar. `train` sets it up, `epoch` runs its steps
+    and `finish` restores the best prompt and closes it."""
+
+    def __init__(self, model: PromptModel, features, eval_examples, metric, config, accelerator, output, resume, name):
+        self.prompt_model, self.task, self.features = model, model.task, features
+        self.eval_examples, self.metric, self.config, self.accelerator = eval_examples, metric, config, accelerator
+        self.output = output
+        self.optimizer, self.scheduler, self.total = _schedule(model, config, accelerator, len(features))
+        self.per_device = config.batch_size // config.grad_accum
+        model.train()
+        # The unwrapped model is kept for evaluation and saving; `model` may become a DDP wrapper.
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, self.optimizer, self.scheduler)
+        self.eval_every = config.eval_every or max(1, self.total // 10)
+        self.checkpoint_every = config.checkpoint_every or self.eval_every
+        self.state, self.best_state = _fresh_state(), None
+        if resume:
+            if output is None or not checkpoint.exists(output):
+                raise ConfigError(f"--resume: no checkpoint in {output}")
+            self.state, self.best_state = _load_checkpoint(output, model, self.optimizer, self.scheduler)
+            accelerator.print(f"resuming at step {self.state['step']} of {self.total}")
+        self.log = _Log(
+            output / "log.jsonl" if output is not None and accelerator.is_main_process else None,
+            keep_until=self.state["step"] if resume else None,
+        )
+        if config.trackers():
+            _start_trackers(accelerator, config, model, name)
+            self.log.trackers = accelerator
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.state["step"],
+            disable=not (config.progress and accelerator.is_main_process),
+            desc=f"{model.method.name}",
+            dynamic_ncols=True,
+        )
+        self.postfix = {}
+        self.stopped_early = False
+        # The loss since the last log line, carried over a resume so the first line after it
+        # averages the same steps an uninterrupted run's would.
+        self.running_loss = torch.tensor(float(self.state["running_loss"]))
+        self.running_count = int(self.state["running_count"])
+        self.start = time.perf_counter()
+
+    def running(self) -> bool:
+        state = self.state
+        return state["step"] < self.total and not self.stopped_early and not state.get("finished")
+
+    def epoch(self) -> None:
+        """The rest of the current epoch, or up to the step the run ends at."""
+        state, accelerator = self.state, self.accelerator
+        order = epoch_order(len(self.features), self.config.seed, state["epoch"])
+        # Batches are lists of encoded rows, collated in `batch_loss` (as one forward or several).
+        loader = DataLoader([self.features[i] for i in order], batch_size=self.per_device, collate_fn=list)
+        loader = accelerator.prepare_data_loader(loader)
+        if state["batch_in_epoch"]:
+            loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
+        for rows in loader:
+            batch = self._backward(rows)
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            self.bar.update(1)
+            self._after_step(batch)
+            if state["step"] >= self.total or self.stopped_early:
+                return
+        state["epoch"] += 1
+        state["batch_in_epoch"] = 0
+
+    def _backward(self, rows: list[dict]) -> dict:
+        """One batch forward and backward (an optimizer step where gradients are synchronised)."""
+        config, accelerator, optimizer = self.config, self.accelerator, self.optimizer
+        with accelerator.accumulate(self.model):
+            loss, batch = batch_loss(self.model, self.task, rows, config, self.prompt_model.backbone.device)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(
+                    [p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm
+                )
+            optimizer.step()
+            self.scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        self.state["batch_in_epoch"] += 1
+        self.running_loss = self.running_loss.to(loss.device) + loss.detach().float()  # no host sync until logged
+        self.running_count += 1
+        return batch
+
+    def _after_step(self, batch: dict) -> None:
+        """A search's round, the log line, the evaluation and the checkpoint that fall on this step."""
+        config, step, model = self.config, self.state["step"], self.prompt_model
+        found = model.method.search_step(model, batch, step / self.total) if model.method.searches else None
+        if found is not None:
+            # Each round of a search: the prompt it holds now and its loss on the batch.
+            self.log.write({"step": step, "search": found})
+            self._show(prompt=found["prompt"][:40], batch_loss=f"{found['batch_loss']:.4f}")
+        if step % config.log_every == 0 or step == self.total:
+            entry = {"step": step, "loss": self.running_loss.item() / self.running_count}
+            entry["lr"] = self.scheduler.get_last_lr()[0]
+            self.log.write(entry)
+            self._show(loss=f"{entry['loss']:.4f}")
+            self.running_loss, self.running_count = torch.zeros(()), 0
+        out_of_time = config.max_seconds is not None and time.perf_counter() - self.start > config.max_seconds
+        if self.eval_examples and (step % self.eval_every == 0 or step == self.total or out_of_time):
+            self._evaluate(step)
+        if out_of_time:
+            self.stopped_early = True
+        if (
+            self.output is not None
+            and step % self.checkpoint_every == 0
+            and step < self.total
+            and not self.stopped_early
+        ):
+            self._save()
+
+    def _show(self, **values) -> None:
+        self.postfix.update(values)
+        self.bar.set_postfix(self.postfix)
+
+    def _evaluate(self, step: int) -> None:
+        """Score the prompt on the dev data; keep it if it is the best so far; stop without patience left."""
+        state, metric, model = self.state, self.metric, self.prompt_model
+        metrics = evaluate(model, self.eval_examples, self.config.eval_batch_size, self.accelerator)
+        value = metrics[metric]
+        best = state["best"]
+        if best is None or (value > best if self.task.higher_is_better(metric) else value < best):
+            state.update(best=value, best_step=step, best_metrics=metrics, bad_evals=0)
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.trainable_state().items()}
+        else:
+            state["bad_evals"] += 1
+        state["history"].append({"step": step, metric: value})
+        self.log.write({"step": step, "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
+        self._show(**{f"dev_{metric}": f"{value:.4f}"})
+        if self.config.patience is not None and state["bad_evals"] >= self.config.patience:
+            self.stopped_early = True
+
+    def _save(self, **extra) -> None:
+        self.state.update(running_loss=float(self.running_loss), running_count=self.running_count, **extra)
+        args = (self.prompt_model, self.optimizer, self.scheduler, self.state, self.best_state)
+        _save_checkpoint(self.output, self.accelerator, *args)
+
+    def finish(self, keep_checkpoint: bool) -> TrainResult:
+        """Load the best prompt (its metrics are those measured at its evaluation), freeze it, and
+        keep or remove the run's checkpoint."""
+        self.bar.close()
+        seconds = time.perf_counter() - self.start
+        model, accelerator, config = self.prompt_model, self.accelerator, self.config
+        if self.best_state is not None:
+            model.load_trainable_state({k: v.to(model.backbone.device) for k, v in self.best_state.items()})
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.requires_grad_(False)
+        model.eval()
+        if config.gradient_checkpointing:
+            model.backbone.set_gradient_checkpointing(False)
+        if self.output is not None and keep_checkpoint:
+            self._save(finished=True)
+        elif self.output is not None and accelerator.is_main_process:
+            checkpoint.remove(self.output)
+        accelerator.wait_for_everyone()
+        dev_metrics = self.state["best_metrics"]
+        tracker_runs = {}
+        if config.trackers():
+            tracker_runs = _tracker_runs(accelerator, config)
+            if dev_metrics:
+                best = {f"best/{k}": v for k, v in dev_metrics.items() if isinstance(v, float)}
+                accelerator.log(best, step=self.state["step"])
+            accelerator.end_training()
+        return TrainResult(
+            steps=self.state["step"],
+            seconds=seconds,
+            best_step=self.state["best_step"],
+            dev_metrics=dev_metrics,
+            history=self.state["history"],
+            stopped_early=self.stopped_early,
+            tracker_runs=tracker_runs,
+        )
+
+
 def train(
     model: PromptModel,
     train_examples: list[Example],
@@ -150,196 +385,22 @@ def train(
     found is saved: resuming it then goes straight to the end). With `config.report_to`, the
     trackers log under `logging_dir` (default ./trackers) as `config.run_name` or `run_name`."""
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     config = config if config is not None else TrainConfig()
     accelerator = _accelerator(config, logging_dir)
     set_seed(config.seed)
     output = Path(output_dir) if output_dir is not None else None
-    task = model.task
-    metric = task.check_metric(config.metric)
-    features = task.training_features(train_examples)
-    if not features:
-        raise ConfigError("training data: no examples")
-    if eval_examples is not None:
-        for example in eval_examples:  # fail on bad dev data now, not after the first steps
-            task.encode(example)
+    features, metric = _checked_features(model, train_examples, eval_examples, config, accelerator)
     if config.gradient_checkpointing:
         model.backbone.set_gradient_checkpointing(True)
-    if model.method.searches and accelerator.num_processes > 1:
-        raise ConfigError(f"--method {model.method.name}: a token search runs in one process")
-    # The unwrapped model is kept for evaluation and saving; `model` may become a DDP wrapper.
-    prompt_model = model
-    optimizer = _optimizer(model, config)
-    per_device = config.batch_size // config.grad_accum
-    batches_per_epoch = math.ceil(len(features) / (per_device * accelerator.num_processes))
-    total = config.max_steps or max(1, math.ceil(config.epochs * batches_per_epoch / config.grad_accum))
-    # Accelerate's prepared scheduler advances once per process at every step, so the schedule is
-    # laid out over steps x processes.
-    scale = accelerator.num_processes
-    scheduler = get_scheduler(
-        "constant_with_warmup" if config.schedule == "constant" else config.schedule,
-        optimizer,
-        num_warmup_steps=int(config.warmup_ratio * total) * scale,
-        num_training_steps=total * scale,
-    )
-    model.train()
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    eval_every = config.eval_every or max(1, total // 10)
-    checkpoint_every = config.checkpoint_every or eval_every
-
-    state = {
-        "step": 0,
-        "epoch": 0,
-        "batch_in_epoch": 0,
-        "best": None,
-        "best_step": None,
-        "best_metrics": None,
-        "bad_evals": 0,
-        "history": [],
-        "running_loss": 0.0,
-        "running_count": 0,
-    }
-    best_state = None
-    if resume:
-        if output is None or not checkpoint.exists(output):
-            raise ConfigError(f"--resume: no checkpoint in {output}")
-        state, best_state = _load_checkpoint(output, prompt_model, optimizer, scheduler)
-        accelerator.print(f"resuming at step {state['step']} of {total}")
-
-    log = _Log(
-        output / "log.jsonl" if output is not None and accelerator.is_main_process else None,
-        keep_until=state["step"] if resume else None,
-    )
-    if config.trackers():
-        _start_trackers(accelerator, config, prompt_model, config.run_name or run_name or "prompttune")
-        log.trackers = accelerator
-    bar = tqdm(
-        total=total,
-        initial=state["step"],
-        disable=not (config.progress and accelerator.is_main_process),
-        desc=f"{prompt_model.method.name}",
-        dynamic_ncols=True,
-    )
-    start = time.perf_counter()
-    stopped_early = False
-    # The loss since the last log line, carried over a resume so the first line after it averages
-    # the same steps an uninterrupted run's would.
-    running_loss, running_count = torch.tensor(float(state["running_loss"])), int(state["running_count"])
-    postfix = {}
-    while state["step"] < total and not stopped_early and not state.get("finished"):
-        # The order of each epoch depends only on (seed, epoch), so a resumed run sees the same
-        # batches as an uninterrupted one.
-        order = torch.randperm(
-            len(features), generator=torch.Generator().manual_seed(config.seed * 100003 + state["epoch"])
-        )
-        # Batches are lists of encoded rows, collated in `_loss` (as one forward or several).
-        loader = DataLoader([features[i] for i in order], batch_size=per_device, collate_fn=list, drop_last=False)
-        loader = accelerator.prepare_data_loader(loader)
-        if state["batch_in_epoch"]:
-            loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
-        for rows in loader:
-            with accelerator.accumulate(model):
-                loss, batch = _loss(model, task, rows, config, prompt_model.backbone.device)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(
-                        [p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm
-                    )
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            state["batch_in_epoch"] += 1
-            running_loss = running_loss.to(loss.device) + loss.detach().float()  # no host sync until logged
-            running_count += 1
-            if not accelerator.sync_gradients:
-                continue
-            state["step"] += 1
-            bar.update(1)
-            step = state["step"]
-            found = (
-                prompt_model.method.search_step(prompt_model, batch, step / total)
-                if prompt_model.method.searches
-                else None
-            )
-            if found is not None:
-                # Each round of a search: the prompt it holds now and its loss on the batch.
-                log.write({"step": step, "search": found})
-                postfix.update(prompt=found["prompt"][:40], batch_loss=f"{found['batch_loss']:.4f}")
-                bar.set_postfix(postfix)
-            if step % config.log_every == 0 or step == total:
-                entry = {"step": step, "loss": running_loss.item() / running_count, "lr": scheduler.get_last_lr()[0]}
-                log.write(entry)
-                postfix["loss"] = f"{entry['loss']:.4f}"
-                bar.set_postfix(postfix)
-                running_loss, running_count = torch.zeros(()), 0
-            out_of_time = config.max_seconds is not None and time.perf_counter() - start > config.max_seconds
-            if eval_examples and (step % eval_every == 0 or step == total or out_of_time):
-                metrics = evaluate(prompt_model, eval_examples, config.eval_batch_size, accelerator)
-                value = metrics[metric]
-                improved = state["best"] is None or (
-                    value > state["best"] if task.higher_is_better(metric) else value < state["best"]
-                )
-                if improved:
-                    state.update(best=value, best_step=step, best_metrics=metrics, bad_evals=0)
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in prompt_model.trainable_state().items()}
-                else:
-                    state["bad_evals"] += 1
-                state["history"].append({"step": step, metric: value})
-                log.write({"step": step, "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
-                postfix[f"dev_{metric}"] = f"{value:.4f}"
-                bar.set_postfix(postfix)
-                if config.patience is not None and state["bad_evals"] >= config.patience:
-                    stopped_early = True
-            if out_of_time:
-                stopped_early = True
-            if output is not None and (step % checkpoint_every == 0) and step < total and not stopped_early:
-                state.update(running_loss=float(running_loss), running_count=running_count)
-                _save_checkpoint(output, accelerator, prompt_model, optimizer, scheduler, state, best_state)
-            if step >= total or stopped_early:
-                break
-        else:
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-    bar.close()
-    seconds = time.perf_counter() - start
-    if best_state is not None:
-        # Keep the prompt from the best evaluation, not merely the last one; its metrics are those
-        # measured at that evaluation.
-        prompt_model.load_trainable_state({k: v.to(prompt_model.backbone.device) for k, v in best_state.items()})
-    dev_metrics = state["best_metrics"]
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            p.requires_grad_(False)
-    prompt_model.eval()
-    if config.gradient_checkpointing:
-        prompt_model.backbone.set_gradient_checkpointing(False)
-    if output is not None and keep_checkpoint:
-        state.update(finished=True, running_loss=float(running_loss), running_count=running_count)
-        _save_checkpoint(output, accelerator, prompt_model, optimizer, scheduler, state, best_state)
-    elif output is not None and accelerator.is_main_process:
-        checkpoint.remove(output)
-    accelerator.wait_for_everyone()
-    tracker_runs = {}
-    if config.trackers():
-        tracker_runs = _tracker_runs(accelerator, config)
-        if dev_metrics:
-            accelerator.log(
-                {f"best/{k}": v for k, v in dev_metrics.items() if isinstance(v, float)}, step=state["step"]
-            )
-        accelerator.end_training()
-    return TrainResult(
-        steps=state["step"],
-        seconds=seconds,
-        best_step=state["best_step"],
-        dev_metrics=dev_metrics,
-        history=state["history"],
-        stopped_early=stopped_early,
-        tracker_runs=tracker_runs,
-    )
+    name = config.run_name or run_name or "prompttune"
+    run = _Run(model, features, eval_examples, metric, config, accelerator, output, resume, name)
+    while run.running():
+        run.epoch()
+    return run.finish(keep_checkpoint)
 
 
-def _loss(model, task, rows: list[dict], config: TrainConfig, device) -> tuple[torch.Tensor, dict]:
+def batch_loss(model, task, rows: list[dict], config: TrainConfig, device) -> tuple[torch.Tensor, dict]:
     """The batch's loss (and the batch, collated): one forward, or with `max_batch_tokens` several
     over rows of similar length, each weighted by its share of what the loss averages over."""
 
