@@ -41,6 +41,31 @@ RUN_ARGS = "train_args.json"
 RUN = "run"  # OUTPUT/.prompttune/run: a run in progress (its arguments, log and checkpoints)
 
 
+def _new_prompt(model, method, method_options, task_settings, task_config, train_config, examples, placement):
+    """The prompt to train, on the frozen model loaded as `placement` says, its start drawn from
+    the training seed."""
+    torch.manual_seed(train_config.seed)
+    backbone = load_backbone(model, head=task_settings.head, **placement)
+    return PromptModel.create(
+        backbone,
+        method,
+        task_config,
+        method_options,
+        readout=task_settings.readout,
+        seed=train_config.seed,
+        examples=examples,
+    )
+
+
+def _start_run(run_dir: Path, args: dict) -> None:
+    """A new run's folder: what a run without a checkpoint (or one `restart` discards) left there
+    removed, the run's arguments written."""
+    if run_dir.exists():
+        checkpoint.remove(run_dir)
+        (run_dir / "log.jsonl").unlink(missing_ok=True)
+    write_json_atomic(run_dir / RUN_ARGS, args)
+
+
 def train_prompt(
     model: str,
     method: str,
@@ -76,9 +101,7 @@ def train_prompt(
     of `TrainConfig` (`max_steps`, `lr`, `batch_size`, `gradient_checkpointing`...), each
     documented there. `method_options` are the method's config fields (e.g.
     `{"num_virtual_tokens": 20, "init": "class_labels"}`). `init_from` starts from a saved prompt of
-    the same method (its reparameterisation too, where it has one). Returns what `metrics.json`
-    holds.
-    """
+    the same method (its reparameterisation too, where it has one). Returns what `metrics.json` holds."""
     task_settings, train_options = _split_options(options)
     args = _recorded_args(locals(), task_settings, train_options)
     output_dir = Path(output)
@@ -87,24 +110,14 @@ def train_prompt(
     _check_output(output_dir, force or resume)
     train_config = TrainConfig.from_dict(train_options, where="training options")
     columns, train_examples, eval_examples, task_config = _read_data(task, task_settings, train, eval, train_config)
-    torch.manual_seed(train_config.seed)
-    backbone = load_backbone(model, head=task_settings.head, device=device, dtype=dtype, device_map=device_map)
-    prompt = PromptModel.create(
-        backbone,
-        method,
-        task_config,
-        method_options,
-        readout=task_settings.readout,
-        seed=train_config.seed,
-        examples=train_examples,
+    placement = {"device": device, "dtype": dtype, "device_map": device_map}
+    prompt = _new_prompt(
+        model, method, method_options, task_settings, task_config, train_config, train_examples, placement
     )
     if init_from is not None:
-        _continue_from(prompt, init_from, backbone)
+        _continue_from(prompt, init_from, prompt.backbone)
     if not resume and is_main_process():
-        if run_dir.exists():  # a run without a checkpoint, or one `restart` discards
-            checkpoint.remove(run_dir)
-            (run_dir / "log.jsonl").unlink(missing_ok=True)
-        write_json_atomic(run_dir / RUN_ARGS, args)
+        _start_run(run_dir, args)
     result = _fit(prompt, train_examples, eval_examples, train_config, output_dir, run_dir, resume)
     training, metrics = _records(args, prompt, train_config, len(train_examples), result)
     if is_main_process():
@@ -466,7 +479,7 @@ def generate(
         for number, text in enumerate(texts, 1):
             if not text.strip():
                 raise ConfigError(f"generate: input {number} is empty")
-            examples.append(Example(text=text.strip(), source=f"input {number}"))
+            examples.append(Example(text=text.strip(), origin=f"input {number}"))
     loaded = _load(prompt, model, device, dtype, device_map)
     if seed is not None:
         torch.manual_seed(seed)
@@ -562,7 +575,7 @@ def evaluate_ensemble(
     labels = result["labels"]
     unknown = next((e for e in examples if e.label not in labels), None)
     if unknown is not None:
-        raise ConfigError(f"{unknown.source}: label {unknown.label!r} is not one of the prompts' labels {list(labels)}")
+        raise ConfigError(f"{unknown.origin}: label {unknown.label!r} is not one of the prompts' labels {list(labels)}")
     gold = [labels.index(e.label) for e in examples]
     members = {
         name: classification_metrics(probs.argmax(-1).tolist(), gold, labels)

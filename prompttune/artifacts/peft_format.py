@@ -201,29 +201,13 @@ def load_peft_prompt(
     return model
 
 
-def export_peft(
-    prompt: str | os.PathLike, output: str | os.PathLike, backbone: Backbone | None = None, force: bool = False
-) -> dict:
-    """Write a prompttune prompt as a PEFT prompt-learning adapter that `PeftModel.from_pretrained`
-    loads and runs to the same outputs: a soft prompt (soft_prompt, or P-tuning's encoder output,
-    which is what PEFT saves) as PROMPT_TUNING, a key/value prefix (deep_prompt, or prefix tuning's
-    projected prefix, as PEFT saves it) as PREFIX_TUNING, on a decoder-only model, and an
-    encoder-decoder's soft prompt as PROMPT_TUNING on the encoder's input. What the prompt
-    holds besides its tensors (a template, label words, an instruction, the separator) is listed
-    under "left_out"; a trained head, a prompt with both virtual tokens and a prefix, and an
-    encoder-decoder's prefix are refused, because a PEFT adapter cannot hold them. `output` must be
-    a new or empty folder unless `force`, which replaces only the adapter's two files there."""
-    from safetensors.torch import save
-
-    from ..core import kv_prefix
+def _exportable_parts(model, meta: dict, where: str):
+    """The prompt's tensors (`PromptParts`, detached), after refusing what a PEFT prompt adapter
+    cannot hold: an encoder's prompt, a trained head, both virtual tokens and a prefix, no tensors,
+    an encoder-decoder's prefix."""
     from ..errors import ConfigError
-    from .artifact import load_prompt, prompt_meta
 
-    source, output = Path(prompt), Path(output)
-    meta = prompt_meta(source)
-    model = load_prompt(source, backbone=backbone)
     backbone = model.backbone
-    where = f"export {source}"
     if backbone.kind not in (DECODER, ENCODER_DECODER):
         raise ConfigError(
             f"{where}: a prompt for {type(backbone.model).__name__}, an encoder; PEFT adapters are written "
@@ -251,20 +235,18 @@ def export_peft(
             f"{where}: an encoder-decoder's prefix; PEFT's seq2seq prefix tuning lays its prefix out in a "
             "way of its own, which prompttune does not write"
         )
-    task_type = "CAUSAL_LM" if backbone.kind == DECODER else "SEQ_2_SEQ_LM"
-    config = {
-        "base_model_name_or_path": meta["base_model"]["name_or_path"],
-        "task_type": task_type,
-        "inference_mode": True,
-        "num_transformer_submodules": 1,
-        "num_layers": backbone.config.num_hidden_layers,
-        "revision": None,
-        "modules_to_save": None,
-        "peft_version": None,
-    }
+    return parts
+
+
+def _adapter_tensor(parts, backbone: Backbone, where: str) -> tuple[torch.Tensor, dict]:
+    """The adapter's one tensor, laid out as PEFT reads it, and its config's fields for it: a soft
+    prompt (V, d) as PROMPT_TUNING, a decoder's key/value prefix (V, 2L x H x d) as PREFIX_TUNING."""
+    from ..core import kv_prefix
+    from ..errors import ConfigError
+
     if parts.num_virtual:
         tensor = parts.virtual.float().cpu().contiguous()
-        config.update(
+        shape = dict(
             peft_type="PROMPT_TUNING",
             num_virtual_tokens=tensor.shape[0],
             token_dim=tensor.shape[1],
@@ -283,7 +265,7 @@ def export_peft(
         layers, _, heads, virtual, size = prefix.shape
         # PEFT reads (V, 2L, H, d): keys of layer l at 2l, values at 2l + 1.
         tensor = prefix.permute(3, 0, 1, 2, 4).reshape(virtual, layers * 2 * heads * size).contiguous()
-        config.update(
+        shape = dict(
             peft_type="PREFIX_TUNING",
             num_virtual_tokens=virtual,
             token_dim=heads * size,
@@ -291,6 +273,45 @@ def export_peft(
             prefix_projection=False,
             encoder_hidden_size=heads * size,
         )
+    return tensor, shape
+
+
+def export_peft(
+    prompt: str | os.PathLike, output: str | os.PathLike, backbone: Backbone | None = None, force: bool = False
+) -> dict:
+    """Write a prompttune prompt as a PEFT prompt-learning adapter that `PeftModel.from_pretrained`
+    loads and runs to the same outputs: a soft prompt (soft_prompt, or P-tuning's encoder output,
+    which is what PEFT saves) as PROMPT_TUNING, a key/value prefix (deep_prompt, or prefix tuning's
+    projected prefix, as PEFT saves it) as PREFIX_TUNING, on a decoder-only model, and an
+    encoder-decoder's soft prompt as PROMPT_TUNING on the encoder's input. What the prompt
+    holds besides its tensors (a template, label words, an instruction, the separator) is listed
+    under "left_out"; a trained head, a prompt with both virtual tokens and a prefix, and an
+    encoder-decoder's prefix are refused, because a PEFT adapter cannot hold them. `output` must be
+    a new or empty folder unless `force`, which replaces only the adapter's two files there."""
+    from safetensors.torch import save
+
+    from ..errors import ConfigError
+    from .artifact import load_prompt, prompt_meta
+
+    source, output = Path(prompt), Path(output)
+    meta = prompt_meta(source)
+    model = load_prompt(source, backbone=backbone)
+    backbone = model.backbone
+    where = f"export {source}"
+    parts = _exportable_parts(model, meta, where)
+    task_type = "CAUSAL_LM" if backbone.kind == DECODER else "SEQ_2_SEQ_LM"
+    config = {
+        "base_model_name_or_path": meta["base_model"]["name_or_path"],
+        "task_type": task_type,
+        "inference_mode": True,
+        "num_transformer_submodules": 1,
+        "num_layers": backbone.config.num_hidden_layers,
+        "revision": None,
+        "modules_to_save": None,
+        "peft_version": None,
+    }
+    tensor, shape = _adapter_tensor(parts, backbone, where)
+    config.update(shape)
     left_out = model.task.outside_tensors()
     from ..methods.base import Reparameterised
 

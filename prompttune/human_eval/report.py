@@ -231,6 +231,64 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
+PAIRWISE_COLUMNS = (
+    ("first", "system_a", None),
+    ("second", "system_b", None),
+    ("judgements", "judgements", None),
+    ("wins", "wins", None),
+    ("ties", "ties", None),
+    ("losses", "losses", None),
+    ("win rate", "win_rate", _fmt),
+    ("interval", "win_rate_interval", _interval),
+    ("tie rate", "tie_rate", _fmt),
+    ("loss rate", "loss_rate", _fmt),
+    ("interval", "loss_rate_interval", _interval),
+)
+
+
+def _pairwise_html(pairwise: list[dict]) -> list[str]:
+    header = [name for name, _, _ in PAIRWISE_COLUMNS]
+    rows = [[show(r[key]) if show else r[key] for _, key, show in PAIRWISE_COLUMNS] for r in pairwise]
+    return ["<h2>Pairwise</h2>", _table(header, rows)]
+
+
+def _bradley_terry_html(strengths: list[dict]) -> list[str]:
+    rows = [
+        [
+            r["rank"],
+            r["system"],
+            _fmt(r["strength"]),
+            _interval(r["strength_interval"]),
+            _fmt(r["elo"], 0),
+            _interval(r["elo_interval"]),
+        ]
+        for r in strengths
+    ]
+    return ["<h2>Bradley-Terry</h2>", _table(["rank", "system", "strength", "interval", "Elo", "interval"], rows)]
+
+
+def _ratings_html(ratings: dict, level: str) -> list[str]:
+    criteria = list(next(iter(ratings.values())))
+    header = ["system", *[f"{c} (mean, {level} interval, n)" for c in criteria]]
+    rows = [
+        [s, *[f"{_fmt(cell['mean'], 2)} {_interval(cell['interval'])} n={cell['n']}" for cell in by.values()]]
+        for s, by in ratings.items()
+    ]
+    return ["<h2>Ratings</h2>", _table(header, rows)]
+
+
+def _agreement_html(agreements: dict) -> list[str]:
+    rows = []
+    for what, agreement in agreements.items():
+        alpha = agreement["krippendorff_alpha"]
+        kappas = "; ".join(
+            f"{' & '.join(k['raters'])}: {_fmt(k['kappa'])} ({k['units']} units)" for k in agreement["cohen_kappa"]
+        )
+        rows.append([what, _fmt(alpha["alpha"]), alpha["units"], alpha.get("reason", ""), kappas])
+    header = ["judgement", "Krippendorff's alpha", "units judged twice", "note", "Cohen's kappa"]
+    return ["<h2>Agreement between raters</h2>", _table(header, rows)]
+
+
 def _html(result: dict, plots: list[Path]) -> str:
     study = result["study"]
     level = f"{study['level']:.0%}"
@@ -249,86 +307,13 @@ def _html(result: dict, plots: list[Path]) -> str:
         _table(["rater", "judged", "of"], [[r["name"], r["done"], r["tasks"]] for r in study["raters"]]),
     ]
     if result["pairwise"]:
-        parts.append("<h2>Pairwise</h2>")
-        parts.append(
-            _table(
-                [
-                    "first",
-                    "second",
-                    "judgements",
-                    "wins",
-                    "ties",
-                    "losses",
-                    "win rate",
-                    "interval",
-                    "tie rate",
-                    "loss rate",
-                    "interval",
-                ],
-                [
-                    [
-                        r["system_a"],
-                        r["system_b"],
-                        r["judgements"],
-                        r["wins"],
-                        r["ties"],
-                        r["losses"],
-                        _fmt(r["win_rate"]),
-                        _interval(r["win_rate_interval"]),
-                        _fmt(r["tie_rate"]),
-                        _fmt(r["loss_rate"]),
-                        _interval(r["loss_rate_interval"]),
-                    ]
-                    for r in result["pairwise"]
-                ],
-            )
-        )
+        parts += _pairwise_html(result["pairwise"])
     if result["bradley_terry"]:
-        parts.append("<h2>Bradley-Terry</h2>")
-        parts.append(
-            _table(
-                ["rank", "system", "strength", "interval", "Elo", "interval"],
-                [
-                    [
-                        r["rank"],
-                        r["system"],
-                        _fmt(r["strength"]),
-                        _interval(r["strength_interval"]),
-                        _fmt(r["elo"], 0),
-                        _interval(r["elo_interval"]),
-                    ]
-                    for r in result["bradley_terry"]
-                ],
-            )
-        )
+        parts += _bradley_terry_html(result["bradley_terry"])
     if result["ratings"]:
-        parts.append("<h2>Ratings</h2>")
-        criteria = list(next(iter(result["ratings"].values())))
-        parts.append(
-            _table(
-                ["system", *[f"{c} (mean, {level} interval, n)" for c in criteria]],
-                [
-                    [
-                        s,
-                        *[
-                            f"{_fmt(cell['mean'], 2)} {_interval(cell['interval'])} n={cell['n']}"
-                            for cell in by.values()
-                        ],
-                    ]
-                    for s, by in result["ratings"].items()
-                ],
-            )
-        )
+        parts += _ratings_html(result["ratings"], level)
     if result["agreement"]:
-        parts.append("<h2>Agreement between raters</h2>")
-        rows = []
-        for what, agreement in result["agreement"].items():
-            alpha = agreement["krippendorff_alpha"]
-            kappas = "; ".join(
-                f"{' & '.join(k['raters'])}: {_fmt(k['kappa'])} ({k['units']} units)" for k in agreement["cohen_kappa"]
-            )
-            rows.append([what, _fmt(alpha["alpha"]), alpha["units"], alpha.get("reason", ""), kappas])
-        parts.append(_table(["judgement", "Krippendorff's alpha", "units judged twice", "note", "Cohen's kappa"], rows))
+        parts += _agreement_html(result["agreement"])
     parts += [f"<img src='{p.name}' alt='{p.stem}'>" for p in plots]
     parts.append(f"<h2>Study</h2><pre>{html.escape(json.dumps(study, indent=2))}</pre></body></html>")
     return "\n".join(parts)

@@ -222,8 +222,41 @@ class ContinuousDecoder:
                     request.done(None, own)
 
     def _prefill(self, requests: list[Request]) -> None:
-        prompts, backbone = self.prompts, self.backbone
+        """Run the requests' inputs (and prompts) through the model once, and join a sequence per
+        input and draw to the running batch, its first token chosen."""
         rows = [(request, i, name, example) for request in requests for i, (name, example) in enumerate(request.rows)]
+        resolved, lengths, logits, cache, mask = self._prompt_forward(rows)
+        attended = mask.sum(1).tolist()
+        # Sampled rows with several draws: the row's cache is repeated once per draw.
+        draws = [_draws(o) for o in resolved]
+        repeat = torch.tensor(draws, device=logits.device)
+        # (each layer where it lives: a model spread over devices keeps its cache layers on theirs)
+        layers = [
+            (
+                layer.keys.repeat_interleave(repeat.to(layer.keys.device), 0),
+                layer.values.repeat_interleave(repeat.to(layer.values.device), 0),
+            )
+            for layer in cache.layers
+        ]
+        mask = mask.repeat_interleave(repeat, 0)
+        logits = logits.repeat_interleave(repeat, 0)
+        for request in requests:
+            request.results = [[] for _ in request.rows]
+            request.open = 0
+        new = self._sequences(rows, resolved, draws, lengths, attended, logits.device)
+        for (request, i, _, _), length in zip(rows, lengths):
+            if request.on_prompt is not None:
+                request.on_prompt(i, length)
+        if self.on_admit is not None:
+            self.on_admit(len(rows), len(requests))
+        self._join(new, layers, mask)
+        self._choose(new, logits)
+
+    def _prompt_forward(self, rows: list[tuple]):
+        """(each row's decoding options, its input length, the last position's logits, the cache
+        and the attention mask) after one forward over the rows' prompts and inputs; a row whose
+        input and new tokens would exceed the model's positions is refused first."""
+        prompts, backbone = self.prompts, self.backbone
         names = [name for _, _, name, _ in rows]
         if self.prepare is not None:
             self.prepare(set(names))
@@ -242,11 +275,10 @@ class ContinuousDecoder:
             cache = kv_prefix.filled_cache(inputs.prefix.kv[kv_prefix.SELF], len(rows))
             mask = torch.cat([inputs.prefix.mask.to(mask.dtype), mask], dim=1)
         limit = backbone.max_positions
-        attended = mask.sum(1).tolist()
-        for (request, i, _, _), options, used in zip(rows, resolved, attended):
+        for (request, i, _, _), options, used in zip(rows, resolved, mask.sum(1).tolist()):
             if limit and used + options["max_new_tokens"] > limit:
                 raise ConfigError(
-                    f"{request.rows[i][1].source or f'input {i}'}: {used} input and prompt positions + "
+                    f"{request.rows[i][1].origin or f'input {i}'}: {used} input and prompt positions + "
                     f"{options['max_new_tokens']} new tokens exceed the model's {limit} positions; lower "
                     "max_new_tokens or the input length"
                 )
@@ -259,53 +291,23 @@ class ContinuousDecoder:
             logits_to_keep=1,
             **{backbone._cache_argument: cache},
         )
-        logits = output.logits[:, -1]
-        # Sampled rows with several draws: the row's cache is repeated once per draw.
-        draws = [_draws(o) for o in resolved]
-        repeat = torch.tensor(draws, device=logits.device)
-        # (each layer where it lives: a model spread over devices keeps its cache layers on theirs)
-        layers = [
-            (
-                layer.keys.repeat_interleave(repeat.to(layer.keys.device), 0),
-                layer.values.repeat_interleave(repeat.to(layer.values.device), 0),
-            )
-            for layer in cache.layers
-        ]
-        mask = mask.repeat_interleave(repeat, 0)
-        logits = logits.repeat_interleave(repeat, 0)
-        new = []
-        for request in requests:
-            request.results = [[] for _ in request.rows]
-            request.open = 0
-        generators = {}
+        return resolved, lengths, output.logits[:, -1], cache, mask
+
+    def _sequences(self, rows, resolved, draws, lengths, attended, device) -> list[_Sequence]:
+        """A sequence per row and draw, each request's draws from its own seeded generator."""
+        new, generators = [], {}
         for (request, i, name, _), options, draw, length, used in zip(rows, resolved, draws, lengths, attended):
             if id(request) not in generators:
                 seed = options.get("seed")
-                generators[id(request)] = None if seed is None else torch.Generator(logits.device).manual_seed(seed)
+                generators[id(request)] = None if seed is None else torch.Generator(device).manual_seed(seed)
             for index in range(draw):
-                new.append(
-                    _Sequence(
-                        request,
-                        i,
-                        index,
-                        prompts[name].task,
-                        generators[id(request)],
-                        _warpers(options),
-                        options.get("eos_token_id"),
-                        options["max_new_tokens"],
-                        length,
-                        position=used,
-                    )
-                )
+                task = self.prompts[name].task
+                warpers, eos = _warpers(options), options.get("eos_token_id")
+                generator, limit = generators[id(request)], options["max_new_tokens"]
+                new.append(_Sequence(request, i, index, task, generator, warpers, eos, limit, length, position=used))
                 request.results[i].append(None)
                 request.open += 1
-        for (request, i, _, _), length in zip(rows, lengths):
-            if request.on_prompt is not None:
-                request.on_prompt(i, length)
-        if self.on_admit is not None:
-            self.on_admit(len(rows), len(requests))
-        self._join(new, layers, mask)
-        self._choose(new, logits)
+        return new
 
     def _join(self, new: list[_Sequence], layers: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> None:
         """The new sequences' cache joined to the running batch's, the shorter padded on the left."""

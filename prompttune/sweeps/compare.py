@@ -554,44 +554,47 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 PLOTS = ("metric_vs_train_size", "metric_vs_length", "metric_vs_parameters", "training_curves", "metric_by_group")
 
 
-def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path, metric: str) -> list[Path]:
-    import matplotlib
+class _SweepPlots:
+    """The sweep's figures, one colour per method throughout; each figure a method of its own."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self, summary: list[dict], out: Path, metric: str):
+        import matplotlib
 
-    from ..storage import save_figure
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
-    plots = []
-    for name in PLOTS:  # a plot this sweep no longer draws must not outlive it
-        (out / f"{name}.png").unlink(missing_ok=True)
-    methods = list(dict.fromkeys(s["method"] for s in summary))
-    palette = plt.get_cmap("tab10")
-    variants: dict[str, list] = {}
+        self.plt, self.summary, self.out, self.metric = plt, summary, out, metric
+        self.methods = list(dict.fromkeys(s["method"] for s in summary))
+        self.palette = plt.get_cmap("tab10")
+        self.variants: dict[str, list] = {}
+        self.plots: list[Path] = []
 
-    def colour(method: str):
-        return palette(methods.index(method) % 10 if method in methods else 9)
+    def colour(self, method: str):
+        return self.palette(self.methods.index(method) % 10 if method in self.methods else 9)
 
-    def linestyle(method: str, *setting) -> str:
+    def linestyle(self, method: str, *setting) -> str:
         """One colour per method; its settings (length, init) told apart by the line's style."""
-        mine = variants.setdefault(method, [])
+        mine = self.variants.setdefault(method, [])
         if setting not in mine:
             mine.append(setting)
         return ("-", "--", ":", "-.")[mine.index(setting) % 4]
 
-    def save(fig, ax, name: str, ylabel: str) -> None:
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        save_figure(fig, path)
-        plt.close(fig)
-        plots.append(path)
+    def save(self, fig, name: str, ax=None, ylabel: str | None = None) -> None:
+        from ..storage import save_figure
 
-    def series(key):
+        if ax is not None:
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = self.out / f"{name}.png"
+        save_figure(fig, path)
+        self.plt.close(fig)
+        self.plots.append(path)
+
+    def series(self, key):
         """(label, [(x, mean, std)]) per method (and length/init other than the x axis)."""
-        grouped: dict[str, list] = {}
-        for s in summary:
+        metric, grouped = self.metric, {}
+        for s in self.summary:
             if f"{metric}_mean" not in s or s.get(key) in (None,):
                 continue
             parts = [s["method"]] + [
@@ -600,65 +603,57 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
             grouped.setdefault(" ".join(parts), []).append((s[key], s[f"{metric}_mean"], s[f"{metric}_std"]))
         return grouped
 
-    def draw(name, key, xlabel, log=False, transform=None):
-        grouped = series(key)
+    def against(self, name, key, xlabel, log=False, transform=None) -> None:
+        """The metric against one setting of the sweep, a line per method and other settings."""
+        grouped = self.series(key)
         if len({x for points in grouped.values() for x, _, _ in points}) < 2:
             return  # one value on the x axis: nothing to plot against it
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = self.plt.subplots(figsize=(7, 4.5))
         for label, points in sorted(grouped.items()):
             points = sorted((transform(x) if transform else x, y, e) for x, y, e in points)
             xs, ys, es = zip(*points)
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, color=colour(label.split()[0]))
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, color=self.colour(label.split()[0]))
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.legend(fontsize=7)
-        save(fig, ax, name, f"dev {metric}")
+        self.save(fig, name, ax, f"dev {self.metric}")
 
-    full = max((r["train_examples"] for r in rows if r.get("status") == "done" and "train_examples" in r), default=None)
-    draw(
-        "metric_vs_train_size",
-        "train_size",
-        "training examples per class (full = the whole set)",
-        log=True,
-        transform=lambda x: full if x == FULL else x,
-    )
-    draw("metric_vs_length", "length", "prompt length (tokens)")
-    # Against trainable parameters: one point per method and setting, one colour per method.
-    done = [s for s in summary if f"{metric}_mean" in s]
-    if done:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+    def parameters(self) -> None:
+        """Against trainable parameters: one point per method and setting, one colour per method."""
+        metric = self.metric
+        done = [s for s in self.summary if f"{metric}_mean" in s]
+        if not done:
+            return
+        fig, ax = self.plt.subplots(figsize=(7, 4.5))
         for s in done:
-            x = max(s.get("trainable_parameters_mean", 1), 1)
-            ax.errorbar(
-                x,
-                s[f"{metric}_mean"],
-                yerr=s[f"{metric}_std"],
-                marker="o",
-                capsize=3,
-                color=colour(s["method"]),
-                label=s["method"],
-            )
-            ax.annotate(
-                " ".join(str(v) for v in (s["length"], s["init"], s["train_size"]) if v is not None),
-                (x, s[f"{metric}_mean"]),
-                fontsize=6,
-                xytext=(4, 0),
-                textcoords="offset points",
-            )
+            x, y = max(s.get("trainable_parameters_mean", 1), 1), s[f"{metric}_mean"]
+            colour = self.colour(s["method"])
+            ax.errorbar(x, y, yerr=s[f"{metric}_std"], marker="o", capsize=3, color=colour, label=s["method"])
+            setting = " ".join(str(v) for v in (s["length"], s["init"], s["train_size"]) if v is not None)
+            ax.annotate(setting, (x, y), fontsize=6, xytext=(4, 0), textcoords="offset points")
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
-        save(fig, ax, "metric_vs_parameters", f"dev {metric}")
-    # Per group (group_column): the metric for each group value, one bar per method and setting.
-    values = sorted(
-        {k.split(":", 1)[0] for s in summary for k in s if k.endswith(f":{metric}_mean") and not k.startswith("gap:")}
-    )
-    if values:
+        self.save(fig, "metric_vs_parameters", ax, f"dev {metric}")
+
+    def groups(self, group_column: str | None) -> None:
+        """Per group (group_column): the metric for each group value, one bar per method and setting."""
+        metric, summary = self.metric, self.summary
+        values = sorted(
+            {
+                k.split(":", 1)[0]
+                for s in summary
+                for k in s
+                if k.endswith(f":{metric}_mean") and not k.startswith("gap:")
+            }
+        )
+        if not values:
+            return
         settings = [s for s in summary if any(f"{v}:{metric}_mean" in s for v in values)]
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(values) * max(1, len(settings)) / 2), 4.5))
+        fig, ax = self.plt.subplots(figsize=(max(6, 1.2 * len(values) * max(1, len(settings)) / 2), 4.5))
         width = 0.8 / max(1, len(settings))
         for i, s in enumerate(settings):
             label = " ".join(str(v) for v in (s["method"], s["length"], s["init"], s["train_size"]) if v is not None)
@@ -669,46 +664,45 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
                 yerr=[s.get(f"{v}:{metric}_std", 0.0) for v in values],
                 capsize=2,
                 label=label,
-                color=colour(s["method"]),
+                color=self.colour(s["method"]),
             )
-        ax.set_xticks(
-            [x + width * (len(settings) - 1) / 2 for x in range(len(values))],
-            values,
-            rotation=30,
-            ha="right",
-            fontsize=8,
-        )
-        ax.set_xlabel(spec.group_column)
+        ticks = [x + width * (len(settings) - 1) / 2 for x in range(len(values))]
+        ax.set_xticks(ticks, values, rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel(group_column)
         ax.legend(fontsize=6)
-        save(fig, ax, "metric_by_group", f"dev {metric}")
-    # Training curves: the loss logged every few steps, averaged over seeds, one line per setting;
-    # one panel per training-set size.
-    curves: dict[tuple, dict[int, list[float]]] = {}
-    for row in rows:
-        log = out / "cells" / row["cell"] / "log.jsonl"
-        if row.get("status") != "done" or not log.is_file():
-            continue
-        key = (str(row["train_size"]), row["method"], row.get("length"), row.get("init"))
-        for line in log.read_text().splitlines():
-            entry = json.loads(line)
-            if "loss" in entry and "step" in entry:
-                curves.setdefault(key, {}).setdefault(entry["step"], []).append(entry["loss"])
-    if curves:
+        self.save(fig, "metric_by_group", ax, f"dev {metric}")
+
+    def curves(self, rows: list[dict]) -> None:
+        """Training curves: the loss logged every few steps, averaged over seeds, one line per
+        setting; one panel per training-set size."""
+        curves: dict[tuple, dict[int, list[float]]] = {}
+        for row in rows:
+            log = self.out / "cells" / row["cell"] / "log.jsonl"
+            if row.get("status") != "done" or not log.is_file():
+                continue
+            key = (str(row["train_size"]), row["method"], row.get("length"), row.get("init"))
+            for line in log.read_text().splitlines():
+                entry = json.loads(line)
+                if "loss" in entry and "step" in entry:
+                    curves.setdefault(key, {}).setdefault(entry["step"], []).append(entry["loss"])
+        if not curves:
+            return
         sizes = list(dict.fromkeys(k[0] for k in curves))
-        fig, axes = plt.subplots(1, len(sizes), figsize=(min(4.5 * len(sizes), 14), 4.2), sharey=True, squeeze=False)
+        fig, axes = self.plt.subplots(
+            1, len(sizes), figsize=(min(4.5 * len(sizes), 14), 4.2), sharey=True, squeeze=False
+        )
         for ax, size in zip(axes[0], sizes):
             for (key_size, method, length, init), by_step in curves.items():
                 if key_size != size:
                     continue
                 steps = sorted(by_step)
-                label = " ".join(str(v) for v in (method, length, init) if v not in (None, ""))
                 ax.plot(
                     steps,
                     [statistics.fmean(by_step[t]) for t in steps],
                     linewidth=1.2,
-                    color=colour(method),
-                    linestyle=linestyle(method, length, init),
-                    label=label,
+                    color=self.colour(method),
+                    linestyle=self.linestyle(method, length, init),
+                    label=" ".join(str(v) for v in (method, length, init) if v not in (None, "")),
                 )
             ax.set_title(f"train size {size}", fontsize=9)
             ax.set_xlabel("step")
@@ -716,12 +710,29 @@ def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("training loss (mean over seeds)")
         axes[0][-1].legend(fontsize=6)
-        fig.tight_layout()
-        path = out / "training_curves.png"
-        save_figure(fig, path)
-        plt.close(fig)
-        plots.append(path)
-    return plots
+        self.save(fig, "training_curves")
+
+
+def plot_sweep(spec: SweepSpec, rows: list[dict], summary: list[dict], out: Path, metric: str) -> list[Path]:
+    """The sweep's plots in `out`: the metric against training size, prompt length and trainable
+    parameters, per group, and the training curves; a plot this sweep does not draw is removed."""
+    for name in PLOTS:  # a plot this sweep no longer draws must not outlive it
+        (out / f"{name}.png").unlink(missing_ok=True)
+    plots = _SweepPlots(summary, out, metric)
+    done = [r["train_examples"] for r in rows if r.get("status") == "done" and "train_examples" in r]
+    full = max(done, default=None)
+    plots.against(
+        "metric_vs_train_size",
+        "train_size",
+        "training examples per class (full = the whole set)",
+        log=True,
+        transform=lambda x: full if x == FULL else x,
+    )
+    plots.against("metric_vs_length", "length", "prompt length (tokens)")
+    plots.parameters()
+    plots.groups(spec.group_column)
+    plots.curves(rows)
+    return plots.plots
 
 
 def _write_report(spec: SweepSpec, out: Path, lines: list[str], plots: list[Path]) -> None:
@@ -752,7 +763,7 @@ def spec_from_args(args) -> SweepSpec:
     values = {}
     if args.spec:
         values = asdict(SweepSpec.load(args.spec))
-    from ..core.sources import model_name
+    from ..core.weights import model_name
 
     flags = {
         "model": model_name(args.model, args.gguf_file),
