@@ -110,7 +110,7 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     from transformers import AutoModelForTokenClassification, get_scheduler
 
     from prompttune import Backbone, TrainConfig
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
     from prompttune.tasks.token_classification import (
         TokenClassificationConfig,

@@ -188,7 +188,7 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
     from transformers import AutoModelForCausalLM, get_scheduler
 
     from prompttune import Backbone, Columns, PromptModel, TrainConfig, load_examples
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
     from prompttune.storage import write_json_atomic
     from prompttune.tasks import task_class

@@ -214,7 +214,7 @@ def peft_start_prompt(method: str, args, folder: Path, options: dict) -> tuple[s
     does: per virtual token, layer by layer, keys then values, head by head)."""
     from prompttune import PromptModel, load_prompt, save_prompt
     from prompttune.api import load_backbone
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.tasks import GenerationConfig
 
     if not (folder / "prompt.json").is_file():
@@ -353,7 +353,7 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
     from transformers import AutoTokenizer, get_scheduler
 
     from prompttune import TrainConfig
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.tasks.data import load_generation_examples
 
     if (out / "summary.json").is_file():
@@ -419,7 +419,7 @@ def decode(method: str, args, dev: list, out: Path, beams: int, batch_size: int 
         from peft import PeftModel
         from transformers import AutoTokenizer
 
-        from prompttune.core.sources import resolve_model
+        from prompttune.core.weights import resolve_model
 
         path, _ = resolve_model(args.model)
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -56,7 +56,7 @@ def main() -> None:
 
     from prompttune import Backbone, Example, PromptModel, PromptSet, save_prompt
     from prompttune.artifacts.peft_format import export_peft
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.runtime import quiet_libraries
     from prompttune.tasks import GenerationConfig
 

@@ -72,7 +72,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from prompttune.api import load_backbone
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.runtime import quiet_libraries
     from prompttune.tasks import GenerationConfig
     from prompttune.tasks.data import load_generation_examples

@@ -78,7 +78,7 @@ def lengths(args, train: Path, test: Path) -> dict:
     """Token counts behind the truncation policy."""
     from transformers import AutoTokenizer
 
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model)[0])
     out = {}

@@ -37,7 +37,7 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, load_examples
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.runtime import quiet_libraries
 
     quiet_libraries()

@@ -51,7 +51,7 @@ def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.inference.mixed import PromptSet
 
     prompts = PromptSet.load(prompt_dirs, backbone=backbone)

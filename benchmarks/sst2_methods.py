@@ -154,7 +154,7 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
 
     from prompttune import Columns, TrainConfig, load_examples
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
     from prompttune.runtime import quiet_libraries
 
@@ -271,7 +271,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prompttune-bench-"))
     train_path, dev_path = sst2_subset(work, args.train_size, args.seed)
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
 
     weights_bytes = Path(resolve_model(args.model)[0], "model.safetensors").stat().st_size
     context = mp.get_context("spawn")

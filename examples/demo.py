@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, generate, train_prompt
-    from prompttune.core.sources import SMOLLM2_SHA256
+    from prompttune.core.weights import SMOLLM2_SHA256
     from prompttune.runtime import quiet_libraries
 
     quiet_libraries()

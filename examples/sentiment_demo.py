@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from prompttune.api import artifact_bytes, predict, train_prompt
-    from prompttune.core.sources import MINILM_SHA256
+    from prompttune.core.weights import MINILM_SHA256
     from prompttune.runtime import quiet_libraries
     from prompttune.tasks.data import Columns, label_set, load_examples
 

@@ -93,7 +93,7 @@ def load(model_dirs):
 
 @pytest.fixture
 def examples() -> list[Example]:
-    return [Example(text, label=label, source=f"test, row {i}") for i, (text, label) in enumerate(SENTENCES, 1)]
+    return [Example(text, label=label, origin=f"test, row {i}") for i, (text, label) in enumerate(SENTENCES, 1)]
 
 
 def task_config(**changes) -> ClassificationConfig:

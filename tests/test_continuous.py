@@ -34,7 +34,7 @@ class Collect:
 
     def request(self, rows, **options) -> Request:
         return Request(
-            rows=[(n, Example(text=s, source=f"input {i}")) for i, (n, s) in enumerate(rows)],
+            rows=[(n, Example(text=s, origin=f"input {i}")) for i, (n, s) in enumerate(rows)],
             options=options,
             done=self.done,
             on_token=self.token,

@@ -91,7 +91,7 @@ def test_datasets_folder_with_class_labels(tmp_path):
     )
     examples = load_examples(str(tmp_path / "ds"), Columns(text="sentence"))
     assert [e.label for e in examples] == ["negative", "positive"]
-    assert examples[1].source.endswith("ds, row 2")
+    assert examples[1].origin.endswith("ds, row 2")
 
 
 def test_unknown_label_at_encoding_names_the_row(load):
@@ -101,7 +101,7 @@ def test_unknown_label_at_encoding_names_the_row(load):
 
     model = PromptModel.create(load("bert"), "soft_prompt", task_config(), {"num_virtual_tokens": 2})
     with pytest.raises(DataError, match=r"dev.csv, row 7: unknown label '2'; expected one of \['0', '1'\]"):
-        model.task.encode(Example("a film", label="2", source="dev.csv, row 7"))
+        model.task.encode(Example("a film", label="2", origin="dev.csv, row 7"))
 
 
 def test_generation_rows_group_into_multiple_references(tmp_path):

@@ -22,7 +22,7 @@ def make(backbone, method, **options):
 
 
 def fixed_target_examples():
-    return [Example(text=s, targets=(TARGET,), source=f"row {i}") for i, s in enumerate(SOURCES, 1)]
+    return [Example(text=s, targets=(TARGET,), origin=f"row {i}") for i, s in enumerate(SOURCES, 1)]
 
 
 def batch_loss(model, examples):

@@ -36,7 +36,7 @@ def decoded(model, text):
 
 
 def test_demonstrations_are_balanced_and_fixed_by_the_seed():
-    examples = [Example(t, label=l, source=f"row {i}") for i, (t, l) in enumerate(SENTENCES)]
+    examples = [Example(t, label=l, origin=f"row {i}") for i, (t, l) in enumerate(SENTENCES)]
     first = pick_demonstrations(examples, 4, seed=0, labels=("0", "1"))
     assert pick_demonstrations(examples, 4, seed=0, labels=("0", "1")) == first
     assert sorted(e.label for e in first) == ["0", "0", "1", "1"]

@@ -235,7 +235,7 @@ def _generation_examples():
     from conftest import SENTENCES
 
     return [
-        Example(text, source=f"row {i}", targets=("good" if label == "1" else "bad",))
+        Example(text, origin=f"row {i}", targets=("good" if label == "1" else "bad",))
         for i, (text, label) in enumerate(SENTENCES, 1)
     ]
 
@@ -261,7 +261,7 @@ TASK_CASES = {
     "classification": TaskCase(
         _classification_config,
         lambda: [
-            Example(t, label=l, source=f"row {i}") for i, (t, l) in enumerate(__import__("conftest").SENTENCES, 1)
+            Example(t, label=l, origin=f"row {i}") for i, (t, l) in enumerate(__import__("conftest").SENTENCES, 1)
         ],
         lambda method, backbone: False,
     ),

@@ -21,7 +21,7 @@ from prompttune import (
     train,
 )
 from prompttune.cli import main
-from prompttune.core import sources
+from prompttune.core import weights
 from prompttune.storage import sha256_file
 
 
@@ -53,9 +53,9 @@ def test_a_gguf_file_is_dequantised_once_into_a_checked_cache(ggufs, cache, monk
     digest = sha256_file(gguf)
     backbone = Backbone.from_pretrained(str(gguf))
     folder = cache / "gguf" / digest
-    source = json.loads((folder / sources.SOURCE).read_text())
+    source = json.loads((folder / weights.SOURCE).read_text())
     assert source["gguf_sha256"] == digest and source["gguf_file"] == "tiny-q8_0.gguf"
-    assert {p.name for p in folder.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json", sources.SOURCE}
+    assert {p.name for p in folder.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json", weights.SOURCE}
     assert (backbone.kind, backbone.config.num_key_value_heads, backbone.weights_sha256) == ("decoder", 2, digest)
     # The cache holds exactly what transformers' own GGUF loader makes of the file.
     direct = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -67,7 +67,7 @@ def test_a_gguf_file_is_dequantised_once_into_a_checked_cache(ggufs, cache, monk
     def no_conversion(*args):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(sources, "_dequantise", no_conversion)
+    monkeypatch.setattr(weights, "_dequantise", no_conversion)
     assert torch.equal(logits(Backbone.from_pretrained(str(gguf))), reference)  # read from the cache
     # The folder and --gguf-file form names the same file.
     again = Backbone.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -76,8 +76,8 @@ def test_a_gguf_file_is_dequantised_once_into_a_checked_cache(ggufs, cache, monk
 
     # A damaged cache is made again from the GGUF file; loaded directly, it is refused.
     del backbone, again  # (their weights may be mapped from the file about to be damaged)
-    weights = folder / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-8] + b"damaged!")
+    stored = folder / "model.safetensors"
+    stored.write_bytes(stored.read_bytes()[:-8] + b"damaged!")
     with pytest.raises(ModelError, match="the cache is damaged: delete"):
         Backbone.from_pretrained(str(folder))
     assert torch.equal(logits(Backbone.from_pretrained(str(gguf))), reference)

@@ -399,7 +399,7 @@ def test_a_soft_prompt_trains_as_peft_prompt_tuning_does(family, model_dirs, loa
     from prompttune.tasks import GenerationConfig
 
     examples = [
-        Example(f"{a} {b}", targets=(f"a {b} that is {a}",), source=f"row {i}")
+        Example(f"{a} {b}", targets=(f"a {b} that is {a}",), origin=f"row {i}")
         for i, (a, b) in enumerate([(a, b) for a in ("red", "blue", "green") for b in ("cat", "dog", "house")], 1)
     ]
     ours = PromptModel.create(
@@ -452,7 +452,7 @@ def test_prefix_tuning_trains_as_peft_prefix_tuning_does(family, model_dirs, loa
     from prompttune.tasks import GenerationConfig
 
     examples = [
-        Example(f"{a} {b}", targets=(f"a {b} that is {a}",), source=f"row {i}")
+        Example(f"{a} {b}", targets=(f"a {b} that is {a}",), origin=f"row {i}")
         for i, (a, b) in enumerate([(a, b) for a in ("red", "blue", "green") for b in ("cat", "dog", "house")], 1)
     ]
     torch.manual_seed(0)

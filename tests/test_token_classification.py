@@ -64,7 +64,7 @@ def test_conll_files_are_read_by_sentence_with_iob2_tags(conll):
     read = TokenClassificationTask.read_examples(str(conll), TokenClassificationTask.resolve_columns({}))
     assert [e.tokens for e in read] == [tuple(t.split()) for t, _ in SENTENCES]
     assert [e.tags for e in read] == [tuple(t.split()) for _, t in SENTENCES]
-    assert read[1].source == f"{conll}, line 8"
+    assert read[1].origin == f"{conll}, line 8"
     config = TokenClassificationTask.new_config({}, read, None, 0)
     assert config.labels == TAGS  # O first, then by entity type, B before I
 

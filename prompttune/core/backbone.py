@@ -21,7 +21,7 @@ from ..errors import ConfigError, ModelError
 from . import kv_prefix
 from .batching import packed_layout
 from .kv_prefix import PREFIX_KWARG, Prefix
-from .sources import resolve_model
+from .weights import resolve_model
 
 ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder_decoder"
 
@@ -116,7 +116,7 @@ class Backbone(nn.Module):
         device_map: str | dict | None = None,
         gguf_file: str | None = None,
     ) -> Backbone:
-        """Load model and tokenizer (prompttune/core/sources.py says from where: a hub id, a folder, an
+        """Load model and tokenizer (prompttune/core/weights.py says from where: a hub id, a folder, an
         offline copy, a GGUF file). `head`: "auto" keeps the LM head when the checkpoint has one
         (its `architectures` says so), "lm" insists on one, "none" loads the bare model. `dtype`:
         float32, bfloat16 or float16 (default: as stored). `device_map`: "auto" spreads the model

@@ -220,7 +220,7 @@ def read_items(data: str, source_column: str, target_column: str | None, need_re
     )
     if not examples:
         raise DataError(f"{data}: no rows")
-    return [Item(e.source, e.text, e.targets[0] if e.targets else None) for e in examples]
+    return [Item(e.origin, e.text, e.targets[0] if e.targets else None) for e in examples]
 
 
 def _read_outputs(system: System, items: list[Item]) -> list[str]:
@@ -280,7 +280,7 @@ def generate_outputs(
     from ..tasks.data import Example
 
     outputs: dict[str, list[str]] = {}
-    examples = [Example(text=item.source, source=item.row) for item in items]
+    examples = [Example(text=item.source, origin=item.row) for item in items]
 
     def generated(prompt) -> list[str]:
         torch.manual_seed(seed)

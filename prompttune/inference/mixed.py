@@ -149,7 +149,7 @@ class PromptSet:
                 if not item.strip():
                     raise ConfigError(f"input {i}: the text is empty")
                 item = type(self._get(name).task).examples_from_texts([item])[0]
-                item = replace(item, source=f"input {i}")
+                item = replace(item, origin=f"input {i}")
             out.append((name, item))
         return out
 

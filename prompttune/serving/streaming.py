@@ -25,7 +25,7 @@ class CompletionStream:
         self.state, self.key, self.chat, self.batch_key = state, key, chat, batch_key
         self.stream = openai_api.TokenStream(asyncio.get_running_loop())
         self.items = [
-            (key, Example(text=text, source=f"prompt {i}"), (self.stream, i)) for i, text in enumerate(sources)
+            (key, Example(text=text, origin=f"prompt {i}"), (self.stream, i)) for i, text in enumerate(sources)
         ]
         self.prompts = len(sources)
         self.n = body.n or 1

@@ -125,11 +125,11 @@ class Task(nn.Module):
         return texts_as_examples(texts)
 
     @classmethod
-    def example_from_input(cls, text: str, text_pair: str | None = None, source: str = ""):
+    def example_from_input(cls, text: str, text_pair: str | None = None, origin: str = ""):
         """An example for one input sent to the server."""
         from .data import Example
 
-        return Example(text=text, text_pair=text_pair, source=source)
+        return Example(text=text, text_pair=text_pair, origin=origin)
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:

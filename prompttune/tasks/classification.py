@@ -250,7 +250,7 @@ class ClassificationTask(Task):
                 first = next(e for e in eval_examples if e.label in unseen)
                 column = f", column {columns['label']!r}" if columns else ""
                 raise ConfigError(
-                    f"{first.source}{column}: label {first.label!r} never occurs in {train_name}; "
+                    f"{first.origin}{column}: label {first.label!r} never occurs in {train_name}; "
                     f"training labels are {list(label_names)} (pass --labels to fix the set)"
                 )
         demonstrations = tuple(
@@ -398,7 +398,7 @@ class ClassificationTask(Task):
             return
         if kind == "content_free":
             probes = [
-                Example(text=c, text_pair=c if self.config.pair else None, source=f"content-free input {c!r}")
+                Example(text=c, text_pair=c if self.config.pair else None, origin=f"content-free input {c!r}")
                 for c in ("N/A", "")
             ]
         else:
@@ -514,14 +514,14 @@ class ClassificationTask(Task):
         tok = self.tokenizer
         if example.label is not None and example.label not in self.label_index:
             raise DataError(
-                f"{example.source}: unknown label {example.label!r}; expected one of {list(self.config.labels)}"
+                f"{example.origin}: unknown label {example.label!r}; expected one of {list(self.config.labels)}"
             )
         if example.text_pair is not None and not self.config.pair:
-            raise DataError(f"{example.source}: has a text pair but this prompt classifies single texts")
+            raise DataError(f"{example.origin}: has a text pair but this prompt classifies single texts")
         if self.config.pair and example.text_pair is None:
-            raise DataError(f"{example.source}: this prompt classifies text pairs; the second text is missing")
+            raise DataError(f"{example.origin}: this prompt classifies text pairs; the second text is missing")
         if self.position_problem:
-            raise DataError(f"{example.source}: {self.position_problem}")
+            raise DataError(f"{example.origin}: {self.position_problem}")
         use_template = self.template is not None and self.config.readout != "similarity"
         slots = self.config.prompt_slots
         prompt_text = self.slot_text if slots else ""
@@ -552,7 +552,7 @@ class ClassificationTask(Task):
             encoded = tok(example.text, example.text_pair, truncation=True, max_length=self.max_length)
         ids = encoded["input_ids"]
         if not ids:
-            raise DataError(f"{example.source}: the text has no tokens")
+            raise DataError(f"{example.origin}: the text has no tokens")
         feature = {"input_ids": ids, "readout_index": self._readout(ids, example)}
         if self.kind == ENCODER_DECODER and self.config.readout == "verbalizer":
             feature["decoder_input_ids"], feature["decoder_index"] = self._decoder_readout(ids)
@@ -576,7 +576,7 @@ class ClassificationTask(Task):
             ]
             if len(found) != slots:
                 raise DataError(
-                    f"{example.source}: the template's {slots} trigger slots came out as {len(found)} tokens"
+                    f"{example.origin}: the template's {slots} trigger slots came out as {len(found)} tokens"
                 )
             feature["slot_index"] = found
             if len(feature.get("decoder_input_ids", ())) > 1 and self.tokenizer.mask_token is not None:
@@ -592,7 +592,7 @@ class ClassificationTask(Task):
         if self.config.readout == "verbalizer" and self.kind == ENCODER:
             if self.tokenizer.mask_token_id not in ids:
                 raise DataError(
-                    f"{example.source}: the template's mask was truncated away (max_length {self.max_length})"
+                    f"{example.origin}: the template's mask was truncated away (max_length {self.max_length})"
                 )
             return ids.index(self.tokenizer.mask_token_id)
         # The last token that is not a special one appended by the tokenizer (e.g. an EOS).
@@ -776,7 +776,7 @@ def domain_probes(examples: list[Example] | None, pair: bool, seed: int | None) 
     probes = []
     for i in range(DOMAIN_PROBES):
         texts = [" ".join(rng.choices(pool, k=n)) for pool, n in zip(pools, lengths)]
-        probes.append(Example(text=texts[0], text_pair=texts[1] if pair else None, source=f"domain probe {i + 1}"))
+        probes.append(Example(text=texts[0], text_pair=texts[1] if pair else None, origin=f"domain probe {i + 1}"))
     return probes
 
 

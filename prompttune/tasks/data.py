@@ -25,7 +25,7 @@ class Example:
     text: str
     text_pair: str | None = None
     label: str | None = None
-    source: str = ""  # "file, row N": where the example came from, for error messages
+    origin: str = ""  # "file, row N": where the example came from, for error messages
     targets: tuple[str, ...] | None = None  # generation: reference texts for `text`
 
 
@@ -212,7 +212,7 @@ def load_examples(path: str, columns: Columns = Columns(), require_labels: bool 
                     raise DataError(f"{where}, column {columns.label!r}: empty label")
             else:
                 label = _label_string(value, f"{where}, column {columns.label!r}")
-        examples.append(Example(text=text, text_pair=pair, label=label, source=where))
+        examples.append(Example(text=text, text_pair=pair, label=label, origin=where))
     return examples
 
 
@@ -239,7 +239,7 @@ def load_generation_examples(
         targets = None
         if target_key and (require_targets or target_key in record):
             targets = _targets(record, target_key, target_field, where)
-        examples.append(Example(text=source, source=where, targets=targets))
+        examples.append(Example(text=source, origin=where, targets=targets))
     return examples
 
 
@@ -272,7 +272,7 @@ def group_references(examples: list[Example]) -> list[Example]:
         for target in example.targets or ():
             if target not in entry[1]:
                 entry[1].append(target)
-    return [Example(text=e.text, source=e.source, targets=tuple(refs) or None) for e, refs in grouped.values()]
+    return [Example(text=e.text, origin=e.origin, targets=tuple(refs) or None) for e, refs in grouped.values()]
 
 
 def _text(record: dict, column: str, where: str) -> str:
@@ -353,5 +353,5 @@ def texts_as_examples(texts: list[str]) -> list[Example]:
     for number, text in enumerate(texts, start=1):
         if not text.strip():
             raise DataError(f"argument {number}: empty text")
-        examples.append(Example(text=text.strip(), source=f"argument {number}"))
+        examples.append(Example(text=text.strip(), origin=f"argument {number}"))
     return examples

@@ -42,23 +42,23 @@ class TokenExample:
     tokens: tuple[str, ...]
     spans: tuple[tuple[int, int], ...]
     tags: tuple[str, ...] | None = None
-    source: str = ""
+    origin: str = ""  # where the sentence came from, for error messages
 
     @classmethod
-    def from_tokens(cls, tokens, tags=None, source: str = "") -> TokenExample:
+    def from_tokens(cls, tokens, tags=None, origin: str = "") -> TokenExample:
         spans, start = [], 0
         for token in tokens:
             spans.append((start, start + len(token)))
             start += len(token) + 1
-        return cls(" ".join(tokens), tuple(tokens), tuple(spans), tuple(tags) if tags is not None else None, source)
+        return cls(" ".join(tokens), tuple(tokens), tuple(spans), tuple(tags) if tags is not None else None, origin)
 
     @classmethod
-    def from_text(cls, text: str, source: str = "") -> TokenExample:
+    def from_text(cls, text: str, origin: str = "") -> TokenExample:
         """Raw text split into words and punctuation marks, as CoNLL files are."""
         found = list(WORD.finditer(text))
         if not found:
-            raise DataError(f"{source}: the text has no words")
-        return cls(text, tuple(m.group() for m in found), tuple(m.span() for m in found), None, source)
+            raise DataError(f"{origin}: the text has no words")
+        return cls(text, tuple(m.group() for m in found), tuple(m.span() for m in found), None, origin)
 
 
 class Entity(TypedDict):
@@ -141,10 +141,10 @@ class TokenClassificationTask(Task):
         return [TokenExample.from_text(text, f"argument {n}") for n, text in enumerate(texts, 1)]
 
     @classmethod
-    def example_from_input(cls, text: str, text_pair: str | None = None, source: str = "") -> TokenExample:
+    def example_from_input(cls, text: str, text_pair: str | None = None, origin: str = "") -> TokenExample:
         if text_pair is not None:
-            raise DataError(f"{source}: a token classification prompt tags one text; text_pair is not read")
-        return TokenExample.from_text(text, source)
+            raise DataError(f"{origin}: a token classification prompt tags one text; text_pair is not read")
+        return TokenExample.from_text(text, origin)
 
     @classmethod
     def sweep_options(cls, path: str, columns: dict) -> dict:
@@ -172,7 +172,7 @@ class TokenClassificationTask(Task):
             unknown = next((t for t in example.tags if t not in known), None)
             if unknown is not None:
                 raise ConfigError(
-                    f"{example.source}: tag {unknown!r} is not one of {train_name}'s tags {list(tags)} "
+                    f"{example.origin}: tag {unknown!r} is not one of {train_name}'s tags {list(tags)} "
                     "(pass --labels to fix the set)"
                 )
         return TokenClassificationConfig(labels=tags, max_length=options.get("max_length", 256))
@@ -208,7 +208,7 @@ class TokenClassificationTask(Task):
         """Sub-word ids, where each word's first sub-token is (-1: cut off by max_length) and, with
         tags, the tag of each word and each position's training label (-100 where none)."""
         if self.position_problem:
-            raise DataError(f"{example.source}: {self.position_problem}")
+            raise DataError(f"{example.origin}: {self.position_problem}")
         encoded = self.tokenizer(example.text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
         ids = encoded["input_ids"]
         first = [-1] * len(example.tokens)
@@ -228,12 +228,12 @@ class TokenClassificationTask(Task):
         feature = {"input_ids": ids, "word_index": first}
         if example.tags is not None:
             if len(example.tags) != len(example.tokens):
-                raise DataError(f"{example.source}: {len(example.tokens)} tokens but {len(example.tags)} tags")
+                raise DataError(f"{example.origin}: {len(example.tokens)} tokens but {len(example.tags)} tags")
             try:
                 word_labels = [self.tag_index[t] for t in example.tags]
             except KeyError as error:
                 raise DataError(
-                    f"{example.source}: tag {error.args[0]!r} is not one of this prompt's tags "
+                    f"{example.origin}: tag {error.args[0]!r} is not one of this prompt's tags "
                     f"{list(self.config.labels)}"
                 ) from None
             labels = [IGNORE] * len(ids)
@@ -247,7 +247,7 @@ class TokenClassificationTask(Task):
         features = []
         for example in examples:
             if example.tags is None:
-                raise DataError(f"{example.source}: no tags to train on")
+                raise DataError(f"{example.origin}: no tags to train on")
             features.append(self.encode(example))
         return features
 
@@ -323,7 +323,7 @@ class TokenClassificationTask(Task):
         predicted, gold = [], []
         for example in examples:
             if example.tags is None:
-                raise DataError(f"{example.source}: no tags to score against")
+                raise DataError(f"{example.origin}: no tags to score against")
         for logits, batch in model.batched_logits([self.encode(e) for e in examples], batch_size, accelerator):
             tags, _ = self._word_scores(logits, batch)
             truth = batch["word_labels"]

@@ -86,7 +86,7 @@ async def _generate(state: Server, body, sources: list[str], chat: bool):
     batch_key = ("openai", tuple(sorted(options.items())))
     if body.stream:
         return CompletionStream(state, key, sources, body, batch_key, options, chat).response()
-    items = [(key, Example(text=text, source=f"prompt {i}")) for i, text in enumerate(sources)]
+    items = [(key, Example(text=text, origin=f"prompt {i}")) for i, text in enumerate(sources)]
     try:
         sequences = await state.submit(batch_key, items)
     except HTTPException as error:
