@@ -168,7 +168,7 @@ def _human_eval_parser(commands) -> None:
     )
 
 
-def _human_eval_command(args) -> None:
+def _human_eval(args, api) -> int:
     from .human_eval.study import Design, Study, create_study, parse_systems
 
     if args.action == "create":
@@ -217,6 +217,7 @@ def _human_eval_command(args) -> None:
         if args.attach:
             summary["attached"] = attach(study, result)
         print(json.dumps(summary, indent=2))
+    return 0
 
 
 def _model_name(args) -> str | None:
@@ -447,12 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prompttune", description="Train prompts for frozen language models.")
     parser.add_argument("--version", action="version", version=f"prompttune {__import__('prompttune').__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        PARSERS[name](commands)
+    for add_parser, _ in COMMANDS.values():
+        add_parser(commands)
     return parser
 
 
-def _registry_command(args) -> None:
+def _registry(args, api) -> int:
     from .artifacts.registry import Registry
 
     registry = Registry(args.registry)
@@ -499,6 +500,7 @@ def _registry_command(args) -> None:
                 raise PromptTuneError("registry delete: not confirmed; nothing was deleted")
         for record in registry.delete(args.spec, all_versions=args.all):
             print(json.dumps({"deleted": f"{record['name']}@{record['version']}", "aliases": record["aliases"]}))
+    return 0
 
 
 def _train(args, api) -> int:
@@ -670,41 +672,19 @@ def _predict(args, api) -> int:
     return _print_rows(api.predict(args.prompt, **inputs))
 
 
-def _registry(args, api) -> int:
-    _registry_command(args)
-    return 0
-
-
-def _human_eval(args, api) -> int:
-    _human_eval_command(args)
-    return 0
-
-
 # Each command: the function that adds its parser, and the one that runs it (given the parsed
 # arguments and prompttune.api); it returns the exit status.
-PARSERS = {
-    "train": _train_parser,
-    "evaluate": _evaluate_parser,
-    "predict": _predict_parser,
-    "generate": _generate_parser,
-    "compare": _compare_parser,
-    "export": _export_parser,
-    "inspect": _inspect_parser,
-    "serve": _serve_parser,
-    "human-eval": _human_eval_parser,
-    "registry": _registry_parser,
-}
 COMMANDS = {
-    "train": _train,
-    "evaluate": _evaluate,
-    "predict": _predict,
-    "generate": _generate,
-    "compare": _compare,
-    "export": _export,
-    "inspect": _inspect,
-    "serve": _serve,
-    "human-eval": _human_eval,
-    "registry": _registry,
+    "train": (_train_parser, _train),
+    "evaluate": (_evaluate_parser, _evaluate),
+    "predict": (_predict_parser, _predict),
+    "generate": (_generate_parser, _generate),
+    "compare": (_compare_parser, _compare),
+    "export": (_export_parser, _export),
+    "inspect": (_inspect_parser, _inspect),
+    "serve": (_serve_parser, _serve),
+    "human-eval": (_human_eval_parser, _human_eval),
+    "registry": (_registry_parser, _registry),
 }
 
 
@@ -716,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import api
 
     try:
-        return COMMANDS[args.command](args, api)
+        return COMMANDS[args.command][1](args, api)
     except PromptTuneError as error:
         print(f"prompttune: error: {error}", file=sys.stderr)
         return 2

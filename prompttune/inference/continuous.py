@@ -225,8 +225,7 @@ class ContinuousDecoder:
         """Run the requests' inputs (and prompts) through the model once, and join a sequence per
         input and draw to the running batch, its first token chosen."""
         rows = [(request, i, name, example) for request in requests for i, (name, example) in enumerate(request.rows)]
-        resolved, lengths, logits, cache, mask = self._prompt_forward(rows)
-        attended = mask.sum(1).tolist()
+        resolved, lengths, attended, logits, cache, mask = self._prompt_forward(rows)
         # Sampled rows with several draws: the row's cache is repeated once per draw.
         draws = [_draws(o) for o in resolved]
         repeat = torch.tensor(draws, device=logits.device)
@@ -253,8 +252,8 @@ class ContinuousDecoder:
         self._choose(new, logits)
 
     def _prompt_forward(self, rows: list[tuple]):
-        """(each row's decoding options, its input length, the last position's logits, the cache
-        and the attention mask) after one forward over the rows' prompts and inputs; a row whose
+        """(each row's decoding options, its input length, the positions it attends to, the last
+        position's logits, the cache and the attention mask) after one forward over the rows' prompts and inputs; a row whose
         input and new tokens would exceed the model's positions is refused first."""
         prompts, backbone = self.prompts, self.backbone
         names = [name for _, _, name, _ in rows]
@@ -274,8 +273,8 @@ class ContinuousDecoder:
         if inputs.prefix is not None:
             cache = kv_prefix.filled_cache(inputs.prefix.kv[kv_prefix.SELF], len(rows))
             mask = torch.cat([inputs.prefix.mask.to(mask.dtype), mask], dim=1)
-        limit = backbone.max_positions
-        for (request, i, _, _), options, used in zip(rows, resolved, mask.sum(1).tolist()):
+        limit, attended = backbone.max_positions, mask.sum(1).tolist()
+        for (request, i, _, _), options, used in zip(rows, resolved, attended):
             if limit and used + options["max_new_tokens"] > limit:
                 raise ConfigError(
                     f"{request.rows[i][1].origin or f'input {i}'}: {used} input and prompt positions + "
@@ -291,7 +290,7 @@ class ContinuousDecoder:
             logits_to_keep=1,
             **{backbone._cache_argument: cache},
         )
-        return resolved, lengths, output.logits[:, -1], cache, mask
+        return resolved, lengths, attended, output.logits[:, -1], cache, mask
 
     def _sequences(self, rows, resolved, draws, lengths, attended, device) -> list[_Sequence]:
         """A sequence per row and draw, each request's draws from its own seeded generator."""

@@ -170,7 +170,8 @@ def _checked_features(model: PromptModel, train_examples, eval_examples, config:
 
 
 def _schedule(model: PromptModel, config: TrainConfig, accelerator, rows: int):
-    """(optimizer, scheduler, optimisation steps in all) for `rows` training rows."""
+    """(optimizer, scheduler, optimisation steps in all, rows per batch on each process) for `rows`
+    training rows."""
     from transformers import get_scheduler
 
     optimizer = _optimizer(model, config)
@@ -186,7 +187,7 @@ def _schedule(model: PromptModel, config: TrainConfig, accelerator, rows: int):
         num_warmup_steps=int(config.warmup_ratio * total) * scale,
         num_training_steps=total * scale,
     )
-    return optimizer, scheduler, total
+    return optimizer, scheduler, total, per_device
 
 
 class _Run:
@@ -198,8 +199,9 @@ class _Run:
         self.prompt_model, self.task, self.features = model, model.task, features
         self.eval_examples, self.metric, self.config, self.accelerator = eval_examples, metric, config, accelerator
         self.output = output
-        self.optimizer, self.scheduler, self.total = _schedule(model, config, accelerator, len(features))
-        self.per_device = config.batch_size // config.grad_accum
+        self.optimizer, self.scheduler, self.total, self.per_device = _schedule(
+            model, config, accelerator, len(features)
+        )
         model.train()
         # The unwrapped model is kept for evaluation and saving; `model` may become a DDP wrapper.
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, self.optimizer, self.scheduler)
