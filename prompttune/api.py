@@ -28,7 +28,7 @@ from .core.backbone import Backbone
 from .errors import ConfigError, DataError
 from .methods import PromptMethod
 from .model import PromptModel
-from .options import TaskOptions
+from .options import Endpoint, TaskOptions, option_names
 from .runtime import is_main_process
 from .storage import PRIVATE, Transaction, recover, sha256_file, write_json_atomic
 from .tasks import task_class
@@ -51,7 +51,7 @@ def _new_prompt(model, method, method_options, task_settings, task_config, train
         method,
         task_config,
         method_options,
-        readout=task_settings.readout,
+        readout=getattr(task_settings, "readout", "auto"),
         seed=train_config.seed,
         examples=examples,
     )
@@ -95,14 +95,15 @@ def train_prompt(
 
     `task` is a registered task: "classification" (text, text_pair and label columns),
     "generation" (source and target columns; `max_length` bounds the source) or
-    "token_classification" (text: the tokens, label: the tags). `options` are the fields of
-    `TaskOptions` (its columns, `labels`, `verbalizer`, `template`, `readout`, `instruction`,
-    `chat`, `shots`, `max_length`, `head`...; a column left as None takes the task's default) and
-    of `TrainConfig` (`max_steps`, `lr`, `batch_size`, `gradient_checkpointing`...), each
+    "token_classification" (text: the tokens, label: the tags). `options` are the fields of the
+    task's options (`ClassificationOptions`: its columns, `labels`, `verbalizer`, `template`,
+    `readout`, `instruction`, `chat`, `shots`, `max_length`, `head`...; `GenerationOptions`,
+    `TokenClassificationOptions`; a column left as None takes the task's default; a field of another
+    task's options is refused) and of `TrainConfig` (`max_steps`, `lr`, `batch_size`, `gradient_checkpointing`...), each
     documented there. `method_options` are the method's config fields (e.g.
     `{"num_virtual_tokens": 20, "init": "class_labels"}`). `init_from` starts from a saved prompt of
     the same method (its reparameterisation too, where it has one). Returns what `metrics.json` holds."""
-    task_settings, train_options = _split_options(options)
+    task_settings, train_options = _split_options(task, options)
     args = _recorded_args(locals(), task_settings, train_options)
     output_dir = Path(output)
     run_dir = output_dir / PRIVATE / RUN
@@ -176,7 +177,7 @@ def _read_data(task: str, settings: TaskOptions, train: str, eval: str | None, c
     train_examples = task_cls.read_examples(train, columns)
     eval_examples = task_cls.read_examples(eval, columns) if eval else None
     task_config = task_cls.new_config(
-        settings.task_options(), train_examples, eval_examples, config.seed, train_name=str(train), columns=columns
+        settings, train_examples, eval_examples, config.seed, train_name=str(train), columns=columns
     )
     return columns, train_examples, eval_examples, task_config
 
@@ -265,17 +266,18 @@ def _log_to_mlflow(run_id: str, output_dir: Path) -> None:
             client.log_artifact(run_id, str(output_dir / name), artifact_path="prompt")
 
 
-def _split_options(options: dict) -> tuple[TaskOptions, dict]:
-    """`train_prompt`'s keyword options as a checked `TaskOptions` and the `TrainConfig` fields."""
-    task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
+def _split_options(task: str, options: dict) -> tuple[TaskOptions, dict]:
+    """`train_prompt`'s keyword options as the task's checked `Options` and the `TrainConfig` fields."""
+    task_cls = task_class(task)
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(options) - task_fields - train_fields)
+    unknown = sorted(set(options) - option_names() - train_fields)
     if unknown:
         raise ConfigError(
-            f"train_prompt: unknown option(s) {unknown}; it takes TaskOptions fields "
-            f"{sorted(task_fields)} and TrainConfig fields {sorted(train_fields)}"
+            f"train_prompt: unknown option(s) {unknown}; it takes {task_cls.Options.__name__} fields "
+            f"{sorted(f.name for f in dataclasses.fields(task_cls.Options))} and TrainConfig fields "
+            f"{sorted(train_fields)}"
         )
-    task_settings = TaskOptions.from_dict({k: v for k, v in options.items() if k in task_fields}, where="task options")
+    task_settings = task_cls.check_options({k: v for k, v in options.items() if k not in train_fields})
     return task_settings, {k: v for k, v in options.items() if k in train_fields}
 
 
@@ -467,10 +469,10 @@ def generate(
         raise ConfigError("generate: give either texts or data")
     meta = prompt_meta(prompt)
     task_cls = task_class(meta["task"])
-    if task_cls.endpoint != "generate":
+    if task_cls.endpoint is not Endpoint.GENERATE:
         raise ConfigError(
             f"{prompt}: a {meta['task']} prompt, which does not generate; use `prompttune "
-            f"{'predict' if task_cls.endpoint == 'classify' else task_cls.endpoint}` for it"
+            f"{task_cls.endpoint.command}` for it"
         )
     if data is not None:
         examples = _examples(prompt, data, labelled=False, source_column=source_column)
@@ -509,8 +511,8 @@ def predict(
     if (texts is None) == (data is None):
         raise ConfigError("predict: give either texts or data")
     task_cls = task_class(prompt_meta(prompt)["task"])
-    if task_cls.endpoint != "classify":
-        raise ConfigError(f"{prompt}: a {task_cls.name} prompt; use `prompttune {task_cls.endpoint}` for it")
+    if task_cls.endpoint is not Endpoint.CLASSIFY:
+        raise ConfigError(f"{prompt}: a {task_cls.name} prompt; use `prompttune {task_cls.endpoint.command}` for it")
     if data is not None:
         # Labels, if the file has them, play no part in prediction (and may include unseen ones).
         examples = _examples(prompt, data, labelled=False, text_column=text_column, text_pair_column=text_pair_column)

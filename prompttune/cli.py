@@ -9,20 +9,18 @@ import json
 import os
 import sys
 
-from .config import add_config_arguments, config_arguments
+from .config import add_config_arguments, add_union_arguments, config_arguments, union_arguments
 from .decoding import Decoding
 from .errors import PromptTuneError
-from .options import COLUMN_OPTIONS, TaskOptions
+from .method_options import METHOD_CONFIGS
+from .options import COLUMN_OPTIONS, TASK_OPTION_CLASSES
 from .runtime import is_main_process
 from .serving.limits import Limits
 from .training.config import TrainConfig
 
 
 def _method_options(args) -> dict:
-    options = {}
-    for flag in ("num_virtual_tokens", "num_tokens", "init", "init_text"):
-        if getattr(args, flag) is not None:
-            options[flag] = getattr(args, flag)
+    options = union_arguments(args, METHOD_CONFIGS)
     for item in args.option or []:
         if "=" not in item:
             raise PromptTuneError(f"--option: expected KEY=VALUE, got {item!r}")
@@ -42,14 +40,15 @@ def _generation_options(args) -> dict:
     return config_arguments(args, Decoding)
 
 
+def _task_flags(parser, title: str, only: tuple[str, ...] | None = None) -> None:
+    """Flags for the fields of every task's options (or those in `only`), each naming the tasks
+    that take it."""
+    add_union_arguments(parser, TASK_OPTION_CLASSES, title, owner="task", only=only)
+
+
 def _columns(parser, *roles: str) -> None:
-    """The column flags of these roles, as `train` has them (TaskOptions' fields)."""
-    add_config_arguments(
-        parser,
-        TaskOptions,
-        "columns (default: those the prompt was trained with)",
-        only=tuple(f"{role}_column" for role in roles),
-    )
+    """The column flags of these roles, as `train` has them (the tasks' options)."""
+    _task_flags(parser, "columns (default: those the prompt was trained with)", tuple(f"{r}_column" for r in roles))
 
 
 def _prompt_or_ensemble(parser) -> None:
@@ -117,7 +116,7 @@ def _human_eval_parser(commands) -> None:
         "--system",
         action="append",
         required=True,
-        metavar="NAME=SOURCE",
+        metavar="NAME=SYSTEM",
         help="a system to judge (two or more): NAME=PROMPT_FOLDER (prompttune's or a PEFT adapter), "
         "NAME=registry:PROMPT@VERSION, NAME=@bare (the frozen model reading each source as the "
         "first prompt's task writes it, without the learned prompt), NAME=@reference (the data's "
@@ -246,23 +245,24 @@ def _train_parser(commands) -> None:
     )
     t.add_argument(
         "--task",
-        default="classification",
-        help="a registered task: classification (default), generation, token_classification",
+        default=TASK_OPTION_CLASSES[0].task,
+        help=f"a registered task: {', '.join(cls.task for cls in TASK_OPTION_CLASSES)} (default "
+        f"{TASK_OPTION_CLASSES[0].task})",
     )
     t.add_argument("--train", required=True, help="CSV, TSV, JSONL, a datasets folder, or NAME[:CONFIG]:SPLIT")
     t.add_argument("--eval", help="dev data in the same form, for evaluation, early stopping and the best prompt")
     t.add_argument("--output", required=True, help="folder for the artifact, metrics.json and log.jsonl")
     t.add_argument("--init-from", help="start from a saved prompt of the same method (continues its training)")
-    add_config_arguments(t, TaskOptions, "task and data (TaskOptions' fields)")
-    t.add_argument("--num-virtual-tokens", type=int)
-    t.add_argument("--num-tokens", type=int, help="autoprompt/pez: tokens in the searched prompt")
-    t.add_argument(
-        "--init",
-        help="soft_prompt/p_tuning: random | sample_vocab | text | class_labels; "
-        "prefix/deep_prompt: random | text | sample_vocab",
+    _task_flags(t, "task and data (the fields of the task's options: ClassificationOptions, GenerationOptions...)")
+    add_union_arguments(
+        t, METHOD_CONFIGS, "the method's settings (the fields of its config: SoftPromptConfig...)", "method"
     )
-    t.add_argument("--init-text")
-    t.add_argument("--option", action="append", metavar="KEY=VALUE", help="any other method config field")
+    t.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a method config field, its value as JSON where it parses",
+    )
     add_config_arguments(t, TrainConfig, "training (TrainConfig's fields)")
     t.add_argument("--resume", action="store_true", help="continue the run interrupted in --output")
     t.add_argument(
@@ -351,10 +351,9 @@ def _compare_parser(commands) -> None:
         help="also score every cell per value of this eval column (GROUP:METRIC "
         "columns, gap:METRIC, and a plot per group)",
     )
-    add_config_arguments(
+    _task_flags(
         c,
-        TaskOptions,
-        "task and data (TaskOptions' fields; others go in the spec's prompt_options)",
+        "task and data (the task options' fields; others go in the spec's prompt_options)",
         only=(*COLUMN_OPTIONS, "template", "verbalizer"),
     )
 
@@ -519,7 +518,7 @@ def _train(args, api) -> int:
         device=args.device,
         dtype=args.dtype,
         device_map=args.device_map,
-        **config_arguments(args, TaskOptions),
+        **union_arguments(args, TASK_OPTION_CLASSES),
         **_train_options(args),
     )
     summary = {k: metrics[k] for k in ("method", "parameters", "artifact_bytes")}

@@ -59,7 +59,16 @@ def check_optional_count(value, field: str) -> None:
 
 
 def field_docs(cls) -> dict[str, str]:
-    """The docstring under each field of a dataclass (the string literal that follows it)."""
+    """The docstring under each field of a dataclass (the string literal that follows it), its base
+    classes' fields included (a field a subclass documents again takes the subclass's)."""
+    docs = {}
+    for owner in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(owner) and owner is not cls:
+            docs.update(_own_field_docs(owner))
+    return {**docs, **_own_field_docs(cls)}
+
+
+def _own_field_docs(cls) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}
@@ -131,3 +140,56 @@ def add_config_arguments(
 def config_arguments(args, cls) -> dict[str, Any]:
     """The fields of `cls` given on the command line parsed by `add_config_arguments`."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+
+
+def add_union_arguments(parser, classes, title: str, owner: str, only: tuple[str, ...] | None = None) -> None:
+    """One flag per field that any of the config dataclasses `classes` has, each made as
+    `add_config_arguments` makes it; its help says which of them take it (the value of their
+    `owner` class attribute: a task's or a method's name), with each one's meaning and default where
+    they differ. Fields of one name must parse alike; their choices are pooled, and each class
+    checks its own. `only` keeps those fields alone."""
+    hints = {cls: typing.get_type_hints(cls) for cls in classes}
+    docs = {cls: field_docs(cls) for cls in classes}
+    by_name: dict[str, list] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if only is None or f.name in only:
+                by_name.setdefault(f.name, []).append((cls, f))
+    group = parser.add_argument_group(title)
+    for name, holders in by_name.items():
+        kinds = {f.metadata.get("parse") or _value_type(hints[cls][f.name]) for cls, f in holders}
+        if len(kinds) > 1:
+            raise TypeError(f"field {name!r} parses differently in {[cls.__name__ for cls, _ in holders]}")
+        kind = kinds.pop()
+        meanings: dict[str, list[str]] = {}
+        for cls, f in holders:
+            default = "" if f.default in (None, dataclasses.MISSING) or kind is bool else f" (default {f.default})"
+            meanings.setdefault(docs[cls].get(f.name, "") + default, []).append(getattr(cls, owner))
+        help_text = " ".join(f"[{', '.join(owners)}] {meaning}" for meaning, owners in meanings.items())
+        help_text = help_text.replace("%", "%%")
+        first = holders[0][1]
+        flag = first.metadata.get("flag", name.replace("_", "-"))
+        if kind is bool:
+            if any(f.default is not False for _, f in holders):
+                raise TypeError(f"switch {name!r} must default to false in every class")
+            group.add_argument(f"--{flag}", dest=name, action="store_true", default=None, help=help_text)
+            continue
+        choices = [c for _, f in holders for c in f.metadata.get("choices") or ()]
+        choices = list(dict.fromkeys(choices)) or None
+        group.add_argument(
+            f"--{flag}",
+            dest=name,
+            type=kind,
+            choices=choices,
+            default=None,
+            metavar=None if choices else first.metadata.get("metavar", kind.__name__.upper()),
+            help=help_text,
+        )
+
+
+def union_arguments(args, classes) -> dict[str, Any]:
+    """The fields of any of `classes` given on the command line parsed by `add_union_arguments`."""
+    given = {}
+    for cls in classes:
+        given.update(config_arguments(args, cls))
+    return given

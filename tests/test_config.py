@@ -148,12 +148,13 @@ def test_the_command_line_derives_its_training_flags_from_the_config():
 
     from prompttune.cli import build_parser
     from prompttune.config import ConfigBase, add_config_arguments, config_arguments
-    from prompttune.options import TaskOptions
+    from prompttune.options import TASK_OPTION_CLASSES
     from prompttune.training.config import TrainConfig
 
     train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
     flags = {option for action in train._actions for option in action.option_strings}
-    for f in dataclasses.fields(TrainConfig) + dataclasses.fields(TaskOptions):
+    task_fields = tuple(f for cls in TASK_OPTION_CLASSES for f in dataclasses.fields(cls))
+    for f in dataclasses.fields(TrainConfig) + task_fields:
         name = f.name.replace("_", "-")
         assert (f"--no-{name}" if f.default is True else f"--{name}") in flags, f.name
 
@@ -179,15 +180,15 @@ def test_the_command_line_derives_its_training_flags_from_the_config():
 
 
 def test_task_options_come_from_one_dataclass_on_the_command_line_in_python_and_in_sweeps():
-    """`train`'s task flags parse into TaskOptions' fields (a list for --labels), `train_prompt`
-    takes every field by name and refuses what is neither a TaskOptions nor a TrainConfig field,
-    and a sweep's prompt_options are checked against the same fields."""
+    """`train`'s task flags parse into the task's `Options` fields (a list for --labels),
+    `train_prompt` takes every field by name and refuses what is neither one of the task's options
+    nor a TrainConfig field, and a sweep's prompt_options are checked against the same class."""
     import dataclasses
 
     from prompttune.api import _split_options
     from prompttune.cli import build_parser
-    from prompttune.config import config_arguments
-    from prompttune.options import TaskOptions
+    from prompttune.config import union_arguments
+    from prompttune.options import TASK_OPTION_CLASSES, ClassificationOptions, GenerationOptions
     from prompttune.sweeps.compare import SweepSpec
 
     args = build_parser().parse_args(
@@ -212,48 +213,81 @@ def test_task_options_come_from_one_dataclass_on_the_command_line_in_python_and_
             "0.1",
         ]
     )
-    given = config_arguments(args, TaskOptions)
+    given = union_arguments(args, TASK_OPTION_CLASSES)
     assert given == {"labels": ("neg", "pos"), "shots": 2, "chat": True, "readout": "head"}
-    task_settings, train_options = _split_options({**given, "lr": 0.1, "max_steps": 3})
-    assert task_settings == TaskOptions(labels=("neg", "pos"), shots=2, chat=True, readout="head")
+    task_settings, train_options = _split_options("classification", {**given, "lr": 0.1, "max_steps": 3})
+    assert task_settings == ClassificationOptions(labels=("neg", "pos"), shots=2, chat=True, readout="head")
     assert train_options == {"lr": 0.1, "max_steps": 3}
-    assert set(task_settings.task_options()) == {
-        "labels",
-        "verbalizer",
-        "template",
-        "instruction",
-        "chat",
-        "shots",
-        "calibrate",
-        "max_length",
-        "max_target_length",
-        "num_beams",
-    }
-    assert task_settings.columns() == {"text": None, "text_pair": None, "label": None, "source": None, "target": None}
+    assert task_settings.columns() == {"text": None, "text_pair": None, "label": None}
+    generation, _ = _split_options("generation", {"num_beams": 4, "source_column": "mr"})
+    assert generation == GenerationOptions(num_beams=4, source_column="mr")
+    assert generation.columns() == {"source": "mr", "target": None}
 
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['text_colum'\].*TaskOptions fields"):
-        _split_options({"text_colum": "sentence"})
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['text_colum'\].*ClassificationOptions fields"):
+        _split_options("classification", {"text_colum": "sentence"})
+    with pytest.raises(ConfigError, match="--num-beams: not an option of the classification task"):
+        _split_options("classification", {"num_beams": 4})
+    with pytest.raises(ConfigError, match="--readout: not an option of the generation task"):
+        _split_options("generation", {"readout": "head"})
+    with pytest.raises(ConfigError, match="--text-column: not a column of the generation task, which reads source"):
+        _split_options("generation", {"text_column": "x"})
     with pytest.raises(ConfigError, match="shots: must be a whole number"):
-        _split_options({"shots": -1})
+        _split_options("classification", {"shots": -1})
     with pytest.raises(ConfigError, match="readout: must be one of"):
-        _split_options({"readout": "logits"})
+        _split_options("classification", {"readout": "logits"})
+    with pytest.raises(ConfigError, match="readout: token classification reads tags with a trained head"):
+        _split_options("token_classification", {"readout": "verbalizer"})
     with pytest.raises(ConfigError, match="labels: must be a non-empty list"):
-        _split_options({"labels": []})
+        _split_options("classification", {"labels": []})
 
     base = {"model": "m", "train": "t.csv", "eval": "d.csv", "methods": ["soft_prompt"]}
     own = set(SweepSpec.__dataclass_fields__)
-    for f in dataclasses.fields(TaskOptions):
-        if f.name not in own:  # every TaskOptions field the spec does not hold itself is a prompt option
-            value = {"labels": ["a", "b"], "chat": True, "readout": "head", "head": "none", "calibrate": "domain"}.get(
-                f.name, f.default if f.default is not None else "x"
-            )
-            assert SweepSpec.from_dict({**base, "prompt_options": {f.name: value}}, "spec").prompt_options == {
-                f.name: value
-            }
+    values = {"labels": ["a", "b"], "chat": True, "readout": "head", "head": "none", "calibrate": "domain"}
+    for cls in TASK_OPTION_CLASSES:
+        for f in dataclasses.fields(cls):
+            if f.name not in own:  # every field of a task's options the spec does not hold itself
+                value = values.get(f.name, f.default if f.default is not None else "x")
+                spec = SweepSpec.from_dict({**base, "task": cls.task, "prompt_options": {f.name: value}}, "spec")
+                assert spec.prompt_options == {f.name: value}
+                assert getattr(spec.task_options(), f.name) == (tuple(value) if isinstance(value, list) else value)
     with pytest.raises(ConfigError, match="spec, field 'prompt_options': max_length: must be a positive"):
         SweepSpec.from_dict({**base, "prompt_options": {"max_length": 0}}, "spec")
+    with pytest.raises(ConfigError, match="spec, field 'prompt_options': --num-beams: not an option of the class"):
+        SweepSpec.from_dict({**base, "prompt_options": {"num_beams": 2}}, "spec")
+    with pytest.raises(ConfigError, match="spec: --template: not an option of the generation task"):
+        SweepSpec.from_dict({**base, "task": "generation", "template": "{text}"}, "spec")
     with pytest.raises(ConfigError, match="prompt_options': a mapping with keys from"):
         SweepSpec.from_dict({**base, "prompt_options": {"lr": 0.1}}, "spec")
+
+
+def test_each_task_declares_its_options_and_its_columns_come_from_them():
+    """A task's `Options` is the one class its columns, its `train` flags and its checks come from:
+    every registered task has one, named after it, and every field of it is a `train` flag whose help
+    names the task; the sweep spec's column fields are exactly the tasks' column options."""
+    import dataclasses
+
+    from prompttune.cli import build_parser
+    from prompttune.options import COLUMN_OPTIONS, TASK_OPTION_CLASSES
+    from prompttune.sweeps.compare import SweepSpec
+    from prompttune.tasks import TASKS
+
+    assert {cls.Options for cls in TASKS.values()} == set(TASK_OPTION_CLASSES)
+    train = _subcommand(build_parser(), "train")
+    helps = {option: action.help for action in train._actions for option in action.option_strings}
+    for name, cls in TASKS.items():
+        assert cls.Options.task == name
+        assert cls.columns == {
+            f.metadata["column"]: f.metadata["default"]
+            for f in dataclasses.fields(cls.Options)
+            if "column" in f.metadata
+        }
+        for f in dataclasses.fields(cls.Options):
+            assert name in helps["--" + f.name.replace("_", "-")], f.name
+    assert TASKS["token_classification"].columns == {"text": "tokens", "label": "tags"}
+    assert "[generation]" in helps["--num-beams"] and "classification" not in helps["--num-beams"]
+    assert {f for f in SweepSpec.__dataclass_fields__ if f.endswith("_column") and f != "group_column"} == set(
+        COLUMN_OPTIONS
+    )
 
 
 def _subcommand(parser, *path):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..config import ConfigBase, check
 from ..errors import ConfigError, DataError, PromptTuneError
-from ..options import comma_list
+from ..options import Endpoint, comma_list
 from ..storage import fsync_dir, sha256_file, utc_timestamp
 
 STUDY_FILE = "study.sqlite"
@@ -40,7 +40,7 @@ REGISTRY_PREFIX, OUTPUTS_PREFIX = "registry:", "outputs:"
 
 SCHEMA = """
 CREATE TABLE study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE systems (position INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, source TEXT NOT NULL,
+CREATE TABLE systems (position INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, given TEXT NOT NULL,
                       details TEXT NOT NULL);
 CREATE TABLE items (id INTEGER PRIMARY KEY, row TEXT NOT NULL, source TEXT NOT NULL, reference TEXT);
 CREATE TABLE outputs (item INTEGER NOT NULL REFERENCES items(id), system TEXT NOT NULL REFERENCES systems(name),
@@ -138,7 +138,9 @@ class Design(ConfigBase):
 @dataclass
 class System:
     name: str
-    source: str
+    #: What `--system NAME=...` gave: a prompt folder, registry:NAME@VERSION, @bare, @reference or
+    #: outputs:FILE.
+    given: str
     kind: str  # prompt | bare | reference | outputs
     path: str | None = None
     registry: str | None = None
@@ -147,41 +149,41 @@ class System:
 
 
 def parse_systems(specs: list[str], registry: str | None = None) -> list[System]:
-    """NAME=SOURCE for each system, checked: names unique, sources that exist."""
+    """NAME=WHAT for each system, checked: names unique, prompts and files that exist."""
     from ..artifacts.registry import NAME
 
     systems = []
     for spec in specs:
-        name, sep, source = spec.partition("=")
-        name, source = name.strip(), source.strip()
-        if not sep or not name or not source:
+        name, sep, given = spec.partition("=")
+        name, given = name.strip(), given.strip()
+        if not sep or not name or not given:
             raise ConfigError(
-                f"--system {spec!r}: expected NAME=SOURCE (a prompt folder, registry:NAME@VERSION, "
+                f"--system {spec!r}: expected NAME=SYSTEM (a prompt folder, registry:NAME@VERSION, "
                 f"{BARE}, {REFERENCE} or outputs:FILE)"
             )
         if not NAME.fullmatch(name):
             raise ConfigError(f"--system {spec!r}: a system's name is 1-128 letters, digits, '.', '_' and '-'")
         if any(s.name == name for s in systems):
             raise ConfigError(f"--system: two systems are named {name!r}")
-        if source == BARE:
-            systems.append(System(name, source, "bare"))
-        elif source == REFERENCE:
-            systems.append(System(name, source, "reference"))
-        elif source.startswith(OUTPUTS_PREFIX):
-            path = source[len(OUTPUTS_PREFIX) :]
+        if given == BARE:
+            systems.append(System(name, given, "bare"))
+        elif given == REFERENCE:
+            systems.append(System(name, given, "reference"))
+        elif given.startswith(OUTPUTS_PREFIX):
+            path = given[len(OUTPUTS_PREFIX) :]
             if not Path(path).is_file():
                 raise ConfigError(f"--system {spec!r}: no such file {path}")
-            systems.append(System(name, source, "outputs", path=path, digest=sha256_file(path)))
-        elif source.startswith(REGISTRY_PREFIX):
+            systems.append(System(name, given, "outputs", path=path, digest=sha256_file(path)))
+        elif given.startswith(REGISTRY_PREFIX):
             from ..artifacts.registry import Registry
 
             store = Registry(registry)
-            record = store.show(source[len(REGISTRY_PREFIX) :])
+            record = store.show(given[len(REGISTRY_PREFIX) :])
             path = store.checkout(f"{record['name']}@{record['version']}")
             systems.append(
                 System(
                     name,
-                    source,
+                    given,
                     "prompt",
                     path=str(path),
                     registry=str(store.root),
@@ -190,12 +192,12 @@ def parse_systems(specs: list[str], registry: str | None = None) -> list[System]
                 )
             )
         else:
-            if not Path(source).is_dir():
+            if not Path(given).is_dir():
                 raise ConfigError(
-                    f"--system {spec!r}: {source} is not a prompt folder (nor {BARE}, {REFERENCE}, "
+                    f"--system {spec!r}: {given} is not a prompt folder (nor {BARE}, {REFERENCE}, "
                     "registry:NAME@VERSION or outputs:FILE)"
                 )
-            systems.append(System(name, source, "prompt", path=source))
+            systems.append(System(name, given, "prompt", path=given))
     if len(systems) < 2:
         raise ConfigError(f"a study compares at least two systems; got {len(systems)}")
     if any(s.kind == "bare" for s in systems) and not any(s.kind == "prompt" for s in systems):
@@ -295,7 +297,7 @@ def generate_outputs(
     first = None  # (task config, base model) of the first prompt: what the bare model reads
     for system in (s for s in systems if s.kind == "prompt"):
         meta = prompt_meta(system.path)
-        if task_class(meta["task"]).endpoint != "generate":
+        if task_class(meta["task"]).endpoint is not Endpoint.GENERATE:
             raise ConfigError(
                 f"system {system.name}: {system.path} is a {meta['task']} prompt; a study compares generated texts"
             )
@@ -429,9 +431,9 @@ def _write_study(folder: Path, meta: dict, systems: list, items: list, outputs: 
         db.execute("BEGIN")
         db.executemany("INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         for position, system in enumerate(systems):
-            details = {k: v for k, v in asdict(system).items() if k not in ("name", "source") and v is not None}
+            details = {k: v for k, v in asdict(system).items() if k not in ("name", "given") and v is not None}
             db.execute(
-                "INSERT INTO systems VALUES (?, ?, ?, ?)", (position, system.name, system.source, json.dumps(details))
+                "INSERT INTO systems VALUES (?, ?, ?, ?)", (position, system.name, system.given, json.dumps(details))
             )
         db.executemany(
             "INSERT INTO items VALUES (?, ?, ?, ?)",
@@ -669,7 +671,13 @@ class Study:
     def system_details(self) -> list[dict]:
         with self._connect() as db:
             return [
-                {"name": r["name"], "source": r["source"], **json.loads(r["details"])}
+                # Studies made before the column was named `given` call it `source`. (A Row's `in`
+                # looks among its values: its keys are asked for.)
+                {
+                    "name": r["name"],
+                    "given": r["given" if "given" in r.keys() else "source"],  # noqa: SIM118
+                    **json.loads(r["details"]),
+                }
                 for r in db.execute("SELECT * FROM systems ORDER BY position")
             ]
 

@@ -36,6 +36,7 @@ from transformers.cache_utils import DynamicCache
 from ..core import kv_prefix
 from ..core.backbone import DECODER, Backbone
 from ..errors import ConfigError
+from ..options import Endpoint
 from ..tasks.data import Example
 from .mixed import PromptSet
 
@@ -259,7 +260,7 @@ class ContinuousDecoder:
         names = [name for _, _, name, _ in rows]
         if self.prepare is not None:
             self.prepare(set(names))
-        prompts._check_endpoint(names, "generate")
+        prompts._check_endpoint(names, Endpoint.GENERATE)
         resolved = [prompts[name].task.generation_options(**request.options) for request, _, name, _ in rows]
         encoded = [prompts[name].task.encode(example) for _, _, name, example in rows]
         lengths = [len(f["input_ids"]) for f in encoded]

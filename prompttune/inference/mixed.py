@@ -31,6 +31,7 @@ from ..core.parts import PromptParts, attach, computed_once
 from ..errors import ConfigError
 from ..methods.base import PromptMethod
 from ..model import PromptModel, run_backbone
+from ..options import Endpoint
 from ..tasks.data import Example
 
 Row = tuple[str, "Example | str"]
@@ -133,12 +134,12 @@ class PromptSet:
             owner = torch.tensor([index[n] for n in names], device=self.backbone.device)
         return attach(inputs, parts, owner, filler_last=self.backbone.pads_right_only)
 
-    def _check_endpoint(self, names: list[str], endpoint: str) -> None:
+    def _check_endpoint(self, names: list[str], endpoint: Endpoint) -> None:
         for name in dict.fromkeys(names):
             task = self._get(name).task
-            if task.endpoint != endpoint:
+            if task.endpoint is not endpoint:
                 raise ConfigError(
-                    f"prompt {name!r} is a {task.name} prompt, which is run by {task.endpoint!r}, not {endpoint!r}"
+                    f"prompt {name!r} is a {task.name} prompt, which is run by {task.endpoint.value!r}, not {endpoint.value!r}"
                 )
 
     def _as_examples(self, rows: list[Row]) -> list[tuple[str, Example]]:
@@ -181,7 +182,7 @@ class PromptSet:
         gets each prompt's rows of a forward (their indices into `rows`), their scores and their own
         collated batch."""
         all_names = [n for n, _ in rows]
-        self._check_endpoint(all_names, "classify")
+        self._check_endpoint(all_names, Endpoint.CLASSIFY)
         features = [self._get(n).task.encode(e) for n, e in rows]
         lengths = [len(f["input_ids"]) for f in features]
         device = self.backbone.device
@@ -268,7 +269,7 @@ class PromptSet:
         `stop_rows(row)` turns true stops being decoded at the next step; `on_prompt(row, tokens)` is
         told each row's input length as its batch starts."""
         rows = self._as_examples(rows)
-        self._check_endpoint([n for n, _ in rows], "generate")
+        self._check_endpoint([n for n, _ in rows], Endpoint.GENERATE)
         names_all = [n for n, _ in rows]
         resolved = {n: self.prompts[n].task.generation_options(**options) for n in dict.fromkeys(names_all)}
         results: list[list[str] | None] = [None] * len(rows)

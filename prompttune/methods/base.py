@@ -15,10 +15,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import ConfigBase, check
+from ..config import ConfigBase
 from ..core.backbone import Backbone, ModelInputs
 from ..core.parts import PromptParts, attach
 from ..errors import ConfigError
+from ..method_options import check_prompt_config  # noqa: F401  (the methods' shared checks)
 
 METHODS: dict[str, type[PromptMethod]] = {}
 
@@ -26,6 +27,8 @@ METHODS: dict[str, type[PromptMethod]] = {}
 def register(cls: type[PromptMethod]) -> type[PromptMethod]:
     if cls.name in METHODS:
         raise ValueError(f"method {cls.name!r} registered twice")
+    if cls.Config.method != cls.name:
+        raise ValueError(f"method {cls.name!r} declares the config of {cls.Config.method!r}")
     METHODS[cls.name] = cls
     return cls
 
@@ -114,17 +117,6 @@ class PromptMethod(nn.Module):
 
     def load_saved_state(self, state: dict, backbone: Backbone, training_state: dict | None = None) -> None:
         self.load_state_dict(state, strict=True)
-
-
-def check_prompt_config(config, inits: tuple[str, ...]) -> None:
-    """The checks every virtual-token or prefix config shares: its length, init and init text."""
-    check(
-        isinstance(config.num_virtual_tokens, int) and config.num_virtual_tokens > 0,
-        "num_virtual_tokens",
-        f"must be a positive integer, got {config.num_virtual_tokens!r}",
-    )
-    check(config.init in inits, "init", f"must be one of {inits}, got {config.init!r}")
-    check(config.init != "text" or bool(config.init_text), "init_text", "init=text needs a non-empty init_text")
 
 
 class Reparameterised:

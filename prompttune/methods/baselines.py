@@ -6,16 +6,9 @@ what trains.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..config import ConfigBase
 from ..core.backbone import Backbone
+from ..method_options import FullFinetuneConfig, LinearProbeConfig
 from .base import PromptMethod, register
-
-
-@dataclass(frozen=True)
-class LinearProbeConfig(ConfigBase):
-    """The probe is the task's classification head over frozen pooled features; nothing to choose."""
 
 
 @register
@@ -24,11 +17,6 @@ class LinearProbe(PromptMethod):
     Config = LinearProbeConfig
     readout = "head"
     default_head_lr = 1e-2  # measured: beat 1e-3 and 1e-1 (benchmarks/results/lr_sweep.md)
-
-
-@dataclass(frozen=True)
-class FullFinetuneConfig(ConfigBase):
-    """Every backbone weight trains; the artifact holds the whole model's state."""
 
 
 @register

@@ -12,30 +12,14 @@ at the scale of those activations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..config import ConfigBase
 from ..core.backbone import Backbone
-from .base import check_prompt_config, register
-from .prefix import INITS, KeyValuePrefix
+from ..method_options import DeepPromptConfig
+from .base import register
+from .prefix import KeyValuePrefix
 from .soft_prompt import sample_token_ids
-
-
-@dataclass(frozen=True)
-class DeepPromptConfig(ConfigBase):
-    num_virtual_tokens: int = 20
-    """Prefix length per layer (P-tuning v2 uses 4-64 for classification; 20 is its common choice)."""
-    init: str = "sample_vocab"
-    """sample_vocab (the model's keys/values of sampled vocabulary tokens) | random (normal, scaled
-    to the model's real keys/values) | text (activations of `init_text`)."""
-    init_text: str | None = None
-    """The text for init=text."""
-
-    def __post_init__(self):
-        check_prompt_config(self, INITS)
 
 
 @register

@@ -9,15 +9,8 @@ similarity between the input and each label's description.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..config import ConfigBase
+from ..method_options import HardPromptConfig
 from .base import PromptMethod, register
-
-
-@dataclass(frozen=True)
-class HardPromptConfig(ConfigBase):
-    """A hard prompt has no choices beyond its template and verbalizer, which the task holds."""
 
 
 @register

@@ -10,41 +10,17 @@ can continue.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..config import ConfigBase, check
 from ..core.backbone import Backbone
 from ..core.parts import PromptParts
 from ..core.seeding import reset_parameters
-from .base import Reparameterised, check_prompt_config, register
-from .soft_prompt import INITS, SoftPrompt, SoftPromptConfig, initial_embeddings
+from ..method_options import PROMPT_ENCODERS, PTuningConfig
+from .base import Reparameterised, register
+from .soft_prompt import SoftPrompt, SoftPromptConfig, initial_embeddings
 
-ENCODERS = ("lstm", "mlp")
-
-
-@dataclass(frozen=True)
-class PTuningConfig(ConfigBase):
-    num_virtual_tokens: int = 20
-    """How many virtual tokens."""
-    encoder: str = "lstm"
-    """lstm (bidirectional LSTM, then an MLP; the paper) | mlp."""
-    hidden_size: int | None = None
-    """Hidden width of the prompt encoder; None: the model's hidden size."""
-    init: str = "sample_vocab"
-    """Initial encoder inputs: random | sample_vocab | text | class_labels (as for soft_prompt)."""
-    init_text: str | None = None
-
-    def __post_init__(self):
-        check_prompt_config(self, INITS)
-        check(self.encoder in ENCODERS, "encoder", f"must be one of {ENCODERS}, got {self.encoder!r}")
-        check(
-            self.hidden_size is None or (isinstance(self.hidden_size, int) and self.hidden_size > 0),
-            "hidden_size",
-            "must be a positive integer",
-        )
+ENCODERS = PROMPT_ENCODERS
 
 
 class PromptEncoder(nn.Module):

@@ -21,40 +21,17 @@ its output layer is solved by least squares for the hidden features of the initi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..config import ConfigBase, check, check_optional_count
 from ..core.backbone import Backbone
 from ..core.parts import PromptParts
 from ..core.seeding import reset_parameters
-from .base import PromptMethod, Reparameterised, check_prompt_config, register
+from ..method_options import PREFIX_INITS, PrefixConfig
+from .base import PromptMethod, Reparameterised, register
 from .soft_prompt import sample_token_ids
 
-INITS = ("random", "text", "sample_vocab")
-
-
-@dataclass(frozen=True)
-class PrefixConfig(ConfigBase):
-    num_virtual_tokens: int = 10
-    """Prefix length P (Li & Liang: 10 for table-to-text, 200 for summarisation)."""
-    init: str = "random"
-    """random | text (activations of `init_text`) | sample_vocab (activations of sampled tokens)."""
-    init_text: str | None = None
-    """The text for init=text, repeated or cut to P tokens (e.g. "table-to-text:" or "summarize")."""
-    hidden_size: int = 512
-    """Width of the reparameterisation MLP's hidden layer (Li & Liang: 512 for table-to-text)."""
-    embedding_size: int | None = None
-    """Width of the P embeddings the MLP reads; None: the model's hidden size (Li & Liang's GPT-2).
-    PEFT's prefix tuning makes it the keys' and values' width, which grouped-query attention makes
-    smaller (SmolLM2-135M: 3 key/value heads of 64, so 192 against 576)."""
-
-    def __post_init__(self):
-        check_prompt_config(self, INITS)
-        check(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size", "must be a positive integer")
-        check_optional_count(self.embedding_size, "embedding_size")
+INITS = PREFIX_INITS
 
 
 class KeyValuePrefix(PromptMethod):

@@ -22,50 +22,16 @@ prompt's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigBase, check
 from ..core.backbone import Backbone, ModelInputs
 from ..errors import ConfigError
+from ..method_options import AutoPromptConfig, PezConfig
 from .base import PromptMethod, register
-
-
-@dataclass(frozen=True)
-class AutoPromptConfig(ConfigBase):
-    num_tokens: int = 5
-    """Trigger tokens (AutoPrompt used 3-10 for sentiment)."""
-    num_candidates: int = 10
-    """Candidates re-scored per round (the top-k of the gradient estimate)."""
-    init_text: str | None = None
-    """Starting trigger text (that many plain tokens); None repeats one plain token."""
-    search_fraction: float = 0.75
-    """With a trained head (a model without an LM head): the share of the training steps that
-    search; the rest train only the head on the prompt found, as AutoPrompt fits its label scorer
-    for a fixed trigger. With a verbalizer every step searches."""
-
-    def __post_init__(self):
-        check(isinstance(self.num_tokens, int) and self.num_tokens > 0, "num_tokens", "must be a positive integer")
-        check(
-            isinstance(self.num_candidates, int) and self.num_candidates > 0,
-            "num_candidates",
-            "must be a positive integer",
-        )
-        check(0 < self.search_fraction <= 1, "search_fraction", "must be in (0, 1]")
-
-
-@dataclass(frozen=True)
-class PezConfig(ConfigBase):
-    num_tokens: int = 5
-    """Prompt tokens."""
-    init_text: str | None = None
-    """Starting text (that many plain tokens); None starts from random vocabulary tokens."""
-
-    def __post_init__(self):
-        check(isinstance(self.num_tokens, int) and self.num_tokens > 0, "num_tokens", "must be a positive integer")
 
 
 class TriggerPrompt(PromptMethod):

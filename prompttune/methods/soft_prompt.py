@@ -7,39 +7,16 @@ With a hard template (`--template`) the same prompt trains as a hybrid of soft a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..config import ConfigBase, check_optional_count
 from ..core.backbone import Backbone, word_for_tokenizer
 from ..core.parts import PromptParts
 from ..errors import ConfigError
-from .base import PromptMethod, check_prompt_config, register
+from ..method_options import SOFT_PROMPT_INITS, SoftPromptConfig
+from .base import PromptMethod, register
 
-INITS = ("random", "sample_vocab", "text", "class_labels")
-
-
-@dataclass(frozen=True)
-class SoftPromptConfig(ConfigBase):
-    num_virtual_tokens: int = 20
-    """How many virtual tokens; Lester et al. find little gain past 20."""
-    init: str = "class_labels"
-    """random | sample_vocab (rows of the embedding matrix) | text (embeddings of `init_text`,
-    repeated or truncated to N) | class_labels (label words' embeddings, multi-token words averaged,
-    the remaining tokens sampled from the vocabulary)."""
-    init_text: str | None = None
-    """The text for init=text."""
-    common_tokens: int | None = None
-    """init=sample_vocab (and class_labels' remaining rows): draw from the first N token ids only.
-    SentencePiece vocabularies and BPE merges are ordered from the most common token down, so these
-    are the N most common tokens, as Lester et al. sample from T5's 5,000 most common (Section 3.2);
-    None: the whole vocabulary, as PEFT's SAMPLE_VOCAB does."""
-
-    def __post_init__(self):
-        check_prompt_config(self, INITS)
-        check_optional_count(self.common_tokens, "common_tokens")
+INITS = SOFT_PROMPT_INITS
 
 
 @register

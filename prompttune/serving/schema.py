@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Union
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
 from ..decoding import request_fields
+from ..options import Endpoint
 
 if TYPE_CHECKING:
     from .limits import Limits
@@ -76,7 +77,7 @@ def _classify_results():
 
     from ..tasks import TASKS
 
-    shapes = tuple(cls.result_type for cls in TASKS.values() if cls.endpoint == "classify")
+    shapes = tuple(cls.result_type for cls in TASKS.values() if cls.endpoint is Endpoint.CLASSIFY)
     return Union[shapes] if len(shapes) > 1 else shapes[0]  # noqa: UP007 (a union built from a tuple)
 
 

@@ -14,6 +14,7 @@ from ..core.backbone import Backbone
 from ..errors import ArtifactError, PromptTuneError
 from ..inference import continuous
 from ..inference.mixed import PromptSet
+from ..options import Endpoint
 from ..storage import StorageError
 from ..tasks import task_class
 
@@ -48,7 +49,7 @@ class PromptService:
         """Whether a generation request with these options joins the continuous batch."""
         return self.decoder is not None and continuous.supports(self.backbone, options)
 
-    def resolve(self, spec: str, endpoint: str) -> tuple[str, dict]:
+    def resolve(self, spec: str, endpoint: Endpoint) -> tuple[str, dict]:
         """(NAME@VERSION, its registry record) for `spec`, checked to be a prompt of a task that
         `endpoint` serves, made for this model, and its files checked out and verified unless it is
         loaded already."""
@@ -82,7 +83,7 @@ class PromptService:
     def run(self, key: tuple, items: list) -> list:
         with self._lock:
             self._ensure_loaded({item[0] for item in items})
-            if key[0] == "classify":
+            if key[0] is Endpoint.CLASSIFY:
                 return self.prompts.classify(items, batch_size=len(items), max_tokens=self.max_tokens)
             options = dict(key[1])
             seed = options.pop("seed", None)

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..artifacts.registry import BadSpec, RegistryError, StoreDamaged
 from ..errors import ArtifactError, PromptTuneError, quoted
 from ..inference import continuous
+from ..options import Endpoint
 from ..storage import StorageError
 from .batcher import MicroBatcher, StepLoop, settle
 from .limits import Limits
@@ -65,7 +66,7 @@ class Server:
             text = text.replace(place, "the registry")
         return text
 
-    async def resolve(self, spec: str, endpoint: str) -> tuple[str, dict]:
+    async def resolve(self, spec: str, endpoint: Endpoint) -> tuple[str, dict]:
         """(NAME@VERSION, its registry record) of a prompt that `endpoint` serves, or the HTTP error
         that says why not."""
         try:

@@ -42,13 +42,17 @@ import statistics
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..options import COLUMN_OPTIONS, TaskOptions
+from ..options import COLUMN_OPTIONS, TaskOptions, option_names
 
 FULL = "full"
+
+
+#: What a sweep's `prompt_options` may hold besides task options: how the model is loaded.
+PLACEMENT = ("dtype", "device_map")
 
 
 @dataclass
@@ -78,9 +82,9 @@ class SweepSpec:
     """Score on a fixed random subset of the eval data: rows, or distinct sources for generation."""
     metric: str | None = None
     prompt_options: dict = field(default_factory=dict)
-    """Other `train_prompt` arguments for every cell: the fields of `TaskOptions` this spec does not
-    hold itself (labels, readout, instruction, chat, shots, max_length, max_target_length,
-    num_beams, head...), and dtype and device_map."""
+    """Other `train_prompt` arguments for every cell: the fields of the task's options
+    (`ClassificationOptions`...) this spec does not hold itself (labels, readout, instruction, chat,
+    shots, max_length, max_target_length, num_beams, head...), and dtype and device_map."""
     train_filter: dict | None = None
     """Extrapolation: {column: category, values: [...]} keeps only those training rows."""
     eval_groups: str | None = None
@@ -114,24 +118,12 @@ class SweepSpec:
             or not isinstance(spec.train_filter["values"], list)
         ):
             raise ConfigError(f"{where}, field 'train_filter': {{column: NAME, values: [...]}}")
-        # TaskOptions' fields the spec does not hold itself, and how the model is loaded.
-        allowed = {f.name for f in fields(TaskOptions)} - set(cls.__dataclass_fields__) | {"dtype", "device_map"}
-        if not isinstance(spec.prompt_options, dict) or set(spec.prompt_options) - allowed:
-            raise ConfigError(f"{where}, field 'prompt_options': a mapping with keys from {sorted(allowed)}")
-        try:
-            TaskOptions.from_dict({k: v for k, v in spec.prompt_options.items() if k not in ("dtype", "device_map")})
-        except ConfigError as error:
-            raise ConfigError(f"{where}, field 'prompt_options': {error}") from None
         from ..methods import method_class
         from ..tasks import TASKS
 
         if spec.task not in TASKS:
             raise ConfigError(f"{where}, field 'task': one of {sorted(TASKS)}, got {spec.task!r}")
-        try:
-            spec.task_class().resolve_columns(spec.columns())
-        except ConfigError as error:
-            raise ConfigError(f"{where}: {error}") from None
-
+        spec.task_options(where)
         for method in spec.methods:
             method_class(method)
         return spec
@@ -143,7 +135,31 @@ class SweepSpec:
 
     def columns(self) -> dict[str, str | None]:
         """The columns given, by role."""
-        return {role: getattr(self, f"{role}_column") for role in ("text", "text_pair", "label", "source", "target")}
+        return {name[: -len("_column")]: getattr(self, name) for name in COLUMN_OPTIONS}
+
+    def own_task_fields(self) -> dict:
+        """The task options the spec holds as fields of its own (columns, template, verbalizer), where given."""
+        names = (*COLUMN_OPTIONS, "template", "verbalizer")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+    def task_options(self, where: str = "the sweep") -> TaskOptions:
+        """The task's options every cell shares: the spec's columns, template and verbalizer and
+        its `prompt_options`, checked by the task's `Options` (a field of another task's options,
+        or of none, is refused)."""
+        allowed = option_names() - set(type(self).__dataclass_fields__) | set(PLACEMENT)
+        if not isinstance(self.prompt_options, dict) or set(self.prompt_options) - allowed:
+            raise ConfigError(f"{where}, field 'prompt_options': a mapping with keys from {sorted(allowed)}")
+        own = self.own_task_fields()
+        given = {k: v for k, v in self.prompt_options.items() if k not in PLACEMENT}
+        task = self.task_class()
+        try:
+            task.check_options(given)
+        except ConfigError as error:
+            raise ConfigError(f"{where}, field 'prompt_options': {error}") from None
+        try:
+            return task.check_options({**own, **given})
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
     def resolved_columns(self) -> dict[str, str | None]:
         return self.task_class().resolve_columns(self.columns())
@@ -302,9 +318,7 @@ def run_cell(spec_dict: dict, cell_dict: dict, out: str, shared: dict | None = N
             output=str(folder),
             task=spec.task,
             method_options=options,
-            template=spec.template,
-            verbalizer=spec.verbalizer,
-            **columns,
+            **spec.own_task_fields(),
             **{**(shared or {}), **spec.prompt_options},
         )
         # A cell killed after a checkpoint continues from it (same arguments: the same cell).
@@ -798,6 +812,6 @@ def spec_from_args(args) -> SweepSpec:
             train_options[key] = getattr(args, key)
     values["train_options"] = train_options
     prompt_options = dict(values.get("prompt_options") or {})
-    prompt_options.update({k: getattr(args, k) for k in ("dtype", "device_map") if getattr(args, k) is not None})
+    prompt_options.update({k: getattr(args, k) for k in PLACEMENT if getattr(args, k) is not None})
     values["prompt_options"] = prompt_options
     return SweepSpec.from_dict(values, args.spec or "compare flags")

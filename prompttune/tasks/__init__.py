@@ -2,13 +2,12 @@
 task and registers it by name (tasks/base.py holds the contract)."""
 
 from . import classification, generation, token_classification  # noqa: F401  (registration)
-from .base import TASK_OPTIONS, TASKS, Task, register, task_class
+from .base import TASKS, Task, register, task_class
 from .classification import ClassificationConfig, ClassificationTask
 from .generation import GenerationConfig, GenerationTask
 
 __all__ = [
     "TASKS",
-    "TASK_OPTIONS",
     "ClassificationConfig",
     "ClassificationTask",
     "GenerationConfig",

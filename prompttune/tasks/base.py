@@ -7,7 +7,8 @@ never compare a task's name or a metric's name.
 
 What a task answers:
 
-- its data: the columns it reads (`columns`, with their defaults), `read_examples` from a file,
+- its data: its columns and options (`Options`, a dataclass in `prompttune.options` from which
+  `columns` and every command's and request's flags are derived), `read_examples` from a file,
   `new_config` from the options of a run and its training data, and `sample` for a sweep's
   training-set sizes;
 - its scores: `metrics` (the scalar ones, in report order), `default_metric` (early stopping, the
@@ -17,7 +18,7 @@ What a task answers:
 - its tensors: `encode` and `training_features` (examples to features), `collate` (features to a
   batch), `model_inputs`, `logits`, `loss` and `loss_units` (a batch through the model);
 - its outputs: `predict` for `prompttune predict`, `results` for a mixed batch's rows, which HTTP
-  endpoint serves it (`endpoint`: "classify" reads one forward, "generate" decodes) and, for tasks
+  endpoint serves it (`endpoint`, an `Endpoint`: classify reads one forward, generate decodes) and, for tasks
   that generate, `generation_options`, `generate_texts`, `decode` and `decode_details`;
 - what methods may ask of it, and nothing more: `init_words` (the words whose embeddings start a
   prompt), `template_with_prompt` (a searched prompt written into its template) and `trigger_slot`.
@@ -33,7 +34,7 @@ from torch import nn
 from ..config import ConfigBase
 from ..core.backbone import Backbone
 from ..errors import ConfigError
-from ..options import TASK_OPTIONS
+from ..options import Endpoint, TaskOptions
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -41,6 +42,8 @@ TASKS: dict[str, type[Task]] = {}
 def register(cls: type[Task]) -> type[Task]:
     if cls.name in TASKS:
         raise ValueError(f"task {cls.name!r} registered twice")
+    if cls.Options.task != cls.name:
+        raise ValueError(f"task {cls.name!r} declares the options of {cls.Options.task!r}")
     TASKS[cls.name] = cls
     return cls
 
@@ -60,25 +63,31 @@ def task_class(name_or_config: str | ConfigBase) -> type[Task]:
 class Task(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type[ConfigBase]]
+    #: The task's columns and options: what a run may tell it (`train_prompt`'s keywords, `train`'s
+    #: flags, a sweep's options are checked against it).
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
     #: The data columns the task reads, by role, with their default names (None: optional, absent
-    #: unless given). The command line's --text-column, --label-column... name the roles.
+    #: unless given), from `Options`. The command line's --text-column, --label-column... name them.
     columns: ClassVar[dict[str, str | None]] = {}
     #: The scalar metrics, in the order reports show them.
     metrics: ClassVar[tuple[str, ...]] = ()
     default_metric: ClassVar[str]
-    #: The HTTP endpoint that serves the task's prompts: "classify" (one forward per row, results
-    #: from `results`) or "generate" (decoding).
-    endpoint: ClassVar[str] = "classify"
+    #: What serves the task's prompts: `Endpoint.CLASSIFY` (one forward per row, results from
+    #: `results`) or `Endpoint.GENERATE` (decoding).
+    endpoint: ClassVar[Endpoint] = Endpoint.CLASSIFY
     #: The shape of one result from `results` (a TypedDict; the server's schema is built from it).
     result_type: ClassVar[type] = dict
     #: Whether prompts of this task can be combined into an ensemble by their label probabilities.
     ensembles: ClassVar[bool] = False
-    #: Which `TASK_OPTIONS` the task takes (the others must keep their "not given" value).
-    options: ClassVar[tuple[str, ...]] = ()
     #: The prompt's task settings (an instance of `Config`).
     config: ConfigBase
     #: Tasks served by "generate": the end-of-sequence token that ends a generated sequence.
     eos_id: int | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "Options" in cls.__dict__:
+            cls.columns = cls.Options.default_columns()
 
     # ---- scores -------------------------------------------------------------------------------
 
@@ -132,27 +141,23 @@ class Task(nn.Module):
         return Example(text=text, text_pair=text_pair, origin=origin)
 
     @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        """Refuse task options given to a task that does not take them."""
-        given = sorted(
-            k for k, v in options.items() if k in TASK_OPTIONS and k not in cls.options and v != TASK_OPTIONS[k]
-        )
-        if given:
-            raise ConfigError(
-                f"{', '.join('--' + k.replace('_', '-') for k in given)}: not an option of the {cls.name} task"
-            )
+    def check_options(cls, options: TaskOptions | dict[str, Any]) -> TaskOptions:
+        """The task's `Options` from a mapping of their fields (or as given); a field another task
+        takes, or none does, is refused naming this task."""
+        return options if isinstance(options, cls.Options) else cls.Options.checked(dict(options))
 
     @classmethod
     def new_config(
         cls,
-        options: dict[str, Any],
+        options: TaskOptions | dict[str, Any],
         train_examples: list,
         eval_examples: list | None,
         seed: int,
         train_name: str = "the training data",
         columns: dict | None = None,
     ) -> ConfigBase:
-        """The config of a new prompt from a run's task options and its data."""
+        """The config of a new prompt from a run's task options (its `Options`, or a mapping of their
+        fields) and its data."""
         raise NotImplementedError
 
     @classmethod
@@ -315,7 +320,7 @@ class Task(nn.Module):
 
     def predict(self, model, examples: list, batch_size: int = 64) -> list[dict]:
         """What `prompttune predict` prints, one dict per example."""
-        raise ConfigError(f"a {self.name} prompt does not predict; use `prompttune {self.endpoint}` for it")
+        raise ConfigError(f"a {self.name} prompt does not predict; use `prompttune {self.endpoint.command}` for it")
 
     @classmethod
     def predicted_labels(cls, result: dict) -> list[str]:
@@ -325,7 +330,9 @@ class Task(nn.Module):
     # ---- generation (tasks served by "generate") ---------------------------------------------
 
     def _does_not_generate(self):
-        return ConfigError(f"a {self.name} prompt does not generate text; use `prompttune {self.endpoint}` for it")
+        return ConfigError(
+            f"a {self.name} prompt does not generate text; use `prompttune {self.endpoint.command}` for it"
+        )
 
     def generation_options(self, **options) -> dict:
         """transformers' decoding options for this prompt: `options` checked, the prompt's own

@@ -32,7 +32,7 @@ from ..config import ConfigBase, check
 from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs, word_for_tokenizer
 from ..core.vocabulary import first_plain_token
 from ..errors import ConfigError, DataError
-from ..options import CALIBRATIONS
+from ..options import CALIBRATIONS, ClassificationOptions, Endpoint
 from .base import Task, register
 from .chat import chat_wrap
 from .data import Columns, Example, label_set, load_examples, pick_demonstrations
@@ -82,7 +82,7 @@ class ClassificationConfig(ConfigBase):
     (k-shot in-context learning; as earlier user and assistant turns with `chat`)."""
     calibrate: str | None = None
     """content_free | domain: label scores less those of inputs without content (a prompt that
-    trains nothing, read by its verbalizer; see `TaskOptions.calibrate`)."""
+    trains nothing, read by its verbalizer; see `ClassificationOptions.calibrate`)."""
     calibration: tuple[float, ...] | None = None
     """With `calibrate`: the label log-probabilities the prompt gives inputs without content,
     measured when the prompt is made and subtracted from every input's label scores."""
@@ -211,13 +211,12 @@ def resolve_readout(method, backbone: Backbone, requested: str = "auto") -> str:
 class ClassificationTask(Task):
     name = "classification"
     Config = ClassificationConfig
-    columns = {"text": "text", "text_pair": None, "label": "label"}
+    Options = ClassificationOptions
     default_metric = "accuracy"
     metrics = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
-    endpoint = "classify"
+    endpoint = Endpoint.CLASSIFY
     result_type = ClassificationResult
     ensembles = True
-    options = ("labels", "verbalizer", "template", "max_length", "instruction", "chat", "shots", "calibrate")
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -234,15 +233,15 @@ class ClassificationTask(Task):
     @classmethod
     def new_config(
         cls,
-        options: dict,
+        options: ClassificationOptions | dict,
         train_examples: list[Example],
         eval_examples: list[Example] | None,
         seed: int,
         train_name: str = "the training data",
         columns: dict | None = None,
     ) -> ClassificationConfig:
-        cls.check_options(options)
-        labels = options.get("labels")
+        options = cls.check_options(options)
+        labels = options.labels
         label_names = tuple(str(x) for x in labels) if labels else label_set(train_examples)
         if eval_examples and not labels:
             unseen = sorted({e.label for e in eval_examples} - set(label_names))
@@ -255,18 +254,18 @@ class ClassificationTask(Task):
                 )
         demonstrations = tuple(
             (e.text, e.text_pair, e.label)
-            for e in pick_demonstrations(train_examples, options.get("shots", 0), seed, label_names)
+            for e in pick_demonstrations(train_examples, options.shots, seed, label_names)
         )
         return ClassificationConfig(
             labels=label_names,
-            template=options.get("template"),
-            verbalizer=parse_verbalizer(options.get("verbalizer"), label_names),
-            max_length=options.get("max_length", 256),
+            template=options.template,
+            verbalizer=parse_verbalizer(options.verbalizer, label_names),
+            max_length=options.max_length,
             pair=any(e.text_pair is not None for e in train_examples),
-            instruction=options.get("instruction"),
-            chat=bool(options.get("chat")),
+            instruction=options.instruction,
+            chat=options.chat,
             demonstrations=demonstrations,
-            calibrate=options.get("calibrate"),
+            calibrate=options.calibrate,
         )
 
     @classmethod

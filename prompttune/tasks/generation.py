@@ -21,6 +21,7 @@ from ..config import ConfigBase, check
 from ..core.backbone import DECODER, ENCODER, ENCODER_DECODER, Backbone, BackboneOutput, ModelInputs
 from ..decoding import check_decoding
 from ..errors import ConfigError, DataError
+from ..options import Endpoint, GenerationOptions
 from .base import Task, register
 from .chat import chat_wrap
 from .data import Example, group_references, load_generation_examples, pick_generation_demonstrations
@@ -84,11 +85,10 @@ def check_generation_options(options: dict, config: GenerationConfig) -> dict:
 class GenerationTask(Task):
     name = "generation"
     Config = GenerationConfig
-    columns = {"source": "source", "target": "target"}
+    Options = GenerationOptions
     default_metric = "bleu"
     metrics = METRICS
-    endpoint = "generate"
-    options = ("max_length", "max_target_length", "num_beams", "instruction", "chat", "shots")
+    endpoint = Endpoint.GENERATE
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -101,24 +101,23 @@ class GenerationTask(Task):
     @classmethod
     def new_config(
         cls,
-        options: dict,
+        options: GenerationOptions | dict,
         train_examples: list[Example],
         eval_examples: list[Example] | None,
         seed: int,
         train_name: str = "the training data",
         columns: dict | None = None,
     ) -> GenerationConfig:
-        cls.check_options(options)
+        options = cls.check_options(options)
         demonstrations = tuple(
-            (e.text, e.targets[0])
-            for e in pick_generation_demonstrations(train_examples, options.get("shots", 0), seed)
+            (e.text, e.targets[0]) for e in pick_generation_demonstrations(train_examples, options.shots, seed)
         )
         return GenerationConfig(
-            max_source_length=options.get("max_length", 256),
-            max_target_length=options.get("max_target_length", 128),
-            num_beams=options.get("num_beams", 1),
-            instruction=options.get("instruction"),
-            chat=bool(options.get("chat")),
+            max_source_length=options.max_length,
+            max_target_length=options.max_target_length,
+            num_beams=options.num_beams,
+            instruction=options.instruction,
+            chat=options.chat,
             demonstrations=demonstrations,
         )
 

@@ -26,6 +26,7 @@ from typing_extensions import TypedDict
 from ..config import ConfigBase, check
 from ..core.backbone import Backbone, BackboneOutput, ModelInputs
 from ..errors import ConfigError, DataError
+from ..options import Endpoint, TokenClassificationOptions
 from .base import Task, register
 
 IGNORE = -100
@@ -96,12 +97,11 @@ class TokenClassificationConfig(ConfigBase):
 class TokenClassificationTask(Task):
     name = "token_classification"
     Config = TokenClassificationConfig
-    columns = {"text": "tokens", "label": "tags"}
+    Options = TokenClassificationOptions
     default_metric = "f1"
     metrics = ("f1", "precision", "recall", "accuracy")
-    endpoint = "classify"
+    endpoint = Endpoint.CLASSIFY
     result_type = TaggingResult
-    options = ("labels", "max_length")
 
     def __init__(self, config: TokenClassificationConfig, backbone: Backbone):
         super().__init__()
@@ -154,15 +154,15 @@ class TokenClassificationTask(Task):
     @classmethod
     def new_config(
         cls,
-        options: dict,
+        options: TokenClassificationOptions | dict,
         train_examples: list[TokenExample],
         eval_examples: list[TokenExample] | None,
         seed: int,
         train_name: str = "the training data",
         columns: dict | None = None,
     ) -> TokenClassificationConfig:
-        cls.check_options(options)
-        labels = options.get("labels")
+        options = cls.check_options(options)
+        labels = options.labels
         if labels:
             tags = tuple(str(t) for t in labels)
         else:
@@ -175,7 +175,7 @@ class TokenClassificationTask(Task):
                     f"{example.origin}: tag {unknown!r} is not one of {train_name}'s tags {list(tags)} "
                     "(pass --labels to fix the set)"
                 )
-        return TokenClassificationConfig(labels=tags, max_length=options.get("max_length", 256))
+        return TokenClassificationConfig(labels=tags, max_length=options.max_length)
 
     # ---- a new prompt -------------------------------------------------------------------------
 
@@ -188,8 +188,6 @@ class TokenClassificationTask(Task):
                 f"--method {method.name}: trains nothing, and token classification reads tags with a "
                 "trained head; use soft_prompt, prefix, deep_prompt, p_tuning, linear_probe or full_finetune"
             )
-        if readout not in ("auto", "head"):
-            raise ConfigError(f"readout: token classification reads tags with a trained head, not {readout}")
         return config
 
     def fit_positions(self, available: int, taken: int, limit: int) -> str | None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
 from ...errors import PromptTuneError
+from ...options import Endpoint
 from ...tasks import task_class
 from ...tasks.data import Example
 from ...tasks.generation import check_generation_options
@@ -30,7 +31,7 @@ router = APIRouter(dependencies=[Depends(authorised)])
 
 async def _resolve(state: Server, spec: str) -> tuple[str, dict]:
     try:
-        return await state.resolve(spec, "generate")
+        return await state.resolve(spec, Endpoint.GENERATE)
     except HTTPException as error:
         code = {404: "model_not_found"}.get(error.status_code)
         raise OpenAIError(error.status_code, f"model: {error.detail}", param="model", code=code) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 
 from ...errors import PromptTuneError
+from ...options import Endpoint
 from ...tasks import task_class
 from ...tasks.data import Example
 from ...tasks.generation import check_generation_options
@@ -24,13 +25,13 @@ from ..state import Server, authorised, server
 
 async def classify(state: Server, body: ClassifyRequest) -> ClassifyResponse:
     inputs = [TextPair(text=x) if isinstance(x, str) else x for x in body.inputs]
-    key, record = await state.resolve(body.prompt, "classify")
+    key, record = await state.resolve(body.prompt, Endpoint.CLASSIFY)
     task = task_class(record["task"])
     try:
         items = [(key, task.example_from_input(x.text, x.text_pair, f"input {i}")) for i, x in enumerate(inputs)]
     except PromptTuneError as error:
         raise HTTPException(400, str(error)) from None
-    results = await state.submit(("classify",), items)
+    results = await state.submit((Endpoint.CLASSIFY,), items)
     for r in results:
         for label in task.predicted_labels(r):
             state.metrics.predictions.labels(key, label).inc()
@@ -42,7 +43,7 @@ async def generate(state: Server, body: GenerateRequest) -> GenerateResponse:
     options = body.model_dump(exclude={"prompt", "inputs"}, exclude_none=True)
     if not options.get("do_sample"):
         options.pop("do_sample", None)
-    key, record = await state.resolve(body.prompt, "generate")
+    key, record = await state.resolve(body.prompt, Endpoint.GENERATE)
     try:
         config = task_class(record["task"]).Config.from_dict(record["config"]["task_config"], where=key)
         settled = check_generation_options(options, config)
@@ -58,7 +59,7 @@ async def generate(state: Server, body: GenerateRequest) -> GenerateResponse:
             f"{limits.max_request_tokens} per request (the server's --max-request-tokens)",
         )
     items = [(key, Example(text=x, origin=f"input {i}")) for i, x in enumerate(body.inputs)]
-    results = await state.submit(("generate", tuple(sorted(options.items()))), items)
+    results = await state.submit((Endpoint.GENERATE, tuple(sorted(options.items()))), items)
     state.metrics.generated.labels(key).inc(sum(len(r) for r in results))
     return GenerateResponse(prompt=key, results=[Generation(generations=r) for r in results])
 
@@ -81,15 +82,15 @@ def router(limits: Limits) -> APIRouter:
     classify_route.__annotations__["body"] = classify_request
     generate_route.__annotations__["body"] = generate_request
     routes.post(
-        "/v1/classify",
-        name="classify",
+        f"/v1/{Endpoint.CLASSIFY}",
+        name=Endpoint.CLASSIFY.value,
         response_model=ClassifyResponse,
         responses=ERRORS,
         summary="Classify texts, or tag their words, with a registry prompt",
     )(classify_route)
     routes.post(
-        "/v1/generate",
-        name="generate",
+        f"/v1/{Endpoint.GENERATE}",
+        name=Endpoint.GENERATE.value,
         response_model=GenerateResponse,
         responses=ERRORS,
         summary="Generate text with a registry prompt",
