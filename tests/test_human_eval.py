@@ -229,7 +229,7 @@ def test_bad_studies_are_refused_before_anything_is_written(tmp_path, files):
         parse_systems(["only=@reference"])
     with pytest.raises(ConfigError, match="two systems are named 'a'"):
         parse_systems(["a=@reference", "a=@reference"])
-    with pytest.raises(ConfigError, match="expected NAME=SOURCE"):
+    with pytest.raises(ConfigError, match="expected NAME=SYSTEM"):
         parse_systems(["alpha"])
     with pytest.raises(ConfigError, match="not a prompt folder"):
         parse_systems(["a=@reference", f"b={tmp_path / 'missing'}"])
@@ -263,6 +263,18 @@ def test_a_study_is_never_overwritten(tmp_path, files):
     with pytest.raises(StudyError, match="already holds a study"):
         _make(tmp_path, files, raters=("someone-else",))
     assert (tmp_path / "study" / STUDY_FILE).read_bytes() == before
+
+
+def test_each_system_is_reported_as_given_also_from_a_study_that_names_the_column_source(tmp_path, files):
+    _make(tmp_path, files)
+    expected = [f"outputs:{files['alpha']}", f"outputs:{files['beta']}", "@reference"]
+    assert [s["given"] for s in Study(tmp_path / "study").system_details()] == expected
+    db = sqlite3.connect(tmp_path / "study" / STUDY_FILE)
+    db.execute("ALTER TABLE systems RENAME COLUMN given TO source")  # as studies were first written
+    db.commit()
+    db.close()
+    details = Study(tmp_path / "study").system_details()
+    assert [s["given"] for s in details] == expected and [s["kind"] for s in details] == ["outputs"] * 2 + ["reference"]
 
 
 # ---- judging ---------------------------------------------------------------------------------------

@@ -53,9 +53,14 @@ def test_a_gguf_file_is_dequantised_once_into_a_checked_cache(ggufs, cache, monk
     digest = sha256_file(gguf)
     backbone = Backbone.from_pretrained(str(gguf))
     folder = cache / "gguf" / digest
-    source = json.loads((folder / weights.SOURCE).read_text())
+    source = json.loads((folder / weights.MANIFEST).read_text())
     assert source["gguf_sha256"] == digest and source["gguf_file"] == "tiny-q8_0.gguf"
-    assert {p.name for p in folder.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json", weights.SOURCE}
+    assert {p.name for p in folder.iterdir()} >= {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        weights.MANIFEST,
+    }
     assert (backbone.kind, backbone.config.num_key_value_heads, backbone.weights_sha256) == ("decoder", 2, digest)
     # The cache holds exactly what transformers' own GGUF loader makes of the file.
     direct = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -28,8 +28,10 @@ from pathlib import Path
 from ..errors import ModelError
 from ..storage import file_mode, fsync_dir, make_dir_like_user, remove_stale, replace_dir_atomic, sha256_file
 
-SOURCE = "prompttune-source.json"  # in a cache folder: which GGUF file it was made from
-SOURCE_FORMAT = "prompttune.gguf-cache"
+# In a GGUF file's cache folder: which GGUF file it was made from and every file's sha256 (the
+# file keeps the name the first caches were written with, so that they are still recognised).
+MANIFEST = "prompttune-source.json"
+MANIFEST_FORMAT = "prompttune.gguf-cache"
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,10 @@ def resolve_model(name: str, gguf_file: str | None = None) -> tuple[str, str | N
         digest = sha256_file(path)
         return str(converted_gguf(path, digest)), digest
     if path.is_dir():
-        source = _read_source(path)
-        if source is not None:  # a GGUF file's cache folder: identified by the GGUF's sha256
-            _verify_cache(path, source)
-            return str(path), source["gguf_sha256"]
+        manifest = _read_manifest(path)
+        if manifest is not None:  # a GGUF file's cache folder: identified by the GGUF's sha256
+            _verify_cache(path, manifest)
+            return str(path), manifest["gguf_sha256"]
         files = sorted(path.glob("*.safetensors"))
         if len(files) == 1:
             return str(path), sha256_file(files[0])
@@ -141,46 +143,46 @@ def resolve_model(name: str, gguf_file: str | None = None) -> tuple[str, str | N
 # ---- GGUF files, dequantised once -----------------------------------------------------------------
 
 
-def _read_source(folder: Path) -> dict | None:
+def _read_manifest(folder: Path) -> dict | None:
     try:
-        source = json.loads((folder / SOURCE).read_text(encoding="utf-8"))
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(source, dict) or source.get("format") != SOURCE_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         return None
-    return source
+    return manifest
 
 
-def _verify_cache(folder: Path, source: dict) -> None:
+def _verify_cache(folder: Path, manifest: dict) -> None:
     """Every file of the cache folder (weights, config, tokenizer) is the one it was made with: a
     config edited by hand would load another model."""
-    files = source.get("files")
+    files = manifest.get("files")
     if not isinstance(files, dict) or not any(name.endswith(".safetensors") for name in files):
         raise ModelError(
-            f"{folder / SOURCE}: does not list the folder's files with their sha256 (made by an older "
+            f"{folder / MANIFEST}: does not list the folder's files with their sha256 (made by an older "
             f"prompttune, or damaged): delete {folder} and it is made again from the GGUF file"
         )
-    present = sorted(p.name for p in folder.iterdir() if p.name != SOURCE)
+    present = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
     extra = [name for name in present if name not in files]
     if extra:
         raise ModelError(
-            f"{folder}: holds {', '.join(extra)}, which {SOURCE} does not list; the cache is changed: "
+            f"{folder}: holds {', '.join(extra)}, which {MANIFEST} does not list; the cache is changed: "
             f"delete {folder} and it is made again from the GGUF file"
         )
     for filename, digest in files.items():
         if not (folder / filename).is_file() or sha256_file(folder / filename) != digest:
             raise ModelError(
-                f"{folder / filename}: missing or not the file {SOURCE} records (sha256); the cache is "
+                f"{folder / filename}: missing or not the file {MANIFEST} records (sha256); the cache is "
                 f"damaged: delete {folder} and it is made again from the GGUF file"
             )
 
 
 def _cache_intact(folder: Path, digest: str) -> bool:
-    source = _read_source(folder)
-    if source is None or source.get("gguf_sha256") != digest:
+    manifest = _read_manifest(folder)
+    if manifest is None or manifest.get("gguf_sha256") != digest:
         return False
     try:
-        _verify_cache(folder, source)
+        _verify_cache(folder, manifest)
     except ModelError:
         return False
     return True
@@ -202,9 +204,9 @@ def converted_gguf(gguf: Path, digest: str) -> Path:
         for path in sorted(staging.iterdir()):
             os.chmod(path, file_mode())  # some writers make their files 0600
             files[path.name] = sha256_file(path)
-        (staging / SOURCE).write_text(
+        (staging / MANIFEST).write_text(
             json.dumps(
-                {"format": SOURCE_FORMAT, "gguf_file": gguf.name, "gguf_sha256": digest, "files": files}, indent=2
+                {"format": MANIFEST_FORMAT, "gguf_file": gguf.name, "gguf_sha256": digest, "files": files}, indent=2
             )
             + "\n",
             encoding="utf-8",
