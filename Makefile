@@ -67,15 +67,15 @@ test: setup $(OLDEST)/.installed system lint docs
 	$(OLDEST)/bin/python -m pytest -q tests -m "not same_on_every_transformers"
 
 bench: setup
-	$(PY) benchmarks/sst2_methods.py
+	$(PY) -m benchmarks.sst2_methods
 
 # The comparison sweeps behind benchmarks/RESULTS.md (several hours on 2 CPU cores; a killed run
 # resumes where it stopped), then RESULTS.md itself from every results file.
 SWEEPS ?= sst2_lowdata e2e_lowdata sst2_length sst2_init webnlg_extrapolation e2e_length e2e_init
 results: setup
-	$(PY) benchmarks/e2e_generation.py --pretrain-only
+	$(PY) -m benchmarks.e2e_generation --pretrain-only
 	for s in $(SWEEPS); do $(PY) -m prompttune compare --spec benchmarks/sweeps/$$s.yaml --output benchmarks/runs/$$s || exit 1; done
-	$(PY) benchmarks/make_results.py
+	$(PY) -m benchmarks.make_results
 
 clean:
 	rm -rf $(VENV) $(OLDEST) .pytest_cache build site *.egg-info

@@ -1,8 +1,8 @@
 """CoNLL-2003 named-entity recognition on frozen all-MiniLM-L6-v2: entity F1 of every method that
 tags tokens, and of PEFT's prompt-learning methods for token classification, at one budget.
 
-    python benchmarks/conll_ner.py                      # the committed results (about 70 minutes on 2 cores)
-    python benchmarks/conll_ner.py --methods deep_prompt --steps 50   # a quick look
+    python -m benchmarks.conll_ner                      # the committed results (about 70 minutes on 2 cores)
+    python -m benchmarks.conll_ner --methods deep_prompt --steps 50   # a quick look
 
 The subsets (seeded, from ../shared/data/conll2003): `--train-size` training sentences, and
 `--eval-size` sentences of the dev and of the test set. Every run trains `--steps` steps of
@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, environment, optimiser_step, prompttune_order, write_results
+from benchmarks.common import SHARED, environment, optimiser_step, prompttune_order, write_results
 
 WORK = Path(__file__).resolve().parent / "runs" / "conll_ner"
 OURS = ("deep_prompt", "prefix", "soft_prompt", "p_tuning", "linear_probe", "full_finetune")
@@ -284,7 +282,7 @@ def markdown(setting: dict, rows: dict, name: str = "conll_ner") -> str:
     lines = [
         "# CoNLL-2003 NER on frozen all-MiniLM-L6-v2",
         "",
-        "Command: `python benchmarks/conll_ner.py"
+        "Command: `python -m benchmarks.conll_ner"
         + ("" if name == "conll_ner" else f" --name {name} --steps {setting['steps']} --methods {','.join(rows)}")
         + ("" if setting["virtual_tokens"] == VIRTUAL_TOKENS else f" --virtual-tokens {setting['virtual_tokens']}")
         + ("" if setting["lr"] is None else f" --lr {setting['lr']:g}")

@@ -19,7 +19,7 @@ step (the second, after the optimiser's state exists), less the resident memory 
 Generation: seconds per new token with the soft prompt against the bare model on the same inputs,
 greedy, the per-token cost taken as (time for 33 new tokens - time for 1) / 32, alternating.
 
-    python benchmarks/decoder_prompt_cost.py            # about 10 minutes on 2 CPU cores
+    python -m benchmarks.decoder_prompt_cost            # about 10 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import sys
 import time
 
 import torch
-from common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
+
+from benchmarks.common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
 
 TEMPLATE = "Review: {text} All in all, it was {mask}"
 PACKED = "prompttune: prompt once, rows packed"
@@ -157,7 +158,8 @@ def peak_memory(args, name: str) -> float:
     return peak_memory_in_child(
         [
             sys.executable,
-            __file__,
+            "-m",
+            __spec__.name,
             "--memory-of",
             name,
             "--model",
@@ -249,7 +251,7 @@ def main() -> None:
             "process of its own."
         ),
         "",
-        "Command: `python benchmarks/decoder_prompt_cost.py`",
+        "Command: `python -m benchmarks.decoder_prompt_cost`",
         "",
         "| | tokens per step | s / step | vs PEFT | peak memory of a step (MB) |",
         "|---|---|---|---|---|",

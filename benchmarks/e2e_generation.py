@@ -18,11 +18,11 @@ ROUGE-L against all references of an E2E dev subset (greedy decoding). The scrip
 what the prompt costs at generation time: seconds per generated token with a prefix, with a soft
 prompt and with the bare model, on the same inputs, in the same process.
 
-    python benchmarks/e2e_generation.py                       # ~25 minutes on 2 CPU cores
-    python benchmarks/e2e_generation.py --model /path/to/gpt2 # the paper's model, if you have it
-    python benchmarks/e2e_generation.py --pretrain-steps 50 --steps 10 --dev-size 10 --no-write  # a quick check
-    python benchmarks/e2e_generation.py --pretrain-only       # only the decoder the E2E/WebNLG sweeps use
-    python benchmarks/e2e_generation.py --methods peft_prompt_tuning --merge  # one method; keep the other rows
+    python -m benchmarks.e2e_generation                       # ~25 minutes on 2 CPU cores
+    python -m benchmarks.e2e_generation --model /path/to/gpt2 # the paper's model, if you have it
+    python -m benchmarks.e2e_generation --pretrain-steps 50 --steps 10 --dev-size 10 --no-write  # a quick check
+    python -m benchmarks.e2e_generation --pretrain-only       # only the decoder the E2E/WebNLG sweeps use
+    python -m benchmarks.e2e_generation --methods peft_prompt_tuning --merge  # one method; keep the other rows
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import RESULTS, SHARED, environment, optimiser_step, prompttune_order, write_results
+
+from benchmarks.common import RESULTS, SHARED, environment, optimiser_step, prompttune_order, write_results
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 METHODS = ("prefix", "soft_prompt", "full_finetune", "peft_prefix_tuning", "peft_prompt_tuning")
@@ -479,7 +480,7 @@ def render(args, model_path, pretraining, rows, overhead) -> str:
             "representations against all their references (sacrebleu BLEU and chrF, rouge-score ROUGE-L F1)."
         ),
         "",
-        "Command: `python benchmarks/e2e_generation.py`"
+        "Command: `python -m benchmarks.e2e_generation`"
         + (
             f" (this run: `--methods {args.methods} --merge`; rows marked earlier come from the previous full run)"
             if args.merge

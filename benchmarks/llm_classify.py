@@ -22,11 +22,11 @@ rows). Each run is kept in benchmarks/runs/llm_classify/DATASET/METHOD: a killed
 last checkpoint (prompttune's `--resume`; the PEFT loop saves its own state), finished ones are not
 redone.
 
-    python benchmarks/llm_classify.py                              # everything (hours on 2 CPU cores)
-    python benchmarks/llm_classify.py --datasets sst2 --methods zero_shot,soft_prompt
-    .venv-oldest/bin/python benchmarks/llm_classify.py --methods peft_prompt_tuning,peft_prefix_tuning
+    python -m benchmarks.llm_classify                              # everything (hours on 2 CPU cores)
+    python -m benchmarks.llm_classify --datasets sst2 --methods zero_shot,soft_prompt
+    .venv-oldest/bin/python -m benchmarks.llm_classify --methods peft_prompt_tuning,peft_prefix_tuning
         # PEFT's prefix tuning needs transformers 5.23 (5.24 renamed `past_key_values`)
-    python benchmarks/llm_classify.py --report
+    python -m benchmarks.llm_classify --report
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import (
+
+from benchmarks.common import (
     SHARED,
     device_setting,
     environment,
@@ -183,10 +184,10 @@ def run_ours(method: str, dataset: str, args, train: Path, dev: Path, out: Path)
 def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -> dict:
     """PEFT on prompttune's token ids with prompttune's objective (see the module's docstring)."""
     import transformers
-    from llm_e2e import load_loop, save_loop
     from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM, get_scheduler
 
+    from benchmarks.llm_e2e import load_loop, save_loop
     from prompttune import Backbone, Columns, PromptModel, TrainConfig, load_examples
     from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
@@ -321,7 +322,7 @@ def markdown(setting: dict, rows: dict) -> str:
             "2 CPU cores."
         ),
         "",
-        "Command: `python benchmarks/llm_classify.py` (PEFT's rows with `.venv-oldest/bin/python`, transformers 5.23).",
+        "Command: `python -m benchmarks.llm_classify` (PEFT's rows with `.venv-oldest/bin/python`, transformers 5.23).",
         "",
     ]
     for dataset, methods in rows.items():

@@ -18,7 +18,7 @@ with the bare model on the same inputs, (time for 33 new tokens - time for 1) / 
 
 Runs on the oldest supported transformers (5.23), where PEFT 0.21's prefix tuning works:
 
-    .venv-oldest/bin/python benchmarks/llm_cost.py         # about 15 minutes on 2 quiet CPU cores
+    .venv-oldest/bin/python -m benchmarks.llm_cost         # about 15 minutes on 2 quiet CPU cores
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import sys
 import time
 
 import torch
-from common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
+
+from benchmarks.common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
 
 PAIRS = {
     "prefix": "peft_prefix_tuning",
@@ -59,10 +60,10 @@ def e2e_pairs(count: int) -> list[tuple[str, str]]:
 
 def setups(args, only: str | None = None) -> dict:
     """Each contender's training step on batch i (only one of them, in a memory measurement)."""
-    from llm_e2e import peft_model
     from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from benchmarks.llm_e2e import peft_model
     from prompttune import Backbone, Example, PromptModel, TrainConfig
     from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
@@ -162,7 +163,8 @@ def peak_memory(args, name: str) -> float:
     return peak_memory_in_child(
         [
             sys.executable,
-            __file__,
+            "-m",
+            __spec__.name,
             "--memory-of",
             name,
             "--model",
@@ -252,7 +254,7 @@ def main() -> None:
             f"{args.threads} CPU threads, transformers {transformers.__version__}."
         ),
         "",
-        "Command: `.venv-oldest/bin/python benchmarks/llm_cost.py`",
+        "Command: `.venv-oldest/bin/python -m benchmarks.llm_cost`",
         "",
         "| prompttune | s / step | peak MB | PEFT | s / step | peak MB | time ratio | memory ratio |",
         "|---|---|---|---|---|---|---|---|",

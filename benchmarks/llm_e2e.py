@@ -24,9 +24,9 @@ CIDEr (`prompttune.tasks.metrics.e2e_metrics`). Every stage is kept in benchmark
 a killed run continues from its last checkpoint (prompttune's `--resume`; the PEFT loop saves its
 own state every `--checkpoint-every` steps), and finished decodings and scores are not redone.
 
-    python benchmarks/llm_e2e.py --methods prefix,soft_prompt      # some methods (resumes)
-    python benchmarks/llm_e2e.py --report                          # the table from what finished
-    .venv-oldest/bin/python benchmarks/llm_e2e.py --methods peft_prefix_tuning
+    python -m benchmarks.llm_e2e --methods prefix,soft_prompt      # some methods (resumes)
+    python -m benchmarks.llm_e2e --report                          # the table from what finished
+    .venv-oldest/bin/python -m benchmarks.llm_e2e --methods peft_prefix_tuning
         # PEFT's rows: PEFT 0.21's prefix tuning passes `past_key_values`, which transformers 5.24
         # renamed to `cache`; the oldest supported transformers (5.23) still takes it
 
@@ -47,7 +47,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from common import (
+
+from benchmarks.common import (
     RESULTS,
     SHARED,
     device_setting,
@@ -580,7 +581,7 @@ def markdown(setting: dict, rows: dict, name: str = "llm_e2e") -> str:
         ),
         "",
         (
-            f"Command: `python benchmarks/llm_e2e.py{options}` (PEFT's rows with `.venv-oldest/bin/python`, transformers "
+            f"Command: `python -m benchmarks.llm_e2e{options}` (PEFT's rows with `.venv-oldest/bin/python`, transformers "
             "5.23; the table is rewritten from every finished method by each invocation)."
         ),
         "",
@@ -683,7 +684,7 @@ def targets(rows: dict) -> list[str]:
 def plot_params(setting: dict, rows: dict, path: Path) -> None:
     """This run's BLEU against trainable parameters, greedy beside beam search, as `make_results.py`
     draws it over every draw and budget."""
-    from make_results import plot_e2e_params
+    from benchmarks.make_results import plot_e2e_params
 
     plot_e2e_params(
         {setting["steps"]: [{"setting": setting, "rows": rows}]},

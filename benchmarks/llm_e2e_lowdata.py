@@ -8,10 +8,10 @@ Each cell is a `benchmarks/llm_e2e.py` run of its own (benchmarks/runs/llm_e2e_l
 METHOD): a killed sweep continues where it stopped, finished cells are not redone. The results file
 keeps every cell's scores, so a report written after running some cells keeps the others as published.
 
-    python benchmarks/llm_e2e_lowdata.py                       # every cell (hours on 2 CPU cores)
-    python benchmarks/llm_e2e_lowdata.py --sizes 50 --seeds 0  # some cells
-    python benchmarks/llm_e2e_lowdata.py --report              # table and plot from finished cells
-    .venv-oldest/bin/python benchmarks/llm_e2e_lowdata.py --methods peft_prompt_tuning,peft_prefix_tuning
+    python -m benchmarks.llm_e2e_lowdata                       # every cell (hours on 2 CPU cores)
+    python -m benchmarks.llm_e2e_lowdata --sizes 50 --seeds 0  # some cells
+    python -m benchmarks.llm_e2e_lowdata --report              # table and plot from finished cells
+    .venv-oldest/bin/python -m benchmarks.llm_e2e_lowdata --methods peft_prompt_tuning,peft_prefix_tuning
                                                                # PEFT's counterparts, the same cells
 
 Every size trains for the same number of steps of the same batch size (more epochs over a smaller
@@ -27,12 +27,12 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-import llm_e2e
-from common import RESULTS, environment, write_results
+from benchmarks import llm_e2e
+from benchmarks.common import RESULTS, environment, write_results
 
 METHODS = ("prefix", "prefix_text", "soft_prompt", "full_finetune")
 # PEFT's counterparts of the soft prompt and prefix tuning at the same budget, run on request with the
-# oldest supported transformers (`.venv-oldest/bin/python benchmarks/llm_e2e_lowdata.py --methods
+# oldest supported transformers (`.venv-oldest/bin/python -m benchmarks.llm_e2e_lowdata --methods
 # peft_prompt_tuning,peft_prefix_tuning`): seeds tell whether one method's lead over another is noise.
 PEFT_METHODS = ("peft_prompt_tuning", "peft_prefix_tuning")
 # Whether decoding in padded batches changes a PEFT method's outputs (llm_e2e.py scores both ways on
@@ -344,7 +344,7 @@ def markdown(
         + (f" {decoded}" if decoded else ""),
         "",
         (
-            "Command: `python benchmarks/llm_e2e_lowdata.py`; PEFT's rows `python benchmarks/llm_e2e_lowdata.py --methods "
+            "Command: `python -m benchmarks.llm_e2e_lowdata`; PEFT's rows `python -m benchmarks.llm_e2e_lowdata --methods "
             "peft_prompt_tuning,peft_prefix_tuning` under the oldest supported transformers; plot "
             "`results/llm_e2e_lowdata.png`."
         ),

@@ -16,7 +16,7 @@ rows at shifted positions (it ignores position ids), which can change their text
 
 Runs on the oldest supported transformers (5.23), on which PEFT 0.21's prefixes work:
 
-    .venv-oldest/bin/python benchmarks/llm_mixed_generation.py     # a few minutes on 2 quiet CPU cores
+    .venv-oldest/bin/python -m benchmarks.llm_mixed_generation     # a few minutes on 2 quiet CPU cores
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import SHARED, environment, write_results
+
+from benchmarks.common import SHARED, environment, write_results
 
 
 def sources(count: int) -> list[str]:
@@ -153,7 +154,7 @@ def main() -> None:
                 f"transformers {transformers.__version__}."
             ),
             "",
-            "Command: `.venv-oldest/bin/python benchmarks/llm_mixed_generation.py`",
+            "Command: `.venv-oldest/bin/python -m benchmarks.llm_mixed_generation`",
             "",
             "| | seconds | new tokens / s |",
             "|---|---|---|",

@@ -1,6 +1,6 @@
 """Where a soft prompt starts: prompttune's draws against PEFT's, on SmolLM2-135M-Instruct.
 
-    python benchmarks/llm_prompt_starts.py [--draws 16] [--pairs 32] [--train K]
+    python -m benchmarks.llm_prompt_starts [--draws 16] [--pairs 32] [--train K]
 
 Both libraries start a 20-token prompt from rows of the embedding matrix drawn at random (prompttune's
 `soft_prompt` default on a generation task, PEFT's `PromptTuningInit.SAMPLE_VOCAB`), seeded by the
@@ -32,8 +32,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from common import RESULTS, environment, finish_run, finished_run, write_results
-from llm_e2e import (
+
+from benchmarks.common import RESULTS, environment, finish_run, finished_run, write_results
+from benchmarks.llm_e2e import (
     DECODINGS,
     MODEL,
     OURS,
@@ -268,7 +269,7 @@ def markdown(payload: dict) -> str:
         "# Where a soft prompt starts: prompttune's draws against PEFT's",
         "",
         (
-            f"Command: `python benchmarks/llm_prompt_starts.py --draws {setting['draws']} --pairs {setting['pairs']}`. "
+            f"Command: `python -m benchmarks.llm_prompt_starts --draws {setting['draws']} --pairs {setting['pairs']}`. "
             f"{setting['num_virtual_tokens']} embedding rows drawn at random by each library for seeds 0 to "
             f"{setting['draws'] - 1}; loss of the same forward pass on the first {setting['pairs']} E2E training pairs "
             "of the seed-0 run, and the rows' mean norm."
@@ -299,7 +300,7 @@ def markdown(payload: dict) -> str:
             "## Trained from each start",
             "",
             (
-                f"Command: `python benchmarks/llm_prompt_starts.py --train {max(r['seed'] for r in payload['trained']) + 1}`. "
+                f"Command: `python -m benchmarks.llm_prompt_starts --train {max(r['seed'] for r in payload['trained']) + 1}`. "
                 "A soft prompt trained by prompttune's loop from each start, on the "
                 f"{t['train_size']:,} E2E pairs of `llm_e2e.py`'s seed-{t['data_seed']} run in its order "
                 f"({t['steps']} steps of {t['batch_size']}), scored on its {t['dev_size']} dev meaning representations "

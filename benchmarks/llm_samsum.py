@@ -11,9 +11,9 @@ Truncation keeps the target whole: `max_target_length` is set above the longest 
 training subset and of the test subset (in tokens), and only the dialogue is cut, at
 `--max-source-length` tokens (its end is dropped); the report says how many dialogues were cut.
 
-    python benchmarks/llm_samsum.py                         # every method (resumes; hours on 2 cores)
-    python benchmarks/llm_samsum.py --methods zero_shot,prefix
-    python benchmarks/llm_samsum.py --report
+    python -m benchmarks.llm_samsum                         # every method (resumes; hours on 2 cores)
+    python -m benchmarks.llm_samsum --methods zero_shot,prefix
+    python -m benchmarks.llm_samsum --report
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import random
 import time
 from pathlib import Path
 
-from common import (
+from benchmarks.common import (
     SHARED,
     device_setting,
     environment,
@@ -204,7 +204,7 @@ def markdown(setting: dict, rows: dict, policy: dict, methods: dict, name: str =
         "",
         "Methods: " + "; ".join(f"{m} ({d['options']})" for m, d in methods.items()) + ".",
         "",
-        f"Command: `python benchmarks/llm_samsum.py{options}`.",
+        f"Command: `python -m benchmarks.llm_samsum{options}`.",
         "",
         "Train s is wall-clock time, not always on quiet cores; `llm_cost.md` compares what a step costs.",
         "",

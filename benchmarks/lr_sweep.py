@@ -6,9 +6,9 @@ the best rows here. SST-2's labels are 0 and 1 and no verbalizer is given here, 
 embeds the tokens "0" and "1" (then samples the vocabulary); `benchmarks/sst2_methods.py` names the
 labels negative/positive.
 
-    python benchmarks/lr_sweep.py                  # about two hours on 2 CPU cores
-    python benchmarks/lr_sweep.py --only prefix    # one method's rows
-    python benchmarks/lr_sweep.py --missing        # the rows not measured yet
+    python -m benchmarks.lr_sweep                  # about two hours on 2 CPU cores
+    python -m benchmarks.lr_sweep --only prefix    # one method's rows
+    python -m benchmarks.lr_sweep --missing        # the rows not measured yet
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, add_budget_arguments, environment, sst2_subset, write_results
-
+from benchmarks.common import RESULTS, add_budget_arguments, environment, sst2_subset, write_results
 from prompttune.api import train_prompt
 from prompttune.runtime import quiet_libraries
 
@@ -136,7 +135,7 @@ def render(payload: dict) -> str:
             "`sst2_methods.md` for timings."
         ),
         "",
-        "Command: `python benchmarks/lr_sweep.py` (`--render` rewrites this file from lr_sweep.json)",
+        "Command: `python -m benchmarks.lr_sweep` (`--render` rewrites this file from lr_sweep.json)",
         "",
         "| method | optimizer | lr | head lr | init | dev accuracy | best step | seconds |",
         "|---|---|---|---|---|---|---|---|",

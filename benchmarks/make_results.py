@@ -9,8 +9,8 @@ Every number in RESULTS.md is read from a file that one documented command wrote
   script copies each finished sweep's tables, plots and HTML report from `benchmarks/runs/NAME`
   into `benchmarks/results/sweeps/NAME` (the trained prompts stay in `benchmarks/runs`).
 
-    python benchmarks/make_results.py          # copy finished sweeps, then write RESULTS.md
-    python benchmarks/make_results.py --check  # fail if RESULTS.md differs from what the files give
+    python -m benchmarks.make_results          # copy finished sweeps, then write RESULTS.md
+    python -m benchmarks.make_results --check  # fail if RESULTS.md differs from what the files give
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def sst2_runs(methods: dict, prefix: dict) -> dict:
 def sst2_methods() -> str:
     methods, prefix, search = load("sst2_methods"), load("sst2_prefix"), load("sst2_search")
     if methods is None or prefix is None:
-        return missing("python benchmarks/sst2_methods.py && python benchmarks/sst2_methods.py --set prefix")
+        return missing("python -m benchmarks.sst2_methods && python -m benchmarks.sst2_methods --set prefix")
     model_bytes = methods["model_weights_bytes"]
     args = methods["args"]
     text = (
@@ -306,9 +306,9 @@ def sst2_methods() -> str:
         f"(seed {args['seed']}), {args['steps']} steps of batch {args['batch_size']}, every method with its default "
         "learning rates (from `results/lr_sweep.md`) and each PEFT row with the learning rates of the prompttune "
         "method beside it; accuracy on the 872 SST-2 dev sentences; one process per method.\n\n"
-        "Commands: `python benchmarks/sst2_methods.py` (rows marked A, `results/sst2_methods.md`), "
-        "`python benchmarks/sst2_methods.py --set prefix` (B, `results/sst2_prefix.md`), "
-        "`python benchmarks/sst2_search.py` (C, `results/sst2_search.md`; 5-token prompts).\n\n"
+        "Commands: `python -m benchmarks.sst2_methods` (rows marked A, `results/sst2_methods.md`), "
+        "`python -m benchmarks.sst2_methods --set prefix` (B, `results/sst2_prefix.md`), "
+        "`python -m benchmarks.sst2_search` (C, `results/sst2_search.md`; 5-token prompts).\n\n"
     )
     rows = []
     seen = set()
@@ -397,10 +397,10 @@ def sst2_methods() -> str:
 def sst2_search() -> str:
     data = load("sst2_search")
     if data is None:
-        return missing("python benchmarks/sst2_search.py")
+        return missing("python -m benchmarks.sst2_search")
     a = data["args"]
     text = (
-        f"Command: `python benchmarks/sst2_search.py` (`results/sst2_search.md`): frozen `{a['model']}`, "
+        f"Command: `python -m benchmarks.sst2_search` (`results/sst2_search.md`): frozen `{a['model']}`, "
         f"{a['train_size']:,} SST-2 training sentences, {a['steps']} steps (search rounds) of batch {a['batch_size']}, "
         "872 dev sentences. MiniLM has no LM head, so the searched prompts read their labels through a linear head "
         "trained alongside (the search runs for the first 75% of the steps, the rest fit the head).\n\n"
@@ -533,7 +533,7 @@ def e2e_draws_table(draws: list[dict]) -> str:
 def seed_commands(name: str, draws: list[dict], options: str = "") -> str:
     """The commands that ran the other draws of results/NAME.json (NAME's own options given)."""
     return ", ".join(
-        f"`python benchmarks/llm_e2e.py --seed {s}{options} --name {name}_seed{s}` (`results/{name}_seed{s}.md`)"
+        f"`python -m benchmarks.llm_e2e --seed {s}{options} --name {name}_seed{s}` (`results/{name}_seed{s}.md`)"
         for s in (d["setting"]["seed"] for d in draws[1:])
     )
 
@@ -658,7 +658,7 @@ def llm_prompt_starts(draws: list[dict]) -> str:
     same = abs(gap) < 2 * error
     return (
         f"\nWhere each library's random start lands, over seeds 0 to {a['draws'] - 1} "
-        f"(`python benchmarks/llm_prompt_starts.py`, `results/llm_prompt_starts.md`): the loss of the same forward "
+        f"(`python -m benchmarks.llm_prompt_starts`, `results/llm_prompt_starts.md`): the loss of the same forward "
         f"pass on {a['pairs']} training pairs is {ours['mean']:.3f} (sd {ours['sd']:.3f}) from prompttune's starting "
         f"prompts and {theirs['mean']:.3f} (sd {theirs['sd']:.3f}) from PEFT's, {gap:+.3f} ({abs(gap) / error:.1f} "
         f"standard errors); their rows' mean norm {s['prompttune_row_norm']['mean']:.3f} and "
@@ -729,7 +729,7 @@ def trained_starts(data: dict, draws: list[dict] = ()) -> str:
         )
     starts = max((r["seed"] for r in data["trained"]), default=-1) + 1
     return (
-        f"\nTrained from those starts with the data held fixed (`python benchmarks/llm_prompt_starts.py --train {starts}`: "
+        f"\nTrained from those starts with the data held fixed (`python -m benchmarks.llm_prompt_starts --train {starts}`: "
         f"prompttune's loop, `init_from` each start, the {t['train_size']:,} pairs of the seed-{t['data_seed']} rows in "
         f"their order, {t['steps']} steps of {t['batch_size']}), BLEU is "
         + "; ".join(parts)
@@ -816,7 +816,7 @@ def llm_e2e_budgets(first: dict) -> str:
         f"\nLonger training, the rest alike (draw {a['seed']}: the {a['steps']}-step runs' batches, then more in the "
         "same sequence; each method's learning rate decays over its whole budget): "
         + ", ".join(
-            f"`python benchmarks/llm_e2e.py --steps {d['setting']['steps']} --name {name}` (`results/{name}.md`)"
+            f"`python -m benchmarks.llm_e2e --steps {d['setting']['steps']} --name {name}` (`results/{name}.md`)"
             for name, d in runs
             if d is not first
         )
@@ -853,10 +853,10 @@ def llm_e2e_budgets(first: dict) -> str:
 def llm_e2e() -> str:
     data = load("llm_e2e")
     if data is None:
-        return missing("python benchmarks/llm_e2e.py")
+        return missing("python -m benchmarks.llm_e2e")
     a, rows = data["setting"], data["rows"]
     text = (
-        f"Command: `python benchmarks/llm_e2e.py` (`results/llm_e2e.md`; PEFT's rows with the oldest supported "
+        f"Command: `python -m benchmarks.llm_e2e` (`results/llm_e2e.md`; PEFT's rows with the oldest supported "
         f"transformers, on which PEFT 0.21's prefix tuning runs). Frozen {LLM}. {a['train_size']:,} E2E training pairs "
         f"drawn with seed {a['seed']}, {a['steps']} steps of {a['batch_size']} pairs for every trained method, each "
         "method's default learning rate (PEFT's with that of the prompttune method it matches, on the same batches); "
@@ -896,7 +896,7 @@ def llm_e2e() -> str:
     if (RESULTS / PARAMS_PLOT).is_file():
         text += (
             f"\nBLEU against trainable parameters, the mean over the draws run at each budget with the standard "
-            f"deviation over them (the number beside a point: its draws; `python benchmarks/make_results.py` draws it "
+            f"deviation over them (the number beside a point: its draws; `python -m benchmarks.make_results` draws it "
             f"from the files above):\n\n![BLEU against trainable parameters](results/{PARAMS_PLOT})\n"
         )
     return text
@@ -1049,10 +1049,10 @@ def lowdata_peft_decoding(data: dict) -> str:
 def llm_lowdata() -> str:
     data = load("llm_e2e_lowdata")
     if data is None:
-        return missing("python benchmarks/llm_e2e_lowdata.py")
+        return missing("python -m benchmarks.llm_e2e_lowdata")
     a, stats = data["setting"], data["summary"]
     text = (
-        f"Command: `python benchmarks/llm_e2e_lowdata.py` (`results/llm_e2e_lowdata.md`; PEFT's rows with `--methods "
+        f"Command: `python -m benchmarks.llm_e2e_lowdata` (`results/llm_e2e_lowdata.md`; PEFT's rows with `--methods "
         f"peft_prompt_tuning,peft_prefix_tuning`). Frozen {LLM}; each cell a "
         f"random subset of that many E2E training pairs (drawn with the seed), {a['steps']} steps of "
         f"{a['batch_size']} pairs whatever the size; greedy decoding of the same {a['dev_size']} dev meaning "
@@ -1084,10 +1084,10 @@ def llm_lowdata() -> str:
 def llm_samsum() -> str:
     data = load("llm_samsum")
     if data is None:
-        return missing("python benchmarks/llm_samsum.py")
+        return missing("python -m benchmarks.llm_samsum")
     a, rows, cut = data["setting"], data["rows"], data["truncation"]
     text = (
-        f"Command: `python benchmarks/llm_samsum.py` (`results/llm_samsum.md`). Frozen {LLM}; {a['train_size']:,} "
+        f"Command: `python -m benchmarks.llm_samsum` (`results/llm_samsum.md`). Frozen {LLM}; {a['train_size']:,} "
         f"SAMSum training dialogues drawn with seed {a['seed']}, {a['steps']} steps of {a['batch_size']}; "
         f"{a['test_size']} test dialogues drawn with seed {a['seed']}, greedy, ROUGE F1 x100. Dialogues cut at "
         f"{a['max_source_length']} tokens ({cut['test']['dialogues_cut']} of {cut['test']['dialogues']} test dialogues "
@@ -1140,7 +1140,7 @@ def llm_samsum_budgets(first: dict) -> str:
     text = (
         "\nOther budgets, the rest alike: "
         + ", ".join(
-            f"`python benchmarks/llm_samsum.py --steps {d['setting']['steps']} --name {name}` (`results/{name}.md`)"
+            f"`python -m benchmarks.llm_samsum --steps {d['setting']['steps']} --name {name}` (`results/{name}.md`)"
             for name, d in runs
             if d is not first
         )
@@ -1157,10 +1157,10 @@ def llm_samsum_budgets(first: dict) -> str:
 def llm_classify() -> str:
     data = load("llm_classify")
     if data is None:
-        return missing("python benchmarks/llm_classify.py")
+        return missing("python -m benchmarks.llm_classify")
     a, rows = data["setting"], data["rows"]
     text = (
-        f"Command: `python benchmarks/llm_classify.py` (`results/llm_classify.md`). Frozen {LLM}; the chat template "
+        f"Command: `python -m benchmarks.llm_classify` (`results/llm_classify.md`). Frozen {LLM}; the chat template "
         "with an instruction, the label word read as the answer's first token, for every contender. Training: "
         f"{a['train_size']:,} rows drawn with seed {a['seed']}, {a['steps']} steps of {a['batch_size']}; PEFT on "
         "prompttune's token ids with the same objective. prompttune's soft prompt starts from the label words' "
@@ -1203,7 +1203,7 @@ def llm_classify() -> str:
 def llm_cost() -> str:
     data = load("llm_cost")
     if data is None:
-        return missing(".venv-oldest/bin/python benchmarks/llm_cost.py")
+        return missing(".venv-oldest/bin/python -m benchmarks.llm_cost")
     training, generation = data["training"], data["generation"]
     pairs = {
         "prefix": "peft_prefix_tuning",
@@ -1224,7 +1224,7 @@ def llm_cost() -> str:
         if ours in training and theirs in training
     ]
     text = (
-        "Command: `.venv-oldest/bin/python benchmarks/llm_cost.py` (`results/llm_cost.md`): E2E batches of "
+        "Command: `.venv-oldest/bin/python -m benchmarks.llm_cost` (`results/llm_cost.md`): E2E batches of "
         f"{data['args']['batch_size']}, every contender's training steps interleaved in one process; peak memory "
         "of a step each in a process of its own.\n\n"
         + table(["prompttune", "s / step", "PEFT s / step", "time ratio", "peak MB", "PEFT peak MB"], body)
@@ -1241,12 +1241,12 @@ def llm_serving() -> str:
     mixed, load_test = load("llm_mixed_generation"), load("openai_load")
     parts = []
     if mixed is None:
-        parts.append(missing(".venv-oldest/bin/python benchmarks/llm_mixed_generation.py"))
+        parts.append(missing(".venv-oldest/bin/python -m benchmarks.llm_mixed_generation"))
     else:
         a = mixed["args"]
         best = {k: min(v) for k, v in mixed["seconds"].items()}
         parts.append(
-            f"Command: `.venv-oldest/bin/python benchmarks/llm_mixed_generation.py` (`results/llm_mixed_generation.md`): "
+            f"Command: `.venv-oldest/bin/python -m benchmarks.llm_mixed_generation` (`results/llm_mixed_generation.md`): "
             f"{a['prompts']} prompts (half soft prompts, half prefixes), {a['per_prompt']} requests each, exactly "
             f"{a['new_tokens']} new tokens per request, greedy. prompttune decodes every request in one mixed batch "
             f"({best['prompttune']:.2f} s); PEFT, one `generate` per prompt after `set_adapter`, takes "
@@ -1256,7 +1256,7 @@ def llm_serving() -> str:
             "left-padded rows at shifted positions).\n"
         )
     if load_test is None:
-        parts.append(missing("python benchmarks/openai_load.py"))
+        parts.append(missing("python -m benchmarks.openai_load"))
     else:
         a, runs, ratios = load_test["args"], load_test["runs"], load_test["ratios"]
 
@@ -1268,7 +1268,7 @@ def llm_serving() -> str:
             )
 
         parts.append(
-            f"\nCommand: `python benchmarks/openai_load.py` (`results/openai_load.md`): the OpenAI endpoint on loopback, "
+            f"\nCommand: `python -m benchmarks.openai_load` (`results/openai_load.md`): the OpenAI endpoint on loopback, "
             f"{a['clients']} concurrent streaming clients, {runs['continuous']['requests']} completions of at most "
             f"{a['new_tokens']} tokens to {a['prompts']} prompts. Continuous batching (the default on decoder-only "
             f"models): {figures(runs['continuous'])}. Static batching (`--batching static`), the same requests: "
@@ -1281,11 +1281,11 @@ def llm_serving() -> str:
 def e2e_methods() -> str:
     data = load("e2e_generation")
     if data is None:
-        return missing("python benchmarks/e2e_generation.py")
+        return missing("python -m benchmarks.e2e_generation")
     args, pre = data["args"], data["pretraining"]
     config = pre["config"]
     text = (
-        f"Command: `python benchmarks/e2e_generation.py` (`results/e2e_generation.md`). Frozen model: a GPT-2-style "
+        f"Command: `python -m benchmarks.e2e_generation` (`results/e2e_generation.md`). Frozen model: a GPT-2-style "
         f"decoder ({config['n_layer']} layers, width {config['n_embd']}, {pre['parameters']:,} parameters, byte-level BPE of "
         f"{config['vocab_size']:,} tokens) pretrained here as a plain language model on {pre['texts']:,} reference texts of "
         f"the E2E and WebNLG 2017 training sets ({pre['steps']} steps, {pre['seconds'] / 60:.1f} minutes); no pretrained "
@@ -1320,7 +1320,7 @@ def e2e_methods() -> str:
     if any(r.get("earlier_run") for r in data["runs"].values()):
         text += (
             "\\* from the previous full run of the command; the other rows were added by "
-            f"`python benchmarks/e2e_generation.py --methods {args['methods']} --merge` (same data, steps and seed).\n\n"
+            f"`python -m benchmarks.e2e_generation --methods {args['methods']} --merge` (same data, steps and seed).\n\n"
         )
     runs = data["runs"]
     lines = ["Against PEFT's equivalent at the same budget (same batches, optimiser, learning rate and schedule):"]
@@ -1351,7 +1351,7 @@ def e2e_methods() -> str:
 def decoder_cost() -> str:
     data = load("decoder_prompt_cost")
     if data is None:
-        return missing("python benchmarks/decoder_prompt_cost.py")
+        return missing("python -m benchmarks.decoder_prompt_cost")
     a, training, generation = data["args"], data["training"], data["generation"]
     peft = training["PEFT PromptTuningConfig"]
     rows = [
@@ -1367,7 +1367,7 @@ def decoder_cost() -> str:
     ]
     g = generation["per_token_seconds"]
     return (
-        f"Command: `python benchmarks/decoder_prompt_cost.py` (`results/decoder_prompt_cost.md`): frozen "
+        f"Command: `python -m benchmarks.decoder_prompt_cost` (`results/decoder_prompt_cost.md`): frozen "
         f"SmolLM2-135M-Instruct, a {a['tokens']}-token soft prompt classifying SST-2 sentences through the LM head, "
         f"batches of {a['batch_size']}, {a['rounds']} training steps of each in one process over {a['batches']} batches "
         "(each alike often), rotating which goes first; mean seconds per step. PEFT: `PromptTuningConfig` (CAUSAL_LM), "
@@ -1381,7 +1381,7 @@ def decoder_cost() -> str:
 def conll_ner() -> str:
     data = load("conll_ner")
     if data is None:
-        return missing("python benchmarks/conll_ner.py")
+        return missing("python -m benchmarks.conll_ner")
     a, rows = data["setting"], data["rows"]
     body = [
         [
@@ -1397,7 +1397,7 @@ def conll_ner() -> str:
         for method, r in rows.items()
     ]
     text = (
-        f"Command: `python benchmarks/conll_ner.py` (`results/conll_ner.md`): frozen `{a['model']}`, "
+        f"Command: `python -m benchmarks.conll_ner` (`results/conll_ner.md`): frozen `{a['model']}`, "
         f"{a['train_size']} CoNLL-2003 training sentences and {a['eval_size']} dev and {a['eval_size']} test sentences "
         f"drawn with seed {a['seed']}, {a['steps']} steps of {a['batch_size']} sentences for every method, each "
         "method's default learning rates (PEFT's methods with those of the prompttune method they correspond to); "
@@ -1419,7 +1419,7 @@ def conll_ner() -> str:
     if longer:
         b, more = longer["setting"], longer["rows"]
         text += (
-            f"\nWith {b['steps'] / a['steps']:.0f} times the steps (`python benchmarks/conll_ner.py --name conll_ner_long "
+            f"\nWith {b['steps'] / a['steps']:.0f} times the steps (`python -m benchmarks.conll_ner --name conll_ner_long "
             f"--steps {b['steps']} --methods {','.join(more)}`, `results/conll_ner_long.md`), the rest alike: "
             + ", ".join(f"{m} test F1 {r['test']['f1']:.4f} (dev {r['dev']['f1']:.4f})" for m, r in more.items())
         )
@@ -1463,7 +1463,7 @@ def conll_ner() -> str:
         best_f1 = best["rows"]["deep_prompt"]["test"]["f1"]
         text += (
             f"\nLonger prompts and other learning rates for deep_prompt at the same {a['steps']} steps "
-            "(`python benchmarks/conll_ner.py --name NAME --methods deep_prompt --virtual-tokens N --lr LR`; "
+            "(`python -m benchmarks.conll_ner --name NAME --methods deep_prompt --virtual-tokens N --lr LR`; "
             "P-tuning v2 finds that sequence labelling prefers long prompts): the best, "
             f"{best['setting']['virtual_tokens']} tokens at a learning rate of {best['setting'].get('lr') or 'default'}, "
             f"gains {100 * (best_f1 - base):.1f} points, and the gap to full fine-tuning stays "
@@ -1494,7 +1494,7 @@ def performance() -> str:
             for m, r in step["results"].items()
         ]
         parts.append(
-            f"Command: `python benchmarks/prefix_step_time.py` (`results/prefix_step_time.md`): one process, the same "
+            f"Command: `python -m benchmarks.prefix_step_time` (`results/prefix_step_time.md`): one process, the same "
             f"batches, prompttune and PEFT alternating, median of {step['args']['rounds']} rounds, batch "
             f"{step['args']['batch_size']}, {step['args']['tokens']} tokens, frozen {step['args']['model']}.\n\n"
             + table(
@@ -1527,7 +1527,7 @@ def performance() -> str:
     serving = load("serving")
     parts.append("\n### Mixed-batch throughput\n")
     if serving is None:
-        parts.append(missing("python benchmarks/serving.py"))
+        parts.append(missing("python -m benchmarks.serving"))
     else:
         a = serving["args"]
         rows = []
@@ -1548,7 +1548,7 @@ def performance() -> str:
             )
         load_test = serving["load_test"]
         parts.append(
-            f"Command: `python benchmarks/serving.py` (`results/serving.md`): frozen {a['model']}, 8 soft prompts of "
+            f"Command: `python -m benchmarks.serving` (`results/serving.md`): frozen {a['model']}, 8 soft prompts of "
             f"{a['tokens']} tokens with heads, {a['rows']} SST-2 dev sentences as requests assigned to the prompts in turn, "
             f"served in windows of W rows (what arrives together), median of {a['rounds']} interleaved rounds, in rows per "
             f'second. "One forward" runs each window as one batch; "by length" runs its rows in order of length in '
@@ -1577,7 +1577,7 @@ def performance() -> str:
     e2e = load("e2e_generation")
     parts.append("\n### Generation overhead of a prompt\n")
     if e2e is None:
-        parts.append(missing("python benchmarks/e2e_generation.py"))
+        parts.append(missing("python -m benchmarks.e2e_generation"))
     else:
         o = e2e["generation_overhead"]
         rows = [
@@ -1585,7 +1585,7 @@ def performance() -> str:
             for k, r in o["runs"].items()
         ]
         parts.append(
-            f"Command: `python benchmarks/e2e_generation.py`: {o['sources']} E2E sources, exactly {o['new_tokens']} new "
+            f"Command: `python -m benchmarks.e2e_generation`: {o['sources']} E2E sources, exactly {o['new_tokens']} new "
             f"tokens each, greedy, best of {o['repeats']} interleaved repeats, one process, on the decoder above (the prefix "
             "sits in the KV cache; the soft prompt lengthens the input).\n\n"
             + table(["prompt", "seconds", "ms per token", "vs bare model"], rows)
@@ -1658,7 +1658,7 @@ def environment() -> str:
 def render() -> str:
     sections = [
         "# prompttune: published results\n",
-        "Generated by `python benchmarks/make_results.py` from the results files beside it; every section names the "
+        "Generated by `python -m benchmarks.make_results` from the results files beside it; every section names the "
         "command that produced its numbers. " + environment() + " SST-2 has no public test labels, so its 872 dev "
         "sentences serve as the test set: every run is scored once, at the end of training (no early stopping or "
         "checkpoint selection on them); the methods' default learning rates were chosen on them once "
@@ -1718,7 +1718,7 @@ def main() -> None:
     text = render() if args.check else (collect_sweeps(), write_plots(), render())[2]
     if args.check:
         if not OUT.is_file() or OUT.read_text() != text:
-            sys.exit(f"{OUT} is out of date: run python benchmarks/make_results.py")
+            sys.exit(f"{OUT} is out of date: run python -m benchmarks.make_results")
         print(f"{OUT} matches the results files")
         return
     OUT.write_text(text)

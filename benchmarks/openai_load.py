@@ -7,7 +7,7 @@ with `--batching static`, then against one with `--batching continuous`.
 Reports for each requests per second, time to first token and end-to-end latency (p50 and p99), new
 tokens per second (as `usage` counts them), the errors (the target is none), and the ratios.
 
-    python benchmarks/openai_load.py           # a few minutes on 2 quiet CPU cores
+    python -m benchmarks.openai_load           # a few minutes on 2 quiet CPU cores
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import environment, write_results
+from benchmarks.common import environment, write_results
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -190,7 +190,7 @@ def main() -> None:
             "(it joins that batch at its next step), one server after the other. 2 CPU cores."
         ),
         "",
-        "Command: `python benchmarks/openai_load.py`",
+        "Command: `python -m benchmarks.openai_load`",
         "",
         (
             "| batching | requests | errors | seconds | requests / s | new tokens / s | TTFT p50 | TTFT p99 | "

@@ -7,7 +7,7 @@ forward, backward and an AdamW step, model code only (no data loading). It repor
 the rounds and the ratio, for `deep_prompt` against `PrefixTuningConfig` and for `prefix` against
 `PrefixTuningConfig(prefix_projection=True)`.
 
-    python benchmarks/prefix_step_time.py          # about 10 minutes on 2 CPU cores
+    python -m benchmarks.prefix_step_time          # about 10 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import statistics
 import time
 
 import torch
-from common import SHARED, environment, write_results
+
+from benchmarks.common import SHARED, environment, write_results
 
 PAIRS = (("deep_prompt", False), ("prefix", True))  # (prompttune method, PEFT prefix_projection)
 
@@ -119,7 +120,7 @@ def main() -> None:
             f"{args.threads} CPU threads."
         ),
         "",
-        "Command: `python benchmarks/prefix_step_time.py`",
+        "Command: `python -m benchmarks.prefix_step_time`",
         "",
         "| prompttune method | PEFT config | prompttune s / step | PEFT s / step | ratio |",
         "|---|---|---|---|---|",

@@ -17,7 +17,7 @@ PEFT way, and a bounded load test of `prompttune serve`.
 
 The prompts are untrained (throughput does not depend on their values).
 
-    python benchmarks/serving.py          # about 8 minutes on 2 CPU cores
+    python -m benchmarks.serving          # about 8 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import SHARED, environment, write_results
+
+from benchmarks.common import SHARED, environment, write_results
 
 TASKS = 8
 
@@ -280,7 +281,7 @@ def main() -> None:
         (
             f"Frozen `{args.model}`, {TASKS} soft prompts of {args.tokens} tokens with their heads (untrained: "
             f"throughput does not depend on the values), {args.rows} SST-2 dev sentences as requests assigned to the "
-            f"tasks in turn, {args.threads} CPU threads. Command: `python benchmarks/serving.py`"
+            f"tasks in turn, {args.threads} CPU threads. Command: `python -m benchmarks.serving`"
         ),
         "",
         (f"## Throughput by window (rows served together), median of {args.rounds} interleaved rounds"),

@@ -16,8 +16,8 @@ one refused as it should be), p50/p99 latency of good requests in the first and 
 beyond 5% after the warm-up, the first two minutes of ten), and the sequences left in the continuous batch once every
 client has gone (target: none). Loopback only; the run stops by itself.
 
-    python benchmarks/soak.py                  # 10 minutes, 16 clients (about 12 minutes in all)
-    python benchmarks/soak.py --minutes 1 --clients 4 --name soak_short
+    python -m benchmarks.soak                  # 10 minutes, 16 clients (about 12 minutes in all)
+    python -m benchmarks.soak --minutes 1 --clients 4 --name soak_short
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import environment, write_results
-from openai_load import percentile
+from benchmarks.common import environment, write_results
+from benchmarks.openai_load import percentile
 
 TOKEN = "soak-test"
 SOURCES = [
@@ -312,7 +312,7 @@ def main() -> None:
         f"# Soak: {args.clients} streaming clients for {args.minutes:g} minutes on {args.model}",
         "",
         (
-            f"`python benchmarks/soak.py --clients {args.clients} --minutes {args.minutes:g} --name {args.name}`"
+            f"`python -m benchmarks.soak --clients {args.clients} --minutes {args.minutes:g} --name {args.name}`"
             f" (loopback; {environment()['threads']} CPU threads)"
         ),
         "",

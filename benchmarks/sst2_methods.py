@@ -19,9 +19,9 @@ resident memory is its own.
 PEFT `PrefixTuningConfig` without and with its projection (the same two designs), next to
 `soft_prompt`, `p_tuning` and `full_finetune`; the results go to `sst2_prefix.{md,json,png}`.
 
-    python benchmarks/sst2_methods.py                  # ~25 minutes on 2 CPU cores
-    python benchmarks/sst2_methods.py --set prefix     # ~35 minutes
-    python benchmarks/sst2_methods.py --steps 20 --train-size 200 --no-write   # a quick check
+    python -m benchmarks.sst2_methods                  # ~25 minutes on 2 CPU cores
+    python -m benchmarks.sst2_methods --set prefix     # ~35 minutes
+    python -m benchmarks.sst2_methods --steps 20 --train-size 200 --no-write   # a quick check
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
+from benchmarks.common import (
     RESULTS,
     ZERO_SHOT_TEMPLATE,
     add_budget_arguments,
@@ -313,7 +313,7 @@ def main() -> None:
             f"Each PEFT row is trained with the learning rates of the prompttune method it is compared with."
         ),
         "",
-        f"Command: `python benchmarks/sst2_methods.py{flags}`"
+        f"Command: `python -m benchmarks.sst2_methods{flags}`"
         + (
             f" (this run: `--methods {args.methods} --merge`; rows marked earlier come from the previous full run)"
             if args.merge and args.methods

@@ -13,7 +13,7 @@ on the 872 SST-2 dev sentences, in one process one after another:
 - `soft_prompt` started from the tokens autoprompt found (a searched prompt as the initialisation of
   a soft prompt), and the same soft prompt started from sampled vocabulary, for comparison.
 
-    python benchmarks/sst2_search.py          # about 20 minutes on 2 CPU cores
+    python -m benchmarks.sst2_search          # about 20 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from common import ZERO_SHOT_TEMPLATE, add_budget_arguments, environment, sst2_subset, write_results
+
+from benchmarks.common import ZERO_SHOT_TEMPLATE, add_budget_arguments, environment, sst2_subset, write_results
 
 
 def seconds_per_step(folder: Path) -> float:
@@ -145,7 +146,7 @@ def main() -> None:
         (
             f"Frozen `{args.model}`, {args.train_size} SST-2 training sentences, {args.steps} steps of batch "
             f"{args.batch_size} (a search round per step), 872 dev sentences, seed {args.seed}, {args.threads} CPU threads. "
-            "Command: `python benchmarks/sst2_search.py`"
+            "Command: `python -m benchmarks.sst2_search`"
         ),
         "",
         (

@@ -53,6 +53,10 @@ def pytest_sessionfinish(session, exitstatus):
 import tiny
 import transformers
 
+# The benchmarks are a package beside prompttune (`python -m benchmarks.NAME`); tests import it.
+if str(Path(__file__).resolve().parent.parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from prompttune import Backbone, ClassificationConfig, Example
 
 transformers.utils.logging.set_verbosity_error()

@@ -14,8 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def llm_e2e(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    return importlib.import_module("llm_e2e")
+    return importlib.import_module("benchmarks.llm_e2e")
 
 
 def _pairs(path: Path) -> Path:
@@ -81,7 +80,7 @@ def test_a_peft_run_killed_after_a_checkpoint_resumes_to_the_weights_of_one_neve
 def test_benchmark_settings_name_the_device_only_off_the_cpu(llm_e2e, monkeypatch):
     """Runs on a CPU keep the setting the published results were made with; a GPU's runs (bf16
     autocast) get a setting of their own, so a report never mixes the two."""
-    common = importlib.import_module("common")
+    common = importlib.import_module("benchmarks.common")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert common.run_device() == "cpu" and common.device_setting() == {}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -13,9 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def common(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "benchmarks" / "common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("benchmarks.common")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     return module
 
@@ -52,9 +50,7 @@ def test_results_are_written_whole(common):
 
 @pytest.fixture
 def make_results():
-    spec = importlib.util.spec_from_file_location("bench_make_results", ROOT / "benchmarks" / "make_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("benchmarks.make_results")
     return module
 
 
@@ -334,7 +330,7 @@ def test_samsum_at_other_budgets_is_shown_beside_the_first(make_results, tmp_pat
     (tmp_path / "llm_samsum_375.json").write_text(json.dumps(result(375, {"prefix": 34.5, "full_finetune": 36.0})))
     (tmp_path / "llm_samsum_other.json").write_text(json.dumps(result(375, {"prefix": 99.0}, seed=1)))
     text = make_results.llm_samsum_budgets(first)
-    assert "`python benchmarks/llm_samsum.py --steps 375 --name llm_samsum_375`" in text
+    assert "`python -m benchmarks.llm_samsum --steps 375 --name llm_samsum_375`" in text
     assert "| method | 150 steps (1.2 passes) | 375 steps (3.0 passes) |" in text
     assert "| prefix | 31.72 | 34.50 |" in text and "| full_finetune | 35.79 | 36.00 |" in text
     assert "zero_shot" not in text and "99.00" not in text
@@ -359,7 +355,7 @@ def test_e2e_at_other_budgets_is_shown_beside_the_first_with_each_target(make_re
     (tmp_path / "llm_e2e_seed1.json").write_text(json.dumps(result(200, {"prefix": (99.0, 99.0)}, seed=1)))
     (tmp_path / "llm_e2e_other.json").write_text(json.dumps(result(500, {"prefix": (98.0, 98.0)}, train_size=500)))
     text = make_results.llm_e2e_budgets(first)
-    assert "`python benchmarks/llm_e2e.py --steps 500 --name llm_e2e_500`" in text
+    assert "`python -m benchmarks.llm_e2e --steps 500 --name llm_e2e_500`" in text
     assert (
         "| method | greedy 200 steps (0.8 passes) | greedy 500 steps (2.0 passes) | beam 200 steps (0.8 passes) "
         "| beam 500 steps (2.0 passes) |"
@@ -393,7 +389,7 @@ def test_e2e_at_a_longer_budget_on_other_draws_gives_each_target_over_those_draw
     (tmp_path / "llm_e2e_seed1.json").write_text(json.dumps(result(200, 1, 97.0, 10.0)))
     text = make_results.llm_e2e_budgets(first)
     assert "At 500 steps on other draws (seed 1, " in text
-    assert "`python benchmarks/llm_e2e.py --seed 1 --steps 500 --name llm_e2e_500_seed1`" in text
+    assert "`python -m benchmarks.llm_e2e --seed 1 --steps 500 --name llm_e2e_500_seed1`" in text
     assert "| soft_prompt | 56.00 | 54.00 | 57.00 | 55.00 | 55.00 (2) | 56.00 (2) |" in text
     # margins +1 and -2: mean -0.50, standard deviation 2.12, standard error 1.50
     assert "- soft_prompt >= PEFT's prompt tuning: greedy -0.50 ± 1.50 (1 of 2); beam +0.50 ± 1.50 (1 of 2)" in text
@@ -438,12 +434,11 @@ def test_the_small_decoder_section_shows_peft_rows_decoded_both_ways(make_result
 
 @pytest.fixture
 def lowdata(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import importlib
 
-    module = importlib.import_module("llm_e2e_lowdata")
+    module = importlib.import_module("benchmarks.llm_e2e_lowdata")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(importlib.import_module("common"), "RESULTS", tmp_path / "results")  # write_results
+    monkeypatch.setattr(importlib.import_module("benchmarks.common"), "RESULTS", tmp_path / "results")  # write_results
     monkeypatch.setattr(module, "BASE", tmp_path / "runs")
     (tmp_path / "results").mkdir()
     return module
@@ -566,10 +561,9 @@ def test_low_data_comparisons_pool_every_cell_of_every_size_after_the_sizes(lowd
 
 @pytest.fixture
 def starts(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import importlib
 
-    module = importlib.import_module("llm_prompt_starts")
+    module = importlib.import_module("benchmarks.llm_prompt_starts")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(module, "WORK", tmp_path / "runs")
     (tmp_path / "results").mkdir()
@@ -685,7 +679,7 @@ def test_the_published_starts_section_says_how_trained_starts_compare(make_resul
         },
     ]
     text = make_results.trained_starts(data, draws)
-    assert "`python benchmarks/llm_prompt_starts.py --train 2`" in text
+    assert "`python -m benchmarks.llm_prompt_starts --train 2`" in text
     assert (
         "trained again here, prompttune's scores 48.90 greedy and 55.84 beam (its E2E row, trained by llm_e2e.py, "
         "48.26 and 56.77), peft's scores 51.00 greedy and 57.00 beam (its E2E row, trained by llm_e2e.py, "
@@ -702,10 +696,9 @@ def test_a_library_with_fewer_trained_starts_is_shown_as_it_stands(make_results)
 
 def test_an_e2e_report_names_every_option_that_differs_from_the_defaults(monkeypatch):
     """The command a results file gives reproduces its setting: the steps, seed and sizes that differ."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import importlib
 
-    module = importlib.import_module("llm_e2e")
+    module = importlib.import_module("benchmarks.llm_e2e")
     setting = {
         "model": module.MODEL,
         "train_size": 2000,
@@ -716,8 +709,8 @@ def test_an_e2e_report_names_every_option_that_differs_from_the_defaults(monkeyp
         "max_target_length": 64,
         "seed": 0,
     }
-    assert "Command: `python benchmarks/llm_e2e.py` (" in module.markdown(setting, {})
+    assert "Command: `python -m benchmarks.llm_e2e` (" in module.markdown(setting, {})
     longer = module.markdown(setting | {"steps": 500, "seed": 1, "train_size": 500}, {}, "llm_e2e_500")
     assert (
-        "Command: `python benchmarks/llm_e2e.py --train-size 500 --steps 500 --seed 1 --name llm_e2e_500` (" in longer
+        "Command: `python -m benchmarks.llm_e2e --train-size 500 --steps 500 --seed 1 --name llm_e2e_500` (" in longer
     )

@@ -14,15 +14,13 @@ RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 
 
 def _make_results():
-    spec = importlib.util.spec_from_file_location("make_results", ROOT / "benchmarks" / "make_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("benchmarks.make_results")
     return module
 
 
 def test_results_file_is_generated_from_the_results_files():
     assert RESULTS_MD.read_text() == _make_results().render(), (
-        "benchmarks/RESULTS.md is out of date: run python benchmarks/make_results.py"
+        "benchmarks/RESULTS.md is out of date: run python -m benchmarks.make_results"
     )
 
 
