@@ -23,7 +23,9 @@ import random
 import time
 from pathlib import Path
 
-from benchmarks.common import SHARED, environment, optimiser_step, prompttune_order, write_results
+from benchmarks import peft_loop
+from benchmarks.common import SHARED, environment, write_results
+from benchmarks.peft_loop import peft_model
 
 WORK = Path(__file__).resolve().parent / "runs" / "conll_ner"
 OURS = ("deep_prompt", "prefix", "soft_prompt", "p_tuning", "linear_probe", "full_finetune")
@@ -104,10 +106,9 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     same order, same optimiser, schedule and learning rates) and scored with the same alignment and
     metrics. PEFT's prompt tuning returns logits for its virtual tokens too; those are dropped."""
     import torch
-    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-    from transformers import AutoModelForTokenClassification, get_scheduler
+    from transformers import AutoModelForTokenClassification
 
-    from prompttune import Backbone, TrainConfig
+    from prompttune import Backbone
     from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
     from prompttune.tasks.token_classification import (
@@ -123,30 +124,18 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
     columns = TokenClassificationTask.resolve_columns({})
     examples = {split: TokenClassificationTask.read_examples(str(p), columns) for split, p in data.items()}
     base = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(tags))
+    # PEFT's prefix tuning here has no reparameterisation, as prompttune's deep_prompt it is set against.
     if kind == "peft_prefix_tuning":
-        config = PrefixTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=args.virtual_tokens)
-    else:
-        config = PromptTuningConfig(
-            task_type=TaskType.TOKEN_CLS,
-            num_virtual_tokens=args.virtual_tokens,
-            prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB,
-            tokenizer_name_or_path=path,
+        _, model = peft_model(
+            "peft_prefix_tuning_noproj", path, base, task_type="TOKEN_CLS", virtual_tokens=args.virtual_tokens
         )
-    model = get_peft_model(base, config)
+    else:
+        _, model = peft_model(
+            kind, path, base, task_type="TOKEN_CLS", virtual_tokens=args.virtual_tokens, tokenizer_name_or_path=path
+        )
     ours = method_class(PEFT[kind])
     prompt_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in n]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" not in n]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": prompt_params, "lr": args.lr or ours.default_lr},
-            {"params": head_params, "lr": ours.default_head_lr},
-        ],
-        weight_decay=0.0,
-    )
-    defaults = TrainConfig()
-    scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps), num_training_steps=args.steps
-    )
     features = {split: [task.encode(e) for e in rows] for split, rows in examples.items()}
     virtual = args.virtual_tokens if kind == "peft_prompt_tuning" else 0
 
@@ -154,21 +143,24 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return out[:, virtual:]
 
-    model.train()
-    base.eval()  # dropout off in the frozen model, as prompttune does
-    step = 0
-    start = time.perf_counter()
-    for rows in prompttune_order(len(features["train"]), args.batch_size, args.seed, args.steps):
-        batch = task.collate([features["train"][i] for i in rows])
-        optimiser_step(
-            task.loss(logits_of(batch), batch),
-            prompt_params + head_params,
-            optimizer,
-            scheduler,
-            defaults.max_grad_norm,
-        )
-        step += 1
-    seconds = time.perf_counter() - start
+    def loss_of(chosen):
+        batch = task.collate([features["train"][i] for i in chosen])
+        return task.loss(logits_of(batch), batch)
+
+    seconds = peft_loop.train(
+        model,
+        base,
+        [
+            {"params": prompt_params, "lr": args.lr or ours.default_lr},
+            {"params": head_params, "lr": ours.default_head_lr},
+        ],
+        loss_of,
+        len(features["train"]),
+        args.steps,
+        args.batch_size,
+        args.seed,
+    )
+    step = args.steps
     model.eval()
     scores = {}
     with torch.no_grad():
@@ -176,7 +168,7 @@ def run_peft(kind: str, args, data: dict[str, Path], tags: list[str]) -> dict:
             gold, predicted = [], []
             for first in range(0, len(features[split]), 64):
                 batch = task.collate(features[split][first : first + 64])
-                predicted_ids, _ = task._word_scores(logits_of(batch), batch)
+                predicted_ids, _ = task.word_scores(logits_of(batch), batch)
                 for row_pred, row_gold in zip(predicted_ids.tolist(), batch["word_labels"].tolist()):
                     predicted.append([tags[t] for t, g in zip(row_pred, row_gold) if g >= 0])
                     gold.append([tags[g] for g in row_gold if g >= 0])

@@ -33,6 +33,7 @@ import time
 import torch
 
 from benchmarks.common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
+from benchmarks.peft_loop import peft_model
 
 TEMPLATE = "Review: {text} All in all, it was {mask}"
 PACKED = "prompttune: prompt once, rows packed"
@@ -44,7 +45,6 @@ WORDS = {"0": " terrible", "1": " great"}
 
 def setups(args):
     """Each contender as (a training step on batch i, the number of batches)."""
-    from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, TrainConfig, load_examples
@@ -81,7 +81,7 @@ def setups(args):
 
     path, _ = resolve_model(args.model)
     base = AutoModelForCausalLM.from_pretrained(path)
-    peft = get_peft_model(base, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.tokens))
+    _, peft = peft_model("peft_prompt_tuning", path, base, virtual_tokens=args.tokens, init="random")
     peft_opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=3e-2)
     peft.train()
     base.eval()  # the frozen model without dropout, as prompttune runs it

@@ -38,7 +38,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, SHARED, environment, optimiser_step, prompttune_order, write_results
+from benchmarks import peft_loop
+from benchmarks.common import RESULTS, SHARED, environment, write_results
+from benchmarks.peft_loop import padded_pairs, pair_encoder, peft_model
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 METHODS = ("prefix", "soft_prompt", "full_finetune", "peft_prefix_tuning", "peft_prompt_tuning")
@@ -211,10 +213,8 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
     decoded greedily with PEFT's `generate`, one source at a time: in a left-padded batch PEFT's
     prompt tuning puts its virtual tokens before the padding and drops position ids, so a row's
     tokens sit at other positions than in training. Padded batches of 32 are scored too, beside."""
-    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prompttune import TrainConfig
     from prompttune.tasks.data import group_references, load_generation_examples
     from prompttune.tasks.metrics import generation_metrics
 
@@ -223,51 +223,27 @@ def run_peft(kind: str, args, model_path: str, train_path: Path, dev_path: Path,
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.pad_token = tokenizer.eos_token
-    base = AutoModelForCausalLM.from_pretrained(model_path)
-    if kind == "peft_prefix_tuning":
-        config = PrefixTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True, encoder_hidden_size=512
-        )
-    else:
-        config = PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20, prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB
-        )
-    model = get_peft_model(base, config)
+    base, model = peft_model(kind, model_path, AutoModelForCausalLM.from_pretrained(model_path))
     eos = tokenizer.eos_token_id
-
-    def encode(source, target=None):
-        prompt = tokenizer(source, truncation=True, max_length=96)["input_ids"] + [eos]
-        if target is None:
-            return prompt, None
-        ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"][:64] + [eos]
-        return prompt + ids, [-100] * len(prompt) + ids
-
+    encode = pair_encoder(tokenizer, 96, 64)
     features = [encode(e.text, t) for e in train_examples for t in e.targets]
-    defaults = TrainConfig()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr_for(kind, args), weight_decay=0.0)
-    scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps), num_training_steps=args.steps
+    params = peft_loop.trainable(model)
+
+    def loss_of(chosen):
+        input_ids, mask, labels = padded_pairs([features[i] for i in chosen], eos)
+        return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+
+    seconds = peft_loop.train(
+        model,
+        base,
+        [{"params": params, "lr": lr_for(kind, args)}],
+        loss_of,
+        len(features),
+        args.steps,
+        args.batch_size,
+        args.seed,
     )
-    model.train()
-    base.eval()
-    step = 0
-    start = time.perf_counter()
-    for chosen in prompttune_order(len(features), args.batch_size, args.seed, args.steps):
-        rows = [features[i] for i in chosen]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.tensor([ids + [eos] * (width - len(ids)) for ids, _ in rows])
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-        optimiser_step(
-            model(input_ids=input_ids, attention_mask=mask, labels=labels).loss,
-            params,
-            optimizer,
-            scheduler,
-            defaults.max_grad_norm,
-        )
-        step += 1
-    seconds = time.perf_counter() - start
+    step = args.steps
     model.eval()
     prompts = [encode(e.text)[0] for e in dev]
 

@@ -39,18 +39,17 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import peft_loop
 from benchmarks.common import (
     SHARED,
     device_setting,
     environment,
     finish_run,
     finished_run,
-    optimiser_step,
-    prompttune_order,
     run_device,
-    training_precision,
     write_results,
 )
+from benchmarks.peft_loop import peft_model
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_classify"
 MODEL = "smollm2-135m-instruct"
@@ -184,11 +183,8 @@ def run_ours(method: str, dataset: str, args, train: Path, dev: Path, out: Path)
 def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -> dict:
     """PEFT on prompttune's token ids with prompttune's objective (see the module's docstring)."""
     import transformers
-    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-    from transformers import AutoModelForCausalLM, get_scheduler
 
-    from benchmarks.llm_e2e import load_loop, save_loop
-    from prompttune import Backbone, Columns, PromptModel, TrainConfig, load_examples
+    from prompttune import Backbone, Columns, PromptModel, load_examples
     from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
     from prompttune.storage import write_json_atomic
@@ -212,18 +208,9 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
 
     torch.manual_seed(args.seed)
     path, _ = resolve_model(args.model)
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    if kind == "peft_prompt_tuning":
-        peft_config = PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20, prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB
-        )
-        shift = 20  # PEFT's prompt tuning returns logits at its virtual positions too, before the row's
-    else:
-        peft_config = PrefixTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True, encoder_hidden_size=512
-        )
-        shift = 0
-    model = get_peft_model(base, peft_config)  # drawn on the CPU, the same start wherever it trains
+    base, model = peft_model(kind, path)  # drawn on the CPU, the same start wherever it trains
+    # PEFT's prompt tuning returns logits at its virtual positions too, before the row's.
+    shift = 20 if kind == "peft_prompt_tuning" else 0
     device = run_device()
     model.to(device)
     word_ids, word_owner = word_ids.to(device), word_owner.to(device)
@@ -240,36 +227,27 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
         log_probs = logits[torch.arange(len(rows), device=device), at].float().log_softmax(-1)[:, word_ids]
         return torch.stack([torch.logsumexp(log_probs[:, word_owner == c], -1) for c in range(labels_count)], -1)
 
-    defaults = TrainConfig()
-    params = [p for p in model.parameters() if p.requires_grad]
-    lr = method_class(PEFT[kind]).default_lr
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps), num_training_steps=args.steps
-    )
-    done, seconds = load_loop(out / "loop", params, optimizer)
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _ in range(done):
-            scheduler.step()
-    model.train()
-    base.eval()
+    params = peft_loop.trainable(model)
     label_of = {label: i for i, label in enumerate(config.labels)}
-    for step, chosen in enumerate(prompttune_order(len(encode), args.batch_size, args.seed, args.steps)):
-        if step < done:
-            continue
-        start = time.perf_counter()
-        rows = [encode[i] for i in chosen]
+
+    def loss_of(chosen):
         target = torch.tensor([label_of[train_examples[i].label] for i in chosen], device=device)
-        with training_precision(device):
-            loss = torch.nn.functional.cross_entropy(scores(rows), target)
-        optimiser_step(loss, params, optimizer, scheduler, defaults.max_grad_norm)
-        seconds += time.perf_counter() - start
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
-            save_loop(out / "loop", params, optimizer, step + 1, seconds)
-    model.eval()
+        return torch.nn.functional.cross_entropy(scores([encode[i] for i in chosen]), target)
+
+    lr = method_class(PEFT[kind]).default_lr
+    seconds = peft_loop.train(
+        model,
+        base,
+        [{"params": params, "lr": lr}],
+        loss_of,
+        len(encode),
+        args.steps,
+        args.batch_size,
+        args.seed,
+        device,
+        state=out / "loop",
+        checkpoint_every=args.checkpoint_every,
+    )
     predictions = []
     with torch.no_grad():
         for begin in range(0, len(dev_encoded), args.eval_batch_size):
@@ -283,7 +261,7 @@ def run_peft(kind: str, dataset: str, args, train: Path, dev: Path, out: Path) -
         "train_seconds": round(seconds, 3),
         "steps": args.steps,
         "trainable_parameters": sum(p.numel() for p in params),
-        "artifact_bytes": sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file()),
+        "artifact_bytes": peft_loop.adapter_bytes(out / "adapter"),
         "transformers": transformers.__version__,
     }
     write_json_atomic(out / "summary.json", row)

@@ -33,6 +33,7 @@ import time
 import torch
 
 from benchmarks.common import SHARED, environment, peak_memory_in_child, step_peak_memory, write_results
+from benchmarks.peft_loop import peft_model
 
 PAIRS = {
     "prefix": "peft_prefix_tuning",
@@ -60,10 +61,6 @@ def e2e_pairs(count: int) -> list[tuple[str, str]]:
 
 def setups(args, only: str | None = None) -> dict:
     """Each contender's training step on batch i (only one of them, in a memory measurement)."""
-    from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from benchmarks.llm_e2e import peft_model
     from prompttune import Backbone, Example, PromptModel, TrainConfig
     from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
@@ -109,18 +106,7 @@ def setups(args, only: str | None = None) -> dict:
     for ours, kind in PAIRS.items():
         if only not in (None, kind):
             continue
-        if kind == "peft_p_tuning":
-            base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-            model = get_peft_model(
-                base,
-                PromptEncoderConfig(
-                    task_type=TaskType.CAUSAL_LM,
-                    num_virtual_tokens=20,
-                    encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM,
-                ),
-            )
-        else:  # the configurations the E2E comparison trains
-            base, model = peft_model(kind, path)
+        base, model = peft_model(kind, path)  # the configurations the E2E comparison trains
         model.train()
         base.eval()
         optimizer = torch.optim.AdamW(

@@ -43,11 +43,11 @@ import csv
 import json
 import random
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
+from benchmarks import peft_loop
 from benchmarks.common import (
     RESULTS,
     SHARED,
@@ -56,12 +56,10 @@ from benchmarks.common import (
     finish_run,
     finished_rows,
     finished_run,
-    optimiser_step,
-    prompttune_order,
     run_device,
-    training_precision,
     write_results,
 )
+from benchmarks.peft_loop import padded_pairs, pair_encoder, peft_model
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_e2e"
 MODEL = "smollm2-135m-instruct"
@@ -260,101 +258,17 @@ def default_lr(method: str) -> float:
     return method_class(PEFT.get(method, method)).default_lr
 
 
-def peft_model(kind: str, path: str):
-    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    if kind == "peft_prefix_tuning":
-        config = PrefixTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, prefix_projection=True, encoder_hidden_size=512
-        )
-    elif kind == "peft_prefix_tuning_noproj":
-        config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10)
-    else:
-        config = PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20, prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB
-        )
-    return base, get_peft_model(base, config)
-
-
 def peft_start(kind: str, path: str, seed: int):
     """The base model and PEFT's model of `kind` as `seed` initialises it."""
     torch.manual_seed(seed)
     return peft_model(kind, path)
 
 
-def save_loop(folder: Path, params: list, optimizer, step: int, seconds: float) -> None:
-    """The PEFT loop's state without pickle: its parameters and AdamW's moments as safetensors,
-    the step and the seconds so far as JSON (written last: it marks the state complete)."""
-    from safetensors.torch import save
-
-    from prompttune.storage import write_atomic, write_json_atomic
-
-    tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
-    for i, p in enumerate(params):
-        for key, value in optimizer.state.get(p, {}).items():
-            value = value.detach().cpu()
-            tensors[f"adam.{i}.{key}"] = value.reshape(-1).contiguous() if key == "step" else value.contiguous()
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / "state.safetensors", save(tensors))
-    write_json_atomic(folder / "state.json", {"step": step, "seconds": seconds, "tensors": len(tensors)})
-
-
-def load_loop(folder: Path, params: list, optimizer) -> tuple[int, float]:
-    from safetensors.torch import load_file
-
-    if not (folder / "state.json").is_file():
-        return 0, 0.0
-    meta = json.loads((folder / "state.json").read_text())
-    tensors = load_file(str(folder / "state.safetensors"))
-    if len(tensors) != meta["tensors"]:
-        raise SystemExit(f"{folder}: the saved state is incomplete; delete the folder to start this method again")
-    with torch.no_grad():
-        for i, p in enumerate(params):
-            p.copy_(tensors[f"param.{i}"])
-            # AdamW keeps its moments beside the parameter and its step count on the CPU.
-            state = {
-                key.split(".", 2)[2]: value.to(p.device)
-                for key, value in tensors.items()
-                if key.startswith(f"adam.{i}.")
-            }
-            if state:
-                state["step"] = state["step"].reshape(()).cpu()
-                optimizer.state[p] = state
-    return meta["step"], meta["seconds"]
-
-
-def peft_encoder(tokenizer, args):
-    """`source EOS target EOS` with the loss on the target, as prompttune's generation task reads a
-    decoder's pairs."""
-    eos = tokenizer.eos_token_id
-
-    def encode(source, target=None):
-        prompt = tokenizer(source, truncation=True, max_length=args.max_source_length)["input_ids"] + [eos]
-        if target is None:
-            return prompt, None
-        ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"][: args.max_target_length] + [eos]
-        return prompt + ids, [-100] * len(prompt) + ids
-
-    return encode
-
-
-def padded_pairs(rows: list, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`peft_encoder` pairs as one batch padded on the right: input ids, attention mask, labels."""
-    width = max(len(ids) for ids, _ in rows)
-    return (
-        torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
-        torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
-        torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]),
-    )
-
-
 def train_peft(kind: str, args, train: Path, out: Path) -> dict:
-    from transformers import AutoTokenizer, get_scheduler
+    from transformers import AutoTokenizer
 
-    from prompttune import TrainConfig
     from prompttune.core.weights import resolve_model
+    from prompttune.storage import write_json_atomic
     from prompttune.tasks.data import load_generation_examples
 
     if (out / "summary.json").is_file():
@@ -364,44 +278,36 @@ def train_peft(kind: str, args, train: Path, out: Path) -> dict:
     base, model = peft_start(kind, path, args.seed)  # drawn on the CPU, the same start wherever it trains
     device = run_device()
     model.to(device)
-    encode = peft_encoder(tokenizer, args)
+    encode = pair_encoder(tokenizer, args.max_source_length, args.max_target_length)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     features = [encode(e.text, t) for e in load_generation_examples(str(train), "mr", "ref") for t in e.targets]
-    defaults = TrainConfig()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=default_lr(kind), weight_decay=0.0)
-    scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * args.steps), num_training_steps=args.steps
-    )
-    state = out / "loop"
-    done, seconds = load_loop(state, params, optimizer)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scheduler steps without optimiser steps, to reach `done`
-        for _ in range(done):
-            scheduler.step()
-    model.train()
-    base.eval()
-    for step, chosen in enumerate(prompttune_order(len(features), args.batch_size, args.seed, args.steps)):
-        if step < done:
-            continue
-        start = time.perf_counter()
+    params = peft_loop.trainable(model)
+
+    def loss_of(chosen):
         input_ids, mask, labels = (t.to(device) for t in padded_pairs([features[i] for i in chosen], pad))
-        with training_precision(device):
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        optimiser_step(loss, params, optimizer, scheduler, defaults.max_grad_norm)
-        seconds += time.perf_counter() - start
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
-            save_loop(state, params, optimizer, step + 1, seconds)
+        return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+
+    seconds = peft_loop.train(
+        model,
+        base,
+        [{"params": params, "lr": default_lr(kind)}],
+        loss_of,
+        len(features),
+        args.steps,
+        args.batch_size,
+        args.seed,
+        device,
+        state=out / "loop",
+        checkpoint_every=args.checkpoint_every,
+    )
     model.save_pretrained(out / "adapter")
     import transformers
-
-    from prompttune.storage import write_json_atomic
 
     summary = {
         "training": {"steps": args.steps, "seconds": round(seconds, 3)},
         "parameters": {"trainable": sum(p.numel() for p in params)},
-        "artifact_bytes": sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file()),
+        "artifact_bytes": peft_loop.adapter_bytes(out / "adapter"),
         "lr": default_lr(kind),
         "transformers": transformers.__version__,
     }
@@ -430,7 +336,7 @@ def decode(method: str, args, dev: list, out: Path, beams: int, batch_size: int 
             AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), str(out / "adapter")
         )
         model.to(run_device()).eval()
-        encode = peft_encoder(tokenizer, args)
+        encode = pair_encoder(tokenizer, args.max_source_length, args.max_target_length)
         eos = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         texts = []

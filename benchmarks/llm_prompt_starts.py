@@ -33,19 +33,9 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks.common import RESULTS, environment, finish_run, finished_run, write_results
-from benchmarks.llm_e2e import (
-    DECODINGS,
-    MODEL,
-    OURS,
-    decode,
-    e2e_scores,
-    padded_pairs,
-    peft_encoder,
-    peft_start,
-    prompttune_order,
-    write_subsets,
-)
+from benchmarks.common import RESULTS, environment, finish_run, finished_run, prompttune_order, write_results
+from benchmarks.llm_e2e import DECODINGS, MODEL, OURS, decode, e2e_scores, peft_start, write_subsets
+from benchmarks.peft_loop import padded_pairs, pair_encoder
 
 WORK = Path(__file__).resolve().parent / "runs" / "llm_prompt_starts"
 LIBRARIES = ("prompttune", "peft")
@@ -82,7 +72,7 @@ def main() -> None:
     path, _ = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     train, _ = write_subsets(2000, 50, 0)
-    encode = peft_encoder(tokenizer, args)
+    encode = pair_encoder(tokenizer, args.max_source_length, args.max_target_length)
     features = [encode(e.text, t) for e in load_generation_examples(str(train), "mr", "ref") for t in e.targets]
     # The pairs of the first steps of the seed-0 run, in its order.
     order = [i for batch in prompttune_order(len(features), 8, 0, -(-args.pairs // 8)) for i in batch][: args.pairs]

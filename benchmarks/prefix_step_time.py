@@ -19,6 +19,7 @@ import time
 import torch
 
 from benchmarks.common import SHARED, environment, write_results
+from benchmarks.peft_loop import peft_model
 
 PAIRS = (("deep_prompt", False), ("prefix", True))  # (prompttune method, PEFT prefix_projection)
 
@@ -34,7 +35,6 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from peft import PrefixTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from prompttune import Backbone, ClassificationConfig, Columns, PromptModel, load_examples
@@ -57,15 +57,9 @@ def main() -> None:
         ours_opt = torch.optim.AdamW([g for g in ours.parameter_groups(1e-3, 1e-3)])
         ours.train()
         base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-        peft = get_peft_model(
-            base,
-            PrefixTuningConfig(
-                task_type=TaskType.SEQ_CLS,
-                num_virtual_tokens=args.tokens,
-                prefix_projection=projection,
-                encoder_hidden_size=512,
-            ),
-        )
+        kind = "peft_prefix_tuning" if projection else "peft_prefix_tuning_noproj"
+        extra = {} if projection else {"encoder_hidden_size": 512}
+        _, peft = peft_model(kind, path, base, task_type="SEQ_CLS", virtual_tokens=args.tokens, **extra)
         peft_opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-3)
         peft.train()
         base.eval()  # the frozen model without dropout, as prompttune runs it

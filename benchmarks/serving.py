@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import SHARED, environment, write_results
+from benchmarks.peft_loop import peft_config
 
 TASKS = 8
 
@@ -49,7 +50,7 @@ def sentences(count: int) -> list[str]:
 
 
 def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
-    from peft import PromptTuningConfig, TaskType, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from prompttune.core.weights import resolve_model
@@ -63,7 +64,7 @@ def throughput(args, backbone, prompt_dirs: dict, texts: list[str]) -> dict:
     path, _ = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=args.tokens)
+    config = peft_config("peft_prompt_tuning", "SEQ_CLS", args.tokens, init="random")
     peft = get_peft_model(base, config, adapter_name=names[0])
     for name in names[1:]:
         peft.add_adapter(name, config)

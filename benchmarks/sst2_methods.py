@@ -31,19 +31,18 @@ import json
 import multiprocessing as mp
 import resource
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks import peft_loop
 from benchmarks.common import (
     RESULTS,
     ZERO_SHOT_TEMPLATE,
     add_budget_arguments,
     environment,
-    optimiser_step,
-    prompttune_order,
     sst2_subset,
     write_results,
 )
+from benchmarks.peft_loop import peft_model
 
 # NAME or NAME:INIT (a soft prompt with another initialisation).
 SETS = {
@@ -150,10 +149,9 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
     batches in the same order, AdamW with the same learning rates (prompt; classifier head) as the
     prompttune method it is measured against, warmup and decay."""
     import torch
-    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from prompttune import Columns, TrainConfig, load_examples
+    from prompttune import Columns, load_examples
     from prompttune.core.weights import resolve_model
     from prompttune.methods import method_class
     from prompttune.runtime import quiet_libraries
@@ -167,33 +165,29 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     loaded = rss_mb()
     if kind == "peft_prompt_tuning":
-        peft_config = PromptTuningConfig(
-            task_type=TaskType.SEQ_CLS,
-            num_virtual_tokens=args["num_virtual_tokens"],
-            prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB,
+        _, model = peft_model(
+            kind,
+            path,
+            base,
+            task_type="SEQ_CLS",
+            virtual_tokens=args["num_virtual_tokens"],
             tokenizer_name_or_path=path,
         )
+    elif kind == "peft_prefix_tuning_projection":
+        _, model = peft_model("peft_prefix_tuning", path, base, task_type="SEQ_CLS", virtual_tokens=PREFIX_TOKENS)
     else:
-        projection = kind == "peft_prefix_tuning_projection"
-        peft_config = PrefixTuningConfig(
-            task_type=TaskType.SEQ_CLS,
-            num_virtual_tokens=PREFIX_TOKENS,
-            prefix_projection=projection,
+        _, model = peft_model(
+            "peft_prefix_tuning_noproj",
+            path,
+            base,
+            task_type="SEQ_CLS",
+            virtual_tokens=PREFIX_TOKENS,
             encoder_hidden_size=PREFIX_HIDDEN,
         )
     ours = method_class({v: k for k, v in PEFT_ANCHORS.items()}[kind])
-    model = get_peft_model(base, peft_config)
-    defaults = TrainConfig()
     prompt_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in n]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "prompt_encoder" not in n]
-    optimizer = torch.optim.AdamW(
-        [{"params": prompt_params, "lr": ours.default_lr}, {"params": head_params, "lr": ours.default_head_lr}],
-        weight_decay=0.0,
-    )
     steps = args["steps"]
-    scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=int(defaults.warmup_ratio * steps), num_training_steps=steps
-    )
 
     def batches(examples, size, order):
         for start in range(0, len(order), size):
@@ -203,21 +197,21 @@ def run_peft(kind: str, args: dict, train_path: str, dev_path: str, out: str) ->
             )
             yield encoded, torch.tensor([int(e.label) for e in rows])
 
-    model.train()
-    base.eval()  # dropout off in the frozen model, as prompttune does
-    step = 0
-    start = time.perf_counter()
-    for rows in prompttune_order(len(train_examples), args["batch_size"], args["seed"], steps):
-        [(encoded, labels)] = batches(train_examples, len(rows), rows)
-        optimiser_step(
-            model(**encoded, labels=labels).loss,
-            prompt_params + head_params,
-            optimizer,
-            scheduler,
-            defaults.max_grad_norm,
-        )
-        step += 1
-    seconds = time.perf_counter() - start
+    def loss_of(chosen):
+        [(encoded, labels)] = batches(train_examples, len(chosen), chosen)
+        return model(**encoded, labels=labels).loss
+
+    seconds = peft_loop.train(
+        model,
+        base,
+        [{"params": prompt_params, "lr": ours.default_lr}, {"params": head_params, "lr": ours.default_head_lr}],
+        loss_of,
+        len(train_examples),
+        steps,
+        args["batch_size"],
+        args["seed"],
+    )
+    step = steps
     model.eval()
     correct = 0
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""The hand-written PEFT loop of the real-LLM benchmarks: a killed run resumes where it stopped."""
+"""The PEFT loop the benchmarks share (benchmarks/peft_loop.py): a killed run resumes where it stopped."""
 
 import csv
 import importlib
@@ -50,7 +50,8 @@ def test_a_peft_run_killed_after_a_checkpoint_resumes_to_the_weights_of_one_neve
     )
     whole = llm_e2e.train_peft("peft_prompt_tuning", args, train, tmp_path / "whole")
 
-    real_step, taken = llm_e2e.optimiser_step, []
+    loop = importlib.import_module("benchmarks.peft_loop")  # the loop every PEFT row trains with
+    real_step, taken = loop.optimiser_step, []
 
     def stopped_after_three(*step_args, **kwargs):
         if len(taken) == 3:
@@ -58,14 +59,14 @@ def test_a_peft_run_killed_after_a_checkpoint_resumes_to_the_weights_of_one_neve
         taken.append(1)
         real_step(*step_args, **kwargs)
 
-    monkeypatch.setattr(llm_e2e, "optimiser_step", stopped_after_three)
+    monkeypatch.setattr(loop, "optimiser_step", stopped_after_three)
     with pytest.raises(KeyboardInterrupt):
         llm_e2e.train_peft("peft_prompt_tuning", args, train, tmp_path / "resumed")
     state = load_file(str(tmp_path / "resumed" / "loop" / "state.safetensors"))
     assert {t.device.type for t in state.values()} == {"cpu"}
     assert not (tmp_path / "resumed" / "summary.json").exists()
 
-    monkeypatch.setattr(llm_e2e, "optimiser_step", real_step)
+    monkeypatch.setattr(loop, "optimiser_step", real_step)
     resumed = llm_e2e.train_peft("peft_prompt_tuning", args, train, tmp_path / "resumed")
     assert resumed["training"]["steps"] == whole["training"]["steps"] == 4
     ours = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))

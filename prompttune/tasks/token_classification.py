@@ -303,7 +303,7 @@ class TokenClassificationTask(Task):
         """What `loss` averages over: the words read (their first sub-tokens)."""
         return int((batch["labels"] != IGNORE).sum())
 
-    def _word_scores(self, logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def word_scores(self, logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, W) predicted tag and its probability per word (-1 beyond a row's words; O for words
         cut off by max_length)."""
         index = batch["word_index"]
@@ -323,7 +323,7 @@ class TokenClassificationTask(Task):
             if example.tags is None:
                 raise DataError(f"{example.origin}: no tags to score against")
         for logits, batch in model.batched_logits([self.encode(e) for e in examples], batch_size, accelerator):
-            tags, _ = self._word_scores(logits, batch)
+            tags, _ = self.word_scores(logits, batch)
             truth = batch["word_labels"]
             tags = tags.masked_fill(truth < 0, -1)
             if accelerator is not None:
@@ -343,7 +343,7 @@ class TokenClassificationTask(Task):
         """Per row: its words, their tags and the entities with character offsets into its text."""
         from seqeval.metrics.sequence_labeling import get_entities
 
-        tags, scores = self._word_scores(logits, batch)
+        tags, scores = self.word_scores(logits, batch)
         out = []
         for example, row_tags, row_scores in zip(examples, tags.tolist(), scores.tolist()):
             n = len(example.tokens)
