@@ -13,9 +13,10 @@ from .config import add_config_arguments, add_union_arguments, config_arguments,
 from .decoding import Decoding
 from .errors import PromptTuneError
 from .method_options import METHOD_CONFIGS
-from .options import COLUMN_OPTIONS, TASK_OPTION_CLASSES
+from .options import TASK_OPTION_CLASSES
 from .runtime import is_main_process
 from .serving.limits import Limits
+from .sweeps.compare import OWN_TASK_FIELDS
 from .training.config import TrainConfig
 
 
@@ -354,7 +355,7 @@ def _compare_parser(commands) -> None:
     _task_flags(
         c,
         "task and data (the task options' fields; others go in the spec's prompt_options)",
-        only=(*COLUMN_OPTIONS, "template", "verbalizer"),
+        only=OWN_TASK_FIELDS,
     )
 
 

@@ -112,29 +112,38 @@ def add_config_arguments(
         if f.name in skip or (only is not None and f.name not in only):
             continue
         kind = f.metadata.get("parse") or _value_type(hints[f.name])
-        help_text = docs.get(f.name, "").replace("%", "%%")
-        name = f.metadata.get("flag", f.name.replace("_", "-"))
-        if kind is bool:
-            flag = f"--no-{name}" if f.default is True else f"--{name}"
-            group.add_argument(
-                flag,
-                dest=f.name,
-                action="store_false" if f.default is True else "store_true",
-                default=None,
-                help=f"off (it is on by default): {help_text}" if f.default is True else help_text,
-            )
-            continue
-        default = "" if f.default in (None, dataclasses.MISSING) else f" (default {f.default})"
-        metavar = None if f.metadata.get("choices") else f.metadata.get("metavar", kind.__name__.upper())
+        _add_flag(group, f, kind, docs.get(f.name, "") + _default_note(f, kind), f.metadata.get("choices"))
+
+
+def _default_note(f, kind) -> str:
+    """` (default X)` for a help text, where the field has a default worth saying (not a switch's)."""
+    return "" if f.default in (None, dataclasses.MISSING) or kind is bool else f" (default {f.default})"
+
+
+def _add_flag(group, f, kind, help_text: str, choices) -> None:
+    """The flag of field `f`, parsed by `kind`: a switch for a boolean (`--no-name` where it
+    defaults to true), else a typed option; not given, it stays None."""
+    help_text = help_text.replace("%", "%%")
+    name = f.metadata.get("flag", f.name.replace("_", "-"))
+    if kind is bool:
+        on = f.default is True
         group.add_argument(
-            f"--{name}",
+            f"--no-{name}" if on else f"--{name}",
             dest=f.name,
-            type=kind,
-            choices=f.metadata.get("choices"),
+            action="store_false" if on else "store_true",
             default=None,
-            metavar=metavar,
-            help=help_text + default,
+            help=f"off (it is on by default): {help_text}" if on else help_text,
         )
+        return
+    group.add_argument(
+        f"--{name}",
+        dest=f.name,
+        type=kind,
+        choices=choices,
+        default=None,
+        metavar=None if choices else f.metadata.get("metavar", kind.__name__.upper()),
+        help=help_text,
+    )
 
 
 def config_arguments(args, cls) -> dict[str, Any]:
@@ -163,28 +172,12 @@ def add_union_arguments(parser, classes, title: str, owner: str, only: tuple[str
         kind = kinds.pop()
         meanings: dict[str, list[str]] = {}
         for cls, f in holders:
-            default = "" if f.default in (None, dataclasses.MISSING) or kind is bool else f" (default {f.default})"
-            meanings.setdefault(docs[cls].get(f.name, "") + default, []).append(getattr(cls, owner))
+            meanings.setdefault(docs[cls].get(f.name, "") + _default_note(f, kind), []).append(getattr(cls, owner))
+        if kind is bool and any(f.default is not False for _, f in holders):
+            raise TypeError(f"switch {name!r} must default to false in every class")
+        choices = list(dict.fromkeys(c for _, f in holders for c in f.metadata.get("choices") or ())) or None
         help_text = " ".join(f"[{', '.join(owners)}] {meaning}" for meaning, owners in meanings.items())
-        help_text = help_text.replace("%", "%%")
-        first = holders[0][1]
-        flag = first.metadata.get("flag", name.replace("_", "-"))
-        if kind is bool:
-            if any(f.default is not False for _, f in holders):
-                raise TypeError(f"switch {name!r} must default to false in every class")
-            group.add_argument(f"--{flag}", dest=name, action="store_true", default=None, help=help_text)
-            continue
-        choices = [c for _, f in holders for c in f.metadata.get("choices") or ()]
-        choices = list(dict.fromkeys(choices)) or None
-        group.add_argument(
-            f"--{flag}",
-            dest=name,
-            type=kind,
-            choices=choices,
-            default=None,
-            metavar=None if choices else first.metadata.get("metavar", kind.__name__.upper()),
-            help=help_text,
-        )
+        _add_flag(group, holders[0][1], kind, help_text, choices)
 
 
 def union_arguments(args, classes) -> dict[str, Any]:

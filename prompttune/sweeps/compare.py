@@ -53,6 +53,8 @@ FULL = "full"
 
 #: What a sweep's `prompt_options` may hold besides task options: how the model is loaded.
 PLACEMENT = ("dtype", "device_map")
+#: The task options a sweep holds as fields of its own (and `compare` takes as flags).
+OWN_TASK_FIELDS = (*COLUMN_OPTIONS, "template", "verbalizer")
 
 
 @dataclass
@@ -139,8 +141,7 @@ class SweepSpec:
 
     def own_task_fields(self) -> dict:
         """The task options the spec holds as fields of its own (columns, template, verbalizer), where given."""
-        names = (*COLUMN_OPTIONS, "template", "verbalizer")
-        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in OWN_TASK_FIELDS if getattr(self, k) is not None}
 
     def task_options(self, where: str = "the sweep") -> TaskOptions:
         """The task's options every cell shares: the spec's columns, template and verbalizer and
@@ -787,7 +788,7 @@ def spec_from_args(args) -> SweepSpec:
         "metric": args.metric,
         "eval_size": args.eval_size,
         "group_column": args.group_column,
-        **{k: getattr(args, k) for k in (*COLUMN_OPTIONS, "template", "verbalizer")},
+        **{k: getattr(args, k) for k in OWN_TASK_FIELDS},
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     lists = {
